@@ -1,0 +1,34 @@
+/**
+ * Settings of the chat endpoint, with defaults that need no configuration.
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration } from "effect"
+
+/** The settings. */
+export interface Settings {
+  /** The model name clients see in the metadata event (default `unified-chat`). */
+  readonly publicModel: string
+  /** Largest accepted request body in bytes (default 32 KiB); larger is a 413. */
+  readonly maxBodyBytes: number
+  /** Interval of `: ping` comments while the model is silent (default 15 s). */
+  readonly heartbeatInterval: Duration.Duration
+  /** Longest wait for storing a reply when a stream ends (default 5 s). */
+  readonly persistTimeout: Duration.Duration
+}
+
+/** The defaults. */
+export const defaults: Settings = {
+  publicModel: "unified-chat",
+  maxBodyBytes: 32 * 1024,
+  heartbeatInterval: Duration.seconds(15),
+  persistTimeout: Duration.seconds(5)
+}
+
+/** The chat settings; provide a value to change them (`Layer.succeed(ChatConfig, {...})`). */
+export const ChatConfig = Context.Reference<Settings>("@convoke/core/ChatConfig", {
+  defaultValue: () => defaults
+})
+
+/** Builds settings from a partial object over the defaults. */
+export const make = (overrides: Partial<Settings> = {}): Settings => ({ ...defaults, ...overrides })

@@ -1,0 +1,76 @@
+/**
+ * The failures a caller of Convoke can act on, as tagged errors.
+ *
+ * Each error knows nothing about HTTP; `HttpError.ts` is the one place that maps
+ * them to a status and the common error body.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/** The request body is not a valid chat request (bad JSON, wrong types, unknown model). */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
+  message: Schema.String
+}) {}
+
+/** The request body is larger than the configured limit. */
+export class RequestTooLarge extends Schema.TaggedError<RequestTooLarge>()("RequestTooLarge", {
+  limitBytes: Schema.Number
+}) {}
+
+/** The request body has a content type Convoke does not read. */
+export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()("UnsupportedMediaType", {
+  contentType: Schema.String
+}) {}
+
+/** The request carries no valid credentials. */
+export class Unauthenticated extends Schema.TaggedError<Unauthenticated>()("Unauthenticated", {
+  message: Schema.String
+}) {}
+
+/** The principal is known but may not do this. */
+export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", {
+  message: Schema.String
+}) {}
+
+/**
+ * The conversation does not exist for this user. Another user's conversation
+ * produces the same error: the two cases must be indistinguishable.
+ */
+export class ConversationNotFound extends Schema.TaggedError<ConversationNotFound>()("ConversationNotFound", {}) {}
+
+/** The caller exceeded a rate limit; retry after `retryAfterSeconds`. */
+export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+  retryAfterSeconds: Schema.Number,
+  message: Schema.String
+}) {}
+
+/** The conversation store failed or did not answer in time. */
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {}
+
+/**
+ * The language model failed. `type` follows the provider's names
+ * (`overloaded_error`, `rate_limit_error`, `api_error`, `timeout_error`, …) and
+ * is what clients see in a mid-stream error event.
+ */
+export class ModelError extends Schema.TaggedError<ModelError>()("ModelError", {
+  type: Schema.String,
+  message: Schema.String,
+  retryable: Schema.Boolean,
+  retryAfterSeconds: Schema.optional(Schema.Number)
+}) {}
+
+/** Every error the chat endpoint can fail with before its stream starts. */
+export type ChatError =
+  | InvalidRequest
+  | RequestTooLarge
+  | UnsupportedMediaType
+  | Unauthenticated
+  | Forbidden
+  | ConversationNotFound
+  | RateLimited
+  | StoreUnavailable
+  | ModelError

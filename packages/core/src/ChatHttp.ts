@@ -1,0 +1,141 @@
+/**
+ * The HTTP surface of Convoke — `POST /api/v0.3/chat` and `GET /health` — as
+ * one Effect HTTP application, and as a web-standard `Request → Response`
+ * handler that every adapter (Node, Express, Fastify, Lambda) builds on.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Exit, Layer, Scope, Stream } from "effect"
+import * as ByteSize from "effect/ByteSize"
+import { HttpEffect, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { RequestTooLarge } from "./ChatError.ts"
+import * as ChatEvent from "./ChatEvent.ts"
+import { ChatConfig } from "./ChatConfig.ts"
+import * as ChatRequest from "./ChatRequest.ts"
+import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
+import { ConversationStore } from "./ConversationStore.ts"
+import * as HttpError from "./HttpError.ts"
+import { Identity } from "./Identity.ts"
+import { LanguageModel } from "./LanguageModel.ts"
+
+/** The path of the chat endpoint. */
+export const CHAT_PATH = "/api/v0.3/chat"
+
+/** A web-standard request handler. */
+export type WebHandler = (request: Request) => Promise<Response>
+
+/** The services the HTTP application needs. */
+export type Requirements = ChatService | Identity | LanguageModel | ConversationStore
+
+const encoder = new TextEncoder()
+const DONE = encoder.encode(ChatEvent.DONE)
+const HEARTBEAT = encoder.encode(ChatEvent.HEARTBEAT)
+
+/** Encodes a chat stream as SSE bytes, one write per event, ending with `[DONE]`. */
+export const encodeSse = (events: Stream.Stream<StreamItem>): Stream.Stream<Uint8Array> =>
+  events.pipe(
+    Stream.map((item) => (item.type === "heartbeat" ? HEARTBEAT : encoder.encode(ChatEvent.encode(item)))),
+    Stream.concat(Stream.succeed(DONE))
+  )
+
+/** The routes, built once from the services in context. */
+export const routes = Effect.gen(function* () {
+  const chat = yield* ChatService
+  const identity = yield* Identity
+  const model = yield* LanguageModel
+  const store = yield* ConversationStore
+  const config = yield* ChatConfig
+  const maxBodySize = ByteSize.bytes(config.maxBodyBytes)
+
+  const postChat = Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const principal = yield* identity.authenticate(request.headers)
+    const body = yield* ChatRequest.read({
+      contentType: request.headers["content-type"],
+      contentLength: request.headers["content-length"],
+      maxBodyBytes: config.maxBodyBytes,
+      body: request.arrayBuffer.pipe(
+        Effect.map((buffer) => new Uint8Array(buffer)),
+        Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize),
+        Effect.mapError(() => new RequestTooLarge({ limitBytes: config.maxBodyBytes }))
+      )
+    })
+    if (body.stream === true) {
+      const events = yield* chat.stream({ principal, request: body })
+      return HttpServerResponse.stream(encodeSse(events), { headers: ChatEvent.SSE_HEADERS })
+    }
+    return HttpServerResponse.jsonUnsafe(yield* chat.complete({ principal, request: body }))
+  })
+
+  const health = Effect.succeed(
+    HttpServerResponse.jsonUnsafe({ status: "ok", model: model.name, store: store.name, identity: identity.name })
+  )
+
+  const methodNotAllowed = Effect.succeed(HttpError.plain(405, "method_not_allowed", "Use POST", { allow: "POST" }))
+
+  return [
+    HttpRouter.route("POST", CHAT_PATH, postChat),
+    HttpRouter.route("GET", "/health", health),
+    ...(["GET", "PUT", "PATCH", "DELETE"] as const).map((method) =>
+      HttpRouter.route(method, CHAT_PATH, methodNotAllowed)
+    )
+  ]
+})
+
+/**
+ * The whole application as one HTTP effect: routes plus the error mapping.
+ * Needs the services; build it once, serve it many times.
+ */
+export const makeHttpEffect = Effect.gen(function* () {
+  const router = yield* HttpRouter.toHttpEffect(HttpRouter.addAll(routes))
+  return HttpError.catchAll(router)
+})
+
+/** Builds a web handler from the services in context. */
+export const makeWebHandler: Effect.Effect<WebHandler, never, Requirements | Scope.Scope> = Effect.gen(function* () {
+  const httpEffect = yield* makeHttpEffect
+  const context = yield* Effect.context<Requirements>()
+  return HttpEffect.toWebHandlerWith<Requirements, Scope.Scope | HttpServerRequest.HttpServerRequest>(context)(
+    httpEffect
+  ) as WebHandler
+})
+
+/** A running Convoke application: its handler and how to stop it. */
+export interface App {
+  /** The web-standard handler. */
+  readonly handler: WebHandler
+  /** Ends open streams with an error event and `[DONE]`; new requests get 503. */
+  readonly shutdown: () => Promise<void>
+  /** Releases every resource of the layers (database connections, servers). */
+  readonly dispose: () => Promise<void>
+}
+
+/**
+ * Builds the application from a layer that provides the store, the model and
+ * the identity (the chat service is added here). Resolves once every layer is
+ * built, so a database that cannot start fails here, not on the first request.
+ */
+export const makeApp = async <E>(
+  layer: Layer.Layer<ConversationStore | LanguageModel | Identity, E>
+): Promise<App> => {
+  const scope = Scope.makeUnsafe()
+  const full = Layer.provideMerge(ChatServiceLayer, layer)
+  try {
+    const { handler, chat } = await Effect.runPromise(
+      Effect.gen(function* () {
+        const handler = yield* makeWebHandler
+        const chat = yield* ChatService
+        return { handler, chat }
+      }).pipe(Effect.provide(full), Scope.provide(scope))
+    )
+    let disposing: Promise<void> | undefined
+    return {
+      handler,
+      shutdown: () => Effect.runPromise(chat.shutdown),
+      dispose: () => (disposing ??= Effect.runPromise(Scope.close(scope, Exit.void)))
+    }
+  } catch (error) {
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    throw error
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The metadata-first chat stream.
+ *
+ * `stream` resolves the conversation (failing before the stream starts with a
+ * typed error), then returns a stream whose first element is the metadata
+ * event, built from values already in hand so it is emitted at once; only
+ * after it is pulled are history loaded, the user message stored and the
+ * model called. Deltas become content events; a failure after the start
+ * becomes an error event. Whatever the model produced is stored when the
+ * stream ends — `complete`, `partial` (client gone, shutdown) or `error`.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Context, Deferred, Effect, Exit, Layer, Schema, Stream } from "effect"
+import {
+  type ChatError,
+  type ConversationNotFound,
+  type InvalidRequest,
+  ModelError,
+  StoreUnavailable
+} from "./ChatError.ts"
+import * as ChatEvent from "./ChatEvent.ts"
+import { ChatConfig } from "./ChatConfig.ts"
+import type { ChatRequest } from "./ChatRequest.ts"
+import * as ConversationResolver from "./ConversationResolver.ts"
+import { type Conversation, ConversationStore, type Message, type MessageStatus } from "./ConversationStore.ts"
+import { IdGenerator } from "./IdGenerator.ts"
+import type { Principal } from "./Identity.ts"
+import { type Finish, LanguageModel, type ModelMessage, type ModelPart, type TextDelta } from "./LanguageModel.ts"
+
+/** The stream was cut because the server is shutting down. */
+export class ServerShutdown extends Schema.TaggedError<ServerShutdown>()("ServerShutdown", {}) {}
+
+/** Marks a heartbeat in the event stream; encoded as an SSE comment, never as data. */
+export interface Heartbeat {
+  readonly type: "heartbeat"
+}
+const heartbeat: Heartbeat = { type: "heartbeat" }
+
+/** What a chat stream emits: wire events, and heartbeats while the model is silent. */
+export type StreamItem = ChatEvent.ChatEvent | Heartbeat
+
+/** A chat turn to run. */
+export interface ChatInput {
+  readonly principal: Principal
+  readonly request: ChatRequest
+}
+
+/** The body of a non-streaming reply. */
+export interface Completion {
+  readonly conversation_id: string
+  readonly model: string
+  readonly message: { readonly role: "assistant"; readonly content: string }
+  readonly created_at: string
+}
+
+/** The chat service. */
+export interface Service {
+  /**
+   * Resolves the conversation and returns the event stream; fails before the
+   * stream starts with `InvalidRequest`, `ConversationNotFound` (never for
+   * streams) or `StoreUnavailable`.
+   */
+  readonly stream: (input: ChatInput) => Effect.Effect<Stream.Stream<StreamItem>, ChatError>
+  /** Runs a whole turn and returns the reply (the `stream: false` path). */
+  readonly complete: (input: ChatInput) => Effect.Effect<Completion, ChatError | ServerShutdown>
+  /** Ends every open stream with an error event and `[DONE]`; new turns fail. */
+  readonly shutdown: Effect.Effect<void>
+}
+
+/** The chat service tag. */
+export class ChatService extends Context.Service<ChatService, Service>()("@convoke/core/ChatService") {}
+
+/** The model's view of stored history: failed turns are dropped, empty turns skipped. */
+export const toModelMessages = (history: ReadonlyArray<Message>): Array<ModelMessage> =>
+  history
+    .filter((message) => message.status !== "error" && message.content !== "")
+    .map((message) => ({ role: message.role, content: message.content }))
+
+const isText = (part: ModelPart): part is TextDelta => part._tag === "TextDelta" && part.text !== ""
+
+/** Builds the chat service from the store, the model and the settings. */
+export const make = Effect.gen(function* () {
+  const store = yield* ConversationStore
+  const model = yield* LanguageModel
+  const config = yield* ChatConfig
+  const ids = yield* IdGenerator
+  const shuttingDown = yield* Deferred.make<void, ServerShutdown>()
+
+  const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
+
+  /**
+   * One turn as a stream of model parts: load history, store the user message,
+   * call the model, and store the reply however the stream ends.
+   */
+  const turn = (options: {
+    readonly userId: string
+    readonly conversation: Conversation
+    readonly fresh: boolean
+    readonly message: string
+    readonly model: string
+  }): Stream.Stream<ModelPart, ModelError | StoreUnavailable | ServerShutdown> => {
+    const { userId, conversation } = options
+    let reply = ""
+    let finish: Finish | undefined
+    let userStored = false
+
+    const start = Effect.gen(function* () {
+      const history = options.fresh ? [] : yield* store.history({ userId, conversationId: conversation.id })
+      yield* store.append({
+        userId,
+        conversationId: conversation.id,
+        messages: [
+          { id: yield* ids.next, role: "user", content: options.message, status: "complete", createdAt: yield* now }
+        ]
+      })
+      userStored = true
+      return model.streamText({
+        model: options.model,
+        messages: [...toModelMessages(history), { role: "user", content: options.message }]
+      })
+    })
+
+    const persistReply = (exit: Exit.Exit<unknown, ModelError | StoreUnavailable | ServerShutdown>) => {
+      if (!userStored) return Effect.void
+      const status: MessageStatus = Exit.isSuccess(exit)
+        ? "complete"
+        : Cause.hasFails(exit.cause) &&
+            Cause.findErrorOption(exit.cause).pipe((error) => error._tag === "Some" && error.value._tag === "ModelError")
+          ? "error"
+          : "partial"
+      return Effect.gen(function* () {
+        yield* store.append({
+          userId,
+          conversationId: conversation.id,
+          messages: [
+            {
+              id: yield* ids.next,
+              role: "assistant",
+              content: reply,
+              status,
+              createdAt: yield* now,
+              metadata: {
+                model: options.model,
+                ...(finish?.stopReason === undefined ? {} : { stopReason: finish.stopReason }),
+                ...(finish?.usage === undefined ? {} : { usage: finish.usage })
+              }
+            }
+          ]
+        })
+      }).pipe(
+        Effect.timeout(config.persistTimeout),
+        Effect.catchCause((cause) =>
+          Effect.logError("Could not store the assistant reply", cause).pipe(
+            Effect.annotateLogs({ conversationId: conversation.id, status })
+          )
+        )
+      )
+    }
+
+    return Stream.unwrap(start).pipe(
+      Stream.tap((part) =>
+        Effect.sync(() => {
+          if (part._tag === "TextDelta") reply += part.text
+          else finish = part
+        })
+      ),
+      Stream.interruptWhen(Deferred.await(shuttingDown)),
+      Stream.onExit(persistReply)
+    )
+  }
+
+  const errorEventOf = (error: ModelError | StoreUnavailable | ServerShutdown): ChatEvent.ErrorEvent => {
+    switch (error._tag) {
+      case "ModelError":
+        return ChatEvent.error(error.type, error.message)
+      case "StoreUnavailable":
+        return ChatEvent.error("unavailable", "The conversation store is unavailable; the reply was not generated")
+      case "ServerShutdown":
+        return ChatEvent.error("shutdown", "The server is shutting down; resume the conversation by its id")
+    }
+  }
+
+  const prepare = Effect.fnUntraced(function* (
+    input: ChatInput,
+    stream: boolean
+  ): Effect.fn.Return<
+    { readonly model: string; readonly resolution: ConversationResolver.Resolution },
+    InvalidRequest | ConversationNotFound | StoreUnavailable | ServerShutdown
+  > {
+    if (yield* Deferred.isDone(shuttingDown)) return yield* new ServerShutdown()
+    const providerModel = yield* model.resolveModel(input.request.model)
+    const resolution = yield* ConversationResolver.resolve({
+      principal: input.principal,
+      conversationId: input.request.conversation_id,
+      stream,
+      message: input.request.message
+    }).pipe(Effect.provideService(ConversationStore, store), Effect.provideService(IdGenerator, ids))
+    return { model: providerModel, resolution }
+  })
+
+  const stream = Effect.fnUntraced(function* (input: ChatInput) {
+    const { model: providerModel, resolution } = yield* prepare(input, true).pipe(
+      Effect.catchTag("ServerShutdown", () => Effect.fail(shutdownUnavailable))
+    )
+    const metadata = ChatEvent.metadata({
+      conversationId: resolution.conversation.id,
+      model: config.publicModel,
+      timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
+    })
+    const events: Stream.Stream<StreamItem> = turn({
+      userId: input.principal.userId,
+      conversation: resolution.conversation,
+      fresh: resolution.source !== "resumed",
+      message: input.request.message,
+      model: providerModel
+    }).pipe(
+      Stream.filter(isText),
+      Stream.map((part): StreamItem => ChatEvent.content(part.text)),
+      Stream.catch((error) => Stream.succeed(errorEventOf(error)))
+    )
+    const withHeartbeats = Stream.merge(
+      events,
+      Stream.tick(config.heartbeatInterval).pipe(
+        Stream.drop(1),
+        Stream.map((): StreamItem => heartbeat)
+      ),
+      { haltStrategy: "left" }
+    )
+    return Stream.concat(Stream.succeed<StreamItem>(metadata), withHeartbeats)
+  })
+
+  const complete = Effect.fnUntraced(function* (input: ChatInput) {
+    const { model: providerModel, resolution } = yield* prepare(input, false)
+    const parts = yield* turn({
+      userId: input.principal.userId,
+      conversation: resolution.conversation,
+      fresh: resolution.source !== "resumed",
+      message: input.request.message,
+      model: providerModel
+    }).pipe(Stream.runCollect)
+    const content = parts.filter(isText).map((part) => part.text).join("")
+    return {
+      conversation_id: resolution.conversation.id,
+      model: config.publicModel,
+      message: { role: "assistant", content },
+      created_at: (yield* now).toISOString()
+    } satisfies Completion
+  })
+
+  return ChatService.of({
+    stream,
+    complete,
+    shutdown: Deferred.fail(shuttingDown, new ServerShutdown()).pipe(Effect.asVoid)
+  })
+})
+
+const shutdownUnavailable = new StoreUnavailable({ message: "The server is shutting down" })
+
+/** The chat service as a layer; needs a store and a model. */
+export const layer: Layer.Layer<ChatService, never, ConversationStore | LanguageModel> = Layer.effect(ChatService, make)
+
+export { ModelError }

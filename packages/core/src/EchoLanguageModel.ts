@@ -1,0 +1,58 @@
+/**
+ * A language model that needs no key and no network: it streams the user's
+ * message back word by word, prefixed with the turn number (`Echo #2: …`), so
+ * a resumed conversation visibly carries its history. The reference server
+ * uses it when no model key is configured; tests use it for timing control.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Layer, Stream } from "effect"
+import { InvalidRequest } from "./ChatError.ts"
+import { LanguageModel, type ModelPart, type Service } from "./LanguageModel.ts"
+
+/** Options of the echo model. */
+export interface Options {
+  /** Pause before each word (default 20 ms); `0` streams as fast as possible. */
+  readonly delay?: Duration.Input | undefined
+  /**
+   * Accepted values of the request's `model`. Default: any value is accepted,
+   * since the echo model has nothing to choose between.
+   */
+  readonly models?: ReadonlyArray<string> | undefined
+}
+
+const words = (text: string): Array<string> => text.match(/\s*\S+/g) ?? [text]
+
+/** Builds the echo model service. */
+export const make = (options: Options = {}): Service => {
+  const delay = Duration.fromInputUnsafe(options.delay ?? Duration.millis(20))
+  const allowed = options.models === undefined ? undefined : new Set(options.models)
+  return {
+    name: "echo",
+    resolveModel: (requested) =>
+      requested === undefined || allowed === undefined || allowed.has(requested)
+        ? Effect.succeed("echo")
+        : Effect.fail(new InvalidRequest({ message: `Unknown model "${requested}"` })),
+    streamText: ({ messages }) => {
+      const last = messages.at(-1)?.content ?? ""
+      const turn = messages.filter((message) => message.role === "user").length
+      const tokens = [`Echo #${turn}:`, ...words(` ${last}`)]
+      const parts = Stream.fromIterable(tokens).pipe(
+        Stream.map((text): ModelPart => ({ _tag: "TextDelta", text }))
+      )
+      const paced = Duration.isZero(delay) ? parts : parts.pipe(Stream.tap(() => Effect.sleep(delay)))
+      return Stream.concat(
+        paced,
+        Stream.succeed<ModelPart>({
+          _tag: "Finish",
+          stopReason: "end_turn",
+          usage: { inputTokens: 0, outputTokens: tokens.length }
+        })
+      )
+    }
+  }
+}
+
+/** The echo model as a layer. */
+export const layer = (options?: Options): Layer.Layer<LanguageModel> =>
+  Layer.succeed(LanguageModel, make(options))

@@ -1,0 +1,85 @@
+/**
+ * Who is asking: turns request headers into a principal, or fails with
+ * `Unauthenticated`.
+ *
+ * A team can plug in its own identity by providing a layer for `Identity`.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Redacted } from "effect"
+import type { Headers } from "effect/http"
+import { Unauthenticated } from "./ChatError.ts"
+
+/** The authenticated caller. Conversations are isolated by `userId`. */
+export interface Principal {
+  readonly userId: string
+}
+
+/** The operations Convoke needs from an identity provider. */
+export interface Service {
+  /** A short description for banners and `/health` (`anonymous`, `api-keys`). */
+  readonly name: string
+  readonly authenticate: (headers: Headers.Headers) => Effect.Effect<Principal, Unauthenticated>
+}
+
+/** The identity service. */
+export class Identity extends Context.Service<Identity, Service>()("@convoke/core/Identity") {}
+
+/**
+ * Everyone is the same user. Only for local development: the reference server
+ * allows it on a loopback bind alone and warns loudly.
+ */
+export const layerAnonymous = (userId = "anonymous"): Layer.Layer<Identity> =>
+  Layer.succeed(Identity, { name: "anonymous", authenticate: () => Effect.succeed({ userId }) })
+
+/** The credential a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`. */
+export const credentialFrom = (headers: Headers.Headers): string | undefined => {
+  const authorization = headers.authorization
+  if (authorization !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
+    return match?.[1]
+  }
+  const apiKey = headers["x-api-key"]?.trim()
+  return apiKey === "" ? undefined : apiKey
+}
+
+const sha256Hex = (text: string): Promise<string> =>
+  crypto.subtle
+    .digest("SHA-256", new TextEncoder().encode(text))
+    .then((digest) => Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join(""))
+
+/**
+ * API keys from configuration, each mapped to a user id. Keys are held only as
+ * SHA-256 digests and looked up by digest, so the comparison does not depend
+ * on how much of a guessed key matches.
+ */
+export const layerApiKeys = (
+  keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>
+): Layer.Layer<Identity> =>
+  Layer.effect(
+    Identity,
+    Effect.gen(function* () {
+      const byDigest = new Map<string, string>()
+      for (const { key, userId } of keys) {
+        const digest = yield* Effect.promise(() => sha256Hex(Redacted.isRedacted(key) ? Redacted.value(key) : key))
+        byDigest.set(digest, userId)
+      }
+      const missing = new Unauthenticated({
+        message: "Missing credentials: send Authorization: Bearer <key> or X-API-Key: <key>"
+      })
+      const invalid = new Unauthenticated({ message: "Invalid API key" })
+      return {
+        name: "api-keys",
+        authenticate: (headers) => {
+          const credential = credentialFrom(headers)
+          if (credential === undefined) return Effect.fail(missing)
+          return Effect.promise(() => sha256Hex(credential)).pipe(
+            Effect.flatMap((digest) => {
+              const userId = byDigest.get(digest)
+              return userId === undefined ? Effect.fail(invalid) : Effect.succeed({ userId })
+            })
+          )
+        }
+      }
+    })
+  )

@@ -1,0 +1,129 @@
+/**
+ * The Node.js binding of the web handler: `(request, response)` for
+ * `node:http`, Express and Fastify. Back-pressure, flushing and disconnects
+ * are handled here once, so adapters stay thin:
+ *
+ * - each chunk is written as it arrives and `flush()` is called when present
+ *   (compression middleware would otherwise hold SSE back);
+ * - when `write` returns `false` the next read waits for `drain`, so a slow
+ *   reader never grows server memory;
+ * - when the client goes away the web request's signal aborts and the body
+ *   reader is cancelled, which interrupts the chat stream and the model.
+ *
+ * @since 0.1.0
+ */
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { Readable } from "node:stream"
+import type { WebHandler } from "./ChatHttp.ts"
+
+/** Options for turning a Node request into a web request. */
+export interface RequestOptions {
+  /**
+   * A body some middleware already read and parsed (Express's `express.json()`
+   * sets `request.body`). It is re-serialised as JSON instead of reading the
+   * consumed stream.
+   */
+  readonly parsedBody?: unknown
+  /** The path the handler sees, when the framework mounts it under a prefix. */
+  readonly url?: string | undefined
+}
+
+const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
+
+/** Builds a web `Request` from a Node request. */
+export const toWebRequest = (request: IncomingMessage, signal: AbortSignal, options: RequestOptions = {}): Request => {
+  const headers = new Headers()
+  const raw = request.rawHeaders
+  for (let index = 0; index < raw.length; index += 2) headers.append(raw[index]!, raw[index + 1]!)
+  const url = new URL(options.url ?? request.url ?? "/", "http://localhost")
+  const init: RequestInit & { duplex?: "half" } = { method: request.method ?? "GET", headers, signal }
+  if (hasBody(request.method)) {
+    if (options.parsedBody !== undefined) {
+      const text = typeof options.parsedBody === "string" ? options.parsedBody : JSON.stringify(options.parsedBody)
+      init.body = text
+      headers.delete("content-length")
+      headers.delete("transfer-encoding")
+      if (typeof options.parsedBody !== "string") headers.set("content-type", "application/json")
+    } else {
+      init.body = Readable.toWeb(request) as ReadableStream<Uint8Array>
+      init.duplex = "half"
+    }
+  }
+  return new Request(url, init)
+}
+
+const waitForDrainOrClose = (response: ServerResponse) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      response.off("drain", done)
+      response.off("close", done)
+      resolve()
+    }
+    response.on("drain", done)
+    response.on("close", done)
+  })
+
+/** Writes a web `Response` to a Node response, honouring back-pressure and disconnects. */
+export const writeWebResponse = async (webResponse: Response, response: ServerResponse): Promise<void> => {
+  const headers: Record<string, string | Array<string>> = {}
+  webResponse.headers.forEach((value, key) => {
+    if (key !== "set-cookie") headers[key] = value
+  })
+  const cookies = webResponse.headers.getSetCookie()
+  if (cookies.length > 0) headers["set-cookie"] = cookies
+  response.writeHead(webResponse.status, headers)
+  const body = webResponse.body
+  if (body === null) {
+    response.end()
+    return
+  }
+  const reader = body.getReader()
+  const cancel = () => {
+    reader.cancel().catch(() => {})
+  }
+  response.once("close", cancel)
+  const flush = (response as ServerResponse & { flush?: () => void }).flush
+  try {
+    while (!response.destroyed) {
+      const { done, value } = await reader.read()
+      if (done) break
+      if (!response.write(value)) await waitForDrainOrClose(response)
+      flush?.call(response)
+    }
+  } catch {
+    // The body failed or was cancelled because the client left; nothing more can be sent.
+  } finally {
+    response.off("close", cancel)
+    if (!response.destroyed) response.end()
+  }
+}
+
+/** Turns a web handler into a Node `(request, response)` handler. */
+export const toNodeHandler =
+  (handler: WebHandler, options: { readonly url?: (request: IncomingMessage) => string | undefined } = {}) =>
+  async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    const controller = new AbortController()
+    const onClose = () => {
+      if (!response.writableFinished) controller.abort()
+    }
+    response.once("close", onClose)
+    try {
+      const url = options.url?.(request)
+      const webRequest = toWebRequest(request, controller.signal, {
+        ...(url === undefined ? {} : { url }),
+        ...("body" in request && (request as { body?: unknown }).body !== undefined
+          ? { parsedBody: (request as { body?: unknown }).body }
+          : {})
+      })
+      await writeWebResponse(await handler(webRequest), response)
+    } catch {
+      if (!response.headersSent) {
+        response.writeHead(500, { "content-type": "application/json" })
+        response.end(JSON.stringify({ error: { type: "internal", message: "Internal server error" } }))
+      } else if (!response.destroyed) {
+        response.destroy()
+      }
+    } finally {
+      response.off("close", onClose)
+    }
+  }

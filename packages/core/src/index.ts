@@ -1,0 +1,19 @@
+/**
+ * Convoke core: the v0.3 streaming chat contract, the metadata-first stream,
+ * and the services it is composed of.
+ *
+ * @since 0.1.0
+ */
+export * as ChatConfig from "./ChatConfig.ts"
+export * as ChatError from "./ChatError.ts"
+export * as ChatEvent from "./ChatEvent.ts"
+export * as ChatHttp from "./ChatHttp.ts"
+export * as ChatRequest from "./ChatRequest.ts"
+export * as ChatService from "./ChatService.ts"
+export * as ConversationResolver from "./ConversationResolver.ts"
+export * as ConversationStore from "./ConversationStore.ts"
+export * as EchoLanguageModel from "./EchoLanguageModel.ts"
+export * as HttpError from "./HttpError.ts"
+export * as IdGenerator from "./IdGenerator.ts"
+export * as Identity from "./Identity.ts"
+export * as LanguageModel from "./LanguageModel.ts"
