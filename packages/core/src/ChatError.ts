@@ -37,7 +37,10 @@ export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", {
  * The conversation does not exist for this user. Another user's conversation
  * produces the same error: the two cases must be indistinguishable.
  */
-export class ConversationNotFound extends Schema.TaggedError<ConversationNotFound>()("ConversationNotFound", {}) {}
+export class ConversationNotFound extends Schema.TaggedError<ConversationNotFound>()(
+  "ConversationNotFound",
+  {}
+) {}
 
 /** The caller exceeded a rate limit; retry after `retryAfterSeconds`. */
 export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {

@@ -65,7 +65,10 @@ export const metadata = (options: {
 export const content = (text: string): ContentEvent => ({ type: "content", delta: { content: text } })
 
 /** Builds an error event. */
-export const error = (type: string, message: string): ErrorEvent => ({ type: "error", error: { type, message } })
+export const error = (type: string, message: string): ErrorEvent => ({
+  type: "error",
+  error: { type, message }
+})
 
 /** The SSE frame of one event: a single `data:` line and a blank line. */
 export const encode = (event: ChatEvent): string => `data: ${JSON.stringify(event)}\n\n`

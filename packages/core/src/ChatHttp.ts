@@ -7,10 +7,16 @@
  */
 import { Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as ByteSize from "effect/ByteSize"
-import { HttpEffect, HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { RequestTooLarge } from "./ChatError.ts"
-import * as ChatEvent from "./ChatEvent.ts"
+import {
+  HttpEffect,
+  HttpIncomingMessage,
+  HttpRouter,
+  HttpServerRequest,
+  HttpServerResponse
+} from "effect/http"
 import { ChatConfig } from "./ChatConfig.ts"
+import { InvalidRequest, RequestTooLarge } from "./ChatError.ts"
+import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
 import { ConversationStore } from "./ConversationStore.ts"
@@ -57,7 +63,11 @@ export const routes = Effect.gen(function* () {
       body: request.arrayBuffer.pipe(
         Effect.map((buffer) => new Uint8Array(buffer)),
         Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize),
-        Effect.mapError(() => new RequestTooLarge({ limitBytes: config.maxBodyBytes }))
+        Effect.mapError((error) =>
+          error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+            ? new RequestTooLarge({ limitBytes: config.maxBodyBytes })
+            : new InvalidRequest({ message: "Could not read the request body" })
+        )
       )
     })
     if (body.stream === true) {
@@ -68,10 +78,17 @@ export const routes = Effect.gen(function* () {
   })
 
   const health = Effect.succeed(
-    HttpServerResponse.jsonUnsafe({ status: "ok", model: model.name, store: store.name, identity: identity.name })
+    HttpServerResponse.jsonUnsafe({
+      status: "ok",
+      model: model.name,
+      store: store.name,
+      identity: identity.name
+    })
   )
 
-  const methodNotAllowed = Effect.succeed(HttpError.plain(405, "method_not_allowed", "Use POST", { allow: "POST" }))
+  const methodNotAllowed = Effect.succeed(
+    HttpError.plain(405, "method_not_allowed", "Use POST", { allow: "POST" })
+  )
 
   return [
     HttpRouter.route("POST", CHAT_PATH, postChat),
@@ -92,13 +109,15 @@ export const makeHttpEffect = Effect.gen(function* () {
 })
 
 /** Builds a web handler from the services in context. */
-export const makeWebHandler: Effect.Effect<WebHandler, never, Requirements | Scope.Scope> = Effect.gen(function* () {
-  const httpEffect = yield* makeHttpEffect
-  const context = yield* Effect.context<Requirements>()
-  return HttpEffect.toWebHandlerWith<Requirements, Scope.Scope | HttpServerRequest.HttpServerRequest>(context)(
-    httpEffect
-  ) as WebHandler
-})
+export const makeWebHandler: Effect.Effect<WebHandler, never, Requirements | Scope.Scope> = Effect.gen(
+  function* () {
+    const httpEffect = yield* makeHttpEffect
+    const context = yield* Effect.context<Requirements>()
+    return HttpEffect.toWebHandlerWith<Requirements, Scope.Scope | HttpServerRequest.HttpServerRequest>(
+      context
+    )(httpEffect) as WebHandler
+  }
+)
 
 /** A running Convoke application: its handler and how to stop it. */
 export interface App {

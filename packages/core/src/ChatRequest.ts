@@ -24,7 +24,9 @@ const describe = (issue: SchemaIssue.Issue): string => {
   const { issues } = formatter(issue)
   return issues
     .map(({ path, message }) => {
-      const field = (path ?? []).map((key) => (typeof key === "object" ? String(key.key) : String(key))).join(".")
+      const field = (path ?? [])
+        .map((key) => (typeof key === "object" ? String(key.key) : String(key)))
+        .join(".")
       return field === "" ? message : `${field}: ${message}`
     })
     .join("; ")
@@ -38,7 +40,11 @@ const describe = (issue: SchemaIssue.Issue): string => {
 export const isAcceptedContentType = (contentType: string | undefined): boolean => {
   if (contentType === undefined || contentType.trim() === "") return true
   const essence = contentType.split(";")[0]!.trim().toLowerCase()
-  return essence === "application/json" || essence === "text/plain" || /^application\/[\w.+-]+\+json$/.test(essence)
+  return (
+    essence === "application/json" ||
+    essence === "text/plain" ||
+    /^application\/[\w.+-]+\+json$/.test(essence)
+  )
 }
 
 /** Decodes a chat request from the body's text, after the content type was checked. */

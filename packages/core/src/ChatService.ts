@@ -11,7 +11,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { ChatConfig } from "./ChatConfig.ts"
 import {
   type ChatError,
   type ConversationNotFound,
@@ -20,13 +21,23 @@ import {
   StoreUnavailable
 } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
-import { ChatConfig } from "./ChatConfig.ts"
 import type { ChatRequest } from "./ChatRequest.ts"
 import * as ConversationResolver from "./ConversationResolver.ts"
-import { type Conversation, ConversationStore, type Message, type MessageStatus } from "./ConversationStore.ts"
-import { IdGenerator } from "./IdGenerator.ts"
+import {
+  type Conversation,
+  ConversationStore,
+  type Message,
+  type MessageStatus
+} from "./ConversationStore.ts"
 import type { Principal } from "./Identity.ts"
-import { type Finish, LanguageModel, type ModelMessage, type ModelPart, type TextDelta } from "./LanguageModel.ts"
+import { IdGenerator } from "./IdGenerator.ts"
+import {
+  type Finish,
+  LanguageModel,
+  type ModelMessage,
+  type ModelPart,
+  type TextDelta
+} from "./LanguageModel.ts"
 
 /** The stream was cut because the server is shutting down. */
 export class ServerShutdown extends Schema.TaggedError<ServerShutdown>()("ServerShutdown", {}) {}
@@ -71,11 +82,27 @@ export interface Service {
 /** The chat service tag. */
 export class ChatService extends Context.Service<ChatService, Service>()("@convoke/core/ChatService") {}
 
-/** The model's view of stored history: failed turns are dropped, empty turns skipped. */
-export const toModelMessages = (history: ReadonlyArray<Message>): Array<ModelMessage> =>
-  history
-    .filter((message) => message.status !== "error" && message.content !== "")
-    .map((message) => ({ role: message.role, content: message.content }))
+/**
+ * The model's view of stored history: a turn whose reply failed (`error`), is
+ * empty or was never stored is dropped whole — its user message too — so roles
+ * alternate.
+ */
+export const toModelMessages = (history: ReadonlyArray<Message>): Array<ModelMessage> => {
+  const messages: Array<ModelMessage> = []
+  for (const message of history) {
+    const unanswered = messages.at(-1)?.role === "user"
+    if (message.role === "user") {
+      if (unanswered) messages.pop()
+      messages.push({ role: "user", content: message.content })
+    } else if (message.status === "error" || message.content === "") {
+      if (unanswered) messages.pop()
+    } else if (unanswered) {
+      messages.push({ role: "assistant", content: message.content })
+    }
+  }
+  if (messages.at(-1)?.role === "user") messages.pop()
+  return messages
+}
 
 const isText = (part: ModelPart): part is TextDelta => part._tag === "TextDelta" && part.text !== ""
 
@@ -111,7 +138,13 @@ export const make = Effect.gen(function* () {
         userId,
         conversationId: conversation.id,
         messages: [
-          { id: yield* ids.next, role: "user", content: options.message, status: "complete", createdAt: yield* now }
+          {
+            id: yield* ids.next,
+            role: "user",
+            content: options.message,
+            status: "complete",
+            createdAt: yield* now
+          }
         ]
       })
       userStored = true
@@ -126,7 +159,9 @@ export const make = Effect.gen(function* () {
       const status: MessageStatus = Exit.isSuccess(exit)
         ? "complete"
         : Cause.hasFails(exit.cause) &&
-            Cause.findErrorOption(exit.cause).pipe((error) => error._tag === "Some" && error.value._tag === "ModelError")
+            Cause.findErrorOption(exit.cause).pipe(
+              (error) => error._tag === "Some" && error.value._tag === "ModelError"
+            )
           ? "error"
           : "partial"
       return Effect.gen(function* () {
@@ -175,7 +210,10 @@ export const make = Effect.gen(function* () {
       case "ModelError":
         return ChatEvent.error(error.type, error.message)
       case "StoreUnavailable":
-        return ChatEvent.error("unavailable", "The conversation store is unavailable; the reply was not generated")
+        return ChatEvent.error(
+          "unavailable",
+          "The conversation store is unavailable; the reply was not generated"
+        )
       case "ServerShutdown":
         return ChatEvent.error("shutdown", "The server is shutting down; resume the conversation by its id")
     }
@@ -219,14 +257,24 @@ export const make = Effect.gen(function* () {
       Stream.map((part): StreamItem => ChatEvent.content(part.text)),
       Stream.catch((error) => Stream.succeed(errorEventOf(error)))
     )
-    const withHeartbeats = Stream.merge(
-      events,
-      Stream.tick(config.heartbeatInterval).pipe(
-        Stream.drop(1),
-        Stream.map((): StreamItem => heartbeat)
+    // A ping goes out only when nothing was sent for (most of) an interval, so a
+    // talkative model is never interleaved with comments.
+    const intervalMillis = Duration.toMillis(config.heartbeatInterval)
+    let lastSent = yield* Clock.currentTimeMillis
+    const markSent = Effect.map(Clock.currentTimeMillis, (millis) => {
+      lastSent = millis
+    })
+    const heartbeats = Stream.tick(config.heartbeatInterval).pipe(
+      Stream.drop(1),
+      Stream.filterEffect(() =>
+        Effect.map(Clock.currentTimeMillis, (millis) => millis - lastSent >= intervalMillis * 0.9)
       ),
-      { haltStrategy: "left" }
+      Stream.tap(() => markSent),
+      Stream.map((): StreamItem => heartbeat)
     )
+    const withHeartbeats = Stream.merge(events.pipe(Stream.tap(() => markSent)), heartbeats, {
+      haltStrategy: "left"
+    })
     return Stream.concat(Stream.succeed<StreamItem>(metadata), withHeartbeats)
   })
 
@@ -239,7 +287,10 @@ export const make = Effect.gen(function* () {
       message: input.request.message,
       model: providerModel
     }).pipe(Stream.runCollect)
-    const content = parts.filter(isText).map((part) => part.text).join("")
+    const content = parts
+      .filter(isText)
+      .map((part) => part.text)
+      .join("")
     return {
       conversation_id: resolution.conversation.id,
       model: config.publicModel,
@@ -258,6 +309,9 @@ export const make = Effect.gen(function* () {
 const shutdownUnavailable = new StoreUnavailable({ message: "The server is shutting down" })
 
 /** The chat service as a layer; needs a store and a model. */
-export const layer: Layer.Layer<ChatService, never, ConversationStore | LanguageModel> = Layer.effect(ChatService, make)
+export const layer: Layer.Layer<ChatService, never, ConversationStore | LanguageModel> = Layer.effect(
+  ChatService,
+  make
+)
 
 export { ModelError }

@@ -14,8 +14,8 @@
 import { Clock, Effect, Option } from "effect"
 import { ConversationNotFound, type StoreUnavailable } from "./ChatError.ts"
 import { type Conversation, ConversationStore } from "./ConversationStore.ts"
-import { IdGenerator } from "./IdGenerator.ts"
 import type { Principal } from "./Identity.ts"
+import { IdGenerator } from "./IdGenerator.ts"
 
 /**
  * Why a conversation was created or chosen: `absent` (no id given), `new`
@@ -65,7 +65,9 @@ export const titleFrom = (message: string): string => {
 /** What a requested id asks for before the store is consulted. */
 export const classify = (
   conversationId: string | null | undefined
-): { readonly _tag: "Create"; readonly source: "absent" | "new" | "invalid_id" } | { readonly _tag: "Resume"; readonly id: string } => {
+):
+  | { readonly _tag: "Create"; readonly source: "absent" | "new" | "invalid_id" }
+  | { readonly _tag: "Resume"; readonly id: string } => {
   if (conversationId === undefined || conversationId === null || conversationId === "") {
     return { _tag: "Create", source: "absent" }
   }

@@ -102,13 +102,18 @@ export const makeMemory = (): Service => {
   return {
     name: "memory",
     create: ({ id, userId, title, now }) =>
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const existing = conversations.get(id)
-        if (existing !== undefined) return existing
+        if (existing !== undefined) {
+          // Idempotent for the owner; another user's id is never revealed (as in the SQL store).
+          return existing.userId === userId
+            ? Effect.succeed(existing)
+            : Effect.fail(unavailable(new Error("The conversation id is taken")))
+        }
         const conversation: Conversation = { id, userId, title, createdAt: now, updatedAt: now }
         conversations.set(id, conversation)
         messages.set(id, [])
-        return conversation
+        return Effect.succeed(conversation)
       }),
     find: ({ userId, id }) => Effect.sync(() => Option.fromUndefinedOr(owned(userId, id))),
     history: ({ userId, conversationId }) =>
@@ -123,7 +128,8 @@ export const makeMemory = (): Service => {
           list.push({ ...message, conversationId })
         }
         const last = added.at(-1)
-        if (last !== undefined) conversations.set(conversationId, { ...conversation, updatedAt: last.createdAt })
+        if (last !== undefined)
+          conversations.set(conversationId, { ...conversation, updatedAt: last.createdAt })
         return true
       })
   }

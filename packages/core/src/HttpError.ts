@@ -26,7 +26,10 @@ const make = (
   type: string,
   message: string,
   headers?: Readonly<Record<string, string>>
-): ErrorResponse => (headers === undefined ? { status, body: { error: { type, message } } } : { status, body: { error: { type, message } }, headers })
+): ErrorResponse =>
+  headers === undefined
+    ? { status, body: { error: { type, message } } }
+    : { status, body: { error: { type, message } }, headers }
 
 /** The status, body and headers of a typed error. */
 export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
@@ -57,7 +60,9 @@ export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
       return make(503, "unavailable", "The server is shutting down", { "retry-after": "1" })
     case "ModelError": {
       const retryAfter =
-        error.retryAfterSeconds === undefined ? {} : { "retry-after": String(Math.ceil(error.retryAfterSeconds)) }
+        error.retryAfterSeconds === undefined
+          ? {}
+          : { "retry-after": String(Math.ceil(error.retryAfterSeconds)) }
       return error.retryable
         ? make(503, error.type, error.message, retryAfter)
         : make(502, error.type, error.message, retryAfter)
@@ -66,8 +71,12 @@ export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
 }
 
 /** A response for a status that has no typed error (404 route, 405, 500). */
-export const plain = (status: number, type: string, message: string, headers?: Readonly<Record<string, string>>) =>
-  toResponse(make(status, type, message, headers))
+export const plain = (
+  status: number,
+  type: string,
+  message: string,
+  headers?: Readonly<Record<string, string>>
+) => toResponse(make(status, type, message, headers))
 
 /** Renders an error response. */
 export const toResponse = (error: ErrorResponse): HttpServerResponse.HttpServerResponse =>

@@ -34,19 +34,19 @@ export const layerAnonymous = (userId = "anonymous"): Layer.Layer<Identity> =>
 
 /** The credential a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`. */
 export const credentialFrom = (headers: Headers.Headers): string | undefined => {
-  const authorization = headers.authorization
-  if (authorization !== undefined) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
-    return match?.[1]
-  }
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(headers.authorization ?? "")?.[1]
+  if (bearer !== undefined) return bearer
+  // An Authorization header of another scheme (a proxy's Basic auth) does not hide X-API-Key.
   const apiKey = headers["x-api-key"]?.trim()
-  return apiKey === "" ? undefined : apiKey
+  return apiKey === undefined || apiKey === "" ? undefined : apiKey
 }
 
 const sha256Hex = (text: string): Promise<string> =>
   crypto.subtle
     .digest("SHA-256", new TextEncoder().encode(text))
-    .then((digest) => Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join(""))
+    .then((digest) =>
+      Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("")
+    )
 
 /**
  * API keys from configuration, each mapped to a user id. Keys are held only as
@@ -61,7 +61,9 @@ export const layerApiKeys = (
     Effect.gen(function* () {
       const byDigest = new Map<string, string>()
       for (const { key, userId } of keys) {
-        const digest = yield* Effect.promise(() => sha256Hex(Redacted.isRedacted(key) ? Redacted.value(key) : key))
+        const digest = yield* Effect.promise(() =>
+          sha256Hex(Redacted.isRedacted(key) ? Redacted.value(key) : key)
+        )
         byDigest.set(digest, userId)
       }
       const missing = new Unauthenticated({

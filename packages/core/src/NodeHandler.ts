@@ -31,7 +31,11 @@ export interface RequestOptions {
 const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
 
 /** Builds a web `Request` from a Node request. */
-export const toWebRequest = (request: IncomingMessage, signal: AbortSignal, options: RequestOptions = {}): Request => {
+export const toWebRequest = (
+  request: IncomingMessage,
+  signal: AbortSignal,
+  options: RequestOptions = {}
+): Request => {
   const headers = new Headers()
   const raw = request.rawHeaders
   for (let index = 0; index < raw.length; index += 2) headers.append(raw[index]!, raw[index + 1]!)
@@ -39,7 +43,8 @@ export const toWebRequest = (request: IncomingMessage, signal: AbortSignal, opti
   const init: RequestInit & { duplex?: "half" } = { method: request.method ?? "GET", headers, signal }
   if (hasBody(request.method)) {
     if (options.parsedBody !== undefined) {
-      const text = typeof options.parsedBody === "string" ? options.parsedBody : JSON.stringify(options.parsedBody)
+      const text =
+        typeof options.parsedBody === "string" ? options.parsedBody : JSON.stringify(options.parsedBody)
       init.body = text
       headers.delete("content-length")
       headers.delete("transfer-encoding")
@@ -63,11 +68,16 @@ const waitForDrainOrClose = (response: ServerResponse) =>
     response.on("close", done)
   })
 
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"])
+
 /** Writes a web `Response` to a Node response, honouring back-pressure and disconnects. */
 export const writeWebResponse = async (webResponse: Response, response: ServerResponse): Promise<void> => {
   const headers: Record<string, string | Array<string>> = {}
+  // HTTP/2 forbids connection-specific headers; HTTP/1.1 keeps them.
+  const http2 = (response.req?.httpVersionMajor ?? 1) >= 2
   webResponse.headers.forEach((value, key) => {
-    if (key !== "set-cookie") headers[key] = value
+    if (key === "set-cookie" || (http2 && HOP_BY_HOP.has(key))) return
+    headers[key] = value
   })
   const cookies = webResponse.headers.getSetCookie()
   if (cookies.length > 0) headers["set-cookie"] = cookies

@@ -1,0 +1,76 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import { Headers } from "effect/http"
+import { ChatError, Identity } from "../src/index.ts"
+
+const headers = (input: Record<string, string>) => Headers.fromInput(input)
+
+const authenticate = (layer: ReturnType<typeof Identity.layerAnonymous>, input: Record<string, string>) =>
+  Effect.gen(function* () {
+    const identity = yield* Identity.Identity
+    return yield* identity.authenticate(headers(input))
+  }).pipe(Effect.provide(layer))
+
+describe("Identity.credentialFrom", () => {
+  it.each([
+    { input: { authorization: "Bearer k1" }, expected: "k1" },
+    { input: { authorization: "bearer k1" }, expected: "k1" },
+    { input: { authorization: "Bearer   k1  " }, expected: "k1" },
+    { input: { "x-api-key": "k1" }, expected: "k1" },
+    { input: { "x-api-key": "  k1 " }, expected: "k1" },
+    { input: { "x-api-key": "" }, expected: undefined },
+    { input: { authorization: "Bearer" }, expected: undefined },
+    { input: { authorization: "Bearer k1 k2" }, expected: undefined },
+    { input: { authorization: "Basic azE6" }, expected: undefined },
+    { input: { authorization: "Basic azE6", "x-api-key": "k1" }, expected: "k1" },
+    { input: { authorization: "Bearer k2", "x-api-key": "k1" }, expected: "k2" },
+    { input: {}, expected: undefined }
+  ])("$input → $expected", ({ input, expected }) => {
+    assert.strictEqual(Identity.credentialFrom(headers(input)), expected)
+  })
+})
+
+describe("Identity.layerApiKeys", () => {
+  const layer = Identity.layerApiKeys([
+    { key: "k1", userId: "alice" },
+    { key: Redacted.make("k2"), userId: "bob" }
+  ])
+
+  it.effect("maps each key to its user, from either header", () =>
+    Effect.gen(function* () {
+      assert.deepStrictEqual(yield* authenticate(layer, { authorization: "Bearer k1" }), { userId: "alice" })
+      assert.deepStrictEqual(yield* authenticate(layer, { "x-api-key": "k1" }), { userId: "alice" })
+      assert.deepStrictEqual(yield* authenticate(layer, { "x-api-key": "k2" }), { userId: "bob" })
+    })
+  )
+
+  it.effect("missing and wrong keys are Unauthenticated, with different messages", () =>
+    Effect.gen(function* () {
+      const missing = yield* Effect.flip(authenticate(layer, {}))
+      const wrong = yield* Effect.flip(authenticate(layer, { authorization: "Bearer k3" }))
+      const prefix = yield* Effect.flip(authenticate(layer, { "x-api-key": "k" }))
+      for (const error of [missing, wrong, prefix]) assert.instanceOf(error, ChatError.Unauthenticated)
+      assert.notStrictEqual(missing.message, wrong.message)
+      assert.strictEqual(wrong.message, prefix.message)
+      // The message never echoes the key.
+      assert.notInclude(wrong.message, "k3")
+    })
+  )
+
+  it.effect("the service is named for /health", () =>
+    Effect.gen(function* () {
+      assert.strictEqual((yield* Identity.Identity).name, "api-keys")
+    }).pipe(Effect.provide(layer))
+  )
+})
+
+describe("Identity.layerAnonymous", () => {
+  it.effect("everyone is the same user, with or without credentials", () =>
+    Effect.gen(function* () {
+      const layer = Identity.layerAnonymous("dev")
+      assert.deepStrictEqual(yield* authenticate(layer, {}), { userId: "dev" })
+      assert.deepStrictEqual(yield* authenticate(layer, { authorization: "Bearer x" }), { userId: "dev" })
+      assert.deepStrictEqual(yield* authenticate(Identity.layerAnonymous(), {}), { userId: "anonymous" })
+    })
+  )
+})

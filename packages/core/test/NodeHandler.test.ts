@@ -1,0 +1,269 @@
+import { createServer, type IncomingMessage, type Server } from "node:http"
+import type { AddressInfo } from "node:net"
+import { Readable } from "node:stream"
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Layer } from "effect"
+import { ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
+import { NodeHandler } from "../src/node.ts"
+import * as Sse from "./fixtures/Sse.ts"
+import * as TestModel from "./fixtures/TestModel.ts"
+import * as TestStore from "./fixtures/TestStore.ts"
+
+interface Served {
+  readonly url: string
+  readonly server: Server
+}
+
+const listen = async (handler: Parameters<typeof createServer>[1]): Promise<Server> => {
+  const server = createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  return server
+}
+
+const close = async (server: Server) => {
+  server.closeAllConnections()
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+}
+
+/** Serves the app built from `layer` on a loopback port for the duration of `body`. */
+const withServer = async <A>(layer: Layer.Layer<any, never, never>, body: (served: Served) => Promise<A>) => {
+  const app = await ChatHttp.makeApp(layer)
+  const server = await listen(NodeHandler.toNodeHandler(app.handler))
+  try {
+    const { port } = server.address() as AddressInfo
+    return await body({ url: `http://127.0.0.1:${port}`, server })
+  } finally {
+    await close(server)
+    await app.dispose()
+  }
+}
+
+const chat = (served: Served, body: unknown, init: RequestInit = {}) =>
+  fetch(`${served.url}/api/v0.3/chat`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+    ...init
+  })
+
+const METADATA_FRAME =
+  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+
+const await_ = <A, E>(deferred: Deferred.Deferred<A, E>) => Effect.runPromise(Deferred.await(deferred))
+
+describe("NodeHandler over node:http", () => {
+  it("the first chunk a fetch reader reads is exactly the metadata event", async () => {
+    const gate = Deferred.makeUnsafe<void>()
+    const model = TestModel.make(() => TestModel.gated(gate, TestModel.reply("Hel", "lo")))
+    await withServer(
+      Layer.mergeAll(TestStore.make().layer, model.layer, Identity.layerAnonymous()),
+      async (served) => {
+        const response = await chat(served, { message: "hi", stream: true })
+        assert.strictEqual(response.status, 200)
+        assert.strictEqual(response.headers.get("content-type"), "text/event-stream; charset=utf-8")
+        assert.strictEqual(response.headers.get("cache-control"), "no-cache, no-transform")
+        assert.strictEqual(response.headers.get("x-accel-buffering"), "no")
+        const reader = response.body!.getReader()
+        // The model is held back until this read returns: the metadata cannot wait for content.
+        const first = await reader.read()
+        assert.isFalse(first.done)
+        assert.match(new TextDecoder().decode(first.value), METADATA_FRAME)
+        assert.strictEqual(model.pulled(), 0)
+        Deferred.doneUnsafe(gate, Effect.void)
+        let rest = ""
+        for (;;) {
+          const { done, value } = await reader.read()
+          if (done) break
+          rest += new TextDecoder().decode(value)
+        }
+        assert.deepStrictEqual(Sse.frames(rest), [
+          'data: {"type":"content","delta":{"content":"Hel"}}',
+          'data: {"type":"content","delta":{"content":"lo"}}',
+          "data: [DONE]"
+        ])
+      }
+    )
+  })
+
+  it("serves the non-streaming reply and the error bodies", async () => {
+    await withServer(
+      Layer.mergeAll(
+        TestStore.make().layer,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous()
+      ),
+      async (served) => {
+        const ok = await chat(served, { message: "hi" })
+        assert.strictEqual(ok.status, 200)
+        assert.strictEqual((await ok.json()).message.content, "Echo #1: hi")
+        const missing = await chat(served, {
+          message: "hi",
+          conversation_id: "0b7a1c52-8f0e-4d3a-9c6b-2e4f5a6b7c8d"
+        })
+        assert.strictEqual(missing.status, 404)
+        assert.deepStrictEqual(await missing.json(), {
+          error: { type: "not_found", message: "Conversation not found" }
+        })
+        const tooLarge = await chat(served, { message: "x".repeat(40 * 1024) })
+        assert.strictEqual(tooLarge.status, 413)
+        assert.strictEqual((await tooLarge.json()).error.type, "request_too_large")
+      }
+    )
+  })
+
+  it("a client abort after the metadata event interrupts the stream and stores the partial reply", async () => {
+    const store = TestStore.make()
+    const model = TestModel.make(() => TestModel.endless("Hel", "lo"))
+    await withServer(
+      Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous("alice")),
+      async (served) => {
+        const controller = new AbortController()
+        const response = await chat(served, { message: "hi", stream: true }, { signal: controller.signal })
+        const reader = Sse.reader(response.body!)
+        const id = Sse.data((await reader.next())!).conversation_id
+        assert.strictEqual(Sse.data((await reader.next())!).delta.content, "Hel")
+        assert.strictEqual(Sse.data((await reader.next())!).delta.content, "lo")
+        controller.abort()
+        await reader.cancel().catch(() => {})
+        // The model's stream is interrupted (it would never end by itself) and the reply is kept.
+        await await_(model.interrupted)
+        const stored = await await_(store.assistantStored)
+        assert.strictEqual(stored.status, "partial")
+        assert.deepStrictEqual(await Effect.runPromise(TestStore.transcript(store.service, "alice", id)), [
+          ["user", "complete", "hi"],
+          ["assistant", "partial", "Hello"]
+        ])
+      }
+    )
+  })
+
+  it("a slow reader holds the model back instead of growing server memory", async () => {
+    const DELTA = "x".repeat(1 << 20) // 1 MiB per delta
+    const BOUND = 64 // far above what socket and stream buffers hold, far below "unbounded"
+    const model = TestModel.make(() => TestModel.forever(DELTA))
+    await withServer(
+      Layer.mergeAll(TestStore.make().layer, model.layer, Identity.layerAnonymous()),
+      async (served) => {
+        const controller = new AbortController()
+        const response = await chat(served, { message: "hi", stream: true }, { signal: controller.signal })
+        const reader = response.body!.getReader()
+        assert.match(new TextDecoder().decode((await reader.read()).value), METADATA_FRAME)
+        // Read nothing more. Production must come to a halt at a bounded count.
+        let last = -1
+        let unchangedPolls = 0
+        while (unchangedPolls < 10) {
+          await new Promise((resolve) => setTimeout(resolve, 20))
+          const pulled = model.pulled()
+          assert.isAtMost(pulled, BOUND, "the model kept being pulled while nobody read")
+          unchangedPolls = pulled === last ? unchangedPolls + 1 : 0
+          last = pulled
+        }
+        assert.isAtLeast(last, 1)
+        // It was back-pressure, not the end: reading again lets the model continue.
+        let read = 0
+        while (model.pulled() <= last) {
+          const { done, value } = await reader.read()
+          assert.isFalse(done)
+          read += value!.byteLength
+          assert.isAtMost(read, (BOUND + 4) * DELTA.length * 1.1, "reading did not resume the model")
+        }
+        controller.abort()
+        await reader.cancel().catch(() => {})
+        await await_(model.interrupted)
+      }
+    )
+  })
+})
+
+describe("NodeHandler.toWebRequest", () => {
+  const capture = async (
+    send: (url: string) => Promise<unknown>,
+    options: (request: IncomingMessage) => NodeHandler.RequestOptions = () => ({})
+  ) => {
+    let resolve: (seen: { method: string; url: string; headers: Headers; body: string }) => void = () => {}
+    const seen = new Promise<{ method: string; url: string; headers: Headers; body: string }>((done) => {
+      resolve = done
+    })
+    const server = await listen(async (request, response) => {
+      const web = NodeHandler.toWebRequest(request, new AbortController().signal, options(request))
+      resolve({ method: web.method, url: web.url, headers: web.headers, body: await web.text() })
+      response.end()
+    })
+    try {
+      const { port } = server.address() as AddressInfo
+      await send(`http://127.0.0.1:${port}/api/v0.3/chat?x=1`)
+      return await seen
+    } finally {
+      await close(server)
+    }
+  }
+
+  it("carries method, path, headers and the raw body", async () => {
+    const seen = await capture((url) =>
+      fetch(url, {
+        method: "POST",
+        headers: { "content-type": "text/plain", "x-api-key": "k1" },
+        body: '{"message":"hi"}'
+      })
+    )
+    assert.strictEqual(seen.method, "POST")
+    assert.strictEqual(new URL(seen.url).pathname, "/api/v0.3/chat")
+    assert.strictEqual(new URL(seen.url).search, "?x=1")
+    assert.strictEqual(seen.headers.get("x-api-key"), "k1")
+    assert.strictEqual(seen.headers.get("content-type"), "text/plain")
+    assert.strictEqual(seen.body, '{"message":"hi"}')
+  })
+
+  it("re-serialises a body a framework already parsed, as JSON", async () => {
+    const seen = await capture(
+      (url) =>
+        fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "ignored" }),
+      () => ({ parsedBody: { message: "parsed" }, url: "/mounted" })
+    )
+    assert.strictEqual(new URL(seen.url).pathname, "/mounted")
+    assert.strictEqual(seen.headers.get("content-type"), "application/json")
+    assert.deepStrictEqual(JSON.parse(seen.body), { message: "parsed" })
+  })
+})
+
+describe("NodeHandler.toNodeHandler", () => {
+  it("a handler that throws becomes a 500 with the common body", async () => {
+    const server = await listen(NodeHandler.toNodeHandler(() => Promise.reject(new Error("boom"))))
+    try {
+      const { port } = server.address() as AddressInfo
+      const response = await fetch(`http://127.0.0.1:${port}/`)
+      assert.strictEqual(response.status, 500)
+      assert.deepStrictEqual(await response.json(), {
+        error: { type: "internal", message: "Internal server error" }
+      })
+    } finally {
+      await close(server)
+    }
+  })
+
+  it("writes a web response's status, headers and body", async () => {
+    const server = await listen(
+      NodeHandler.toNodeHandler(
+        async () =>
+          new Response(Readable.toWeb(Readable.from(["a", "b"])) as ReadableStream, {
+            status: 201,
+            headers: [
+              ["x-one", "1"],
+              ["set-cookie", "a=1"],
+              ["set-cookie", "b=2"]
+            ]
+          })
+      )
+    )
+    try {
+      const { port } = server.address() as AddressInfo
+      const response = await fetch(`http://127.0.0.1:${port}/`)
+      assert.strictEqual(response.status, 201)
+      assert.strictEqual(response.headers.get("x-one"), "1")
+      assert.deepStrictEqual(response.headers.getSetCookie(), ["a=1", "b=2"])
+      assert.strictEqual(await response.text(), "ab")
+    } finally {
+      await close(server)
+    }
+  })
+})
