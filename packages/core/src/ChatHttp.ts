@@ -134,18 +134,23 @@ export interface App {
  * the identity (the chat service is added here). Resolves once every layer is
  * built, so a database that cannot start fails here, not on the first request.
  */
-export const makeApp = async <E>(
-  layer: Layer.Layer<ConversationStore | LanguageModel | Identity, E>
+export const makeApp = async <A, E>(
+  layer: Layer.Layer<ConversationStore | LanguageModel | Identity | A, E>
 ): Promise<App> => {
   const scope = Scope.makeUnsafe()
   const full = Layer.provideMerge(ChatServiceLayer, layer)
   try {
+    // The layers live in `scope` until `dispose`: their connections and
+    // servers must outlive this function.
     const { handler, chat } = await Effect.runPromise(
       Effect.gen(function* () {
-        const handler = yield* makeWebHandler
-        const chat = yield* ChatService
-        return { handler, chat }
-      }).pipe(Effect.provide(full), Scope.provide(scope))
+        const context = yield* Layer.buildWithScope(full, scope)
+        return yield* Effect.gen(function* () {
+          const handler = yield* makeWebHandler
+          const chat = yield* ChatService
+          return { handler, chat }
+        }).pipe(Effect.provideContext(context), Scope.provide(scope))
+      })
     )
     let disposing: Promise<void> | undefined
     return {

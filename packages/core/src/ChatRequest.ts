@@ -8,7 +8,11 @@ import { InvalidRequest, RequestTooLarge, UnsupportedMediaType } from "./ChatErr
 
 /** The chat request as sent by clients. Unknown fields are ignored. */
 export const ChatRequest = Schema.Struct({
-  message: Schema.String.check(Schema.isNonEmpty({ message: "must be a non-empty string" })),
+  message: Schema.String.check(
+    Schema.isNonEmpty({ message: "must be a non-empty string" }),
+    // PostgreSQL text cannot hold NUL; refusing it beats storing an altered message.
+    Schema.makeFilter((message: string) => !message.includes("\u0000") || "must not contain NUL characters")
+  ),
   model: Schema.optionalKey(Schema.String),
   stream: Schema.optionalKey(Schema.Boolean),
   conversation_id: Schema.optionalKey(Schema.NullOr(Schema.String))

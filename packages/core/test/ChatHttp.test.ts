@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer } from "effect"
-import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
+import { ChatConfig, ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as Sse from "./fixtures/Sse.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
@@ -455,4 +455,33 @@ describe("ChatHttp GET /health", () => {
         identity: "anonymous"
       })
     }))
+})
+
+describe("ChatHttp.makeApp lifetime", () => {
+  it("keeps scoped resources of the layers open until dispose", async () => {
+    let open = false
+    const store = TestStore.make()
+    const scopedStore = Layer.effect(
+      ConversationStore.ConversationStore,
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          open = true
+          return store.service
+        }),
+        () =>
+          Effect.sync(() => {
+            open = false
+          })
+      )
+    )
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(scopedStore, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous("alice"))
+    )
+    assert.isTrue(open)
+    const response = await post(app, { message: "hi" })
+    assert.strictEqual(response.status, 200)
+    assert.isTrue(open)
+    await app.dispose()
+    assert.isFalse(open)
+  })
 })

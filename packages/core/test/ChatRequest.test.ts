@@ -71,6 +71,7 @@ describe("ChatRequest.parse", () => {
     { label: "a missing message", body: '{"stream":true}', mentions: "message" },
     { label: "an empty message", body: '{"message":""}', mentions: "message" },
     { label: "a numeric message", body: '{"message":42}', mentions: "message" },
+    { label: "a message with a NUL character", body: '{"message":"a\\u0000b"}', mentions: "NUL" },
     { label: "a null message", body: '{"message":null}', mentions: "message" },
     { label: "a string stream flag", body: '{"message":"hi","stream":"true"}', mentions: "stream" },
     { label: "a numeric stream flag", body: '{"message":"hi","stream":1}', mentions: "stream" },

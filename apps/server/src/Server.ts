@@ -1,0 +1,116 @@
+/**
+ * The reference server: Convoke's core on `node:http`, with the store, model
+ * and identity chosen from settings. `start` is what the CLI runs and what
+ * the tests start in-process.
+ */
+import { createServer, type Server as HttpServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { resolve } from "node:path"
+import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "@convoke/core"
+import { NodeHandler } from "@convoke/core/node"
+import { PgConversationStore } from "@convoke/store-pg"
+import { Duration, Layer } from "effect"
+import type { Settings } from "./Settings.ts"
+
+/** A started server. */
+export interface RunningServer {
+  /** Base URL, e.g. `http://127.0.0.1:3000`. */
+  readonly url: string
+  readonly port: number
+  readonly app: ChatHttp.App
+  readonly http: HttpServer
+  /** What is active, for the banner. */
+  readonly summary: ReadonlyArray<readonly [string, string]>
+  /**
+   * Graceful stop: refuse new connections, end open streams with an error
+   * event and `[DONE]`, wait up to the grace period, close the database.
+   */
+  readonly close: () => Promise<void>
+}
+
+const storeLayer = (settings: Settings) =>
+  settings.databaseUrl === undefined
+    ? PgConversationStore.layerEmbedded({ dataDir: resolve(settings.dataDir) })
+    : PgConversationStore.layerUrl(settings.databaseUrl)
+
+const identityLayer = (settings: Settings) =>
+  settings.apiKeys.length > 0 ? Identity.layerApiKeys(settings.apiKeys) : Identity.layerAnonymous()
+
+/** Starts the server; resolves once it listens and the database is migrated. */
+export const start = async (settings: Settings): Promise<RunningServer> => {
+  const config = ChatConfig.make({
+    publicModel: settings.publicModel,
+    maxBodyBytes: settings.maxBodyBytes,
+    heartbeatInterval: Duration.seconds(settings.heartbeatSeconds)
+  })
+  const app = await ChatHttp.makeApp(
+    Layer.mergeAll(
+      storeLayer(settings),
+      EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) }),
+      identityLayer(settings),
+      Layer.succeed(ChatConfig.ChatConfig, config)
+    )
+  )
+  const http = createServer({ keepAliveTimeout: 65_000 }, NodeHandler.toNodeHandler(app.handler))
+  // Long-lived streams must not be cut by Node's default request timeout.
+  http.requestTimeout = 0
+  try {
+    await new Promise<void>((resolveListen, reject) => {
+      http.once("error", reject)
+      http.listen(settings.port, settings.host, () => {
+        http.off("error", reject)
+        resolveListen()
+      })
+    })
+  } catch (error) {
+    await app.dispose()
+    throw error
+  }
+  const port = (http.address() as AddressInfo).port
+  const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host
+  const url = `http://${host}:${port}`
+
+  let closing: Promise<void> | undefined
+  const close = () =>
+    (closing ??= (async () => {
+      const closed = new Promise<void>((done) => http.close(() => done()))
+      http.closeIdleConnections()
+      await app.shutdown()
+      const grace = new Promise<void>((done) => setTimeout(done, settings.shutdownGraceMs).unref())
+      await Promise.race([closed, grace])
+      http.closeAllConnections()
+      await closed
+      await app.dispose()
+    })())
+
+  const summary: Array<readonly [string, string]> = [
+    ["listening", url],
+    ["chat", `POST ${url}${ChatHttp.CHAT_PATH}`],
+    [
+      "store",
+      settings.databaseUrl === undefined
+        ? `embedded PGlite in ${resolve(settings.dataDir)}`
+        : `PostgreSQL ${redactUrl(settings.databaseUrl)}`
+    ],
+    ["model", `echo (${settings.echoDelayMs} ms per word; no model key configured)`],
+    [
+      "auth",
+      settings.apiKeys.length > 0
+        ? `API keys (${settings.apiKeys.length} configured)`
+        : "ANONYMOUS: every request is the same user. Set CONVOKE_API_KEYS before exposing this server."
+    ],
+    ["public model", settings.publicModel]
+  ]
+  return { url, port, app, http, summary, close }
+}
+
+/** A database URL without its password, for logs. */
+export const redactUrl = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== "") parsed.password = "***"
+    return parsed.toString()
+  } catch {
+    return "(unparseable URL)"
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * The reference server's settings, read from flags and environment variables
+ * (flags win) and validated before anything starts. Every problem is reported
+ * at once, in words that say how to fix it.
+ */
+import { isIP } from "node:net"
+import { parseArgs } from "node:util"
+
+/** Validated settings. */
+export interface Settings {
+  readonly host: string
+  readonly port: number
+  /** PostgreSQL URL; when absent the embedded PGlite store is used. */
+  readonly databaseUrl: string | undefined
+  /** Where the embedded store keeps its files. */
+  readonly dataDir: string
+  /** API keys and the user id each maps to; empty means no key auth. */
+  readonly apiKeys: ReadonlyArray<{ readonly key: string; readonly userId: string }>
+  /** Allow anonymous mode on a non-loopback bind (never the default). */
+  readonly insecureAnonymous: boolean
+  readonly publicModel: string
+  readonly maxBodyBytes: number
+  readonly heartbeatSeconds: number
+  readonly echoDelayMs: number
+  /** How long open streams get to finish after a shutdown signal. */
+  readonly shutdownGraceMs: number
+}
+
+/** One setting: its flag, its environment variable, its default and meaning. */
+interface Option {
+  readonly flag: string
+  readonly env: string
+  readonly type: "string" | "boolean"
+  readonly description: string
+  readonly fallback?: string
+}
+
+/** Every setting, in the order the help text lists them. */
+export const OPTIONS: ReadonlyArray<Option> = [
+  { flag: "host", env: "HOST", type: "string", fallback: "127.0.0.1", description: "Address to bind" },
+  {
+    flag: "port",
+    env: "PORT",
+    type: "string",
+    fallback: "3000",
+    description: "Port to listen on (0 picks a free one)"
+  },
+  {
+    flag: "database-url",
+    env: "DATABASE_URL",
+    type: "string",
+    description: "PostgreSQL URL; without it an embedded PGlite database is used"
+  },
+  {
+    flag: "data-dir",
+    env: "CONVOKE_DATA_DIR",
+    type: "string",
+    fallback: "./.convoke/data",
+    description: "Directory of the embedded database"
+  },
+  {
+    flag: "api-keys",
+    env: "CONVOKE_API_KEYS",
+    type: "string",
+    description: "Comma-separated key:user-id pairs; requests must send one (Bearer or X-API-Key)"
+  },
+  {
+    flag: "insecure-allow-anonymous",
+    env: "CONVOKE_INSECURE_ALLOW_ANONYMOUS",
+    type: "boolean",
+    description: "Allow anonymous access on a non-loopback address (unsafe)"
+  },
+  {
+    flag: "public-model",
+    env: "CONVOKE_PUBLIC_MODEL",
+    type: "string",
+    fallback: "unified-chat",
+    description: "Model name reported in the metadata event"
+  },
+  {
+    flag: "max-body-bytes",
+    env: "CONVOKE_MAX_BODY_BYTES",
+    type: "string",
+    fallback: "32768",
+    description: "Largest accepted request body"
+  },
+  {
+    flag: "heartbeat-seconds",
+    env: "CONVOKE_HEARTBEAT_SECONDS",
+    type: "string",
+    fallback: "15",
+    description: "Interval of ': ping' comments while the model is silent"
+  },
+  {
+    flag: "echo-delay-ms",
+    env: "CONVOKE_ECHO_DELAY_MS",
+    type: "string",
+    fallback: "20",
+    description: "Pause between words of the echo model"
+  },
+  {
+    flag: "shutdown-grace-ms",
+    env: "CONVOKE_SHUTDOWN_GRACE_MS",
+    type: "string",
+    fallback: "5000",
+    description: "Time open streams get to close after SIGTERM/SIGINT"
+  }
+]
+
+/** Settings could not be read; `problems` says every reason. */
+export class SettingsError extends Error {
+  readonly problems: ReadonlyArray<string>
+  constructor(problems: ReadonlyArray<string>) {
+    super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join("\n")}`)
+    this.name = "SettingsError"
+    this.problems = problems
+  }
+}
+
+/** Whether binding this address keeps the server reachable from this machine only. */
+export const isLoopback = (host: string): boolean =>
+  host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."))
+
+/** The help text of the CLI. */
+export const help = (): string =>
+  [
+    "Usage: convoke [options]",
+    "",
+    "Starts the Convoke reference server. Every option can also be set by environment variable.",
+    "",
+    ...OPTIONS.map(
+      (option) =>
+        `  --${option.flag.padEnd(26)} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}`
+    ),
+    "  --help                     Show this help"
+  ].join("\n")
+
+const integer = (
+  problems: Array<string>,
+  name: string,
+  raw: string,
+  range: { readonly min: number; readonly max: number }
+): number => {
+  const value = Number(raw)
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < range.min || value > range.max) {
+    problems.push(`${name} must be a whole number from ${range.min} to ${range.max}, got "${raw}"`)
+    return range.min
+  }
+  return value
+}
+
+const parseApiKeys = (problems: Array<string>, raw: string | undefined) => {
+  if (raw === undefined || raw.trim() === "") return []
+  const keys: Array<{ key: string; userId: string }> = []
+  for (const entry of raw.split(",")) {
+    const separator = entry.lastIndexOf(":")
+    const key = entry.slice(0, separator).trim()
+    const userId = entry.slice(separator + 1).trim()
+    if (separator <= 0 || key === "" || userId === "") {
+      problems.push(
+        `CONVOKE_API_KEYS entries must look like key:user-id (got an entry of ${entry.length} characters)`
+      )
+    } else if (key.length < 16) {
+      problems.push(`API key for user "${userId}" is too short: use at least 16 characters`)
+    } else {
+      keys.push({ key, userId })
+    }
+  }
+  return keys
+}
+
+/** Reads and validates settings; throws `SettingsError` listing every problem. */
+export const load = (
+  argv: ReadonlyArray<string>,
+  env: Readonly<Record<string, string | undefined>>
+): Settings => {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: Object.fromEntries(OPTIONS.map((option) => [option.flag, { type: option.type }])),
+    strict: true,
+    allowPositionals: false
+  })
+  const read = (flag: string): string | undefined => {
+    const option = OPTIONS.find((candidate) => candidate.flag === flag)!
+    const fromFlag = values[flag]
+    if (typeof fromFlag === "string") return fromFlag
+    if (fromFlag === true) return "true"
+    const fromEnv = env[option.env]
+    return fromEnv === undefined || fromEnv === "" ? option.fallback : fromEnv
+  }
+  const problems: Array<string> = []
+  const host = read("host")!
+  const port = integer(problems, "PORT", read("port")!, { min: 0, max: 65535 })
+  const databaseUrl = read("database-url")
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push("DATABASE_URL must be a postgres:// or postgresql:// URL")
+  }
+  const apiKeys = parseApiKeys(problems, read("api-keys"))
+  const insecureAnonymous = ["1", "true", "yes"].includes(
+    (read("insecure-allow-anonymous") ?? "").toLowerCase()
+  )
+  if (apiKeys.length === 0 && !isLoopback(host) && !insecureAnonymous) {
+    problems.push(
+      `Refusing anonymous access on ${host}, which is not a loopback address: set CONVOKE_API_KEYS, bind 127.0.0.1, or pass --insecure-allow-anonymous`
+    )
+  }
+  const publicModel = read("public-model")!
+  if (publicModel.trim() === "") problems.push("CONVOKE_PUBLIC_MODEL must not be empty")
+  const settings: Settings = {
+    host,
+    port,
+    databaseUrl,
+    dataDir: read("data-dir")!,
+    apiKeys,
+    insecureAnonymous,
+    publicModel,
+    maxBodyBytes: integer(problems, "CONVOKE_MAX_BODY_BYTES", read("max-body-bytes")!, {
+      min: 256,
+      max: 16 * 1024 * 1024
+    }),
+    heartbeatSeconds: integer(problems, "CONVOKE_HEARTBEAT_SECONDS", read("heartbeat-seconds")!, {
+      min: 1,
+      max: 3600
+    }),
+    echoDelayMs: integer(problems, "CONVOKE_ECHO_DELAY_MS", read("echo-delay-ms")!, { min: 0, max: 60_000 }),
+    shutdownGraceMs: integer(problems, "CONVOKE_SHUTDOWN_GRACE_MS", read("shutdown-grace-ms")!, {
+      min: 0,
+      max: 600_000
+    })
+  }
+  if (problems.length > 0) throw new SettingsError(problems)
+  return settings
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+/**
+ * `convoke`: starts the reference server. Zero configuration gives an
+ * embedded database, the echo model and anonymous access on 127.0.0.1:3000.
+ */
+import { start } from "./Server.ts"
+import { help, load, SettingsError } from "./Settings.ts"
+
+const argv = process.argv.slice(2)
+if (argv.includes("--help") || argv.includes("-h")) {
+  console.log(help())
+  process.exit(0)
+}
+
+let settings: ReturnType<typeof load>
+try {
+  settings = load(argv, process.env)
+} catch (error) {
+  console.error(
+    error instanceof SettingsError ? error.message : `Invalid arguments: ${(error as Error).message}`
+  )
+  console.error("\nRun with --help to see every option.")
+  process.exit(2)
+}
+
+const server = await start(settings).catch((error: unknown) => {
+  console.error(`Convoke could not start: ${error instanceof Error ? error.message : String(error)}`)
+  process.exit(1)
+})
+
+const width = Math.max(...server.summary.map(([label]) => label.length))
+console.log(
+  [
+    "",
+    "  Convoke reference server",
+    ...server.summary.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`),
+    ""
+  ].join("\n")
+)
+if (settings.apiKeys.length === 0) {
+  console.warn("  WARNING: anonymous mode. Anyone who can reach this port can chat as the same user.\n")
+}
+
+let signals = 0
+const stop = (signal: string) => {
+  if (++signals > 1) process.exit(1)
+  console.log(`\n${signal}: closing open streams and the database…`)
+  server.close().then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error("Shutdown failed:", error)
+      process.exit(1)
+    }
+  )
+}
+process.on("SIGTERM", () => stop("SIGTERM"))
+process.on("SIGINT", () => stop("SIGINT"))

@@ -1,0 +1,110 @@
+/**
+ * The `convoke` CLI as a user runs it: a real process, its banner, its
+ * configuration errors, and a graceful SIGTERM with a stream open.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtemp, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { chat, frames } from "./helpers.ts"
+
+const bin = join(import.meta.dirname, "..", "src", "bin.ts")
+const children: Array<ChildProcess> = []
+const dirs: Array<string> = []
+
+const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const child = spawn(process.execPath, [bin, ...args], {
+    env: { ...process.env, PORT: "0", ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  children.push(child)
+  let stdout = ""
+  let stderr = ""
+  child.stdout!.on("data", (chunk) => {
+    stdout += chunk
+  })
+  child.stderr!.on("data", (chunk) => {
+    stderr += chunk
+  })
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+  const output = () => ({ stdout, stderr })
+  const listening = async () => {
+    for (let attempt = 0; attempt < 600; attempt++) {
+      const match = /listening\s+(http:\/\/\S+)/.exec(stdout)
+      if (match) return match[1]!
+      if (child.exitCode !== null) throw new Error(`exited early: ${stderr}`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    throw new Error(`no banner: ${stdout} ${stderr}`)
+  }
+  return { child, exited, output, listening }
+}
+
+afterEach(async () => {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill("SIGKILL")
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true })
+})
+
+describe("convoke CLI", () => {
+  it("starts with no configuration, says what is active, and shuts down gracefully on SIGTERM", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "convoke-cli-"))
+    dirs.push(dataDir)
+    const server = run([], { CONVOKE_DATA_DIR: dataDir, CONVOKE_ECHO_DELAY_MS: "200" })
+    const url = await server.listening()
+    const { stdout, stderr } = server.output()
+    expect(stdout).toContain("embedded PGlite")
+    expect(stdout).toContain("echo")
+    expect(stdout).toContain("ANONYMOUS")
+    expect(stderr).toContain("WARNING: anonymous mode")
+
+    const health = await (await fetch(`${url}/health`)).json()
+    expect(health).toMatchObject({ status: "ok", model: "echo", store: "pglite", identity: "anonymous" })
+
+    const response = await chat({ url }, { message: "a long message that takes a while", stream: true })
+    const reader = response.body!.getReader()
+    const decoder = new TextDecoder()
+    let body = decoder.decode((await reader.read()).value)
+    expect(frames(body)[0]).toContain('"type":"metadata"')
+
+    server.child.kill("SIGTERM")
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      body += decoder.decode(value, { stream: true })
+    }
+    const payloads = frames(body)
+    expect(payloads.at(-1)).toBe("[DONE]")
+    expect(JSON.parse(payloads.at(-2)!)).toMatchObject({ type: "error", error: { type: "shutdown" } })
+    expect(await server.exited).toBe(0)
+  })
+
+  it("refuses anonymous access on a non-loopback address", async () => {
+    const server = run(["--host", "0.0.0.0"])
+    expect(await server.exited).toBe(2)
+    expect(server.output().stderr).toContain("Refusing anonymous access on 0.0.0.0")
+  })
+
+  it("lists every configuration problem at once", async () => {
+    const server = run(["--port", "70000"], {
+      CONVOKE_MAX_BODY_BYTES: "lots",
+      DATABASE_URL: "mysql://nope",
+      CONVOKE_API_KEYS: "short:alice"
+    })
+    expect(await server.exited).toBe(2)
+    const { stderr } = server.output()
+    expect(stderr).toContain("PORT must be a whole number from 0 to 65535")
+    expect(stderr).toContain("CONVOKE_MAX_BODY_BYTES must be a whole number")
+    expect(stderr).toContain("DATABASE_URL must be a postgres://")
+    expect(stderr).toContain('API key for user "alice" is too short')
+  })
+
+  it("rejects unknown flags and prints help on request", async () => {
+    const unknown = run(["--bogus"])
+    expect(await unknown.exited).toBe(2)
+    expect(unknown.output().stderr).toContain("--bogus")
+    const help = run(["--help"])
+    expect(await help.exited).toBe(0)
+    expect(help.output().stdout).toContain("CONVOKE_API_KEYS")
+  })
+})

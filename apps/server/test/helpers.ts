@@ -1,0 +1,58 @@
+/**
+ * Test helpers: start the reference server in-process, read SSE streams over
+ * real sockets, and query the database the server writes to.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Redacted } from "effect"
+import { type RunningServer, start } from "../src/Server.ts"
+import { load, type Settings } from "../src/Settings.ts"
+
+/** Settings for a test server on a free loopback port. */
+export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
+  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5" }),
+  ...overrides
+})
+
+export const startServer = (overrides: Partial<Settings> = {}): Promise<RunningServer> =>
+  start(testSettings(overrides))
+
+export const chat = (
+  server: { readonly url: string },
+  body: unknown,
+  init: { readonly headers?: Record<string, string>; readonly signal?: AbortSignal } = {}
+) =>
+  fetch(`${server.url}/api/v0.3/chat`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...init.headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    ...(init.signal === undefined ? {} : { signal: init.signal })
+  })
+
+/** Splits an SSE body into its `data:` payloads (and comments, as `:...`). */
+export const frames = (text: string): Array<string> =>
+  text
+    .split("\n\n")
+    .filter((frame) => frame !== "")
+    .map((frame) => (frame.startsWith("data: ") ? frame.slice(6) : frame))
+
+/** Reads a whole stream and returns its data payloads. */
+export const readAll = async (response: Response): Promise<Array<string>> => frames(await response.text())
+
+/** The parsed JSON events of a stream (everything but `[DONE]` and comments). */
+export const events = (payloads: ReadonlyArray<string>): Array<Record<string, any>> =>
+  payloads
+    .filter((payload) => payload !== "[DONE]" && !payload.startsWith(":"))
+    .map((payload) => JSON.parse(payload))
+
+/** Runs a query against a PostgreSQL database (the one the server under test uses). */
+export const query = <A extends object>(url: string, text: string, params: ReadonlyArray<unknown> = []) =>
+  Effect.runPromise(
+    Effect.gen(function* () {
+      const sql = yield* PgClient.PgClient
+      return (yield* sql.unsafe<A>(text, params as Array<any>)) as ReadonlyArray<A>
+    }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
+  )
+
+export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

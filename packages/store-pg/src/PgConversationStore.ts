@@ -1,0 +1,262 @@
+/**
+ * The PostgreSQL implementation of `ConversationStore`, on `@effect/sql-pg`.
+ *
+ * Every query is scoped by user id and served by an index; each operation is
+ * one round trip. The same SQL runs against a PostgreSQL server (`layerUrl`),
+ * any `SqlClient` you already have (`layer`), or the embedded PGlite database
+ * (`layerEmbedded`).
+ *
+ * PostgreSQL text cannot hold NUL characters and `jsonb` rejects unpaired
+ * surrogates, so in titles, message contents and metadata both are stored as
+ * U+FFFD instead of failing the write. A user id holding either owns nothing.
+ *
+ * @since 0.1.0
+ */
+import { type ChatError, ConversationStore } from "@convoke/core"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import * as PgEmbedded from "./PgEmbedded.ts"
+import * as PgMigrations from "./PgMigrations.ts"
+
+/** Options of `make` and `layer`. */
+export interface Options {
+  /** The store's name in banners and `/health`; `postgres` unless given. */
+  readonly name?: string | undefined
+}
+
+/** Pool settings for `layerUrl`, everything `PgClient` accepts except the URL. */
+export type PoolOptions = Omit<PgClient.PgPoolConfig, "url">
+
+interface ConversationRow {
+  readonly id: string
+  readonly user_id: string
+  readonly title: string
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+interface MessageRow {
+  readonly id: string
+  readonly conversation_id: string
+  readonly role: ConversationStore.Role
+  readonly content: string
+  readonly status: ConversationStore.MessageStatus
+  readonly metadata: Record<string, unknown> | null
+  readonly created_at: Date
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+const isUuid = (value: string): boolean => UUID.test(value)
+
+const LONE_SURROGATE = /\p{Cs}/gu
+
+/** Text PostgreSQL accepts: no NUL, no unpaired surrogate. */
+const storable = (text: string): string =>
+  text.replaceAll("\u0000", "\uFFFD").replace(LONE_SURROGATE, "\uFFFD")
+
+/**
+ * Whether a user id can be stored as it is. Replacing characters in an id
+ * could make two users one, so an id that needs it owns nothing.
+ */
+const isStorableUserId = (userId: string): boolean => storable(userId) === userId
+
+const storableJson = (value: unknown): unknown => {
+  if (typeof value === "string") return storable(value)
+  if (Array.isArray(value)) return value.map(storableJson)
+  if (value !== null && typeof value === "object") {
+    const result: Record<string, unknown> = {}
+    for (const [key, item] of Object.entries(value)) result[storable(key)] = storableJson(item)
+    return result
+  }
+  return value
+}
+
+/** The metadata as `jsonb` text, or `null`; `toJSON` and dropped values resolved as `JSON.stringify` does. */
+const metadataJson = (metadata: ConversationStore.NewMessage["metadata"]): string | null =>
+  metadata === undefined || metadata === null
+    ? null
+    : JSON.stringify(storableJson(JSON.parse(JSON.stringify(metadata))))
+
+const toConversation = (row: ConversationRow): ConversationStore.Conversation => ({
+  id: row.id,
+  userId: row.user_id,
+  title: row.title,
+  createdAt: row.created_at,
+  updatedAt: row.updated_at
+})
+
+const toMessage = (row: MessageRow): ConversationStore.Message => ({
+  id: row.id,
+  conversationId: row.conversation_id,
+  role: row.role,
+  content: row.content,
+  status: row.status,
+  createdAt: row.created_at,
+  ...(row.metadata === null ? {} : { metadata: row.metadata })
+})
+
+/** Turns every failure, expected or not, into `StoreUnavailable`. */
+const orUnavailable = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, ChatError.StoreUnavailable, R> =>
+  effect.pipe(
+    Effect.mapError(ConversationStore.unavailable),
+    Effect.catchDefect((defect) => Effect.fail(ConversationStore.unavailable(defect)))
+  )
+
+/** A request the store refuses before it reaches the database. */
+const refuse = (message: string) => Effect.fail(new Error(message))
+
+/**
+ * Builds the store on the `SqlClient` in context, assuming the schema exists.
+ * Use it when you run `PgMigrations` yourself; otherwise use `layer`.
+ */
+export const make = Effect.fnUntraced(function* (options: Options = {}) {
+  const sql = yield* SqlClient.SqlClient
+
+  const selectOwned = (id: string, userId: string) =>
+    sql<ConversationRow>`
+      SELECT id, user_id, title, created_at, updated_at
+      FROM convoke_conversations
+      WHERE id = ${id}::uuid AND user_id = ${userId}`.withoutTransform
+
+  const create = Effect.fn("PgConversationStore.create")(function* (input: {
+    readonly id: string
+    readonly userId: string
+    readonly title: string
+    readonly now: Date
+  }) {
+    if (!isUuid(input.id)) return yield* refuse("A conversation id must be a UUID")
+    if (!isStorableUserId(input.userId))
+      return yield* refuse("A user id must not contain NUL or lone surrogates")
+    const { id, userId, now } = input
+    const rows = yield* sql<ConversationRow>`
+      WITH inserted AS (
+        INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
+        VALUES (${id}::uuid, ${userId}, ${storable(input.title)}, ${now}, ${now})
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, user_id, title, created_at, updated_at
+      )
+      SELECT id, user_id, title, created_at, updated_at FROM inserted
+      UNION ALL
+      SELECT id, user_id, title, created_at, updated_at
+      FROM convoke_conversations
+      WHERE id = ${id}::uuid AND user_id = ${userId} AND NOT EXISTS (SELECT 1 FROM inserted)`.withoutTransform
+    // Empty only when a concurrent insert of the same id committed after this
+    // statement's snapshot, or when the id belongs to another user.
+    const row = rows[0] ?? (yield* selectOwned(id, userId))[0]
+    if (row === undefined) return yield* refuse("The conversation id belongs to another user")
+    return toConversation(row)
+  }, orUnavailable)
+
+  const find = Effect.fn("PgConversationStore.find")(function* (input: {
+    readonly userId: string
+    readonly id: string
+  }) {
+    if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
+    const rows = yield* selectOwned(input.id, input.userId)
+    return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
+  }, orUnavailable)
+
+  const history = Effect.fn("PgConversationStore.history")(function* (input: {
+    readonly userId: string
+    readonly conversationId: string
+  }) {
+    if (!isUuid(input.conversationId) || !isStorableUserId(input.userId)) return []
+    const rows = yield* sql<MessageRow>`
+      SELECT m.id, m.conversation_id, m.role, m.content, m.status, m.metadata, m.created_at
+      FROM convoke_conversations c
+      JOIN convoke_messages m ON m.conversation_id = c.id
+      WHERE c.id = ${input.conversationId}::uuid AND c.user_id = ${input.userId}
+      ORDER BY m.seq`.withoutTransform
+    return rows.map(toMessage)
+  }, orUnavailable)
+
+  const append = Effect.fn("PgConversationStore.append")(function* (input: {
+    readonly userId: string
+    readonly conversationId: string
+    readonly messages: ReadonlyArray<ConversationStore.NewMessage>
+  }) {
+    const { conversationId, userId, messages } = input
+    if (!isUuid(conversationId) || !isStorableUserId(userId)) return false
+    if (messages.length === 0) return (yield* selectOwned(conversationId, userId)).length > 0
+    if (!messages.every((message) => isUuid(message.id))) return yield* refuse("A message id must be a UUID")
+    const latest = new Date(Math.max(...messages.map((message) => message.createdAt.getTime())))
+    const values = messages.map(
+      (message, index) =>
+        sql`(${message.id}::uuid, ${index}::int4, ${message.role}::text, ${storable(message.content)}::text, ${
+          message.status
+        }::text, ${metadataJson(message.metadata)}::jsonb, ${message.createdAt}::timestamptz)`
+    )
+    // One statement: the update proves ownership, and the insert selects
+    // from its result, so another user's id inserts nothing.
+    const owner = yield* sql<{ readonly id: string }>`
+      WITH owner AS (
+        UPDATE convoke_conversations
+        SET updated_at = GREATEST(updated_at, ${latest})
+        WHERE id = ${conversationId}::uuid AND user_id = ${userId}
+        RETURNING id
+      ), added AS (
+        INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
+        SELECT v.id, owner.id, v.role, v.content, v.status, v.metadata, v.created_at
+        FROM owner CROSS JOIN (VALUES ${sql.csv(values)}) AS v (id, ord, role, content, status, metadata, created_at)
+        ORDER BY v.ord
+        ON CONFLICT (id) DO NOTHING
+      )
+      SELECT id FROM owner`.withoutTransform
+    return owner.length > 0
+  }, orUnavailable)
+
+  return ConversationStore.ConversationStore.of({
+    name: options.name ?? "postgres",
+    create,
+    find,
+    history,
+    append
+  })
+})
+
+/**
+ * The store on the `SqlClient` in context, after applying the migrations. Use
+ * it to share your application's PostgreSQL client with Convoke.
+ */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable, SqlClient.SqlClient> =>
+  Layer.effect(
+    ConversationStore.ConversationStore,
+    Effect.andThen(orUnavailable(PgMigrations.run), make(options))
+  )
+
+/**
+ * The store on a PostgreSQL server reached by URL
+ * (`postgres://user:password@host:5432/database`), with its own connection
+ * pool. Use it in production, e.g. with `DATABASE_URL`.
+ */
+export const layerUrl = (
+  url: string | Redacted.Redacted<string>,
+  options: PoolOptions = {}
+): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
+  layer({ name: "postgres" }).pipe(
+    Layer.provide(
+      PgClient.layerFrom(
+        orUnavailable(
+          Effect.suspend(() =>
+            PgClient.make({ ...options, url: typeof url === "string" ? Redacted.make(url) : url })
+          )
+        )
+      )
+    )
+  )
+
+/**
+ * The store on an embedded PGlite database kept in `dataDir` (default
+ * `./.convoke/data`; `memory://` keeps nothing). Use it when no PostgreSQL
+ * server is configured: development, demos, single-process deployments.
+ */
+export const layerEmbedded = (
+  options: PgEmbedded.Options = {}
+): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
+  layer({ name: "pglite" }).pipe(Layer.provide(PgEmbedded.layer(options)))

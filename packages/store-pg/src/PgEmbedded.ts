@@ -1,0 +1,122 @@
+/**
+ * An embedded PostgreSQL database: PGlite, in process, served on a loopback
+ * port by `@electric-sql/pglite-socket`, and reached through `@effect/sql-pg`
+ * over the real wire protocol. The store therefore runs the same SQL and the
+ * same migrations as against a PostgreSQL server.
+ *
+ * The socket server accepts a single connection, so the client pool holds
+ * exactly one; concurrent queries wait their turn on it.
+ *
+ * @since 0.1.0
+ */
+import { mkdir } from "node:fs/promises"
+import type { ChatError } from "@convoke/core"
+import { ConversationStore } from "@convoke/core"
+import { PgClient } from "@effect/sql-pg"
+import { PGlite } from "@electric-sql/pglite"
+import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
+import { Duration, Effect, type Layer, type Scope } from "effect"
+import type { SqlClient } from "effect/sql"
+
+/** Where the embedded database lives when no `dataDir` is given. */
+export const defaultDataDir = "./.convoke/data"
+
+/** Options of the embedded database. */
+export interface Options {
+  /**
+   * The directory of the database files, created if missing (default
+   * `./.convoke/data`). `memory://` keeps the database in memory only.
+   */
+  readonly dataDir?: string | undefined
+}
+
+/** A running embedded database. */
+export interface Server {
+  /** The loopback address it listens on. */
+  readonly host: string
+  /** The port it listens on, chosen by the operating system. */
+  readonly port: number
+  /** The directory of its files, or `memory://`. */
+  readonly dataDir: string
+}
+
+const HOST = "127.0.0.1"
+
+const isMemory = (dataDir: string): boolean => dataDir.startsWith("memory://")
+
+const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUnavailable, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: async () => {
+        if (!isMemory(dataDir)) await mkdir(dataDir, { recursive: true })
+        const database = new PGlite(dataDir)
+        try {
+          await database.waitReady
+        } catch (error) {
+          await database.close().catch(() => undefined)
+          throw error
+        }
+        return database
+      },
+      catch: ConversationStore.unavailable
+    }),
+    (database) => Effect.ignore(Effect.tryPromise(() => database.close()))
+  )
+
+const listen = (
+  database: PGlite
+): Effect.Effect<{ readonly host: string; readonly port: number }, ChatError.StoreUnavailable, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: async () => {
+        const server = new PGLiteSocketServer({ db: database, host: HOST, port: 0 })
+        await server.start()
+        return server
+      },
+      catch: ConversationStore.unavailable
+    }),
+    (server) => Effect.ignore(Effect.tryPromise(() => server.stop()))
+  ).pipe(
+    Effect.map((server) => {
+      const address = server.getServerConn()
+      return { host: HOST, port: Number(address.slice(address.lastIndexOf(":") + 1)) }
+    })
+  )
+
+/**
+ * Starts PGlite and its socket server; both stop when the scope closes. Use it
+ * to point another PostgreSQL client (or `psql`) at the embedded database.
+ */
+export const start = (
+  options: Options = {}
+): Effect.Effect<Server, ChatError.StoreUnavailable, Scope.Scope> =>
+  Effect.gen(function* () {
+    const dataDir = options.dataDir ?? defaultDataDir
+    const database = yield* openDatabase(dataDir)
+    const { host, port } = yield* listen(database)
+    return { host, port, dataDir }
+  })
+
+/**
+ * A `PgClient` / `SqlClient` on a freshly started embedded database, with the
+ * single connection the socket server allows. Closing the layer closes the
+ * client, then the socket server, then PGlite.
+ */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, ChatError.StoreUnavailable> =>
+  PgClient.layerFrom(
+    Effect.gen(function* () {
+      const server = yield* start(options)
+      return yield* PgClient.make({
+        host: server.host,
+        port: server.port,
+        username: "postgres",
+        database: "postgres",
+        applicationName: "convoke",
+        maxConnections: 1,
+        // Reconnecting could race the server releasing its only slot: keep the connection.
+        idleTimeout: Duration.infinity
+      }).pipe(Effect.mapError(ConversationStore.unavailable))
+    })
+  )

@@ -1,0 +1,93 @@
+/**
+ * Throwaway databases on a real PostgreSQL server, for tests.
+ *
+ * `makeTestDatabase` creates a database with a random name and returns its URL
+ * and a `drop` function; both are plain promises, so they fit ordinary
+ * `beforeAll` / `afterAll` hooks. The server is reached through the admin URL
+ * in `CONVOKE_TEST_DATABASE_URL` (default
+ * `postgres://postgres@127.0.0.1:5432/postgres`), whose user may create
+ * databases.
+ *
+ * @since 0.1.0
+ */
+import { randomBytes } from "node:crypto"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Redacted } from "effect"
+import type { SqlError } from "effect/sql"
+
+/** The admin URL used when `CONVOKE_TEST_DATABASE_URL` is not set. */
+export const defaultAdminUrl = "postgres://postgres@127.0.0.1:5432/postgres"
+
+/** The admin URL tests use: `CONVOKE_TEST_DATABASE_URL`, else `defaultAdminUrl`. */
+export const adminUrl = (): string => process.env.CONVOKE_TEST_DATABASE_URL || defaultAdminUrl
+
+/** Options of `makeTestDatabase` and `isServerReachable`. */
+export interface Options {
+  /** The server and an existing database to connect to; see `adminUrl()`. */
+  readonly adminUrl?: string | undefined
+  /** How long to wait for a connection, in milliseconds (default 5000). */
+  readonly connectTimeoutMillis?: number | undefined
+}
+
+/** A database created for a test run. */
+export interface TestDatabase {
+  /** Its name, `convoke_test_<16 hex digits>`. */
+  readonly name: string
+  /** A URL to connect to it, the admin URL with the database replaced. */
+  readonly url: string
+  /** Drops it, ending any connections still open to it. Safe to call twice. */
+  readonly drop: () => Promise<void>
+}
+
+const withAdmin = <A>(
+  options: Options,
+  use: (sql: PgClient.PgClient) => Effect.Effect<A, SqlError.SqlError>
+): Promise<A> =>
+  Effect.runPromise(
+    Effect.scoped(
+      PgClient.PgClient.use(use).pipe(
+        Effect.provide(
+          PgClient.layer({
+            url: Redacted.make(options.adminUrl ?? adminUrl()),
+            maxConnections: 1,
+            connectTimeout: options.connectTimeoutMillis ?? 5_000,
+            applicationName: "convoke-testing"
+          })
+        )
+      )
+    )
+  )
+
+const databaseUrl = (admin: string, name: string): string => {
+  const url = new URL(admin)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+/**
+ * Creates an empty database on the test server. Use one per test file (or
+ * suite) and drop it in the matching after-hook.
+ */
+export const makeTestDatabase = async (options: Options = {}): Promise<TestDatabase> => {
+  const admin = options.adminUrl ?? adminUrl()
+  const name = `convoke_test_${randomBytes(8).toString("hex")}`
+  await withAdmin(options, (sql) => sql`CREATE DATABASE ${sql(name)}`.unprepared)
+  let dropping: Promise<void> | undefined
+  return {
+    name,
+    url: databaseUrl(admin, name),
+    drop: () =>
+      (dropping ??= withAdmin(options, (sql) =>
+        Effect.asVoid(sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`.unprepared)
+      ))
+  }
+}
+
+/**
+ * Whether the test server accepts connections. Use it to skip tests that need
+ * PostgreSQL on machines without one (and to fail loudly where it must exist).
+ */
+export const isServerReachable = (options: Options = {}): Promise<boolean> =>
+  withAdmin({ connectTimeoutMillis: 2_000, ...options }, (sql) => Effect.as(sql`SELECT 1`, true)).catch(
+    () => false
+  )

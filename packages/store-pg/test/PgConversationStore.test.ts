@@ -1,0 +1,222 @@
+import { randomUUID } from "node:crypto"
+import { ConversationStore } from "@convoke/core"
+import { PgConversationStore, PgEmbedded, PgMigrations } from "@convoke/store-pg"
+import * as PgTesting from "@convoke/store-pg/testing"
+import { PgClient } from "@effect/sql-pg"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { SqlClient, Statement } from "effect/sql"
+import { storeSuite } from "./storeSuite.ts"
+
+const reachable = await PgTesting.isServerReachable()
+const ci = process.env.CI !== undefined && process.env.CI !== "" && process.env.CI !== "false"
+if (!reachable && ci) {
+  throw new Error(
+    `PostgreSQL is not reachable at ${PgTesting.adminUrl()}; CI must run these tests against it`
+  )
+}
+
+const at = (second: number): Date => new Date(Date.UTC(2026, 0, 1, 0, 0, second))
+
+/** Runs every store operation once, recording the SQL each one sends. */
+const recordQueries = Effect.gen(function* () {
+  const store = yield* ConversationStore.ConversationStore
+  const statements: Array<readonly [string, ReadonlyArray<unknown>]> = []
+  const record: Statement.Transformer = (statement) =>
+    Effect.sync(() => {
+      statements.push(statement.compile(true))
+      return statement
+    })
+  const userId = `user-${randomUUID()}`
+  const id = randomUUID()
+  const message = (createdAt: Date, metadata?: Record<string, unknown>): ConversationStore.NewMessage => ({
+    id: randomUUID(),
+    role: "assistant",
+    content: "content",
+    status: "complete",
+    createdAt,
+    ...(metadata === undefined ? {} : { metadata })
+  })
+  yield* Effect.gen(function* () {
+    yield* store.create({ id, userId, title: "Title", now: at(1) })
+    yield* store.create({ id, userId, title: "Title", now: at(1) })
+    yield* store.find({ userId, id })
+    yield* store.append({ userId, conversationId: id, messages: [message(at(2))] })
+    yield* store.append({ userId, conversationId: id, messages: [message(at(3)), message(at(4), { a: 1 })] })
+    yield* store.append({ userId, conversationId: id, messages: [] })
+    yield* store.history({ userId, conversationId: id })
+  }).pipe(Effect.provideService(Statement.CurrentTransformer, record))
+  return statements
+})
+
+/** Asserts the planner can serve every recorded statement without a sequential scan of a store table. */
+const expectIndexedQueries = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const statements = yield* recordQueries
+  expect(statements.length).toBeGreaterThanOrEqual(6)
+  for (const [text, params] of statements) {
+    const plan = yield* sql.withTransaction(
+      Effect.gen(function* () {
+        yield* sql`SET LOCAL enable_seqscan = off`
+        return yield* sql.unsafe<{ readonly "QUERY PLAN": string }>(`EXPLAIN ${text}`, params)
+          .withoutTransform
+      })
+    )
+    const lines = plan.map((row) => row["QUERY PLAN"]).join("\n")
+    expect(lines, text).not.toMatch(/Seq Scan on convoke_/)
+  }
+})
+
+const migrationsRunTwice = Effect.gen(function* () {
+  const first = yield* PgMigrations.run
+  const second = yield* PgMigrations.run
+  expect(first.map(([id]) => id)).toEqual([1, 2])
+  expect(second).toEqual([])
+  const sql = yield* SqlClient.SqlClient
+  const recorded = yield* sql<{ readonly migration_id: number }>`
+    SELECT migration_id FROM convoke_migrations ORDER BY migration_id`.withoutTransform
+  expect(recorded.map((row) => row.migration_id)).toEqual([1, 2])
+})
+
+describe("PGlite", () => {
+  storeSuite("PGlite in memory", "pglite", () => PgConversationStore.layerEmbedded({ dataDir: "memory://" }))
+
+  it.live(
+    "migrations running twice are harmless",
+    () => migrationsRunTwice.pipe(Effect.provide(PgEmbedded.layer({ dataDir: "memory://" }))),
+    60_000
+  )
+
+  it.live(
+    "every query can use an index",
+    () =>
+      expectIndexedQueries.pipe(
+        Effect.provide(
+          PgConversationStore.layer().pipe(Layer.provideMerge(PgEmbedded.layer({ dataDir: "memory://" })))
+        )
+      ),
+    60_000
+  )
+})
+
+describe("layerUrl", () => {
+  it.live(
+    "an unreachable server fails the layer with StoreUnavailable",
+    () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Effect.provide(
+            ConversationStore.ConversationStore.use(Effect.succeed),
+            PgConversationStore.layerUrl("postgres://postgres@127.0.0.1:1/postgres", {
+              connectTimeout: 2_000
+            })
+          )
+        )
+        expect(exit).toMatchObject({ _tag: "Failure" })
+        expect(JSON.stringify(exit)).toContain("StoreUnavailable")
+      }),
+    60_000
+  )
+})
+
+// These tests need the PostgreSQL server of the test machines (see TOOLCHAIN.md).
+// Without CI, a machine that has none skips them instead of failing; on CI the
+// check above fails the run.
+describe.skipIf(!reachable)("PostgreSQL", () => {
+  let database: PgTesting.TestDatabase | undefined
+  beforeAll(async () => {
+    database = await PgTesting.makeTestDatabase()
+  })
+  afterAll(async () => {
+    await database?.drop()
+  })
+  const url = () => database!.url
+
+  storeSuite("PostgreSQL server", "postgres", () => PgConversationStore.layerUrl(url()))
+
+  it.live(
+    "migrations running twice, or at once from two pools, are harmless",
+    () =>
+      Effect.gen(function* () {
+        const fresh = yield* Effect.acquireRelease(
+          Effect.promise(() => PgTesting.makeTestDatabase()),
+          (created) => Effect.promise(() => created.drop())
+        )
+        const client = () => PgClient.layer({ url: Redacted.make(fresh.url), maxConnections: 2 })
+        const applied = yield* Effect.all(
+          [PgMigrations.run.pipe(Effect.provide(client())), PgMigrations.run.pipe(Effect.provide(client()))],
+          { concurrency: 2 }
+        )
+        expect(applied.flat().map(([id]) => id)).toEqual([1, 2])
+        yield* PgMigrations.run.pipe(
+          Effect.tap((again) => Effect.sync(() => expect(again).toEqual([]))),
+          Effect.provide(client())
+        )
+        // Building the whole store again re-checks the migrations.
+        for (let round = 0; round < 2; round++) {
+          const found = yield* Effect.gen(function* () {
+            const store = yield* ConversationStore.ConversationStore
+            return yield* store.find({ userId: "nobody", id: randomUUID() })
+          }).pipe(Effect.provide(PgConversationStore.layerUrl(fresh.url)))
+          expect(found).toEqual(Option.none())
+        }
+      }),
+    60_000
+  )
+
+  it.live(
+    "migrations running twice on one client are harmless",
+    () =>
+      Effect.gen(function* () {
+        const fresh = yield* Effect.acquireRelease(
+          Effect.promise(() => PgTesting.makeTestDatabase()),
+          (created) => Effect.promise(() => created.drop())
+        )
+        yield* migrationsRunTwice.pipe(Effect.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
+      }),
+    60_000
+  )
+
+  it.live(
+    "every query can use an index",
+    () =>
+      expectIndexedQueries.pipe(
+        Effect.provide(
+          PgConversationStore.layer().pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url()) })))
+        )
+      ),
+    60_000
+  )
+
+  it.live(
+    "works on a client that renames result columns",
+    () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const userId = `user-${randomUUID()}`
+        const conversation = yield* store.create({ id: randomUUID(), userId, title: "Camel", now: at(1) })
+        expect(conversation.userId).toBe(userId)
+        yield* store.append({
+          userId,
+          conversationId: conversation.id,
+          messages: [{ id: randomUUID(), role: "user", content: "hi", status: "complete", createdAt: at(2) }]
+        })
+        const [stored] = yield* store.history({ userId, conversationId: conversation.id })
+        expect(stored).toMatchObject({ conversationId: conversation.id, content: "hi", createdAt: at(2) })
+      }).pipe(
+        Effect.provide(
+          PgConversationStore.layer().pipe(
+            Layer.provide(
+              PgClient.layer({
+                url: Redacted.make(url()),
+                transformResultNames: (name) =>
+                  name.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase()),
+                transformQueryNames: (name) => name.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`)
+              })
+            )
+          )
+        )
+      ),
+    60_000
+  )
+})
