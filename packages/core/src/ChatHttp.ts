@@ -5,9 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Clock, Effect, Exit, Layer, Scope, Stream } from "effect"
 import * as ByteSize from "effect/ByteSize"
 import {
+  type Headers,
   HttpEffect,
   HttpIncomingMessage,
   HttpRouter,
@@ -44,6 +45,14 @@ export const encodeSse = (events: Stream.Stream<StreamItem>): Stream.Stream<Uint
     Stream.concat(Stream.succeed(DONE))
   )
 
+const REQUEST_ID = /^[\w.:-]{1,128}$/
+
+/** The caller's `X-Request-Id` when it is a sane token, else a fresh UUID. */
+export const requestIdOf = (headers: Headers.Headers): string => {
+  const given = headers["x-request-id"]
+  return given !== undefined && REQUEST_ID.test(given) ? given : crypto.randomUUID()
+}
+
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
   const chat = yield* ChatService
@@ -55,6 +64,8 @@ export const routes = Effect.gen(function* () {
 
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
+    const receivedAtMillis = yield* Clock.currentTimeMillis
+    const requestId = requestIdOf(request.headers)
     const principal = yield* identity.authenticate(request.headers)
     const body = yield* ChatRequest.read({
       contentType: request.headers["content-type"],
@@ -70,11 +81,16 @@ export const routes = Effect.gen(function* () {
         )
       )
     })
+    const input = { principal, request: body, receivedAtMillis, requestId }
     if (body.stream === true) {
-      const events = yield* chat.stream({ principal, request: body })
-      return HttpServerResponse.stream(encodeSse(events), { headers: ChatEvent.SSE_HEADERS })
+      const events = yield* chat.stream(input)
+      return HttpServerResponse.stream(encodeSse(events), {
+        headers: { ...ChatEvent.SSE_HEADERS, "x-request-id": requestId }
+      })
     }
-    return HttpServerResponse.jsonUnsafe(yield* chat.complete({ principal, request: body }))
+    return HttpServerResponse.jsonUnsafe(yield* chat.complete(input), {
+      headers: { "x-request-id": requestId }
+    })
   })
 
   const health = Effect.succeed(

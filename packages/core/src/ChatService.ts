@@ -21,6 +21,7 @@ import {
   StoreUnavailable
 } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
+import { ChatHooks, type Outcome, type TurnContext } from "./ChatHooks.ts"
 import type { ChatRequest } from "./ChatRequest.ts"
 import * as ConversationResolver from "./ConversationResolver.ts"
 import {
@@ -55,6 +56,10 @@ export type StreamItem = ChatEvent.ChatEvent | Heartbeat
 export interface ChatInput {
   readonly principal: Principal
   readonly request: ChatRequest
+  /** When the request arrived (epoch millis); defaults to when the turn starts. */
+  readonly receivedAtMillis?: number | undefined
+  /** The request id, for logs and hooks. */
+  readonly requestId?: string | undefined
 }
 
 /** The body of a non-streaming reply. */
@@ -112,6 +117,7 @@ export const make = Effect.gen(function* () {
   const model = yield* LanguageModel
   const config = yield* ChatConfig
   const ids = yield* IdGenerator
+  const hooks = yield* ChatHooks
   const shuttingDown = yield* Deferred.make<void, ServerShutdown>()
 
   const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
@@ -121,18 +127,22 @@ export const make = Effect.gen(function* () {
    * call the model, and store the reply however the stream ends.
    */
   const turn = (options: {
-    readonly userId: string
+    readonly context: TurnContext
     readonly conversation: Conversation
     readonly fresh: boolean
     readonly message: string
     readonly model: string
   }): Stream.Stream<ModelPart, ModelError | StoreUnavailable | ServerShutdown> => {
-    const { userId, conversation } = options
+    const { context, conversation } = options
+    const userId = context.userId
     let reply = ""
     let finish: Finish | undefined
     let userStored = false
+    let startedAt = 0
+    let modelCalledAt = 0
 
     const start = Effect.gen(function* () {
+      startedAt = yield* Clock.currentTimeMillis
       const history = options.fresh ? [] : yield* store.history({ userId, conversationId: conversation.id })
       yield* store.append({
         userId,
@@ -148,22 +158,31 @@ export const make = Effect.gen(function* () {
         ]
       })
       userStored = true
+      modelCalledAt = yield* Clock.currentTimeMillis
       return model.streamText({
         model: options.model,
         messages: [...toModelMessages(history), { role: "user", content: options.message }]
       })
     })
 
-    const persistReply = (exit: Exit.Exit<unknown, ModelError | StoreUnavailable | ServerShutdown>) => {
+    const outcomeOf = (exit: Exit.Exit<unknown, ModelError | StoreUnavailable | ServerShutdown>): Outcome => {
+      if (Exit.isSuccess(exit)) return "complete"
+      const error = Cause.findErrorOption(exit.cause)
+      if (error._tag === "None") return "client_closed"
+      switch (error.value._tag) {
+        case "ModelError":
+          return "model_error"
+        case "StoreUnavailable":
+          return "store_error"
+        case "ServerShutdown":
+          return "shutdown"
+      }
+    }
+
+    const persistReply = (outcome: Outcome) => {
       if (!userStored) return Effect.void
-      const status: MessageStatus = Exit.isSuccess(exit)
-        ? "complete"
-        : Cause.hasFails(exit.cause) &&
-            Cause.findErrorOption(exit.cause).pipe(
-              (error) => error._tag === "Some" && error.value._tag === "ModelError"
-            )
-          ? "error"
-          : "partial"
+      const status: MessageStatus =
+        outcome === "complete" ? "complete" : outcome === "model_error" ? "error" : "partial"
       return Effect.gen(function* () {
         yield* store.append({
           userId,
@@ -193,15 +212,43 @@ export const make = Effect.gen(function* () {
       )
     }
 
+    const onPart = (part: ModelPart) => {
+      if (part._tag !== "TextDelta") {
+        finish = part
+        return Effect.void
+      }
+      const first = reply === "" && part.text !== ""
+      reply += part.text
+      return first
+        ? Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+            hooks.firstToken({
+              ...context,
+              conversationId: conversation.id,
+              latencyMillis: millis - modelCalledAt
+            })
+          )
+        : Effect.void
+    }
+
+    const onEnd = (exit: Exit.Exit<unknown, ModelError | StoreUnavailable | ServerShutdown>) => {
+      const outcome = outcomeOf(exit)
+      return Effect.andThen(
+        persistReply(outcome),
+        Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+          hooks.turnEnded({
+            ...context,
+            conversationId: conversation.id,
+            outcome,
+            durationMillis: startedAt === 0 ? 0 : millis - startedAt
+          })
+        )
+      )
+    }
+
     return Stream.unwrap(start).pipe(
-      Stream.tap((part) =>
-        Effect.sync(() => {
-          if (part._tag === "TextDelta") reply += part.text
-          else finish = part
-        })
-      ),
+      Stream.tap(onPart),
       Stream.interruptWhen(Deferred.await(shuttingDown)),
-      Stream.onExit(persistReply)
+      Stream.onExit(onEnd)
     )
   }
 
@@ -221,24 +268,51 @@ export const make = Effect.gen(function* () {
 
   const prepare = Effect.fnUntraced(function* (
     input: ChatInput,
-    stream: boolean
+    context: TurnContext
   ): Effect.fn.Return<
     { readonly model: string; readonly resolution: ConversationResolver.Resolution },
     InvalidRequest | ConversationNotFound | StoreUnavailable | ServerShutdown
   > {
     if (yield* Deferred.isDone(shuttingDown)) return yield* new ServerShutdown()
     const providerModel = yield* model.resolveModel(input.request.model)
+    const resolveStartedAt = yield* Clock.currentTimeMillis
+    const elapsed = Effect.map(Clock.currentTimeMillis, (millis) => millis - resolveStartedAt)
     const resolution = yield* ConversationResolver.resolve({
       principal: input.principal,
       conversationId: input.request.conversation_id,
-      stream,
+      stream: context.stream,
       message: input.request.message
-    }).pipe(Effect.provideService(ConversationStore, store), Effect.provideService(IdGenerator, ids))
+    }).pipe(
+      Effect.provideService(ConversationStore, store),
+      Effect.provideService(IdGenerator, ids),
+      Effect.tapError((error) =>
+        error._tag === "StoreUnavailable"
+          ? Effect.flatMap(elapsed, (durationMillis) =>
+              hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis })
+            )
+          : Effect.void
+      )
+    )
+    yield* hooks.conversationResolved({
+      ...context,
+      conversationId: resolution.conversation.id,
+      source: resolution.source,
+      created: resolution.source !== "resumed",
+      durationMillis: yield* elapsed
+    })
     return { model: providerModel, resolution }
   })
 
+  const contextOf = (input: ChatInput, stream: boolean): TurnContext => ({
+    userId: input.principal.userId,
+    requestId: input.requestId,
+    stream
+  })
+
   const stream = Effect.fnUntraced(function* (input: ChatInput) {
-    const { model: providerModel, resolution } = yield* prepare(input, true).pipe(
+    const receivedAt = input.receivedAtMillis ?? (yield* Clock.currentTimeMillis)
+    const context = contextOf(input, true)
+    const { model: providerModel, resolution } = yield* prepare(input, context).pipe(
       Effect.catchTag("ServerShutdown", () => Effect.fail(shutdownUnavailable))
     )
     const metadata = ChatEvent.metadata({
@@ -247,7 +321,7 @@ export const make = Effect.gen(function* () {
       timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
     })
     const events: Stream.Stream<StreamItem> = turn({
-      userId: input.principal.userId,
+      context,
       conversation: resolution.conversation,
       fresh: resolution.source !== "resumed",
       message: input.request.message,
@@ -275,13 +349,26 @@ export const make = Effect.gen(function* () {
     const withHeartbeats = Stream.merge(events.pipe(Stream.tap(() => markSent)), heartbeats, {
       haltStrategy: "left"
     })
-    return Stream.concat(Stream.succeed<StreamItem>(metadata), withHeartbeats)
+    const sendMetadata = Stream.succeed<StreamItem>(metadata).pipe(
+      Stream.tap(() =>
+        Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+          hooks.metadataSent({
+            ...context,
+            conversationId: metadata.conversation_id,
+            temporary: metadata.temporary === true,
+            latencyMillis: millis - receivedAt
+          })
+        )
+      )
+    )
+    return Stream.concat(sendMetadata, withHeartbeats)
   })
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {
-    const { model: providerModel, resolution } = yield* prepare(input, false)
+    const context = contextOf(input, false)
+    const { model: providerModel, resolution } = yield* prepare(input, context)
     const parts = yield* turn({
-      userId: input.principal.userId,
+      context,
       conversation: resolution.conversation,
       fresh: resolution.source !== "resumed",
       message: input.request.message,

@@ -7,6 +7,7 @@
 export * as ChatConfig from "./ChatConfig.ts"
 export * as ChatError from "./ChatError.ts"
 export * as ChatEvent from "./ChatEvent.ts"
+export * as ChatHooks from "./ChatHooks.ts"
 export * as ChatHttp from "./ChatHttp.ts"
 export * as ChatRequest from "./ChatRequest.ts"
 export * as ChatService from "./ChatService.ts"

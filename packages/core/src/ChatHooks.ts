@@ -1,0 +1,111 @@
+/**
+ * Observation points of a chat turn, for metrics, audit logs and tracing.
+ *
+ * Each hook is an effect run in the turn's fiber: keep it quick and never let
+ * it fail (failures are logged and ignored). The default does nothing; combine
+ * several observers with `combine`.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect } from "effect"
+import type { Source } from "./ConversationResolver.ts"
+
+/** Who and which request a hook event belongs to. */
+export interface TurnContext {
+  readonly userId: string
+  readonly requestId: string | undefined
+  readonly stream: boolean
+}
+
+/** A conversation was created or resumed for a request. */
+export interface ConversationResolved extends TurnContext {
+  readonly conversationId: string
+  readonly source: Source
+  /** Whether the conversation was created (every source but `resumed`). */
+  readonly created: boolean
+  /** Time spent resolving, including the store round trip. */
+  readonly durationMillis: number
+}
+
+/** Creating or looking up the conversation failed. */
+export interface ConversationFailed extends TurnContext {
+  readonly reason: "store_unavailable"
+  readonly durationMillis: number
+}
+
+/** The metadata event left the chat service. */
+export interface MetadataSent extends TurnContext {
+  readonly conversationId: string
+  readonly temporary: boolean
+  /** From the request's arrival to the metadata event. */
+  readonly latencyMillis: number
+}
+
+/** The model produced its first text. */
+export interface FirstToken extends TurnContext {
+  readonly conversationId: string
+  /** From the model call to its first text delta. */
+  readonly latencyMillis: number
+}
+
+/**
+ * How a turn ended: `complete`; `client_closed` (the client went away);
+ * `model_error`; `store_error` (the user message could not be stored);
+ * `shutdown` (the server is stopping).
+ */
+export type Outcome = "complete" | "client_closed" | "model_error" | "store_error" | "shutdown"
+
+/** A turn ended. */
+export interface TurnEnded extends TurnContext {
+  readonly conversationId: string
+  readonly outcome: Outcome
+  readonly durationMillis: number
+}
+
+/** The hooks. */
+export interface Service {
+  readonly conversationResolved: (event: ConversationResolved) => Effect.Effect<void>
+  readonly conversationFailed: (event: ConversationFailed) => Effect.Effect<void>
+  readonly metadataSent: (event: MetadataSent) => Effect.Effect<void>
+  readonly firstToken: (event: FirstToken) => Effect.Effect<void>
+  readonly turnEnded: (event: TurnEnded) => Effect.Effect<void>
+}
+
+const none = () => Effect.void
+
+/** Hooks that do nothing. */
+export const noop: Service = {
+  conversationResolved: none,
+  conversationFailed: none,
+  metadataSent: none,
+  firstToken: none,
+  turnEnded: none
+}
+
+/** The hooks in effect; nothing by default. */
+export const ChatHooks = Context.Reference<Service>("@convoke/core/ChatHooks", { defaultValue: () => noop })
+
+const guarded =
+  <A>(name: string, hooks: ReadonlyArray<(event: A) => Effect.Effect<void>>) =>
+  (event: A): Effect.Effect<void> =>
+    Effect.forEach(
+      hooks,
+      (hook) =>
+        hook(event).pipe(Effect.catchCause((cause) => Effect.logWarning(`A ${name} hook failed`, cause))),
+      { discard: true }
+    )
+
+/** Runs several observers, in order, for every event. */
+export const combine = (...observers: ReadonlyArray<Partial<Service>>): Service => {
+  const pick = <K extends keyof Service>(key: K) =>
+    observers.flatMap((observer) => (observer[key] === undefined ? [] : [observer[key]!])) as Array<
+      Service[K]
+    >
+  return {
+    conversationResolved: guarded("conversationResolved", pick("conversationResolved")),
+    conversationFailed: guarded("conversationFailed", pick("conversationFailed")),
+    metadataSent: guarded("metadataSent", pick("metadataSent")),
+    firstToken: guarded("firstToken", pick("firstToken")),
+    turnEnded: guarded("turnEnded", pick("turnEnded"))
+  }
+}
