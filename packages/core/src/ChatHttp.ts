@@ -20,10 +20,12 @@ import { InvalidRequest, RequestTooLarge } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
+import * as ConversationHttp from "./ConversationHttp.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as HttpError from "./HttpError.ts"
 import { Identity } from "./Identity.ts"
 import { LanguageModel } from "./LanguageModel.ts"
+import * as RequestBody from "./RequestBody.ts"
 
 /** The path of the chat endpoint. */
 export const CHAT_PATH = "/api/v0.3/chat"
@@ -60,27 +62,13 @@ export const routes = Effect.gen(function* () {
   const model = yield* LanguageModel
   const store = yield* ConversationStore
   const config = yield* ChatConfig
-  const maxBodySize = ByteSize.bytes(config.maxBodyBytes)
 
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const receivedAtMillis = yield* Clock.currentTimeMillis
     const requestId = requestIdOf(request.headers)
     const principal = yield* identity.authenticate(request.headers)
-    const body = yield* ChatRequest.read({
-      contentType: request.headers["content-type"],
-      contentLength: request.headers["content-length"],
-      maxBodyBytes: config.maxBodyBytes,
-      body: request.arrayBuffer.pipe(
-        Effect.map((buffer) => new Uint8Array(buffer)),
-        Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize),
-        Effect.mapError((error) =>
-          error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
-            ? new RequestTooLarge({ limitBytes: config.maxBodyBytes })
-            : new InvalidRequest({ message: "Could not read the request body" })
-        )
-      )
-    })
+    const body = yield* ChatRequest.read(RequestBody.read(request, config.maxBodyBytes))
     const input = { principal, request: body, receivedAtMillis, requestId }
     if (body.stream === true) {
       const events = yield* chat.stream(input)
@@ -93,12 +81,13 @@ export const routes = Effect.gen(function* () {
     })
   })
 
-  const health = Effect.succeed(
+  const health = Effect.sync(() =>
     HttpServerResponse.jsonUnsafe({
       status: "ok",
       model: model.name,
       store: store.name,
-      identity: identity.name
+      identity: identity.name,
+      outbox: chat.outbox.stats()
     })
   )
 
@@ -107,6 +96,7 @@ export const routes = Effect.gen(function* () {
   )
 
   return [
+    ...(yield* ConversationHttp.routes),
     HttpRouter.route("POST", CHAT_PATH, postChat),
     HttpRouter.route("GET", "/health", health),
     ...(["GET", "PUT", "PATCH", "DELETE"] as const).map((method) =>
