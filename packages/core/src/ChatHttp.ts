@@ -19,8 +19,10 @@ import { ChatConfig } from "./ChatConfig.ts"
 import { InvalidRequest, RequestTooLarge } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatRequest from "./ChatRequest.ts"
-import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
+import type { StreamItem } from "./ChatService.ts"
+import * as ChatService from "./ChatService.ts"
 import * as ConversationHttp from "./ConversationHttp.ts"
+import type * as ConversationOutbox from "./ConversationOutbox.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as HttpError from "./HttpError.ts"
 import { Identity } from "./Identity.ts"
@@ -34,7 +36,7 @@ export const CHAT_PATH = "/api/v0.3/chat"
 export type WebHandler = (request: Request) => Promise<Response>
 
 /** The services the HTTP application needs. */
-export type Requirements = ChatService | Identity | LanguageModel | ConversationStore
+export type Requirements = ChatService.ChatService | Identity | LanguageModel | ConversationStore
 
 const encoder = new TextEncoder()
 const DONE = encoder.encode(ChatEvent.DONE)
@@ -57,7 +59,7 @@ export const requestIdOf = (headers: Headers.Headers): string => {
 
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
-  const chat = yield* ChatService
+  const chat = yield* ChatService.ChatService
   const identity = yield* Identity
   const model = yield* LanguageModel
   const store = yield* ConversationStore
@@ -141,10 +143,11 @@ export interface App {
  * built, so a database that cannot start fails here, not on the first request.
  */
 export const makeApp = async <A, E>(
-  layer: Layer.Layer<ConversationStore | LanguageModel | Identity | A, E>
+  layer: Layer.Layer<ConversationStore | LanguageModel | Identity | A, E>,
+  options: { readonly outbox?: ConversationOutbox.Options | undefined } = {}
 ): Promise<App> => {
   const scope = Scope.makeUnsafe()
-  const full = Layer.provideMerge(ChatServiceLayer, layer)
+  const full = Layer.provideMerge(ChatService.layerWith(options), layer)
   try {
     // The layers live in `scope` until `dispose`: their connections and
     // servers must outlive this function.
@@ -153,7 +156,7 @@ export const makeApp = async <A, E>(
         const context = yield* Layer.buildWithScope(full, scope)
         return yield* Effect.gen(function* () {
           const handler = yield* makeWebHandler
-          const chat = yield* ChatService
+          const chat = yield* ChatService.ChatService
           return { handler, chat }
         }).pipe(Effect.provideContext(context), Scope.provide(scope))
       })
