@@ -6,21 +6,13 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Exit, Layer, Scope, Stream } from "effect"
-import * as ByteSize from "effect/ByteSize"
-import {
-  type Headers,
-  HttpEffect,
-  HttpIncomingMessage,
-  HttpRouter,
-  HttpServerRequest,
-  HttpServerResponse
-} from "effect/http"
+import { type Headers, HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ChatConfig } from "./ChatConfig.ts"
-import { InvalidRequest, RequestTooLarge } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import type { StreamItem } from "./ChatService.ts"
 import * as ChatService from "./ChatService.ts"
+import * as ConversationCleanup from "./ConversationCleanup.ts"
 import * as ConversationHttp from "./ConversationHttp.ts"
 import type * as ConversationOutbox from "./ConversationOutbox.ts"
 import { ConversationStore } from "./ConversationStore.ts"
@@ -83,15 +75,28 @@ export const routes = Effect.gen(function* () {
     })
   })
 
-  const health = Effect.sync(() =>
-    HttpServerResponse.jsonUnsafe({
+  // Present only when the application runs the cleanup job.
+  const cleanup = yield* Effect.serviceOption(ConversationCleanup.ConversationCleanup)
+
+  const health = Effect.sync(() => {
+    const latest = cleanup._tag === "Some" ? cleanup.value.latest() : undefined
+    return HttpServerResponse.jsonUnsafe({
       status: "ok",
       model: model.name,
       store: store.name,
       identity: identity.name,
-      outbox: chat.outbox.stats()
+      outbox: chat.outbox.stats(),
+      ...(latest === undefined
+        ? {}
+        : {
+            cleanup: {
+              ran_at: latest.ranAt.toISOString(),
+              deleted: latest.deleted,
+              abandonment_ratio: latest.abandonmentRatio
+            }
+          })
     })
-  )
+  })
 
   const methodNotAllowed = Effect.succeed(
     HttpError.plain(405, "method_not_allowed", "Use POST", { allow: "POST" })
