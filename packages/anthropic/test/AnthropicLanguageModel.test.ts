@@ -184,7 +184,7 @@ describe("AnthropicLanguageModel", () => {
   })
 
   it("ends a stalled stream with timeout_error and closes the connection", async () => {
-    fake.enqueue({ frames: FakeAnthropic.frames("hello.sse").slice(0, 4), then: "stall" })
+    fake.enqueue({ frames: FakeAnthropic.frames("hello.sse").slice(0, 4), afterwards: "stall" })
     const exit = await run(model({ idleTimeout: "300 millis" }).streamText(hello))
     expect(failure(exit)).toMatchObject({ type: "timeout_error", retryable: true })
     expect(received()).toHaveLength(1)
@@ -192,7 +192,7 @@ describe("AnthropicLanguageModel", () => {
   })
 
   it("aborts the upstream request when the stream is interrupted", async () => {
-    fake.enqueue({ frames: FakeAnthropic.frames("hello.sse").slice(0, 4), then: "stall" })
+    fake.enqueue({ frames: FakeAnthropic.frames("hello.sse").slice(0, 4), afterwards: "stall" })
     const parts: Array<LanguageModel.ModelPart> = []
     let firstDelta!: () => void
     const gotFirstDelta = new Promise<void>((resolve) => {
