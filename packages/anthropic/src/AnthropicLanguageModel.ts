@@ -279,9 +279,28 @@ export const make = (options: Options): LanguageModel.Service => {
 const isTransient = (error: ChatError.ModelError): boolean =>
   error.retryable && error.type !== "timeout_error"
 
+/** Logs once, when the layer is built, each configured model that is near its end of life. */
+const warnDeprecated = (options: Partial<Options>) =>
+  Effect.forEach(
+    new Set([options.model ?? AnthropicModels.defaultModel, ...Object.values(options.models ?? {})]),
+    (model) =>
+      AnthropicModels.deprecated[model] === undefined
+        ? Effect.void
+        : Effect.logWarning(
+            `The model "${model}" is deprecated and reaches end of life on ${AnthropicModels.deprecated[model]}; map its aliases to a current model`
+          ),
+    { discard: true }
+  )
+
 /** Claude as the `LanguageModel` layer. */
 export const layer = (options: Options): Layer.Layer<LanguageModel.LanguageModel> =>
-  Layer.sync(LanguageModel.LanguageModel, () => make(options))
+  Layer.effect(
+    LanguageModel.LanguageModel,
+    Effect.andThen(
+      warnDeprecated(options),
+      Effect.sync(() => make(options))
+    )
+  )
 
 /**
  * Claude as the `LanguageModel` layer, configured from the environment:
@@ -300,11 +319,13 @@ export const layerConfig = (
       const model = yield* Config.option(Config.String("ANTHROPIC_MODEL"))
       const maxTokens = yield* Config.option(Config.Int("ANTHROPIC_MAX_TOKENS"))
       const system = yield* Config.option(Config.String("ANTHROPIC_SYSTEM_PROMPT"))
+      const configuredModel = Option.getOrElse(model, () => options.model)
+      yield* warnDeprecated({ ...options, model: configuredModel })
       return make({
         ...options,
         apiKey,
         baseUrl: Option.getOrElse(baseUrl, () => options.baseUrl),
-        model: Option.getOrElse(model, () => options.model),
+        model: configuredModel,
         maxTokens: Option.getOrElse(maxTokens, () => options.maxTokens),
         system: Option.getOrElse(system, () => options.system)
       })

@@ -191,6 +191,24 @@ describe("AnthropicLanguageModel", () => {
     await received()[0]!.connectionClosed
   })
 
+  it("ends with timeout_error when the API never answers, and closes the connection", async () => {
+    fake.enqueue({ hang: true })
+    const exit = await run(model({ idleTimeout: "300 millis", retry: { maxRetries: 0 } }).streamText(hello))
+    expect(failure(exit)).toMatchObject({ type: "timeout_error" })
+    await received()[0]!.connectionClosed
+  })
+
+  it("counts pings as signs of life: a slow model that pings is not a stall", async () => {
+    const [start, blockStart, ping, ...rest] = FakeAnthropic.frames("hello.sse")
+    // 1.5 s of pings, 100 ms apart, against an idle timeout of 1 s.
+    const pings = Array.from({ length: 15 }, () => ping!)
+    fake.enqueue({ frames: [start!, blockStart!, ...pings, ...rest], frameDelayMs: 100 })
+    const exit = await run(model({ idleTimeout: "1 second" }).streamText(hello))
+    expect(Exit.isSuccess(exit) ? text(exit.value) : Cause.pretty((exit as any).cause)).toBe(
+      "Hello there, how can I help?"
+    )
+  })
+
   it("aborts the upstream request when the stream is interrupted", async () => {
     fake.enqueue({ frames: FakeAnthropic.frames("hello.sse").slice(0, 4), afterwards: "stall" })
     const parts: Array<LanguageModel.ModelPart> = []
