@@ -111,6 +111,23 @@ describe("AnthropicLanguageModel", () => {
     expect(received()).toHaveLength(3)
   })
 
+  it("retries 500 and 503 as api_error before the first delta", async () => {
+    const apiError = JSON.stringify({
+      type: "error",
+      error: { type: "api_error", message: "Internal server error" }
+    })
+    fake.enqueue(statusReply(500, apiError), statusReply(503, "upstream unavailable"))
+    const exit = await run(model().streamText(hello))
+    expect(Exit.isSuccess(exit) ? text(exit.value) : "").toBe("Hello there, how can I help?")
+    expect(received()).toHaveLength(3)
+  })
+
+  it("surfaces a non-JSON 5xx as a retryable api_error once retries are spent", async () => {
+    fake.enqueue(statusReply(502, "<html>bad gateway</html>"))
+    const error = failure(await run(model({ retry: { maxRetries: 0 } }).streamText(hello)))
+    expect(error).toMatchObject({ type: "api_error", retryable: true })
+  })
+
   it("waits at least the retry-after the API asks for before the next attempt", async () => {
     fake.enqueue(statusReply(429, FakeAnthropic.fixture("rate-limit.json"), { "retry-after-ms": "250" }))
     const exit = await run(model().streamText(hello))
