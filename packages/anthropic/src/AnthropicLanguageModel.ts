@@ -309,7 +309,7 @@ export const layer = (options: Options): Layer.Layer<LanguageModel.LanguageModel
  * defaults; a variable that is set wins over them.
  */
 export const layerConfig = (
-  options: Partial<Options> = {}
+  options: Partial<Omit<Options, "apiKey">> = {}
 ): Layer.Layer<LanguageModel.LanguageModel, Config.ConfigError> =>
   Layer.effect(
     LanguageModel.LanguageModel,

@@ -69,7 +69,7 @@ export const make = (
 }
 
 /**
- * The provider model for a request's `model`: the default when absent, the
+ * The provider model for a request's `model`: the default when absent or empty, the
  * mapped model for a known alias, `InvalidRequest` (a 400 before the stream
  * starts) for anything else.
  */
@@ -77,7 +77,8 @@ export const resolve = (
   map: ModelMap,
   requested: string | undefined
 ): Effect.Effect<string, ChatError.InvalidRequest> => {
-  if (requested === undefined) return Effect.succeed(map.defaultModel)
+  // An empty name means "no preference", as an empty conversation id means "new".
+  if (requested === undefined || requested === "") return Effect.succeed(map.defaultModel)
   const provider = Object.hasOwn(map.aliases, requested) ? map.aliases[requested] : undefined
   return provider === undefined
     ? Effect.fail(

@@ -326,6 +326,8 @@ describe("resolveModel", () => {
     const error = failureOf(exit)
     expect(error).toBeInstanceOf(ChatError.InvalidRequest)
     expect(error.message).toContain("claude-sonnet-4-5")
+    expect(Exit.isFailure(await resolve("constructor"))).toBe(true)
+    expect(await resolve("")).toEqual(Exit.succeed("claude-sonnet-5-5"))
   })
 
   it("follows the configured mapping", async () => {
