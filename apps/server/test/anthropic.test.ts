@@ -38,7 +38,7 @@ beforeAll(async () => {
   fake = await FakeAnthropic.start()
   database = await makeTestDatabase()
   server = await start(settingsFor({}))
-  stallServer = await start(settingsFor({ CONVOKE_MODEL_IDLE_TIMEOUT_MS: "300" }))
+  stallServer = await start(settingsFor({ CONVOKE_MODEL_IDLE_TIMEOUT_MS: "1000" }))
 })
 afterAll(async () => {
   await server?.close()
