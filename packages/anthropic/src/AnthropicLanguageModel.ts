@@ -116,13 +116,13 @@ export const make = (options: Options): LanguageModel.Service => {
     // Retries are Effect's (below), not the SDK's: the SDK retries only an
     // HTTP error status, while an overload can also arrive as the first SSE
     // event of a 200 response (`event: error` before any text), which is just
-    // as safe to retry; its backoff cannot be tuned and it would wait out any
-    // `retry-after`, however long; and its sleeps are not Effect's, so they
-    // are invisible to `TestClock` and to the stream's interruption.
+    // as safe to retry; its backoff (0.5 s doubling to 8 s) cannot be tuned,
+    // and it would wait out any `retry-after`, however long, while a user
+    // watches a silent stream.
     maxRetries: 0,
     // Bounds the wait for response headers; the stream's idle timeout bounds
-    // every wait after that (and this one too).
-    timeout: Math.max(1, Math.ceil(idleMillis))
+    // every wait after that (and this one too). Timers cannot exceed 2^31-1 ms.
+    timeout: Math.min(2 ** 31 - 1, Math.max(1, Math.ceil(idleMillis)))
   })
 
   const stall = () => Stream.fail(AnthropicError.stalled(idleMillis))
