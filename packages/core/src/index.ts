@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+export * as AuditLog from "./AuditLog.ts"
 export * as ChatConfig from "./ChatConfig.ts"
 export * as ChatError from "./ChatError.ts"
 export * as ChatEvent from "./ChatEvent.ts"
