@@ -45,6 +45,13 @@ const recordQueries = Effect.gen(function* () {
     yield* store.append({ userId, conversationId: id, messages: [message(at(3)), message(at(4), { a: 1 })] })
     yield* store.append({ userId, conversationId: id, messages: [] })
     yield* store.history({ userId, conversationId: id })
+    const page = yield* store.list({ userId, limit: 1 })
+    yield* store.list({ userId, limit: 1, after: page.next ?? { updatedAt: at(9), id } })
+    yield* store.rename({ userId, id, title: "Renamed", now: at(5) })
+    yield* store.exists(id)
+    yield* store.abandonment({ createdFrom: at(0), createdBefore: at(10) })
+    yield* store.deleteAbandoned({ createdBefore: new Date(Date.UTC(1970, 0, 1)), limit: 10 })
+    yield* store.remove({ userId, id })
   }).pipe(Effect.provideService(Statement.CurrentTransformer, record))
   return statements
 })
@@ -53,7 +60,7 @@ const recordQueries = Effect.gen(function* () {
 const expectIndexedQueries = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const statements = yield* recordQueries
-  expect(statements.length).toBeGreaterThanOrEqual(6)
+  expect(statements.length).toBeGreaterThanOrEqual(13)
   for (const [text, params] of statements) {
     const plan = yield* sql.withTransaction(
       Effect.gen(function* () {
@@ -64,6 +71,8 @@ const expectIndexedQueries = Effect.gen(function* () {
     )
     const lines = plan.map((row) => row["QUERY PLAN"]).join("\n")
     expect(lines, text).not.toMatch(/Seq Scan on convoke_/)
+    // Listing reads the index in page order: no sort of the user's conversations.
+    if (/ORDER BY updated_at DESC, id DESC/.test(text)) expect(lines, text).not.toMatch(/Sort/)
   }
 })
 
