@@ -181,7 +181,11 @@ describe("PgAuditLog on PGlite", () => {
         const auditLog = yield* AuditLog.AuditLog
         expect(auditLog.record).not.toBe(AuditLog.logEntries)
         yield* ConversationStore.ConversationStore
-      }).pipe(Effect.provide(PgConversationStore.layerEmbedded({ dataDir: "memory://" }))),
+      }).pipe(
+        Effect.provide(
+          Layer.merge(PgConversationStore.layerEmbedded({ dataDir: "memory://" }), Logger.layer([]))
+        )
+      ),
     60_000
   )
 })
@@ -209,7 +213,7 @@ describe.skipIf(!reachable)("PgAuditLog on PostgreSQL", () => {
         yield* Effect.gen(function* () {
           const auditLog = yield* AuditLog.AuditLog
           yield* auditLog.record(entries(userId, conversationId))
-        }).pipe(Effect.provide(PgConversationStore.layerUrl(database!.url)))
+        }).pipe(Effect.provide(Layer.merge(PgConversationStore.layerUrl(database!.url), Logger.layer([]))))
         const rows = yield* rowsOf(userId).pipe(Effect.provide(client()))
         expect(rows.map((row) => row.conversation_id)).toEqual([
           conversationId,
@@ -235,8 +239,11 @@ describe.skipIf(!reachable)("PgAuditLog on PostgreSQL", () => {
           expect(yield* rowsOf(userId)).toHaveLength(3)
         }).pipe(
           Effect.provide(
-            PgAuditLog.layer().pipe(
-              Layer.provideMerge(PgClient.layer({ url: Redacted.make(fresh.url), maxConnections: 1 }))
+            Layer.merge(
+              PgAuditLog.layer().pipe(
+                Layer.provideMerge(PgClient.layer({ url: Redacted.make(fresh.url), maxConnections: 1 }))
+              ),
+              Logger.layer([])
             )
           )
         )
