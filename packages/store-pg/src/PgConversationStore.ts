@@ -108,14 +108,6 @@ const refuse = (message: string) => Effect.fail(new Error(message))
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
 
-  /**
-   * An assistant reply with content in conversation `c`, for `NOT EXISTS`;
-   * served by the messages' (conversation_id, seq) index.
-   */
-  const replied = sql`
-    SELECT 1 FROM convoke_messages m
-    WHERE m.conversation_id = c.id AND m.role = 'assistant' AND m.content <> ''`
-
   const selectOwned = (id: string, userId: string) =>
     sql<ConversationRow>`
       SELECT id, user_id, title, created_at, updated_at
@@ -280,14 +272,15 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (Number.isNaN(input.createdBefore.getTime())) return yield* refuse("The cutoff must be a valid date")
     // SKIP LOCKED: rows a request is appending to right now are left for the
     // next batch instead of making the request (or this batch) wait.
+    // `replied` is rechecked on the locked row, so a reply that commits after
+    // this statement started keeps its conversation.
     const rows = yield* sql<{ readonly id: string; readonly user_id: string }>`
       DELETE FROM convoke_conversations
       WHERE id IN (
-        SELECT c.id
-        FROM convoke_conversations c
-        WHERE c.created_at < ${input.createdBefore}
-          AND NOT EXISTS (${replied})
-        ORDER BY c.created_at
+        SELECT id
+        FROM convoke_conversations
+        WHERE NOT replied AND created_at < ${input.createdBefore}
+        ORDER BY created_at
         LIMIT ${input.limit}
         FOR UPDATE SKIP LOCKED
       )
@@ -302,11 +295,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (Number.isNaN(input.createdFrom.getTime()) || Number.isNaN(input.createdBefore.getTime()))
       return yield* refuse("The window must have valid dates")
     const rows = yield* sql<{ readonly created: string | number; readonly abandoned: string | number }>`
-      SELECT
-        count(*)::int8 AS created,
-        count(*) FILTER (WHERE NOT EXISTS (${replied}))::int8 AS abandoned
-      FROM convoke_conversations c
-      WHERE c.created_at >= ${input.createdFrom} AND c.created_at < ${input.createdBefore}`.withoutTransform
+      SELECT count(*)::int8 AS created, count(*) FILTER (WHERE NOT replied)::int8 AS abandoned
+      FROM convoke_conversations
+      WHERE created_at >= ${input.createdFrom} AND created_at < ${input.createdBefore}`.withoutTransform
     const row = rows[0]
     return { created: Number(row?.created ?? 0), abandoned: Number(row?.abandoned ?? 0) }
   }, orUnavailable)

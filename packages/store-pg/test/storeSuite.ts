@@ -527,8 +527,9 @@ export const storeSuite = (
     it.effect("deleteAbandoned removes exactly the old conversations without a reply, in batches", () =>
       Effect.gen(function* () {
         const store = yield* ConversationStore.ConversationStore
-        // A past no other test writes to, so the global cleanup only sees these rows.
-        const era = (minute: number) => new Date(Date.UTC(1990, 0, 1, 0, minute))
+        // Cleanup is global: this test takes a year no other test writes to and
+        // earlier than every year they do, so it only sees its own rows.
+        const era = (minute: number) => new Date(Date.UTC(1960, 0, 1, 0, minute))
         const cutoff = era(30)
         const alice = user()
         const bob = user()
