@@ -1,8 +1,10 @@
 /**
  * The PostgreSQL implementation of `ConversationStore`, on `@effect/sql-pg`.
  *
- * Every query is scoped by user id and served by an index; each operation is
- * one round trip. The same SQL runs against a PostgreSQL server (`layerUrl`),
+ * Every query that answers a user is scoped by user id (`exists`,
+ * `deleteAbandoned` and `abandonment` span users, for the audit log and
+ * cleanup); every query is served by an index and each operation is one round
+ * trip. The same SQL runs against a PostgreSQL server (`layerUrl`),
  * any `SqlClient` you already have (`layer`), or the embedded PGlite database
  * (`layerEmbedded`).
  *
