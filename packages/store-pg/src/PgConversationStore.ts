@@ -281,7 +281,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       WHERE id IN (
         SELECT id
         FROM convoke_conversations
-        WHERE NOT replied AND created_at < ${input.createdBefore}
+        WHERE NOT replied AND created_at < ${input.createdBefore} AND updated_at < ${input.createdBefore}
         ORDER BY created_at
         LIMIT ${input.limit}
         FOR UPDATE SKIP LOCKED

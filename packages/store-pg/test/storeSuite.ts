@@ -554,9 +554,11 @@ export const storeSuite = (
             message("user", "q", era(4)),
             message("assistant", "", era(4), { status: "error" })
           ]),
-          yield* make(alice, 5, [message("user", "late question", era(50))])
+          yield* make(alice, 5, [message("user", "q", era(5))])
         ]
         const live = [
+          // Old, but touched after the cutoff: a turn may be in progress.
+          yield* make(alice, 8, [message("user", "late question", era(50))]),
           yield* make(alice, 6, [message("user", "q", era(6)), message("assistant", "a", era(6))]),
           yield* make(bob, 7, [message("assistant", "x", era(7), { status: "partial" })]),
           // Newer than the cutoff: too young to judge, with or without a reply.
