@@ -396,7 +396,7 @@ export const make = Effect.gen(function* () {
     }
 
     const newId = yield* ids.next
-    const resolution = yield* ConversationResolver.resolve({
+    const inStore = ConversationResolver.resolve({
       principal: input.principal,
       conversationId: requested,
       stream: context.stream,
@@ -423,6 +423,10 @@ export const make = Effect.gen(function* () {
         context.stream ? temporary(input, newId) : Effect.fail(error)
       )
     )
+    // While the outbox knows the store is down, streams do not spend their
+    // budget finding that out again.
+    const resolution =
+      context.stream && !outbox.storeAvailable() ? yield* temporary(input, newId) : yield* inStore
     yield* Effect.forkDetach(auditResolution(context, requested, resolution))
     yield* hooks.conversationResolved({
       ...context,
