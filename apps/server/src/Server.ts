@@ -6,7 +6,7 @@
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { resolve } from "node:path"
-import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "@convoke/core"
+import { ChatConfig, ChatHttp, EchoLanguageModel, Identity, type LanguageModel } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
@@ -36,8 +36,14 @@ const storeLayer = (settings: Settings) =>
 const identityLayer = (settings: Settings) =>
   settings.apiKeys.length > 0 ? Identity.layerApiKeys(settings.apiKeys) : Identity.layerAnonymous()
 
+/** Options of `start` beyond the settings. */
+export interface StartOptions {
+  /** Services that replace the ones chosen from settings (tests swap in a recording model). */
+  readonly layer?: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity> | undefined
+}
+
 /** Starts the server; resolves once it listens and the database is migrated. */
-export const start = async (settings: Settings): Promise<RunningServer> => {
+export const start = async (settings: Settings, options: StartOptions = {}): Promise<RunningServer> => {
   const config = ChatConfig.make({
     publicModel: settings.publicModel,
     maxBodyBytes: settings.maxBodyBytes,
@@ -48,7 +54,8 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
       storeLayer(settings),
       EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) }),
       identityLayer(settings),
-      Layer.succeed(ChatConfig.ChatConfig, config)
+      Layer.succeed(ChatConfig.ChatConfig, config),
+      options.layer ?? Layer.empty
     )
   )
   const http = createServer({ keepAliveTimeout: 65_000 }, NodeHandler.toNodeHandler(app.handler))

@@ -1,10 +1,8 @@
 /**
- * Test helpers: start the reference server in-process, read SSE streams over
- * real sockets, and query the database the server writes to.
+ * Test helpers: start the reference server in-process and read SSE streams
+ * over real sockets.
  */
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted } from "effect"
-import { type RunningServer, start } from "../src/Server.ts"
+import { type RunningServer, type StartOptions, start } from "../src/Server.ts"
 import { load, type Settings } from "../src/Settings.ts"
 
 /** Settings for a test server on a free loopback port. */
@@ -13,8 +11,10 @@ export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
   ...overrides
 })
 
-export const startServer = (overrides: Partial<Settings> = {}): Promise<RunningServer> =>
-  start(testSettings(overrides))
+export const startServer = (
+  overrides: Partial<Settings> = {},
+  options: StartOptions = {}
+): Promise<RunningServer> => start(testSettings(overrides), options)
 
 export const chat = (
   server: { readonly url: string },
@@ -34,25 +34,3 @@ export const frames = (text: string): Array<string> =>
     .split("\n\n")
     .filter((frame) => frame !== "")
     .map((frame) => (frame.startsWith("data: ") ? frame.slice(6) : frame))
-
-/** Reads a whole stream and returns its data payloads. */
-export const readAll = async (response: Response): Promise<Array<string>> => frames(await response.text())
-
-/** The parsed JSON events of a stream (everything but `[DONE]` and comments). */
-export const events = (payloads: ReadonlyArray<string>): Array<Record<string, any>> =>
-  payloads
-    .filter((payload) => payload !== "[DONE]" && !payload.startsWith(":"))
-    .map((payload) => JSON.parse(payload))
-
-/** Runs a query against a PostgreSQL database (the one the server under test uses). */
-export const query = <A extends object>(url: string, text: string, params: ReadonlyArray<unknown> = []) =>
-  Effect.runPromise(
-    Effect.gen(function* () {
-      const sql = yield* PgClient.PgClient
-      return (yield* sql.unsafe<A>(text, params as Array<any>)) as ReadonlyArray<A>
-    }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
-  )
-
-export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
