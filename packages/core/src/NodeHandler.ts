@@ -26,6 +26,12 @@ export interface RequestOptions {
   readonly parsedBody?: unknown
   /** The path the handler sees, when the framework mounts it under a prefix. */
   readonly url?: string | undefined
+  /**
+   * The body stream, when the framework hands it on instead of the request
+   * itself (Fastify's content-type parsers get it after its `preParsing`
+   * hooks, e.g. request decompression). Default: the request.
+   */
+  readonly body?: Readable | undefined
 }
 
 const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
@@ -50,7 +56,7 @@ export const toWebRequest = (
       headers.delete("transfer-encoding")
       if (typeof options.parsedBody !== "string") headers.set("content-type", "application/json")
     } else {
-      init.body = Readable.toWeb(request) as ReadableStream<Uint8Array>
+      init.body = Readable.toWeb(options.body ?? request) as ReadableStream<Uint8Array>
       init.duplex = "half"
     }
   }
@@ -151,6 +157,8 @@ export interface NodeHandlerOptions {
    * request) passes the path without its prefix here.
    */
   readonly url?: ((request: IncomingMessage) => string | undefined) | undefined
+  /** The body stream, when it is not the request itself (see `RequestOptions.body`). */
+  readonly body?: ((request: IncomingMessage) => Readable | undefined) | undefined
 }
 
 /** Turns a web handler into a Node `(request, response)` handler. */
@@ -165,9 +173,11 @@ export const toNodeHandler =
     try {
       const url = options.url?.(request)
       const parsedBody = consumedBody(request)
+      const body = options.body?.(request)
       const webRequest = toWebRequest(request, controller.signal, {
         ...(url === undefined ? {} : { url }),
-        ...(parsedBody === undefined ? {} : { parsedBody })
+        ...(parsedBody === undefined ? {} : { parsedBody }),
+        ...(body === undefined ? {} : { body })
       })
       await writeWebResponse(await handler(webRequest), response)
     } catch {
