@@ -233,7 +233,12 @@ export const describeConformance = (name: string, setup: (options: SetupOptions)
         ["{not json", 400, "invalid_request", { "content-type": "text/plain" }],
         [{ message: "x".repeat(40_000) }, 413, "request_too_large"],
         [{ message: "x".repeat(40_000) }, 413, "request_too_large", { "content-type": "text/plain" }],
-        [{ message: "hi" }, 415, "unsupported_media_type", { "content-type": "application/x-www-form-urlencoded" }],
+        [
+          { message: "hi" },
+          415,
+          "unsupported_media_type",
+          { "content-type": "application/x-www-form-urlencoded" }
+        ],
         [{ message: "hi" }, 415, "unsupported_media_type", { "content-type": "application/xml" }]
       ]
       for (const [body, status, type, headers] of cases) {

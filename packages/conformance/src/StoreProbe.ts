@@ -5,11 +5,12 @@
  *
  * @since 0.1.0
  */
+
+import type { ChatError, ConversationStore } from "@convoke/core"
 import { PgConversationStore } from "@convoke/store-pg"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, type Layer, Redacted } from "effect"
-import type { ConversationStore } from "@convoke/core"
 
 /** One stored message: `[role, status, content]`. */
 export type Row = readonly [role: string, status: string, content: string]
@@ -52,7 +53,7 @@ export const fromUrl = (url: string): StoreProbe => ({
 /** A fresh PostgreSQL test database: the store layer a binding serves, its probe, and `drop`. */
 export interface TestStore {
   readonly url: string
-  readonly layer: Layer.Layer<ConversationStore.ConversationStore>
+  readonly layer: Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable>
   readonly probe: StoreProbe
   readonly drop: () => Promise<void>
 }

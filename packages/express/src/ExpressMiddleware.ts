@@ -44,7 +44,11 @@ export const make = (source: Source): [RequestHandler, ErrorRequestHandler] => {
     (error, request, response, next) => {
       const status = error?.status ?? error?.statusCode
       if (!serves(request) || response.headersSent || !(status >= 400 && status < 500)) return next(error)
-      NodeHandler.writeError(response, status, error.expose === false ? "Invalid request body" : error.message)
+      NodeHandler.writeError(
+        response,
+        status,
+        error.expose === false ? "Invalid request body" : error.message
+      )
     }
   ]
 }

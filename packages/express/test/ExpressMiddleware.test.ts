@@ -112,7 +112,9 @@ describe("ExpressMiddleware beside the app's own routes and middleware", () => {
     })
     const malformed = await post("{nope")
     expect(malformed.status).toBe(400)
-    expect(await malformed.json()).toEqual({ error: { type: "invalid_request", message: expect.any(String) } })
+    expect(await malformed.json()).toEqual({
+      error: { type: "invalid_request", message: expect.any(String) }
+    })
     // The parsed body reaches the core unchanged.
     const ok = await post(JSON.stringify({ message: "parsed by express" }))
     expect((await ok.json()).message.content).toBe("Echo #1: parsed by express")

@@ -81,13 +81,20 @@ describe("FastifyPlugin inside a Fastify app", () => {
   })
 
   const post = (path: string, body: string, headers: Record<string, string> = {}) =>
-    fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body })
+    fetch(`${url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body
+    })
 
   it("keeps the app's JSON parser and compression for its own routes, and its hooks' headers on Convoke's", async () => {
     const own = await post("/own", JSON.stringify({ text: "x".repeat(256) }))
     expect(own.headers.get("content-encoding")).toBe("gzip")
     expect((await own.json()).own.text).toHaveLength(256)
-    const stream = await post(`/convoke${ChatHttp.CHAT_PATH}`, JSON.stringify({ message: "hi", stream: true }))
+    const stream = await post(
+      `/convoke${ChatHttp.CHAT_PATH}`,
+      JSON.stringify({ message: "hi", stream: true })
+    )
     expect(stream.headers.get("x-app-hook")).toBe("yes")
     expect(stream.headers.get("content-encoding")).toBeNull()
     expect((await stream.text()).endsWith("data: [DONE]\n\n")).toBe(true)
