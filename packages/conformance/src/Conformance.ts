@@ -216,7 +216,8 @@ export const describeConformance = (name: string, setup: (options: SetupOptions)
           .trim()
       )
       expect(firstEvent.type).toBe("metadata")
-      await reader.cancel()
+      // Read to the end: a cancelled stream would store its partial reply while later tests count rows.
+      while (!(await reader.read()).done) {}
     })
 
     it("rejects malformed requests with a 4xx and the common error body, writing nothing", async () => {
@@ -280,6 +281,40 @@ export const describeConformance = (name: string, setup: (options: SetupOptions)
         type: "error",
         error: { type: "overloaded_error", message: "Overloaded" }
       })
+    })
+
+    it("holds the model back while the client does not read, and lets it go on when it reads again", async () => {
+      const flood = token()
+      const controller = new AbortController()
+      const response = await chat({ message: `flood ${flood}`, stream: true }, { signal: controller.signal })
+      const reader = response.body!.getReader()
+      expect(new TextDecoder().decode((await reader.read()).value)).toMatch(METADATA_FRAME)
+      // Read nothing more: the count of deltas pulled from the model must settle
+      // at a bound far above what sockets and stream buffers hold (64 MiB), far
+      // below "unbounded".
+      const BOUND = 64
+      let last = -1
+      for (let unchanged = 0; unchanged < 10; ) {
+        await sleep(20)
+        const pulled = model.pulled(flood)
+        expect(pulled, "the model kept being pulled while nobody read").toBeLessThanOrEqual(BOUND)
+        unchanged = pulled === last ? unchanged + 1 : 0
+        last = pulled
+      }
+      expect(last).toBeGreaterThanOrEqual(1)
+      // It was back-pressure, not the end: reading again lets the model continue.
+      let read = 0
+      while (model.pulled(flood) <= last) {
+        const { done, value } = await reader.read()
+        expect(done).toBe(false)
+        read += value!.byteLength
+        expect(read, "reading did not resume the model").toBeLessThanOrEqual(
+          (BOUND + 8) * ConformanceModel.FLOOD_DELTA_BYTES * 1.1
+        )
+      }
+      controller.abort()
+      await reader.cancel().catch(() => {})
+      await model.interrupted(flood)
     })
 
     it("interrupts the model when the client disconnects, and stores the partial reply", async () => {

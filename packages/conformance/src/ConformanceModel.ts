@@ -9,6 +9,8 @@
  * - `endless <token> …` — streams two deltas, then waits forever; the
  *   interruption of that stream is recorded, so a test observes that a client
  *   disconnect reached the model;
+ * - `flood <token>` — streams 1 MiB deltas for as long as it is pulled,
+ *   counting the pulls, so a test observes back-pressure reaching the model;
  * - `overloaded …` — streams one delta, then fails as an overloaded provider.
  *
  * @since 0.1.0
@@ -25,7 +27,12 @@ export interface ConformanceModel {
   readonly interrupted: (token: string) => Promise<void>
   /** How many times the model was called with this token. */
   readonly calls: (token: string) => number
+  /** How many deltas a `flood <token>` reply has had pulled so far. */
+  readonly pulled: (token: string) => number
 }
+
+/** The size of one `flood` delta. */
+export const FLOOD_DELTA_BYTES = 1 << 20
 
 const deferred = () => {
   let resolve!: () => void
@@ -43,10 +50,17 @@ export const make = (): ConformanceModel => {
   const gates = new Map<string, ReturnType<typeof deferred>>()
   const interruptions = new Map<string, ReturnType<typeof deferred>>()
   const counts = new Map<string, number>()
+  const pulls = new Map<string, number>()
+  const flood = delta("x".repeat(FLOOD_DELTA_BYTES))
   const entry = <A>(map: Map<string, A>, token: string, make: () => A): A => {
     if (!map.has(token)) map.set(token, make())
     return map.get(token)!
   }
+
+  const recordInterruption = (token: string) => (exit: Exit.Exit<unknown, unknown>) =>
+    Effect.sync(() => {
+      if (Exit.hasInterrupts(exit)) entry(interruptions, token, deferred).resolve()
+    })
 
   const service: LanguageModel.Service = {
     name: "conformance",
@@ -63,11 +77,12 @@ export const make = (): ConformanceModel => {
           )
         case "endless":
           return Stream.concat(Stream.fromIterable([delta("Echo"), delta(" partial")]), Stream.never).pipe(
-            Stream.onExit((exit) =>
-              Effect.sync(() => {
-                if (Exit.hasInterrupts(exit)) entry(interruptions, token, deferred).resolve()
-              })
-            )
+            Stream.onExit(recordInterruption(token))
+          )
+        case "flood":
+          return Stream.forever(Stream.sync(() => flood)).pipe(
+            Stream.tap(() => Effect.sync(() => pulls.set(token, (pulls.get(token) ?? 0) + 1))),
+            Stream.onExit(recordInterruption(token))
           )
         case "overloaded":
           return Stream.concat(
@@ -85,6 +100,7 @@ export const make = (): ConformanceModel => {
     layer: Layer.succeed(LanguageModel.LanguageModel, service),
     release: (token) => entry(gates, token, deferred).resolve(),
     interrupted: (token) => entry(interruptions, token, deferred).promise,
-    calls: (token) => counts.get(token) ?? 0
+    calls: (token) => counts.get(token) ?? 0,
+    pulled: (token) => pulls.get(token) ?? 0
   }
 }
