@@ -57,7 +57,7 @@ export const make = (): ConformanceModel => {
     return map.get(token)!
   }
 
-  const recordInterruption = (token: string) => (exit: Exit.Exit<unknown, unknown>) =>
+  const recordInterruption = (token: string) => (exit: Exit.Exit<unknown, never>) =>
     Effect.sync(() => {
       if (Exit.hasInterrupts(exit)) entry(interruptions, token, deferred).resolve()
     })

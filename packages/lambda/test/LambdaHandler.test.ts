@@ -215,3 +215,38 @@ describe("LambdaEvent.toRequest", () => {
     expect(request.headers.get("x-api-key")).toBe("k")
   })
 })
+
+describe("the SAM example", () => {
+  it("serves the wire contract from its streaming handler, configured by environment", async () => {
+    const store = await StoreProbe.postgres()
+    process.env.DATABASE_URL = store.url
+    process.env.CONVOKE_API_KEYS = "example-key-0123456789:alice"
+    const { handler } = await import("../examples/sam/streaming.ts")
+    const served = await LambdaHarness.serve(handler)
+    try {
+      const unauthenticated = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
+        method: "POST",
+        body: "{}"
+      })
+      expect(unauthenticated.status).toBe(401)
+      const response = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
+        method: "POST",
+        headers: { "x-api-key": "example-key-0123456789" },
+        body: JSON.stringify({ message: "Hello", stream: true })
+      })
+      const reader = response.body!.getReader()
+      const first = new TextDecoder().decode((await reader.read()).value)
+      const { conversation_id } = JSON.parse(first.slice(6))
+      while (!(await reader.read()).done) {}
+      expect(await store.probe.transcript(conversation_id)).toEqual([
+        ["user", "complete", "Hello"],
+        ["assistant", "complete", "Echo #1: Hello"]
+      ])
+    } finally {
+      await served.close()
+      await store.drop()
+      delete process.env.DATABASE_URL
+      delete process.env.CONVOKE_API_KEYS
+    }
+  })
+})
