@@ -179,7 +179,15 @@ export const toNodeHandler =
         ...(parsedBody === undefined ? {} : { parsedBody }),
         ...(body === undefined ? {} : { body })
       })
-      await writeWebResponse(await handler(webRequest), response)
+      const webResponse = await handler(webRequest)
+      if (!request.complete && request.httpVersionMajor === 1) {
+        // The core answered without reading the whole body (401, 413 past the
+        // limit): the rest is still arriving, so this connection cannot carry
+        // another request. Close it after the response instead of leaving it
+        // half-read, which would also hold up a graceful `server.close()`.
+        response.shouldKeepAlive = false
+      }
+      await writeWebResponse(webResponse, response)
     } catch {
       if (!response.headersSent) {
         writeError(response, 500, "Internal server error")

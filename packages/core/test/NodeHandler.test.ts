@@ -275,6 +275,33 @@ describe("NodeHandler.toNodeHandler", () => {
     assert.strictEqual(seen, 'text/plain {"message":"given"}')
   })
 
+  it("closes the connection when it answers before the whole body arrived, so server.close() completes", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
+    )
+    const server = await listen(NodeHandler.toNodeHandler(app.handler))
+    try {
+      const { port } = server.address() as AddressInfo
+      const body = JSON.stringify({ message: "x".repeat(2_000_000) })
+      // Sent chunked, so the core reads up to its limit and stops there.
+      const response = await fetch(`http://127.0.0.1:${port}/api/v0.3/chat`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: Readable.toWeb(Readable.from([Buffer.from(body)])) as ReadableStream,
+        duplex: "half"
+      } as RequestInit)
+      assert.strictEqual(response.status, 413)
+      assert.strictEqual(response.headers.get("connection"), "close")
+      await response.text()
+      // A half-read connection would keep this from ever resolving.
+      server.closeIdleConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    } finally {
+      server.closeAllConnections()
+      await app.dispose()
+    }
+  })
+
   it("writeError writes the common body with the core's type for the status", async () => {
     const server = await listen((_request, response) => NodeHandler.writeError(response, 413, "Too big"))
     try {
