@@ -43,7 +43,14 @@ export type Options =
       >
     }
 
-const LEVELS = { Fatal: "fatal", Error: "error", Warn: "warn", Info: "info", Debug: "debug", Trace: "trace" }
+const LEVELS = {
+  Fatal: "fatal",
+  Error: "error",
+  Warn: "warn",
+  Info: "info",
+  Debug: "debug",
+  Trace: "trace"
+} as const
 
 /** An Effect logger that writes to a Fastify (pino) logger. */
 export const loggerFor = (log: FastifyBaseLogger) =>
@@ -51,7 +58,7 @@ export const loggerFor = (log: FastifyBaseLogger) =>
     const level = LEVELS[logLevel as keyof typeof LEVELS]
     if (level === undefined) return
     const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
-    log[level as "info"](cause.reasons.length > 0 ? { err: Cause.squash(cause) } : {}, text)
+    log[level](cause.reasons.length > 0 ? { err: Cause.squash(cause) } : {}, text)
   })
 
 const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -63,8 +70,12 @@ export const plugin: FastifyPluginAsync<Options> = async (fastify, options) => {
     app = options.app
   } else {
     app = await ChatHttp.makeApp(Layer.merge(options.layer, Logger.layer([loggerFor(fastify.log)])))
-    fastify.addHook("preClose", () => app.shutdown())
-    fastify.addHook("onClose", () => app.dispose())
+    fastify.addHook("preClose", async () => {
+      await app.shutdown()
+    })
+    fastify.addHook("onClose", async () => {
+      await app.dispose()
+    })
   }
   // The core reads the body itself, so its limit (413), content types (415)
   // and JSON sent as text/plain apply exactly as everywhere else. The stream

@@ -131,3 +131,33 @@ describe("FastifyPlugin inside a Fastify app", () => {
     expect(disposed).toBe(true)
   })
 })
+
+describe("FastifyPlugin on fastify.close()", () => {
+  it("ends an open stream with a shutdown error event and [DONE] before the server stops", async () => {
+    const { fastify, url } = await makeFastifyApp({
+      layer: Layer.mergeAll(
+        ConversationStore.layerMemory,
+        EchoLanguageModel.layer({ delay: 50 }),
+        Identity.layerAnonymous()
+      )
+    })
+    const response = await fetch(`${url}/convoke${ChatHttp.CHAT_PATH}`, {
+      method: "POST",
+      body: JSON.stringify({ message: Array.from({ length: 100 }, () => "word").join(" "), stream: true })
+    })
+    const reader = response.body!.getReader()
+    const decoder = new TextDecoder()
+    let body = decoder.decode((await reader.read()).value)
+    expect(body.startsWith('data: {"type":"metadata"')).toBe(true)
+    const closed = fastify.close()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      body += decoder.decode(value, { stream: true })
+    }
+    await closed
+    const frames = body.split("\n\n").filter(Boolean)
+    expect(frames.at(-1)).toBe("data: [DONE]")
+    expect(JSON.parse(frames.at(-2)!.slice(6))).toMatchObject({ type: "error", error: { type: "shutdown" } })
+  })
+})
