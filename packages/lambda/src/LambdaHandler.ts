@@ -10,11 +10,12 @@
  *
  * @since 0.1.0
  */
-import { Readable, type Writable } from "node:stream"
+import { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import { ChatHttp, type ConversationStore, type Identity, type LanguageModel } from "@convoke/core"
 import type { Layer } from "effect"
 import * as LambdaEvent from "./LambdaEvent.ts"
+import * as LambdaRuntime from "./LambdaRuntime.ts"
 
 /** What to serve: layers (built once per container), a built app, or a function that builds one. */
 export type Source =
@@ -29,31 +30,6 @@ export type Source =
 export interface Options {
   /** A path prefix to strip before routing (an HTTP API stage, a custom domain's base path). */
   readonly basePath?: string | undefined
-}
-
-/** The response stream the Node.js runtime passes to a streaming handler. */
-export interface ResponseStream extends Writable {
-  setContentType(contentType: string): void
-}
-
-/** The part of the runtime's `awslambda` global that response streaming uses. */
-interface Runtime {
-  streamifyResponse<E>(
-    handler: (event: E, responseStream: ResponseStream, context: unknown) => Promise<void>
-  ): (event: E, responseStream: ResponseStream, context: unknown) => Promise<void>
-  HttpResponseStream: {
-    from(stream: ResponseStream, prelude: Record<string, unknown>): ResponseStream
-  }
-}
-
-const runtime = (): Runtime => {
-  const awslambda = (globalThis as { awslambda?: Runtime }).awslambda
-  if (awslambda === undefined) {
-    throw new Error(
-      "LambdaHandler.streaming needs the `awslambda` global of the AWS Lambda Node.js runtime; use LambdaHandler.buffered elsewhere"
-    )
-  }
-  return awslambda
 }
 
 /** Builds the app on first use and keeps it; a failed build is retried by the next invocation. */
@@ -107,7 +83,7 @@ const respond = async (
  * body and interrupts the model (the partial reply is stored).
  */
 export const streaming = (source: Source, options: Options = {}) => {
-  const awslambda = runtime()
+  const awslambda = LambdaRuntime.get()
   const app = once(source)
   return awslambda.streamifyResponse<LambdaEvent.Event>(async (event, responseStream) => {
     const controller = new AbortController()

@@ -6,3 +6,4 @@
  */
 export * as LambdaEvent from "./LambdaEvent.ts"
 export * as LambdaHandler from "./LambdaHandler.ts"
+export * as LambdaRuntime from "./LambdaRuntime.ts"
