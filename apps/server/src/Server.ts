@@ -7,7 +7,14 @@ import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
-import { ChatConfig, ChatHttp, ConversationCleanup, EchoLanguageModel, Identity } from "@convoke/core"
+import {
+  ChatConfig,
+  ChatHttp,
+  ConversationCleanup,
+  EchoLanguageModel,
+  Identity,
+  type LanguageModel
+} from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
@@ -65,8 +72,14 @@ const modelSummary = (settings: Settings): string => {
 const identityLayer = (settings: Settings) =>
   settings.apiKeys.length > 0 ? Identity.layerApiKeys(settings.apiKeys) : Identity.layerAnonymous()
 
+/** Options of `start` beyond the settings. */
+export interface StartOptions {
+  /** Services that replace the ones chosen from settings (tests swap in a recording model). */
+  readonly layer?: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity> | undefined
+}
+
 /** Starts the server; resolves once it listens and the database is migrated. */
-export const start = async (settings: Settings): Promise<RunningServer> => {
+export const start = async (settings: Settings, options: StartOptions = {}): Promise<RunningServer> => {
   const config = ChatConfig.make({
     publicModel: settings.publicModel,
     maxBodyBytes: settings.maxBodyBytes,
@@ -88,7 +101,8 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
       cleanup,
       modelLayer(settings),
       identityLayer(settings),
-      Layer.succeed(ChatConfig.ChatConfig, config)
+      Layer.succeed(ChatConfig.ChatConfig, config),
+      options.layer ?? Layer.empty
     ),
     { outbox: { capacity: settings.outboxCapacity } }
   )

@@ -4,7 +4,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
-import { type RunningServer, start } from "../src/Server.ts"
+import { type RunningServer, type StartOptions, start } from "../src/Server.ts"
 import { load, type Settings } from "../src/Settings.ts"
 
 /** Settings for a test server on a free loopback port. */
@@ -13,8 +13,10 @@ export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
   ...overrides
 })
 
-export const startServer = (overrides: Partial<Settings> = {}): Promise<RunningServer> =>
-  start(testSettings(overrides))
+export const startServer = (
+  overrides: Partial<Settings> = {},
+  options: StartOptions = {}
+): Promise<RunningServer> => start(testSettings(overrides), options)
 
 export const chat = (
   server: { readonly url: string },

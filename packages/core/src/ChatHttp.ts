@@ -24,6 +24,12 @@ import * as RequestBody from "./RequestBody.ts"
 /** The path of the chat endpoint. */
 export const CHAT_PATH = "/api/v0.3/chat"
 
+/**
+ * Every path the application answers. Adapters mounted beside an app's own
+ * routes hand anything else back to the framework.
+ */
+export const PATHS: ReadonlyArray<string> = [CHAT_PATH, "/health"]
+
 /** A web-standard request handler. */
 export type WebHandler = (request: Request) => Promise<Response>
 
