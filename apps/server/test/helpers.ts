@@ -9,7 +9,7 @@ import { load, type Settings } from "../src/Settings.ts"
 
 /** Settings for a test server on a free loopback port. */
 export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
-  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5" }),
+  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5", CONVOKE_CREATION_BUDGET_MS: "10000" }),
   ...overrides
 })
 

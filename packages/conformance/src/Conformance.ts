@@ -14,8 +14,8 @@
  *
  * @since 0.1.0
  */
-import { ChatHttp, Identity, type LanguageModel } from "@convoke/core"
-import { Layer } from "effect"
+import { ChatConfig, ChatHttp, Identity, type LanguageModel } from "@convoke/core"
+import { Duration, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as ConformanceModel from "./ConformanceModel.ts"
 import * as Sse from "./Sse.ts"
@@ -62,6 +62,9 @@ export const describeConformance = (name: string, setup: (options: SetupOptions)
     beforeAll(async () => {
       target = await setup({
         layer: Layer.mergeAll(
+          // The contract is checked on a healthy store: a generous creation
+          // budget keeps a slow machine from turning ids temporary.
+          Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ creationBudget: Duration.seconds(10) })),
           model.layer,
           Identity.layerApiKeys([
             { key: KEYS.alice, userId: "alice" },
