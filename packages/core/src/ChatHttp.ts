@@ -22,6 +22,7 @@ import * as ChatRequest from "./ChatRequest.ts"
 import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as HttpError from "./HttpError.ts"
+import * as HttpExtension from "./HttpExtension.ts"
 import { Identity } from "./Identity.ts"
 import { LanguageModel } from "./LanguageModel.ts"
 
@@ -116,12 +117,19 @@ export const routes = Effect.gen(function* () {
 })
 
 /**
- * The whole application as one HTTP effect: routes plus the error mapping.
- * Needs the services; build it once, serve it many times.
+ * The whole application as one HTTP effect: routes plus the error mapping,
+ * with the `HttpExtension`s in context (extra routes, middleware). Needs the
+ * services; build it once, serve it many times.
  */
 export const makeHttpEffect = Effect.gen(function* () {
-  const router = yield* HttpRouter.toHttpEffect(HttpRouter.addAll(routes))
-  return HttpError.catchAll(router)
+  const extensions = yield* HttpExtension.HttpExtensions
+  const router = yield* HttpRouter.toHttpEffect(
+    Layer.mergeAll(
+      HttpRouter.addAll(routes),
+      ...extensions.map((extension) => HttpRouter.addAll(extension.routes ?? []))
+    )
+  )
+  return HttpExtension.applyMiddleware(HttpError.catchAll(router), extensions)
 })
 
 /** Builds a web handler from the services in context. */
