@@ -18,11 +18,11 @@ import {
 import { ChatConfig } from "./ChatConfig.ts"
 import { InvalidRequest, RequestTooLarge } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
+import * as ChatExtension from "./ChatExtension.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as HttpError from "./HttpError.ts"
-import * as HttpExtension from "./HttpExtension.ts"
 import { Identity } from "./Identity.ts"
 import { LanguageModel } from "./LanguageModel.ts"
 
@@ -118,18 +118,18 @@ export const routes = Effect.gen(function* () {
 
 /**
  * The whole application as one HTTP effect: routes plus the error mapping,
- * with the `HttpExtension`s in context (extra routes, middleware). Needs the
+ * with the `ChatExtension`s in context (extra routes, middleware). Needs the
  * services; build it once, serve it many times.
  */
 export const makeHttpEffect = Effect.gen(function* () {
-  const extensions = yield* HttpExtension.HttpExtensions
+  const extensions = ChatExtension.fromContext(yield* Effect.context<never>())
   const router = yield* HttpRouter.toHttpEffect(
     Layer.mergeAll(
       HttpRouter.addAll(routes),
       ...extensions.map((extension) => HttpRouter.addAll(extension.routes ?? []))
     )
   )
-  return HttpExtension.applyMiddleware(HttpError.catchAll(router), extensions)
+  return ChatExtension.applyMiddleware(HttpError.catchAll(router), extensions)
 })
 
 /** Builds a web handler from the services in context. */
@@ -162,7 +162,7 @@ export const makeApp = async <A, E>(
   layer: Layer.Layer<ConversationStore | LanguageModel | Identity | A, E>
 ): Promise<App> => {
   const scope = Scope.makeUnsafe()
-  const full = Layer.provideMerge(ChatServiceLayer, layer)
+  const full = Layer.provideMerge(ChatServiceLayer, Layer.provideMerge(ChatExtension.layerHooks, layer))
   try {
     // The layers live in `scope` until `dispose`: their connections and
     // servers must outlive this function.

@@ -16,7 +16,7 @@
  *   creation time and failures, resumptions, metadata events and the time
  *   from the request's arrival to the metadata event, the model's time to
  *   first token, and how streams end;
- * - from the HTTP layer (`HttpExtension` middleware): chat requests by client
+ * - from the HTTP layer (`ChatExtension` middleware): chat requests by client
  *   kind (`ClientKind`) and status, and the streams open right now.
  *
  * Leaving the layer out leaves out everything: no route, no hooks, no
@@ -24,14 +24,14 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Metric, Stream } from "effect"
+import { Context, Effect, type Layer, Metric, Stream } from "effect"
 import { HttpBody, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
-import * as ChatHooks from "./ChatHooks.ts"
+import * as ChatExtension from "./ChatExtension.ts"
+import type * as ChatHooks from "./ChatHooks.ts"
 import { CHAT_PATH, type WebHandler } from "./ChatHttp.ts"
 import * as ClientKind from "./ClientKind.ts"
 import type * as HttpError from "./HttpError.ts"
-import * as HttpExtension from "./HttpExtension.ts"
 
 /** The content type of the Prometheus text format. */
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,7 +76,7 @@ export interface ChatMetrics {
   /** The chat-turn observer; combine it with others through `ChatHooks.combine`. */
   readonly observer: ChatHooks.Service
   /** Counts chat requests by client kind and status, and open streams. */
-  readonly middleware: (app: HttpExtension.App) => HttpExtension.App
+  readonly middleware: (app: ChatExtension.App) => ChatExtension.App
   /** The metrics in the Prometheus text format. */
   readonly format: () => string
 }
@@ -227,7 +227,7 @@ export const make = (options: Options = {}): ChatMetrics => {
     )
   }
 
-  const middleware = (app: HttpExtension.App): HttpExtension.App =>
+  const middleware = (app: ChatExtension.App): ChatExtension.App =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
       if (pathOf(request.url) !== CHAT_PATH) return yield* app
@@ -266,8 +266,8 @@ export interface LayerOptions {
 }
 
 /**
- * Records the metrics of an application and serves them. Observers and
- * extensions provided beneath this layer are kept:
+ * Records the metrics of an application and serves them; an extension, so it
+ * composes with other extensions and hooks by merging:
  *
  * ```ts
  * ChatHttp.makeApp(Layer.mergeAll(store, model, identity, ChatMetrics.layer()))
@@ -276,19 +276,12 @@ export interface LayerOptions {
 export const layer = (options: LayerOptions = {}): Layer.Layer<never> => {
   const metrics = options.metrics ?? make()
   const path = options.path ?? DEFAULT_PATH
-  const hooks = Layer.effect(
-    ChatHooks.ChatHooks,
-    Effect.gen(function* () {
-      const existing = yield* ChatHooks.ChatHooks
-      return existing === ChatHooks.noop ? metrics.observer : ChatHooks.combine(metrics.observer, existing)
-    })
-  ) as Layer.Layer<never>
   const route = Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE }))
-  const extension = HttpExtension.layer({
+  return ChatExtension.layer({
+    hooks: metrics.observer,
     middleware: metrics.middleware,
     ...(path === false ? {} : { routes: [HttpRouter.route("GET", path, route)] })
   })
-  return Layer.mergeAll(hooks, extension)
 }
 
 /**

@@ -2,11 +2,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Metric } from "effect"
 import {
   ChatError,
+  ChatExtension,
   ChatHooks,
   ChatHttp,
   ChatMetrics,
   ConversationStore,
-  HttpExtension,
   Identity
 } from "../src/index.ts"
 import * as Prometheus from "./fixtures/Prometheus.ts"
@@ -320,12 +320,12 @@ describe("ChatMetrics", () => {
     })
     const context = await Effect.runPromise(Effect.context<never>())
     assert.strictEqual(Context.get(context, ChatHooks.ChatHooks), ChatHooks.noop)
-    assert.deepStrictEqual(Context.get(context, HttpExtension.HttpExtensions), [])
+    assert.deepStrictEqual(ChatExtension.fromContext(context), [])
     const global = Metric.snapshotUnsafe(context).map((metric) => metric.id)
     for (const name of METRIC_NAMES) assert.notInclude(global, name)
   })
 
-  it("records without a route when path is false, and keeps observers provided beneath", async () => {
+  it("records without a route when path is false, and keeps the hooks given directly", async () => {
     const metrics = ChatMetrics.make()
     const seen: Array<string> = []
     const mine = Layer.succeed(ChatHooks.ChatHooks, {
@@ -336,7 +336,8 @@ describe("ChatMetrics", () => {
       TestStore.make().layer,
       scriptedModel().layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer({ metrics, path: false }).pipe(Layer.provide(mine))
+      mine,
+      ChatMetrics.layer({ metrics, path: false })
     )
     await withApp(layer, async (app) => {
       await (await post(app, { message: "hello", stream: true })).text()
