@@ -10,6 +10,7 @@ import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "@convoke/core
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
+import * as Observability from "./Observability.ts"
 import type { Settings } from "./Settings.ts"
 
 /** A started server. */
@@ -19,6 +20,8 @@ export interface RunningServer {
   readonly port: number
   readonly app: ChatHttp.App
   readonly http: HttpServer
+  /** Where Prometheus scrapes (`…/metrics`), or `undefined` when metrics are off. */
+  readonly metricsUrl: string | undefined
   /** What is active, for the banner. */
   readonly summary: ReadonlyArray<readonly [string, string]>
   /**
@@ -43,8 +46,10 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
     maxBodyBytes: settings.maxBodyBytes,
     heartbeatInterval: Duration.seconds(settings.heartbeatSeconds)
   })
+  const observability = Observability.fromSettings(settings)
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
+      observability.layer,
       storeLayer(settings),
       EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) }),
       identityLayer(settings),
@@ -69,6 +74,17 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
   const port = (http.address() as AddressInfo).port
   const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host
   const url = `http://${host}:${port}`
+  let metricsServer: Observability.MetricsServer | undefined
+  if (observability.metrics !== undefined && typeof settings.metrics === "object") {
+    try {
+      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics)
+    } catch (error) {
+      await new Promise<void>((done) => http.close(() => done()))
+      await app.dispose()
+      throw error
+    }
+  }
+  const metricsUrl = settings.metrics === "on" ? `${url}/metrics` : metricsServer?.url
 
   let closing: Promise<void> | undefined
   const close = () =>
@@ -80,6 +96,7 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
       await Promise.race([closed, grace])
       http.closeAllConnections()
       await closed
+      await metricsServer?.close()
       await app.dispose()
     })())
 
@@ -99,9 +116,11 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
         ? `API keys (${settings.apiKeys.length} configured)`
         : "ANONYMOUS: every request is the same user. Set CONVOKE_API_KEYS before exposing this server."
     ],
-    ["public model", settings.publicModel]
+    ["public model", settings.publicModel],
+    ["metrics", metricsUrl ?? "off"],
+    ...observability.summary
   ]
-  return { url, port, app, http, summary, close }
+  return { url, port, app, http, metricsUrl, summary, close }
 }
 
 /** A database URL without its password, for logs. */

@@ -25,7 +25,7 @@ import { Clock, Effect, type Layer } from "effect"
 import { HttpServerRequest } from "effect/http"
 import * as ChatExtension from "./ChatExtension.ts"
 import * as ChatHooks from "./ChatHooks.ts"
-import { requestIdOf } from "./ChatHttp.ts"
+import { CHAT_PATH, requestIdOf } from "./ChatHttp.ts"
 import * as ClientKind from "./ClientKind.ts"
 
 const context = (event: ChatHooks.TurnContext) => ({
@@ -106,9 +106,11 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.annotateCurrentSpan({ "http.response.status_code": response.status }).pipe(
             Effect.andThen(
-              Effect.logInfo("Request handled").pipe(
-                Effect.annotateLogs({ status: response.status, durationMillis: now - startedAt })
-              )
+              // Scrapes and health checks that succeed are routine: debug level.
+              (path === CHAT_PATH || response.status >= 400
+                ? Effect.logInfo("Request handled")
+                : Effect.logDebug("Request handled")
+              ).pipe(Effect.annotateLogs({ status: response.status, durationMillis: now - startedAt }))
             )
           )
         )
