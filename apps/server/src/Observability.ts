@@ -6,8 +6,9 @@
  */
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { ChatLog, ChatMetrics } from "@convoke/core"
+import { type ChatError, ChatLog, ChatMetrics } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
+import { PgConversationStatistics } from "@convoke/store-pg"
 import { Layer, Logger, References } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpSerialization, OtlpTracer } from "effect/observability"
@@ -15,7 +16,8 @@ import type { Settings } from "./Settings.ts"
 
 /** What the server adds to its application for observability. */
 export interface Observability {
-  readonly layer: Layer.Layer<never>
+  /** Fails to build only when the abandonment gauge's database cannot be reached. */
+  readonly layer: Layer.Layer<never, ChatError.StoreUnavailable>
   readonly metrics: ChatMetrics.ChatMetrics | undefined
   /** Banner lines. */
   readonly summary: ReadonlyArray<readonly [string, string]>
@@ -45,10 +47,23 @@ const tracerLayer = (otlpUrl: string): Layer.Layer<never> =>
 /** The layers and metrics the settings ask for. */
 export const fromSettings = (settings: Settings): Observability => {
   const metrics = settings.metrics === "off" ? undefined : ChatMetrics.make()
-  const layers: Array<Layer.Layer<never>> = [ChatLog.layer(), loggerLayer(settings.logFormat)]
+  const layers: Array<Layer.Layer<never, ChatError.StoreUnavailable>> = [
+    ChatLog.layer(),
+    loggerLayer(settings.logFormat)
+  ]
   if (metrics !== undefined) {
     layers.push(
       ChatMetrics.layer({ metrics, path: settings.metrics === "on" ? ChatMetrics.DEFAULT_PATH : false })
+    )
+  }
+  // Abandonment is computed by the database, over a connection of its own: the
+  // embedded PGlite accepts one connection, which the store holds.
+  const abandonment = metrics !== undefined && settings.databaseUrl !== undefined
+  if (abandonment) {
+    layers.push(
+      ChatMetrics.layerAbandonment({ metrics }).pipe(
+        Layer.provide(PgConversationStatistics.layerUrl(settings.databaseUrl!))
+      )
     )
   }
   if (settings.otlpUrl !== undefined) layers.push(tracerLayer(settings.otlpUrl))
@@ -56,6 +71,16 @@ export const fromSettings = (settings: Settings): Observability => {
     layer: Layer.mergeAll(Layer.empty, ...layers),
     metrics,
     summary: [
+      ...(metrics === undefined
+        ? []
+        : ([
+            [
+              "abandonment",
+              abandonment
+                ? "conversation_abandonment_rate from PostgreSQL, every minute"
+                : "needs DATABASE_URL"
+            ]
+          ] as const)),
       ["logs", settings.logFormat === "off" ? "warnings and errors only" : settings.logFormat],
       ["traces", settings.otlpUrl === undefined ? "off" : `OTLP ${settings.otlpUrl}/v1/traces`]
     ]

@@ -10,6 +10,7 @@ import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Prometheus from "../../../packages/core/test/fixtures/Prometheus.ts"
 import type { RunningServer } from "../src/Server.ts"
@@ -151,6 +152,7 @@ describe("GET /metrics on the chat port (CONVOKE_METRICS=on, the default)", () =
     expect(metrics.value("chat_requests_total", { client: "web", status: "200" })).toBe(2)
     expect(metrics.value("chat_requests_total", { client: "other", status: "200" })).toBe(2)
     expect(metrics.value("chat_requests_total", { client: "other", status: "404" })).toBe(1)
+    expect(metrics.families.map((family) => family.name)).not.toContain("conversation_abandonment_rate")
     if (hasPromtool) {
       // Prometheus's own linter reads the exposition without complaint.
       expect(execFileSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" })).toBe("")
@@ -199,6 +201,23 @@ describe("CONVOKE_METRICS=off", () => {
     } finally {
       await server.close()
       await rm(dataDir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe("conversation_abandonment_rate", () => {
+  it("is computed by PostgreSQL when DATABASE_URL is set, and absent on the embedded store", async () => {
+    const database = await makeTestDatabase()
+    const server = await startServer({ databaseUrl: database.url, logFormat: "off", shutdownGraceMs: 200 })
+    try {
+      const metrics = Prometheus.parse(await scrape(server.metricsUrl!))
+      // Nothing is older than the one-hour grace period yet: an empty window.
+      expect(metrics.value("conversation_abandonment_window_conversations")).toBe(0)
+      expect(metrics.value("conversation_abandonment_rate")).toBeNaN()
+      expect(metrics.family("conversation_abandonment_rate").type).toBe("GAUGE")
+    } finally {
+      await server.close()
+      await database.drop()
     }
   })
 })

@@ -24,13 +24,14 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, type Layer, Metric, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Schedule, Stream } from "effect"
 import { HttpBody, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
 import { CHAT_PATH, type WebHandler } from "./ChatHttp.ts"
 import * as ClientKind from "./ClientKind.ts"
+import * as ConversationStatistics from "./ConversationStatistics.ts"
 import type * as HttpError from "./HttpError.ts"
 
 /** The content type of the Prometheus text format. */
@@ -79,6 +80,11 @@ export interface ChatMetrics {
   readonly middleware: (app: ChatExtension.App) => ChatExtension.App
   /** The metrics in the Prometheus text format. */
   readonly format: () => string
+  /**
+   * Sets the abandonment gauges from the store's answer (`layerAbandonment`
+   * does it periodically); they are absent until first set.
+   */
+  readonly recordAbandonment: (abandonment: ConversationStatistics.Abandonment) => void
 }
 
 /** Options of `make`. */
@@ -240,11 +246,23 @@ export const make = (options: Options = {}): ChatMetrics => {
       return trackStream(response)
     })
 
+  const abandonmentRate = Metric.gauge("conversation_abandonment_rate", {
+    description: "Share of the conversations created in the measured window that were never continued"
+  })
+  const abandonmentSample = Metric.gauge("conversation_abandonment_window_conversations", {
+    description: "Conversations created in the window conversation_abandonment_rate is measured over"
+  })
+  const recordAbandonment = ({ created, abandoned }: ConversationStatistics.Abandonment) => {
+    abandonmentRate.updateUnsafe(created === 0 ? Number.NaN : abandoned / created, context)
+    abandonmentSample.updateUnsafe(created, context)
+  }
+
   return {
     registry,
     observer,
     middleware,
-    format: () => PrometheusMetrics.formatUnsafe(context)
+    format: () => PrometheusMetrics.formatUnsafe(context),
+    recordAbandonment
   }
 }
 
@@ -303,3 +321,52 @@ export const toWebHandler = (metrics: ChatMetrics, options: { readonly path?: st
     })
   }
 }
+
+/** Options of `layerAbandonment`. */
+export interface AbandonmentOptions {
+  /** The metrics to set the gauges on. */
+  readonly metrics: ChatMetrics
+  /** How far back conversations are counted (default 24 hours). */
+  readonly lookback?: Duration.Input | undefined
+  /**
+   * How old a conversation must be before it can count as abandoned (default
+   * 1 hour): a conversation created a minute ago has not had its chance yet.
+   */
+  readonly grace?: Duration.Input | undefined
+  /** How often the store is asked (default every minute). */
+  readonly interval?: Duration.Input | undefined
+}
+
+/**
+ * Keeps `conversation_abandonment_rate` up to date from the store: the share
+ * of conversations created between `lookback + grace` and `grace` ago that
+ * have at most one user message. Computed by the store, so it is right across
+ * instances and restarts (every instance reports the same value: aggregate
+ * with `max`, not `sum`). Asks once when built, then every `interval`; a
+ * failed refresh is logged and the gauges keep their last value.
+ */
+export const layerAbandonment = (
+  options: AbandonmentOptions
+): Layer.Layer<never, never, ConversationStatistics.ConversationStatistics> =>
+  Layer.effectDiscard(
+    Effect.gen(function* () {
+      const statistics = yield* ConversationStatistics.ConversationStatistics
+      const lookback = Duration.toMillis(Duration.fromInputUnsafe(options.lookback ?? Duration.hours(24)))
+      const grace = Duration.toMillis(Duration.fromInputUnsafe(options.grace ?? Duration.hours(1)))
+      const refresh = Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const abandonment = yield* statistics.abandonment({
+          from: new Date(now - grace - lookback),
+          to: new Date(now - grace)
+        })
+        options.metrics.recordAbandonment(abandonment)
+      }).pipe(
+        Effect.catchCause((cause) => Effect.logWarning("Could not refresh conversation abandonment", cause))
+      )
+      yield* refresh
+      yield* refresh.pipe(
+        Effect.repeat(Schedule.spaced(Duration.fromInputUnsafe(options.interval ?? Duration.minutes(1)))),
+        Effect.forkScoped
+      )
+    })
+  )

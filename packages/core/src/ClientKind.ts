@@ -14,8 +14,6 @@
  *
  * @since 0.1.0
  */
-import type { Headers } from "effect/http"
-
 /** The kinds, in the order dashboards list them. */
 export const kinds = ["unity", "web", "mobile", "other"] as const
 
@@ -40,8 +38,8 @@ export const fromUserAgent = (userAgent: string | undefined): ClientKind => {
   return "other"
 }
 
-/** The kind of client behind a request: the declared one, else the User-Agent's guess. */
-export const detect = (headers: Headers.Headers): ClientKind => {
+/** The kind of client behind a request (lower-case header names): the declared one, else the User-Agent's guess. */
+export const detect = (headers: Readonly<Record<string, string | undefined>>): ClientKind => {
   const declared = headers[HEADER]?.split("/")[0]?.trim().toLowerCase()
   if (declared !== undefined && declared !== "") return isKind(declared) ? declared : "other"
   return fromUserAgent(headers["user-agent"])

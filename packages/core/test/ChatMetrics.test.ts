@@ -6,6 +6,7 @@ import {
   ChatHooks,
   ChatHttp,
   ChatMetrics,
+  ConversationStatistics,
   ConversationStore,
   Identity
 } from "../src/index.ts"
@@ -367,5 +368,74 @@ describe("ChatMetrics", () => {
     const post = await handler(new Request("http://localhost/metrics", { method: "POST" }))
     assert.strictEqual(post.status, 405)
     assert.strictEqual(post.headers.get("allow"), "GET")
+  })
+
+  describe("layerAbandonment", () => {
+    const statistics = (
+      answer: () => Effect.Effect<ConversationStatistics.Abandonment, ChatError.StoreUnavailable>
+    ) => {
+      const windows: Array<{ readonly from: Date; readonly to: Date }> = []
+      const layer = Layer.succeed(ConversationStatistics.ConversationStatistics, {
+        abandonment: (window) =>
+          Effect.suspend(() => {
+            windows.push(window)
+            return answer()
+          })
+      })
+      return { windows, layer }
+    }
+    const appLayer = (
+      metrics: ChatMetrics.ChatMetrics,
+      stats: Layer.Layer<ConversationStatistics.ConversationStatistics>
+    ) =>
+      Layer.mergeAll(
+        TestStore.make().layer,
+        scriptedModel().layer,
+        Identity.layerAnonymous("alice"),
+        ChatMetrics.layer({ metrics }),
+        ChatMetrics.layerAbandonment({ metrics, lookback: "24 hours", grace: "1 hour" }).pipe(
+          Layer.provide(stats)
+        )
+      )
+
+    it("exports the store's abandonment over the window that ended a grace period ago", async () => {
+      const metrics = ChatMetrics.make()
+      const stats = statistics(() => Effect.succeed({ created: 8, abandoned: 2 }))
+      const before = Date.now()
+      await withApp(appLayer(metrics, stats.layer), async (app) => {
+        const parsed = await scrape(app)
+        assert.strictEqual(parsed.value("conversation_abandonment_rate"), 0.25)
+        assert.strictEqual(parsed.value("conversation_abandonment_window_conversations"), 8)
+        assert.strictEqual(parsed.family("conversation_abandonment_rate").type, "GAUGE")
+      })
+      const [window] = stats.windows
+      const hour = 3_600_000
+      assert.strictEqual(window!.to.getTime() - window!.from.getTime(), 24 * hour)
+      assert.isAtLeast(window!.to.getTime(), before - hour)
+      assert.isAtMost(window!.to.getTime(), Date.now() - hour)
+    })
+
+    it("is NaN when no conversation was created in the window", async () => {
+      const metrics = ChatMetrics.make()
+      const stats = statistics(() => Effect.succeed({ created: 0, abandoned: 0 }))
+      await withApp(appLayer(metrics, stats.layer), async (app) => {
+        const parsed = await scrape(app)
+        assert.isNaN(parsed.value("conversation_abandonment_rate"))
+        assert.strictEqual(parsed.value("conversation_abandonment_window_conversations"), 0)
+      })
+    })
+
+    it("leaves the gauges out while the store cannot answer, and the application still starts", async () => {
+      const metrics = ChatMetrics.make()
+      const stats = statistics(() => Effect.fail(new ChatError.StoreUnavailable({ message: "down" })))
+      await withApp(appLayer(metrics, stats.layer), async (app) => {
+        const parsed = await scrape(app)
+        assert.notInclude(
+          parsed.families.map((family) => family.name),
+          "conversation_abandonment_rate"
+        )
+        assert.strictEqual((await post(app, { message: "still works" })).status, 200)
+      })
+    })
   })
 })
