@@ -20,7 +20,10 @@ const ruleExpressions = (text: string): Array<string> => {
   lines.forEach((line, index) => {
     const match = /^(\s*)expr:\s*(.*)$/.exec(line)
     if (match === null) return
-    if (match[2] !== ">" && match[2] !== ">-") return void expressions.push(match[2]!)
+    if (match[2] !== ">" && match[2] !== ">-") {
+      expressions.push(match[2]!)
+      return
+    }
     const indent = match[1]!.length
     const body: Array<string> = []
     for (const next of lines.slice(index + 1)) {
