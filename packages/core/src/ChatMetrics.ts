@@ -4,9 +4,10 @@
  * or not at all.
  *
  * The metrics are Effect `Metric`s rendered by `PrometheusMetrics` from
- * `effect/observability`. That choice keeps `@convoke/core` on its single
- * dependency (`effect`), and an application's own Effect metrics can share the
- * registry. Effect keeps metrics in a `MetricRegistry`, which is process-wide
+ * `effect/observability`, not `prom-client`: that keeps `@convoke/core` on its
+ * single dependency (`effect`) instead of a package of its own, updates are
+ * plain synchronous calls inside the turn's fiber, and an application's own
+ * Effect metrics can share the registry. Effect keeps metrics in a `MetricRegistry`, which is process-wide
  * unless one is provided: every `make` therefore starts its own registry, so
  * two applications (or two tests) in one process never see each other's
  * counts. Pass `registry` to share one on purpose.

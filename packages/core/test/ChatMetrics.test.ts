@@ -281,6 +281,24 @@ describe("ChatMetrics", () => {
     })
   })
 
+  it("counts a client that leaves right after the metadata event as client_closed", async () => {
+    const layer = Layer.mergeAll(
+      TestStore.make().layer,
+      scriptedModel().layer,
+      Identity.layerAnonymous("alice"),
+      ChatMetrics.layer()
+    )
+    await withApp(layer, async (app) => {
+      const response = await post(app, { message: "hang", stream: true })
+      const reader = Sse.reader(response.body!)
+      assert.strictEqual(Sse.data((await reader.next())!).type, "metadata")
+      await reader.cancel()
+      const metrics = await scrapeSettled(app, 1)
+      assert.strictEqual(metrics.value("stream_outcomes_total", { outcome: "client_closed" }), 1)
+      assert.strictEqual(metrics.value("metadata_event_emission_total", { temporary: "false" }), 1)
+    })
+  })
+
   it("keeps every application's counts apart, and out of the process-wide registry", async () => {
     const first = ChatMetrics.make()
     const second = ChatMetrics.make()
