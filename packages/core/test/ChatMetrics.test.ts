@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Metric } from "effect"
+import { Context, Deferred, Effect, Layer, Metric } from "effect"
 import {
   ChatError,
   ChatExtension,
@@ -296,6 +296,36 @@ describe("ChatMetrics", () => {
       const metrics = await scrapeSettled(app, 1)
       assert.strictEqual(metrics.value("stream_outcomes_total", { outcome: "client_closed" }), 1)
       assert.strictEqual(metrics.value("metadata_event_emission_total", { temporary: "false" }), 1)
+    })
+  })
+
+  it("counts a request whose client leaves before the response starts as status 499", async () => {
+    const reached = Deferred.makeUnsafe<void>()
+    const stuck = Layer.succeed(Identity.Identity, {
+      name: "stuck",
+      authenticate: () => Deferred.succeed(reached, undefined).pipe(Effect.andThen(Effect.never))
+    })
+    const metrics = ChatMetrics.make()
+    const layer = Layer.mergeAll(
+      TestStore.make().layer,
+      scriptedModel().layer,
+      stuck,
+      ChatMetrics.layer({ metrics })
+    )
+    await withApp(layer, async (app) => {
+      const controller = new AbortController()
+      const pending = post(app, { message: "hello" }, UNITY, controller.signal).catch(() => undefined)
+      await Effect.runPromise(Deferred.await(reached))
+      controller.abort()
+      await pending
+      for (let attempt = 0; attempt < 500; attempt++) {
+        if (metrics.format().includes('status="499"')) break
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      assert.strictEqual(
+        Prometheus.parse(metrics.format()).value("chat_requests_total", { client: "unity", status: "499" }),
+        1
+      )
     })
   })
 
