@@ -18,6 +18,7 @@ import {
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
+import * as Observability from "./Observability.ts"
 import type { Settings } from "./Settings.ts"
 
 /** A started server. */
@@ -27,6 +28,8 @@ export interface RunningServer {
   readonly port: number
   readonly app: ChatHttp.App
   readonly http: HttpServer
+  /** Where Prometheus scrapes (`…/metrics`), or `undefined` when metrics are off. */
+  readonly metricsUrl: string | undefined
   /** What is active, for the banner. */
   readonly summary: ReadonlyArray<readonly [string, string]>
   /**
@@ -95,8 +98,10 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
           interval: Duration.minutes(settings.cleanupIntervalMinutes),
           abandonedAfter: Duration.hours(settings.abandonedAfterHours)
         }).pipe(Layer.provide(store))
+  const observability = Observability.fromSettings(settings)
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
+      observability.layer,
       store,
       cleanup,
       modelLayer(settings),
@@ -124,6 +129,17 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   const port = (http.address() as AddressInfo).port
   const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host
   const url = `http://${host}:${port}`
+  let metricsServer: Observability.MetricsServer | undefined
+  if (observability.metrics !== undefined && typeof settings.metrics === "object") {
+    try {
+      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics)
+    } catch (error) {
+      await new Promise<void>((done) => http.close(() => done()))
+      await app.dispose()
+      throw error
+    }
+  }
+  const metricsUrl = settings.metrics === "on" ? `${url}/metrics` : metricsServer?.url
 
   let closing: Promise<void> | undefined
   const close = () =>
@@ -135,6 +151,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       await Promise.race([closed, grace])
       http.closeAllConnections()
       await closed
+      await metricsServer?.close()
       await app.dispose()
     })())
 
@@ -154,9 +171,11 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
         ? `API keys (${settings.apiKeys.length} configured)`
         : "ANONYMOUS: every request is the same user. Set CONVOKE_API_KEYS before exposing this server."
     ],
-    ["public model", settings.publicModel]
+    ["public model", settings.publicModel],
+    ["metrics", metricsUrl ?? "off"],
+    ...observability.summary
   ]
-  return { url, port, app, http, summary, close }
+  return { url, port, app, http, metricsUrl, summary, close }
 }
 
 /** A database URL without its password, for logs. */
