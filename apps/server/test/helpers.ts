@@ -9,7 +9,14 @@ import { load, type Settings } from "../src/Settings.ts"
 
 /** Settings for a test server on a free loopback port. */
 export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
-  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5" }),
+  // Rate limits are off unless a test turns them on: suites send many requests from one address.
+  ...load([], {
+    PORT: "0",
+    CONVOKE_ECHO_DELAY_MS: "5",
+    CONVOKE_RATE_LIMIT_REQUESTS: "0",
+    CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+    CONVOKE_RATE_LIMIT_CONCURRENT: "0"
+  }),
   ...overrides
 })
 

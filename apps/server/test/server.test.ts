@@ -194,6 +194,16 @@ const contract = (name: string, setup: () => Promise<{ target: Target; teardown:
       )
       expect(firstEvent.type).toBe("metadata")
       await reader.cancel()
+      // The cancelled turn stores its partial reply in the background; wait for it,
+      // so the next test's row counts do not move under it.
+      for (let attempt = 0; target.sql && attempt < 100; attempt++) {
+        const rows = await target.sql(
+          "SELECT 1 FROM convoke_messages WHERE conversation_id = $1 AND role = 'assistant'",
+          [firstEvent.conversation_id]
+        )
+        if (rows.length > 0) break
+        await sleep(20)
+      }
     })
 
     it("rejects malformed requests with a 4xx and the common error body, writing nothing", async () => {

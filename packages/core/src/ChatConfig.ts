@@ -15,6 +15,10 @@ export interface Settings {
   readonly heartbeatInterval: Duration.Duration
   /** Longest wait for storing a reply when a stream ends (default 5 s). */
   readonly persistTimeout: Duration.Duration
+  /** Longest accepted `message`, in characters (Unicode code points; default 32768); longer is a 400. */
+  readonly maxMessageCharacters: number
+  /** Deepest accepted JSON nesting of a request body (default 16); deeper is a 400. */
+  readonly maxJsonDepth: number
 }
 
 /** The defaults. */
@@ -22,7 +26,9 @@ export const defaults: Settings = {
   publicModel: "unified-chat",
   maxBodyBytes: 32 * 1024,
   heartbeatInterval: Duration.seconds(15),
-  persistTimeout: Duration.seconds(5)
+  persistTimeout: Duration.seconds(5),
+  maxMessageCharacters: 32 * 1024,
+  maxJsonDepth: 16
 }
 
 /** The chat settings; provide a value to change them (`Layer.succeed(ChatConfig, {...})`). */

@@ -6,7 +6,10 @@
 import { Effect, Schema, SchemaIssue } from "effect"
 import { InvalidRequest, RequestTooLarge, UnsupportedMediaType } from "./ChatError.ts"
 
-/** The chat request as sent by clients. Unknown fields are ignored. */
+/**
+ * The chat request as sent by clients. Unknown fields are ignored — never
+ * stored, never passed on — so clients of later versions keep working.
+ */
 export const ChatRequest = Schema.Struct({
   message: Schema.String.check(
     Schema.isNonEmpty({ message: "must be a non-empty string" }),
@@ -51,8 +54,56 @@ export const isAcceptedContentType = (contentType: string | undefined): boolean 
   )
 }
 
+/** Limits a body is checked against besides its size. */
+export interface Limits {
+  /** Deepest accepted nesting of arrays and objects (the body object is depth 1). */
+  readonly maxJsonDepth?: number | undefined
+  /** Longest accepted `message`, in Unicode code points. */
+  readonly maxMessageCharacters?: number | undefined
+}
+
+/**
+ * The nesting depth of a JSON text, counted without parsing it, so a body of
+ * thousands of brackets costs one linear scan and no recursion.
+ */
+export const jsonDepth = (text: string): number => {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index)
+    if (inString) {
+      if (code === 92)
+        index++ // backslash: skip the escaped character
+      else if (code === 34) inString = false
+    } else if (code === 34) inString = true
+    else if (code === 123 || code === 91) deepest = Math.max(deepest, ++depth)
+    else if (code === 125 || code === 93) depth--
+  }
+  return deepest
+}
+
+const codePoints = (text: string): number => {
+  let count = 0
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index)
+    // A high surrogate followed by a low one is a single character.
+    if (code >= 0xd800 && code <= 0xdbff) {
+      const next = text.charCodeAt(index + 1)
+      if (next >= 0xdc00 && next <= 0xdfff) index++
+    }
+    count++
+  }
+  return count
+}
+
 /** Decodes a chat request from the body's text, after the content type was checked. */
-export const parse = (text: string): Effect.Effect<ChatRequest, InvalidRequest> => {
+export const parse = (text: string, limits: Limits = {}): Effect.Effect<ChatRequest, InvalidRequest> => {
+  if (limits.maxJsonDepth !== undefined && jsonDepth(text) > limits.maxJsonDepth) {
+    return Effect.fail(
+      new InvalidRequest({ message: `Request body is nested deeper than ${limits.maxJsonDepth} levels` })
+    )
+  }
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -62,8 +113,14 @@ export const parse = (text: string): Effect.Effect<ChatRequest, InvalidRequest> 
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     return Effect.fail(new InvalidRequest({ message: "Request body must be a JSON object" }))
   }
+  const max = limits.maxMessageCharacters
   return decode(json, { errors: "all" }).pipe(
-    Effect.mapError((error) => new InvalidRequest({ message: describe(error.issue) }))
+    Effect.mapError((error) => new InvalidRequest({ message: describe(error.issue) })),
+    Effect.flatMap((request) =>
+      max !== undefined && request.message.length > max && codePoints(request.message) > max
+        ? Effect.fail(new InvalidRequest({ message: `message: must be at most ${max} characters` }))
+        : Effect.succeed(request)
+    )
   )
 }
 
@@ -73,6 +130,7 @@ export const read = (options: {
   readonly contentLength: string | undefined
   readonly maxBodyBytes: number
   readonly body: Effect.Effect<Uint8Array, RequestTooLarge | InvalidRequest>
+  readonly limits?: Limits | undefined
 }): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge | UnsupportedMediaType> => {
   if (!isAcceptedContentType(options.contentType)) {
     return Effect.fail(new UnsupportedMediaType({ contentType: options.contentType ?? "" }))
@@ -92,7 +150,7 @@ export const read = (options: {
       } catch {
         return Effect.fail(new InvalidRequest({ message: "Request body is not valid UTF-8" }))
       }
-      return parse(text)
+      return parse(text, options.limits)
     })
   )
 }

@@ -13,8 +13,10 @@
  * @since 0.1.0
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
+import type { Duplex } from "node:stream"
 import { Readable } from "node:stream"
 import type { WebHandler } from "./ChatHttp.ts"
+import * as ClientAddress from "./ClientAddress.ts"
 
 /** Options for turning a Node request into a web request. */
 export interface RequestOptions {
@@ -54,7 +56,9 @@ export const toWebRequest = (
       init.duplex = "half"
     }
   }
-  return new Request(url, init)
+  const webRequest = new Request(url, init)
+  ClientAddress.set(webRequest, request.socket?.remoteAddress)
+  return webRequest
 }
 
 const waitForDrainOrClose = (response: ServerResponse) =>
@@ -137,3 +141,27 @@ export const toNodeHandler =
       response.off("close", onClose)
     }
   }
+
+const clientErrorBody = (status: number, type: string, message: string): string => {
+  const body = JSON.stringify({ error: { type, message } })
+  const reason = status === 431 ? "Request Header Fields Too Large" : "Bad Request"
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+}
+
+/**
+ * A `clientError` listener for `node:http` servers: a request Node's parser
+ * rejects — headers over `maxHeaderSize` (431), a malformed request line or
+ * header (400) — gets the common error body instead of a bare status line, and
+ * the connection is closed. Install with `server.on("clientError", onClientError)`.
+ */
+export const onClientError = (error: Error & { readonly code?: string }, socket: Duplex): void => {
+  if (!socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage !== undefined) {
+    socket.destroy()
+    return
+  }
+  const response =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? clientErrorBody(431, "request_header_fields_too_large", "Request headers are too large")
+      : clientErrorBody(400, "invalid_request", "Malformed HTTP request")
+  socket.end(response)
+}

@@ -68,8 +68,11 @@ describe("Identity.layerAnonymous", () => {
   it.effect("everyone is the same user, with or without credentials", () =>
     Effect.gen(function* () {
       const layer = Identity.layerAnonymous("dev")
-      assert.deepStrictEqual(yield* authenticate(layer, {}), { userId: "dev" })
-      assert.deepStrictEqual(yield* authenticate(layer, { authorization: "Bearer x" }), { userId: "dev" })
+      assert.deepStrictEqual(yield* authenticate(layer, {}), { userId: "dev", anonymous: true })
+      assert.deepStrictEqual(yield* authenticate(layer, { authorization: "Bearer x" }), {
+        userId: "dev",
+        anonymous: true
+      })
       assert.deepStrictEqual(yield* authenticate(Identity.layerAnonymous(), {}), { userId: "anonymous" })
     })
   )

@@ -51,6 +51,21 @@ export const migrations: Record<string, Effect.Effect<void, SqlError.SqlError, S
     yield* sql`
       CREATE INDEX convoke_messages_conversation_seq_idx
         ON convoke_messages (conversation_id, seq)`
+  }),
+  "0003_create_api_keys": Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // Only the SHA-256 digest of a key is stored; the key itself is shown once.
+    yield* sql`
+      CREATE TABLE convoke_api_keys (
+        id uuid PRIMARY KEY,
+        user_id text NOT NULL,
+        digest text NOT NULL UNIQUE,
+        label text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL,
+        revoked_at timestamptz,
+        last_used_at timestamptz
+      )`
+    yield* sql`CREATE INDEX convoke_api_keys_user_idx ON convoke_api_keys (user_id, created_at)`
   })
 }
 
