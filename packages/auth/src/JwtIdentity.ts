@@ -64,6 +64,9 @@ const ASYMMETRIC_ALGORITHMS = [
 export const looksLikeJwt = (credential: string): boolean =>
   /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(credential)
 
+/** A user id PostgreSQL can store as it is: no NUL, no unpaired surrogate. */
+const isStorable = (text: string): boolean => !text.includes("\u0000") && text.isWellFormed()
+
 /** The configuration is unusable; thrown by `make` at start, never per request. */
 export class JwtConfigurationError extends Error {
   override readonly name = "JwtConfigurationError"
@@ -169,7 +172,7 @@ export const make = (options: Options): Effect.Effect<Identity.Service, JwtConfi
         }).pipe(
           Effect.flatMap(({ payload }) => {
             const userId = payload[userClaim]
-            return typeof userId === "string" && userId !== "" && !/[\u0000\p{Cs}]/u.test(userId)
+            return typeof userId === "string" && userId !== "" && isStorable(userId)
               ? Effect.succeed({ userId })
               : Effect.fail(unauthenticated(`Invalid token: no "${userClaim}" claim with a user id`))
           })
