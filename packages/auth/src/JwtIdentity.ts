@@ -65,7 +65,7 @@ export const looksLikeJwt = (credential: string): boolean =>
   /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(credential)
 
 /** A user id PostgreSQL can store as it is: no NUL, no unpaired surrogate. */
-const isStorable = (text: string): boolean => !text.includes("\u0000") && text.isWellFormed()
+const isStorable = (text: string): boolean => !text.includes("\u0000") && !/\p{Cs}/u.test(text)
 
 /** The configuration is unusable; thrown by `make` at start, never per request. */
 export class JwtConfigurationError extends Error {

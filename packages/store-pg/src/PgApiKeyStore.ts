@@ -106,12 +106,12 @@ export const make = Effect.gen(function* () {
     readonly userId: string
     readonly label?: string | undefined
   }) {
-    if (input.userId.trim() === "" || input.userId.includes("\u0000") || !input.userId.isWellFormed()) {
+    if (input.userId.trim() === "" || input.userId.includes("\u0000") || /\p{Cs}/u.test(input.userId)) {
       return yield* Effect.fail(new Error("A user id must be non-empty text"))
     }
     const key = generate()
     const id = randomUUID()
-    const label = (input.label ?? "").toWellFormed().replaceAll("\u0000", "\uFFFD")
+    const label = (input.label ?? "").replace(/\p{Cs}/gu, "\uFFFD").replaceAll("\u0000", "\uFFFD")
     const rows = yield* sql<Row>`
       INSERT INTO convoke_api_keys (id, user_id, digest, label, created_at)
       VALUES (${id}::uuid, ${input.userId}, ${digestOf(key)}, ${label}, now())
