@@ -16,7 +16,7 @@
  * @since 0.1.0
  */
 import { ChatError, Identity } from "@convoke/core"
-import { Effect, Layer, Redacted } from "effect"
+import { Data, Effect, Layer, Redacted } from "effect"
 import * as jose from "jose"
 
 /** Options of `make` and `layer`. At least one of `secret` and `jwksUrl` is required. */
@@ -68,9 +68,9 @@ export const looksLikeJwt = (credential: string): boolean =>
 const isStorable = (text: string): boolean => !text.includes("\u0000") && !/\p{Cs}/u.test(text)
 
 /** The configuration is unusable; thrown by `make` at start, never per request. */
-export class JwtConfigurationError extends Error {
-  override readonly name = "JwtConfigurationError"
-}
+export class JwtConfigurationError extends Data.TaggedError("JwtConfigurationError")<{
+  readonly message: string
+}> {}
 
 const unauthenticated = (message: string) => new ChatError.Unauthenticated({ message })
 
@@ -112,11 +112,11 @@ export const make = (options: Options): Effect.Effect<Identity.Service, JwtConfi
           ? Redacted.value(options.secret)
           : options.secret
     if (secretText === undefined && options.jwksUrl === undefined) {
-      return Effect.fail(new JwtConfigurationError("JWT identity needs a secret or a JWKS URL"))
+      return Effect.fail(new JwtConfigurationError({ message: "JWT identity needs a secret or a JWKS URL" }))
     }
     const secret = secretText === undefined ? undefined : new TextEncoder().encode(secretText)
     if (secret !== undefined && secret.byteLength < 32) {
-      return Effect.fail(new JwtConfigurationError("The HS256 secret must be at least 32 bytes"))
+      return Effect.fail(new JwtConfigurationError({ message: "The HS256 secret must be at least 32 bytes" }))
     }
     let jwks: ReturnType<typeof jose.createRemoteJWKSet> | undefined
     if (options.jwksUrl !== undefined) {
@@ -124,7 +124,9 @@ export const make = (options: Options): Effect.Effect<Identity.Service, JwtConfi
       try {
         url = new URL(options.jwksUrl)
       } catch {
-        return Effect.fail(new JwtConfigurationError(`The JWKS URL is not a URL: ${String(options.jwksUrl)}`))
+        return Effect.fail(
+          new JwtConfigurationError({ message: `The JWKS URL is not a URL: ${String(options.jwksUrl)}` })
+        )
       }
       jwks = jose.createRemoteJWKSet(url, {
         cooldownDuration: options.jwksCooldownMillis ?? 30_000,
