@@ -73,8 +73,17 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
       const providers: Array<Identity.Service> = [yield* PgApiKeyStore.identity]
       if (settings.apiKeys.length > 0) providers.push(yield* Identity.makeApiKeys(settings.apiKeys))
       if (settings.jwt !== undefined) {
-        const { secret, jwksUrl, issuer, audience, userClaim } = settings.jwt
-        providers.push(yield* JwtIdentity.make({ secret, jwksUrl, issuer, audience, userClaim }))
+        const { secret, jwksUrl, issuer, audience, userClaim, jwksCooldownSeconds } = settings.jwt
+        providers.push(
+          yield* JwtIdentity.make({
+            secret,
+            jwksUrl,
+            issuer,
+            audience,
+            userClaim,
+            jwksCooldownMillis: jwksCooldownSeconds * 1000
+          })
+        )
       }
       if (providers.length === 1 && (yield* keyStore.countActive) === 0) {
         try {

@@ -32,6 +32,8 @@ export interface Settings {
         readonly issuer: string | undefined
         readonly audience: string | undefined
         readonly userClaim: string
+        /** Least time between JWKS refetches caused by unknown `kid`s. */
+        readonly jwksCooldownSeconds: number
       }
     | undefined
   /** Origins allowed to call from browsers; `undefined` sends no CORS headers. */
@@ -124,6 +126,13 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     fallback: "sub",
     description: "JWT claim holding the user id"
+  },
+  {
+    flag: "jwks-cooldown-seconds",
+    env: "CONVOKE_JWKS_COOLDOWN_SECONDS",
+    type: "string",
+    fallback: "30",
+    description: "Least time between JWKS refetches caused by tokens with unknown key ids"
   },
   {
     flag: "cors-origins",
@@ -304,7 +313,23 @@ const parseJwt = (problems: Array<string>, read: (flag: string) => string | unde
   }
   const userClaim = read("jwt-user-claim")!
   if (userClaim.trim() === "") problems.push("CONVOKE_JWT_USER_CLAIM must not be empty")
-  return { secret, jwksUrl, issuer: read("jwt-issuer"), audience: read("jwt-audience"), userClaim }
+  const jwksCooldownSeconds = integer(
+    problems,
+    "CONVOKE_JWKS_COOLDOWN_SECONDS",
+    read("jwks-cooldown-seconds")!,
+    {
+      min: 0,
+      max: 86_400
+    }
+  )
+  return {
+    secret,
+    jwksUrl,
+    issuer: read("jwt-issuer"),
+    audience: read("jwt-audience"),
+    userClaim,
+    jwksCooldownSeconds
+  }
 }
 
 const parseOrigins = (problems: Array<string>, raw: string | undefined): Settings["corsOrigins"] => {
