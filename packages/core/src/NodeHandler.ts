@@ -32,6 +32,22 @@ export interface RequestOptions {
 
 const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
 
+/** The request target cannot be read as a URL (`OPTIONS *`, a malformed absolute form). */
+class InvalidTarget extends Error {}
+
+/**
+ * The URL of a request target. An origin-form target (`/path?query`) is
+ * always a path on this host — `//evil/x` too, which `new URL(target, base)`
+ * would read as another host — and an absolute-form target is parsed as is.
+ */
+const targetUrl = (target: string): URL => {
+  try {
+    return new URL(target.startsWith("/") ? `http://localhost${target}` : target)
+  } catch {
+    throw new InvalidTarget(`Invalid request target`)
+  }
+}
+
 /** Builds a web `Request` from a Node request. */
 export const toWebRequest = (
   request: IncomingMessage,
@@ -41,7 +57,7 @@ export const toWebRequest = (
   const headers = new Headers()
   const raw = request.rawHeaders
   for (let index = 0; index < raw.length; index += 2) headers.append(raw[index]!, raw[index + 1]!)
-  const url = new URL(options.url ?? request.url ?? "/", "http://localhost")
+  const url = targetUrl(options.url ?? request.url ?? "/")
   const init: RequestInit & { duplex?: "half" } = { method: request.method ?? "GET", headers, signal }
   if (hasBody(request.method)) {
     if (options.parsedBody !== undefined) {
@@ -130,8 +146,13 @@ export const toNodeHandler =
           : {})
       })
       await writeWebResponse(await handler(webRequest), response)
-    } catch {
-      if (!response.headersSent) {
+    } catch (error) {
+      if (!response.headersSent && error instanceof InvalidTarget) {
+        response.writeHead(400, { "content-type": "application/json", "x-content-type-options": "nosniff" })
+        response.end(
+          JSON.stringify({ error: { type: "invalid_request", message: "Invalid request target" } })
+        )
+      } else if (!response.headersSent) {
         response.writeHead(500, { "content-type": "application/json" })
         response.end(JSON.stringify({ error: { type: "internal", message: "Internal server error" } }))
       } else if (!response.destroyed) {
@@ -145,7 +166,7 @@ export const toNodeHandler =
 const clientErrorBody = (status: number, type: string, message: string): string => {
   const body = JSON.stringify({ error: { type, message } })
   const reason = status === 431 ? "Request Header Fields Too Large" : "Bad Request"
-  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
 }
 
 /**
@@ -155,7 +176,8 @@ const clientErrorBody = (status: number, type: string, message: string): string 
  * the connection is closed. Install with `server.on("clientError", onClientError)`.
  */
 export const onClientError = (error: Error & { readonly code?: string }, socket: Duplex): void => {
-  if (!socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage !== undefined) {
+  // A response already under way on this socket cannot be followed by another.
+  if (!socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage) {
     socket.destroy()
     return
   }
