@@ -114,7 +114,7 @@ describe("one instance, in memory", () => {
     const second = await chat(server, { message: "second", stream: true }, as("alice"))
     expect(second.status).toBe(429)
     expect((await second.json()).error.type).toBe("rate_limited")
-    expect((await rows()).conversations).toBe(before!.conversations)
+    expect((await rows())!.conversations).toBe(before!.conversations)
     controller.abort()
     let status = 429
     for (let attempt = 0; attempt < 200 && status === 429; attempt++) {

@@ -43,7 +43,7 @@ const withApp = async <A>(
 
 const alice = { authorization: "Bearer alice-key" }
 const bob = { "x-api-key": "bob-key" }
-const off = {
+const off: ChatRateLimit.Options = {
   user: { limit: 0, window: "1 minute" },
   address: { limit: 0, window: "1 minute" },
   concurrent: 0
