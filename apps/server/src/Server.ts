@@ -47,7 +47,9 @@ export const databaseLayer = (
   settings: Pick<Settings, "databaseUrl" | "dataDir">
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, ChatError.StoreUnavailable | SqlError.SqlError> =>
   settings.databaseUrl === undefined
-    ? PgEmbedded.layer({ dataDir: resolve(settings.dataDir) })
+    ? PgEmbedded.layer({
+        dataDir: settings.dataDir.startsWith("memory://") ? settings.dataDir : resolve(settings.dataDir)
+      })
     : PgClient.layer({ url: Redacted.make(settings.databaseUrl), applicationName: "convoke" })
 
 /** The conversation store and the API key store, sharing one client; migrations run once. */
