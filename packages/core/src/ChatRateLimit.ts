@@ -85,6 +85,11 @@ export interface Options {
    * crashes gives its slots back (Redis only; default 60 s, renewed every third).
    */
   readonly leaseTtl?: Duration.Input | undefined
+  /**
+   * Longest wait for the counters' store (default 1 s). A store that is slower
+   * or down lets the request through with a logged warning.
+   */
+  readonly storeTimeout?: Duration.Input | undefined
 }
 
 /** The defaults of `Options`. */
@@ -92,7 +97,8 @@ export const defaults = {
   user: { limit: 120, window: Duration.minutes(1) },
   address: { limit: 60, window: Duration.minutes(1) },
   concurrent: 8,
-  leaseTtl: Duration.seconds(60)
+  leaseTtl: Duration.seconds(60),
+  storeTimeout: Duration.seconds(1)
 } as const
 
 /** Counts in-flight turns; `acquire` answers whether a slot was free. */
@@ -204,6 +210,7 @@ export const make = (
     const concurrent = options.concurrent ?? defaults.concurrent
     const leaseTtl = Duration.fromInputUnsafe(options.leaseTtl ?? defaults.leaseTtl)
     const store = options.concurrency
+    const storeTimeout = options.storeTimeout ?? defaults.storeTimeout
 
     const keyOf = (subject: Subject): { readonly key: string; readonly budget: Budget } =>
       subject.principal !== undefined && subject.principal.anonymous !== true
@@ -213,9 +220,10 @@ export const make = (
     const consume = (key: string, budget: Budget) => {
       const window = Duration.fromInputUnsafe(budget.window)
       return limiter.consume({ key, limit: budget.limit, window, algorithm: "fixed-window" }).pipe(
+        Effect.timeout(storeTimeout),
         Effect.map((result) => headersOf({ ...result, window })),
         Effect.catch((error) =>
-          error.reason._tag === "RateLimitExceeded"
+          error._tag === "RateLimiterError" && error.reason._tag === "RateLimitExceeded"
             ? Effect.fail(
                 new RateLimited({
                   retryAfterSeconds: Math.max(1, seconds(error.reason.retryAfter)),
@@ -234,13 +242,12 @@ export const make = (
         const headers = budget.limit > 0 ? yield* consume(key, budget) : {}
         if (concurrent <= 0) return { headers, release: Effect.void }
         const token = crypto.randomUUID()
-        const acquired = yield* store
-          .acquire(key, token, concurrent)
-          .pipe(
-            Effect.catchCause((cause) =>
-              Effect.logWarning("Concurrency store unavailable; request allowed", cause).pipe(Effect.as(null))
-            )
+        const acquired = yield* store.acquire(key, token, concurrent).pipe(
+          Effect.timeout(storeTimeout),
+          Effect.catchCause((cause) =>
+            Effect.logWarning("Concurrency store unavailable; request allowed", cause).pipe(Effect.as(null))
           )
+        )
         if (acquired === null) return { headers, release: Effect.void }
         if (!acquired) {
           return yield* new RateLimited({
@@ -261,7 +268,10 @@ export const make = (
         const release = Effect.suspend(() => {
           if (released) return Effect.void
           released = true
-          return Effect.andThen(Fiber.interrupt(renewal), Effect.ignore(store.release(key, token)))
+          return Effect.andThen(
+            Fiber.interrupt(renewal),
+            Effect.ignore(Effect.timeout(store.release(key, token), storeTimeout))
+          )
         })
         return { headers, release }
       })

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
+import { Redis } from "effect/persistence"
 import { ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
 
@@ -19,6 +20,7 @@ const withApp = async <A>(
     readonly limits: ChatRateLimit.Options
     readonly delay?: number
     readonly store?: TestStore.TestStore
+    readonly rateLimit?: ReturnType<typeof ChatRateLimit.layerMemory>
   },
   body: (app: ChatHttp.App, store: TestStore.TestStore) => Promise<A>
 ): Promise<A> => {
@@ -31,7 +33,7 @@ const withApp = async <A>(
         { key: "alice-key", userId: "alice" },
         { key: "bob-key", userId: "bob" }
       ]),
-      ChatRateLimit.layerMemory(options.limits)
+      options.rateLimit ?? ChatRateLimit.layerMemory(options.limits)
     )
   )
   try {
@@ -131,4 +133,32 @@ describe("ChatRateLimit", () => {
       const valid = await post(app, { message: "ok" }, alice)
       assert.strictEqual(valid.status, 200)
     }))
+
+  it("lets requests through when the counters' store does not answer", async () => {
+    // A Redis that accepts commands and never replies: a partitioned or overloaded server.
+    const silent = Layer.succeed(
+      Redis.Redis,
+      Redis.Redis.of({
+        send: () => Effect.never,
+        eval: () => () => Effect.never,
+        subscribe: () => Effect.never,
+        reserve: Effect.never
+      })
+    )
+    const limits = {
+      user: { limit: 1, window: "1 minute" },
+      concurrent: 1,
+      storeTimeout: "50 millis"
+    } as const
+    await withApp(
+      { limits, rateLimit: ChatRateLimit.layerRedis(limits).pipe(Layer.provide(silent)) },
+      async (app) => {
+        for (let index = 0; index < 3; index++) {
+          const response = await post(app, { message: `hi ${index}` }, alice)
+          assert.strictEqual(response.status, 200)
+          await response.text()
+        }
+      }
+    )
+  })
 })
