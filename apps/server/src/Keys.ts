@@ -129,7 +129,9 @@ export const run = async (
       )
     )
   } catch (error) {
-    return { code: 1, stdout: "", stderr: `convoke keys ${command} failed: ${(error as Error).message}\n` }
+    const cause = (error as Error).cause
+    const reason = (error as Error).message || (cause instanceof Error ? cause.message : String(error))
+    return { code: 1, stdout: "", stderr: `convoke keys ${command} failed: ${reason}\n` }
   }
 }
 

@@ -31,12 +31,19 @@ try {
   process.exit(2)
 }
 
+/** A failure in words: its message, else its cause's (a Redis or database error often has only a cause). */
+const reason = (error: unknown): string => {
+  if (!(error instanceof Error)) return String(error)
+  if (error.message !== "") return error.message
+  return error.cause === undefined ? error.name : `${error.name}: ${reason(error.cause)}`
+}
+
 const server = await start(settings).catch((error: unknown) => {
   if (error instanceof SettingsError) {
     console.error(error.message)
     process.exit(2)
   }
-  console.error(`Convoke could not start: ${error instanceof Error ? error.message : String(error)}`)
+  console.error(`Convoke could not start: ${reason(error)}`)
   process.exit(1)
 })
 
