@@ -130,7 +130,9 @@ export const run = async (
     )
   } catch (error) {
     const cause = (error as Error).cause
-    const reason = (error as Error).message || (cause instanceof Error ? cause.message : String(error))
+    const reason = [(error as Error).message, cause instanceof Error ? cause.message : undefined]
+      .filter((part) => part !== undefined && part !== "")
+      .join(": ")
     return { code: 1, stdout: "", stderr: `convoke keys ${command} failed: ${reason}\n` }
   }
 }

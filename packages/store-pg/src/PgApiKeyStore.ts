@@ -15,7 +15,7 @@
  * @since 0.1.0
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
-import { ChatError, ConversationStore, Identity } from "@convoke/core"
+import { ChatError, Identity } from "@convoke/core"
 import { Context, Effect, Layer, Option } from "effect"
 import { SqlClient } from "effect/sql"
 import * as PgMigrations from "./PgMigrations.ts"
@@ -92,10 +92,13 @@ const toApiKey = (row: Row): ApiKey => ({
   lastUsedAt: row.last_used_at ?? undefined
 })
 
+const unavailable = (cause: unknown) =>
+  new ChatError.StoreUnavailable({ message: "The API key store is unavailable", cause })
+
 const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   effect.pipe(
-    Effect.mapError(ConversationStore.unavailable),
-    Effect.catchDefect((defect) => Effect.fail(ConversationStore.unavailable(defect)))
+    Effect.mapError(unavailable),
+    Effect.catchDefect((defect) => Effect.fail(unavailable(defect)))
   )
 
 /** Builds the store on the `SqlClient` in context, assuming the schema exists. */
