@@ -15,6 +15,8 @@ export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
     PORT: "0",
     CONVOKE_ECHO_DELAY_MS: "5",
     CONVOKE_CREATION_BUDGET_MS: "10000",
+    // Request logs are tested on their own; elsewhere they only bury failures.
+    CONVOKE_LOG_FORMAT: "off",
     CONVOKE_RATE_LIMIT_REQUESTS: "0",
     CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
     CONVOKE_RATE_LIMIT_CONCURRENT: "0"
