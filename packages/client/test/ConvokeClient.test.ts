@@ -73,7 +73,7 @@ describe("against the reference server", () => {
     expect(await reply.text).toBe("Echo #1: hi")
   })
 
-  it("aborts mid-stream: promises and iteration reject with AbortError, the turn is kept", async () => {
+  it("aborts mid-stream: promises and iteration reject with AbortError", async () => {
     const words = Array.from({ length: 400 }, (_, index) => `w${index}`).join(" ")
     const reply = client.chat({ message: words })
     const id = await reply.conversationId
@@ -93,9 +93,6 @@ describe("against the reference server", () => {
     expect((caught as ConvokeAbortError).partialText).toBe(received.join(""))
     await expect(reply.text).rejects.toBeInstanceOf(ConvokeAbortError)
     expect(received.join("").length).toBeLessThan(`Echo #1: ${words}`.length)
-    // The aborted turn was stored: resuming continues at turn 2.
-    const next = client.chat({ message: "after abort", conversationId: id })
-    expect(await next.text).toBe("Echo #2: after abort")
   })
 
   it("aborts through a signal before anything is sent", async () => {
@@ -174,6 +171,21 @@ describe("against a test server (errors, retries, auth, conversation API)", () =
     })
     await expect(reply.text).rejects.toBe(error)
     expect(chats() - before).toBe(1)
+  })
+
+  it("abort closes the connection: the server ends the turn as client_closed, keeps it, and resuming continues", async () => {
+    const client = new ConvokeClient({ baseUrl: server.url, apiKey: ALICE })
+    const words = Array.from({ length: 400 }, (_, index) => `w${index}`).join(" ")
+    const reply = client.chat({ message: words })
+    const id = await reply.conversationId
+    let count = 0
+    await (async () => {
+      for await (const _delta of reply) if (++count === 3) reply.abort()
+    })().catch(() => {})
+    expect(await server.turnEnded(id)).toBe("client_closed")
+    expect(await client.chat({ message: "after abort", conversationId: id }).text).toBe(
+      "Echo #2: after abort"
+    )
   })
 
   it("retries 503, 429 (honouring Retry-After) and a dropped connection before the first event", async () => {

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import {
   ChatError,
+  ChatHooks,
   ChatHttp,
   ConversationStore,
   EchoLanguageModel,
@@ -23,7 +24,7 @@ import {
 import { NodeHandler } from "@convoke/core/node"
 import { start } from "@convoke/server/src/Server.ts"
 import { load } from "@convoke/server/src/Settings.ts"
-import { Duration, Layer, Stream } from "effect"
+import { Duration, Effect, Layer, Stream } from "effect"
 
 /** The reference server on a free port with its own embedded database. */
 export const startReferenceServer = async (overrides: Record<string, string> = {}) => {
@@ -89,10 +90,41 @@ const readBody = async (request: IncomingMessage) => {
   return Buffer.concat(chunks).toString("utf8")
 }
 
+/**
+ * Records how each turn ended (the core's `turnEnded` hook runs after the
+ * reply is stored), so a test can wait for the server to finish a turn
+ * instead of sleeping.
+ */
+const makeTurnRecorder = () => {
+  const ended = new Map<string, ChatHooks.Outcome>()
+  const waiting = new Map<string, Array<(outcome: ChatHooks.Outcome) => void>>()
+  const layer = Layer.succeed(
+    ChatHooks.ChatHooks,
+    ChatHooks.combine({
+      turnEnded: (event) =>
+        Effect.sync(() => {
+          ended.set(event.conversationId, event.outcome)
+          for (const resolve of waiting.get(event.conversationId) ?? []) resolve(event.outcome)
+          waiting.delete(event.conversationId)
+        })
+    })
+  )
+  /** Resolves with the outcome of the conversation's latest turn, once one has ended. */
+  const turnEnded = (conversationId: string) =>
+    new Promise<ChatHooks.Outcome>((resolve) => {
+      const outcome = ended.get(conversationId)
+      if (outcome !== undefined) return resolve(outcome)
+      waiting.set(conversationId, [...(waiting.get(conversationId) ?? []), resolve])
+    })
+  return { layer, turnEnded }
+}
+
 /** The test server; see the module documentation. */
 export const startTestServer = async () => {
+  const turns = makeTurnRecorder()
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
+      turns.layer,
       ConversationStore.layerMemory,
       failingModel,
       Identity.layerApiKeys([
@@ -186,6 +218,8 @@ export const startTestServer = async () => {
     /** Every request the server received. */
     seen,
     conversations,
+    /** Resolves with how the conversation's latest turn ended, once it has been stored. */
+    turnEnded: turns.turnEnded,
     close: async () => {
       http.closeAllConnections()
       await new Promise<void>((resolve) => http.close(() => resolve()))
