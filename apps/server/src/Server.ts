@@ -6,7 +6,7 @@
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { resolve } from "node:path"
-import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "@convoke/core"
+import { ChatConfig, ChatHttp, ConversationCleanup, EchoLanguageModel, Identity } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
@@ -41,15 +41,27 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
   const config = ChatConfig.make({
     publicModel: settings.publicModel,
     maxBodyBytes: settings.maxBodyBytes,
-    heartbeatInterval: Duration.seconds(settings.heartbeatSeconds)
+    heartbeatInterval: Duration.seconds(settings.heartbeatSeconds),
+    creationBudget: Duration.millis(settings.creationBudgetMs)
   })
+  // One store layer value: referenced twice below, it is built once.
+  const store = storeLayer(settings)
+  const cleanup =
+    settings.cleanupIntervalMinutes === 0
+      ? Layer.empty
+      : ConversationCleanup.layer({
+          interval: Duration.minutes(settings.cleanupIntervalMinutes),
+          abandonedAfter: Duration.hours(settings.abandonedAfterHours)
+        }).pipe(Layer.provide(store))
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
-      storeLayer(settings),
+      store,
+      cleanup,
       EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) }),
       identityLayer(settings),
       Layer.succeed(ChatConfig.ChatConfig, config)
-    )
+    ),
+    { outbox: { capacity: settings.outboxCapacity } }
   )
   const http = createServer({ keepAliveTimeout: 65_000 }, NodeHandler.toNodeHandler(app.handler))
   // Long-lived streams must not be cut by Node's default request timeout.

@@ -24,6 +24,14 @@ export interface Settings {
   readonly echoDelayMs: number
   /** How long open streams get to finish after a shutdown signal. */
   readonly shutdownGraceMs: number
+  /** Time budget for creating a stream's conversation before a temporary id is used. */
+  readonly creationBudgetMs: number
+  /** Most writes kept while the database is unavailable. */
+  readonly outboxCapacity: number
+  /** Minutes between cleanups of abandoned conversations; 0 turns the job off. */
+  readonly cleanupIntervalMinutes: number
+  /** Hours after which an unanswered conversation counts as abandoned. */
+  readonly abandonedAfterHours: number
 }
 
 /** One setting: its flag, its environment variable, its default and meaning. */
@@ -104,6 +112,34 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     fallback: "5000",
     description: "Time open streams get to close after SIGTERM/SIGINT"
+  },
+  {
+    flag: "creation-budget-ms",
+    env: "CONVOKE_CREATION_BUDGET_MS",
+    type: "string",
+    fallback: "50",
+    description: "Wait for the database before a stream starts on a temporary id"
+  },
+  {
+    flag: "outbox-capacity",
+    env: "CONVOKE_OUTBOX_CAPACITY",
+    type: "string",
+    fallback: "10000",
+    description: "Writes kept in memory while the database is unavailable"
+  },
+  {
+    flag: "cleanup-interval-minutes",
+    env: "CONVOKE_CLEANUP_INTERVAL_MINUTES",
+    type: "string",
+    fallback: "10",
+    description: "Minutes between cleanups of abandoned conversations (0: off)"
+  },
+  {
+    flag: "abandoned-after-hours",
+    env: "CONVOKE_ABANDONED_AFTER_HOURS",
+    type: "string",
+    fallback: "24",
+    description: "Age at which a never-answered conversation is deleted"
   }
 ]
 
@@ -226,6 +262,27 @@ export const load = (
     shutdownGraceMs: integer(problems, "CONVOKE_SHUTDOWN_GRACE_MS", read("shutdown-grace-ms")!, {
       min: 0,
       max: 600_000
+    }),
+    creationBudgetMs: integer(problems, "CONVOKE_CREATION_BUDGET_MS", read("creation-budget-ms")!, {
+      min: 1,
+      max: 60_000
+    }),
+    outboxCapacity: integer(problems, "CONVOKE_OUTBOX_CAPACITY", read("outbox-capacity")!, {
+      min: 0,
+      max: 10_000_000
+    }),
+    cleanupIntervalMinutes: integer(
+      problems,
+      "CONVOKE_CLEANUP_INTERVAL_MINUTES",
+      read("cleanup-interval-minutes")!,
+      {
+        min: 0,
+        max: 10_080
+      }
+    ),
+    abandonedAfterHours: integer(problems, "CONVOKE_ABANDONED_AFTER_HOURS", read("abandoned-after-hours")!, {
+      min: 1,
+      max: 87_600
     })
   }
   if (problems.length > 0) throw new SettingsError(problems)

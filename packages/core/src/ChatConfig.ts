@@ -15,6 +15,16 @@ export interface Settings {
   readonly heartbeatInterval: Duration.Duration
   /** Longest wait for storing a reply when a stream ends (default 5 s). */
   readonly persistTimeout: Duration.Duration
+  /**
+   * Time budget for finding or creating the conversation of a stream (default
+   * 50 ms). Past it, or when the store fails, the stream starts on a temporary
+   * id that is stored later.
+   */
+  readonly creationBudget: Duration.Duration
+  /** Longest wait for the store on the non-streaming path before a 503 (default 2 s). */
+  readonly storeTimeout: Duration.Duration
+  /** How long shutdown waits for queued writes to reach the store (default 5 s). */
+  readonly outboxFlushTimeout: Duration.Duration
 }
 
 /** The defaults. */
@@ -22,7 +32,10 @@ export const defaults: Settings = {
   publicModel: "unified-chat",
   maxBodyBytes: 32 * 1024,
   heartbeatInterval: Duration.seconds(15),
-  persistTimeout: Duration.seconds(5)
+  persistTimeout: Duration.seconds(5),
+  creationBudget: Duration.millis(50),
+  storeTimeout: Duration.seconds(2),
+  outboxFlushTimeout: Duration.seconds(5)
 }
 
 /** The chat settings; provide a value to change them (`Layer.succeed(ChatConfig, {...})`). */

@@ -6,24 +6,20 @@
  * @since 0.1.0
  */
 import { Clock, Effect, Exit, Layer, Scope, Stream } from "effect"
-import * as ByteSize from "effect/ByteSize"
-import {
-  type Headers,
-  HttpEffect,
-  HttpIncomingMessage,
-  HttpRouter,
-  HttpServerRequest,
-  HttpServerResponse
-} from "effect/http"
+import { type Headers, HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ChatConfig } from "./ChatConfig.ts"
-import { InvalidRequest, RequestTooLarge } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatRequest from "./ChatRequest.ts"
-import { ChatService, layer as ChatServiceLayer, type StreamItem } from "./ChatService.ts"
+import type { StreamItem } from "./ChatService.ts"
+import * as ChatService from "./ChatService.ts"
+import * as ConversationCleanup from "./ConversationCleanup.ts"
+import * as ConversationHttp from "./ConversationHttp.ts"
+import type * as ConversationOutbox from "./ConversationOutbox.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as HttpError from "./HttpError.ts"
 import { Identity } from "./Identity.ts"
 import { LanguageModel } from "./LanguageModel.ts"
+import * as RequestBody from "./RequestBody.ts"
 
 /** The path of the chat endpoint. */
 export const CHAT_PATH = "/api/v0.3/chat"
@@ -32,7 +28,7 @@ export const CHAT_PATH = "/api/v0.3/chat"
 export type WebHandler = (request: Request) => Promise<Response>
 
 /** The services the HTTP application needs. */
-export type Requirements = ChatService | Identity | LanguageModel | ConversationStore
+export type Requirements = ChatService.ChatService | Identity | LanguageModel | ConversationStore
 
 const encoder = new TextEncoder()
 const DONE = encoder.encode(ChatEvent.DONE)
@@ -55,32 +51,18 @@ export const requestIdOf = (headers: Headers.Headers): string => {
 
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
-  const chat = yield* ChatService
+  const chat = yield* ChatService.ChatService
   const identity = yield* Identity
   const model = yield* LanguageModel
   const store = yield* ConversationStore
   const config = yield* ChatConfig
-  const maxBodySize = ByteSize.bytes(config.maxBodyBytes)
 
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const receivedAtMillis = yield* Clock.currentTimeMillis
     const requestId = requestIdOf(request.headers)
     const principal = yield* identity.authenticate(request.headers)
-    const body = yield* ChatRequest.read({
-      contentType: request.headers["content-type"],
-      contentLength: request.headers["content-length"],
-      maxBodyBytes: config.maxBodyBytes,
-      body: request.arrayBuffer.pipe(
-        Effect.map((buffer) => new Uint8Array(buffer)),
-        Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize),
-        Effect.mapError((error) =>
-          error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
-            ? new RequestTooLarge({ limitBytes: config.maxBodyBytes })
-            : new InvalidRequest({ message: "Could not read the request body" })
-        )
-      )
-    })
+    const body = yield* ChatRequest.read(RequestBody.read(request, config.maxBodyBytes))
     const input = { principal, request: body, receivedAtMillis, requestId }
     if (body.stream === true) {
       const events = yield* chat.stream(input)
@@ -93,20 +75,35 @@ export const routes = Effect.gen(function* () {
     })
   })
 
-  const health = Effect.succeed(
-    HttpServerResponse.jsonUnsafe({
+  // Present only when the application runs the cleanup job.
+  const cleanup = yield* Effect.serviceOption(ConversationCleanup.ConversationCleanup)
+
+  const health = Effect.sync(() => {
+    const latest = cleanup._tag === "Some" ? cleanup.value.latest() : undefined
+    return HttpServerResponse.jsonUnsafe({
       status: "ok",
       model: model.name,
       store: store.name,
-      identity: identity.name
+      identity: identity.name,
+      outbox: chat.outbox.stats(),
+      ...(latest === undefined
+        ? {}
+        : {
+            cleanup: {
+              ran_at: latest.ranAt.toISOString(),
+              deleted: latest.deleted,
+              abandonment_ratio: latest.abandonmentRatio
+            }
+          })
     })
-  )
+  })
 
   const methodNotAllowed = Effect.succeed(
     HttpError.plain(405, "method_not_allowed", "Use POST", { allow: "POST" })
   )
 
   return [
+    ...(yield* ConversationHttp.routes),
     HttpRouter.route("POST", CHAT_PATH, postChat),
     HttpRouter.route("GET", "/health", health),
     ...(["GET", "PUT", "PATCH", "DELETE"] as const).map((method) =>
@@ -151,10 +148,11 @@ export interface App {
  * built, so a database that cannot start fails here, not on the first request.
  */
 export const makeApp = async <A, E>(
-  layer: Layer.Layer<ConversationStore | LanguageModel | Identity | A, E>
+  layer: Layer.Layer<ConversationStore | LanguageModel | Identity | A, E>,
+  options: { readonly outbox?: ConversationOutbox.Options | undefined } = {}
 ): Promise<App> => {
   const scope = Scope.makeUnsafe()
-  const full = Layer.provideMerge(ChatServiceLayer, layer)
+  const full = Layer.provideMerge(ChatService.layerWith(options), layer)
   try {
     // The layers live in `scope` until `dispose`: their connections and
     // servers must outlive this function.
@@ -163,7 +161,7 @@ export const makeApp = async <A, E>(
         const context = yield* Layer.buildWithScope(full, scope)
         return yield* Effect.gen(function* () {
           const handler = yield* makeWebHandler
-          const chat = yield* ChatService
+          const chat = yield* ChatService.ChatService
           return { handler, chat }
         }).pipe(Effect.provideContext(context), Scope.provide(scope))
       })

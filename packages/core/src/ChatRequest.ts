@@ -19,8 +19,6 @@ export const ChatRequest = Schema.Struct({
 })
 export type ChatRequest = typeof ChatRequest.Type
 
-const decode = Schema.decodeUnknownEffect(ChatRequest)
-
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 
 /** Turns a schema issue into one readable sentence naming the offending field. */
@@ -51,48 +49,67 @@ export const isAcceptedContentType = (contentType: string | undefined): boolean 
   )
 }
 
+/**
+ * Decodes a JSON object body with a schema; every failure is an
+ * `InvalidRequest` whose message names the offending fields.
+ */
+export const parseWith =
+  <A>(schema: Schema.Decoder<A>) =>
+  (text: string): Effect.Effect<A, InvalidRequest> => {
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch {
+      return Effect.fail(new InvalidRequest({ message: "Request body is not valid JSON" }))
+    }
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      return Effect.fail(new InvalidRequest({ message: "Request body must be a JSON object" }))
+    }
+    return Schema.decodeUnknownEffect(schema)(json, { errors: "all" }).pipe(
+      Effect.mapError((error) => new InvalidRequest({ message: describe(error.issue) }))
+    )
+  }
+
 /** Decodes a chat request from the body's text, after the content type was checked. */
-export const parse = (text: string): Effect.Effect<ChatRequest, InvalidRequest> => {
-  let json: unknown
-  try {
-    json = JSON.parse(text)
-  } catch {
-    return Effect.fail(new InvalidRequest({ message: "Request body is not valid JSON" }))
-  }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    return Effect.fail(new InvalidRequest({ message: "Request body must be a JSON object" }))
-  }
-  return decode(json, { errors: "all" }).pipe(
-    Effect.mapError((error) => new InvalidRequest({ message: describe(error.issue) }))
-  )
-}
+export const parse: (text: string) => Effect.Effect<ChatRequest, InvalidRequest> = parseWith(ChatRequest)
 
 /** Reads and decodes a request body with the size and content-type rules of the contract. */
-export const read = (options: {
+export const read = (
+  options: ReadOptions
+): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge | UnsupportedMediaType> =>
+  readWith(parse)(options)
+
+/** Where a JSON body comes from and how large it may be. */
+export interface ReadOptions {
   readonly contentType: string | undefined
   readonly contentLength: string | undefined
   readonly maxBodyBytes: number
   readonly body: Effect.Effect<Uint8Array, RequestTooLarge | InvalidRequest>
-}): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge | UnsupportedMediaType> => {
-  if (!isAcceptedContentType(options.contentType)) {
-    return Effect.fail(new UnsupportedMediaType({ contentType: options.contentType ?? "" }))
-  }
-  const declared = options.contentLength === undefined ? undefined : Number(options.contentLength)
-  if (declared !== undefined && declared > options.maxBodyBytes) {
-    return Effect.fail(new RequestTooLarge({ limitBytes: options.maxBodyBytes }))
-  }
-  return options.body.pipe(
-    Effect.flatMap((bytes): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge> => {
-      if (bytes.byteLength > options.maxBodyBytes) {
-        return Effect.fail(new RequestTooLarge({ limitBytes: options.maxBodyBytes }))
-      }
-      let text: string
-      try {
-        text = new TextDecoder("utf-8", { fatal: true }).decode(bytes)
-      } catch {
-        return Effect.fail(new InvalidRequest({ message: "Request body is not valid UTF-8" }))
-      }
-      return parse(text)
-    })
-  )
 }
+
+/** Reads a JSON body with the contract's size and content-type rules, then decodes it with `decode`. */
+export const readWith =
+  <A>(decode: (text: string) => Effect.Effect<A, InvalidRequest>) =>
+  (options: ReadOptions): Effect.Effect<A, InvalidRequest | RequestTooLarge | UnsupportedMediaType> => {
+    if (!isAcceptedContentType(options.contentType)) {
+      return Effect.fail(new UnsupportedMediaType({ contentType: options.contentType ?? "" }))
+    }
+    const declared = options.contentLength === undefined ? undefined : Number(options.contentLength)
+    if (declared !== undefined && declared > options.maxBodyBytes) {
+      return Effect.fail(new RequestTooLarge({ limitBytes: options.maxBodyBytes }))
+    }
+    return options.body.pipe(
+      Effect.flatMap((bytes): Effect.Effect<A, InvalidRequest | RequestTooLarge> => {
+        if (bytes.byteLength > options.maxBodyBytes) {
+          return Effect.fail(new RequestTooLarge({ limitBytes: options.maxBodyBytes }))
+        }
+        let text: string
+        try {
+          text = new TextDecoder("utf-8", { fatal: true }).decode(bytes)
+        } catch {
+          return Effect.fail(new InvalidRequest({ message: "Request body is not valid UTF-8" }))
+        }
+        return decode(text)
+      })
+    )
+  }

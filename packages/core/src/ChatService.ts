@@ -12,6 +12,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schema, Stream } from "effect"
+import * as AuditLog from "./AuditLog.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import {
   type ChatError,
@@ -23,12 +24,14 @@ import {
 import * as ChatEvent from "./ChatEvent.ts"
 import { ChatHooks, type Outcome, type TurnContext } from "./ChatHooks.ts"
 import type { ChatRequest } from "./ChatRequest.ts"
+import * as ConversationOutbox from "./ConversationOutbox.ts"
 import * as ConversationResolver from "./ConversationResolver.ts"
 import {
   type Conversation,
   ConversationStore,
   type Message,
-  type MessageStatus
+  type MessageStatus,
+  type NewMessage
 } from "./ConversationStore.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
@@ -80,8 +83,13 @@ export interface Service {
   readonly stream: (input: ChatInput) => Effect.Effect<Stream.Stream<StreamItem>, ChatError>
   /** Runs a whole turn and returns the reply (the `stream: false` path). */
   readonly complete: (input: ChatInput) => Effect.Effect<Completion, ChatError | ServerShutdown>
-  /** Ends every open stream with an error event and `[DONE]`; new turns fail. */
+  /**
+   * Ends every open stream with an error event and `[DONE]`; new turns fail.
+   * Then waits, up to `outboxFlushTimeout`, for queued writes to reach the store.
+   */
   readonly shutdown: Effect.Effect<void>
+  /** The writes waiting for the store (see `ConversationOutbox`). */
+  readonly outbox: ConversationOutbox.Service
 }
 
 /** The chat service tag. */
@@ -118,9 +126,48 @@ export const make = Effect.gen(function* () {
   const config = yield* ChatConfig
   const ids = yield* IdGenerator
   const hooks = yield* ChatHooks
+  const outbox = yield* ConversationOutbox.ConversationOutbox
+  const audit = yield* AuditLog.AuditLog
   const shuttingDown = yield* Deferred.make<void, ServerShutdown>()
 
   const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
+
+  const queue = (entry: ConversationOutbox.Entry) =>
+    Effect.flatMap(outbox.enqueue(entry), (queued) =>
+      queued
+        ? Effect.void
+        : Effect.fail(new StoreUnavailable({ message: "The conversation store is unavailable" }))
+    )
+
+  /**
+   * Stores messages: directly, or through the outbox when the conversation is
+   * waiting there or the store fails or is too slow — so nothing is lost and
+   * the conversation's messages keep their order.
+   */
+  const persist = (
+    userId: string,
+    conversationId: string,
+    messages: ReadonlyArray<NewMessage>,
+    timeout: Duration.Duration
+  ): Effect.Effect<void, StoreUnavailable> => {
+    const entry: ConversationOutbox.Entry = { _tag: "Append", userId, conversationId, messages }
+    if (outbox.holds(conversationId)) return queue(entry)
+    return store.append({ userId, conversationId, messages }).pipe(
+      Effect.timeout(timeout),
+      Effect.asVoid,
+      Effect.catch(() => queue(entry))
+    )
+  }
+
+  /** The stored history, plus what still waits in the outbox. */
+  const historyOf = (userId: string, conversationId: string) => {
+    if (!outbox.holds(conversationId)) return store.history({ userId, conversationId })
+    return store.history({ userId, conversationId }).pipe(
+      Effect.timeout(config.creationBudget),
+      Effect.orElseSucceed((): ReadonlyArray<Message> => []),
+      Effect.map((stored) => [...stored, ...outbox.pendingMessages(conversationId)])
+    )
+  }
 
   /**
    * One turn as a stream of model parts: load history, store the user message,
@@ -143,11 +190,11 @@ export const make = Effect.gen(function* () {
 
     const start = Effect.gen(function* () {
       startedAt = yield* Clock.currentTimeMillis
-      const history = options.fresh ? [] : yield* store.history({ userId, conversationId: conversation.id })
-      yield* store.append({
+      const history = options.fresh ? [] : yield* historyOf(userId, conversation.id)
+      yield* persist(
         userId,
-        conversationId: conversation.id,
-        messages: [
+        conversation.id,
+        [
           {
             id: yield* ids.next,
             role: "user",
@@ -155,8 +202,9 @@ export const make = Effect.gen(function* () {
             status: "complete",
             createdAt: yield* now
           }
-        ]
-      })
+        ],
+        config.storeTimeout
+      )
       userStored = true
       modelCalledAt = yield* Clock.currentTimeMillis
       return model.streamText({
@@ -184,10 +232,10 @@ export const make = Effect.gen(function* () {
       const status: MessageStatus =
         outcome === "complete" ? "complete" : outcome === "model_error" ? "error" : "partial"
       return Effect.gen(function* () {
-        yield* store.append({
+        yield* persist(
           userId,
-          conversationId: conversation.id,
-          messages: [
+          conversation.id,
+          [
             {
               id: yield* ids.next,
               role: "assistant",
@@ -200,10 +248,10 @@ export const make = Effect.gen(function* () {
                 ...(finish?.usage === undefined ? {} : { usage: finish.usage })
               }
             }
-          ]
-        })
+          ],
+          config.persistTimeout
+        )
       }).pipe(
-        Effect.timeout(config.persistTimeout),
         Effect.catchCause((cause) =>
           Effect.logError("Could not store the assistant reply", cause).pipe(
             Effect.annotateLogs({ conversationId: conversation.id, status })
@@ -266,33 +314,115 @@ export const make = Effect.gen(function* () {
     }
   }
 
+  /** Audits a creation, and a named conversation that turned out to be another user's. */
+  const auditResolution = (
+    context: TurnContext,
+    requested: string | null | undefined,
+    resolution: ConversationResolver.Resolution | undefined
+  ) =>
+    Effect.gen(function* () {
+      const at = yield* now
+      const entries: Array<AuditLog.Entry> = []
+      if (resolution !== undefined && resolution.source !== "resumed") {
+        entries.push({
+          action: "conversation.created",
+          cause: resolution.source,
+          userId: context.userId,
+          conversationId: resolution.conversation.id,
+          requestId: context.requestId,
+          at
+        })
+      }
+      if (
+        typeof requested === "string" &&
+        ConversationResolver.isUuid(requested) &&
+        (resolution === undefined || resolution.source === "unknown_id") &&
+        (yield* store.exists(requested.toLowerCase()).pipe(Effect.orElseSucceed(() => false)))
+      ) {
+        entries.push({
+          action: "conversation.cross_user_access",
+          userId: context.userId,
+          conversationId: requested.toLowerCase(),
+          requestId: context.requestId,
+          at
+        })
+      }
+      if (entries.length > 0) yield* audit.record(entries)
+    })
+
+  /** A new conversation that waits in the outbox until the store is back. */
+  const temporary = Effect.fnUntraced(function* (input: ChatInput, id: string) {
+    if (!outbox.hasRoom()) {
+      return yield* new StoreUnavailable({ message: "The conversation store is unavailable" })
+    }
+    const createdAt = yield* now
+    const conversation: Conversation = {
+      id,
+      userId: input.principal.userId,
+      title: ConversationResolver.titleFrom(input.request.message),
+      createdAt,
+      updatedAt: createdAt
+    }
+    yield* queue({ _tag: "Create", conversation, requestId: input.requestId })
+    yield* Effect.logWarning("The store is unavailable; the stream starts on a temporary conversation").pipe(
+      Effect.annotateLogs({ conversationId: id })
+    )
+    return { conversation, source: "temporary" } satisfies ConversationResolver.Resolution
+  })
+
   const prepare = Effect.fnUntraced(function* (
     input: ChatInput,
     context: TurnContext
   ): Effect.fn.Return<
-    { readonly model: string; readonly resolution: ConversationResolver.Resolution },
+    {
+      readonly model: string
+      readonly resolution: ConversationResolver.Resolution
+      readonly temporary: boolean
+    },
     InvalidRequest | ConversationNotFound | StoreUnavailable | ServerShutdown
   > {
     if (yield* Deferred.isDone(shuttingDown)) return yield* new ServerShutdown()
     const providerModel = yield* model.resolveModel(input.request.model)
     const resolveStartedAt = yield* Clock.currentTimeMillis
     const elapsed = Effect.map(Clock.currentTimeMillis, (millis) => millis - resolveStartedAt)
+    const requested = input.request.conversation_id
+
+    // A conversation still waiting in the outbox resumes from there.
+    const asked = ConversationResolver.classify(requested)
+    const held = asked._tag === "Resume" ? outbox.held(context.userId, asked.id) : undefined
+    if (held !== undefined) {
+      return { model: providerModel, resolution: { conversation: held, source: "resumed" }, temporary: true }
+    }
+
+    const newId = yield* ids.next
     const resolution = yield* ConversationResolver.resolve({
       principal: input.principal,
-      conversationId: input.request.conversation_id,
+      conversationId: requested,
       stream: context.stream,
-      message: input.request.message
+      message: input.request.message,
+      newId
     }).pipe(
       Effect.provideService(ConversationStore, store),
       Effect.provideService(IdGenerator, ids),
+      Effect.timeout(context.stream ? config.creationBudget : config.storeTimeout),
+      Effect.catchTag("TimeoutError", () =>
+        Effect.fail(new StoreUnavailable({ message: "The conversation store did not answer in time" }))
+      ),
       Effect.tapError((error) =>
         error._tag === "StoreUnavailable"
           ? Effect.flatMap(elapsed, (durationMillis) =>
               hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis })
             )
-          : Effect.void
+          : error._tag === "ConversationNotFound"
+            ? Effect.forkDetach(auditResolution(context, requested, undefined))
+            : Effect.void
+      ),
+      // Streams never wait for the store: they start on a temporary id it gets later.
+      Effect.catchTag("StoreUnavailable", (error) =>
+        context.stream ? temporary(input, newId) : Effect.fail(error)
       )
     )
+    yield* Effect.forkDetach(auditResolution(context, requested, resolution))
     yield* hooks.conversationResolved({
       ...context,
       conversationId: resolution.conversation.id,
@@ -300,7 +430,7 @@ export const make = Effect.gen(function* () {
       created: resolution.source !== "resumed",
       durationMillis: yield* elapsed
     })
-    return { model: providerModel, resolution }
+    return { model: providerModel, resolution, temporary: resolution.source === "temporary" }
   })
 
   const contextOf = (input: ChatInput, stream: boolean): TurnContext => ({
@@ -312,10 +442,15 @@ export const make = Effect.gen(function* () {
   const stream = Effect.fnUntraced(function* (input: ChatInput) {
     const receivedAt = input.receivedAtMillis ?? (yield* Clock.currentTimeMillis)
     const context = contextOf(input, true)
-    const { model: providerModel, resolution } = yield* prepare(input, context).pipe(
+    const {
+      model: providerModel,
+      resolution,
+      temporary: isTemporary
+    } = yield* prepare(input, context).pipe(
       Effect.catchTag("ServerShutdown", () => Effect.fail(shutdownUnavailable))
     )
     const metadata = ChatEvent.metadata({
+      temporary: isTemporary,
       conversationId: resolution.conversation.id,
       model: config.publicModel,
       timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
@@ -389,7 +524,11 @@ export const make = Effect.gen(function* () {
   return ChatService.of({
     stream,
     complete,
-    shutdown: Deferred.fail(shuttingDown, new ServerShutdown()).pipe(Effect.asVoid)
+    shutdown: Deferred.fail(shuttingDown, new ServerShutdown()).pipe(
+      Effect.andThen(Effect.timeout(outbox.drained, config.outboxFlushTimeout)),
+      Effect.ignore
+    ),
+    outbox
   })
 })
 
@@ -399,6 +538,12 @@ const shutdownUnavailable = new StoreUnavailable({ message: "The server is shutt
 export const layer: Layer.Layer<ChatService, never, ConversationStore | LanguageModel> = Layer.effect(
   ChatService,
   make
-)
+).pipe(Layer.provide(ConversationOutbox.layer()))
+
+/** The chat service with outbox options (capacity, retry timing). */
+export const layerWith = (options: {
+  readonly outbox?: ConversationOutbox.Options | undefined
+}): Layer.Layer<ChatService, never, ConversationStore | LanguageModel> =>
+  Layer.effect(ChatService, make).pipe(Layer.provide(ConversationOutbox.layer(options.outbox)))
 
 export { ModelError }

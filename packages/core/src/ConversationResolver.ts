@@ -20,9 +20,10 @@ import { IdGenerator } from "./IdGenerator.ts"
 /**
  * Why a conversation was created or chosen: `absent` (no id given), `new`
  * (explicit `"new"`), `invalid_id` (malformed), `unknown_id` (well-formed but
- * not this user's), or `resumed`.
+ * not this user's), `resumed`, or `temporary` (the store was unavailable and
+ * the conversation waits in the outbox).
  */
-export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed"
+export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed" | "temporary"
 
 /** The outcome of resolution. */
 export interface Resolution {
@@ -36,6 +37,8 @@ export interface Input {
   readonly conversationId: string | null | undefined
   readonly stream: boolean
   readonly message: string
+  /** The id to give a created conversation; a fresh one from `IdGenerator` when absent. */
+  readonly newId?: string | undefined
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -80,7 +83,7 @@ export const classify = (
 export const create = Effect.fnUntraced(function* (input: Input, source: Source) {
   const store = yield* ConversationStore
   const ids = yield* IdGenerator
-  const id = yield* ids.next
+  const id = input.newId ?? (yield* ids.next)
   const now = new Date(yield* Clock.currentTimeMillis)
   const conversation = yield* store.create({
     id,

@@ -81,7 +81,76 @@ export interface Service {
     readonly conversationId: string
     readonly messages: ReadonlyArray<NewMessage>
   }) => Effect.Effect<boolean, StoreUnavailable>
+  /**
+   * The user's conversations, most recently updated first, `limit` at a time.
+   * Pass the previous page's `next` as `after` for the following page.
+   */
+  readonly list: (input: {
+    readonly userId: string
+    readonly limit: number
+    readonly after?: Cursor | undefined
+  }) => Effect.Effect<Page, StoreUnavailable>
+  /** Renames a conversation the user owns; `None` when they do not own it. */
+  readonly rename: (input: {
+    readonly userId: string
+    readonly id: string
+    readonly title: string
+    readonly now: Date
+  }) => Effect.Effect<Option.Option<Conversation>, StoreUnavailable>
+  /** Deletes a conversation the user owns, with its messages; `false` when they do not own it. */
+  readonly remove: (input: {
+    readonly userId: string
+    readonly id: string
+  }) => Effect.Effect<boolean, StoreUnavailable>
+  /**
+   * Whether any user owns a conversation with this id. Not scoped by user:
+   * only for telling a cross-user attempt from a missing id in the audit log,
+   * never for answering a request.
+   */
+  readonly exists: (id: string) => Effect.Effect<boolean, StoreUnavailable>
+  /**
+   * Deletes, in one batch of at most `limit`, conversations created before
+   * `createdBefore` that never received an assistant reply with content
+   * (abandoned), and returns their ids. Never blocks rows other writers hold.
+   */
+  readonly deleteAbandoned: (input: {
+    readonly createdBefore: Date
+    readonly limit: number
+  }) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly userId: string }>, StoreUnavailable>
+  /** How many conversations created in the window exist, and how many of them are abandoned. */
+  readonly abandonment: (input: {
+    readonly createdFrom: Date
+    readonly createdBefore: Date
+  }) => Effect.Effect<{ readonly created: number; readonly abandoned: number }, StoreUnavailable>
 }
+
+/** Where a page of `list` ends: the last conversation's `updatedAt` and id. */
+export interface Cursor {
+  readonly updatedAt: Date
+  readonly id: string
+}
+
+/** One page of conversations; `next` is absent on the last page. */
+export interface Page {
+  readonly conversations: ReadonlyArray<Conversation>
+  readonly next?: Cursor | undefined
+}
+
+/**
+ * Whether a conversation's messages count as abandoned: no assistant reply
+ * with content (the user never saw an answer).
+ */
+export const isAbandoned = (messages: ReadonlyArray<Pick<Message, "role" | "content">>): boolean =>
+  !messages.some((message) => message.role === "assistant" && message.content !== "")
+
+/** Orders conversations most recently updated first, ties by id descending. */
+export const newestFirst = (a: Conversation, b: Conversation): number =>
+  b.updatedAt.getTime() - a.updatedAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
+
+/** Whether a conversation comes after the cursor in `newestFirst` order. */
+export const isAfter = (conversation: Conversation, cursor: Cursor): boolean =>
+  conversation.updatedAt.getTime() < cursor.updatedAt.getTime() ||
+  (conversation.updatedAt.getTime() === cursor.updatedAt.getTime() && conversation.id < cursor.id)
 
 /** The conversation store service. */
 export class ConversationStore extends Context.Service<ConversationStore, Service>()(
@@ -127,10 +196,66 @@ export const makeMemory = (): Service => {
           if (list.some((existing) => existing.id === message.id)) continue
           list.push({ ...message, conversationId })
         }
-        const last = added.at(-1)
-        if (last !== undefined)
-          conversations.set(conversationId, { ...conversation, updatedAt: last.createdAt })
+        const latest = Math.max(
+          conversation.updatedAt.getTime(),
+          ...added.map((message) => message.createdAt.getTime())
+        )
+        conversations.set(conversationId, { ...conversation, updatedAt: new Date(latest) })
         return true
+      }),
+    list: ({ userId, limit, after }) =>
+      Effect.sync(() => {
+        const mine = [...conversations.values()]
+          .filter((conversation) => conversation.userId === userId)
+          .filter((conversation) => after === undefined || isAfter(conversation, after))
+          .sort(newestFirst)
+        const page = mine.slice(0, limit)
+        const last = page.at(-1)
+        return mine.length > limit && last !== undefined
+          ? { conversations: page, next: { updatedAt: last.updatedAt, id: last.id } }
+          : { conversations: page }
+      }),
+    rename: ({ userId, id, title, now }) =>
+      Effect.sync(() => {
+        const conversation = owned(userId, id)
+        if (conversation === undefined) return Option.none()
+        const renamed = { ...conversation, title, updatedAt: now }
+        conversations.set(id, renamed)
+        return Option.some(renamed)
+      }),
+    remove: ({ userId, id }) =>
+      Effect.sync(() => {
+        if (owned(userId, id) === undefined) return false
+        conversations.delete(id)
+        messages.delete(id)
+        return true
+      }),
+    exists: (id) => Effect.sync(() => conversations.has(id)),
+    deleteAbandoned: ({ createdBefore, limit }) =>
+      Effect.sync(() => {
+        const removed: Array<{ id: string; userId: string }> = []
+        for (const conversation of conversations.values()) {
+          if (removed.length >= limit) break
+          if (conversation.createdAt >= createdBefore) continue
+          if (!isAbandoned(messages.get(conversation.id) ?? [])) continue
+          removed.push({ id: conversation.id, userId: conversation.userId })
+        }
+        for (const { id } of removed) {
+          conversations.delete(id)
+          messages.delete(id)
+        }
+        return removed
+      }),
+    abandonment: ({ createdFrom, createdBefore }) =>
+      Effect.sync(() => {
+        let created = 0
+        let abandoned = 0
+        for (const conversation of conversations.values()) {
+          if (conversation.createdAt < createdFrom || conversation.createdAt >= createdBefore) continue
+          created++
+          if (isAbandoned(messages.get(conversation.id) ?? [])) abandoned++
+        }
+        return { created, abandoned }
       })
   }
 }

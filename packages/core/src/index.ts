@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+export * as AuditLog from "./AuditLog.ts"
 export * as ChatConfig from "./ChatConfig.ts"
 export * as ChatError from "./ChatError.ts"
 export * as ChatEvent from "./ChatEvent.ts"
@@ -11,6 +12,9 @@ export * as ChatHooks from "./ChatHooks.ts"
 export * as ChatHttp from "./ChatHttp.ts"
 export * as ChatRequest from "./ChatRequest.ts"
 export * as ChatService from "./ChatService.ts"
+export * as ConversationCleanup from "./ConversationCleanup.ts"
+export * as ConversationHttp from "./ConversationHttp.ts"
+export * as ConversationOutbox from "./ConversationOutbox.ts"
 export * as ConversationResolver from "./ConversationResolver.ts"
 export * as ConversationStore from "./ConversationStore.ts"
 export * as EchoLanguageModel from "./EchoLanguageModel.ts"
@@ -18,3 +22,4 @@ export * as HttpError from "./HttpError.ts"
 export * as Identity from "./Identity.ts"
 export * as IdGenerator from "./IdGenerator.ts"
 export * as LanguageModel from "./LanguageModel.ts"
+export * as RequestBody from "./RequestBody.ts"

@@ -88,7 +88,7 @@ describe("ChatHooks", () => {
     )
   })
 
-  it.effect("reports a store that fails to create the conversation", () => {
+  it.effect("reports a store that fails to create the conversation (non-streaming)", () => {
     const { seen, hooks } = recorder()
     const model = TestModel.make(() => TestModel.reply("x"))
     const memory = ConversationStore.makeMemory()
@@ -101,7 +101,9 @@ describe("ChatHooks", () => {
       hooks,
       (chat) =>
         Effect.gen(function* () {
-          const error = yield* Effect.flip(chat.stream(input("hi")))
+          const error = yield* Effect.flip(
+            chat.complete({ ...input("hi"), request: { message: "hi", stream: false } })
+          )
           assert.strictEqual(error._tag, "StoreUnavailable")
           assert.deepStrictEqual(seen, ["failed:store_unavailable"])
         }),

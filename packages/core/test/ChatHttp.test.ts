@@ -452,7 +452,8 @@ describe("ChatHttp GET /health", () => {
         status: "ok",
         model: "echo",
         store: "memory",
-        identity: "anonymous"
+        identity: "anonymous",
+        outbox: { pending: 0, drained: 0, dropped: 0 }
       })
     }))
 })

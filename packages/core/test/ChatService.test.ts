@@ -7,7 +7,7 @@ import {
   ChatHttp,
   type ChatRequest,
   ChatService,
-  ConversationStore
+  type ConversationStore
 } from "../src/index.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
@@ -326,38 +326,41 @@ describe("ChatService.stream", () => {
     )
   })
 
-  it.effect(
-    "a store failure after the start becomes an unavailable error event; the model is not called",
-    () => {
-      const model = TestModel.make(() => TestModel.reply("never"))
-      const healthy = TestStore.make()
-      const broken: ConversationStore.Service = {
-        ...healthy.service,
-        append: () => Effect.fail(ConversationStore.unavailable(new Error("disk full")))
-      }
-      const store = {
-        ...healthy,
-        service: broken,
-        layer: Layer.succeed(ConversationStore.ConversationStore, broken)
-      }
-      return withChat(
-        model,
-        ({ chat }) =>
-          Effect.gen(function* () {
-            const items = yield* collect(chat, alice, request("hi"))
-            assert.deepStrictEqual(
-              items.map((item) => item.type),
-              ["metadata", "error"]
-            )
-            const error = items[1] as ChatEvent.ErrorEvent
-            assert.strictEqual(error.error.type, "unavailable")
-            assert.notInclude(error.error.message, "disk full")
-            assert.strictEqual(model.calls.length, 0)
-          }),
-        store
-      )
-    }
-  )
+  it.live("a store failure after the start queues the messages; the reply streams and lands later", () => {
+    const model = TestModel.make(() => TestModel.reply("Hel", "lo"))
+    const store = TestStore.flaky()
+    return withChat(
+      model,
+      ({ chat }) =>
+        Effect.gen(function* () {
+          const pull = yield* Stream.toPull(yield* chat.stream({ principal: alice, request: request("hi") }))
+          const metadata = (yield* pull)[0] as ChatEvent.MetadataEvent
+          assert.isUndefined(metadata.temporary)
+          store.mode = "down"
+          const rest: Array<ChatService.StreamItem> = []
+          for (;;) {
+            const items = yield* pull.pipe(Effect.catchCause(() => Effect.succeed(undefined)))
+            if (items === undefined) break
+            rest.push(...items)
+          }
+          assert.deepStrictEqual(
+            rest.map((item) => item.type),
+            ["content", "content"]
+          )
+          assert.isAbove(chat.outbox.stats().pending, 0)
+          store.mode = "up"
+          yield* chat.outbox.drained
+          assert.deepStrictEqual(
+            yield* TestStore.transcript(store.service, "alice", metadata.conversation_id),
+            [
+              ["user", "complete", "hi"],
+              ["assistant", "complete", "Hello"]
+            ]
+          )
+        }).pipe(Effect.scoped),
+      store
+    )
+  })
 
   it.effect("sends heartbeats while the model is silent", () => {
     const model = TestModel.make(() => TestModel.endless())

@@ -1,0 +1,209 @@
+/**
+ * The conversation API, scoped to the caller:
+ *
+ * - `GET    /api/v0.3/conversations?limit=&cursor=` — newest first, cursor paginated
+ * - `GET    /api/v0.3/conversations/:id` — one conversation with its messages
+ * - `PATCH  /api/v0.3/conversations/:id` — `{"title": "..."}`
+ * - `DELETE /api/v0.3/conversations/:id` — the conversation and its messages
+ *
+ * Another user's conversation answers exactly like a missing one (404, same
+ * body, same work on the request path); the attempt is audited in the
+ * background.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, Option, Schema } from "effect"
+import { Base64Url } from "effect/encoding"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { AuditLog } from "./AuditLog.ts"
+import { ConversationNotFound, InvalidRequest } from "./ChatError.ts"
+import * as ChatRequest from "./ChatRequest.ts"
+import { isUuid, titleFrom } from "./ConversationResolver.ts"
+import { type Conversation, ConversationStore, type Cursor, type Message } from "./ConversationStore.ts"
+import { Identity } from "./Identity.ts"
+import * as RequestBody from "./RequestBody.ts"
+
+/** The path of the conversation collection. */
+export const CONVERSATIONS_PATH = "/api/v0.3/conversations"
+
+/** Page size when `limit` is not given, and the largest accepted. */
+export const DEFAULT_LIMIT = 20
+export const MAX_LIMIT = 100
+
+const MAX_TITLE_LENGTH = 200
+
+/** The body of `PATCH /api/v0.3/conversations/:id`. */
+export const RenameRequest = Schema.Struct({
+  title: Schema.String.check(
+    Schema.makeFilter((title: string) => title.trim() !== "" || "must be a non-empty string"),
+    Schema.makeFilter(
+      (title: string) => title.length <= MAX_TITLE_LENGTH || `must be at most ${MAX_TITLE_LENGTH} characters`
+    ),
+    Schema.makeFilter((title: string) => !title.includes("\u0000") || "must not contain NUL characters")
+  )
+})
+
+const conversationJson = (conversation: Conversation) => ({
+  id: conversation.id,
+  title: conversation.title,
+  created_at: conversation.createdAt.toISOString(),
+  updated_at: conversation.updatedAt.toISOString()
+})
+
+const messageJson = (message: Message) => ({
+  id: message.id,
+  role: message.role,
+  content: message.content,
+  status: message.status,
+  created_at: message.createdAt.toISOString()
+})
+
+/** Encodes a cursor as an opaque URL-safe token. */
+export const encodeCursor = (cursor: Cursor): string =>
+  Base64Url.encode(JSON.stringify([cursor.updatedAt.toISOString(), cursor.id]))
+
+/** Decodes a cursor token; `undefined` when it is not one this API issued. */
+export const decodeCursor = (token: string): Cursor | undefined => {
+  try {
+    const decoded = Base64Url.decodeString(token)
+    if (decoded._tag === "Failure") return undefined
+    const value: unknown = JSON.parse(decoded.success)
+    if (!Array.isArray(value) || value.length !== 2) return undefined
+    const [updatedAt, id] = value as [unknown, unknown]
+    if (typeof updatedAt !== "string" || typeof id !== "string" || !isUuid(id)) return undefined
+    const date = new Date(updatedAt)
+    return Number.isNaN(date.getTime()) ? undefined : { updatedAt: date, id }
+  } catch {
+    return undefined
+  }
+}
+
+const parseLimit = (raw: string | undefined): number | undefined => {
+  if (raw === undefined) return DEFAULT_LIMIT
+  if (!/^\d{1,3}$/.test(raw)) return undefined
+  const limit = Number(raw)
+  return limit >= 1 && limit <= MAX_LIMIT ? limit : undefined
+}
+
+/** The routes, built once from the services in context. */
+export const routes = Effect.gen(function* () {
+  const identity = yield* Identity
+  const store = yield* ConversationStore
+  const audit = yield* AuditLog
+
+  /** The `:id` of the route, when it can name a conversation at all. */
+  const idParam = Effect.map(HttpRouter.params, (params) => {
+    const id = params.id
+    return id !== undefined && isUuid(id) ? id.toLowerCase() : undefined
+  })
+
+  /**
+   * Answers a miss. When the id belongs to someone else the attempt is audited
+   * in a detached fiber, so the answer takes the same path either way.
+   */
+  const notFound = (userId: string, id: string | undefined, requestId: string | undefined) =>
+    Effect.gen(function* () {
+      if (id !== undefined) {
+        yield* Effect.forkDetach(
+          store.exists(id).pipe(
+            Effect.flatMap((exists) =>
+              exists
+                ? Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+                    audit.record([
+                      {
+                        action: "conversation.cross_user_access",
+                        userId,
+                        conversationId: id,
+                        requestId,
+                        at: new Date(millis)
+                      }
+                    ])
+                  )
+                : Effect.void
+            ),
+            Effect.ignore
+          )
+        )
+      }
+      return yield* new ConversationNotFound()
+    })
+
+  const requestIdOf = (request: HttpServerRequest.HttpServerRequest) => request.headers["x-request-id"]
+
+  const list = Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const principal = yield* identity.authenticate(request.headers)
+    const url = new URL(request.url, "http://localhost")
+    const limit = parseLimit(url.searchParams.get("limit") ?? undefined)
+    if (limit === undefined) {
+      return yield* new InvalidRequest({ message: `limit must be a whole number from 1 to ${MAX_LIMIT}` })
+    }
+    const token = url.searchParams.get("cursor")
+    const after = token === null || token === "" ? undefined : decodeCursor(token)
+    if (token !== null && token !== "" && after === undefined) {
+      return yield* new InvalidRequest({
+        message: "cursor is not valid; pass next_cursor from a previous page"
+      })
+    }
+    const page = yield* store.list({ userId: principal.userId, limit, after })
+    return HttpServerResponse.jsonUnsafe({
+      data: page.conversations.map(conversationJson),
+      next_cursor: page.next === undefined ? null : encodeCursor(page.next)
+    })
+  })
+
+  const show = Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const principal = yield* identity.authenticate(request.headers)
+    const id = yield* idParam
+    const found = id === undefined ? Option.none() : yield* store.find({ userId: principal.userId, id })
+    if (Option.isNone(found)) return yield* notFound(principal.userId, id, requestIdOf(request))
+    const messages = yield* store.history({ userId: principal.userId, conversationId: found.value.id })
+    return HttpServerResponse.jsonUnsafe({
+      ...conversationJson(found.value),
+      messages: messages.map(messageJson)
+    })
+  })
+
+  const rename = Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const principal = yield* identity.authenticate(request.headers)
+    const id = yield* idParam
+    const body = yield* ChatRequest.readWith(ChatRequest.parseWith(RenameRequest))(bodyOptions(request))
+    const now = new Date(yield* Clock.currentTimeMillis)
+    const renamed =
+      id === undefined
+        ? Option.none()
+        : yield* store.rename({ userId: principal.userId, id, title: titleFrom(body.title.trim()), now })
+    if (Option.isNone(renamed)) return yield* notFound(principal.userId, id, requestIdOf(request))
+    return HttpServerResponse.jsonUnsafe(conversationJson(renamed.value))
+  })
+
+  const remove = Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const principal = yield* identity.authenticate(request.headers)
+    const id = yield* idParam
+    const removed = id === undefined ? false : yield* store.remove({ userId: principal.userId, id })
+    if (!removed || id === undefined) return yield* notFound(principal.userId, id, requestIdOf(request))
+    yield* audit.record([
+      {
+        action: "conversation.deleted",
+        cause: "user",
+        userId: principal.userId,
+        conversationId: id,
+        requestId: requestIdOf(request),
+        at: new Date(yield* Clock.currentTimeMillis)
+      }
+    ])
+    return HttpServerResponse.empty({ status: 204 })
+  })
+
+  return [
+    HttpRouter.route("GET", CONVERSATIONS_PATH, list),
+    HttpRouter.route("GET", `${CONVERSATIONS_PATH}/:id`, show),
+    HttpRouter.route("PATCH", `${CONVERSATIONS_PATH}/:id`, rename),
+    HttpRouter.route("DELETE", `${CONVERSATIONS_PATH}/:id`, remove)
+  ]
+})
+
+const bodyOptions = (request: HttpServerRequest.HttpServerRequest) => RequestBody.read(request, 4 * 1024)

@@ -1,0 +1,234 @@
+/**
+ * The temporary-id fallback: streams start at once while the store is down or
+ * slow, their conversation and messages wait in the outbox under the same id,
+ * and everything lands once the store is back.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Layer, Stream } from "effect"
+import {
+  AuditLog,
+  ChatConfig,
+  type ChatEvent,
+  type ChatRequest,
+  ChatService,
+  ConversationStore
+} from "../src/index.ts"
+import * as TestModel from "./fixtures/TestModel.ts"
+import * as TestStore from "./fixtures/TestStore.ts"
+
+const alice = { userId: "alice" }
+const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+const settings = ChatConfig.make({
+  creationBudget: Duration.millis(20),
+  storeTimeout: Duration.millis(50),
+  persistTimeout: Duration.millis(50)
+})
+
+const withChat = <A, E>(
+  store: TestStore.TestStore,
+  body: (chat: ChatService.Service, audit: ReturnType<typeof AuditLog.makeMemory>) => Effect.Effect<A, E>,
+  options: { readonly capacity?: number; readonly model?: TestModel.TestModel } = {}
+) => {
+  const audit = AuditLog.makeMemory()
+  const model = options.model ?? TestModel.make((request) => TestModel.reply(`#${request.messages.length}`))
+  return Effect.gen(function* () {
+    return yield* body(yield* ChatService.ChatService, audit)
+  }).pipe(
+    Effect.provide(
+      ChatService.layerWith({
+        outbox: {
+          capacity: options.capacity,
+          attemptTimeout: Duration.millis(50),
+          maxBackoff: Duration.millis(20)
+        }
+      }).pipe(
+        Layer.provide(
+          Layer.mergeAll(
+            model.layer,
+            store.layer,
+            Layer.succeed(ChatConfig.ChatConfig, settings),
+            Layer.succeed(AuditLog.AuditLog, audit)
+          )
+        )
+      )
+    )
+  )
+}
+
+const request = (message: string, extra: Omit<ChatRequest.ChatRequest, "message"> = {}) => ({
+  message,
+  stream: true,
+  ...extra
+})
+
+const collect = (chat: ChatService.Service, body: ChatRequest.ChatRequest) =>
+  Effect.flatMap(chat.stream({ principal: alice, request: body }), Stream.runCollect)
+
+const metadataOf = (items: ReadonlyArray<ChatService.StreamItem>) => items[0] as ChatEvent.MetadataEvent
+const textOf = (items: ReadonlyArray<ChatService.StreamItem>) =>
+  items
+    .filter((item): item is ChatEvent.ContentEvent => item.type === "content")
+    .map((item) => item.delta.content)
+    .join("")
+
+describe("temporary-id fallback", () => {
+  for (const mode of ["down", "hang"] as const) {
+    it.live(`starts the stream on a temporary id when the store is ${mode}, and stores it all later`, () => {
+      const store = TestStore.flaky()
+      store.mode = mode
+      return withChat(store, (chat, audit) =>
+        Effect.gen(function* () {
+          const items = yield* collect(chat, request("hello"))
+          const metadata = metadataOf(items)
+          assert.strictEqual(metadata.type, "metadata")
+          assert.isTrue(metadata.temporary)
+          assert.match(metadata.conversation_id, UUID_V4)
+          assert.strictEqual(
+            JSON.stringify(metadata),
+            `{"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":${metadata.timestamp},"temporary":true}`
+          )
+          assert.strictEqual(textOf(items), "#1")
+          assert.isAbove(chat.outbox.stats().pending, 0)
+
+          store.mode = "up"
+          yield* chat.outbox.drained
+          assert.deepStrictEqual(chat.outbox.stats(), { pending: 0, drained: 3, dropped: 0 })
+          const stored = yield* store.service.find({ userId: "alice", id: metadata.conversation_id })
+          assert.strictEqual(stored._tag, "Some")
+          assert.deepStrictEqual(
+            yield* TestStore.transcript(store.service, "alice", metadata.conversation_id),
+            [
+              ["user", "complete", "hello"],
+              ["assistant", "complete", "#1"]
+            ]
+          )
+          // The id the client already holds now resumes like any other.
+          const next = yield* collect(chat, request("again", { conversation_id: metadata.conversation_id }))
+          assert.strictEqual(metadataOf(next).conversation_id, metadata.conversation_id)
+          assert.isUndefined(metadataOf(next).temporary)
+          assert.strictEqual(textOf(next), "#3")
+          const causes = audit.entries.flatMap((entry) =>
+            entry.action === "conversation.created" ? [entry.cause] : []
+          )
+          assert.deepStrictEqual(causes, ["temporary", "reconciled"])
+        })
+      )
+    })
+  }
+
+  it.live("resumes a temporary conversation from the outbox while the store is still down", () => {
+    const store = TestStore.flaky()
+    store.mode = "down"
+    return withChat(store, (chat) =>
+      Effect.gen(function* () {
+        const first = yield* collect(chat, request("one"))
+        const id = metadataOf(first).conversation_id
+        const second = yield* collect(chat, request("two", { conversation_id: id }))
+        assert.strictEqual(metadataOf(second).conversation_id, id)
+        assert.isTrue(metadataOf(second).temporary)
+        // The model saw the first turn: one, #1, two.
+        assert.strictEqual(textOf(second), "#3")
+        store.mode = "up"
+        yield* chat.outbox.drained
+        assert.deepStrictEqual(
+          (yield* TestStore.transcript(store.service, "alice", id)).map(
+            ([role, , content]) => `${role}:${content}`
+          ),
+          ["user:one", "assistant:#1", "user:two", "assistant:#3"]
+        )
+      })
+    )
+  })
+
+  it.live("another user cannot resume someone's temporary conversation", () => {
+    const store = TestStore.flaky()
+    store.mode = "down"
+    return withChat(store, (chat) =>
+      Effect.gen(function* () {
+        const id = metadataOf(yield* collect(chat, request("mine"))).conversation_id
+        const theirs = yield* Effect.flatMap(
+          chat.stream({ principal: { userId: "bob" }, request: request("peek", { conversation_id: id }) }),
+          Stream.runCollect
+        )
+        assert.notStrictEqual(metadataOf(theirs).conversation_id, id)
+        assert.strictEqual(textOf(theirs), "#1")
+      })
+    )
+  })
+
+  it.live("starts a new temporary conversation when asked to resume one the store cannot check", () => {
+    const store = TestStore.flaky()
+    return withChat(store, (chat) =>
+      Effect.gen(function* () {
+        const id = metadataOf(yield* collect(chat, request("stored"))).conversation_id
+        store.mode = "down"
+        const items = yield* collect(chat, request("while down", { conversation_id: id }))
+        assert.notStrictEqual(metadataOf(items).conversation_id, id)
+        assert.isTrue(metadataOf(items).temporary)
+      })
+    )
+  })
+
+  it.live("answers non-streaming requests with StoreUnavailable while the store is down", () => {
+    const store = TestStore.flaky()
+    store.mode = "hang"
+    return withChat(store, (chat) =>
+      Effect.gen(function* () {
+        const error = yield* Effect.flip(chat.complete({ principal: alice, request: { message: "hi" } }))
+        assert.strictEqual(error._tag, "StoreUnavailable")
+        assert.strictEqual(chat.outbox.stats().pending, 0)
+      })
+    )
+  })
+
+  it.live("refuses new streams with StoreUnavailable when the outbox is full", () => {
+    const store = TestStore.flaky()
+    store.mode = "down"
+    return withChat(
+      store,
+      (chat) =>
+        Effect.gen(function* () {
+          yield* collect(chat, request("fills the outbox"))
+          const error = yield* Effect.flip(
+            chat.stream({ principal: alice, request: request("one too many") })
+          )
+          assert.strictEqual(error._tag, "StoreUnavailable")
+        }),
+      { capacity: 3 }
+    )
+  })
+
+  it.live("a creation that commits after the budget is not duplicated", () => {
+    // The insert is slow, not lost: it commits after the stream already
+    // started on the same id as a temporary conversation.
+    const inner = TestStore.make()
+    let slowCreates = 1
+    const slow: ConversationStore.Service = {
+      ...inner.service,
+      create: (input) =>
+        slowCreates-- > 0
+          ? Effect.andThen(
+              Effect.sync(() => setTimeout(() => Effect.runFork(inner.service.create(input)), 60)),
+              Effect.never
+            )
+          : inner.service.create(input)
+    }
+    const store = { ...inner, service: slow, layer: Layer.succeed(ConversationStore.ConversationStore, slow) }
+    return withChat(store, (chat) =>
+      Effect.gen(function* () {
+        const metadata = metadataOf(yield* collect(chat, request("slow")))
+        assert.isTrue(metadata.temporary)
+        yield* Effect.sleep(Duration.millis(80))
+        yield* chat.outbox.drained
+        assert.deepStrictEqual(inner.created, [metadata.conversation_id, metadata.conversation_id])
+        const page = yield* inner.service.list({ userId: "alice", limit: 10 })
+        assert.strictEqual(page.conversations.length, 1)
+        assert.strictEqual(
+          (yield* TestStore.transcript(inner.service, "alice", metadata.conversation_id)).length,
+          2
+        )
+      })
+    )
+  })
+})
