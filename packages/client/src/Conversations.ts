@@ -124,12 +124,12 @@ export class Conversations {
     return conversation(await response.json())
   }
 
-  /** Renames a conversation; resolves with it as stored. */
+  /** Renames a conversation; resolves with it as stored (without its messages). */
   async rename(
     id: string,
     title: string,
     options: { readonly signal?: AbortSignal } = {}
-  ): Promise<Conversation> {
+  ): Promise<ConversationSummary> {
     const response = await this.#send({
       method: "PATCH",
       path: `${CONVERSATIONS_PATH}/${encodeURIComponent(id)}`,
@@ -137,7 +137,7 @@ export class Conversations {
       accept: "application/json",
       signal: options.signal ?? never
     })
-    return conversation(await response.json())
+    return summary(await response.json())
   }
 
   /** Deletes a conversation and its messages. */

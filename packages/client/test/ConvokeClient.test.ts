@@ -227,102 +227,67 @@ describe("against a test server (errors, retries, auth, conversation API)", () =
   })
 
   describe("conversation API", () => {
-    beforeAll(() => {
-      for (let index = 0; index < 5; index++) {
-        const at = new Date(Date.UTC(2026, 10, 1, 12, index)).toISOString()
-        server.conversations.push({
-          id: `alice-${index}`,
-          title: `Conversation ${index}`,
-          created_at: at,
-          updated_at: at,
-          owner: "alice",
-          messages: [
-            {
-              id: `m-${index}-1`,
-              role: "user",
-              content: `hello ${index}`,
-              status: "complete",
-              created_at: at
-            },
-            {
-              id: `m-${index}-2`,
-              role: "assistant",
-              content: `Echo #1: hello ${index}`,
-              status: "partial",
-              created_at: at
-            }
-          ]
-        })
+    const alice = () => new ConvokeClient({ baseUrl: server.url, apiKey: ALICE, retry: fast })
+    const bob = () => new ConvokeClient({ baseUrl: server.url, apiKey: BOB, retry: fast })
+    const created: Array<string> = []
+    let bobs: string
+
+    beforeAll(async () => {
+      for (const message of ["first topic", "second topic", "third topic"]) {
+        const reply = alice().chat({ message })
+        created.push(await reply.conversationId)
+        await reply.text
       }
-      server.conversations.push({
-        id: "bob-0",
-        title: "Bob's",
-        created_at: "2026-11-02T00:00:00.000Z",
-        updated_at: "2026-11-02T00:00:00.000Z",
-        owner: "bob",
-        messages: []
-      })
+      const reply = bob().chat({ message: "bob's topic" })
+      bobs = await reply.conversationId
+      await reply.text
     })
 
-    const alice = () => new ConvokeClient({ baseUrl: server.url, apiKey: ALICE, retry: fast })
-
-    it("lists newest first, page by page", async () => {
+    it("lists the caller's conversations newest first, page by page", async () => {
+      const newest = [...created].reverse()
       const first = await alice().conversations.list({ limit: 2 })
-      expect(first.data.map((conversation) => conversation.id)).toEqual(["alice-4", "alice-3"])
-      expect(first.data[0]).toEqual({
-        id: "alice-4",
-        title: "Conversation 4",
-        createdAt: "2026-11-01T12:04:00.000Z",
-        updatedAt: "2026-11-01T12:04:00.000Z"
-      })
+      expect(first.data.map((conversation) => conversation.id)).toEqual(newest.slice(0, 2))
+      expect(first.data[0]).toMatchObject({ id: newest[0], title: "third topic" })
+      expect(Date.parse(first.data[0]!.createdAt)).not.toBeNaN()
       expect(first.nextCursor).not.toBeNull()
-      const second = await alice().conversations.list({ limit: 2, cursor: first.nextCursor })
-      expect(second.data.map((conversation) => conversation.id)).toEqual(["alice-2", "alice-1"])
       const all: Array<string> = []
       for await (const conversation of alice().conversations.all({ limit: 2 })) all.push(conversation.id)
-      expect(all).toEqual(["alice-4", "alice-3", "alice-2", "alice-1", "alice-0"])
+      expect(all.filter((id) => created.includes(id))).toEqual(newest)
+      expect(all).not.toContain(bobs)
     })
 
     it("reads one with its messages, renames and deletes it", async () => {
-      const conversation = await alice().conversations.get("alice-1")
-      expect(conversation.messages).toEqual([
-        {
-          id: "m-1-1",
-          role: "user",
-          content: "hello 1",
-          status: "complete",
-          createdAt: "2026-11-01T12:01:00.000Z"
-        },
-        {
-          id: "m-1-2",
-          role: "assistant",
-          content: "Echo #1: hello 1",
-          status: "partial",
-          createdAt: "2026-11-01T12:01:00.000Z"
-        }
-      ])
-      const renamed = await alice().conversations.rename("alice-1", "Renamed")
-      expect(renamed.title).toBe("Renamed")
-      expect((await alice().conversations.list({ limit: 1 })).data[0]?.id).toBe("alice-1")
-      await alice().conversations.delete("alice-1")
+      const id = created[0]!
+      const conversation = await alice().conversations.get(id)
+      expect(conversation.messages.map((message) => [message.role, message.content, message.status])).toEqual(
+        [
+          ["user", "first topic", "complete"],
+          ["assistant", "Echo #1: first topic", "complete"]
+        ]
+      )
+      const renamed = await alice().conversations.rename(id, "Renamed")
+      expect(renamed).toMatchObject({ id, title: "Renamed" })
+      expect((await alice().conversations.list({ limit: 1 })).data[0]?.id).toBe(id)
+      await alice().conversations.delete(id)
       const error = await alice()
-        .conversations.get("alice-1")
+        .conversations.get(id)
         .catch((caught: unknown) => caught)
       expect(error).toMatchObject({ name: "ConvokeHttpError", status: 404, type: "not_found" })
     })
 
     it("cannot tell another user's conversation from a missing one", async () => {
       const other = await alice()
-        .conversations.get("bob-0")
+        .conversations.get(bobs)
         .catch((caught: unknown) => caught)
       const missing = await alice()
-        .conversations.get("nobody")
+        .conversations.get("00000000-0000-4000-8000-000000000000")
         .catch((caught: unknown) => caught)
       expect(other).toBeInstanceOf(ConvokeHttpError)
-      expect((other as ConvokeHttpError).body).toEqual((missing as ConvokeHttpError).body)
       expect((other as ConvokeHttpError).status).toBe(404)
-      const bob = new ConvokeClient({ baseUrl: server.url, apiKey: BOB })
-      expect((await bob.conversations.list()).data.map((conversation) => conversation.id)).toEqual(["bob-0"])
+      expect((other as ConvokeHttpError).body).toEqual((missing as ConvokeHttpError).body)
+      await expect(alice().conversations.rename(bobs, "mine now")).rejects.toMatchObject({ status: 404 })
+      await expect(alice().conversations.delete(bobs)).rejects.toMatchObject({ status: 404 })
+      expect((await bob().conversations.get(bobs)).title).toBe("bob's topic")
     })
   })
 })

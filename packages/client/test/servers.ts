@@ -2,13 +2,13 @@
  * Servers the client tests talk to over real loopback sockets:
  *
  * - the reference server (`apps/server`, embedded PGlite, echo model);
- * - a test server built from the core (`ChatHttp.makeApp` + `NodeHandler`)
- *   whose model fails mid-reply on request, which can answer the first
- *   requests with 503/429 or a dropped connection (retries), and which serves
- *   the conversation API's shape from fixtures.
+ * - a test server built from the core (`ChatHttp.makeApp` + `NodeHandler`,
+ *   in-memory store, API keys for two users) whose model fails mid-reply on
+ *   request, and which can answer the next chat requests with 503/429 or a
+ *   dropped connection (retries).
  */
 import { mkdtemp, rm } from "node:fs/promises"
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -67,29 +67,6 @@ const failingModel = Layer.succeed(LanguageModel.LanguageModel, {
 /** How the next chat requests are answered before the real handler sees them. */
 export type Fault = "503" | "429" | "drop"
 
-export interface TestConversation {
-  id: string
-  title: string
-  created_at: string
-  updated_at: string
-  owner: string
-  messages: Array<{ id: string; role: string; content: string; status: string; created_at: string }>
-}
-
-const sendJson = (response: ServerResponse, status: number, body: unknown) => {
-  response.writeHead(status, { "content-type": "application/json" })
-  response.end(JSON.stringify(body))
-}
-
-const notFound = (response: ServerResponse) =>
-  sendJson(response, 404, { error: { type: "not_found", message: "Conversation not found" } })
-
-const readBody = async (request: IncomingMessage) => {
-  const chunks: Array<Buffer> = []
-  for await (const chunk of request) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString("utf8")
-}
-
 /**
  * Records how each turn ended (the core's `turnEnded` hook runs after the
  * reply is stored), so a test can wait for the server to finish a turn
@@ -136,52 +113,6 @@ export const startTestServer = async () => {
   const handler = NodeHandler.toNodeHandler(app.handler)
   const faults: Array<Fault> = []
   const seen: Array<{ method: string; url: string; authorization: string | undefined }> = []
-  const conversations: Array<TestConversation> = []
-  const userOf = (request: IncomingMessage) =>
-    request.headers.authorization === "Bearer alice-key-0123456789abcdef"
-      ? "alice"
-      : request.headers.authorization === "Bearer bob-key-0123456789abcdef00"
-        ? "bob"
-        : undefined
-
-  const conversationApi = async (request: IncomingMessage, response: ServerResponse, url: URL) => {
-    const user = userOf(request)
-    if (user === undefined) {
-      return sendJson(response, 401, { error: { type: "unauthenticated", message: "Missing credentials" } })
-    }
-    const mine = conversations
-      .filter((conversation) => conversation.owner === user)
-      .sort((a, b) => b.updated_at.localeCompare(a.updated_at))
-    const id = url.pathname.split("/")[4]
-    const strip = ({ owner: _owner, messages: _messages, ...rest }: TestConversation) => rest
-    if (id === undefined || id === "") {
-      const limit = Number(url.searchParams.get("limit") ?? "20")
-      const offset = Number(url.searchParams.get("cursor") ?? "0")
-      const page = mine.slice(offset, offset + limit)
-      const next = offset + limit < mine.length ? String(offset + limit) : null
-      return sendJson(response, 200, { data: page.map(strip), next_cursor: next })
-    }
-    const found = mine.find((conversation) => conversation.id === id)
-    if (found === undefined) return notFound(response)
-    if (request.method === "GET") {
-      const { owner: _owner, ...rest } = found
-      return sendJson(response, 200, rest)
-    }
-    if (request.method === "PATCH") {
-      const body = JSON.parse(await readBody(request))
-      found.title = body.title
-      found.updated_at = new Date().toISOString()
-      const { owner: _owner, ...rest } = found
-      return sendJson(response, 200, rest)
-    }
-    if (request.method === "DELETE") {
-      conversations.splice(conversations.indexOf(found), 1)
-      response.writeHead(204)
-      return response.end()
-    }
-    return sendJson(response, 405, { error: { type: "method_not_allowed", message: "No" } })
-  }
-
   const http = createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost")
     seen.push({
@@ -189,10 +120,6 @@ export const startTestServer = async () => {
       url: url.pathname,
       authorization: request.headers.authorization
     })
-    if (url.pathname.startsWith("/api/v0.3/conversations")) {
-      conversationApi(request, response, url).catch(() => response.destroy())
-      return
-    }
     const fault = url.pathname === ChatHttp.CHAT_PATH ? faults.shift() : undefined
     if (fault === "drop") {
       request.socket.destroy()
@@ -217,7 +144,6 @@ export const startTestServer = async () => {
     fail: (...next: Array<Fault>) => faults.push(...next),
     /** Every request the server received. */
     seen,
-    conversations,
     /** Resolves with how the conversation's latest turn ended, once it has been stored. */
     turnEnded: turns.turnEnded,
     close: async () => {
