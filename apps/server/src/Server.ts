@@ -3,14 +3,16 @@
  * and identity chosen from settings. `start` is what the CLI runs and what
  * the tests start in-process.
  */
+import { existsSync } from "node:fs"
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { resolve } from "node:path"
+import { join, resolve } from "node:path"
 import { ChatConfig, ChatHttp, ConversationCleanup, EchoLanguageModel, Identity } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
 import type { Settings } from "./Settings.ts"
+import * as StaticFiles from "./StaticFiles.ts"
 
 /** A started server. */
 export interface RunningServer {
@@ -63,7 +65,17 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
     ),
     { outbox: { capacity: settings.outboxCapacity } }
   )
-  const http = createServer({ keepAliveTimeout: 65_000 }, NodeHandler.toNodeHandler(app.handler))
+  const chatHandler = NodeHandler.toNodeHandler(app.handler)
+  // The web demo (or any static directory) at `/`; API paths always reach the core.
+  const staticFiles = settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir)
+  const http = createServer({ keepAliveTimeout: 65_000 }, (request, response) => {
+    if (staticFiles === undefined || (request.method !== "GET" && request.method !== "HEAD")) {
+      return chatHandler(request, response)
+    }
+    return staticFiles(request, response).then((served) =>
+      served ? undefined : chatHandler(request, response)
+    )
+  })
   // Long-lived streams must not be cut by Node's default request timeout.
   http.requestTimeout = 0
   try {
@@ -113,6 +125,14 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
     ],
     ["public model", settings.publicModel]
   ]
+  if (settings.webDir !== undefined) {
+    summary.push([
+      "web demo",
+      existsSync(join(settings.webDir, "index.html"))
+        ? `${url}/`
+        : `not built (no index.html in ${settings.webDir}); run: pnpm --filter @convoke/web build`
+    ])
+  }
   return { url, port, app, http, summary, close }
 }
 

@@ -4,7 +4,9 @@
  * at once, in words that say how to fix it.
  */
 import { isIP } from "node:net"
+import { relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
+import { WEB_DEMO_DIR } from "./StaticFiles.ts"
 
 /** Validated settings. */
 export interface Settings {
@@ -32,6 +34,8 @@ export interface Settings {
   readonly cleanupIntervalMinutes: number
   /** Hours after which an unanswered conversation counts as abandoned. */
   readonly abandonedAfterHours: number
+  /** Directory of static files served at `/` (the web demo); `undefined` serves none. */
+  readonly webDir: string | undefined
 }
 
 /** One setting: its flag, its environment variable, its default and meaning. */
@@ -140,6 +144,12 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     fallback: "24",
     description: "Age at which a never-answered conversation is deleted"
+  },
+  {
+    flag: "web-dir",
+    env: "CONVOKE_WEB_DIR",
+    type: "string",
+    description: `Static files served at / ("off" serves none; default: the demo page, ${relative(process.cwd(), WEB_DEMO_DIR) || "."})`
   }
 ]
 
@@ -283,7 +293,8 @@ export const load = (
     abandonedAfterHours: integer(problems, "CONVOKE_ABANDONED_AFTER_HOURS", read("abandoned-after-hours")!, {
       min: 1,
       max: 87_600
-    })
+    }),
+    webDir: read("web-dir") === "off" ? undefined : resolve(read("web-dir") ?? WEB_DEMO_DIR)
   }
   if (problems.length > 0) throw new SettingsError(problems)
   return settings
