@@ -1,7 +1,8 @@
 // One streamed reply. The request is already running when you get it, and
 // every event is safe to subscribe to late: a handler added after the
 // metadata (or some deltas) arrived is called at once with what it missed,
-// then with what follows, in order. Handlers run on the SynchronizationContext
+// then with what follows, in order. Events are raised before the matching
+// task (ConversationId, Text) completes. Handlers run on the SynchronizationContext
 // that called Chat (Unity's main thread in a MonoBehaviour), or on the reading
 // thread when there is none.
 using System;
@@ -146,9 +147,9 @@ namespace Convoke
             {
                 if (metadata != null || IsFinished) return;
                 metadata = received;
+                Invoke(metadataReceived, received);
                 metadataSource.TrySetResult(received);
                 conversationIdSource.TrySetResult(received.ConversationId);
-                if (metadataReceived != null) metadataReceived(received);
             });
         }
 
@@ -158,7 +159,7 @@ namespace Convoke
             {
                 if (IsFinished) return;
                 deltas.Add(delta);
-                if (deltaReceived != null) deltaReceived(delta);
+                Invoke(deltaReceived, delta);
             });
         }
 
@@ -168,8 +169,8 @@ namespace Convoke
             {
                 if (IsFinished) return;
                 finalText = string.Concat(deltas.ToArray());
+                Invoke(completed, finalText);
                 textSource.TrySetResult(finalText);
-                if (completed != null) completed(finalText);
             });
         }
 
@@ -179,6 +180,7 @@ namespace Convoke
             {
                 if (IsFinished) return;
                 failure = error;
+                Invoke(failed, error);
                 if (error is OperationCanceledException)
                 {
                     metadataSource.TrySetCanceled();
@@ -191,11 +193,33 @@ namespace Convoke
                     conversationIdSource.TrySetException(error);
                     textSource.TrySetException(error);
                 }
-                if (failed != null) failed(error);
             });
         }
 
         private bool IsFinished { get { return finalText != null || failure != null; } }
+
+        // Handlers run before the matching task completes, so code awaiting a
+        // task sees every handler's effect. A throwing handler must not break
+        // the stream: its exception is rethrown on the caller's context (Unity
+        // logs it) or traced when there is none.
+        private void Invoke<T>(Action<T> handlers, T value)
+        {
+            if (handlers == null) return;
+            foreach (Delegate handler in handlers.GetInvocationList())
+            {
+                try
+                {
+                    ((Action<T>)handler)(value);
+                }
+                catch (Exception error)
+                {
+                    if (context != null)
+                        context.Post(_ => { throw new ConvokeException("A ChatStream event handler threw", error); }, null);
+                    else
+                        System.Diagnostics.Trace.TraceError("A ChatStream event handler threw: " + error);
+                }
+            }
+        }
 
         private void Dispatch(Action action)
         {
