@@ -7,6 +7,7 @@ import { existsSync } from "node:fs"
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { join, resolve } from "node:path"
+import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
 import { ChatConfig, ChatHttp, ConversationCleanup, EchoLanguageModel, Identity } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
@@ -35,6 +36,34 @@ const storeLayer = (settings: Settings) =>
     ? PgConversationStore.layerEmbedded({ dataDir: resolve(settings.dataDir) })
     : PgConversationStore.layerUrl(settings.databaseUrl)
 
+// Claude when an Anthropic key is configured, the echo model otherwise. The
+// public model name is accepted as a request alias too, since clients see it
+// in every metadata event.
+const modelLayer = (settings: Settings) => {
+  const anthropic = settings.anthropic
+  if (anthropic === undefined)
+    return EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) })
+  const model = anthropic.model ?? AnthropicModels.defaultModel
+  return AnthropicLanguageModel.layer({
+    apiKey: anthropic.apiKey,
+    baseUrl: anthropic.baseUrl,
+    model,
+    models: { [settings.publicModel]: model, ...anthropic.models },
+    maxTokens: anthropic.maxTokens,
+    system: anthropic.systemPrompt,
+    idleTimeout: Duration.millis(anthropic.idleTimeoutMs),
+    retry: { maxRetries: anthropic.maxRetries, baseDelay: Duration.millis(anthropic.retryDelayMs) },
+    history: { maxMessages: anthropic.historyMaxMessages, maxCharacters: anthropic.historyMaxCharacters }
+  })
+}
+
+const modelSummary = (settings: Settings): string => {
+  const anthropic = settings.anthropic
+  if (anthropic === undefined) return `echo (${settings.echoDelayMs} ms per word; no model key configured)`
+  const where = anthropic.baseUrl === undefined ? "" : ` via ${redactUrl(anthropic.baseUrl)}`
+  return `anthropic ${anthropic.model ?? AnthropicModels.defaultModel}${where} (ANTHROPIC_API_KEY set)`
+}
+
 const identityLayer = (settings: Settings) =>
   settings.apiKeys.length > 0 ? Identity.layerApiKeys(settings.apiKeys) : Identity.layerAnonymous()
 
@@ -59,7 +88,7 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
     Layer.mergeAll(
       store,
       cleanup,
-      EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) }),
+      modelLayer(settings),
       identityLayer(settings),
       Layer.succeed(ChatConfig.ChatConfig, config)
     ),
@@ -116,7 +145,7 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
         ? `embedded PGlite in ${resolve(settings.dataDir)}`
         : `PostgreSQL ${redactUrl(settings.databaseUrl)}`
     ],
-    ["model", `echo (${settings.echoDelayMs} ms per word; no model key configured)`],
+    ["model", modelSummary(settings)],
     [
       "auth",
       settings.apiKeys.length > 0

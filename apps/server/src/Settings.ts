@@ -6,6 +6,8 @@
 import { isIP } from "node:net"
 import { relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
+import { AnthropicModels } from "@convoke/anthropic"
+import { Redacted } from "effect"
 import { WEB_DEMO_DIR } from "./StaticFiles.ts"
 
 /** Validated settings. */
@@ -36,6 +38,25 @@ export interface Settings {
   readonly abandonedAfterHours: number
   /** Directory of static files served at `/` (the web demo); `undefined` serves none. */
   readonly webDir: string | undefined
+  /** Claude settings; present when `ANTHROPIC_API_KEY` is set, else the echo model is used. */
+  readonly anthropic: AnthropicSettings | undefined
+}
+
+/** Settings of the Claude model. */
+export interface AnthropicSettings {
+  readonly apiKey: Redacted.Redacted<string>
+  readonly baseUrl: string | undefined
+  /** Provider model for requests that name none; `undefined` keeps the package default. */
+  readonly model: string | undefined
+  /** Extra request aliases → provider models. */
+  readonly models: Readonly<Record<string, string>>
+  readonly maxTokens: number
+  readonly systemPrompt: string | undefined
+  readonly idleTimeoutMs: number
+  readonly maxRetries: number
+  readonly retryDelayMs: number
+  readonly historyMaxMessages: number
+  readonly historyMaxCharacters: number
 }
 
 /** One setting: its flag, its environment variable, its default and meaning. */
@@ -45,6 +66,8 @@ interface Option {
   readonly type: "string" | "boolean"
   readonly description: string
   readonly fallback?: string
+  /** Read from the environment only (secrets stay out of the process list). */
+  readonly envOnly?: boolean
 }
 
 /** Every setting, in the order the help text lists them. */
@@ -146,6 +169,79 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Age at which a never-answered conversation is deleted"
   },
   {
+    flag: "anthropic-api-key",
+    env: "ANTHROPIC_API_KEY",
+    type: "string",
+    envOnly: true,
+    description: "Anthropic API key; when set, replies come from Claude instead of the echo model"
+  },
+  {
+    flag: "anthropic-base-url",
+    env: "ANTHROPIC_BASE_URL",
+    type: "string",
+    description: "Anthropic API base URL, for gateways (default https://api.anthropic.com)"
+  },
+  {
+    flag: "anthropic-model",
+    env: "ANTHROPIC_MODEL",
+    type: "string",
+    description: `Claude model for requests that name none (default ${AnthropicModels.defaultModel})`
+  },
+  {
+    flag: "anthropic-models",
+    env: "CONVOKE_ANTHROPIC_MODELS",
+    type: "string",
+    description: "Extra accepted request models, as alias=claude-model pairs, comma-separated"
+  },
+  {
+    flag: "anthropic-max-tokens",
+    env: "ANTHROPIC_MAX_TOKENS",
+    type: "string",
+    fallback: "4096",
+    description: "max_tokens of each Claude reply"
+  },
+  {
+    flag: "system-prompt",
+    env: "ANTHROPIC_SYSTEM_PROMPT",
+    type: "string",
+    description: "System prompt sent to Claude with every request"
+  },
+  {
+    flag: "model-idle-timeout-ms",
+    env: "CONVOKE_MODEL_IDLE_TIMEOUT_MS",
+    type: "string",
+    fallback: "60000",
+    description: "Silence from Claude (not even a ping) that ends a reply with a timeout_error"
+  },
+  {
+    flag: "model-max-retries",
+    env: "CONVOKE_MODEL_MAX_RETRIES",
+    type: "string",
+    fallback: "2",
+    description: "Retries of an overloaded, rate-limited or failed Claude request before its first word"
+  },
+  {
+    flag: "model-retry-delay-ms",
+    env: "CONVOKE_MODEL_RETRY_DELAY_MS",
+    type: "string",
+    fallback: "500",
+    description: "First retry delay, doubled each time (a longer retry-after is honoured)"
+  },
+  {
+    flag: "history-max-messages",
+    env: "CONVOKE_HISTORY_MAX_MESSAGES",
+    type: "string",
+    fallback: "100",
+    description: "Most turns of history sent to Claude (oldest dropped first)"
+  },
+  {
+    flag: "history-max-characters",
+    env: "CONVOKE_HISTORY_MAX_CHARACTERS",
+    type: "string",
+    fallback: "400000",
+    description: "Most characters of history sent to Claude (oldest dropped first)"
+  },
+  {
     flag: "web-dir",
     env: "CONVOKE_WEB_DIR",
     type: "string",
@@ -176,7 +272,7 @@ export const help = (): string =>
     "",
     ...OPTIONS.map(
       (option) =>
-        `  --${option.flag.padEnd(26)} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}`
+        `  ${option.envOnly === true ? "(environment only)".padEnd(28) : `--${option.flag.padEnd(26)}`} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}`
     ),
     "  --help                     Show this help"
   ].join("\n")
@@ -222,7 +318,12 @@ export const load = (
 ): Settings => {
   const { values } = parseArgs({
     args: [...argv],
-    options: Object.fromEntries(OPTIONS.map((option) => [option.flag, { type: option.type }])),
+    options: Object.fromEntries(
+      OPTIONS.filter((option) => option.envOnly !== true).map((option) => [
+        option.flag,
+        { type: option.type }
+      ])
+    ),
     strict: true,
     allowPositionals: false
   })
@@ -294,8 +395,65 @@ export const load = (
       min: 1,
       max: 87_600
     }),
+    anthropic: parseAnthropic(problems, read),
     webDir: read("web-dir") === "off" ? undefined : resolve(read("web-dir") ?? WEB_DEMO_DIR)
   }
   if (problems.length > 0) throw new SettingsError(problems)
   return settings
+}
+
+const parseAnthropic = (
+  problems: Array<string>,
+  read: (flag: string) => string | undefined
+): AnthropicSettings | undefined => {
+  const apiKey = read("anthropic-api-key")?.trim()
+  if (apiKey === undefined || apiKey === "") return undefined
+  const baseUrl = read("anthropic-base-url")
+  if (baseUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(baseUrl)) {
+    problems.push("ANTHROPIC_BASE_URL must be an http:// or https:// URL")
+  }
+  let models: Record<string, string> = {}
+  try {
+    models = AnthropicModels.parseAliases(read("anthropic-models") ?? "")
+  } catch (error) {
+    problems.push(`CONVOKE_ANTHROPIC_MODELS: ${(error as Error).message}`)
+  }
+  const model = read("anthropic-model")
+  if (model !== undefined && model.trim() === "") problems.push("ANTHROPIC_MODEL must not be empty")
+  return {
+    apiKey: Redacted.make(apiKey),
+    baseUrl,
+    model,
+    models,
+    maxTokens: integer(problems, "ANTHROPIC_MAX_TOKENS", read("anthropic-max-tokens")!, {
+      min: 1,
+      max: 1_000_000
+    }),
+    systemPrompt: read("system-prompt"),
+    idleTimeoutMs: integer(problems, "CONVOKE_MODEL_IDLE_TIMEOUT_MS", read("model-idle-timeout-ms")!, {
+      min: 10,
+      max: 3_600_000
+    }),
+    maxRetries: integer(problems, "CONVOKE_MODEL_MAX_RETRIES", read("model-max-retries")!, {
+      min: 0,
+      max: 10
+    }),
+    retryDelayMs: integer(problems, "CONVOKE_MODEL_RETRY_DELAY_MS", read("model-retry-delay-ms")!, {
+      min: 0,
+      max: 60_000
+    }),
+    historyMaxMessages: integer(problems, "CONVOKE_HISTORY_MAX_MESSAGES", read("history-max-messages")!, {
+      min: 1,
+      max: 100_000
+    }),
+    historyMaxCharacters: integer(
+      problems,
+      "CONVOKE_HISTORY_MAX_CHARACTERS",
+      read("history-max-characters")!,
+      {
+        min: 1000,
+        max: 100_000_000
+      }
+    )
+  }
 }

@@ -6,16 +6,23 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterEach, describe, expect, it } from "vitest"
+import * as FakeAnthropic from "../../../packages/anthropic/test/fixtures/FakeAnthropic.ts"
 import { chat, frames } from "./helpers.ts"
 
 const bin = join(import.meta.dirname, "..", "src", "bin.ts")
 const children: Array<ChildProcess> = []
 const dirs: Array<string> = []
 
+// The developer's own Anthropic settings must not turn these runs into calls to Claude.
+const inherited = Object.fromEntries(
+  Object.entries(process.env).filter(([name]) => !name.startsWith("ANTHROPIC_"))
+)
+
 const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
   const child = spawn(process.execPath, [bin, ...args], {
-    env: { ...process.env, PORT: "0", ...env },
+    env: { ...inherited, PORT: "0", ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
   children.push(child)
@@ -77,6 +84,31 @@ describe("convoke CLI", () => {
     expect(payloads.at(-1)).toBe("[DONE]")
     expect(JSON.parse(payloads.at(-2)!)).toMatchObject({ type: "error", error: { type: "shutdown" } })
     expect(await server.exited).toBe(0)
+  })
+
+  it("talks to Claude when ANTHROPIC_API_KEY is set, and never prints the key", async () => {
+    const fake = await FakeAnthropic.start()
+    const database = await makeTestDatabase()
+    try {
+      const key = "sk-ant-cli-0123456789abcdefghij"
+      const server = run([], {
+        ANTHROPIC_API_KEY: key,
+        ANTHROPIC_BASE_URL: fake.url,
+        DATABASE_URL: database.url
+      })
+      const url = await server.listening()
+      expect(server.output().stdout).toMatch(/model\s+anthropic claude-sonnet-5-5 via http:\/\/127\.0\.0\.1/)
+      expect((await (await fetch(`${url}/health`)).json()).model).toBe("anthropic")
+      const reply = await (await chat({ url }, { message: "Hi" })).json()
+      expect(reply.message.content).toBe("Hello there, how can I help?")
+      server.child.kill("SIGTERM")
+      expect(await server.exited).toBe(0)
+      const { stdout, stderr } = server.output()
+      expect(stdout + stderr).not.toContain(key)
+    } finally {
+      await fake.close()
+      await database.drop()
+    }
   })
 
   it("refuses anonymous access on a non-loopback address", async () => {

@@ -33,6 +33,7 @@ import {
   type MessageStatus,
   type NewMessage
 } from "./ConversationStore.ts"
+import * as Deadline from "./Deadline.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
 import {
@@ -153,7 +154,7 @@ export const make = Effect.gen(function* () {
     const entry: ConversationOutbox.Entry = { _tag: "Append", userId, conversationId, messages }
     if (outbox.holds(conversationId)) return queue(entry)
     return store.append({ userId, conversationId, messages }).pipe(
-      Effect.timeout(timeout),
+      Deadline.within(timeout),
       Effect.asVoid,
       Effect.catch(() => queue(entry))
     )
@@ -163,7 +164,7 @@ export const make = Effect.gen(function* () {
   const historyOf = (userId: string, conversationId: string) => {
     if (!outbox.holds(conversationId)) return store.history({ userId, conversationId })
     return store.history({ userId, conversationId }).pipe(
-      Effect.timeout(config.creationBudget),
+      Deadline.within(config.creationBudget),
       Effect.orElseSucceed((): ReadonlyArray<Message> => []),
       Effect.map((stored) => [...stored, ...outbox.pendingMessages(conversationId)])
     )
@@ -404,7 +405,7 @@ export const make = Effect.gen(function* () {
     }).pipe(
       Effect.provideService(ConversationStore, store),
       Effect.provideService(IdGenerator, ids),
-      Effect.timeout(context.stream ? config.creationBudget : config.storeTimeout),
+      Deadline.within(context.stream ? config.creationBudget : config.storeTimeout),
       Effect.catchTag("TimeoutError", () =>
         Effect.fail(new StoreUnavailable({ message: "The conversation store did not answer in time" }))
       ),

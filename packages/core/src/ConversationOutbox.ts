@@ -20,6 +20,7 @@
 import { Clock, Context, Duration, Effect, Latch, Layer } from "effect"
 import { AuditLog } from "./AuditLog.ts"
 import { type Conversation, ConversationStore, type Message, type NewMessage } from "./ConversationStore.ts"
+import * as Deadline from "./Deadline.ts"
 
 /** One write waiting for the store. */
 export type Entry =
@@ -174,7 +175,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               )
             )
     return attempt.pipe(
-      Effect.timeout(attemptTimeout),
+      Deadline.within(attemptTimeout),
       Effect.catchCause(() => Effect.succeed(false))
     )
   }

@@ -109,9 +109,10 @@ export interface Service {
    */
   readonly exists: (id: string) => Effect.Effect<boolean, StoreUnavailable>
   /**
-   * Deletes, in one batch of at most `limit`, conversations created before
-   * `createdBefore` that never received an assistant reply with content
-   * (abandoned), and returns their ids. Never blocks rows other writers hold.
+   * Deletes, in one batch of at most `limit`, conversations created and last
+   * updated before `createdBefore` that never received an assistant reply
+   * with content (abandoned), and returns their ids. A conversation touched
+   * since (a turn in progress) is spared. Never blocks rows other writers hold.
    */
   readonly deleteAbandoned: (input: {
     readonly createdBefore: Date
@@ -236,7 +237,7 @@ export const makeMemory = (): Service => {
         const removed: Array<{ id: string; userId: string }> = []
         for (const conversation of conversations.values()) {
           if (removed.length >= limit) break
-          if (conversation.createdAt >= createdBefore) continue
+          if (conversation.createdAt >= createdBefore || conversation.updatedAt >= createdBefore) continue
           if (!isAbandoned(messages.get(conversation.id) ?? [])) continue
           removed.push({ id: conversation.id, userId: conversation.userId })
         }

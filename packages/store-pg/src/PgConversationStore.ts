@@ -1,8 +1,10 @@
 /**
  * The PostgreSQL implementation of `ConversationStore`, on `@effect/sql-pg`.
  *
- * Every query is scoped by user id and served by an index; each operation is
- * one round trip. The same SQL runs against a PostgreSQL server (`layerUrl`),
+ * Every query that answers a user is scoped by user id (`exists`,
+ * `deleteAbandoned` and `abandonment` span users, for the audit log and
+ * cleanup); every query is served by an index and each operation is one round
+ * trip. The same SQL runs against a PostgreSQL server (`layerUrl`),
  * any `SqlClient` you already have (`layer`), or the embedded PGlite database
  * (`layerEmbedded`).
  *
@@ -12,10 +14,12 @@
  *
  * @since 0.1.0
  */
-import { type ChatError, ConversationStore } from "@convoke/core"
+import { AuditLog, type ChatError, ConversationStore } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import { isUuid, storable } from "./internal/text.ts"
+import * as PgAuditLog from "./PgAuditLog.ts"
 import * as PgEmbedded from "./PgEmbedded.ts"
 import * as PgMigrations from "./PgMigrations.ts"
 
@@ -45,16 +49,6 @@ interface MessageRow {
   readonly metadata: Record<string, unknown> | null
   readonly created_at: Date
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-const isUuid = (value: string): boolean => UUID.test(value)
-
-const LONE_SURROGATE = /\p{Cs}/gu
-
-/** Text PostgreSQL accepts: no NUL, no unpaired surrogate. */
-const storable = (text: string): string =>
-  text.replaceAll("\u0000", "\uFFFD").replace(LONE_SURROGATE, "\uFFFD")
 
 /**
  * Whether a user id can be stored as it is. Replacing characters in an id
@@ -209,12 +203,119 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return owner.length > 0
   }, orUnavailable)
 
+  const list = Effect.fn("PgConversationStore.list")(function* (input: {
+    readonly userId: string
+    readonly limit: number
+    readonly after?: ConversationStore.Cursor | undefined
+  }) {
+    const { userId, after } = input
+    if (!Number.isSafeInteger(input.limit) || input.limit < 1)
+      return yield* refuse("A page limit must be a positive integer")
+    if (!isStorableUserId(userId)) return { conversations: [] }
+    if (after !== undefined && (!isUuid(after.id) || Number.isNaN(after.updatedAt.getTime())))
+      return yield* refuse("A cursor needs a valid date and a UUID")
+    // One row more than the page tells whether another page follows.
+    const rows = yield* sql<ConversationRow>`
+      SELECT id, user_id, title, created_at, updated_at
+      FROM convoke_conversations
+      WHERE user_id = ${userId}${
+        after === undefined ? sql`` : sql` AND (updated_at, id) < (${after.updatedAt}, ${after.id}::uuid)`
+      }
+      ORDER BY updated_at DESC, id DESC
+      LIMIT ${input.limit + 1}`.withoutTransform
+    const conversations = rows.slice(0, input.limit).map(toConversation)
+    const last = conversations.at(-1)
+    return rows.length > input.limit && last !== undefined
+      ? { conversations, next: { updatedAt: last.updatedAt, id: last.id } }
+      : { conversations }
+  }, orUnavailable)
+
+  const rename = Effect.fn("PgConversationStore.rename")(function* (input: {
+    readonly userId: string
+    readonly id: string
+    readonly title: string
+    readonly now: Date
+  }) {
+    if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
+    const rows = yield* sql<ConversationRow>`
+      UPDATE convoke_conversations
+      SET title = ${storable(input.title)}, updated_at = ${input.now}
+      WHERE id = ${input.id}::uuid AND user_id = ${input.userId}
+      RETURNING id, user_id, title, created_at, updated_at`.withoutTransform
+    return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
+  }, orUnavailable)
+
+  const remove = Effect.fn("PgConversationStore.remove")(function* (input: {
+    readonly userId: string
+    readonly id: string
+  }) {
+    if (!isUuid(input.id) || !isStorableUserId(input.userId)) return false
+    // Messages go with it: the foreign key cascades.
+    const rows = yield* sql<{ readonly id: string }>`
+      DELETE FROM convoke_conversations
+      WHERE id = ${input.id}::uuid AND user_id = ${input.userId}
+      RETURNING id`.withoutTransform
+    return rows.length > 0
+  }, orUnavailable)
+
+  const exists = Effect.fn("PgConversationStore.exists")(function* (id: string) {
+    if (!isUuid(id)) return false
+    const rows = yield* sql<{ readonly id: string }>`
+      SELECT id FROM convoke_conversations WHERE id = ${id}::uuid`.withoutTransform
+    return rows.length > 0
+  }, orUnavailable)
+
+  const deleteAbandoned = Effect.fn("PgConversationStore.deleteAbandoned")(function* (input: {
+    readonly createdBefore: Date
+    readonly limit: number
+  }) {
+    if (!Number.isSafeInteger(input.limit) || input.limit < 1)
+      return yield* refuse("A batch limit must be a positive integer")
+    if (Number.isNaN(input.createdBefore.getTime())) return yield* refuse("The cutoff must be a valid date")
+    // SKIP LOCKED: rows a request is appending to right now are left for the
+    // next batch instead of making the request (or this batch) wait.
+    // `replied` is rechecked on the locked row, so a reply that commits after
+    // this statement started keeps its conversation.
+    const rows = yield* sql<{ readonly id: string; readonly user_id: string }>`
+      DELETE FROM convoke_conversations
+      WHERE id IN (
+        SELECT id
+        FROM convoke_conversations
+        WHERE NOT replied AND created_at < ${input.createdBefore} AND updated_at < ${input.createdBefore}
+        ORDER BY created_at
+        LIMIT ${input.limit}
+        FOR UPDATE SKIP LOCKED
+      )
+      RETURNING id, user_id`.withoutTransform
+    return rows.map((row) => ({ id: row.id, userId: row.user_id }))
+  }, orUnavailable)
+
+  const abandonment = Effect.fn("PgConversationStore.abandonment")(function* (input: {
+    readonly createdFrom: Date
+    readonly createdBefore: Date
+  }) {
+    if (Number.isNaN(input.createdFrom.getTime()) || Number.isNaN(input.createdBefore.getTime()))
+      return yield* refuse("The window must have valid dates")
+    const rows = yield* sql<{ readonly created: string | number; readonly abandoned: string | number }>`
+      SELECT count(*)::int8 AS created, count(*) FILTER (WHERE NOT replied)::int8 AS abandoned
+      FROM convoke_conversations
+      WHERE created_at >= ${input.createdFrom} AND created_at < ${input.createdBefore}`.withoutTransform
+    const row = rows[0]
+    return { created: Number(row?.created ?? 0), abandoned: Number(row?.abandoned ?? 0) }
+  }, orUnavailable)
+
   return ConversationStore.ConversationStore.of({
     name: options.name ?? "postgres",
     create,
     find,
     history,
-    append
+    append,
+    list,
+    rename,
+    remove,
+    exists,
+    deleteAbandoned,
+    abandonment
   })
 })
 
@@ -231,15 +332,35 @@ export const layer = (
   )
 
 /**
+ * The store and `PgAuditLog` on the `SqlClient` in context, after applying
+ * the migrations once. Use it when Convoke should also keep its audit table
+ * on your client; `layerUrl` and `layerEmbedded` are built on it.
+ */
+export const layerWithAuditLog = (
+  options: Options & { readonly auditLog?: PgAuditLog.Options | undefined } = {}
+): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable, SqlClient.SqlClient> =>
+  Layer.effectContext(
+    Effect.gen(function* () {
+      yield* orUnavailable(PgMigrations.run)
+      const store = yield* make(options)
+      const auditLog = yield* PgAuditLog.make(options.auditLog)
+      return Context.make(ConversationStore.ConversationStore, store).pipe(
+        Context.add(AuditLog.AuditLog, auditLog)
+      )
+    })
+  )
+
+/**
  * The store on a PostgreSQL server reached by URL
  * (`postgres://user:password@host:5432/database`), with its own connection
- * pool. Use it in production, e.g. with `DATABASE_URL`.
+ * pool, and the audit log (`PgAuditLog`) on the same pool. Use it in
+ * production, e.g. with `DATABASE_URL`.
  */
 export const layerUrl = (
   url: string | Redacted.Redacted<string>,
   options: PoolOptions = {}
 ): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
-  layer({ name: "postgres" }).pipe(
+  layerWithAuditLog({ name: "postgres" }).pipe(
     Layer.provide(
       PgClient.layerFrom(
         orUnavailable(
@@ -253,10 +374,11 @@ export const layerUrl = (
 
 /**
  * The store on an embedded PGlite database kept in `dataDir` (default
- * `./.convoke/data`; `memory://` keeps nothing). Use it when no PostgreSQL
- * server is configured: development, demos, single-process deployments.
+ * `./.convoke/data`; `memory://` keeps nothing), with the audit log
+ * (`PgAuditLog`) in the same database. Use it when no PostgreSQL server is
+ * configured: development, demos, single-process deployments.
  */
 export const layerEmbedded = (
   options: PgEmbedded.Options = {}
 ): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
-  layer({ name: "pglite" }).pipe(Layer.provide(PgEmbedded.layer(options)))
+  layerWithAuditLog({ name: "pglite" }).pipe(Layer.provide(PgEmbedded.layer(options)))

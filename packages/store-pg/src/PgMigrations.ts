@@ -51,6 +51,82 @@ export const migrations: Record<string, Effect.Effect<void, SqlError.SqlError, S
     yield* sql`
       CREATE INDEX convoke_messages_conversation_seq_idx
         ON convoke_messages (conversation_id, seq)`
+  }),
+  "0003_conversation_lifecycle": Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // Listing orders by (updated_at DESC, id DESC) and resumes after a
+    // (updated_at, id) cursor. The first index has id ascending, so it can
+    // serve neither that order nor the row comparison; an all-ascending index
+    // serves both, scanned backward.
+    yield* sql`
+      CREATE INDEX convoke_conversations_user_updated_id_idx
+        ON convoke_conversations (user_id, updated_at, id)`
+    yield* sql`DROP INDEX IF EXISTS convoke_conversations_user_updated_idx`
+    // Whether the conversation has an assistant reply with content, kept by a
+    // trigger so every writer maintains it. Cleanup then reads only the
+    // unreplied conversations instead of probing the messages of every old
+    // one, and a reply committed while cleanup runs changes the row it locks.
+    yield* sql`
+      ALTER TABLE convoke_conversations ADD COLUMN replied boolean NOT NULL DEFAULT false`
+    yield* sql`
+      UPDATE convoke_conversations c SET replied = true
+      WHERE EXISTS (
+        SELECT 1 FROM convoke_messages m
+        WHERE m.conversation_id = c.id AND m.role = 'assistant' AND m.content <> ''
+      )`
+    yield* sql.unsafe(`
+      CREATE FUNCTION convoke_conversations_mark_replied() RETURNS trigger
+      LANGUAGE plpgsql AS $$
+      BEGIN
+        UPDATE convoke_conversations SET replied = true
+        WHERE id = NEW.conversation_id AND NOT replied;
+        RETURN NULL;
+      END
+      $$`)
+    yield* sql`
+      CREATE TRIGGER convoke_messages_mark_replied
+        AFTER INSERT ON convoke_messages
+        FOR EACH ROW WHEN (NEW.role = 'assistant' AND NEW.content <> '')
+        EXECUTE FUNCTION convoke_conversations_mark_replied()`
+    // Cleanup: the oldest unreplied conversations first.
+    yield* sql`
+      CREATE INDEX convoke_conversations_unreplied_created_idx
+        ON convoke_conversations (created_at) WHERE NOT replied`
+    // The abandonment ratio: every conversation in a creation window, answered
+    // from the index alone.
+    yield* sql`
+      CREATE INDEX convoke_conversations_created_idx
+        ON convoke_conversations (created_at) INCLUDE (replied)`
+  }),
+  "0004_create_audit_log": Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`
+      CREATE TABLE convoke_audit_log (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL,
+        action text NOT NULL,
+        cause text,
+        user_id text NOT NULL,
+        conversation_id uuid NOT NULL,
+        request_id text
+      )`
+    // Append-only in the database itself, whatever the application does.
+    yield* sql.unsafe(`
+      CREATE FUNCTION convoke_audit_log_reject_change() RETURNS trigger
+      LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'convoke_audit_log is append-only: % is not allowed', TG_OP
+          USING ERRCODE = 'insufficient_privilege';
+      END
+      $$`)
+    yield* sql`
+      CREATE TRIGGER convoke_audit_log_append_only
+        BEFORE UPDATE OR DELETE ON convoke_audit_log
+        FOR EACH ROW EXECUTE FUNCTION convoke_audit_log_reject_change()`
+    yield* sql`
+      CREATE TRIGGER convoke_audit_log_no_truncate
+        BEFORE TRUNCATE ON convoke_audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION convoke_audit_log_reject_change()`
   })
 }
 

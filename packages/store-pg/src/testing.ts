@@ -8,12 +8,22 @@
  * `postgres://postgres@127.0.0.1:5432/postgres`), whose user may create
  * databases.
  *
+ * `makeTcpProxy` puts a loopback proxy between a client and that server, to
+ * cut, blackhole and restore the connection from a test (see `TcpProxy`).
+ *
  * @since 0.1.0
  */
 import { randomBytes } from "node:crypto"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import type { SqlError } from "effect/sql"
+
+export {
+  type Mode as TcpProxyMode,
+  makeTcpProxy,
+  type Options as TcpProxyOptions,
+  type TcpProxy
+} from "./TcpProxy.ts"
 
 /** The admin URL used when `CONVOKE_TEST_DATABASE_URL` is not set. */
 export const defaultAdminUrl = "postgres://postgres@127.0.0.1:5432/postgres"

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto"
 import { ConversationStore } from "@convoke/core"
 import { PgConversationStore, PgEmbedded, PgMigrations } from "@convoke/store-pg"
 import * as PgTesting from "@convoke/store-pg/testing"
-import { PgClient } from "@effect/sql-pg"
+import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient, Statement } from "effect/sql"
@@ -45,6 +45,13 @@ const recordQueries = Effect.gen(function* () {
     yield* store.append({ userId, conversationId: id, messages: [message(at(3)), message(at(4), { a: 1 })] })
     yield* store.append({ userId, conversationId: id, messages: [] })
     yield* store.history({ userId, conversationId: id })
+    const page = yield* store.list({ userId, limit: 1 })
+    yield* store.list({ userId, limit: 1, after: page.next ?? { updatedAt: at(9), id } })
+    yield* store.rename({ userId, id, title: "Renamed", now: at(5) })
+    yield* store.exists(id)
+    yield* store.abandonment({ createdFrom: at(0), createdBefore: at(10) })
+    yield* store.deleteAbandoned({ createdBefore: new Date(Date.UTC(1900, 0, 1)), limit: 10 })
+    yield* store.remove({ userId, id })
   }).pipe(Effect.provideService(Statement.CurrentTransformer, record))
   return statements
 })
@@ -53,7 +60,7 @@ const recordQueries = Effect.gen(function* () {
 const expectIndexedQueries = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const statements = yield* recordQueries
-  expect(statements.length).toBeGreaterThanOrEqual(6)
+  expect(statements.length).toBeGreaterThanOrEqual(13)
   for (const [text, params] of statements) {
     const plan = yield* sql.withTransaction(
       Effect.gen(function* () {
@@ -64,18 +71,59 @@ const expectIndexedQueries = Effect.gen(function* () {
     )
     const lines = plan.map((row) => row["QUERY PLAN"]).join("\n")
     expect(lines, text).not.toMatch(/Seq Scan on convoke_/)
+    // Listing reads the index in page order: no sort of the user's conversations.
+    if (/ORDER BY updated_at DESC, id DESC/.test(text)) expect(lines, text).not.toMatch(/Sort/)
   }
 })
 
 const migrationsRunTwice = Effect.gen(function* () {
   const first = yield* PgMigrations.run
   const second = yield* PgMigrations.run
-  expect(first.map(([id]) => id)).toEqual([1, 2])
+  expect(first.map(([id]) => id)).toEqual([1, 2, 3, 4])
   expect(second).toEqual([])
   const sql = yield* SqlClient.SqlClient
   const recorded = yield* sql<{ readonly migration_id: number }>`
     SELECT migration_id FROM convoke_migrations ORDER BY migration_id`.withoutTransform
-  expect(recorded.map((row) => row.migration_id)).toEqual([1, 2])
+  expect(recorded.map((row) => row.migration_id)).toEqual([1, 2, 3, 4])
+})
+
+/**
+ * A database migrated by an earlier release (migrations 1 and 2) with data in
+ * it, upgraded to the current schema: conversations already answered must
+ * not count as abandoned.
+ */
+const upgradeKeepsReplies = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const early = Object.fromEntries(
+    Object.entries(PgMigrations.migrations).filter(
+      ([key]) => key.startsWith("0001") || key.startsWith("0002")
+    )
+  )
+  yield* PgMigrator.make({})({ loader: PgMigrator.fromRecord(early), table: PgMigrations.table })
+  const old = new Date(Date.UTC(1995, 0, 1))
+  const [answered, empty, unanswered] = [randomUUID(), randomUUID(), randomUUID()]
+  for (const id of [answered, empty, unanswered]) {
+    yield* sql`INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
+      VALUES (${id}::uuid, 'upgrade-user', 't', ${old}, ${old})`
+  }
+  for (const [conversationId, role, content] of [
+    [answered, "user", "q"],
+    [answered, "assistant", "a"],
+    [empty, "assistant", ""],
+    [unanswered, "user", "q"]
+  ] as const) {
+    yield* sql`INSERT INTO convoke_messages (id, conversation_id, role, content, status, created_at)
+      VALUES (${randomUUID()}::uuid, ${conversationId}::uuid, ${role}, ${content}, 'complete', ${old})`
+  }
+  expect((yield* PgMigrations.run).map(([id]) => id)).toEqual([3, 4])
+  const store = yield* PgConversationStore.make()
+  expect(yield* store.abandonment({ createdFrom: old, createdBefore: at(0) })).toEqual({
+    created: 3,
+    abandoned: 2
+  })
+  const removed = yield* store.deleteAbandoned({ createdBefore: at(0), limit: 10 })
+  expect(new Set(removed.map((item) => item.id))).toEqual(new Set([empty, unanswered]))
+  expect(yield* store.exists(answered)).toBe(true)
 })
 
 describe("PGlite", () => {
@@ -95,6 +143,12 @@ describe("PGlite", () => {
           PgConversationStore.layer().pipe(Layer.provideMerge(PgEmbedded.layer({ dataDir: "memory://" })))
         )
       ),
+    60_000
+  )
+
+  it.live(
+    "upgrading a database with conversations marks the answered ones",
+    () => upgradeKeepsReplies.pipe(Effect.provide(PgEmbedded.layer({ dataDir: "memory://" }))),
     60_000
   )
 })
@@ -147,7 +201,7 @@ describe.skipIf(!reachable)("PostgreSQL", () => {
           [PgMigrations.run.pipe(Effect.provide(client())), PgMigrations.run.pipe(Effect.provide(client()))],
           { concurrency: 2 }
         )
-        expect(applied.flat().map(([id]) => id)).toEqual([1, 2])
+        expect(applied.flat().map(([id]) => id)).toEqual([1, 2, 3, 4])
         yield* PgMigrations.run.pipe(
           Effect.tap((again) => Effect.sync(() => expect(again).toEqual([]))),
           Effect.provide(client())
@@ -183,6 +237,64 @@ describe.skipIf(!reachable)("PostgreSQL", () => {
       expectIndexedQueries.pipe(
         Effect.provide(
           PgConversationStore.layer().pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url()) })))
+        )
+      ),
+    60_000
+  )
+
+  it.live(
+    "upgrading a database with conversations marks the answered ones",
+    () =>
+      Effect.gen(function* () {
+        const fresh = yield* Effect.acquireRelease(
+          Effect.promise(() => PgTesting.makeTestDatabase()),
+          (created) => Effect.promise(() => created.drop())
+        )
+        yield* upgradeKeepsReplies.pipe(Effect.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
+      }),
+    60_000
+  )
+
+  it.live(
+    "cleanup skips conversations another transaction holds instead of waiting, and a reply in flight keeps its conversation",
+    () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const sql = yield* SqlClient.SqlClient
+        const era = (minute: number) => new Date(Date.UTC(1950, 0, 1, 0, minute))
+        const userId = `user-${randomUUID()}`
+        const held = yield* store.create({ id: randomUUID(), userId, title: "held", now: era(1) })
+        const free = yield* store.create({ id: randomUUID(), userId, title: "free", now: era(2) })
+        const replying = yield* store.create({ id: randomUUID(), userId, title: "replying", now: era(3) })
+        const cutoff = era(30)
+        // `sql` is a second pool: its open transaction holds one row and
+        // writes a reply to another, as a request on the hot path would.
+        yield* sql.withTransaction(
+          Effect.gen(function* () {
+            yield* sql`SELECT id FROM convoke_conversations WHERE id = ${held.id}::uuid FOR UPDATE`
+            yield* sql`UPDATE convoke_conversations SET updated_at = ${era(40)} WHERE id = ${replying.id}::uuid`
+            yield* sql`INSERT INTO convoke_messages (id, conversation_id, role, content, status, created_at)
+              VALUES (${randomUUID()}::uuid, ${replying.id}::uuid, 'assistant', 'answer', 'complete', ${era(40)})`
+            // Returns while the transaction is still open: locked rows are skipped, not waited for.
+            const removed = yield* store.deleteAbandoned({ createdBefore: cutoff, limit: 10 })
+            expect(removed).toEqual([{ id: free.id, userId }])
+          })
+        )
+        // Once the transaction is over, the held conversation goes; the answered one stays.
+        expect(yield* store.deleteAbandoned({ createdBefore: cutoff, limit: 10 })).toEqual([
+          { id: held.id, userId }
+        ])
+        expect(yield* store.exists(replying.id)).toBe(true)
+        expect(yield* store.abandonment({ createdFrom: era(0), createdBefore: cutoff })).toEqual({
+          created: 1,
+          abandoned: 0
+        })
+      }).pipe(
+        Effect.provide(
+          Layer.merge(
+            PgConversationStore.layerUrl(url()),
+            PgClient.layer({ url: Redacted.make(url()), maxConnections: 1 })
+          )
         )
       ),
     60_000

@@ -357,6 +357,274 @@ export const storeSuite = (
       })
     )
 
+    it.effect("list pages through a user's conversations, newest first, ties by id", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const userId = user()
+        expect(yield* store.list({ userId, limit: 3 })).toEqual({ conversations: [] })
+        // Seven conversations over four instants: ties in updatedAt must be broken by id.
+        const created: Array<ConversationStore.Conversation> = []
+        for (const second of [1, 2, 2, 2, 3, 4, 4])
+          created.push(yield* newConversation(userId, "t", at(second)))
+        const expected = [...created].sort(ConversationStore.newestFirst)
+        const seen: Array<ConversationStore.Conversation> = []
+        let after: ConversationStore.Cursor | undefined
+        let pages = 0
+        do {
+          const page = yield* store.list({ userId, limit: 3, after })
+          seen.push(...page.conversations)
+          after = page.next
+          pages++
+          if (after !== undefined) {
+            expect(after).toEqual({
+              updatedAt: page.conversations.at(-1)!.updatedAt,
+              id: page.conversations.at(-1)!.id
+            })
+          }
+        } while (after !== undefined && pages < 10)
+        expect(pages).toBe(3)
+        expect(seen).toEqual(expected)
+        // A limit of exactly the count is one page with no next; one less leaves one behind.
+        expect(yield* store.list({ userId, limit: 7 })).toEqual({ conversations: expected })
+        const almost = yield* store.list({ userId, limit: 6 })
+        expect(almost.conversations).toEqual(expected.slice(0, 6))
+        expect(yield* store.list({ userId, limit: 6, after: almost.next })).toEqual({
+          conversations: expected.slice(6)
+        })
+        // A cursor after the last item (or past everything) is an empty last page.
+        const last = expected.at(-1)!
+        expect(
+          yield* store.list({ userId, limit: 3, after: { updatedAt: last.updatedAt, id: last.id } })
+        ).toEqual({
+          conversations: []
+        })
+        expect(
+          yield* store.list({
+            userId,
+            limit: 3,
+            after: { updatedAt: at(0), id: "00000000-0000-0000-0000-000000000000" }
+          })
+        ).toEqual({ conversations: [] })
+        // A cursor that names no conversation still resumes at its position.
+        expect(
+          (yield* store.list({
+            userId,
+            limit: 10,
+            after: { updatedAt: at(2), id: "ffffffff-ffff-ffff-ffff-ffffffffffff" }
+          })).conversations
+        ).toEqual(expected.filter((item) => item.updatedAt <= at(2)))
+      })
+    )
+
+    it.effect("list orders by the latest activity and refuses a bad limit or cursor", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const userId = user()
+        const older = yield* newConversation(userId, "older", at(1))
+        const newer = yield* newConversation(userId, "newer", at(2))
+        yield* store.append({ userId, conversationId: older.id, messages: [message("user", "again", at(9))] })
+        const page = yield* store.list({ userId, limit: 10 })
+        expect(page.conversations.map((item) => item.id)).toEqual([older.id, newer.id])
+        expect(page.conversations[0]!.updatedAt).toEqual(at(9))
+        for (const limit of [0, -1, 1.5, Number.NaN]) {
+          expect(Exit.isFailure(yield* Effect.exit(store.list({ userId, limit })))).toBe(true)
+        }
+        const exit = yield* Effect.exit(
+          store.list({ userId, limit: 1, after: { updatedAt: at(1), id: "' OR 1=1 --" } })
+        )
+        expect(Exit.isFailure(exit)).toBe(true)
+      })
+    )
+
+    it.effect("isolates users on list, rename and remove", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const alice = user()
+        const bob = user()
+        const conversation = yield* newConversation(alice, "Alice's", at(1))
+        yield* store.append({
+          userId: alice,
+          conversationId: conversation.id,
+          messages: [message("user", "secret", at(2)), message("assistant", "reply", at(3))]
+        })
+        const before = yield* store.find({ userId: alice, id: conversation.id })
+        const history = yield* store.history({ userId: alice, conversationId: conversation.id })
+
+        expect(yield* store.list({ userId: bob, limit: 10 })).toEqual({ conversations: [] })
+        expect(
+          yield* store.list({ userId: bob, limit: 10, after: { updatedAt: at(59), id: conversation.id } })
+        ).toEqual({ conversations: [] })
+        expect(
+          yield* store.rename({ userId: bob, id: conversation.id, title: "Bob's now", now: at(30) })
+        ).toEqual(Option.none())
+        expect(yield* store.remove({ userId: bob, id: conversation.id })).toBe(false)
+
+        expect(yield* store.find({ userId: alice, id: conversation.id })).toEqual(before)
+        expect(yield* store.history({ userId: alice, conversationId: conversation.id })).toEqual(history)
+        expect((yield* store.list({ userId: alice, limit: 10 })).conversations).toEqual([
+          Option.getOrThrow(before)
+        ])
+      })
+    )
+
+    it.effect("rename changes the title and touches updatedAt", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const userId = user()
+        const conversation = yield* newConversation(userId, "Before", at(1))
+        const renamed = yield* store.rename({
+          userId,
+          id: conversation.id,
+          title: "After \u0000 ✓",
+          now: at(5)
+        })
+        expect(renamed).toEqual(Option.some({ ...conversation, title: "After \uFFFD ✓", updatedAt: at(5) }))
+        expect(yield* store.find({ userId, id: conversation.id })).toEqual(renamed)
+        for (const id of [randomUUID(), "not-a-uuid"]) {
+          expect(yield* store.rename({ userId, id, title: "x", now: at(6) })).toEqual(Option.none())
+        }
+      })
+    )
+
+    it.effect("remove deletes the conversation with its messages, once", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const userId = user()
+        const conversation = yield* newConversation(userId)
+        const kept = yield* newConversation(userId)
+        const messages = [message("user", "q", at(1)), message("assistant", "a", at(2))]
+        yield* store.append({ userId, conversationId: conversation.id, messages })
+        yield* store.append({ userId, conversationId: kept.id, messages: [message("user", "other", at(1))] })
+
+        expect(yield* store.remove({ userId, id: conversation.id })).toBe(true)
+        expect(yield* store.remove({ userId, id: conversation.id })).toBe(false)
+        expect(yield* store.remove({ userId, id: "not-a-uuid" })).toBe(false)
+        expect(yield* store.find({ userId, id: conversation.id })).toEqual(Option.none())
+        expect(yield* store.history({ userId, conversationId: conversation.id })).toEqual([])
+        expect(yield* store.exists(conversation.id)).toBe(false)
+        expect(
+          (yield* store.history({ userId, conversationId: kept.id })).map((item) => item.content)
+        ).toEqual(["other"])
+        // The cascade really removed the rows: the same message ids can be written again.
+        const again = yield* newConversation(userId)
+        yield* store.append({ userId, conversationId: again.id, messages })
+        expect((yield* store.history({ userId, conversationId: again.id })).map((item) => item.id)).toEqual(
+          messages.map((item) => item.id)
+        )
+      })
+    )
+
+    it.effect("exists tells whether any user owns an id", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const conversation = yield* newConversation(user())
+        expect(yield* store.exists(conversation.id)).toBe(true)
+        expect(yield* store.exists(conversation.id.toUpperCase())).toBe(true)
+        for (const id of [randomUUID(), "", "new", "' OR 1=1 --"]) expect(yield* store.exists(id)).toBe(false)
+      })
+    )
+
+    it.effect("deleteAbandoned removes exactly the old conversations without a reply, in batches", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        // Cleanup is global: this test takes a year no other test writes to and
+        // earlier than every year they do, so it only sees its own rows.
+        const era = (minute: number) => new Date(Date.UTC(1960, 0, 1, 0, minute))
+        const cutoff = era(30)
+        const alice = user()
+        const bob = user()
+        const make = Effect.fnUntraced(function* (
+          userId: string,
+          minute: number,
+          messages: ReadonlyArray<ConversationStore.NewMessage>
+        ) {
+          const conversation = yield* newConversation(userId, "t", era(minute))
+          if (messages.length > 0) yield* store.append({ userId, conversationId: conversation.id, messages })
+          return conversation
+        })
+        const abandoned = [
+          yield* make(alice, 1, []),
+          yield* make(bob, 2, [message("user", "hello?", era(2))]),
+          // A reply cut before any text counts as no reply.
+          yield* make(alice, 3, [
+            message("user", "q", era(3)),
+            message("assistant", "", era(3), { status: "partial" })
+          ]),
+          yield* make(bob, 4, [
+            message("user", "q", era(4)),
+            message("assistant", "", era(4), { status: "error" })
+          ]),
+          yield* make(alice, 5, [message("user", "q", era(5))])
+        ]
+        const live = [
+          // Old, but touched after the cutoff: a turn may be in progress.
+          yield* make(alice, 8, [message("user", "late question", era(50))]),
+          yield* make(alice, 6, [message("user", "q", era(6)), message("assistant", "a", era(6))]),
+          yield* make(bob, 7, [message("assistant", "x", era(7), { status: "partial" })]),
+          // Newer than the cutoff: too young to judge, with or without a reply.
+          yield* make(alice, 30, []),
+          yield* make(bob, 45, [message("user", "q", era(45))])
+        ]
+        const batches: Array<ReadonlyArray<{ readonly id: string; readonly userId: string }>> = []
+        for (let round = 0; round < 5; round++) {
+          const batch = yield* store.deleteAbandoned({ createdBefore: cutoff, limit: 2 })
+          batches.push(batch)
+          if (batch.length === 0) break
+        }
+        expect(batches.map((batch) => batch.length)).toEqual([2, 2, 1, 0])
+        expect(new Set(batches.flat())).toEqual(
+          new Set(abandoned.map((conversation) => ({ id: conversation.id, userId: conversation.userId })))
+        )
+        for (const conversation of abandoned) expect(yield* store.exists(conversation.id)).toBe(false)
+        for (const conversation of live) {
+          expect(yield* store.find({ userId: conversation.userId, id: conversation.id })).toEqual(
+            Option.some(expect.objectContaining({ id: conversation.id }))
+          )
+        }
+        expect(
+          Exit.isFailure(yield* Effect.exit(store.deleteAbandoned({ createdBefore: cutoff, limit: 0 })))
+        ).toBe(true)
+      })
+    )
+
+    it.effect("abandonment counts the conversations created in a window and the abandoned ones", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const era = (minute: number) => new Date(Date.UTC(1980, 0, 1, 0, minute))
+        const userId = user()
+        expect(yield* store.abandonment({ createdFrom: era(0), createdBefore: era(60) })).toEqual({
+          created: 0,
+          abandoned: 0
+        })
+        for (const [minute, reply] of [
+          [1, ""],
+          [2, "answer"],
+          [3, undefined],
+          [10, "answer"],
+          [10, undefined],
+          [20, undefined]
+        ] as const) {
+          const conversation = yield* newConversation(userId, "t", era(minute))
+          const messages = [message("user", "q", era(minute))]
+          if (reply !== undefined) messages.push(message("assistant", reply, era(minute)))
+          yield* store.append({ userId, conversationId: conversation.id, messages })
+        }
+        // The window includes its start and excludes its end.
+        expect(yield* store.abandonment({ createdFrom: era(1), createdBefore: era(10) })).toEqual({
+          created: 3,
+          abandoned: 2
+        })
+        expect(yield* store.abandonment({ createdFrom: era(10), createdBefore: era(21) })).toEqual({
+          created: 3,
+          abandoned: 2
+        })
+        expect(yield* store.abandonment({ createdFrom: era(0), createdBefore: era(60) })).toEqual({
+          created: 6,
+          abandoned: 4
+        })
+      })
+    )
+
     it.effect("64 concurrent creates all succeed", () =>
       Effect.gen(function* () {
         const store = yield* ConversationStore.ConversationStore
