@@ -120,6 +120,25 @@ describe("against the reference server", () => {
     expect(await remembering.currentConversationId("other")).toBe(other)
   })
 
+  it("lists, reads, renames and deletes conversations through the server's conversation API", async () => {
+    const reply = client.chat({ message: "a conversation to manage" })
+    const id = await reply.conversationId
+    await reply.text
+    const page = await client.conversations.list({ limit: 1 })
+    expect(page.data[0]).toMatchObject({ id, title: "a conversation to manage" })
+    const conversation = await client.conversations.get(id)
+    expect(conversation.messages.map((message) => [message.role, message.content, message.status])).toEqual([
+      ["user", "a conversation to manage", "complete"],
+      ["assistant", "Echo #1: a conversation to manage", "complete"]
+    ])
+    expect(Date.parse(conversation.createdAt)).not.toBeNaN()
+    expect(await client.conversations.rename(id, "Renamed")).toMatchObject({ id, title: "Renamed" })
+    expect((await client.conversations.get(id)).title).toBe("Renamed")
+    await client.conversations.delete(id)
+    const error = await client.conversations.get(id).catch((caught: unknown) => caught)
+    expect(error).toMatchObject({ name: "ConvokeHttpError", status: 404, type: "not_found" })
+  })
+
   it("rejects with ConvokeHttpError and the common body for a bad request, without retrying", async () => {
     const reply = client.chat({ message: "" })
     const error = await reply.conversationId.catch((caught: unknown) => caught)
