@@ -8,10 +8,18 @@ import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { join, resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
-import { ChatConfig, ChatHttp, ConversationCleanup, EchoLanguageModel, Identity } from "@convoke/core"
+import {
+  ChatConfig,
+  ChatHttp,
+  ConversationCleanup,
+  EchoLanguageModel,
+  Identity,
+  type LanguageModel
+} from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
+import * as Observability from "./Observability.ts"
 import type { Settings } from "./Settings.ts"
 import * as StaticFiles from "./StaticFiles.ts"
 
@@ -22,6 +30,8 @@ export interface RunningServer {
   readonly port: number
   readonly app: ChatHttp.App
   readonly http: HttpServer
+  /** Where Prometheus scrapes (`…/metrics`), or `undefined` when metrics are off. */
+  readonly metricsUrl: string | undefined
   /** What is active, for the banner. */
   readonly summary: ReadonlyArray<readonly [string, string]>
   /**
@@ -67,8 +77,14 @@ const modelSummary = (settings: Settings): string => {
 const identityLayer = (settings: Settings) =>
   settings.apiKeys.length > 0 ? Identity.layerApiKeys(settings.apiKeys) : Identity.layerAnonymous()
 
+/** Options of `start` beyond the settings. */
+export interface StartOptions {
+  /** Services that replace the ones chosen from settings (tests swap in a recording model). */
+  readonly layer?: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity> | undefined
+}
+
 /** Starts the server; resolves once it listens and the database is migrated. */
-export const start = async (settings: Settings): Promise<RunningServer> => {
+export const start = async (settings: Settings, options: StartOptions = {}): Promise<RunningServer> => {
   const config = ChatConfig.make({
     publicModel: settings.publicModel,
     maxBodyBytes: settings.maxBodyBytes,
@@ -84,13 +100,16 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
           interval: Duration.minutes(settings.cleanupIntervalMinutes),
           abandonedAfter: Duration.hours(settings.abandonedAfterHours)
         }).pipe(Layer.provide(store))
+  const observability = Observability.fromSettings(settings)
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
+      observability.layer,
       store,
       cleanup,
       modelLayer(settings),
       identityLayer(settings),
-      Layer.succeed(ChatConfig.ChatConfig, config)
+      Layer.succeed(ChatConfig.ChatConfig, config),
+      options.layer ?? Layer.empty
     ),
     { outbox: { capacity: settings.outboxCapacity } }
   )
@@ -122,6 +141,17 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
   const port = (http.address() as AddressInfo).port
   const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host
   const url = `http://${host}:${port}`
+  let metricsServer: Observability.MetricsServer | undefined
+  if (observability.metrics !== undefined && typeof settings.metrics === "object") {
+    try {
+      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics)
+    } catch (error) {
+      await new Promise<void>((done) => http.close(() => done()))
+      await app.dispose()
+      throw error
+    }
+  }
+  const metricsUrl = settings.metrics === "on" ? `${url}/metrics` : metricsServer?.url
 
   let closing: Promise<void> | undefined
   const close = () =>
@@ -133,6 +163,7 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
       await Promise.race([closed, grace])
       http.closeAllConnections()
       await closed
+      await metricsServer?.close()
       await app.dispose()
     })())
 
@@ -152,7 +183,9 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
         ? `API keys (${settings.apiKeys.length} configured)`
         : "ANONYMOUS: every request is the same user. Set CONVOKE_API_KEYS before exposing this server."
     ],
-    ["public model", settings.publicModel]
+    ["public model", settings.publicModel],
+    ["metrics", metricsUrl ?? "off"],
+    ...observability.summary
   ]
   if (settings.webDir !== undefined) {
     summary.push([
@@ -162,7 +195,7 @@ export const start = async (settings: Settings): Promise<RunningServer> => {
         : `not built (no index.html in ${settings.webDir}); run: pnpm --filter @convoke/web build`
     ])
   }
-  return { url, port, app, http, summary, close }
+  return { url, port, app, http, metricsUrl, summary, close }
 }
 
 /** A database URL without its password, for logs. */

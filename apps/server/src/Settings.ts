@@ -40,6 +40,12 @@ export interface Settings {
   readonly webDir: string | undefined
   /** Claude settings; present when `ANTHROPIC_API_KEY` is set, else the echo model is used. */
   readonly anthropic: AnthropicSettings | undefined
+  /** `/metrics` on the chat port (`on`), nowhere (`off`), or alone on another address. */
+  readonly metrics: "on" | "off" | { readonly host: string; readonly port: number }
+  /** Request and turn logs: human-readable, one JSON object per line, or none. */
+  readonly logFormat: "pretty" | "json" | "off"
+  /** OTLP/HTTP endpoint traces are exported to (`<url>/v1/traces`); none by default. */
+  readonly otlpUrl: string | undefined
 }
 
 /** Settings of the Claude model. */
@@ -242,6 +248,26 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Most characters of history sent to Claude (oldest dropped first)"
   },
   {
+    flag: "metrics",
+    env: "CONVOKE_METRICS",
+    type: "string",
+    fallback: "on",
+    description: "Prometheus /metrics: on (chat port), off, or [host:]port to serve it alone there"
+  },
+  {
+    flag: "log-format",
+    env: "CONVOKE_LOG_FORMAT",
+    type: "string",
+    fallback: "pretty",
+    description: "Request and turn logs: pretty, json (one object per line) or off"
+  },
+  {
+    flag: "otlp-url",
+    env: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    type: "string",
+    description: "Export traces over OTLP/HTTP to this endpoint (<url>/v1/traces); off when unset"
+  },
+  {
     flag: "web-dir",
     env: "CONVOKE_WEB_DIR",
     type: "string",
@@ -311,6 +337,20 @@ const parseApiKeys = (problems: Array<string>, raw: string | undefined) => {
   return keys
 }
 
+const parseMetrics = (problems: Array<string>, raw: string, defaultHost: string): Settings["metrics"] => {
+  const value = raw.trim().toLowerCase()
+  if (["on", "true", "yes"].includes(value)) return "on"
+  if (["off", "false", "no"].includes(value)) return "off"
+  const match = /^(?:(.+):)?(\d+)$/.exec(raw.trim())
+  const port = match === null ? Number.NaN : Number(match[2])
+  if (match === null || !Number.isSafeInteger(port) || port > 65535) {
+    problems.push(`CONVOKE_METRICS must be on, off, or [host:]port (0 picks a free port), got "${raw}"`)
+    return "off"
+  }
+  const host = (match[1] ?? defaultHost).replace(/^\[(.*)\]$/, "$1")
+  return { host, port }
+}
+
 /** Reads and validates settings; throws `SettingsError` listing every problem. */
 export const load = (
   argv: ReadonlyArray<string>,
@@ -353,6 +393,19 @@ export const load = (
   }
   const publicModel = read("public-model")!
   if (publicModel.trim() === "") problems.push("CONVOKE_PUBLIC_MODEL must not be empty")
+  const logFormat = read("log-format")!.trim().toLowerCase()
+  if (logFormat !== "pretty" && logFormat !== "json" && logFormat !== "off") {
+    problems.push(`CONVOKE_LOG_FORMAT must be pretty, json or off, got "${logFormat}"`)
+  }
+  const otlpUrl = read("otlp-url")
+  if (otlpUrl !== undefined && !/^https?:\/\//.test(otlpUrl)) {
+    problems.push("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL")
+  }
+  const observability = {
+    metrics: parseMetrics(problems, read("metrics")!, host),
+    logFormat: logFormat as Settings["logFormat"],
+    otlpUrl: otlpUrl?.replace(/\/+$/, "")
+  }
   const settings: Settings = {
     host,
     port,
@@ -396,6 +449,7 @@ export const load = (
       max: 87_600
     }),
     anthropic: parseAnthropic(problems, read),
+    ...observability,
     webDir: read("web-dir") === "off" ? undefined : resolve(read("web-dir") ?? WEB_DEMO_DIR)
   }
   if (problems.length > 0) throw new SettingsError(problems)

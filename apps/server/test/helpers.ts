@@ -4,17 +4,19 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
-import { type RunningServer, start } from "../src/Server.ts"
+import { type RunningServer, type StartOptions, start } from "../src/Server.ts"
 import { load, type Settings } from "../src/Settings.ts"
 
 /** Settings for a test server on a free loopback port. */
 export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
-  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5" }),
+  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5", CONVOKE_CREATION_BUDGET_MS: "10000" }),
   ...overrides
 })
 
-export const startServer = (overrides: Partial<Settings> = {}): Promise<RunningServer> =>
-  start(testSettings(overrides))
+export const startServer = (
+  overrides: Partial<Settings> = {},
+  options: StartOptions = {}
+): Promise<RunningServer> => start(testSettings(overrides), options)
 
 export const chat = (
   server: { readonly url: string },

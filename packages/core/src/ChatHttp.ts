@@ -9,6 +9,7 @@ import { Clock, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { type Headers, HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ChatConfig } from "./ChatConfig.ts"
 import * as ChatEvent from "./ChatEvent.ts"
+import * as ChatExtension from "./ChatExtension.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import type { StreamItem } from "./ChatService.ts"
 import * as ChatService from "./ChatService.ts"
@@ -23,6 +24,12 @@ import * as RequestBody from "./RequestBody.ts"
 
 /** The path of the chat endpoint. */
 export const CHAT_PATH = "/api/v0.3/chat"
+
+/**
+ * Every path the application answers. Adapters mounted beside an app's own
+ * routes hand anything else back to the framework.
+ */
+export const PATHS: ReadonlyArray<string> = [CHAT_PATH, "/health"]
 
 /** A web-standard request handler. */
 export type WebHandler = (request: Request) => Promise<Response>
@@ -113,12 +120,19 @@ export const routes = Effect.gen(function* () {
 })
 
 /**
- * The whole application as one HTTP effect: routes plus the error mapping.
- * Needs the services; build it once, serve it many times.
+ * The whole application as one HTTP effect: routes plus the error mapping,
+ * with the `ChatExtension`s in context (extra routes, middleware). Needs the
+ * services; build it once, serve it many times.
  */
 export const makeHttpEffect = Effect.gen(function* () {
-  const router = yield* HttpRouter.toHttpEffect(HttpRouter.addAll(routes))
-  return HttpError.catchAll(router)
+  const extensions = ChatExtension.fromContext(yield* Effect.context<never>())
+  const router = yield* HttpRouter.toHttpEffect(
+    Layer.mergeAll(
+      HttpRouter.addAll(routes),
+      ...extensions.map((extension) => HttpRouter.addAll(extension.routes ?? []))
+    )
+  )
+  return ChatExtension.applyMiddleware(HttpError.catchAll(router), extensions)
 })
 
 /** Builds a web handler from the services in context. */
@@ -152,7 +166,10 @@ export const makeApp = async <A, E>(
   options: { readonly outbox?: ConversationOutbox.Options | undefined } = {}
 ): Promise<App> => {
   const scope = Scope.makeUnsafe()
-  const full = Layer.provideMerge(ChatService.layerWith(options), layer)
+  const full = Layer.provideMerge(
+    ChatService.layerWith(options),
+    Layer.provideMerge(ChatExtension.layerHooks, layer)
+  )
   try {
     // The layers live in `scope` until `dispose`: their connections and
     // servers must outlive this function.

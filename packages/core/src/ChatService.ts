@@ -396,7 +396,7 @@ export const make = Effect.gen(function* () {
     }
 
     const newId = yield* ids.next
-    const resolution = yield* ConversationResolver.resolve({
+    const inStore = ConversationResolver.resolve({
       principal: input.principal,
       conversationId: requested,
       stream: context.stream,
@@ -423,6 +423,10 @@ export const make = Effect.gen(function* () {
         context.stream ? temporary(input, newId) : Effect.fail(error)
       )
     )
+    // While the outbox knows the store is down, streams do not spend their
+    // budget finding that out again.
+    const resolution =
+      context.stream && !outbox.storeAvailable() ? yield* temporary(input, newId) : yield* inStore
     yield* Effect.forkDetach(auditResolution(context, requested, resolution))
     yield* hooks.conversationResolved({
       ...context,
@@ -456,12 +460,17 @@ export const make = Effect.gen(function* () {
       model: config.publicModel,
       timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
     })
-    const events: Stream.Stream<StreamItem> = turn({
-      context,
-      conversation: resolution.conversation,
-      fresh: resolution.source !== "resumed",
-      message: input.request.message,
-      model: providerModel
+    // Set when the turn's stream is first pulled; from then on it reports its own end.
+    let turnStarted = false
+    const events: Stream.Stream<StreamItem> = Stream.suspend(() => {
+      turnStarted = true
+      return turn({
+        context,
+        conversation: resolution.conversation,
+        fresh: resolution.source !== "resumed",
+        message: input.request.message,
+        model: providerModel
+      })
     }).pipe(
       Stream.filter(isText),
       Stream.map((part): StreamItem => ChatEvent.content(part.text)),
@@ -497,7 +506,21 @@ export const make = Effect.gen(function* () {
         )
       )
     )
-    return Stream.concat(sendMetadata, withHeartbeats)
+    // A client that leaves right after the metadata event ends the stream before
+    // the turn starts: its end is reported here, so every stream has an outcome.
+    const reportUnstarted = Effect.suspend(() =>
+      turnStarted
+        ? Effect.void
+        : Effect.flatMap(Deferred.isDone(shuttingDown), (down) =>
+            hooks.turnEnded({
+              ...context,
+              conversationId: metadata.conversation_id,
+              outcome: down ? "shutdown" : "client_closed",
+              durationMillis: 0
+            })
+          )
+    )
+    return Stream.concat(sendMetadata, withHeartbeats).pipe(Stream.ensuring(reportUnstarted))
   })
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {

@@ -71,6 +71,11 @@ export interface Service {
   readonly stats: () => Stats
   /** Resolves once nothing is waiting (or at once when nothing is). */
   readonly drained: Effect.Effect<void>
+  /**
+   * `false` from the outbox's first failed write until its next successful
+   * one: the store is known to be down, so new streams need not wait for it.
+   */
+  readonly storeAvailable: () => boolean
 }
 
 /** The outbox service. */
@@ -90,6 +95,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const conversations = new Map<string, { conversation?: Conversation; entries: number }>()
   let drainedCount = 0
   let droppedCount = 0
+  let storeAvailable = true
   const work = Latch.makeUnsafe(false)
   const idle = Latch.makeUnsafe(true)
 
@@ -194,8 +200,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         queue.shift()
         settle(entry)
         drainedCount++
+        storeAvailable = true
         backoff = 50
       } else {
+        storeAvailable = false
         yield* Effect.sleep(Duration.millis(backoff))
         backoff = Math.min(backoff * 2, maxBackoff)
       }
@@ -229,7 +237,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           : []
       ),
     stats: () => ({ pending: queue.length, drained: drainedCount, dropped: droppedCount }),
-    drained: idle.await
+    drained: idle.await,
+    storeAvailable: () => storeAvailable
   })
 })
 

@@ -26,6 +26,12 @@ export interface RequestOptions {
   readonly parsedBody?: unknown
   /** The path the handler sees, when the framework mounts it under a prefix. */
   readonly url?: string | undefined
+  /**
+   * The body stream, when the framework hands it on instead of the request
+   * itself (Fastify's content-type parsers get it after its `preParsing`
+   * hooks, e.g. request decompression). Default: the request.
+   */
+  readonly body?: Readable | undefined
 }
 
 const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
@@ -50,7 +56,7 @@ export const toWebRequest = (
       headers.delete("transfer-encoding")
       if (typeof options.parsedBody !== "string") headers.set("content-type", "application/json")
     } else {
-      init.body = Readable.toWeb(request) as ReadableStream<Uint8Array>
+      init.body = Readable.toWeb(options.body ?? request) as ReadableStream<Uint8Array>
       init.duplex = "half"
     }
   }
@@ -108,9 +114,56 @@ export const writeWebResponse = async (webResponse: Response, response: ServerRe
   }
 }
 
+const ERROR_TYPES: Readonly<Record<number, string>> = {
+  400: "invalid_request",
+  401: "unauthenticated",
+  403: "forbidden",
+  404: "not_found",
+  405: "method_not_allowed",
+  413: "request_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+  503: "unavailable"
+}
+
+/**
+ * Writes the common error body `{"error":{"type","message"}}` for a status,
+ * when a failure happens outside the handler (a framework's body parser, a
+ * thrown handler). The type is the one the core uses for that status.
+ */
+export const writeError = (response: ServerResponse, status: number, message: string): void => {
+  const type = ERROR_TYPES[status] ?? (status >= 500 ? "internal" : "invalid_request")
+  response.writeHead(status, { "content-type": "application/json" })
+  response.end(JSON.stringify({ error: { type, message } }))
+}
+
+/**
+ * The body a framework middleware already read from the request (Express's
+ * `express.json()` sets `request.body`), or `undefined` when the stream is
+ * still unread: then the raw bytes are read, so the core's own size and
+ * content-type rules apply. (Express 4 sets `request.body = {}` even for
+ * bodies it did not parse.)
+ */
+const consumedBody = (request: IncomingMessage): unknown => {
+  const body = (request as { body?: unknown }).body
+  return body !== undefined && (request.readableDidRead || request.readableEnded) ? body : undefined
+}
+
+/** Options of `toNodeHandler`. */
+export interface NodeHandlerOptions {
+  /**
+   * The path the core sees. Express strips its mount prefix from
+   * `request.url` by itself; a framework that does not (Fastify's raw
+   * request) passes the path without its prefix here.
+   */
+  readonly url?: ((request: IncomingMessage) => string | undefined) | undefined
+  /** The body stream, when it is not the request itself (see `RequestOptions.body`). */
+  readonly body?: ((request: IncomingMessage) => Readable | undefined) | undefined
+}
+
 /** Turns a web handler into a Node `(request, response)` handler. */
 export const toNodeHandler =
-  (handler: WebHandler, options: { readonly url?: (request: IncomingMessage) => string | undefined } = {}) =>
+  (handler: WebHandler, options: NodeHandlerOptions = {}) =>
   async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const controller = new AbortController()
     const onClose = () => {
@@ -119,17 +172,25 @@ export const toNodeHandler =
     response.once("close", onClose)
     try {
       const url = options.url?.(request)
+      const parsedBody = consumedBody(request)
+      const body = options.body?.(request)
       const webRequest = toWebRequest(request, controller.signal, {
         ...(url === undefined ? {} : { url }),
-        ...("body" in request && (request as { body?: unknown }).body !== undefined
-          ? { parsedBody: (request as { body?: unknown }).body }
-          : {})
+        ...(parsedBody === undefined ? {} : { parsedBody }),
+        ...(body === undefined ? {} : { body })
       })
-      await writeWebResponse(await handler(webRequest), response)
+      const webResponse = await handler(webRequest)
+      if (!request.complete && request.httpVersionMajor === 1) {
+        // The core answered without reading the whole body (401, 413 past the
+        // limit): the rest is still arriving, so this connection cannot carry
+        // another request. Close it after the response instead of leaving it
+        // half-read, which would also hold up a graceful `server.close()`.
+        response.shouldKeepAlive = false
+      }
+      await writeWebResponse(webResponse, response)
     } catch {
       if (!response.headersSent) {
-        response.writeHead(500, { "content-type": "application/json" })
-        response.end(JSON.stringify({ error: { type: "internal", message: "Internal server error" } }))
+        writeError(response, 500, "Internal server error")
       } else if (!response.destroyed) {
         response.destroy()
       }

@@ -227,6 +227,95 @@ describe("NodeHandler.toWebRequest", () => {
 })
 
 describe("NodeHandler.toNodeHandler", () => {
+  /** Serves a handler that echoes the body the core would read, after `prepare` ran on the request. */
+  const echoBody = async (
+    prepare: (request: IncomingMessage) => Promise<void> | void,
+    options: NodeHandler.NodeHandlerOptions = {},
+    body = '{"message":"raw"}'
+  ) => {
+    const handle = NodeHandler.toNodeHandler(
+      async (request) => new Response(`${request.headers.get("content-type")} ${await request.text()}`),
+      options
+    )
+    const server = await listen(async (request, response) => {
+      await prepare(request)
+      await handle(request, response)
+    })
+    try {
+      const { port } = server.address() as AddressInfo
+      const response = await fetch(`http://127.0.0.1:${port}/`, {
+        method: "POST",
+        headers: { "content-type": "text/plain" },
+        body
+      })
+      return await response.text()
+    } finally {
+      await close(server)
+    }
+  }
+
+  it("reads the raw body when a framework set request.body without reading the stream (Express 4)", async () => {
+    const seen = await echoBody((request) => {
+      ;(request as { body?: unknown }).body = {}
+    })
+    assert.strictEqual(seen, 'text/plain {"message":"raw"}')
+  })
+
+  it("re-serialises request.body when a framework read the stream to parse it", async () => {
+    const seen = await echoBody(async (request) => {
+      let text = ""
+      for await (const chunk of request) text += chunk
+      ;(request as { body?: unknown }).body = { ...JSON.parse(text), parsed: true }
+    })
+    assert.strictEqual(seen, 'application/json {"message":"raw","parsed":true}')
+  })
+
+  it("reads the body from the stream a framework hands on", async () => {
+    const seen = await echoBody(() => {}, { body: () => Readable.from([Buffer.from('{"message":"given"}')]) })
+    assert.strictEqual(seen, 'text/plain {"message":"given"}')
+  })
+
+  it("closes the connection when it answers before the whole body arrived, so server.close() completes", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
+    )
+    const server = await listen(NodeHandler.toNodeHandler(app.handler))
+    try {
+      const { port } = server.address() as AddressInfo
+      const body = JSON.stringify({ message: "x".repeat(2_000_000) })
+      // Sent chunked, so the core reads up to its limit and stops there.
+      const response = await fetch(`http://127.0.0.1:${port}/api/v0.3/chat`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: Readable.toWeb(Readable.from([Buffer.from(body)])) as ReadableStream,
+        duplex: "half"
+      } as RequestInit)
+      assert.strictEqual(response.status, 413)
+      assert.strictEqual(response.headers.get("connection"), "close")
+      await response.text()
+      // A half-read connection would keep this from ever resolving.
+      server.closeIdleConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    } finally {
+      server.closeAllConnections()
+      await app.dispose()
+    }
+  })
+
+  it("writeError writes the common body with the core's type for the status", async () => {
+    const server = await listen((_request, response) => NodeHandler.writeError(response, 413, "Too big"))
+    try {
+      const { port } = server.address() as AddressInfo
+      const response = await fetch(`http://127.0.0.1:${port}/`)
+      assert.strictEqual(response.status, 413)
+      assert.deepStrictEqual(await response.json(), {
+        error: { type: "request_too_large", message: "Too big" }
+      })
+    } finally {
+      await close(server)
+    }
+  })
+
   it("a handler that throws becomes a 500 with the common body", async () => {
     const server = await listen(NodeHandler.toNodeHandler(() => Promise.reject(new Error("boom"))))
     try {

@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 export * as PgAuditLog from "./PgAuditLog.ts"
+export * as PgConversationStatistics from "./PgConversationStatistics.ts"
 export * as PgConversationStore from "./PgConversationStore.ts"
 export * as PgEmbedded from "./PgEmbedded.ts"
 export * as PgMigrations from "./PgMigrations.ts"

@@ -1,0 +1,119 @@
+/**
+ * The reference server's metrics, logs and traces, chosen from settings:
+ * Prometheus `/metrics` on the chat port, alone on another address, or off;
+ * request and turn logs, human-readable or one JSON object per line; OTLP
+ * trace export when an endpoint is configured.
+ */
+import { createServer, type Server as HttpServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { type ChatError, ChatLog, ChatMetrics } from "@convoke/core"
+import { NodeHandler } from "@convoke/core/node"
+import { PgConversationStatistics } from "@convoke/store-pg"
+import { Layer, Logger, References } from "effect"
+import { FetchHttpClient } from "effect/http"
+import { OtlpSerialization, OtlpTracer } from "effect/observability"
+import type { Settings } from "./Settings.ts"
+
+/** What the server adds to its application for observability. */
+export interface Observability {
+  /** Fails to build only when the abandonment gauge's database cannot be reached. */
+  readonly layer: Layer.Layer<never, ChatError.StoreUnavailable>
+  readonly metrics: ChatMetrics.ChatMetrics | undefined
+  /** Banner lines. */
+  readonly summary: ReadonlyArray<readonly [string, string]>
+}
+
+const loggerLayer = (format: Settings["logFormat"]): Layer.Layer<never> => {
+  switch (format) {
+    case "json":
+      return Logger.layer([Logger.consoleJson])
+    case "pretty":
+      return Layer.empty
+    case "off":
+      // Request and turn lines are Info; warnings and errors still show.
+      return Layer.succeed(References.MinimumLogLevel, "Warn")
+  }
+}
+
+const tracerLayer = (otlpUrl: string): Layer.Layer<never> =>
+  OtlpTracer.layer({
+    url: `${otlpUrl}/v1/traces`,
+    resource: { serviceName: "convoke" }
+  }).pipe(
+    Layer.provide(OtlpSerialization.layerJson),
+    Layer.provide(FetchHttpClient.layer)
+  ) as Layer.Layer<never>
+
+/** The layers and metrics the settings ask for. */
+export const fromSettings = (settings: Settings): Observability => {
+  const metrics = settings.metrics === "off" ? undefined : ChatMetrics.make()
+  const layers: Array<Layer.Layer<never, ChatError.StoreUnavailable>> = [
+    ChatLog.layer(),
+    loggerLayer(settings.logFormat)
+  ]
+  if (metrics !== undefined) {
+    layers.push(
+      ChatMetrics.layer({ metrics, path: settings.metrics === "on" ? ChatMetrics.DEFAULT_PATH : false })
+    )
+  }
+  // Abandonment is computed by the database, over a connection of its own: the
+  // embedded PGlite accepts one connection, which the store holds.
+  const abandonment = metrics !== undefined && settings.databaseUrl !== undefined
+  if (abandonment) {
+    layers.push(
+      ChatMetrics.layerAbandonment({ metrics }).pipe(
+        Layer.provide(PgConversationStatistics.layerUrl(settings.databaseUrl!))
+      )
+    )
+  }
+  if (settings.otlpUrl !== undefined) layers.push(tracerLayer(settings.otlpUrl))
+  return {
+    layer: Layer.mergeAll(Layer.empty, ...layers),
+    metrics,
+    summary: [
+      ...(metrics === undefined
+        ? []
+        : ([
+            [
+              "abandonment",
+              abandonment
+                ? "conversation_abandonment_rate from PostgreSQL, every minute"
+                : "needs DATABASE_URL"
+            ]
+          ] as const)),
+      ["logs", settings.logFormat === "off" ? "warnings and errors only" : settings.logFormat],
+      ["traces", settings.otlpUrl === undefined ? "off" : `OTLP ${settings.otlpUrl}/v1/traces`]
+    ]
+  }
+}
+
+/** A metrics endpoint on an address of its own. */
+export interface MetricsServer {
+  readonly url: string
+  readonly close: () => Promise<void>
+}
+
+/** Serves `GET /metrics` alone on `host:port`. */
+export const listenMetrics = async (
+  metrics: ChatMetrics.ChatMetrics,
+  address: { readonly host: string; readonly port: number }
+): Promise<MetricsServer> => {
+  const http: HttpServer = createServer(NodeHandler.toNodeHandler(ChatMetrics.toWebHandler(metrics)))
+  await new Promise<void>((resolve, reject) => {
+    http.once("error", reject)
+    http.listen(address.port, address.host, () => {
+      http.off("error", reject)
+      resolve()
+    })
+  })
+  const port = (http.address() as AddressInfo).port
+  const host = address.host.includes(":") ? `[${address.host}]` : address.host
+  return {
+    url: `http://${host}:${port}${ChatMetrics.DEFAULT_PATH}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        http.close(() => resolve())
+        http.closeAllConnections()
+      })
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Structured logs and traces of the chat endpoint: one line per request and
+ * one per chat turn, with the ids and durations an operator searches by —
+ * request id, conversation id, user id, client kind, status, outcome — and
+ * never the content of a message.
+ *
+ * The lines are ordinary Effect logs with annotations, so the logger decides
+ * their format: `Logger.consoleJson` gives one JSON object per line, e.g.
+ *
+ * ```json
+ * {"message":"Chat turn ended","level":"INFO","timestamp":"…","annotations":{"requestId":"…","userId":"alice","conversationId":"…","outcome":"complete","durationMillis":412,"stream":true},…}
+ * ```
+ *
+ * Each request also runs in a server span (`POST /api/v0.3/chat`) carrying
+ * the request id, client kind and status, which a tracer such as Effect's
+ * `OtlpTracer` exports; with no tracer installed nothing leaves the process.
+ *
+ * The request id is the caller's `X-Request-Id` when it is a sane token, else
+ * a fresh UUID given to the request here, so the access line, the turn lines
+ * and the response's `x-request-id` header all carry the same id.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, type Layer } from "effect"
+import { HttpServerRequest } from "effect/http"
+import * as ChatExtension from "./ChatExtension.ts"
+import * as ChatHooks from "./ChatHooks.ts"
+import { CHAT_PATH, requestIdOf } from "./ChatHttp.ts"
+import * as ClientKind from "./ClientKind.ts"
+
+const context = (event: ChatHooks.TurnContext) => ({
+  requestId: event.requestId,
+  userId: event.userId,
+  stream: event.stream
+})
+
+/** The chat-turn observer: resolutions, failures and turn ends, without message content. */
+export const observer: ChatHooks.Service = {
+  ...ChatHooks.noop,
+  conversationResolved: (event) =>
+    Effect.logInfo("Conversation resolved").pipe(
+      Effect.annotateLogs({
+        ...context(event),
+        conversationId: event.conversationId,
+        source: event.source,
+        created: event.created,
+        durationMillis: event.durationMillis
+      })
+    ),
+  conversationFailed: (event) =>
+    Effect.logWarning("Conversation could not be resolved").pipe(
+      Effect.annotateLogs({ ...context(event), reason: event.reason, durationMillis: event.durationMillis })
+    ),
+  metadataSent: (event) =>
+    Effect.logDebug("Metadata event sent").pipe(
+      Effect.annotateLogs({
+        ...context(event),
+        conversationId: event.conversationId,
+        temporary: event.temporary,
+        latencyMillis: event.latencyMillis
+      })
+    ),
+  firstToken: (event) =>
+    Effect.logDebug("Model produced its first text").pipe(
+      Effect.annotateLogs({
+        ...context(event),
+        conversationId: event.conversationId,
+        latencyMillis: event.latencyMillis
+      })
+    ),
+  turnEnded: (event) =>
+    (event.outcome === "complete" || event.outcome === "client_closed"
+      ? Effect.logInfo("Chat turn ended")
+      : Effect.logWarning("Chat turn ended")
+    ).pipe(
+      Effect.annotateLogs({
+        ...context(event),
+        conversationId: event.conversationId,
+        outcome: event.outcome,
+        durationMillis: event.durationMillis
+      })
+    )
+}
+
+const pathOf = (url: string) => {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}
+
+/**
+ * Gives every request an id, runs it in a server span, and logs one line when
+ * its response starts (for a stream, the turn's own line says how it ended).
+ */
+export const middleware = (app: ChatExtension.App): ChatExtension.App =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const startedAt = yield* Clock.currentTimeMillis
+    const requestId = requestIdOf(request.headers)
+    const path = pathOf(request.url)
+    const client = ClientKind.detect(request.headers)
+    const annotations = { requestId, method: request.method, path, client }
+    const withId = request.modify({ headers: { ...request.headers, "x-request-id": requestId } })
+    return yield* app.pipe(
+      Effect.provideService(HttpServerRequest.HttpServerRequest, withId),
+      Effect.tap((response) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.annotateCurrentSpan({ "http.response.status_code": response.status }).pipe(
+            Effect.andThen(
+              // Scrapes and health checks that succeed are routine: debug level.
+              (path === CHAT_PATH || response.status >= 400
+                ? Effect.logInfo("Request handled")
+                : Effect.logDebug("Request handled")
+              ).pipe(Effect.annotateLogs({ status: response.status, durationMillis: now - startedAt }))
+            )
+          )
+        )
+      ),
+      Effect.onInterrupt(() => Effect.logInfo("Request abandoned by the client")),
+      Effect.annotateLogs(annotations),
+      Effect.withSpan(`${request.method} ${path}`, {
+        kind: "server",
+        attributes: {
+          "http.request.method": request.method,
+          "url.path": path,
+          "convoke.request_id": requestId,
+          "convoke.client": client
+        }
+      })
+    )
+  })
+
+/** Logs every request and chat turn, and traces every request; an extension, so it composes by merging. */
+export const layer = (): Layer.Layer<never> => ChatExtension.layer({ hooks: observer, middleware })

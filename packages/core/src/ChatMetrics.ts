@@ -1,0 +1,373 @@
+/**
+ * Prometheus metrics of the chat endpoint, served as `GET /metrics` in the
+ * Prometheus text format — on the application's own port, on a separate one,
+ * or not at all.
+ *
+ * The metrics are Effect `Metric`s rendered by `PrometheusMetrics` from
+ * `effect/observability`, not `prom-client`: that keeps `@convoke/core` on its
+ * single dependency (`effect`) instead of a package of its own, updates are
+ * plain synchronous calls inside the turn's fiber, and an application's own
+ * Effect metrics can share the registry. Effect keeps metrics in a `MetricRegistry`, which is process-wide
+ * unless one is provided: every `make` therefore starts its own registry, so
+ * two applications (or two tests) in one process never see each other's
+ * counts. Pass `registry` to share one on purpose.
+ *
+ * What is measured and where:
+ * - from the chat turn (`ChatHooks`): conversations created by source,
+ *   creation time and failures, resumptions, metadata events and the time
+ *   from the request's arrival to the metadata event, the model's time to
+ *   first token, and how streams end;
+ * - from the HTTP layer (`ChatExtension` middleware): chat requests by client
+ *   kind (`ClientKind`) and status, and the streams open right now.
+ *
+ * Leaving the layer out leaves out everything: no route, no hooks, no
+ * middleware, no registry.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Layer, Metric, Schedule, Stream } from "effect"
+import { HttpBody, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
+import * as ChatExtension from "./ChatExtension.ts"
+import type * as ChatHooks from "./ChatHooks.ts"
+import { CHAT_PATH, type WebHandler } from "./ChatHttp.ts"
+import * as ClientKind from "./ClientKind.ts"
+import * as ConversationStatistics from "./ConversationStatistics.ts"
+import type * as HttpError from "./HttpError.ts"
+
+/** The content type of the Prometheus text format. */
+export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+/** The default path of the metrics route. */
+export const DEFAULT_PATH = "/metrics"
+
+/**
+ * Where a created conversation came from: the resolver's sources (`absent`,
+ * `new`, `invalid_id`, `unknown_id`), plus `temporary` (a stream started with a
+ * fallback id because the store failed or was slow) and `reconciled` (such an
+ * id stored once the store answered). Every one is exported from the start,
+ * at zero, so rules and dashboards see a series before its first event.
+ */
+export const SOURCES = ["absent", "new", "invalid_id", "unknown_id", "temporary", "reconciled"] as const
+
+/** How a stream can end; see `ChatHooks.Outcome`. */
+export const OUTCOMES: ReadonlyArray<ChatHooks.Outcome> = [
+  "complete",
+  "client_closed",
+  "model_error",
+  "store_error",
+  "shutdown"
+]
+
+/** Why creating or finding a conversation failed. */
+export const FAILURE_REASONS: ReadonlyArray<ChatHooks.ConversationFailed["reason"]> = ["store_unavailable"]
+
+/**
+ * Bucket bounds in seconds, 1 ms to 1 s in 1-2-5 steps. 0.5 s is a bound, so
+ * "p95 above 500 ms" is decided exactly by the buckets, not by interpolation.
+ */
+export const FAST_BUCKETS: ReadonlyArray<number> = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+
+/** Bucket bounds in seconds for slower things (the model's first token): 1 ms to 30 s. */
+export const SLOW_BUCKETS: ReadonlyArray<number> = [...FAST_BUCKETS, 2, 5, 10, 30]
+
+/** A running set of Convoke metrics. */
+export interface ChatMetrics {
+  /** The registry the metrics live in. */
+  readonly registry: Metric.MetricRegistry
+  /** The chat-turn observer; combine it with others through `ChatHooks.combine`. */
+  readonly observer: ChatHooks.Service
+  /** Counts chat requests by client kind and status, and open streams. */
+  readonly middleware: (app: ChatExtension.App) => ChatExtension.App
+  /** The metrics in the Prometheus text format. */
+  readonly format: () => string
+  /**
+   * Sets the abandonment gauges from the store's answer (`layerAbandonment`
+   * does it periodically); they are absent until first set.
+   */
+  readonly recordAbandonment: (abandonment: ConversationStatistics.Abandonment) => void
+}
+
+/** Options of `make`. */
+export interface Options {
+  /** The registry to record into; a fresh one by default. */
+  readonly registry?: Metric.MetricRegistry | undefined
+}
+
+const seconds = (millis: number) => Math.max(0, millis) / 1000
+
+/** Creates the metrics, every known series registered at zero. */
+export const make = (options: Options = {}): ChatMetrics => {
+  const registry: Metric.MetricRegistry = options.registry ?? new Map()
+  const context = Context.make(Metric.MetricRegistry, registry) as Context.Context<never>
+
+  /** One metric per value of a label, made on first use and then reused. */
+  const labelled = <M extends Metric.Metric<number, any>>(base: M, label: string) => {
+    const byValue = new Map<string, Metric.Metric<number, any>>()
+    return (value: string) => {
+      let metric = byValue.get(value)
+      if (metric === undefined) {
+        metric = Metric.withAttributes(base, { [label]: value })
+        byValue.set(value, metric)
+      }
+      return metric
+    }
+  }
+  const register = (metric: Metric.Metric<number, any>) => {
+    metric.valueUnsafe(context)
+  }
+  const add = (metric: Metric.Metric<number, any>, value = 1) => metric.updateUnsafe(value, context)
+
+  const creationDuration = Metric.histogram("conversation_creation_duration_seconds", {
+    description: "Time to create a conversation, store round trip included",
+    boundaries: Metric.boundariesFromIterable(FAST_BUCKETS)
+  })
+  const creationFailures = labelled(
+    Metric.counter("conversation_creation_failures_total", {
+      description: "Requests whose conversation could not be created or looked up, by reason",
+      incremental: true
+    }),
+    "reason"
+  )
+  const created = labelled(
+    Metric.counter("conversations_created_total", {
+      description: "Conversations created, by source of the decision to create",
+      incremental: true
+    }),
+    "source"
+  )
+  const resumed = Metric.counter("conversations_resumed_total", {
+    description: "Requests that continued an existing conversation",
+    incremental: true
+  })
+  const metadataEmitted = labelled(
+    Metric.counter("metadata_event_emission_total", {
+      description: "Metadata events sent as the first event of a stream, by whether the id is temporary",
+      incremental: true
+    }),
+    "temporary"
+  )
+  const streamStartLatency = Metric.histogram("stream_start_latency_seconds", {
+    description: "Time from the request's arrival to the metadata event",
+    boundaries: Metric.boundariesFromIterable(SLOW_BUCKETS)
+  })
+  const streamsActive = Metric.gauge("streams_active", {
+    description: "Event streams being sent right now"
+  })
+  const outcomes = labelled(
+    Metric.counter("stream_outcomes_total", {
+      description: "Streams ended, by outcome",
+      incremental: true
+    }),
+    "outcome"
+  )
+  const firstToken = Metric.histogram("model_time_to_first_token_seconds", {
+    description: "Time from the model call to its first text",
+    boundaries: Metric.boundariesFromIterable(SLOW_BUCKETS)
+  })
+  const requestsByClient = labelled(
+    Metric.counter("chat_requests_total", {
+      description: "Requests to the chat endpoint, by client kind and response status",
+      incremental: true
+    }),
+    "client"
+  )
+  const requests = (client: ClientKind.ClientKind, status: number) =>
+    Metric.withAttributes(requestsByClient(client), { status: String(status) })
+
+  // Registered in the order they are listed in the exposition.
+  register(creationDuration)
+  for (const reason of FAILURE_REASONS) register(creationFailures(reason))
+  for (const source of SOURCES) register(created(source))
+  register(resumed)
+  for (const temporary of ["false", "true"]) register(metadataEmitted(temporary))
+  register(streamStartLatency)
+  register(streamsActive)
+  for (const outcome of OUTCOMES) register(outcomes(outcome))
+  register(firstToken)
+  // Requests are counted only once their status is known; the 200s are
+  // registered up front so adoption-rate rules have every client's series.
+  for (const client of ClientKind.kinds) register(requests(client, 200))
+
+  const requestCache = new Map<string, Metric.Metric<number, any>>()
+  const countRequest = (client: ClientKind.ClientKind, status: number) => {
+    const key = `${client} ${status}`
+    let metric = requestCache.get(key)
+    if (metric === undefined) {
+      metric = requests(client, status)
+      requestCache.set(key, metric)
+    }
+    add(metric)
+  }
+
+  const observer: ChatHooks.Service = {
+    conversationResolved: (event) =>
+      Effect.sync(() => {
+        if (event.created) {
+          add(created(event.source))
+          creationDuration.updateUnsafe(seconds(event.durationMillis), context)
+        } else {
+          add(resumed)
+        }
+      }),
+    conversationFailed: (event) => Effect.sync(() => add(creationFailures(event.reason))),
+    metadataSent: (event) =>
+      Effect.sync(() => {
+        add(metadataEmitted(String(event.temporary)))
+        streamStartLatency.updateUnsafe(seconds(event.latencyMillis), context)
+      }),
+    firstToken: (event) => Effect.sync(() => firstToken.updateUnsafe(seconds(event.latencyMillis), context)),
+    turnEnded: (event) => (event.stream ? Effect.sync(() => add(outcomes(event.outcome))) : Effect.void)
+  }
+
+  const trackStream = (response: HttpServerResponse.HttpServerResponse) => {
+    const body = response.body
+    if (body._tag !== "Stream") return response
+    // Counted from the first pull to the end of the body, however it ends.
+    const counted = Stream.suspend(() => {
+      streamsActive.modifyUnsafe(1, context)
+      return body.stream.pipe(Stream.ensuring(Effect.sync(() => streamsActive.modifyUnsafe(-1, context))))
+    })
+    return HttpServerResponse.setBody(
+      response,
+      HttpBody.stream(counted, body.contentType, body.contentLength)
+    )
+  }
+
+  const middleware = (app: ChatExtension.App): ChatExtension.App =>
+    Effect.gen(function* () {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      if (pathOf(request.url) !== CHAT_PATH) return yield* app
+      const client = ClientKind.detect(request.headers)
+      const response = yield* app.pipe(
+        // The client left before the response started: nginx's 499.
+        Effect.onInterrupt(() => Effect.sync(() => countRequest(client, 499)))
+      )
+      countRequest(client, response.status)
+      return trackStream(response)
+    })
+
+  const abandonmentRate = Metric.gauge("conversation_abandonment_rate", {
+    description: "Share of the conversations created in the measured window that were never continued"
+  })
+  const abandonmentSample = Metric.gauge("conversation_abandonment_window_conversations", {
+    description: "Conversations created in the window conversation_abandonment_rate is measured over"
+  })
+  const recordAbandonment = ({ created, abandoned }: ConversationStatistics.Abandonment) => {
+    abandonmentRate.updateUnsafe(created === 0 ? Number.NaN : abandoned / created, context)
+    abandonmentSample.updateUnsafe(created, context)
+  }
+
+  return {
+    registry,
+    observer,
+    middleware,
+    format: () => PrometheusMetrics.formatUnsafe(context),
+    recordAbandonment
+  }
+}
+
+const pathOf = (url: string) => {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}
+
+/** Options of `layer`. */
+export interface LayerOptions {
+  /** The metrics to record into; `make()` by default. */
+  readonly metrics?: ChatMetrics | undefined
+  /**
+   * The path of the metrics route on the application (default `/metrics`);
+   * `false` records without serving them there — serve them elsewhere with
+   * `toWebHandler`, e.g. on a port that is not exposed.
+   */
+  readonly path?: `/${string}` | false | undefined
+}
+
+/**
+ * Records the metrics of an application and serves them; an extension, so it
+ * composes with other extensions and hooks by merging:
+ *
+ * ```ts
+ * ChatHttp.makeApp(Layer.mergeAll(store, model, identity, ChatMetrics.layer()))
+ * ```
+ */
+export const layer = (options: LayerOptions = {}): Layer.Layer<never> => {
+  const metrics = options.metrics ?? make()
+  const path = options.path ?? DEFAULT_PATH
+  const route = Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE }))
+  return ChatExtension.layer({
+    hooks: metrics.observer,
+    middleware: metrics.middleware,
+    ...(path === false ? {} : { routes: [HttpRouter.route("GET", path, route)] })
+  })
+}
+
+/**
+ * A web handler that serves only the metrics, for a separate port: `GET` on
+ * `path` (default `/metrics`) answers the exposition, anything else the
+ * common 404 / 405 error.
+ */
+export const toWebHandler = (metrics: ChatMetrics, options: { readonly path?: string } = {}): WebHandler => {
+  const path = options.path ?? DEFAULT_PATH
+  const json = (status: number, type: string, message: string, headers: Record<string, string> = {}) =>
+    Response.json({ error: { type, message } } satisfies HttpError.ErrorBody, { status, headers })
+  return async (request) => {
+    if (new URL(request.url).pathname !== path) return json(404, "not_found", "Not found")
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return json(405, "method_not_allowed", "Use GET", { allow: "GET" })
+    }
+    return new Response(request.method === "HEAD" ? null : metrics.format(), {
+      headers: { "content-type": CONTENT_TYPE }
+    })
+  }
+}
+
+/** Options of `layerAbandonment`. */
+export interface AbandonmentOptions {
+  /** The metrics to set the gauges on. */
+  readonly metrics: ChatMetrics
+  /** How far back conversations are counted (default 24 hours). */
+  readonly lookback?: Duration.Input | undefined
+  /**
+   * How old a conversation must be before it can count as abandoned (default
+   * 1 hour): a conversation created a minute ago has not had its chance yet.
+   */
+  readonly grace?: Duration.Input | undefined
+  /** How often the store is asked (default every minute). */
+  readonly interval?: Duration.Input | undefined
+}
+
+/**
+ * Keeps `conversation_abandonment_rate` up to date from the store: the share
+ * of conversations created between `lookback + grace` and `grace` ago that
+ * have at most one user message. Computed by the store, so it is right across
+ * instances and restarts (every instance reports the same value: aggregate
+ * with `max`, not `sum`). Asks once when built, then every `interval`; a
+ * failed refresh is logged and the gauges keep their last value.
+ */
+export const layerAbandonment = (
+  options: AbandonmentOptions
+): Layer.Layer<never, never, ConversationStatistics.ConversationStatistics> =>
+  Layer.effectDiscard(
+    Effect.gen(function* () {
+      const statistics = yield* ConversationStatistics.ConversationStatistics
+      const lookback = Duration.toMillis(Duration.fromInputUnsafe(options.lookback ?? Duration.hours(24)))
+      const grace = Duration.toMillis(Duration.fromInputUnsafe(options.grace ?? Duration.hours(1)))
+      const refresh = Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const abandonment = yield* statistics.abandonment({
+          from: new Date(now - grace - lookback),
+          to: new Date(now - grace)
+        })
+        options.metrics.recordAbandonment(abandonment)
+      }).pipe(
+        Effect.catchCause((cause) => Effect.logWarning("Could not refresh conversation abandonment", cause))
+      )
+      yield* refresh
+      yield* refresh.pipe(
+        Effect.repeat(Schedule.spaced(Duration.fromInputUnsafe(options.interval ?? Duration.minutes(1)))),
+        Effect.forkScoped
+      )
+    })
+  )

@@ -1,0 +1,101 @@
+/**
+ * Convoke as a Fastify plugin:
+ *
+ * ```ts
+ * await fastify.register(FastifyPlugin.plugin, { prefix: "/chat", layer })
+ * ```
+ *
+ * The plugin is encapsulated (no `fastify-plugin`): its content-type parser
+ * and routes apply to its own routes only, so the app's JSON parsing, hooks
+ * and other routes are untouched, and `prefix` works as for any plugin.
+ *
+ * It streams by hijacking the reply and handing the raw request and response
+ * to the core's Node binding, which already does back-pressure (`drain`),
+ * flushing and disconnects once for every Node framework. A reply stream
+ * (`reply.send(stream)`) would go through `onSend` hooks instead, where a
+ * compression plugin configured for `text/event-stream` would buffer events.
+ * Headers that hooks set on the reply (CORS, security headers) are copied to
+ * the raw response first, so hijacking does not lose them.
+ *
+ * @since 0.1.0
+ */
+import type { Readable } from "node:stream"
+import { ChatHttp, type ConversationStore, type Identity, type LanguageModel } from "@convoke/core"
+import { NodeHandler } from "@convoke/core/node"
+import { Cause, Layer, Logger } from "effect"
+import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify"
+
+/** Options: a running app you manage, or the layers to build one the plugin manages. */
+export type Options =
+  | {
+      /** An app you built with `ChatHttp.makeApp`; you call its `shutdown` and `dispose`. */
+      readonly app: ChatHttp.App
+    }
+  | {
+      /**
+       * Store, model and identity (and optional settings). The plugin builds the
+       * app when registered, logs through Fastify's logger, ends open streams
+       * on `fastify.close()` and then releases the layers.
+       */
+      readonly layer: Layer.Layer<
+        ConversationStore.ConversationStore | LanguageModel.LanguageModel | Identity.Identity,
+        unknown
+      >
+    }
+
+const LEVELS = {
+  Fatal: "fatal",
+  Error: "error",
+  Warn: "warn",
+  Info: "info",
+  Debug: "debug",
+  Trace: "trace"
+} as const
+
+/** An Effect logger that writes to a Fastify (pino) logger. */
+export const loggerFor = (log: FastifyBaseLogger) =>
+  Logger.make(({ logLevel, message, cause }) => {
+    const level = LEVELS[logLevel as keyof typeof LEVELS]
+    if (level === undefined) return
+    const text = (Array.isArray(message) ? message : [message]).map(String).join(" ")
+    log[level](cause.reasons.length > 0 ? { err: Cause.squash(cause) } : {}, text)
+  })
+
+const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+/** The plugin: register it with `fastify.register(plugin, { prefix, app | layer })`. */
+export const plugin: FastifyPluginAsync<Options> = async (fastify, options) => {
+  let app: ChatHttp.App
+  if ("app" in options) {
+    app = options.app
+  } else {
+    app = await ChatHttp.makeApp(Layer.merge(options.layer, Logger.layer([loggerFor(fastify.log)])))
+    fastify.addHook("preClose", async () => {
+      await app.shutdown()
+    })
+    fastify.addHook("onClose", async () => {
+      await app.dispose()
+    })
+  }
+  // The core reads the body itself, so its limit (413), content types (415)
+  // and JSON sent as text/plain apply exactly as everywhere else. The stream
+  // handed over has been through `preParsing` hooks (request decompression).
+  fastify.removeAllContentTypeParsers()
+  fastify.addContentTypeParser("*", (_request, payload, done) => done(null, payload))
+  const prefix = fastify.prefix
+  const url = (request: { readonly url?: string | undefined }) => request.url?.slice(prefix.length)
+  for (const path of ChatHttp.PATHS) {
+    fastify.route({
+      method: METHODS,
+      url: path,
+      handler: (request, reply) => {
+        for (const [name, value] of Object.entries(reply.getHeaders())) {
+          if (value !== undefined) reply.raw.setHeader(name, value)
+        }
+        reply.hijack()
+        const body = () => request.body as Readable | undefined
+        return NodeHandler.toNodeHandler(app.handler, { url, body })(request.raw, reply.raw)
+      }
+    })
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Convoke on AWS Lambda. `streaming` answers through Lambda response
+ * streaming (Function URLs with `InvokeMode: RESPONSE_STREAM`, API Gateway
+ * REST APIs with `responseTransferMode: STREAM`): the metadata event leaves
+ * as soon as the conversation is resolved. `buffered` returns one result for
+ * integrations that cannot stream (API Gateway HTTP APIs).
+ *
+ * The app — the Effect runtime and its layers, database pool included — is
+ * built once per container, at init, and reused by every invocation.
+ *
+ * @since 0.1.0
+ */
+import { Readable } from "node:stream"
+import { pipeline } from "node:stream/promises"
+import { ChatHttp, type ConversationStore, type Identity, type LanguageModel } from "@convoke/core"
+import type { Layer } from "effect"
+import * as LambdaEvent from "./LambdaEvent.ts"
+import * as LambdaRuntime from "./LambdaRuntime.ts"
+
+/** What to serve: layers (built once per container), a built app, or a function that builds one. */
+export type Source =
+  | Layer.Layer<
+      ConversationStore.ConversationStore | LanguageModel.LanguageModel | Identity.Identity,
+      unknown
+    >
+  | ChatHttp.App
+  | (() => Promise<ChatHttp.App>)
+
+/** Options of both handlers. */
+export interface Options {
+  /** A path prefix to strip before routing (an HTTP API stage, a custom domain's base path). */
+  readonly basePath?: string | undefined
+}
+
+/** Builds the app on first use and keeps it; a failed build is retried by the next invocation. */
+const once = (source: Source): (() => Promise<ChatHttp.App>) => {
+  let app: Promise<ChatHttp.App> | undefined
+  const build = (): Promise<ChatHttp.App> =>
+    typeof source === "function"
+      ? source()
+      : "handler" in source
+        ? Promise.resolve(source)
+        : ChatHttp.makeApp(source)
+  const get = () =>
+    (app ??= build().catch((error) => {
+      app = undefined
+      throw error
+    }))
+  // Start during the init phase; an invocation awaits the same promise.
+  get().catch((error) =>
+    console.error("Convoke: building the app failed; retrying on the next request", error)
+  )
+  return get
+}
+
+const unavailable = () =>
+  Response.json(
+    { error: { type: "unavailable", message: "The service is starting or unavailable" } },
+    { status: 503, headers: { "retry-after": "1" } }
+  )
+
+const respond = async (
+  app: () => Promise<ChatHttp.App>,
+  event: LambdaEvent.Event,
+  options: LambdaEvent.RequestOptions
+): Promise<Response> => {
+  let request: Request
+  try {
+    request = LambdaEvent.toRequest(event, options)
+  } catch {
+    return Response.json(
+      { error: { type: "invalid_request", message: "Not an HTTP event of payload format 1.0 or 2.0" } },
+      { status: 400 }
+    )
+  }
+  const built = await app().catch(() => undefined)
+  return built === undefined ? unavailable() : built.handler(request)
+}
+
+/**
+ * The streaming handler: `export const handler = LambdaHandler.streaming(layer)`.
+ * A client that goes away destroys the response stream, which cancels the
+ * body and interrupts the model (the partial reply is stored).
+ */
+export const streaming = (source: Source, options: Options = {}) => {
+  const awslambda = LambdaRuntime.get()
+  const app = once(source)
+  return awslambda.streamifyResponse<LambdaEvent.Event>(async (event, responseStream) => {
+    const controller = new AbortController()
+    const onClose = () => {
+      if (!responseStream.writableFinished) controller.abort()
+    }
+    responseStream.once("close", onClose)
+    try {
+      const response = await respond(app, event, { signal: controller.signal, basePath: options.basePath })
+      const stream = awslambda.HttpResponseStream.from(responseStream, LambdaEvent.preludeOf(response))
+      // The prelude goes out with the first write: an empty body still writes once.
+      if (response.body === null) stream.end("")
+      else await pipeline(Readable.fromWeb(response.body as never), stream)
+    } catch {
+      // The client left (the stream was destroyed); the pipeline cancelled the body.
+      if (!responseStream.destroyed) responseStream.destroy()
+    } finally {
+      responseStream.off("close", onClose)
+    }
+  })
+}
+
+/** The buffered handler for API Gateway HTTP APIs (and any integration that cannot stream). */
+export const buffered = (source: Source, options: Options = {}) => {
+  const app = once(source)
+  return async (event: LambdaEvent.Event): Promise<LambdaEvent.ResultV1 | LambdaEvent.ResultV2> =>
+    LambdaEvent.toResult(event, await respond(app, event, options))
+}

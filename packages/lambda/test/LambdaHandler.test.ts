@@ -1,0 +1,252 @@
+/**
+ * `@convoke/lambda` behind a faithful loopback harness of the Lambda runtime:
+ * the shared wire contract over Function URL (payload 2.0) and API Gateway
+ * REST streaming (payload 1.0), then buffered mode and the container's
+ * lifecycle with raw events.
+ */
+import { describeConformance, StoreProbe } from "@convoke/conformance"
+import { ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
+import { Effect, Layer } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { LambdaEvent, LambdaHandler } from "../src/index.ts"
+import * as LambdaHarness from "./LambdaHarness.ts"
+
+beforeAll(() => LambdaHarness.install())
+afterAll(() => LambdaHarness.uninstall())
+
+for (const [name, payload] of [
+  ["Function URL (RESPONSE_STREAM, payload 2.0)", "2.0"],
+  ["API Gateway REST streaming (payload 1.0)", "1.0"]
+] as const) {
+  describeConformance(`Lambda streaming handler behind a ${name}`, async ({ layer }) => {
+    const store = await StoreProbe.postgres()
+    const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, layer))
+    const served = await LambdaHarness.serve(LambdaHandler.streaming(app), payload)
+    return {
+      url: served.url,
+      probe: store.probe,
+      close: async () => {
+        await served.close()
+        await app.dispose()
+        await store.drop()
+        expect(served.violations).toEqual([])
+      }
+    }
+  })
+}
+
+/** Counts how often the layers are built, to show one build per container. */
+const counting = () => {
+  const counter = { builds: 0 }
+  const layer = Layer.mergeAll(
+    ConversationStore.layerMemory,
+    EchoLanguageModel.layer({ delay: 0 }),
+    Identity.layerAnonymous(),
+    Layer.effectDiscard(
+      Effect.sync(() => {
+        counter.builds++
+      })
+    )
+  )
+  return { counter, layer }
+}
+
+const v2 = (body: string, overrides: Partial<LambdaEvent.EventV2> = {}): LambdaEvent.EventV2 => ({
+  version: "2.0",
+  rawPath: ChatHttp.CHAT_PATH,
+  rawQueryString: "",
+  headers: { "content-type": "application/json", host: "abc.lambda-url.eu-west-1.on.aws" },
+  requestContext: { http: { method: "POST" } },
+  body,
+  isBase64Encoded: false,
+  ...overrides
+})
+
+const v1 = (body: string, overrides: Partial<LambdaEvent.EventV1> = {}): LambdaEvent.EventV1 => ({
+  httpMethod: "POST",
+  path: ChatHttp.CHAT_PATH,
+  headers: { "Content-Type": "application/json" },
+  multiValueHeaders: { "Content-Type": ["application/json"] },
+  queryStringParameters: null,
+  multiValueQueryStringParameters: null,
+  body,
+  isBase64Encoded: false,
+  ...overrides
+})
+
+describe("LambdaHandler.buffered (API Gateway HTTP API)", () => {
+  it("answers payload 2.0 and 1.0 events, base64 bodies included, building the app once for both", async () => {
+    const { counter, layer } = counting()
+    const handler = LambdaHandler.buffered(layer)
+    const first = (await handler(v2(JSON.stringify({ message: "hello" })))) as LambdaEvent.ResultV2
+    expect(first.statusCode).toBe(200)
+    expect(first.isBase64Encoded).toBe(false)
+    expect(first.cookies).toEqual([])
+    const completion = JSON.parse(first.body)
+    expect(completion.message.content).toBe("Echo #1: hello")
+    const base64 = Buffer.from(
+      JSON.stringify({ message: "again", conversation_id: completion.conversation_id })
+    ).toString("base64")
+    const second = (await handler(
+      v1(base64, {
+        isBase64Encoded: true,
+        multiValueHeaders: { "Content-Type": ["text/plain"], "X-Request-Id": ["req-1"] }
+      })
+    )) as LambdaEvent.ResultV1
+    expect(second.statusCode).toBe(200)
+    expect(second.headers["x-request-id"]).toBe("req-1")
+    expect(second.multiValueHeaders).toEqual({})
+    expect(JSON.parse(second.body).message.content).toBe("Echo #2: again")
+    expect(counter.builds).toBe(1)
+  })
+
+  it("buffers a whole SSE stream into one result, metadata first", async () => {
+    const handler = LambdaHandler.buffered(counting().layer)
+    const result = await handler(v2(JSON.stringify({ message: "hi there", stream: true })))
+    expect(result.statusCode).toBe(200)
+    expect(result.headers["content-type"]).toBe("text/event-stream; charset=utf-8")
+    expect(result.body.startsWith('data: {"type":"metadata","conversation_id":"')).toBe(true)
+    expect(result.body.endsWith("data: [DONE]\n\n")).toBe(true)
+  })
+
+  it("answers errors before the stream with the common body, and strips a base path", async () => {
+    const handler = LambdaHandler.buffered(counting().layer, { basePath: "/prod" })
+    const invalid = await handler(v2("{nope", { rawPath: `/prod${ChatHttp.CHAT_PATH}` }))
+    expect(invalid.statusCode).toBe(400)
+    expect(JSON.parse(invalid.body).error.type).toBe("invalid_request")
+    const health = await handler(
+      v2("", { rawPath: "/prod/health", requestContext: { http: { method: "GET" } } })
+    )
+    expect(JSON.parse(health.body)).toMatchObject({ status: "ok" })
+    const notHttp = await handler({ hello: "world" } as never)
+    expect(notHttp.statusCode).toBe(400)
+  })
+
+  it("answers 503 while the app cannot be built, and builds it on a later invocation", async () => {
+    let attempts = 0
+    const handler = LambdaHandler.buffered(async () => {
+      attempts++
+      // The build started at init fails, and so does the first invocation's retry.
+      if (attempts <= 2) throw new Error("database unreachable")
+      return ChatHttp.makeApp(counting().layer)
+    })
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    const failed = await handler(v2(JSON.stringify({ message: "hi" })))
+    expect(failed.statusCode).toBe(503)
+    expect(JSON.parse(failed.body).error.type).toBe("unavailable")
+    const ok = await handler(v2(JSON.stringify({ message: "hi" })))
+    expect(ok.statusCode).toBe(200)
+    expect(attempts).toBe(3)
+  })
+})
+
+describe("LambdaHandler.streaming", () => {
+  it("builds the app once per container and reuses it across invocations", async () => {
+    const { counter, layer } = counting()
+    const served = await LambdaHarness.serve(LambdaHandler.streaming(layer))
+    try {
+      for (const message of ["one", "two"]) {
+        const response = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
+          method: "POST",
+          body: JSON.stringify({ message, stream: true })
+        })
+        expect((await response.text()).endsWith("data: [DONE]\n\n")).toBe(true)
+      }
+      expect(served.invocations()).toBe(2)
+      expect(counter.builds).toBe(1)
+      expect(served.violations).toEqual([])
+    } finally {
+      await served.close()
+    }
+  })
+
+  it("writes the prelude for an empty body and ends the stream", async () => {
+    const served = await LambdaHarness.serve(
+      LambdaHandler.streaming(async () => ({
+        handler: async () => new Response(null, { status: 204, headers: { "set-cookie": "a=1" } }),
+        shutdown: async () => {},
+        dispose: async () => {}
+      }))
+    )
+    try {
+      const response = await fetch(served.url)
+      expect(response.status).toBe(204)
+      expect(response.headers.getSetCookie()).toEqual(["a=1"])
+      expect(served.violations).toEqual([])
+    } finally {
+      await served.close()
+    }
+  })
+
+  it("explains itself outside the Lambda runtime", () => {
+    LambdaHarness.uninstall()
+    try {
+      expect(() => LambdaHandler.streaming(counting().layer)).toThrow(/awslambda/)
+    } finally {
+      LambdaHarness.install()
+    }
+  })
+})
+
+describe("LambdaEvent.toRequest", () => {
+  it("carries payload 2.0 headers, cookies, query and a base64 body", async () => {
+    const request = LambdaEvent.toRequest(
+      v2(Buffer.from("binary\u0000body").toString("base64"), {
+        rawQueryString: "a=1&a=2",
+        cookies: ["session=abc", "theme=dark"],
+        isBase64Encoded: true
+      })
+    )
+    expect(request.url).toBe(`https://abc.lambda-url.eu-west-1.on.aws${ChatHttp.CHAT_PATH}?a=1&a=2`)
+    expect(request.headers.get("cookie")).toBe("session=abc; theme=dark")
+    expect(await request.text()).toBe("binary\u0000body")
+  })
+
+  it("carries payload 1.0 multi-value headers and query parameters", () => {
+    const request = LambdaEvent.toRequest(
+      v1("{}", {
+        multiValueHeaders: { Accept: ["text/html", "application/json"], "X-Api-Key": ["k"] },
+        multiValueQueryStringParameters: { tag: ["a", "b"] },
+        requestContext: { domainName: "api.example.com" }
+      })
+    )
+    expect(request.url).toBe(`https://api.example.com${ChatHttp.CHAT_PATH}?tag=a&tag=b`)
+    expect(request.headers.get("accept")).toBe("text/html, application/json")
+    expect(request.headers.get("x-api-key")).toBe("k")
+  })
+})
+
+describe("the SAM example", () => {
+  it("serves the wire contract from its streaming handler, configured by environment", async () => {
+    const store = await StoreProbe.postgres()
+    process.env.DATABASE_URL = store.url
+    process.env.CONVOKE_API_KEYS = "example-key-0123456789:alice"
+    const { handler } = await import("../examples/sam/streaming.ts")
+    const served = await LambdaHarness.serve(handler)
+    try {
+      const unauthenticated = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
+        method: "POST",
+        body: "{}"
+      })
+      expect(unauthenticated.status).toBe(401)
+      const response = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
+        method: "POST",
+        headers: { "x-api-key": "example-key-0123456789" },
+        body: JSON.stringify({ message: "Hello", stream: true })
+      })
+      const reader = response.body!.getReader()
+      const first = new TextDecoder().decode((await reader.read()).value)
+      const { conversation_id } = JSON.parse(first.slice(6))
+      while (!(await reader.read()).done) {}
+      expect(await store.probe.transcript(conversation_id)).toEqual([
+        ["user", "complete", "Hello"],
+        ["assistant", "complete", "Echo #1: Hello"]
+      ])
+    } finally {
+      await served.close()
+      await store.drop()
+      delete process.env.DATABASE_URL
+      delete process.env.CONVOKE_API_KEYS
+    }
+  })
+})
