@@ -205,7 +205,9 @@ export const make = (options: Options = {}): ChatMetrics => {
       Effect.sync(() => {
         if (event.created) {
           add(created(event.source))
-          creationDuration.updateUnsafe(seconds(event.durationMillis), context)
+          // A reconciliation is not a creation attempt; its delay is the outage's length.
+          if (event.source !== "reconciled")
+            creationDuration.updateUnsafe(seconds(event.durationMillis), context)
         } else {
           add(resumed)
         }

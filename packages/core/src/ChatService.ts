@@ -425,8 +425,10 @@ export const make = Effect.gen(function* () {
     )
     // While the outbox knows the store is down, streams do not spend their
     // budget finding that out again.
-    const resolution =
-      context.stream && !outbox.storeAvailable() ? yield* temporary(input, newId) : yield* inStore
+    const storeKnownDown = context.stream && !outbox.storeAvailable()
+    if (storeKnownDown)
+      yield* hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis: 0 })
+    const resolution = storeKnownDown ? yield* temporary(input, newId) : yield* inStore
     yield* Effect.forkDetach(auditResolution(context, requested, resolution))
     yield* hooks.conversationResolved({
       ...context,

@@ -19,6 +19,7 @@
  */
 import { Clock, Context, Duration, Effect, Latch, Layer } from "effect"
 import { AuditLog } from "./AuditLog.ts"
+import { ChatHooks } from "./ChatHooks.ts"
 import { type Conversation, ConversationStore, type Message, type NewMessage } from "./ConversationStore.ts"
 import * as Deadline from "./Deadline.ts"
 
@@ -87,6 +88,7 @@ export class ConversationOutbox extends Context.Service<ConversationOutbox, Serv
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const store = yield* ConversationStore
   const audit = yield* AuditLog
+  const hooks = yield* ChatHooks
   const capacity = options.capacity ?? 10_000
   const attemptTimeout = Duration.fromInputUnsafe(options.attemptTimeout ?? Duration.seconds(2))
   const maxBackoff = Duration.toMillis(Duration.fromInputUnsafe(options.maxBackoff ?? Duration.seconds(5)))
@@ -145,6 +147,17 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               now: entry.conversation.createdAt
             })
             .pipe(
+              Effect.tap(() =>
+                hooks.conversationResolved({
+                  userId: entry.conversation.userId,
+                  requestId: entry.requestId,
+                  stream: true,
+                  conversationId: entry.conversation.id,
+                  source: "reconciled",
+                  created: true,
+                  durationMillis: 0
+                })
+              ),
               Effect.tap(() =>
                 Effect.flatMap(Clock.currentTimeMillis, (millis) =>
                   audit.record([

@@ -20,10 +20,11 @@ import { IdGenerator } from "./IdGenerator.ts"
 /**
  * Why a conversation was created or chosen: `absent` (no id given), `new`
  * (explicit `"new"`), `invalid_id` (malformed), `unknown_id` (well-formed but
- * not this user's), `resumed`, or `temporary` (the store was unavailable and
- * the conversation waits in the outbox).
+ * not this user's), `resumed`, `temporary` (the store was unavailable and
+ * the conversation waits in the outbox), or `reconciled` (a temporary
+ * conversation reached the store; reported by the outbox, never by `resolve`).
  */
-export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed" | "temporary"
+export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed" | "temporary" | "reconciled"
 
 /** The outcome of resolution. */
 export interface Resolution {

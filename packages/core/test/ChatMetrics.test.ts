@@ -180,12 +180,17 @@ describe("ChatMetrics", () => {
         await response.json()
       })
       steps.push(async () => {
-        // store down: 503 before the stream starts (other)
+        // store down: the stream starts on a temporary id, reconciled once the store is back (other)
         store.failing.on = true
-        const response = await post(app, { message: "x", stream: true })
+        const frames = await streamOf(await post(app, { message: "x", stream: true }))
+        assert.strictEqual(Sse.data(frames[0]!).temporary, true)
         store.failing.on = false
-        assert.strictEqual(response.status, 503)
-        await response.text()
+        for (let attempt = 0; attempt < 500; attempt++) {
+          const reconciled = (await scrape(app)).byLabel("conversations_created_total", "source").reconciled
+          if (reconciled === 1) return
+          await new Promise((resolve) => setTimeout(resolve, 10))
+        }
+        throw new Error("the temporary conversation was not reconciled")
       })
       steps.push(async () => {
         // not JSON: 400 (web)
@@ -195,34 +200,35 @@ describe("ChatMetrics", () => {
       })
       for (const step of steps) await step()
 
-      const metrics = await scrapeSettled(app, 7)
+      const metrics = await scrapeSettled(app, 8)
       assert.deepStrictEqual(metrics.byLabel("conversations_created_total", "source"), {
         absent: 4,
         new: 1,
         invalid_id: 1,
         unknown_id: 1,
-        temporary: 0,
-        reconciled: 0
+        temporary: 1,
+        reconciled: 1
       })
-      assert.strictEqual(metrics.count("conversation_creation_duration_seconds"), 7)
+      // Reconciliation is not a creation attempt: its delay is not a creation duration.
+      assert.strictEqual(metrics.count("conversation_creation_duration_seconds"), 8)
       assert.strictEqual(metrics.value("conversations_resumed_total"), 1)
       assert.deepStrictEqual(metrics.byLabel("conversation_creation_failures_total", "reason"), {
         store_unavailable: 1
       })
       assert.deepStrictEqual(metrics.byLabel("metadata_event_emission_total", "temporary"), {
         false: 7,
-        true: 0
+        true: 1
       })
-      assert.strictEqual(metrics.count("stream_start_latency_seconds"), 7)
+      assert.strictEqual(metrics.count("stream_start_latency_seconds"), 8)
       assert.deepStrictEqual(metrics.byLabel("stream_outcomes_total", "outcome"), {
-        complete: 5,
+        complete: 6,
         client_closed: 1,
         model_error: 1,
         store_error: 0,
         shutdown: 0
       })
-      // Every turn that produced text: five replies, the hung one, the failed one, the plain one.
-      assert.strictEqual(metrics.count("model_time_to_first_token_seconds"), 8)
+      // Every turn that produced text: six replies, the hung one, the failed one, the plain one.
+      assert.strictEqual(metrics.count("model_time_to_first_token_seconds"), 9)
       assert.strictEqual(metrics.value("streams_active"), 0)
       const requests = Object.fromEntries(
         metrics
@@ -236,9 +242,8 @@ describe("ChatMetrics", () => {
         "unity 200": 3,
         "web 200": 2,
         "mobile 200": 2,
-        "other 200": 1,
+        "other 200": 2,
         "other 404": 1,
-        "other 503": 1,
         "web 400": 1
       })
       // Histogram buckets are cumulative and end with every observation.
@@ -247,7 +252,7 @@ describe("ChatMetrics", () => {
         .map((le) => (le === "+Inf" ? Number.POSITIVE_INFINITY : Number(le)))
         .sort((a, b) => a - b)
       assert.deepStrictEqual(bounds, [...ChatMetrics.SLOW_BUCKETS, Number.POSITIVE_INFINITY])
-      assert.strictEqual(buckets["+Inf"], 7)
+      assert.strictEqual(buckets["+Inf"], 8)
       const counts = bounds.map(
         (bound) => buckets[bound === Number.POSITIVE_INFINITY ? "+Inf" : String(bound)]!
       )
