@@ -8,19 +8,26 @@ import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { join, resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
+import { JwtIdentity } from "@convoke/auth"
 import {
   ChatConfig,
+  type ChatError,
   ChatHttp,
+  ChatRateLimit,
   ConversationCleanup,
   EchoLanguageModel,
+  HttpSecurity,
   Identity,
   type LanguageModel
 } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
-import { PgConversationStore } from "@convoke/store-pg"
-import { Duration, Layer } from "effect"
+import { PgApiKeyStore, PgConversationStore, PgEmbedded } from "@convoke/store-pg"
+import { NodeRedis } from "@effect/platform-node"
+import { PgClient } from "@effect/sql-pg"
+import { Duration, Effect, Layer, Redacted } from "effect"
+import type { SqlClient, SqlError } from "effect/sql"
 import * as Observability from "./Observability.ts"
-import type { Settings } from "./Settings.ts"
+import { checkAnonymous, type Settings } from "./Settings.ts"
 import * as StaticFiles from "./StaticFiles.ts"
 
 /** A started server. */
@@ -34,6 +41,8 @@ export interface RunningServer {
   readonly metricsUrl: string | undefined
   /** What is active, for the banner. */
   readonly summary: ReadonlyArray<readonly [string, string]>
+  /** Whether every request is the same anonymous user (no keys, stored or configured, and no JWT). */
+  readonly anonymous: boolean
   /**
    * Graceful stop: refuse new connections, end open streams with an error
    * event and `[DONE]`, wait up to the grace period, close the database.
@@ -41,10 +50,15 @@ export interface RunningServer {
   readonly close: () => Promise<void>
 }
 
-const storeLayer = (settings: Settings) =>
+/** The database client: PostgreSQL by URL, else embedded PGlite. */
+export const databaseLayer = (
+  settings: Pick<Settings, "databaseUrl" | "dataDir">
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, ChatError.StoreUnavailable | SqlError.SqlError> =>
   settings.databaseUrl === undefined
-    ? PgConversationStore.layerEmbedded({ dataDir: resolve(settings.dataDir) })
-    : PgConversationStore.layerUrl(settings.databaseUrl)
+    ? PgEmbedded.layer({
+        dataDir: settings.dataDir.startsWith("memory://") ? settings.dataDir : resolve(settings.dataDir)
+      })
+    : PgClient.layer({ url: Redacted.make(settings.databaseUrl), applicationName: "convoke" })
 
 // Claude when an Anthropic key is configured, the echo model otherwise. The
 // public model name is accepted as a request alias too, since clients see it
@@ -74,8 +88,72 @@ const modelSummary = (settings: Settings): string => {
   return `anthropic ${anthropic.model ?? AnthropicModels.defaultModel}${where} (ANTHROPIC_API_KEY set)`
 }
 
-const identityLayer = (settings: Settings) =>
-  settings.apiKeys.length > 0 ? Identity.layerApiKeys(settings.apiKeys) : Identity.layerAnonymous()
+/** The conversation store and the API key store, sharing one client; migrations run once. */
+const storeLayer = (settings: Settings) =>
+  PgApiKeyStore.layer.pipe(
+    Layer.provideMerge(
+      PgConversationStore.layerWithAuditLog({
+        name: settings.databaseUrl === undefined ? "pglite" : "postgres"
+      }).pipe(Layer.provideMerge(databaseLayer(settings)))
+    )
+  )
+
+/**
+ * Stored keys, configured keys and JWTs, combined; anonymous only when none
+ * of them can ever authenticate anyone (no configured auth, no active stored
+ * key at start) — and then only on loopback unless explicitly allowed.
+ */
+const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?: unknown }) =>
+  Layer.effect(
+    Identity.Identity,
+    Effect.gen(function* () {
+      const keyStore = yield* PgApiKeyStore.PgApiKeyStore
+      const providers: Array<Identity.Service> = [yield* PgApiKeyStore.identity]
+      if (settings.apiKeys.length > 0) providers.push(yield* Identity.makeApiKeys(settings.apiKeys))
+      if (settings.jwt !== undefined) {
+        const { secret, jwksUrl, issuer, audience, userClaim, jwksCooldownSeconds } = settings.jwt
+        providers.push(
+          yield* JwtIdentity.make({
+            secret,
+            jwksUrl,
+            issuer,
+            audience,
+            userClaim,
+            jwksCooldownMillis: jwksCooldownSeconds * 1000
+          })
+        )
+      }
+      if (providers.length === 1 && (yield* keyStore.countActive) === 0) {
+        try {
+          checkAnonymous(settings)
+        } catch (refusal) {
+          state.refusal = refusal
+        }
+        state.anonymous = true
+        return {
+          name: "anonymous",
+          authenticate: () => Effect.succeed({ userId: "anonymous", anonymous: true })
+        }
+      }
+      return Identity.any(providers)
+    })
+  )
+
+const rateLimitLayer = (settings: Settings) => {
+  const { userRequests, addressRequests, windowSeconds, concurrent } = settings.rateLimit
+  const window = Duration.seconds(windowSeconds)
+  const options: ChatRateLimit.Options = {
+    user: { limit: userRequests, window },
+    address: { limit: addressRequests, window },
+    concurrent
+  }
+  if (userRequests === 0 && addressRequests === 0 && concurrent === 0) return Layer.empty
+  return settings.redisUrl === undefined
+    ? ChatRateLimit.layerMemory(options)
+    : ChatRateLimit.layerRedis({ ...options, prefix: settings.redisPrefix }).pipe(
+        Layer.provide(NodeRedis.layer({ url: settings.redisUrl }))
+      )
+}
 
 /** Options of `start` beyond the settings. */
 export interface StartOptions {
@@ -89,8 +167,11 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     publicModel: settings.publicModel,
     maxBodyBytes: settings.maxBodyBytes,
     heartbeatInterval: Duration.seconds(settings.heartbeatSeconds),
-    creationBudget: Duration.millis(settings.creationBudgetMs)
+    creationBudget: Duration.millis(settings.creationBudgetMs),
+    maxMessageCharacters: settings.maxMessageCharacters,
+    maxJsonDepth: settings.maxJsonDepth
   })
+  const state: { anonymous: boolean; refusal?: unknown } = { anonymous: false }
   // One store layer value: referenced twice below, it is built once.
   const store = storeLayer(settings)
   const cleanup =
@@ -104,26 +185,39 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
       observability.layer,
-      store,
+      identityLayer(settings, state).pipe(Layer.provideMerge(store)),
       cleanup,
       modelLayer(settings),
-      identityLayer(settings),
       Layer.succeed(ChatConfig.ChatConfig, config),
+      rateLimitLayer(settings),
+      Layer.succeed(HttpSecurity.HttpSecurity, {
+        securityHeaders: true,
+        cors: settings.corsOrigins === undefined ? undefined : { allowedOrigins: settings.corsOrigins }
+      }),
       options.layer ?? Layer.empty
     ),
     { outbox: { capacity: settings.outboxCapacity } }
   )
+  if (state.refusal !== undefined) {
+    await app.dispose()
+    throw state.refusal
+  }
   const chatHandler = NodeHandler.toNodeHandler(app.handler)
   // The web demo (or any static directory) at `/`; API paths always reach the core.
   const staticFiles = settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir)
-  const http = createServer({ keepAliveTimeout: 65_000 }, (request, response) => {
-    if (staticFiles === undefined || (request.method !== "GET" && request.method !== "HEAD")) {
-      return chatHandler(request, response)
+  const http = createServer(
+    { keepAliveTimeout: 65_000, maxHeaderSize: settings.maxHeaderBytes },
+    (request, response) => {
+      if (staticFiles === undefined || (request.method !== "GET" && request.method !== "HEAD")) {
+        return chatHandler(request, response)
+      }
+      return staticFiles(request, response).then((served) =>
+        served ? undefined : chatHandler(request, response)
+      )
     }
-    return staticFiles(request, response).then((served) =>
-      served ? undefined : chatHandler(request, response)
-    )
-  })
+  )
+  // Malformed requests and oversized headers get the common error body, not a bare status line.
+  http.on("clientError", NodeHandler.onClientError)
   // Long-lived streams must not be cut by Node's default request timeout.
   http.requestTimeout = 0
   try {
@@ -179,10 +273,20 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     ["model", modelSummary(settings)],
     [
       "auth",
-      settings.apiKeys.length > 0
-        ? `API keys (${settings.apiKeys.length} configured)`
-        : "ANONYMOUS: every request is the same user. Set CONVOKE_API_KEYS before exposing this server."
+      state.anonymous
+        ? "ANONYMOUS: every request is the same user. Create a key (convoke keys create) or set CONVOKE_API_KEYS / CONVOKE_JWT_SECRET / CONVOKE_JWKS_URL before exposing this server."
+        : [
+            "stored API keys",
+            ...(settings.apiKeys.length > 0 ? [`${settings.apiKeys.length} configured API keys`] : []),
+            ...(settings.jwt?.secret !== undefined ? ["HS256 JWTs"] : []),
+            ...(settings.jwt?.jwksUrl !== undefined ? [`JWTs from ${settings.jwt.jwksUrl}`] : [])
+          ].join(", ")
     ],
+    [
+      "rate limits",
+      `${settings.rateLimit.userRequests || "unlimited"} requests per user, ${settings.rateLimit.addressRequests || "unlimited"} per address without identity, per ${settings.rateLimit.windowSeconds} s; ${settings.rateLimit.concurrent || "unlimited"} in flight per user; ${settings.redisUrl === undefined ? "in memory" : `Redis ${redactUrl(settings.redisUrl)}`}`
+    ],
+    ["cors", settings.corsOrigins === undefined ? "off" : [settings.corsOrigins].flat().join(", ")],
     ["public model", settings.publicModel],
     ["metrics", metricsUrl ?? "off"],
     ...observability.summary
@@ -195,7 +299,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
         : `not built (no index.html in ${settings.webDir}); run: pnpm --filter @convoke/web build`
     ])
   }
-  return { url, port, app, http, metricsUrl, summary, close }
+  return { url, port, app, http, metricsUrl, summary, anonymous: state.anonymous, close }
 }
 
 /** A database URL without its password, for logs. */

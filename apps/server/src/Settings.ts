@@ -46,6 +46,37 @@ export interface Settings {
   readonly logFormat: "pretty" | "json" | "off"
   /** OTLP/HTTP endpoint traces are exported to (`<url>/v1/traces`); none by default. */
   readonly otlpUrl: string | undefined
+  /** JWT verification; `undefined` when neither a secret nor a JWKS URL is set. */
+  readonly jwt:
+    | {
+        readonly secret: string | undefined
+        readonly jwksUrl: string | undefined
+        readonly issuer: string | undefined
+        readonly audience: string | undefined
+        readonly userClaim: string
+        /** Least time between JWKS refetches caused by unknown `kid`s. */
+        readonly jwksCooldownSeconds: number
+      }
+    | undefined
+  /** Origins allowed to call from browsers; `undefined` sends no CORS headers. */
+  readonly corsOrigins: ReadonlyArray<string> | "*" | undefined
+  /** Redis for shared rate limits; `undefined` keeps them in memory. */
+  readonly redisUrl: string | undefined
+  /** Key prefix of the rate-limit counters in Redis. */
+  readonly redisPrefix: string
+  readonly rateLimit: {
+    /** Requests per window per user; 0 turns the limit off. */
+    readonly userRequests: number
+    /** Requests per window per client address without an identity; 0 turns it off. */
+    readonly addressRequests: number
+    readonly windowSeconds: number
+    /** Chat requests in flight per user; 0 turns the limit off. */
+    readonly concurrent: number
+  }
+  readonly maxMessageCharacters: number
+  readonly maxJsonDepth: number
+  /** Largest accepted request head (request line and headers); larger is a 431. */
+  readonly maxHeaderBytes: number
 }
 
 /** Settings of the Claude model. */
@@ -110,6 +141,107 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "CONVOKE_INSECURE_ALLOW_ANONYMOUS",
     type: "boolean",
     description: "Allow anonymous access on a non-loopback address (unsafe)"
+  },
+  {
+    flag: "jwt-secret",
+    env: "CONVOKE_JWT_SECRET",
+    type: "string",
+    description: "Accept HS256 JWTs signed with this secret (at least 32 bytes)"
+  },
+  {
+    flag: "jwks-url",
+    env: "CONVOKE_JWKS_URL",
+    type: "string",
+    description: "Accept RS/PS/ES/EdDSA JWTs signed by a key of this JWKS URL"
+  },
+  { flag: "jwt-issuer", env: "CONVOKE_JWT_ISSUER", type: "string", description: "Required JWT iss claim" },
+  {
+    flag: "jwt-audience",
+    env: "CONVOKE_JWT_AUDIENCE",
+    type: "string",
+    description: "Required JWT aud claim"
+  },
+  {
+    flag: "jwt-user-claim",
+    env: "CONVOKE_JWT_USER_CLAIM",
+    type: "string",
+    fallback: "sub",
+    description: "JWT claim holding the user id"
+  },
+  {
+    flag: "jwks-cooldown-seconds",
+    env: "CONVOKE_JWKS_COOLDOWN_SECONDS",
+    type: "string",
+    fallback: "30",
+    description: "Least time between JWKS refetches caused by tokens with unknown key ids"
+  },
+  {
+    flag: "cors-origins",
+    env: "CONVOKE_CORS_ORIGINS",
+    type: "string",
+    description: "Comma-separated origins allowed to call from browsers, or * for any"
+  },
+  {
+    flag: "redis-url",
+    env: "REDIS_URL",
+    type: "string",
+    description: "Redis URL; rate limits are then shared by every instance using it"
+  },
+  {
+    flag: "redis-prefix",
+    env: "CONVOKE_REDIS_PREFIX",
+    type: "string",
+    fallback: "convoke:ratelimit:",
+    description: "Key prefix of the rate-limit counters in Redis"
+  },
+  {
+    flag: "rate-limit-requests",
+    env: "CONVOKE_RATE_LIMIT_REQUESTS",
+    type: "string",
+    fallback: "120",
+    description: "Chat requests per window per user (0: no limit)"
+  },
+  {
+    flag: "rate-limit-address-requests",
+    env: "CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS",
+    type: "string",
+    fallback: "60",
+    description: "Chat requests per window per client address without an identity (0: no limit)"
+  },
+  {
+    flag: "rate-limit-window-seconds",
+    env: "CONVOKE_RATE_LIMIT_WINDOW_SECONDS",
+    type: "string",
+    fallback: "60",
+    description: "Rate-limit window"
+  },
+  {
+    flag: "rate-limit-concurrent",
+    env: "CONVOKE_RATE_LIMIT_CONCURRENT",
+    type: "string",
+    fallback: "8",
+    description: "Chat requests in flight per user (0: no limit)"
+  },
+  {
+    flag: "max-message-characters",
+    env: "CONVOKE_MAX_MESSAGE_CHARACTERS",
+    type: "string",
+    fallback: "32768",
+    description: "Longest accepted message, in characters"
+  },
+  {
+    flag: "max-json-depth",
+    env: "CONVOKE_MAX_JSON_DEPTH",
+    type: "string",
+    fallback: "16",
+    description: "Deepest accepted JSON nesting of a request body"
+  },
+  {
+    flag: "max-header-bytes",
+    env: "CONVOKE_MAX_HEADER_BYTES",
+    type: "string",
+    fallback: "16384",
+    description: "Largest accepted request line and headers (431 past it)"
   },
   {
     flag: "public-model",
@@ -351,6 +483,73 @@ const parseMetrics = (problems: Array<string>, raw: string, defaultHost: string)
   return { host, port }
 }
 
+const parseJwt = (problems: Array<string>, read: (flag: string) => string | undefined): Settings["jwt"] => {
+  const secret = read("jwt-secret")
+  const jwksUrl = read("jwks-url")
+  if (secret === undefined && jwksUrl === undefined) return undefined
+  if (secret !== undefined && new TextEncoder().encode(secret).byteLength < 32) {
+    problems.push("CONVOKE_JWT_SECRET is too short: use at least 32 bytes")
+  }
+  if (jwksUrl !== undefined && !/^https?:\/\//.test(jwksUrl)) {
+    problems.push("CONVOKE_JWKS_URL must be an http:// or https:// URL")
+  }
+  const userClaim = read("jwt-user-claim")!
+  if (userClaim.trim() === "") problems.push("CONVOKE_JWT_USER_CLAIM must not be empty")
+  const jwksCooldownSeconds = integer(
+    problems,
+    "CONVOKE_JWKS_COOLDOWN_SECONDS",
+    read("jwks-cooldown-seconds")!,
+    {
+      min: 0,
+      max: 86_400
+    }
+  )
+  return {
+    secret,
+    jwksUrl,
+    issuer: read("jwt-issuer"),
+    audience: read("jwt-audience"),
+    userClaim,
+    jwksCooldownSeconds
+  }
+}
+
+const parseOrigins = (problems: Array<string>, raw: string | undefined): Settings["corsOrigins"] => {
+  if (raw === undefined || raw.trim() === "") return undefined
+  if (raw.trim() === "*") return "*"
+  const origins = raw
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter((origin) => origin !== "")
+  for (const origin of origins) {
+    let valid = false
+    try {
+      valid = new URL(origin).origin === origin
+    } catch {}
+    if (!valid)
+      problems.push(`CONVOKE_CORS_ORIGINS: "${origin}" is not an origin like https://app.example.com`)
+  }
+  return origins
+}
+
+const parseRedisUrl = (problems: Array<string>, raw: string | undefined): string | undefined => {
+  if (raw === undefined) return undefined
+  if (!/^rediss?:\/\//.test(raw)) problems.push("REDIS_URL must be a redis:// or rediss:// URL")
+  return raw
+}
+
+/**
+ * Refuses anonymous access on an address other than loopback, unless the
+ * insecure flag is given. Called once stored keys have been counted.
+ */
+export const checkAnonymous = (settings: Settings): void => {
+  if (!isLoopback(settings.host) && !settings.insecureAnonymous) {
+    throw new SettingsError([
+      `Refusing anonymous access on ${settings.host}, which is not a loopback address: set CONVOKE_API_KEYS or CONVOKE_JWT_SECRET / CONVOKE_JWKS_URL, create a key with "convoke keys create", bind 127.0.0.1, or pass --insecure-allow-anonymous`
+    ])
+  }
+}
+
 /** Reads and validates settings; throws `SettingsError` listing every problem. */
 export const load = (
   argv: ReadonlyArray<string>,
@@ -386,11 +585,9 @@ export const load = (
   const insecureAnonymous = ["1", "true", "yes"].includes(
     (read("insecure-allow-anonymous") ?? "").toLowerCase()
   )
-  if (apiKeys.length === 0 && !isLoopback(host) && !insecureAnonymous) {
-    problems.push(
-      `Refusing anonymous access on ${host}, which is not a loopback address: set CONVOKE_API_KEYS, bind 127.0.0.1, or pass --insecure-allow-anonymous`
-    )
-  }
+  // Whether stored keys exist is known only once the database is open: the
+  // refusal of anonymous access on other addresses is made by `Server.start`.
+  const jwt = parseJwt(problems, read)
   const publicModel = read("public-model")!
   if (publicModel.trim() === "") problems.push("CONVOKE_PUBLIC_MODEL must not be empty")
   const logFormat = read("log-format")!.trim().toLowerCase()
@@ -450,6 +647,46 @@ export const load = (
     }),
     anthropic: parseAnthropic(problems, read),
     ...observability,
+    jwt,
+    corsOrigins: parseOrigins(problems, read("cors-origins")),
+    redisUrl: parseRedisUrl(problems, read("redis-url")),
+    redisPrefix: read("redis-prefix")!,
+    rateLimit: {
+      userRequests: integer(problems, "CONVOKE_RATE_LIMIT_REQUESTS", read("rate-limit-requests")!, {
+        min: 0,
+        max: 1_000_000
+      }),
+      addressRequests: integer(
+        problems,
+        "CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS",
+        read("rate-limit-address-requests")!,
+        { min: 0, max: 1_000_000 }
+      ),
+      windowSeconds: integer(
+        problems,
+        "CONVOKE_RATE_LIMIT_WINDOW_SECONDS",
+        read("rate-limit-window-seconds")!,
+        {
+          min: 1,
+          max: 86_400
+        }
+      ),
+      concurrent: integer(problems, "CONVOKE_RATE_LIMIT_CONCURRENT", read("rate-limit-concurrent")!, {
+        min: 0,
+        max: 10_000
+      })
+    },
+    maxMessageCharacters: integer(
+      problems,
+      "CONVOKE_MAX_MESSAGE_CHARACTERS",
+      read("max-message-characters")!,
+      { min: 1, max: 16 * 1024 * 1024 }
+    ),
+    maxJsonDepth: integer(problems, "CONVOKE_MAX_JSON_DEPTH", read("max-json-depth")!, { min: 1, max: 1000 }),
+    maxHeaderBytes: integer(problems, "CONVOKE_MAX_HEADER_BYTES", read("max-header-bytes")!, {
+      min: 1024,
+      max: 1024 * 1024
+    }),
     webDir: read("web-dir") === "off" ? undefined : resolve(read("web-dir") ?? WEB_DEMO_DIR)
   }
   if (problems.length > 0) throw new SettingsError(problems)

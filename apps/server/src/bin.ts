@@ -2,11 +2,19 @@
 /**
  * `convoke`: starts the reference server. Zero configuration gives an
  * embedded database, the echo model and anonymous access on 127.0.0.1:3000.
+ * `convoke keys …` manages the stored API keys (see `Keys.ts`).
  */
 import { start } from "./Server.ts"
 import { help, load, SettingsError } from "./Settings.ts"
 
 const argv = process.argv.slice(2)
+if (argv[0] === "keys") {
+  const { run } = await import("./Keys.ts")
+  const outcome = await run(argv.slice(1), process.env)
+  process.stdout.write(outcome.stdout)
+  process.stderr.write(outcome.stderr)
+  process.exit(outcome.code)
+}
 if (argv.includes("--help") || argv.includes("-h")) {
   console.log(help())
   process.exit(0)
@@ -23,8 +31,19 @@ try {
   process.exit(2)
 }
 
+/** A failure in words: its message, else its cause's (a Redis or database error often has only a cause). */
+const reason = (error: unknown): string => {
+  if (!(error instanceof Error)) return String(error)
+  if (error.message !== "") return error.message
+  return error.cause === undefined ? error.name : `${error.name}: ${reason(error.cause)}`
+}
+
 const server = await start(settings).catch((error: unknown) => {
-  console.error(`Convoke could not start: ${error instanceof Error ? error.message : String(error)}`)
+  if (error instanceof SettingsError) {
+    console.error(error.message)
+    process.exit(2)
+  }
+  console.error(`Convoke could not start: ${reason(error)}`)
   process.exit(1)
 })
 
@@ -37,7 +56,7 @@ console.log(
     ""
   ].join("\n")
 )
-if (settings.apiKeys.length === 0) {
+if (server.anonymous) {
   console.warn("  WARNING: anonymous mode. Anyone who can reach this port can chat as the same user.\n")
 }
 

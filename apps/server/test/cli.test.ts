@@ -112,7 +112,9 @@ describe("convoke CLI", () => {
   })
 
   it("refuses anonymous access on a non-loopback address", async () => {
-    const server = run(["--host", "0.0.0.0"])
+    const dataDir = await mkdtemp(join(tmpdir(), "convoke-cli-"))
+    dirs.push(dataDir)
+    const server = run(["--host", "0.0.0.0"], { CONVOKE_DATA_DIR: dataDir })
     expect(await server.exited).toBe(2)
     expect(server.output().stderr).toContain("Refusing anonymous access on 0.0.0.0")
   })

@@ -9,7 +9,16 @@ import { load, type Settings } from "../src/Settings.ts"
 
 /** Settings for a test server on a free loopback port. */
 export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
-  ...load([], { PORT: "0", CONVOKE_ECHO_DELAY_MS: "5", CONVOKE_CREATION_BUDGET_MS: "10000" }),
+  // Rate limits are off unless a test turns them on: suites send many requests from one address.
+  // A generous creation budget keeps a slow machine from turning ids temporary.
+  ...load([], {
+    PORT: "0",
+    CONVOKE_ECHO_DELAY_MS: "5",
+    CONVOKE_CREATION_BUDGET_MS: "10000",
+    CONVOKE_RATE_LIMIT_REQUESTS: "0",
+    CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+    CONVOKE_RATE_LIMIT_CONCURRENT: "0"
+  }),
   ...overrides
 })
 

@@ -25,6 +25,10 @@ export interface Settings {
   readonly storeTimeout: Duration.Duration
   /** How long shutdown waits for queued writes to reach the store (default 5 s). */
   readonly outboxFlushTimeout: Duration.Duration
+  /** Longest accepted `message`, in characters (Unicode code points; default 32768); longer is a 400. */
+  readonly maxMessageCharacters: number
+  /** Deepest accepted JSON nesting of a request body (default 16); deeper is a 400. */
+  readonly maxJsonDepth: number
 }
 
 /** The defaults. */
@@ -35,7 +39,9 @@ export const defaults: Settings = {
   persistTimeout: Duration.seconds(5),
   creationBudget: Duration.millis(50),
   storeTimeout: Duration.seconds(2),
-  outboxFlushTimeout: Duration.seconds(5)
+  outboxFlushTimeout: Duration.seconds(5),
+  maxMessageCharacters: 32 * 1024,
+  maxJsonDepth: 16
 }
 
 /** The chat settings; provide a value to change them (`Layer.succeed(ChatConfig, {...})`). */

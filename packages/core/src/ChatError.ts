@@ -45,7 +45,9 @@ export class ConversationNotFound extends Schema.TaggedError<ConversationNotFoun
 /** The caller exceeded a rate limit; retry after `retryAfterSeconds`. */
 export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
   retryAfterSeconds: Schema.Number,
-  message: Schema.String
+  message: Schema.String,
+  /** The request budget that was exceeded, for the `RateLimit-*` headers of the 429. */
+  limit: Schema.optional(Schema.Number)
 }) {}
 
 /** The conversation store failed or did not answer in time. */

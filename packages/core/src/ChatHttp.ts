@@ -10,14 +10,17 @@ import { type Headers, HttpEffect, HttpRouter, HttpServerRequest, HttpServerResp
 import { ChatConfig } from "./ChatConfig.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatExtension from "./ChatExtension.ts"
+import { ChatRateLimit } from "./ChatRateLimit.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import type { StreamItem } from "./ChatService.ts"
 import * as ChatService from "./ChatService.ts"
+import * as ClientAddress from "./ClientAddress.ts"
 import * as ConversationCleanup from "./ConversationCleanup.ts"
 import * as ConversationHttp from "./ConversationHttp.ts"
 import type * as ConversationOutbox from "./ConversationOutbox.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as HttpError from "./HttpError.ts"
+import * as HttpSecurity from "./HttpSecurity.ts"
 import { Identity } from "./Identity.ts"
 import { LanguageModel } from "./LanguageModel.ts"
 import * as RequestBody from "./RequestBody.ts"
@@ -63,22 +66,35 @@ export const routes = Effect.gen(function* () {
   const model = yield* LanguageModel
   const store = yield* ConversationStore
   const config = yield* ChatConfig
+  const rateLimit = yield* ChatRateLimit
 
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const receivedAtMillis = yield* Clock.currentTimeMillis
     const requestId = requestIdOf(request.headers)
-    const principal = yield* identity.authenticate(request.headers)
-    const body = yield* ChatRequest.read(RequestBody.read(request, config.maxBodyBytes))
+    const address = ClientAddress.get(request.source)
+    // A failed authentication spends the address's budget, so guessing keys is throttled too.
+    const principal = yield* identity
+      .authenticate(request.headers)
+      .pipe(Effect.tapError(() => rateLimit.rejected({ address })))
+    // Before the body is read or a conversation touched: a 429 writes nothing. The
+    // in-flight slot is released when the request scope closes, which for a stream
+    // is when the stream ends — completion, failure or disconnect.
+    const admission = yield* rateLimit.admit({ principal, address })
+    yield* Effect.addFinalizer(() => admission.release)
+    const body = yield* ChatRequest.read({
+      ...RequestBody.read(request, config.maxBodyBytes),
+      limits: { maxJsonDepth: config.maxJsonDepth, maxMessageCharacters: config.maxMessageCharacters }
+    })
     const input = { principal, request: body, receivedAtMillis, requestId }
     if (body.stream === true) {
       const events = yield* chat.stream(input)
       return HttpServerResponse.stream(encodeSse(events), {
-        headers: { ...ChatEvent.SSE_HEADERS, "x-request-id": requestId }
+        headers: { ...ChatEvent.SSE_HEADERS, ...admission.headers, "x-request-id": requestId }
       })
     }
     return HttpServerResponse.jsonUnsafe(yield* chat.complete(input), {
-      headers: { "x-request-id": requestId }
+      headers: { ...admission.headers, "x-request-id": requestId }
     })
   })
 
@@ -140,9 +156,11 @@ export const makeWebHandler: Effect.Effect<WebHandler, never, Requirements | Sco
   function* () {
     const httpEffect = yield* makeHttpEffect
     const context = yield* Effect.context<Requirements>()
-    return HttpEffect.toWebHandlerWith<Requirements, Scope.Scope | HttpServerRequest.HttpServerRequest>(
-      context
-    )(httpEffect) as WebHandler
+    const handler = HttpEffect.toWebHandlerWith<
+      Requirements,
+      Scope.Scope | HttpServerRequest.HttpServerRequest
+    >(context)(httpEffect) as WebHandler
+    return HttpSecurity.wrap(handler, yield* HttpSecurity.HttpSecurity)
   }
 )
 

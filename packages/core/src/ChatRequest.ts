@@ -6,7 +6,10 @@
 import { Effect, Schema, SchemaIssue } from "effect"
 import { InvalidRequest, RequestTooLarge, UnsupportedMediaType } from "./ChatError.ts"
 
-/** The chat request as sent by clients. Unknown fields are ignored. */
+/**
+ * The chat request as sent by clients. Unknown fields are ignored — never
+ * stored, never passed on — so clients of later versions keep working.
+ */
 export const ChatRequest = Schema.Struct({
   message: Schema.String.check(
     Schema.isNonEmpty({ message: "must be a non-empty string" }),
@@ -49,13 +52,61 @@ export const isAcceptedContentType = (contentType: string | undefined): boolean 
   )
 }
 
+/** Limits a body is checked against besides its size. */
+export interface Limits {
+  /** Deepest accepted nesting of arrays and objects (the body object is depth 1). */
+  readonly maxJsonDepth?: number | undefined
+  /** Longest accepted `message`, in Unicode code points. */
+  readonly maxMessageCharacters?: number | undefined
+}
+
 /**
- * Decodes a JSON object body with a schema; every failure is an
- * `InvalidRequest` whose message names the offending fields.
+ * The nesting depth of a JSON text, counted without parsing it, so a body of
+ * thousands of brackets costs one linear scan and no recursion.
+ */
+export const jsonDepth = (text: string): number => {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index)
+    if (inString) {
+      if (code === 92)
+        index++ // backslash: skip the escaped character
+      else if (code === 34) inString = false
+    } else if (code === 34) inString = true
+    else if (code === 123 || code === 91) deepest = Math.max(deepest, ++depth)
+    else if (code === 125 || code === 93) depth--
+  }
+  return deepest
+}
+
+const codePoints = (text: string): number => {
+  let count = 0
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index)
+    // A high surrogate followed by a low one is a single character.
+    if (code >= 0xd800 && code <= 0xdbff) {
+      const next = text.charCodeAt(index + 1)
+      if (next >= 0xdc00 && next <= 0xdfff) index++
+    }
+    count++
+  }
+  return count
+}
+
+/**
+ * Decodes a JSON object body with a schema, within the nesting limit; every
+ * failure is an `InvalidRequest` whose message names the offending fields.
  */
 export const parseWith =
-  <A>(schema: Schema.Decoder<A>) =>
+  <A>(schema: Schema.Decoder<A>, limits: Limits = {}) =>
   (text: string): Effect.Effect<A, InvalidRequest> => {
+    if (limits.maxJsonDepth !== undefined && jsonDepth(text) > limits.maxJsonDepth) {
+      return Effect.fail(
+        new InvalidRequest({ message: `Request body is nested deeper than ${limits.maxJsonDepth} levels` })
+      )
+    }
     let json: unknown
     try {
       json = JSON.parse(text)
@@ -71,13 +122,25 @@ export const parseWith =
   }
 
 /** Decodes a chat request from the body's text, after the content type was checked. */
-export const parse: (text: string) => Effect.Effect<ChatRequest, InvalidRequest> = parseWith(ChatRequest)
+export const parse = (text: string, limits: Limits = {}): Effect.Effect<ChatRequest, InvalidRequest> => {
+  const max = limits.maxMessageCharacters
+  return parseWith(
+    ChatRequest,
+    limits
+  )(text).pipe(
+    Effect.flatMap((request) =>
+      max !== undefined && request.message.length > max && codePoints(request.message) > max
+        ? Effect.fail(new InvalidRequest({ message: `message: must be at most ${max} characters` }))
+        : Effect.succeed(request)
+    )
+  )
+}
 
 /** Reads and decodes a request body with the size and content-type rules of the contract. */
 export const read = (
-  options: ReadOptions
+  options: ReadOptions & { readonly limits?: Limits | undefined }
 ): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge | UnsupportedMediaType> =>
-  readWith(parse)(options)
+  readWith((text) => parse(text, options.limits))(options)
 
 /** Where a JSON body comes from and how large it may be. */
 export interface ReadOptions {

@@ -50,10 +50,19 @@ export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
       return make(403, "forbidden", error.message)
     case "ConversationNotFound":
       return make(404, "not_found", "Conversation not found")
-    case "RateLimited":
+    case "RateLimited": {
+      const retryAfter = String(Math.max(1, Math.ceil(error.retryAfterSeconds)))
       return make(429, "rate_limited", error.message, {
-        "retry-after": String(Math.max(1, Math.ceil(error.retryAfterSeconds)))
+        "retry-after": retryAfter,
+        ...(error.limit === undefined
+          ? {}
+          : {
+              "ratelimit-limit": String(error.limit),
+              "ratelimit-remaining": "0",
+              "ratelimit-reset": retryAfter
+            })
       })
+    }
     case "StoreUnavailable":
       return make(503, "unavailable", error.message, { "retry-after": "1" })
     case "ServerShutdown":

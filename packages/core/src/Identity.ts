@@ -8,18 +8,31 @@
  */
 import { Context, Effect, Layer, Redacted } from "effect"
 import type { Headers } from "effect/http"
-import { Unauthenticated } from "./ChatError.ts"
+import { type StoreUnavailable, Unauthenticated } from "./ChatError.ts"
 
 /** The authenticated caller. Conversations are isolated by `userId`. */
 export interface Principal {
   readonly userId: string
+  /** Set by anonymous identities: rate limits then count by client address, not user. */
+  readonly anonymous?: boolean | undefined
 }
 
 /** The operations Convoke needs from an identity provider. */
 export interface Service {
   /** A short description for banners and `/health` (`anonymous`, `api-keys`). */
   readonly name: string
-  readonly authenticate: (headers: Headers.Headers) => Effect.Effect<Principal, Unauthenticated>
+  /**
+   * `Unauthenticated` for missing or invalid credentials (401);
+   * `StoreUnavailable` when the credentials could not be checked (503).
+   */
+  readonly authenticate: (
+    headers: Headers.Headers
+  ) => Effect.Effect<Principal, Unauthenticated | StoreUnavailable>
+  /**
+   * Whether this provider recognises the kind of credential (a JWT, a key with
+   * a known prefix). `any` asks the providers that recognise it first.
+   */
+  readonly accepts?: ((credential: string) => boolean) | undefined
 }
 
 /** The identity service. */
@@ -30,7 +43,10 @@ export class Identity extends Context.Service<Identity, Service>()("@convoke/cor
  * allows it on a loopback bind alone and warns loudly.
  */
 export const layerAnonymous = (userId = "anonymous"): Layer.Layer<Identity> =>
-  Layer.succeed(Identity, { name: "anonymous", authenticate: () => Effect.succeed({ userId }) })
+  Layer.succeed(Identity, {
+    name: "anonymous",
+    authenticate: () => Effect.succeed({ userId, anonymous: true })
+  })
 
 /** The credential a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`. */
 export const credentialFrom = (headers: Headers.Headers): string | undefined => {
@@ -55,33 +71,76 @@ const sha256Hex = (text: string): Promise<string> =>
  */
 export const layerApiKeys = (
   keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>
-): Layer.Layer<Identity> =>
-  Layer.effect(
-    Identity,
-    Effect.gen(function* () {
-      const byDigest = new Map<string, string>()
-      for (const { key, userId } of keys) {
-        const digest = yield* Effect.promise(() =>
-          sha256Hex(Redacted.isRedacted(key) ? Redacted.value(key) : key)
-        )
-        byDigest.set(digest, userId)
-      }
-      const missing = new Unauthenticated({
-        message: "Missing credentials: send Authorization: Bearer <key> or X-API-Key: <key>"
-      })
-      const invalid = new Unauthenticated({ message: "Invalid API key" })
-      return {
-        name: "api-keys",
-        authenticate: (headers) => {
-          const credential = credentialFrom(headers)
-          if (credential === undefined) return Effect.fail(missing)
-          return Effect.promise(() => sha256Hex(credential)).pipe(
-            Effect.flatMap((digest) => {
-              const userId = byDigest.get(digest)
-              return userId === undefined ? Effect.fail(invalid) : Effect.succeed({ userId })
-            })
-          )
-        }
-      }
+): Layer.Layer<Identity> => Layer.effect(Identity, makeApiKeys(keys))
+
+/** The service behind `layerApiKeys`, for combining with others in `any`. */
+export const makeApiKeys = (
+  keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>
+): Effect.Effect<Service> =>
+  Effect.gen(function* () {
+    const byDigest = new Map<string, string>()
+    for (const { key, userId } of keys) {
+      const digest = yield* Effect.promise(() =>
+        sha256Hex(Redacted.isRedacted(key) ? Redacted.value(key) : key)
+      )
+      byDigest.set(digest, userId)
+    }
+    const missing = new Unauthenticated({
+      message: "Missing credentials: send Authorization: Bearer <key> or X-API-Key: <key>"
     })
-  )
+    const invalid = new Unauthenticated({ message: "Invalid API key" })
+    return {
+      name: "api-keys",
+      authenticate: (headers) => {
+        const credential = credentialFrom(headers)
+        if (credential === undefined) return Effect.fail(missing)
+        return Effect.promise(() => sha256Hex(credential)).pipe(
+          Effect.flatMap((digest) => {
+            const userId = byDigest.get(digest)
+            return userId === undefined ? Effect.fail(invalid) : Effect.succeed({ userId })
+          })
+        )
+      }
+    }
+  })
+
+/** The message of a request without credentials. */
+export const MISSING_CREDENTIALS =
+  "Missing credentials: send Authorization: Bearer <credential> or X-API-Key: <credential>"
+
+/**
+ * Several identity providers as one, e.g. stored API keys and JWTs. A request
+ * is tried against the providers that recognise its credential (`accepts`),
+ * then the others, in order; the first that authenticates it wins. When none
+ * does, the failure of the first recognising provider is returned (its message
+ * is the most specific), and `StoreUnavailable` wins over `Unauthenticated`.
+ */
+export const any = (providers: ReadonlyArray<Service>): Service => {
+  const missing = new Unauthenticated({ message: MISSING_CREDENTIALS })
+  return {
+    name: providers.map((provider) => provider.name).join(" + "),
+    authenticate: (headers) => {
+      const credential = credentialFrom(headers)
+      if (credential === undefined) return Effect.fail(missing)
+      const recognising = providers.filter((provider) => provider.accepts?.(credential) === true)
+      const ordered = [...recognising, ...providers.filter((provider) => !recognising.includes(provider))]
+      return Effect.gen(function* () {
+        let failure: Unauthenticated | StoreUnavailable | undefined
+        for (const provider of ordered) {
+          const result = yield* Effect.result(provider.authenticate(headers))
+          if (result._tag === "Success") return result.success
+          if (
+            failure === undefined ||
+            (failure._tag !== "StoreUnavailable" && result.failure._tag === "StoreUnavailable")
+          )
+            failure = result.failure
+        }
+        return yield* Effect.fail(failure ?? missing)
+      })
+    }
+  }
+}
+
+/** `any` as a layer, from the effects that build each provider. */
+export const layerAny = <E, R>(providers: ReadonlyArray<Effect.Effect<Service, E, R>>) =>
+  Layer.effect(Identity, Effect.map(Effect.all(providers), any))

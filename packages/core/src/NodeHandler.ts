@@ -13,8 +13,10 @@
  * @since 0.1.0
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
+import type { Duplex } from "node:stream"
 import { Readable } from "node:stream"
 import type { WebHandler } from "./ChatHttp.ts"
+import * as ClientAddress from "./ClientAddress.ts"
 
 /** Options for turning a Node request into a web request. */
 export interface RequestOptions {
@@ -36,6 +38,22 @@ export interface RequestOptions {
 
 const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
 
+/** The request target cannot be read as a URL (`OPTIONS *`, a malformed absolute form). */
+class InvalidTarget extends Error {}
+
+/**
+ * The URL of a request target. An origin-form target (`/path?query`) is
+ * always a path on this host — `//evil/x` too, which `new URL(target, base)`
+ * would read as another host — and an absolute-form target is parsed as is.
+ */
+const targetUrl = (target: string): URL => {
+  try {
+    return new URL(target.startsWith("/") ? `http://localhost${target}` : target)
+  } catch {
+    throw new InvalidTarget(`Invalid request target`)
+  }
+}
+
 /** Builds a web `Request` from a Node request. */
 export const toWebRequest = (
   request: IncomingMessage,
@@ -45,7 +63,7 @@ export const toWebRequest = (
   const headers = new Headers()
   const raw = request.rawHeaders
   for (let index = 0; index < raw.length; index += 2) headers.append(raw[index]!, raw[index + 1]!)
-  const url = new URL(options.url ?? request.url ?? "/", "http://localhost")
+  const url = targetUrl(options.url ?? request.url ?? "/")
   const init: RequestInit & { duplex?: "half" } = { method: request.method ?? "GET", headers, signal }
   if (hasBody(request.method)) {
     if (options.parsedBody !== undefined) {
@@ -60,7 +78,9 @@ export const toWebRequest = (
       init.duplex = "half"
     }
   }
-  return new Request(url, init)
+  const webRequest = new Request(url, init)
+  ClientAddress.set(webRequest, request.socket?.remoteAddress)
+  return webRequest
 }
 
 const waitForDrainOrClose = (response: ServerResponse) =>
@@ -133,7 +153,7 @@ const ERROR_TYPES: Readonly<Record<number, string>> = {
  */
 export const writeError = (response: ServerResponse, status: number, message: string): void => {
   const type = ERROR_TYPES[status] ?? (status >= 500 ? "internal" : "invalid_request")
-  response.writeHead(status, { "content-type": "application/json" })
+  response.writeHead(status, { "content-type": "application/json", "x-content-type-options": "nosniff" })
   response.end(JSON.stringify({ error: { type, message } }))
 }
 
@@ -188,8 +208,10 @@ export const toNodeHandler =
         response.shouldKeepAlive = false
       }
       await writeWebResponse(webResponse, response)
-    } catch {
-      if (!response.headersSent) {
+    } catch (error) {
+      if (!response.headersSent && error instanceof InvalidTarget) {
+        writeError(response, 400, "Invalid request target")
+      } else if (!response.headersSent) {
         writeError(response, 500, "Internal server error")
       } else if (!response.destroyed) {
         response.destroy()
@@ -198,3 +220,28 @@ export const toNodeHandler =
       response.off("close", onClose)
     }
   }
+
+const clientErrorBody = (status: number, type: string, message: string): string => {
+  const body = JSON.stringify({ error: { type, message } })
+  const reason = status === 431 ? "Request Header Fields Too Large" : "Bad Request"
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+}
+
+/**
+ * A `clientError` listener for `node:http` servers: a request Node's parser
+ * rejects — headers over `maxHeaderSize` (431), a malformed request line or
+ * header (400) — gets the common error body instead of a bare status line, and
+ * the connection is closed. Install with `server.on("clientError", onClientError)`.
+ */
+export const onClientError = (error: Error & { readonly code?: string }, socket: Duplex): void => {
+  // A response already under way on this socket cannot be followed by another.
+  if (!socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy()
+    return
+  }
+  const response =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? clientErrorBody(431, "request_header_fields_too_large", "Request headers are too large")
+      : clientErrorBody(400, "invalid_request", "Malformed HTTP request")
+  socket.end(response)
+}

@@ -68,9 +68,58 @@ describe("Identity.layerAnonymous", () => {
   it.effect("everyone is the same user, with or without credentials", () =>
     Effect.gen(function* () {
       const layer = Identity.layerAnonymous("dev")
-      assert.deepStrictEqual(yield* authenticate(layer, {}), { userId: "dev" })
-      assert.deepStrictEqual(yield* authenticate(layer, { authorization: "Bearer x" }), { userId: "dev" })
-      assert.deepStrictEqual(yield* authenticate(Identity.layerAnonymous(), {}), { userId: "anonymous" })
+      assert.deepStrictEqual(yield* authenticate(layer, {}), { userId: "dev", anonymous: true })
+      assert.deepStrictEqual(yield* authenticate(layer, { authorization: "Bearer x" }), {
+        userId: "dev",
+        anonymous: true
+      })
+      assert.deepStrictEqual(yield* authenticate(Identity.layerAnonymous(), {}), {
+        userId: "anonymous",
+        anonymous: true
+      })
+    })
+  )
+})
+
+describe("Identity.any", () => {
+  const prefixed = (prefix: string, userId: string): Identity.Service => ({
+    name: prefix,
+    accepts: (credential) => credential.startsWith(prefix),
+    authenticate: (input) =>
+      Identity.credentialFrom(input) === `${prefix}good`
+        ? Effect.succeed({ userId })
+        : Effect.fail(new ChatError.Unauthenticated({ message: `bad ${prefix}` }))
+  })
+  const combined = Identity.any([prefixed("a_", "alice"), prefixed("b_", "bob")])
+  const run = (input: Record<string, string>) => combined.authenticate(headers(input))
+
+  it.effect("tries the provider that recognises the credential, and any other", () =>
+    Effect.gen(function* () {
+      assert.deepStrictEqual(yield* run({ authorization: "Bearer a_good" }), { userId: "alice" })
+      assert.deepStrictEqual(yield* run({ "x-api-key": "b_good" }), { userId: "bob" })
+      assert.strictEqual(combined.name, "a_ + b_")
+    })
+  )
+
+  it.effect("reports the recognising provider's failure, and a missing credential as such", () =>
+    Effect.gen(function* () {
+      const wrong = yield* Effect.flip(run({ authorization: "Bearer b_nope" }))
+      assert.strictEqual(wrong.message, "bad b_")
+      const missing = yield* Effect.flip(run({}))
+      assert.match(missing.message, /Missing credentials/)
+    })
+  )
+
+  it.effect("prefers StoreUnavailable over Unauthenticated, so an outage is a 503, not a 401", () =>
+    Effect.gen(function* () {
+      const down: Identity.Service = {
+        name: "down",
+        authenticate: () => Effect.fail(new ChatError.StoreUnavailable({ message: "down" }))
+      }
+      const error = yield* Effect.flip(
+        Identity.any([prefixed("a_", "alice"), down]).authenticate(headers({ authorization: "Bearer a_x" }))
+      )
+      assert.strictEqual(error._tag, "StoreUnavailable")
     })
   )
 })

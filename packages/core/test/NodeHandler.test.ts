@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, connect } from "node:net"
 import { Readable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer } from "effect"
@@ -351,6 +351,54 @@ describe("NodeHandler.toNodeHandler", () => {
       assert.strictEqual(response.headers.get("x-one"), "1")
       assert.deepStrictEqual(response.headers.getSetCookie(), ["a=1", "b=2"])
       assert.strictEqual(await response.text(), "ab")
+    } finally {
+      await close(server)
+    }
+  })
+})
+
+describe("NodeHandler request heads", () => {
+  const exchange = (port: number, message: string) =>
+    new Promise<string>((resolve) => {
+      const socket = connect(port, "127.0.0.1")
+      let received = ""
+      socket.on("data", (chunk) => {
+        received += chunk
+      })
+      socket.on("close", () => resolve(received))
+      socket.on("error", () => {})
+      socket.end(message)
+    })
+  const bodyOf = (answer: string) => JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))
+
+  it("reads a target starting with // as a path on this host, never as another host", () =>
+    withServer(
+      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer(), Identity.layerAnonymous()),
+      async (served) => {
+        const port = Number(new URL(served.url).port)
+        for (const target of ["//:///", "//evil.example/api/v0.3/chat", "//"]) {
+          const answer = await exchange(
+            port,
+            `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`
+          )
+          assert.match(answer, /^HTTP\/1\.1 404 /, target)
+          assert.strictEqual(bodyOf(answer).error.type, "not_found")
+        }
+      }
+    ))
+
+  it("answers oversized and malformed heads with the common error body through onClientError", async () => {
+    const server = createServer({ maxHeaderSize: 1024 }, (_, response) => response.end("ok"))
+    server.on("clientError", NodeHandler.onClientError)
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    try {
+      const { port } = server.address() as AddressInfo
+      const big = await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(2000)}\r\n\r\n`)
+      assert.match(big, /^HTTP\/1\.1 431 /)
+      assert.strictEqual(bodyOf(big).error.type, "request_header_fields_too_large")
+      const bad = await exchange(port, "NOT A REQUEST\r\n\r\n")
+      assert.match(bad, /^HTTP\/1\.1 400 /)
+      assert.strictEqual(bodyOf(bad).error.type, "invalid_request")
     } finally {
       await close(server)
     }

@@ -127,6 +127,21 @@ export const migrations: Record<string, Effect.Effect<void, SqlError.SqlError, S
       CREATE TRIGGER convoke_audit_log_no_truncate
         BEFORE TRUNCATE ON convoke_audit_log
         FOR EACH STATEMENT EXECUTE FUNCTION convoke_audit_log_reject_change()`
+  }),
+  "0005_create_api_keys": Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // Only the SHA-256 digest of a key is stored; the key itself is shown once.
+    yield* sql`
+      CREATE TABLE convoke_api_keys (
+        id uuid PRIMARY KEY,
+        user_id text NOT NULL,
+        digest text NOT NULL UNIQUE,
+        label text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL,
+        revoked_at timestamptz,
+        last_used_at timestamptz
+      )`
+    yield* sql`CREATE INDEX convoke_api_keys_user_idx ON convoke_api_keys (user_id, created_at)`
   })
 }
 

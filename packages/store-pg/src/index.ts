@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+export * as PgApiKeyStore from "./PgApiKeyStore.ts"
 export * as PgAuditLog from "./PgAuditLog.ts"
 export * as PgConversationStatistics from "./PgConversationStatistics.ts"
 export * as PgConversationStore from "./PgConversationStore.ts"

@@ -1,0 +1,380 @@
+/**
+ * A property-based fuzz of the whole request surface: ten thousand random and
+ * malformed requests (methods, paths, headers, content types, credentials,
+ * bodies, unicode, invalid UTF-8, deep nesting, oversized bodies) sent over
+ * keep-alive sockets to a running reference server on a real PostgreSQL
+ * database, a few at a time, plus raw malformed HTTP on bare sockets.
+ *
+ * The properties: no 5xx, every error is the common body, nothing crashes,
+ * every conversation row belongs to a request that succeeded, and the server
+ * still answers correctly afterwards.
+ */
+import { Agent, request as httpRequest } from "node:http"
+import { connect } from "node:net"
+import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
+import fc from "fast-check"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { RunningServer } from "../src/Server.ts"
+import { chat, events, query, readAll, startServer, UUID_V4 } from "./helpers.ts"
+
+const KEY = "fuzz-key-0123456789abcdef"
+const REQUESTS = 10_000
+const CONCURRENCY = 8
+const RAW_REQUESTS = 300
+
+let database: TestDatabase
+let server: RunningServer
+const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY })
+
+beforeAll(async () => {
+  database = await makeTestDatabase()
+  server = await startServer({
+    databaseUrl: database.url,
+    apiKeys: [{ key: KEY, userId: "fuzzer" }],
+    echoDelayMs: 0,
+    corsOrigins: ["https://app.example"],
+    maxMessageCharacters: 2000,
+    // Limits on, but out of reach: the fuzz exercises the limiter without being stopped by it.
+    rateLimit: { userRequests: 1_000_000, addressRequests: 1_000_000, windowSeconds: 60, concurrent: 1000 }
+  })
+})
+
+afterAll(async () => {
+  agent.destroy()
+  await server?.close()
+  await database?.drop()
+})
+
+interface Sent {
+  readonly method: string
+  readonly path: string
+  readonly headers: Record<string, string>
+  readonly body: Uint8Array | undefined
+}
+
+interface Received {
+  readonly status: number
+  readonly headers: Record<string, string | Array<string> | undefined>
+  readonly body: string
+}
+
+/** Sends a request; a connection the server closed before answering is status 0, with the error. */
+const send = (sent: Sent): Promise<Received> =>
+  new Promise((resolve) => {
+    const reject = (error: Error) => resolve({ status: 0, headers: {}, body: String(error) })
+    const outgoing = httpRequest(
+      {
+        host: "127.0.0.1",
+        port: server.port,
+        method: sent.method,
+        path: sent.path,
+        headers: sent.headers,
+        agent
+      },
+      (incoming) => {
+        const chunks: Array<Buffer> = []
+        incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
+        incoming.on("end", () =>
+          resolve({
+            status: incoming.statusCode ?? 0,
+            headers: incoming.headers,
+            body: Buffer.concat(chunks).toString("utf8")
+          })
+        )
+        incoming.on("error", reject)
+      }
+    )
+    outgoing.on("error", reject)
+    outgoing.end(sent.body === undefined ? undefined : Buffer.from(sent.body))
+  })
+
+const encoder = new TextEncoder()
+const text = (value: string) => encoder.encode(value)
+
+/** Printable ASCII: what Node lets a client put in a header value. */
+const headerValue = fc.string({
+  unit: fc.integer({ min: 0x20, max: 0x7e }).map(String.fromCharCode),
+  maxLength: 64
+})
+const token = fc.stringMatching(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,20}$/)
+
+const method = fc.oneof(
+  { weight: 12, arbitrary: fc.constant("POST") },
+  { weight: 4, arbitrary: fc.constantFrom("GET", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD") },
+  { weight: 1, arbitrary: fc.stringMatching(/^[A-Z]{1,12}$/) }
+)
+
+const path = fc.oneof(
+  { weight: 12, arbitrary: fc.constant("/api/v0.3/chat") },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom(
+      "/health",
+      "/",
+      "/api/v0.3/chat/",
+      "/API/v0.3/chat",
+      "/api/v0.3/chat?stream=true",
+      "/api/v0.3/chat#x",
+      "//api/v0.3/chat",
+      "/api/v0.3/chat/../chat",
+      "/api/v0.3/conversations",
+      "/api/v0.3/conversations/00000000-0000-4000-8000-000000000000",
+      "/%00",
+      "/..%2f..%2fetc%2fpasswd",
+      "/%E2%82%AC%F0%9F%98%80",
+      "/%ff%fe",
+      `/${"a".repeat(4000)}`
+    )
+  },
+  { weight: 1, arbitrary: fc.webPath().map((value) => (value.startsWith("/") ? value : `/${value}`)) }
+)
+
+const contentType = fc.constantFrom(
+  undefined,
+  "application/json",
+  "application/json; charset=utf-8",
+  "text/plain;charset=UTF-8",
+  "application/vnd.api+json",
+  "application/x-www-form-urlencoded",
+  "multipart/form-data; boundary=x",
+  "text/html",
+  "application/json; charset=utf-16",
+  "*/*",
+  ";;;",
+  ""
+)
+
+const credential = fc.oneof(
+  { weight: 6, arbitrary: fc.constant({ authorization: `Bearer ${KEY}` }) },
+  { weight: 2, arbitrary: fc.constant({ "x-api-key": KEY }) },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(
+      {},
+      { authorization: "Bearer" },
+      { authorization: `Bearer ${KEY}x` },
+      { authorization: `bearer  ${KEY}` },
+      { authorization: "Basic Zm9vOmJhcg==" },
+      { authorization: `Bearer ${KEY} extra` },
+      { authorization: "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl" },
+      { authorization: "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0." },
+      { authorization: `Bearer cvk_${"A".repeat(43)}` },
+      { "x-api-key": "" },
+      { "x-api-key": "x".repeat(8000) },
+      { authorization: "Basic x", "x-api-key": KEY }
+    )
+  },
+  { weight: 1, arbitrary: headerValue.map((value) => ({ authorization: value })) }
+)
+
+const extraHeaders = fc.dictionary(
+  token.filter(
+    (name) =>
+      !["content-length", "transfer-encoding", "host", "connection", "expect"].includes(name.toLowerCase())
+  ),
+  headerValue,
+  { maxKeys: 4 }
+)
+
+const unicode = fc.string({ unit: "binary", maxLength: 300 })
+const weirdString = fc.oneof(
+  unicode,
+  fc.constantFrom("", " ", "\u0000", "\ud800", "\udfff", "😀".repeat(1500), "a".repeat(2001), "new", "null")
+)
+
+const chatObject = fc.record(
+  {
+    message: fc.oneof({ weight: 4, arbitrary: weirdString }, { weight: 1, arbitrary: fc.jsonValue() }),
+    stream: fc.oneof(fc.boolean(), fc.jsonValue()),
+    conversation_id: fc.oneof(
+      fc.constantFrom(null, "", "new", "00000000-0000-4000-8000-000000000000"),
+      fc.uuid(),
+      weirdString,
+      fc.jsonValue()
+    ),
+    model: fc.oneof(fc.constantFrom("claude-sonnet-4-5", "unified-chat", "echo"), weirdString),
+    extra: fc.jsonValue({ maxDepth: 3 })
+  },
+  { requiredKeys: [] }
+)
+
+const body = fc.oneof(
+  { weight: 8, arbitrary: chatObject.map((value) => text(JSON.stringify(value))) },
+  { weight: 2, arbitrary: fc.jsonValue().map((value) => text(JSON.stringify(value))) },
+  { weight: 1, arbitrary: fc.uint8Array({ maxLength: 512 }) },
+  { weight: 1, arbitrary: unicode.map(text) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .integer({ min: 1, max: 20_000 })
+      .map((depth) => text(`{"message":"x","a":${"[".repeat(depth)}${"]".repeat(depth)}}`))
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      text(""),
+      text("null"),
+      text('{"message":"x"'),
+      text('{"message":"x"}{"message":"y"}'),
+      text(`{"message":"${"x".repeat(40_000)}"}`),
+      new Uint8Array([0xff, 0xfe, 0x7b, 0x7d]),
+      text('{"__proto__":{"polluted":1},"message":"x"}'),
+      text('{"constructor":{"prototype":{"x":1}},"message":"x"}')
+    )
+  },
+  { weight: 1, arbitrary: fc.constant(undefined) }
+)
+
+const requestArbitrary: fc.Arbitrary<Sent> = fc
+  .record({ method, path, contentType, credential, extraHeaders, body })
+  .map(({ method, path, contentType, credential, extraHeaders, body }) => {
+    const headers: Record<string, string> = { ...extraHeaders, ...credential }
+    if (contentType !== undefined) headers["content-type"] = contentType
+    const hasBody = method !== "GET" && method !== "HEAD" && body !== undefined
+    // Framed as real clients frame it: Node sends a GET/OPTIONS/DELETE body with no length otherwise.
+    if (hasBody) headers["content-length"] = String(body.byteLength)
+    return { method, path, headers, body: hasBody ? body : undefined }
+  })
+
+const isErrorBody = (value: unknown): boolean => {
+  if (typeof value !== "object" || value === null) return false
+  const error = (value as { error?: unknown }).error
+  return (
+    Object.keys(value).length === 1 &&
+    typeof error === "object" &&
+    error !== null &&
+    typeof (error as { type?: unknown }).type === "string" &&
+    typeof (error as { message?: unknown }).message === "string"
+  )
+}
+
+describe("fuzzing the reference server", () => {
+  it(`answers ${REQUESTS} random requests without a 5xx or a stray row, and keeps working`, async () => {
+    const statuses = new Map<number, number>()
+    const created = new Set<string>()
+    let sent = 0
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(requestArbitrary, { minLength: CONCURRENCY, maxLength: CONCURRENCY }),
+        async (batch) => {
+          const responses = await Promise.all(batch.map(send))
+          sent += batch.length
+          responses.forEach((response, index) => {
+            const request = batch[index]!
+            statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
+            const label = `${request.method} ${request.path.slice(0, 60)} ${JSON.stringify(request.headers).slice(0, 200)} (${request.body?.byteLength ?? "no"} bytes) → ${response.status} ${response.body.slice(0, 200)}`
+            expect(response.status, label).toBeGreaterThanOrEqual(200)
+            expect(response.status, label).toBeLessThan(500)
+            expect(response.headers["x-content-type-options"], label).toBe("nosniff")
+            if (response.status >= 400 && request.method !== "HEAD") {
+              expect(isErrorBody(JSON.parse(response.body)), label).toBe(true)
+            }
+            // Every target that resolves to the chat endpoint (`/api/v0.3/chat/../chat` too) answers with an id.
+            if (response.status === 200 && request.method === "POST" && !request.path.startsWith("/health")) {
+              const contentType = String(response.headers["content-type"])
+              const first = contentType.startsWith("text/event-stream")
+                ? JSON.parse(response.body.slice(6, response.body.indexOf("\n\n")))
+                : JSON.parse(response.body)
+              expect(first.conversation_id, label).toMatch(UUID_V4)
+              created.add(first.conversation_id)
+              if (contentType.startsWith("text/event-stream"))
+                expect(response.body.endsWith("data: [DONE]\n\n")).toBe(true)
+            }
+          })
+        }
+      ),
+      {
+        numRuns: REQUESTS / CONCURRENCY,
+        seed: Number(process.env.CONVOKE_FUZZ_SEED ?? 20261125),
+        endOnFailure: true
+      }
+    )
+    expect(sent).toBe(REQUESTS)
+    console.info(
+      `fuzz: ${sent} requests; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}; ${created.size} conversations created`
+    )
+
+    // Every conversation and message in the database belongs to a request that succeeded.
+    const conversations = await query<{ id: string }>(
+      database.url,
+      "SELECT id::text FROM convoke_conversations"
+    )
+    expect(new Set(conversations.map((row) => row.id))).toEqual(created)
+    const strays = await query<{ count: string }>(
+      database.url,
+      "SELECT count(*)::text AS count FROM convoke_messages WHERE conversation_id::text <> ALL($1::text[])",
+      [[...created]]
+    )
+    expect(strays[0]!.count).toBe("0")
+    // Sanity: the fuzz reached both the happy path and the rejections.
+    expect(created.size).toBeGreaterThan(100)
+    expect([...statuses.keys()].filter((status) => status >= 400).length).toBeGreaterThan(4)
+
+    // The server still answers correctly.
+    expect(server.http.listening).toBe(true)
+    const health = await fetch(`${server.url}/health`)
+    expect(health.status).toBe(200)
+    const stream = await chat(
+      server,
+      { message: "still alive?", stream: true },
+      {
+        headers: { authorization: `Bearer ${KEY}` }
+      }
+    )
+    expect(stream.status).toBe(200)
+    const payloads = await readAll(stream)
+    expect(events(payloads)[0]!.type).toBe("metadata")
+    expect(payloads.at(-1)).toBe("[DONE]")
+  }, 120_000)
+
+  it(`answers ${RAW_REQUESTS} malformed raw HTTP messages with a 4xx or a closed socket, never a 5xx`, async () => {
+    const rawRequest = fc.oneof(
+      fc.string({ unit: "binary", maxLength: 200 }).map((garbage) => `${garbage}\r\n\r\n`),
+      fc
+        .record({
+          method: fc.string({ maxLength: 10 }),
+          target: fc.string({ maxLength: 40 }),
+          version: fc.string({ maxLength: 10 })
+        })
+        .map(({ method, target, version }) => `${method} ${target} ${version}\r\nHost: x\r\n\r\n`),
+      fc
+        .record({ name: fc.string({ maxLength: 20 }), value: fc.string({ unit: "binary", maxLength: 40 }) })
+        .map(
+          ({ name, value }) =>
+            `POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\n${name}: ${value}\r\nContent-Length: 2\r\n\r\n{}`
+        ),
+      fc.constantFrom(
+        "POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        "POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n{}",
+        "POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        "POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n{}",
+        "GET / HTTP/9.9\r\n\r\n",
+        `GET /${"a".repeat(70_000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+        `POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 2000 }, (_, index) => `X-${index}: y`).join("\r\n")}\r\n\r\n`
+      )
+    )
+    const exchange = (message: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(server.port, "127.0.0.1")
+        let received = ""
+        socket.setTimeout(5000, () => socket.destroy())
+        socket.on("data", (chunk) => {
+          received += chunk.toString("latin1")
+        })
+        socket.on("close", () => resolve(received))
+        socket.on("error", () => {})
+        socket.end(Buffer.from(message, "utf8"))
+      })
+    const failure = await fc.check(
+      fc.asyncProperty(rawRequest, async (message) => {
+        const answer = await exchange(message)
+        const status = /^HTTP\/1\.[01] (\d{3})/.exec(answer)?.[1]
+        if (status !== undefined) expect(Number(status), answer.slice(0, 200)).toBeLessThan(500)
+      }),
+      { numRuns: RAW_REQUESTS, seed: 20261125, endOnFailure: true }
+    )
+    if (failure.failed)
+      throw new Error(`${String(failure.errorInstance).slice(0, 2000)}\nseed ${failure.seed}`)
+    expect((await fetch(`${server.url}/health`)).status).toBe(200)
+  }, 120_000)
+})

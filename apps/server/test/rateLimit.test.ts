@@ -1,0 +1,194 @@
+/**
+ * Rate limits over real sockets: one reference server with in-memory
+ * counters, then two servers sharing Redis (127.0.0.1:6379) that hold one
+ * budget between them. Every 429 is checked to have written no row in the
+ * real PostgreSQL database the servers share.
+ */
+import { randomUUID } from "node:crypto"
+import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
+import { NodeRedis } from "@effect/platform-node"
+import { Effect } from "effect"
+import { Redis } from "effect/persistence"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { RunningServer } from "../src/Server.ts"
+import type { Settings } from "../src/Settings.ts"
+import { chat, query, sleep, startServer } from "./helpers.ts"
+
+const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
+const KEYS = { alice: "alice-rate-key-0123456789", bob: "bob-rate-key-0123456789ab" }
+const as = (user: keyof typeof KEYS) => ({ headers: { authorization: `Bearer ${KEYS[user]}` } })
+const apiKeys = [
+  { key: KEYS.alice, userId: "alice" },
+  { key: KEYS.bob, userId: "bob" }
+]
+
+let database: TestDatabase
+const servers: Array<RunningServer> = []
+
+beforeAll(async () => {
+  database = await makeTestDatabase()
+})
+afterAll(async () => {
+  for (const server of servers.splice(0)) await server.close()
+  await database?.drop()
+})
+
+const rows = async () => {
+  const [row] = await query<{ conversations: string; messages: string }>(
+    database.url,
+    "SELECT (SELECT count(*) FROM convoke_conversations)::text AS conversations, (SELECT count(*) FROM convoke_messages)::text AS messages"
+  )
+  return row
+}
+
+const start = async (rateLimit: Partial<Settings["rateLimit"]>, overrides: Partial<Settings> = {}) => {
+  const server = await startServer({
+    databaseUrl: database.url,
+    apiKeys,
+    rateLimit: { userRequests: 0, addressRequests: 0, windowSeconds: 60, concurrent: 0, ...rateLimit },
+    ...overrides
+  })
+  servers.push(server)
+  return server
+}
+
+const drain = async (response: Response) => {
+  await response.arrayBuffer()
+  return response
+}
+
+describe("one instance, in memory", () => {
+  it("allows the budget, then answers 429 with Retry-After and RateLimit-* and writes nothing; the budget resets", async () => {
+    const server = await start({ userRequests: 3, windowSeconds: 4 })
+    for (let index = 0; index < 3; index++) {
+      const response = await drain(await chat(server, { message: `hi ${index}` }, as("alice")))
+      expect(response.status).toBe(200)
+      expect(response.headers.get("ratelimit-limit")).toBe("3")
+      expect(response.headers.get("ratelimit-remaining")).toBe(String(2 - index))
+    }
+    const before = await rows()
+    const limited = await chat(server, { message: "too many", stream: true }, as("alice"))
+    expect(limited.status).toBe(429)
+    expect(await limited.json()).toEqual({ error: { type: "rate_limited", message: expect.any(String) } })
+    const retryAfter = Number(limited.headers.get("retry-after"))
+    expect(retryAfter).toBeGreaterThanOrEqual(1)
+    expect(retryAfter).toBeLessThanOrEqual(4)
+    expect(limited.headers.get("ratelimit-limit")).toBe("3")
+    expect(limited.headers.get("ratelimit-remaining")).toBe("0")
+    expect(await rows()).toEqual(before)
+    // Bob has a budget of his own.
+    expect((await drain(await chat(server, { message: "bob" }, as("bob")))).status).toBe(200)
+
+    // After Retry-After the window has passed and Alice may chat again.
+    await sleep(retryAfter * 1000 + 100)
+    expect((await drain(await chat(server, { message: "again" }, as("alice")))).status).toBe(200)
+  })
+
+  it("throttles unauthenticated traffic per address", async () => {
+    const server = await start({ addressRequests: 2 })
+    expect((await drain(await chat(server, { message: "hi" }))).status).toBe(401)
+    expect(
+      (await drain(await chat(server, { message: "hi" }, { headers: { "x-api-key": "guess" } }))).status
+    ).toBe(401)
+    const limited = await chat(server, { message: "hi" }, { headers: { "x-api-key": "guess-again" } })
+    expect(limited.status).toBe(429)
+    expect(limited.headers.get("retry-after")).not.toBeNull()
+    await limited.arrayBuffer()
+    // Authenticated users are counted by user, not by address.
+    expect((await drain(await chat(server, { message: "hi" }, as("alice")))).status).toBe(200)
+  })
+
+  it("limits open streams per user and releases the slot when the client disconnects", async () => {
+    const server = await start({ concurrent: 1 }, { echoDelayMs: 50 })
+    const controller = new AbortController()
+    const long = Array.from({ length: 200 }, (_, index) => `word${index}`).join(" ")
+    const open = await chat(
+      server,
+      { message: long, stream: true },
+      { ...as("alice"), signal: controller.signal }
+    )
+    expect(open.status).toBe(200)
+    const reader = open.body!.getReader()
+    await reader.read()
+    const before = await rows()
+    const second = await chat(server, { message: "second", stream: true }, as("alice"))
+    expect(second.status).toBe(429)
+    expect((await second.json()).error.type).toBe("rate_limited")
+    expect((await rows())!.conversations).toBe(before!.conversations)
+    controller.abort()
+    let status = 429
+    for (let attempt = 0; attempt < 200 && status === 429; attempt++) {
+      status = (await drain(await chat(server, { message: "after", stream: true }, as("alice")))).status
+      if (status === 429) await sleep(20)
+    }
+    expect(status).toBe(200)
+  })
+})
+
+describe("two instances sharing Redis", () => {
+  const prefix = `convoke:test:${randomUUID()}:`
+
+  afterAll(async () => {
+    // Remove this run's counters (they would expire on their own).
+    await Effect.runPromise(
+      Effect.gen(function* () {
+        const redis = yield* Redis.Redis
+        let cursor = "0"
+        do {
+          const [next, found] = yield* redis.send<[string, Array<string>]>(
+            "SCAN",
+            cursor,
+            "MATCH",
+            `${prefix}*`,
+            "COUNT",
+            "1000"
+          )
+          cursor = next
+          if (found.length > 0) yield* redis.send("DEL", ...found)
+        } while (cursor !== "0")
+      }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
+    )
+  })
+
+  it("hold one request budget and one stream limit between them", async () => {
+    const settings = { redisUrl: REDIS_URL, redisPrefix: prefix, echoDelayMs: 50 }
+    const first = await start({ userRequests: 4, concurrent: 1 }, settings)
+    const second = await start({ userRequests: 4, concurrent: 1 }, settings)
+    expect(first.summary.find(([label]) => label === "rate limits")?.[1]).toContain("Redis")
+
+    // Alternate between the instances: four requests in all are allowed.
+    for (const server of [first, second, first, second]) {
+      expect((await drain(await chat(server, { message: "hi" }, as("bob")))).status).toBe(200)
+    }
+    const before = await rows()
+    for (const server of [first, second]) {
+      const limited = await chat(server, { message: "one more", stream: true }, as("bob"))
+      expect(limited.status).toBe(429)
+      expect(limited.headers.get("ratelimit-limit")).toBe("4")
+      await limited.arrayBuffer()
+    }
+    expect(await rows()).toEqual(before)
+
+    // A stream open on one instance holds the user's only slot on the other.
+    const controller = new AbortController()
+    const long = Array.from({ length: 200 }, (_, index) => `word${index}`).join(" ")
+    const open = await chat(
+      first,
+      { message: long, stream: true },
+      { ...as("alice"), signal: controller.signal }
+    )
+    expect(open.status).toBe(200)
+    const reader = open.body!.getReader()
+    await reader.read()
+    const blocked = await chat(second, { message: "second", stream: true }, as("alice"))
+    expect(blocked.status).toBe(429)
+    await blocked.arrayBuffer()
+    controller.abort()
+    let status = 429
+    for (let attempt = 0; attempt < 200 && status === 429; attempt++) {
+      status = (await drain(await chat(second, { message: "after", stream: true }, as("alice")))).status
+      if (status === 429) await sleep(20)
+    }
+    expect(status).toBe(200)
+  })
+})

@@ -1,0 +1,317 @@
+/**
+ * Rate limits of the chat endpoint: requests per window and chat turns in
+ * flight, per user, and per client address for callers without an identity.
+ *
+ * The HTTP layer asks `admit` after authentication and before it reads the
+ * body or touches a conversation, so a refused request is a `429` that wrote
+ * nothing. An admission holds one in-flight slot until `release`; the HTTP
+ * layer releases it when the response ends for any reason — completion,
+ * error, or the client going away.
+ *
+ * The default allows everything. `layerMemory` keeps counters in the process;
+ * `layerRedis` keeps them in Redis (through `effect/persistence`'s
+ * `RateLimiter` and `Redis` services), so every instance behind a load
+ * balancer shares one budget.
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Effect, Fiber, Layer, Schedule } from "effect"
+import { RateLimiter, Redis } from "effect/persistence"
+import { RateLimited } from "./ChatError.ts"
+import type { Principal } from "./Identity.ts"
+
+/** Who a request is counted against. */
+export interface Subject {
+  /** The authenticated caller; absent when authentication failed. */
+  readonly principal?: Principal | undefined
+  /** The client's address, when the adapter knows it. */
+  readonly address?: string | undefined
+}
+
+/** An admitted request: headers to send, and the in-flight slot it holds. */
+export interface Admission {
+  /** `RateLimit-*` headers describing the caller's remaining budget. */
+  readonly headers: Readonly<Record<string, string>>
+  /** Frees the in-flight slot. Safe to run more than once. */
+  readonly release: Effect.Effect<void>
+}
+
+/** The rate-limit service. */
+export interface Service {
+  /** A short description for banners and `/health` (`none`, `memory`, `redis`). */
+  readonly name: string
+  /** Counts one request against the subject's budget, or fails with `RateLimited`. */
+  readonly admit: (subject: Subject) => Effect.Effect<Admission, RateLimited>
+  /**
+   * Counts a failed authentication against the address's budget, so guessing
+   * credentials is throttled too; fails with `RateLimited` once it is spent.
+   */
+  readonly rejected: (subject: Subject) => Effect.Effect<void, RateLimited>
+}
+
+const unlimitedAdmission: Admission = { headers: {}, release: Effect.void }
+
+/** Allows everything. */
+export const unlimited: Service = {
+  name: "none",
+  admit: () => Effect.succeed(unlimitedAdmission),
+  rejected: () => Effect.void
+}
+
+/** The rate limits in effect; none by default. */
+export const ChatRateLimit = Context.Reference<Service>("@convoke/core/ChatRateLimit", {
+  defaultValue: () => unlimited
+})
+
+/** A request budget: `limit` requests per `window`. */
+export interface Budget {
+  readonly limit: number
+  readonly window: Duration.Input
+}
+
+/** Options of `make`, `layerMemory` and `layerRedis`. A limit of `0` (or absent) turns it off. */
+export interface Options {
+  /** Requests per window for each authenticated user (default 120 per minute). */
+  readonly user?: Budget | undefined
+  /**
+   * Requests per window for each client address without an identity: anonymous
+   * callers and failed authentications (default 60 per minute).
+   */
+  readonly address?: Budget | undefined
+  /** Chat turns (streams and non-streaming replies) in flight per user (default 8). */
+  readonly concurrent?: number | undefined
+  /**
+   * How long an in-flight slot survives without renewal, so an instance that
+   * crashes gives its slots back (Redis only; default 60 s, renewed every third).
+   */
+  readonly leaseTtl?: Duration.Input | undefined
+  /**
+   * Longest wait for the counters' store (default 1 s). A store that is slower
+   * or down lets the request through with a logged warning.
+   */
+  readonly storeTimeout?: Duration.Input | undefined
+}
+
+/** The defaults of `Options`. */
+export const defaults = {
+  user: { limit: 120, window: Duration.minutes(1) },
+  address: { limit: 60, window: Duration.minutes(1) },
+  concurrent: 8,
+  leaseTtl: Duration.seconds(60),
+  storeTimeout: Duration.seconds(1)
+} as const
+
+/** Counts in-flight turns; `acquire` answers whether a slot was free. */
+export interface ConcurrencyStore {
+  readonly acquire: (key: string, token: string, limit: number) => Effect.Effect<boolean, unknown>
+  readonly renew: (key: string, token: string) => Effect.Effect<void, unknown>
+  readonly release: (key: string, token: string) => Effect.Effect<void, unknown>
+}
+
+/** In-process in-flight counters. */
+export const concurrencyMemory = (): ConcurrencyStore => {
+  const holders = new Map<string, Set<string>>()
+  return {
+    acquire: (key, token, limit) =>
+      Effect.sync(() => {
+        const set = holders.get(key) ?? new Set<string>()
+        if (set.size >= limit) return false
+        set.add(token)
+        holders.set(key, set)
+        return true
+      }),
+    renew: () => Effect.void,
+    release: (key, token) =>
+      Effect.sync(() => {
+        const set = holders.get(key)
+        set?.delete(token)
+        if (set?.size === 0) holders.delete(key)
+      })
+  }
+}
+
+// A sorted set per user: member = slot token, score = lease expiry (Redis
+// server time, so instances with skewed clocks agree).
+const acquireScript = Redis.script(
+  (key: string, token: string, limit: number, ttlMillis: number) => [key, token, limit, ttlMillis],
+  {
+    numberOfKeys: 1,
+    lua: `
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
+if redis.call("ZCARD", KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call("ZADD", KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[3]))
+return 1
+`
+  }
+).withReturnType<number>()
+
+const renewScript = Redis.script((key: string, token: string, ttlMillis: number) => [key, token, ttlMillis], {
+  numberOfKeys: 1,
+  lua: `
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call("ZADD", KEYS[1], "XX", now + tonumber(ARGV[2]), ARGV[1])
+redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[2]))
+return 1
+`
+}).withReturnType<number>()
+
+/** In-flight counters in Redis, shared by every instance; slots are leases that expire. */
+export const concurrencyRedis = (options: {
+  readonly prefix: string
+  readonly leaseTtl: Duration.Input
+}): Effect.Effect<ConcurrencyStore, never, Redis.Redis> =>
+  Effect.gen(function* () {
+    const redis = yield* Redis.Redis
+    const ttl = String(Duration.toMillis(Duration.fromInputUnsafe(options.leaseTtl)))
+    const acquire = redis.eval(acquireScript)
+    const renew = redis.eval(renewScript)
+    return {
+      acquire: (key, token, limit) =>
+        Effect.map(acquire(`${options.prefix}${key}`, token, limit, Number(ttl)), (result) => result === 1),
+      renew: (key, token) => Effect.asVoid(renew(`${options.prefix}${key}`, token, Number(ttl))),
+      release: (key, token) => Effect.asVoid(redis.send("ZREM", `${options.prefix}${key}`, token))
+    }
+  })
+
+const seconds = (duration: Duration.Duration): number => Math.max(0, Math.ceil(Duration.toSeconds(duration)))
+
+/** The `RateLimit-*` headers of a consumed budget (IETF draft `ratelimit-headers`). */
+export const headersOf = (options: {
+  readonly limit: number
+  readonly remaining: number
+  readonly resetAfter: Duration.Duration
+  readonly window: Duration.Duration
+}): Record<string, string> => ({
+  "ratelimit-limit": String(options.limit),
+  "ratelimit-remaining": String(Math.max(0, Math.floor(options.remaining))),
+  "ratelimit-reset": String(seconds(options.resetAfter)),
+  "ratelimit-policy": `${options.limit};w=${seconds(options.window)}`
+})
+
+/**
+ * Builds the service from a `RateLimiter` (requests per window) and a
+ * concurrency store (turns in flight). A store that fails — Redis down — lets
+ * requests through and logs a warning: an outage of the limiter must not
+ * become an outage of the chat.
+ */
+export const make = (
+  options: Options & { readonly name: string; readonly concurrency: ConcurrencyStore }
+): Effect.Effect<Service, never, RateLimiter.RateLimiter> =>
+  Effect.gen(function* () {
+    const limiter = yield* RateLimiter.RateLimiter
+    const user = options.user ?? defaults.user
+    const address = options.address ?? defaults.address
+    const concurrent = options.concurrent ?? defaults.concurrent
+    const leaseTtl = Duration.fromInputUnsafe(options.leaseTtl ?? defaults.leaseTtl)
+    const store = options.concurrency
+    const storeTimeout = options.storeTimeout ?? defaults.storeTimeout
+
+    const keyOf = (subject: Subject): { readonly key: string; readonly budget: Budget } =>
+      subject.principal !== undefined && subject.principal.anonymous !== true
+        ? { key: `user:${subject.principal.userId}`, budget: user }
+        : { key: `address:${subject.address ?? "unknown"}`, budget: address }
+
+    const consume = (key: string, budget: Budget) => {
+      const window = Duration.fromInputUnsafe(budget.window)
+      return limiter.consume({ key, limit: budget.limit, window, algorithm: "fixed-window" }).pipe(
+        Effect.timeout(storeTimeout),
+        Effect.map((result) => headersOf({ ...result, window })),
+        Effect.catch((error) =>
+          error._tag === "RateLimiterError" && error.reason._tag === "RateLimitExceeded"
+            ? Effect.fail(
+                new RateLimited({
+                  retryAfterSeconds: Math.max(1, seconds(error.reason.retryAfter)),
+                  limit: budget.limit,
+                  message: `Rate limit exceeded: ${budget.limit} requests per ${Duration.format(window)}`
+                })
+              )
+            : Effect.logWarning("Rate limiter unavailable; request allowed", error).pipe(Effect.as({}))
+        )
+      )
+    }
+
+    const admit = (subject: Subject): Effect.Effect<Admission, RateLimited> =>
+      Effect.gen(function* () {
+        const { key, budget } = keyOf(subject)
+        const headers = budget.limit > 0 ? yield* consume(key, budget) : {}
+        if (concurrent <= 0) return { headers, release: Effect.void }
+        const token = crypto.randomUUID()
+        const acquired = yield* store.acquire(key, token, concurrent).pipe(
+          Effect.timeout(storeTimeout),
+          Effect.catchCause((cause) =>
+            Effect.logWarning("Concurrency store unavailable; request allowed", cause).pipe(Effect.as(null))
+          )
+        )
+        if (acquired === null) return { headers, release: Effect.void }
+        if (!acquired) {
+          return yield* new RateLimited({
+            retryAfterSeconds: 1,
+            message: `Too many chat requests in progress: at most ${concurrent} at a time`
+          })
+        }
+        // Keep the lease alive while the turn runs; a crashed instance stops renewing.
+        const renewal = yield* store
+          .renew(key, token)
+          .pipe(
+            Effect.ignore,
+            Effect.repeat(Schedule.spaced(Duration.divideUnsafe(leaseTtl, 3))),
+            Effect.delay(Duration.divideUnsafe(leaseTtl, 3)),
+            Effect.forkDetach
+          )
+        let released = false
+        const release = Effect.suspend(() => {
+          if (released) return Effect.void
+          released = true
+          return Effect.andThen(
+            Fiber.interrupt(renewal),
+            Effect.ignore(Effect.timeout(store.release(key, token), storeTimeout))
+          )
+        })
+        return { headers, release }
+      })
+
+    const rejected = (subject: Subject): Effect.Effect<void, RateLimited> =>
+      address.limit > 0
+        ? Effect.asVoid(consume(`address:${subject.address ?? "unknown"}`, address))
+        : Effect.void
+
+    return { name: options.name, admit, rejected }
+  })
+
+/** Rate limits kept in this process: right for a single instance. */
+export const layerMemory = (options: Options = {}) =>
+  Layer.effect(
+    ChatRateLimit,
+    make({ ...options, name: "memory", concurrency: concurrencyMemory() }).pipe(
+      Effect.provide(RateLimiter.layer.pipe(Layer.provide(RateLimiter.layerStoreMemory)))
+    )
+  )
+
+/**
+ * Rate limits kept in Redis, shared by every instance that uses the same
+ * `prefix` (default `convoke:ratelimit:`). Provide the `Redis` service, e.g.
+ * `NodeRedis.layer({ url })` from `@effect/platform-node`.
+ */
+export const layerRedis = (options: Options & { readonly prefix?: string | undefined } = {}) => {
+  const prefix = options.prefix ?? "convoke:ratelimit:"
+  return Layer.effect(
+    ChatRateLimit,
+    Effect.gen(function* () {
+      const concurrency = yield* concurrencyRedis({
+        prefix: `${prefix}inflight:`,
+        leaseTtl: options.leaseTtl ?? defaults.leaseTtl
+      })
+      return yield* make({ ...options, name: "redis", concurrency }).pipe(
+        Effect.provide(
+          RateLimiter.layer.pipe(Layer.provide(RateLimiter.layerStoreRedis({ prefix: `${prefix}requests:` })))
+        )
+      )
+    })
+  )
+}

@@ -1,0 +1,164 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { Redis } from "effect/persistence"
+import { ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "../src/index.ts"
+import * as TestStore from "./fixtures/TestStore.ts"
+
+const CHAT_URL = "http://localhost/api/v0.3/chat"
+
+const post = (app: ChatHttp.App, body: unknown, headers: Record<string, string> = {}) =>
+  app.handler(
+    new Request(CHAT_URL, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify(body)
+    })
+  )
+
+const withApp = async <A>(
+  options: {
+    readonly limits: ChatRateLimit.Options
+    readonly delay?: number
+    readonly store?: TestStore.TestStore
+    readonly rateLimit?: ReturnType<typeof ChatRateLimit.layerMemory>
+  },
+  body: (app: ChatHttp.App, store: TestStore.TestStore) => Promise<A>
+): Promise<A> => {
+  const store = options.store ?? TestStore.make()
+  const app = await ChatHttp.makeApp(
+    Layer.mergeAll(
+      store.layer,
+      EchoLanguageModel.layer({ delay: options.delay ?? 0 }),
+      Identity.layerApiKeys([
+        { key: "alice-key", userId: "alice" },
+        { key: "bob-key", userId: "bob" }
+      ]),
+      options.rateLimit ?? ChatRateLimit.layerMemory(options.limits)
+    )
+  )
+  try {
+    return await body(app, store)
+  } finally {
+    await app.dispose()
+  }
+}
+
+const alice = { authorization: "Bearer alice-key" }
+const bob = { "x-api-key": "bob-key" }
+const off: ChatRateLimit.Options = {
+  user: { limit: 0, window: "1 minute" },
+  address: { limit: 0, window: "1 minute" },
+  concurrent: 0
+}
+
+describe("ChatRateLimit", () => {
+  it("allows everything by default", async () => {
+    assert.strictEqual(ChatRateLimit.unlimited.name, "none")
+  })
+
+  it("counts requests per user, answers 429 with Retry-After and RateLimit-* before creating anything", () =>
+    withApp({ limits: { ...off, user: { limit: 3, window: "1 minute" } } }, async (app, store) => {
+      for (let index = 0; index < 3; index++) {
+        const response = await post(app, { message: `hi ${index}` }, alice)
+        assert.strictEqual(response.status, 200)
+        assert.strictEqual(response.headers.get("ratelimit-limit"), "3")
+        assert.strictEqual(response.headers.get("ratelimit-remaining"), String(2 - index))
+        assert.strictEqual(response.headers.get("ratelimit-policy"), "3;w=60")
+        await response.text()
+      }
+      const created = store.created.length
+      const limited = await post(app, { message: "one more" }, alice)
+      assert.strictEqual(limited.status, 429)
+      assert.deepStrictEqual(Object.keys(await limited.json()), ["error"])
+      const retryAfter = Number(limited.headers.get("retry-after"))
+      assert.isTrue(retryAfter >= 1 && retryAfter <= 60)
+      assert.strictEqual(limited.headers.get("ratelimit-limit"), "3")
+      assert.strictEqual(limited.headers.get("ratelimit-remaining"), "0")
+      assert.strictEqual(limited.headers.get("ratelimit-reset"), String(retryAfter))
+      assert.strictEqual(store.created.length, created)
+      // Budgets are per user: Bob is untouched by Alice's.
+      const other = await post(app, { message: "bob here" }, bob)
+      assert.strictEqual(other.status, 200)
+      await other.text()
+    }))
+
+  it("counts failed authentications per address, so guessing keys meets a 429", () =>
+    withApp({ limits: { ...off, address: { limit: 2, window: "1 minute" } } }, async (app) => {
+      const guess = () => post(app, { message: "hi" }, { authorization: "Bearer wrong" })
+      assert.strictEqual((await guess()).status, 401)
+      assert.strictEqual((await guess()).status, 401)
+      const third = await guess()
+      assert.strictEqual(third.status, 429)
+      assert.strictEqual((await third.json()).error.type, "rate_limited")
+      // A valid user has its own budget and is not affected.
+      const valid = await post(app, { message: "hi" }, alice)
+      assert.strictEqual(valid.status, 200)
+      await valid.text()
+    }))
+
+  it("limits streams in flight per user and frees the slot when a stream ends or its reader leaves", () =>
+    withApp({ limits: { ...off, concurrent: 1 }, delay: 50 }, async (app, store) => {
+      const long = Array.from({ length: 100 }, (_, index) => `w${index}`).join(" ")
+      const first = await post(app, { message: long, stream: true }, alice)
+      assert.strictEqual(first.status, 200)
+      const reader = first.body!.getReader()
+      await reader.read()
+      const created = store.created.length
+      const second = await post(app, { message: "second", stream: true }, alice)
+      assert.strictEqual(second.status, 429)
+      assert.match((await second.json()).error.message, /at most 1/)
+      assert.strictEqual(store.created.length, created)
+      // Another user is not held up by Alice's stream.
+      const other = await post(app, { message: "bob", stream: true }, bob)
+      assert.strictEqual(other.status, 200)
+      await other.text()
+      await reader.cancel()
+      // The slot comes back once the cancelled stream has wound down.
+      let status = 429
+      for (let attempt = 0; attempt < 200 && status === 429; attempt++) {
+        const next = await post(app, { message: "after", stream: true }, alice)
+        status = next.status
+        await next.text()
+        if (status === 429) await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      assert.strictEqual(status, 200)
+    }))
+
+  it("frees the slot when a request fails before its stream starts", () =>
+    withApp({ limits: { ...off, concurrent: 1 } }, async (app) => {
+      for (let index = 0; index < 5; index++) {
+        const invalid = await post(app, { message: "" }, alice)
+        assert.strictEqual(invalid.status, 400)
+      }
+      const valid = await post(app, { message: "ok" }, alice)
+      assert.strictEqual(valid.status, 200)
+    }))
+
+  it("lets requests through when the counters' store does not answer", async () => {
+    // A Redis that accepts commands and never replies: a partitioned or overloaded server.
+    const silent = Layer.succeed(
+      Redis.Redis,
+      Redis.Redis.of({
+        send: () => Effect.never,
+        eval: () => () => Effect.never,
+        subscribe: () => Effect.never,
+        reserve: Effect.never
+      })
+    )
+    const limits = {
+      user: { limit: 1, window: "1 minute" },
+      concurrent: 1,
+      storeTimeout: "50 millis"
+    } as const
+    await withApp(
+      { limits, rateLimit: ChatRateLimit.layerRedis(limits).pipe(Layer.provide(silent)) },
+      async (app) => {
+        for (let index = 0; index < 3; index++) {
+          const response = await post(app, { message: `hi ${index}` }, alice)
+          assert.strictEqual(response.status, 200)
+          await response.text()
+        }
+      }
+    )
+  })
+})
