@@ -3,9 +3,10 @@
  * and identity chosen from settings. `start` is what the CLI runs and what
  * the tests start in-process.
  */
+import { existsSync } from "node:fs"
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { resolve } from "node:path"
+import { join, resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
 import { JwtIdentity } from "@convoke/auth"
 import {
@@ -27,6 +28,7 @@ import { Duration, Effect, Layer, Redacted } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import * as Observability from "./Observability.ts"
 import { checkAnonymous, type Settings } from "./Settings.ts"
+import * as StaticFiles from "./StaticFiles.ts"
 
 /** A started server. */
 export interface RunningServer {
@@ -200,9 +202,19 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     await app.dispose()
     throw state.refusal
   }
+  const chatHandler = NodeHandler.toNodeHandler(app.handler)
+  // The web demo (or any static directory) at `/`; API paths always reach the core.
+  const staticFiles = settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir)
   const http = createServer(
     { keepAliveTimeout: 65_000, maxHeaderSize: settings.maxHeaderBytes },
-    NodeHandler.toNodeHandler(app.handler)
+    (request, response) => {
+      if (staticFiles === undefined || (request.method !== "GET" && request.method !== "HEAD")) {
+        return chatHandler(request, response)
+      }
+      return staticFiles(request, response).then((served) =>
+        served ? undefined : chatHandler(request, response)
+      )
+    }
   )
   // Malformed requests and oversized headers get the common error body, not a bare status line.
   http.on("clientError", NodeHandler.onClientError)
@@ -279,6 +291,14 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     ["metrics", metricsUrl ?? "off"],
     ...observability.summary
   ]
+  if (settings.webDir !== undefined) {
+    summary.push([
+      "web demo",
+      existsSync(join(settings.webDir, "index.html"))
+        ? `${url}/`
+        : `not built (no index.html in ${settings.webDir}); run: pnpm --filter @convoke/web build`
+    ])
+  }
   return { url, port, app, http, metricsUrl, summary, anonymous: state.anonymous, close }
 }
 

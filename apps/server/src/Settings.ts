@@ -4,9 +4,11 @@
  * at once, in words that say how to fix it.
  */
 import { isIP } from "node:net"
+import { relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
 import { AnthropicModels } from "@convoke/anthropic"
 import { Redacted } from "effect"
+import { WEB_DEMO_DIR } from "./StaticFiles.ts"
 
 /** Validated settings. */
 export interface Settings {
@@ -34,6 +36,8 @@ export interface Settings {
   readonly cleanupIntervalMinutes: number
   /** Hours after which an unanswered conversation counts as abandoned. */
   readonly abandonedAfterHours: number
+  /** Directory of static files served at `/` (the web demo); `undefined` serves none. */
+  readonly webDir: string | undefined
   /** Claude settings; present when `ANTHROPIC_API_KEY` is set, else the echo model is used. */
   readonly anthropic: AnthropicSettings | undefined
   /** `/metrics` on the chat port (`on`), nowhere (`off`), or alone on another address. */
@@ -394,6 +398,12 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "OTEL_EXPORTER_OTLP_ENDPOINT",
     type: "string",
     description: "Export traces over OTLP/HTTP to this endpoint (<url>/v1/traces); off when unset"
+  },
+  {
+    flag: "web-dir",
+    env: "CONVOKE_WEB_DIR",
+    type: "string",
+    description: `Static files served at / ("off" serves none; default: the demo page, ${relative(process.cwd(), WEB_DEMO_DIR) || "."})`
   }
 ]
 
@@ -676,7 +686,8 @@ export const load = (
     maxHeaderBytes: integer(problems, "CONVOKE_MAX_HEADER_BYTES", read("max-header-bytes")!, {
       min: 1024,
       max: 1024 * 1024
-    })
+    }),
+    webDir: read("web-dir") === "off" ? undefined : resolve(read("web-dir") ?? WEB_DEMO_DIR)
   }
   if (problems.length > 0) throw new SettingsError(problems)
   return settings

@@ -1,0 +1,219 @@
+/**
+ * The Convoke demo page: send a message, see the conversation id the moment
+ * the first event arrives (with the time it took), watch the reply stream,
+ * stop it, and list and reopen conversations. Everything goes through
+ * `@convoke/client`; the page is served by the reference server, so requests
+ * are same-origin.
+ */
+import {
+  type ChatReply,
+  type ConversationSummary,
+  ConvokeAbortError,
+  ConvokeClient,
+  ConvokeHttpError,
+  ConvokeStreamError
+} from "@convoke/client"
+import "./style.css"
+
+const client = new ConvokeClient()
+
+const element = <T extends HTMLElement>(id: string) => document.getElementById(id) as T
+const conversationIdView = element<HTMLElement>("conversation-id")
+const timingView = element<HTMLElement>("timing")
+const messagesView = element<HTMLOListElement>("messages")
+const listView = element<HTMLUListElement>("conversations")
+const listNote = element<HTMLParagraphElement>("list-note")
+const errorView = element<HTMLParagraphElement>("error")
+const form = element<HTMLFormElement>("composer")
+const input = element<HTMLTextAreaElement>("message")
+const sendButton = element<HTMLButtonElement>("send")
+const stopButton = element<HTMLButtonElement>("stop")
+const newButton = element<HTMLButtonElement>("new-conversation")
+
+let conversationId: string | undefined
+let current: ChatReply | undefined
+
+// Conversations started in this browser, shown when the server cannot list
+// conversations (a store without listing support answers 5xx there).
+const LOCAL_KEY = "convoke-demo:conversations"
+const localConversations = (): Array<ConversationSummary> => {
+  try {
+    return JSON.parse(localStorage.getItem(LOCAL_KEY) ?? "[]")
+  } catch {
+    return []
+  }
+}
+const rememberLocally = (summary: ConversationSummary) => {
+  const rest = localConversations().filter((entry) => entry.id !== summary.id)
+  localStorage.setItem(LOCAL_KEY, JSON.stringify([summary, ...rest].slice(0, 50)))
+}
+
+const showError = (message: string | undefined) => {
+  errorView.hidden = message === undefined
+  errorView.textContent = message ?? ""
+}
+
+const describe = (error: unknown): string =>
+  error instanceof ConvokeHttpError
+    ? `${error.status} ${error.type}: ${error.message}`
+    : error instanceof ConvokeStreamError
+      ? `The reply failed (${error.type}): ${error.message}`
+      : error instanceof Error
+        ? error.message
+        : String(error)
+
+const milliseconds = (value: number) => `${value < 10 ? value.toFixed(1) : Math.round(value)} ms`
+
+const addMessage = (role: "user" | "assistant", text: string, state = "complete") => {
+  const item = document.createElement("li")
+  item.dataset.role = role
+  item.dataset.state = state
+  item.textContent = text
+  messagesView.append(item)
+  item.scrollIntoView({ block: "end" })
+  return item
+}
+
+const showConversation = (id: string | undefined) => {
+  conversationId = id
+  conversationIdView.textContent = id ?? "none yet"
+  conversationIdView.dataset.state = id === undefined ? "none" : "known"
+  history.replaceState(null, "", id === undefined ? location.pathname : `#/conversations/${id}`)
+  for (const item of listView.querySelectorAll("li")) {
+    item.setAttribute("aria-current", String(item.dataset.id === id))
+  }
+}
+
+const renderList = (conversations: ReadonlyArray<ConversationSummary>) => {
+  listView.replaceChildren(
+    ...conversations.map((conversation) => {
+      const item = document.createElement("li")
+      item.dataset.id = conversation.id
+      item.setAttribute("aria-current", String(conversation.id === conversationId))
+      const button = document.createElement("button")
+      button.type = "button"
+      button.textContent = conversation.title || "(untitled)"
+      const when = document.createElement("small")
+      when.textContent = new Date(conversation.updatedAt).toLocaleString()
+      button.append(when)
+      button.addEventListener("click", () => void openConversation(conversation.id))
+      item.append(button)
+      return item
+    })
+  )
+}
+
+const refreshList = async () => {
+  try {
+    const page = await client.conversations.list({ limit: 50 })
+    listNote.hidden = true
+    renderList(page.data)
+  } catch (error) {
+    listNote.hidden = false
+    listNote.textContent = `The server could not list conversations (${describe(error)}); showing the ones started in this browser.`
+    renderList(localConversations())
+  }
+}
+
+const openConversation = async (id: string) => {
+  if (current !== undefined) return
+  showError(undefined)
+  try {
+    const conversation = await client.conversations.get(id)
+    messagesView.replaceChildren()
+    for (const message of conversation.messages) addMessage(message.role, message.content, message.status)
+    timingView.textContent = ""
+    showConversation(conversation.id)
+  } catch (error) {
+    showError(`Could not open the conversation: ${describe(error)}`)
+  }
+}
+
+const send = async (message: string) => {
+  showError(undefined)
+  addMessage("user", message)
+  const replyView = addMessage("assistant", "", "streaming")
+  sendButton.disabled = true
+  stopButton.disabled = false
+  const startedAt = performance.now()
+  const reply = client.chat({ message, conversationId })
+  current = reply
+  const timings: Array<string> = []
+  const showTimings = () => {
+    timingView.textContent = timings.join(" · ")
+  }
+  reply.conversationId.then(
+    (id) => {
+      const elapsed = performance.now() - startedAt
+      timings.push(`id after ${milliseconds(elapsed)}`)
+      showTimings()
+      conversationIdView.dataset.elapsedMs = String(elapsed)
+      const isNew = id !== conversationId
+      showConversation(id)
+      if (isNew) {
+        const now = new Date().toISOString()
+        const summary = { id, title: message.slice(0, 50), createdAt: now, updatedAt: now }
+        rememberLocally(summary)
+      }
+    },
+    () => {}
+  )
+  try {
+    let first = true
+    for await (const delta of reply) {
+      if (first) {
+        first = false
+        timings.push(`first text after ${milliseconds(performance.now() - startedAt)}`)
+        showTimings()
+      }
+      replyView.textContent += delta
+      replyView.scrollIntoView({ block: "end" })
+    }
+    replyView.dataset.state = "complete"
+    timings.push(`complete after ${milliseconds(performance.now() - startedAt)}`)
+    showTimings()
+  } catch (error) {
+    if (error instanceof ConvokeAbortError) {
+      replyView.dataset.state = "stopped"
+    } else {
+      replyView.dataset.state = "error"
+      showError(describe(error))
+    }
+  } finally {
+    current = undefined
+    sendButton.disabled = false
+    stopButton.disabled = true
+    void refreshList()
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault()
+  const message = input.value.trim()
+  if (message === "" || current !== undefined) return
+  input.value = ""
+  void send(message)
+})
+
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault()
+    form.requestSubmit()
+  }
+})
+
+stopButton.addEventListener("click", () => current?.abort())
+
+newButton.addEventListener("click", () => {
+  if (current !== undefined) return
+  messagesView.replaceChildren()
+  timingView.textContent = ""
+  showError(undefined)
+  showConversation(undefined)
+  input.focus()
+})
+
+const fromHash = /^#\/conversations\/([\w-]+)$/.exec(location.hash)?.[1]
+void refreshList()
+if (fromHash !== undefined) void openConversation(fromHash)
+input.focus()

@@ -1,0 +1,194 @@
+/**
+ * The demo page, built with Vite and served by the reference server, driven in
+ * headless Chromium: send a message and see the id before the reply is done,
+ * stop a reply, reopen a conversation, and run the README's browser snippet
+ * verbatim in the page.
+ *
+ * The README snippet calls `http://127.0.0.1:3000`; Chromium's host resolver
+ * maps that address to the test server (which listens on a free port), so the
+ * page, the snippet and the server share one origin, as they do for a user who
+ * ran `npm start`.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { type RunningServer, start } from "@convoke/server/src/Server.ts"
+import { load } from "@convoke/server/src/Settings.ts"
+import { type Browser, chromium, type Page } from "playwright-core"
+import { build } from "vite"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const ORIGIN = "http://127.0.0.1:3000"
+const root = fileURLToPath(new URL("../../../", import.meta.url))
+const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+/** The README's browser snippet: the js block of the quick start that reads the first chunk. */
+const readmeSnippet = () => {
+  const readme = readFileSync(join(root, "README.md"), "utf8")
+  const block = [...readme.matchAll(/```js\n([\s\S]*?)```/g)]
+    .map((match) => match[1]!)
+    .find((code) => code.includes("reader.read()"))
+  if (block === undefined) throw new Error("README.md has no browser snippet reading the first chunk")
+  return block
+}
+
+// Chromium comes from Debian's packages, installed by .ci/run; a developer
+// machine without it skips these tests, CI never does.
+describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("web demo in Chromium", () => {
+  let server: RunningServer
+  let browser: Browser
+  let page: Page
+  const dataDir = mkdtempSync(join(tmpdir(), "convoke-web-data-"))
+  const webDir = mkdtempSync(join(tmpdir(), "convoke-web-dist-"))
+
+  beforeAll(async () => {
+    await build({
+      root: fileURLToPath(new URL("../", import.meta.url)),
+      configFile: fileURLToPath(new URL("../vite.config.ts", import.meta.url)),
+      logLevel: "silent",
+      build: { outDir: webDir, emptyOutDir: true }
+    })
+    server = await start(
+      load([], {
+        PORT: "0",
+        CONVOKE_ECHO_DELAY_MS: "10",
+        CONVOKE_DATA_DIR: dataDir,
+        CONVOKE_WEB_DIR: webDir
+      })
+    )
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        `--host-resolver-rules=MAP 127.0.0.1:3000 127.0.0.1:${server.port}`
+      ]
+    })
+    page = await browser.newPage({ viewport: { width: 1100, height: 720 } })
+    // Records, in the page, the order in which the id and the finished reply appear.
+    await page.addInitScript(() => {
+      const timeline: Array<{ what: string; replyLength: number }> = []
+      ;(window as any).timeline = timeline
+      const lastReply = () => [...document.querySelectorAll('#messages li[data-role="assistant"]')].at(-1)
+      new MutationObserver(() => {
+        const id = document.getElementById("conversation-id")
+        const reply = lastReply() as HTMLElement | undefined
+        const length = reply?.textContent?.length ?? 0
+        if (
+          id?.dataset.state === "known" &&
+          !timeline.some((entry) => entry.what === `id ${id.textContent}`)
+        ) {
+          timeline.push({ what: `id ${id.textContent}`, replyLength: length })
+        }
+        if (reply?.dataset.state === "complete" && !timeline.some((entry) => entry.what === "complete")) {
+          timeline.push({ what: "complete", replyLength: length })
+        }
+      }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true })
+    })
+  }, 120_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await server?.close()
+    rmSync(dataDir, { recursive: true, force: true })
+    rmSync(webDir, { recursive: true, force: true })
+  })
+
+  const send = async (message: string) => {
+    await page.fill("#message", message)
+    await page.click("#send")
+  }
+  const lastReply = () => page.locator('#messages li[data-role="assistant"]').last()
+
+  it("serves the page at / and keeps the API's JSON answers beside it", async () => {
+    const response = await page.goto(`${ORIGIN}/`)
+    expect(response?.status()).toBe(200)
+    expect(response?.headers()["content-security-policy"]).toContain("default-src 'self'")
+    await expect(page.title()).resolves.toBe("Convoke demo")
+    const missing = await fetch(`${server.url}/api/v0.3/nothing-here`)
+    expect(missing.status).toBe(404)
+    expect(await missing.json()).toMatchObject({ error: { type: "not_found" } })
+    const traversal = await fetch(`${server.url}/..%2f..%2fpackage.json`)
+    expect(traversal.headers.get("content-type")).not.toContain("text/html")
+    expect(traversal.status).toBe(404)
+  })
+
+  it("shows the conversation id, with its time, before the reply has finished", async () => {
+    await page.goto(`${ORIGIN}/`)
+    const words = Array.from({ length: 30 }, (_, index) => `word${index}`).join(" ")
+    await send(words)
+    await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
+    const timeline: Array<{ what: string; replyLength: number }> = await page.evaluate(
+      () => (window as any).timeline
+    )
+    const id = (await page.textContent("#conversation-id"))!
+    expect(id).toMatch(UUID_V4)
+    expect(timeline.map((entry) => entry.what)).toEqual([`id ${id}`, "complete"])
+    const final = `Echo #1: ${words}`
+    expect(timeline[0]!.replyLength).toBeLessThan(final.length)
+    expect(await lastReply().textContent()).toBe(final)
+    expect(await page.textContent("#timing")).toMatch(
+      /^id after [\d.]+ ms · first text after [\d.]+ ms · complete after [\d.]+ ms$/
+    )
+    expect(page.url()).toBe(`${ORIGIN}/#/conversations/${id}`)
+    mkdirSync(join(root, "test-results"), { recursive: true })
+    await page.screenshot({ path: join(root, "test-results", "web-demo.png"), fullPage: true })
+  })
+
+  it("stops a reply and keeps what arrived", async () => {
+    await page.goto(`${ORIGIN}/`)
+    await send(Array.from({ length: 300 }, (_, index) => `w${index}`).join(" "))
+    await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
+    await page.click("#stop")
+    await expect.poll(() => lastReply().getAttribute("data-state")).toBe("stopped")
+    const stopped = (await lastReply().textContent())!
+    expect(stopped.startsWith("Echo #1: w0")).toBe(true)
+    expect(stopped.length).toBeLessThan(300 * 4)
+    expect(await page.isDisabled("#stop")).toBe(true)
+  })
+
+  it("lists conversations and reopens one with its messages, then continues it", async () => {
+    await page.goto(`${ORIGIN}/`)
+    await send("remember this conversation")
+    await expect.poll(() => lastReply().getAttribute("data-state")).toBe("complete")
+    const id = (await page.textContent("#conversation-id"))!
+    await page.click("#new-conversation")
+    expect(await page.locator("#messages li").count()).toBe(0)
+    await page.reload()
+    const entry = page.locator(`#conversations li[data-id="${id}"] button`)
+    await entry.waitFor()
+    expect(await entry.textContent()).toContain("remember this conversation")
+    await entry.click()
+    await expect.poll(() => page.textContent("#conversation-id")).toBe(id)
+    expect(await page.locator("#messages li").allTextContents()).toEqual([
+      "remember this conversation",
+      "Echo #1: remember this conversation"
+    ])
+    await send("and continue")
+    await expect.poll(() => lastReply().getAttribute("data-state")).toBe("complete")
+    expect(await lastReply().textContent()).toBe("Echo #2: and continue")
+    expect(await page.textContent("#conversation-id")).toBe(id)
+    // A link to the conversation opens it too.
+    await page.goto(`${ORIGIN}/#/conversations/${id}`)
+    await expect.poll(() => page.locator("#messages li").count()).toBe(4)
+  })
+
+  it("runs the README's browser snippet verbatim: the id comes from the first reader.read()", async () => {
+    await page.goto(`${ORIGIN}/`)
+    const logged: Array<string> = []
+    page.on("console", (message) => logged.push(message.text()))
+    const snippet = readmeSnippet()
+    const firstEvent = await page.evaluate(`(async () => {\n${snippet}\nreturn firstEvent\n})()`)
+    expect(firstEvent).toMatchObject({ type: "metadata", model: "unified-chat" })
+    expect((firstEvent as { conversation_id: string }).conversation_id).toMatch(UUID_V4)
+    await expect.poll(() => logged).toContain((firstEvent as { conversation_id: string }).conversation_id)
+  })
+})

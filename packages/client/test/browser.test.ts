@@ -1,0 +1,130 @@
+/**
+ * The client bundled for the browser, running in headless Chromium against
+ * the reference server: the page is served from the server's own origin (the
+ * test intercepts one navigation), so every request is a real same-origin
+ * request over a loopback socket.
+ */
+import type { Browser, Page } from "playwright-core"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { bundleClient, hasChromium, launchChromium } from "./browser.ts"
+import { startReferenceServer } from "./servers.ts"
+
+// Needs Debian's chromium; .ci/run installs it, so CI never skips this.
+describe.skipIf(!hasChromium && !process.env.CI)("in Chromium", () => {
+  let server: Awaited<ReturnType<typeof startReferenceServer>>
+  let browser: Browser
+  let page: Page
+
+  beforeAll(async () => {
+    const [started, bundle, launched] = await Promise.all([
+      startReferenceServer(),
+      bundleClient(),
+      launchChromium()
+    ])
+    server = started
+    browser = launched
+    page = await browser.newPage()
+    await page.route(`${server.url}/client-test/**`, (route) => {
+      const path = new URL(route.request().url()).pathname
+      return path.endsWith("client.js")
+        ? route.fulfill({ contentType: "text/javascript", body: bundle })
+        : route.fulfill({
+            contentType: "text/html",
+            body: '<!doctype html><script type="module">import * as Convoke from "./client.js"; window.Convoke = Convoke; document.title = "ready"</script>'
+          })
+    })
+    await page.goto(`${server.url}/client-test/index.html`)
+    await page.waitForFunction(() => document.title === "ready")
+  }, 120_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await server?.close()
+  })
+
+  it("gets the id before the first delta, streams the reply, and resumes", async () => {
+    const result = await page.evaluate(async () => {
+      const { ConvokeClient } = (window as any).Convoke
+      const client = new ConvokeClient()
+      const order: Array<string> = []
+      const reply = client.chat({ message: "hello from chromium" })
+      reply.conversationId.then(() => order.push("id"))
+      const deltas: Array<string> = []
+      for await (const delta of reply) {
+        if (deltas.length === 0) order.push("first delta")
+        deltas.push(delta)
+      }
+      const id = await reply.conversationId
+      const resumed = client.chat({ message: "again", conversationId: id })
+      return {
+        order,
+        id,
+        text: deltas.join(""),
+        resumedId: await resumed.conversationId,
+        resumedText: await resumed.text
+      }
+    })
+    expect(result.order).toEqual(["id", "first delta"])
+    expect(result.text).toBe("Echo #1: hello from chromium")
+    expect(result.resumedId).toBe(result.id)
+    expect(result.resumedText).toBe("Echo #2: again")
+  })
+
+  it("aborts mid-stream with an AbortError carrying the partial text", async () => {
+    const result = await page.evaluate(async () => {
+      const { ConvokeClient } = (window as any).Convoke
+      const reply = new ConvokeClient().chat({
+        message: Array.from({ length: 300 }, (_, i) => `w${i}`).join(" ")
+      })
+      const received: Array<string> = []
+      try {
+        for await (const delta of reply) {
+          received.push(delta)
+          if (received.length === 2) reply.abort()
+        }
+        return { name: "none", partial: "", received: received.join("") }
+      } catch (error: any) {
+        return { name: error.name, partial: error.partialText, received: received.join("") }
+      }
+    })
+    expect(result.name).toBe("AbortError")
+    expect(result.partial).toBe(result.received)
+  })
+
+  it("remembers the conversation in localStorage across page loads", async () => {
+    const first = await page.evaluate(async () => {
+      const { ConvokeClient, ConversationStorage } = (window as any).Convoke
+      const client = new ConvokeClient({ storage: ConversationStorage.localStorage() })
+      const reply = client.chat({ message: "remember me" })
+      await reply.text
+      return await reply.conversationId
+    })
+    await page.reload()
+    await page.waitForFunction(() => document.title === "ready")
+    const second = await page.evaluate(async () => {
+      const { ConvokeClient, ConversationStorage } = (window as any).Convoke
+      const reply = new ConvokeClient({ storage: ConversationStorage.localStorage() }).chat({
+        message: "still me"
+      })
+      return {
+        id: await reply.conversationId,
+        text: await reply.text,
+        stored: localStorage.getItem("convoke:conversation:default")
+      }
+    })
+    expect(second).toEqual({ id: first, text: "Echo #2: still me", stored: first })
+  })
+
+  it("surfaces an HTTP error as ConvokeHttpError with the common body", async () => {
+    const error = await page.evaluate(async () => {
+      const { ConvokeClient, ConvokeHttpError } = (window as any).Convoke
+      try {
+        await new ConvokeClient().chat({ message: "" }).conversationId
+        return null
+      } catch (caught: any) {
+        return { isHttp: caught instanceof ConvokeHttpError, status: caught.status, type: caught.type }
+      }
+    })
+    expect(error).toEqual({ isHttp: true, status: 400, type: "invalid_request" })
+  })
+})
