@@ -59,9 +59,8 @@ interface Received {
 }
 
 /** Sends a request; a connection the server closed before answering is status 0, with the error. */
-const send = (sent: Sent): Promise<Received> =>
+const send = (sent: Sent, retried = false): Promise<Received> =>
   new Promise((resolve) => {
-    const reject = (error: Error) => resolve({ status: 0, headers: {}, body: String(error) })
     const outgoing = httpRequest(
       {
         host: "127.0.0.1",
@@ -84,6 +83,12 @@ const send = (sent: Sent): Promise<Received> =>
         incoming.on("error", reject)
       }
     )
+    // A kept-alive socket the server closed just as it was reused fails before
+    // the request reaches the server; Node's documented remedy is one retry.
+    function reject(error: Error) {
+      if (outgoing.reusedSocket && !retried) resolve(send(sent, true))
+      else resolve({ status: 0, headers: {}, body: String(error) })
+    }
     outgoing.on("error", reject)
     outgoing.end(sent.body === undefined ? undefined : Buffer.from(sent.body))
   })
@@ -257,7 +262,7 @@ describe("fuzzing the reference server", () => {
       fc.asyncProperty(
         fc.array(requestArbitrary, { minLength: CONCURRENCY, maxLength: CONCURRENCY }),
         async (batch) => {
-          const responses = await Promise.all(batch.map(send))
+          const responses = await Promise.all(batch.map((request) => send(request)))
           sent += batch.length
           responses.forEach((response, index) => {
             const request = batch[index]!
