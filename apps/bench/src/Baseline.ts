@@ -184,10 +184,12 @@ export const serve = async (options: Options) => {
 }
 
 if (import.meta.main) {
-  const { url } = await serve({
+  const { url, close } = await serve({
     databaseUrl: process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
     port: Number(process.env.PORT ?? 0),
     echoDelayMs: Number(process.env.ECHO_DELAY_MS ?? 20)
   })
   console.log(`listening ${url}`)
+  // A normal exit, so `--cpu-prof` can write its profile.
+  process.once("SIGTERM", () => close().then(() => process.exit(0)))
 }

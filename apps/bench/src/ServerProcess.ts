@@ -18,6 +18,15 @@ export interface ServerProcess {
   readonly stop: () => Promise<void>
 }
 
+/** Every server process still running, so `killAll` can end them if the benchmark itself is stopped. */
+const running = new Set<ChildProcess>()
+
+/** Kills every server process still running (synchronously: fit for an `exit` handler). */
+export const killAll = (): void => {
+  for (const child of running) child.kill("SIGKILL")
+  running.clear()
+}
+
 /** Reads one `kB` field of `/proc/<pid>/status`, in bytes. */
 export const statusField = (pid: number, field: "VmRSS" | "VmHWM"): number => {
   try {
@@ -47,6 +56,8 @@ export const start = (options: StartOptions): Promise<ServerProcess> =>
       env: { ...process.env, ...options.env },
       stdio: ["ignore", "pipe", "pipe"]
     })
+    running.add(child)
+    child.once("exit", () => running.delete(child))
     const ready = options.ready ?? /listening (http:\/\/\S+)/
     let output = ""
     let started = false

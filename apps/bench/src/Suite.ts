@@ -38,11 +38,11 @@ export interface Plan {
     readonly requests: number
     readonly rounds: number
   }>
-  readonly adapters: {
-    readonly concurrency: ReadonlyArray<number>
+  readonly adapters: ReadonlyArray<{
+    readonly concurrency: number
     readonly requests: number
     readonly rounds: number
-  }
+  }>
   readonly pglite: { readonly concurrency: ReadonlyArray<number>; readonly requests: number }
   /** Streams held open to measure memory per stream, on both servers. */
   readonly memoryStreams: number
@@ -53,12 +53,15 @@ export interface Plan {
 export const FULL: Plan = {
   smoke: false,
   load: [
-    { concurrency: 1, requests: 300, rounds: 3 },
+    { concurrency: 1, requests: 200, rounds: 3 },
     { concurrency: 64, requests: 3_000, rounds: 3 },
-    { concurrency: 256, requests: 5_000, rounds: 3 }
+    { concurrency: 256, requests: 4_000, rounds: 3 }
   ],
-  adapters: { concurrency: [1, 64], requests: 1_500, rounds: 2 },
-  pglite: { concurrency: [1, 64], requests: 1_000 },
+  adapters: [
+    { concurrency: 1, requests: 200, rounds: 2 },
+    { concurrency: 64, requests: 1_500, rounds: 2 }
+  ],
+  pglite: { concurrency: [1, 64], requests: 600 },
   memoryStreams: 1_000,
   manyStreams: 10_000
 }
@@ -69,7 +72,7 @@ export const SMOKE: Plan = {
     { concurrency: 1, requests: 30, rounds: 1 },
     { concurrency: 16, requests: 200, rounds: 1 }
   ],
-  adapters: { concurrency: [4], requests: 40, rounds: 1 },
+  adapters: [{ concurrency: 4, requests: 40, rounds: 1 }],
   pglite: { concurrency: [4], requests: 40 },
   memoryStreams: 100,
   manyStreams: 0
@@ -332,12 +335,7 @@ export const run = async (plan: Plan): Promise<Report> => {
       adapters.push(keep(await startAdapter(kind, database.url, SHORT_DELAY_MS)))
     }
     for (const server of adapters) await warm(server, plan.smoke)
-    const adapterSteps = plan.adapters.concurrency.map((concurrency) => ({
-      concurrency,
-      requests: plan.adapters.requests,
-      rounds: plan.adapters.rounds
-    }))
-    const adapterResult = await alternate(adapters, adapterSteps)
+    const adapterResult = await alternate(adapters, plan.adapters)
     tables.push({
       title: "Adapters: TTFE relative to the plain Node handler",
       note: "The same app (`ChatHttp.makeApp`, PostgreSQL store, echo model, anonymous) behind each adapter; the Lambda handler runs behind the loopback Function URL stand-in of the Lambda package's tests.",

@@ -8,7 +8,17 @@ import { writeFileSync } from "node:fs"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { markdown } from "./Report.ts"
+import * as ServerProcess from "./ServerProcess.ts"
 import * as Suite from "./Suite.ts"
+
+// Stopped from outside (Ctrl-C, a CI timeout): take the servers along.
+process.once("exit", ServerProcess.killAll)
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    ServerProcess.killAll()
+    process.exit(130)
+  })
+}
 
 const smoke = process.argv.includes("--smoke")
 const started = performance.now()
