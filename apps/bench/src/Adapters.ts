@@ -10,13 +10,13 @@
  */
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { ChatHttp, EchoLanguageModel, Identity } from "@convoke/core"
+import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { ExpressMiddleware } from "@convoke/express"
 import { FastifyPlugin } from "@convoke/fastify"
 import { LambdaHandler } from "@convoke/lambda"
 import { PgConversationStore } from "@convoke/store-pg"
-import { Layer } from "effect"
+import { Duration, Layer } from "effect"
 import express from "express"
 import Fastify from "fastify"
 import * as LambdaHarness from "../../../packages/lambda/test/LambdaHarness.ts"
@@ -30,7 +30,9 @@ const layerOf = (databaseUrl: string, echoDelayMs: number) =>
   Layer.mergeAll(
     PgConversationStore.layerUrl(databaseUrl),
     EchoLanguageModel.layer({ delay: echoDelayMs }),
-    Identity.layerAnonymous()
+    Identity.layerAnonymous(),
+    // As the reference server in the suite: no id turns temporary because the machine is busy.
+    Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ creationBudget: Duration.seconds(10) }))
   )
 
 const listening = (server: ReturnType<typeof createServer>): Promise<string> =>

@@ -26,6 +26,76 @@ const rowLine = (row: Row, reference: Row | undefined) =>
 const memoryLine = (row: MemoryRow) =>
   `| ${row.server} | ${row.streams} | ${mib(row.idleRss)} | ${mib(row.openRss)} | ${kib(row.perStream)} | ${ms(row.ttfeP50)} | ${ms(row.ttfeP99)} | ${row.errors} | ${row.temporary} |`
 
+const verdict = (met: boolean) => (met ? "met" : "**not met**")
+
+/** The issue's targets, each met or not, from this run's numbers. */
+const targets = (report: Report): Array<string> => {
+  const lines = ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+  const postgres = report.tables.find((table) => table.reference === "baseline")
+  for (const row of postgres?.rows.filter((candidate) => candidate.server === "Convoke") ?? []) {
+    const base = postgres!.rows.find(
+      (candidate) => candidate.server === "baseline" && candidate.concurrency === row.concurrency
+    )
+    if (base === undefined) continue
+    const p50 = row.p50 / base.p50
+    const p99 = row.p99 / base.p99
+    const rate = row.perSecond / base.perSecond
+    lines.push(
+      `| TTFE p50 ≤ 1.25× at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= 1.25)} |`,
+      `| TTFE p99 ≤ 1.5× at ${row.concurrency} | ${p99.toFixed(2)}× | ${verdict(p99 <= 1.5)} |`,
+      `| completed streams/s ≥ 0.8× at ${row.concurrency} | ${rate.toFixed(2)}× | ${verdict(rate >= 0.8)} |`
+    )
+  }
+  const convoke = report.memory.find((row) => row.server === "Convoke")
+  const baseline = report.memory.find((row) => row.server === "baseline")
+  if (convoke !== undefined && baseline !== undefined) {
+    const memory = convoke.perStream / baseline.perStream
+    lines.push(`| memory per open stream ≤ 2× | ${memory.toFixed(2)}× | ${verdict(memory <= 2)} |`)
+  }
+  if (report.many !== undefined) {
+    const all = report.many.errors === 0 && report.many.opened === report.many.streams
+    lines.push(
+      `| ${report.many.streams} open streams, zero errors | ${report.many.opened} open, ${report.many.errors} errors | ${verdict(all)} |`
+    )
+  }
+  const adapters = report.tables.find((table) => table.reference === "node")
+  for (const row of adapters?.rows.filter((candidate) => ["express", "fastify"].includes(candidate.server)) ??
+    []) {
+    const node = adapters!.rows.find(
+      (candidate) => candidate.server === "node" && candidate.concurrency === row.concurrency
+    )
+    if (node === undefined) continue
+    const p50 = row.p50 / node.p50
+    lines.push(
+      `| ${row.server} TTFE p50 ≤ 1.15× the Node handler at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= 1.15)} |`
+    )
+  }
+  lines.push("")
+  return lines
+}
+
+/** What pooling pre-created conversations could save, from this run's numbers. */
+const pooling = (report: Report): Array<string> => {
+  if (report.insert === undefined) return []
+  const convoke = report.tables[0]?.rows.find((row) => row.server === "Convoke" && row.concurrency === 1)
+  const baseline = report.tables[0]?.rows.find((row) => row.server === "baseline" && row.concurrency === 1)
+  return [
+    "## Conversation pooling",
+    "",
+    `The conversation INSERT alone takes ${ms(report.insert.p50)} ms at p50 and ${ms(report.insert.p99)} ms at p99`,
+    "(one at a time, idle pool)." +
+      (convoke !== undefined && baseline !== undefined
+        ? ` At concurrency 1 Convoke's TTFE p50 is ${ms(convoke.p50)} ms and the baseline's ${ms(baseline.p50)} ms.`
+        : ""),
+    "Pooling (pre-created rows a request claims) can remove at most that INSERT from the path, and only",
+    "if the claim itself is not a round trip: a durable id must be owned by the requesting user before",
+    "the client holds it, so the claim is an UPDATE in the same place the INSERT was, or the id has to",
+    "be marked temporary. Under load it adds work (the pre-INSERT plus the claim). The gap to the",
+    "baseline is CPU in the request pipeline, not the INSERT, so pooling is not implemented.",
+    ""
+  ]
+}
+
 /** Renders the report. */
 export const markdown = (report: Report, command: string, seconds: number): string => {
   const lines: Array<string> = [
@@ -85,7 +155,8 @@ export const markdown = (report: Report, command: string, seconds: number): stri
   lines.push(
     "## Memory per open stream",
     "",
-    "Slow streams held open at once; per stream = (RSS with every stream open − idle RSS) / streams.",
+    "Slow streams held open at once; per stream = (RSS with every stream open − idle RSS) / streams,",
+    "each RSS the least of 15 readings over 3 s (a single reading swings with the garbage collector).",
     "",
     "| server | streams | idle RSS | RSS open | per stream | TTFE p50 ms | TTFE p99 ms | errors | temporary ids |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -103,5 +174,6 @@ export const markdown = (report: Report, command: string, seconds: number): stri
       ""
     )
   }
+  lines.push(...targets(report), ...pooling(report))
   return `${lines.join("\n")}\n`
 }

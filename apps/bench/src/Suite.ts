@@ -8,11 +8,14 @@
  * baseline with no auth at all), Convoke has rate limits and logs off and
  * metrics on (the default), and both use a 10-connection pool.
  */
+
+import { randomUUID } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
+import pg from "pg"
 import * as Load from "./Load.ts"
 import * as ServerProcess from "./ServerProcess.ts"
 
@@ -110,6 +113,8 @@ export interface Table {
 export interface MemoryRow {
   readonly server: string
   readonly streams: number
+  /** Streams that received their metadata event. */
+  readonly opened: number
   readonly idleRss: number
   readonly openRss: number
   readonly perStream: number
@@ -125,6 +130,8 @@ export interface Report {
   readonly tables: ReadonlyArray<Table>
   readonly memory: ReadonlyArray<MemoryRow>
   readonly many: MemoryRow | undefined
+  /** The conversation INSERT alone, one at a time on an idle pool: what pooling conversations could save at most. */
+  readonly insert: { readonly p50: number; readonly p99: number } | undefined
   /** Total errors of every scenario: the smoke run fails on any. */
   readonly errors: number
 }
@@ -267,25 +274,38 @@ const alternate = async (
   return { rows, roundRatios }
 }
 
+/**
+ * Resident memory once garbage has had time to go: the least of readings over
+ * three seconds after a one-second pause. A single reading swings by tens of
+ * megabytes with the collector's timing.
+ */
+const settledRss = async (server: ServerProcess.ServerProcess): Promise<number> => {
+  await new Promise((resolve) => setTimeout(resolve, 1_000))
+  let least = server.rss()
+  for (let reading = 0; reading < 15; reading++) {
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    least = Math.min(least, server.rss())
+  }
+  return least
+}
+
 /** Memory per open stream: idle RSS, then RSS with `count` slow streams open. */
 const memoryOf = async (server: ServerProcess.ServerProcess, count: number): Promise<MemoryRow> => {
   await Load.run({ url: server.url, concurrency: 8, requests: 8, message: "warm up" }).catch(() => undefined)
-  await new Promise((resolve) => setTimeout(resolve, 1_000))
-  const idleRss = server.rss()
+  const idleRss = await settledRss(server)
   let openRss = 0
   const held = await Load.holdOpen({
     url: server.url,
     count,
     message: SLOW_MESSAGE,
     whileOpen: async () => {
-      // Let the allocations of the ramp settle before reading.
-      await new Promise((resolve) => setTimeout(resolve, 1_000))
-      openRss = server.rss()
+      openRss = await settledRss(server)
     }
   })
   return {
     server: server.name,
     streams: count,
+    opened: held.opened,
     idleRss,
     openRss,
     perStream: (openRss - idleRss) / count,
@@ -297,9 +317,34 @@ const memoryOf = async (server: ServerProcess.ServerProcess, count: number): Pro
   }
 }
 
+/** Times the conversation INSERT of the baseline alone, one at a time, on an idle database. */
+const timeInsert = async (databaseUrl: string, count: number) => {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  const times: Array<number> = []
+  try {
+    for (let index = 0; index < count; index++) {
+      const now = new Date()
+      const started = performance.now()
+      await pool.query(
+        "INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        [randomUUID(), "insert-timing", "hello benchmark world", now]
+      )
+      times.push(performance.now() - started)
+    }
+  } finally {
+    await pool.end()
+  }
+  return { p50: Load.percentile(times, 50), p99: Load.percentile(times, 99) }
+}
+
+/** What to clean up if the run is stopped from outside (a signal): set while a run holds a database. */
+export let onAbort: (() => Promise<void>) | undefined
+
 /** Runs the suite. */
 export const run = async (plan: Plan): Promise<Report> => {
   const database = await makeTestDatabase()
+  // Stopped from outside: the bin's signal handler drops the database too.
+  onAbort = () => database.drop()
   const started: Array<ServerProcess.ServerProcess> = []
   const keep = <A extends ServerProcess.ServerProcess>(server: A) => {
     started.push(server)
@@ -312,6 +357,7 @@ export const run = async (plan: Plan): Promise<Report> => {
   const tables: Array<Table> = []
   const memory: Array<MemoryRow> = []
   let many: MemoryRow | undefined
+  let insert: Report["insert"]
   try {
     // Convoke first: it runs the migrations the baseline relies on.
     const convoke = keep(await startConvoke(database.url, SHORT_DELAY_MS))
@@ -320,6 +366,7 @@ export const run = async (plan: Plan): Promise<Report> => {
     await warm(convoke, plan.smoke)
     await warm(baseline, plan.smoke)
     const postgres = await alternate([convoke, baseline], plan.load)
+    insert = await timeInsert(database.url, plan.smoke ? 20 : 500)
     tables.push({
       title: "PostgreSQL: Convoke vs the baseline",
       note: "Reference server CLI (`DATABASE_URL`, rate limits off, logs off, metrics on) vs `node:http` + `pg`, same database, alternating rounds.",
@@ -386,11 +433,12 @@ export const run = async (plan: Plan): Promise<Report> => {
   } finally {
     await stopAll()
     rmSync(dataDir, { recursive: true, force: true })
+    onAbort = undefined
     await database.drop()
   }
   const errors =
     tables.reduce((sum, table) => sum + table.rows.reduce((rows, row) => rows + row.errors, 0), 0) +
     memory.reduce((sum, row) => sum + row.errors, 0) +
     (many?.errors ?? 0)
-  return { tables, memory, many, errors }
+  return { tables, memory, many, insert, errors }
 }

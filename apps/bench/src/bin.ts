@@ -4,7 +4,8 @@
  * `bench --smoke`: a few hundred requests in seconds, writing nothing; exits
  * non-zero only if a request failed or a server broke, never on timing.
  */
-import { writeFileSync } from "node:fs"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { dirname } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { markdown } from "./Report.ts"
@@ -16,7 +17,8 @@ process.once("exit", ServerProcess.killAll)
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
     ServerProcess.killAll()
-    process.exit(130)
+    const cleanup = Suite.onAbort?.() ?? Promise.resolve()
+    cleanup.catch(() => {}).finally(() => process.exit(130))
   })
 }
 
@@ -39,6 +41,7 @@ if (smoke) {
   }
 } else {
   const path = fileURLToPath(new URL("../../../docs/performance.md", import.meta.url))
+  mkdirSync(dirname(path), { recursive: true })
   writeFileSync(path, markdown(report, "npm run bench", seconds))
   console.log(`wrote ${path} (${seconds.toFixed(0)} s, ${report.errors} errors)`)
 }
