@@ -145,10 +145,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return toConversation(row)
   }, orUnavailable)
 
-  const find = Effect.fnUntraced(function* (input: {
-    readonly userId: string
-    readonly id: string
-  }) {
+  const find = Effect.fnUntraced(function* (input: { readonly userId: string; readonly id: string }) {
     if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
     const rows = yield* selectOwned(input.id, input.userId)
     return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
