@@ -67,6 +67,9 @@ export const fromSettings = (settings: Settings): Observability => {
     )
   }
   if (settings.otlpUrl !== undefined) layers.push(tracerLayer(settings.otlpUrl))
+  // With no exporter, spans would be built (each capturing a stack trace) and
+  // dropped: on the chat path that is a large share of a request's CPU.
+  else layers.push(Layer.succeed(References.TracerEnabled, false))
   return {
     layer: Layer.mergeAll(Layer.empty, ...layers),
     metrics,

@@ -84,12 +84,28 @@ export const wrap = (
   settings: Settings
 ): ((request: Request) => Promise<Response>) => {
   const cors = settings.cors
-  const finish = (response: Response, origin: string | null): Response => {
-    if (!settings.securityHeaders && cors === undefined) return response
-    const headers = new Headers(response.headers)
+  const apply = (headers: Headers, origin: string | null) => {
     if (settings.securityHeaders) securityHeaders(headers)
     if (cors !== undefined) corsHeaders(headers, cors, origin)
-    return new Response(response.body, { status: response.status, statusText: response.statusText, headers })
+  }
+  const finish = (response: Response, origin: string | null): Response => {
+    if (!settings.securityHeaders && cors === undefined) return response
+    // A response the app built has mutable headers: add to them in place
+    // rather than copying the headers and wrapping the body in a new
+    // Response on every request. One with immutable headers (from `fetch`,
+    // `Response.redirect`) throws on the first change and is copied instead.
+    try {
+      apply(response.headers, origin)
+      return response
+    } catch {
+      const headers = new Headers(response.headers)
+      apply(headers, origin)
+      return new Response(response.body, {
+        status: response.status,
+        statusText: response.statusText,
+        headers
+      })
+    }
   }
   return async (request) => {
     const origin = request.headers.get("origin")

@@ -85,7 +85,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               )
         )
       )
-    }).pipe(Effect.withSpan("PgAuditLog.record"))
+    })
 
   return AuditLog.AuditLog.of({ record })
 })

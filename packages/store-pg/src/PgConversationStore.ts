@@ -116,7 +116,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       FROM convoke_conversations
       WHERE id = ${id}::uuid AND user_id = ${userId}`.withoutTransform
 
-  const create = Effect.fn("PgConversationStore.create")(function* (input: {
+  const create = Effect.fnUntraced(function* (input: {
     readonly id: string
     readonly userId: string
     readonly title: string
@@ -145,16 +145,13 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return toConversation(row)
   }, orUnavailable)
 
-  const find = Effect.fn("PgConversationStore.find")(function* (input: {
-    readonly userId: string
-    readonly id: string
-  }) {
+  const find = Effect.fnUntraced(function* (input: { readonly userId: string; readonly id: string }) {
     if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
     const rows = yield* selectOwned(input.id, input.userId)
     return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
   }, orUnavailable)
 
-  const history = Effect.fn("PgConversationStore.history")(function* (input: {
+  const history = Effect.fnUntraced(function* (input: {
     readonly userId: string
     readonly conversationId: string
   }) {
@@ -168,7 +165,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return rows.map(toMessage)
   }, orUnavailable)
 
-  const append = Effect.fn("PgConversationStore.append")(function* (input: {
+  const append = Effect.fnUntraced(function* (input: {
     readonly userId: string
     readonly conversationId: string
     readonly messages: ReadonlyArray<ConversationStore.NewMessage>
@@ -258,7 +255,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return rows.length > 0
   }, orUnavailable)
 
-  const exists = Effect.fn("PgConversationStore.exists")(function* (id: string) {
+  const exists = Effect.fnUntraced(function* (id: string) {
     if (!isUuid(id)) return false
     const rows = yield* sql<{ readonly id: string }>`
       SELECT id FROM convoke_conversations WHERE id = ${id}::uuid`.withoutTransform

@@ -1,0 +1,179 @@
+/**
+ * Writes a suite's measurements as Markdown: one table per scenario with the
+ * ratios to its reference row, memory per open stream, the targets, and the
+ * machine, Node version, command and date that produced them.
+ */
+import { availableParallelism, cpus, totalmem } from "node:os"
+import type { MemoryRow, Report, Row } from "./Suite.ts"
+
+const ms = (value: number) => (Number.isNaN(value) ? "–" : value.toFixed(2))
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MiB`
+const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
+const ratio = (value: number, reference: number) =>
+  reference > 0 ? `${(value / reference).toFixed(2)}×` : "–"
+
+/** The machine the numbers come from. */
+export const machine = () =>
+  `${availableParallelism()} cores (\`nproc\`), ${cpus()[0]?.model ?? "unknown CPU"}, ${(totalmem() / 1024 ** 3).toFixed(0)} GiB memory, Node ${process.version}, ${process.platform} ${process.arch}`
+
+const rowLine = (row: Row, reference: Row | undefined) =>
+  `| ${row.server} | ${row.concurrency} | ${row.requests} | ${ms(row.p50)} | ${ms(row.p95)} | ${ms(row.p99)} | ${ms(row.max)} | ${ms(row.doneP50)} | ${row.perSecond.toFixed(0)} | ${row.errors} | ${row.temporary} | ${mib(row.peakRss)} | ${
+    reference === undefined || reference === row
+      ? "–"
+      : `p50 ${ratio(row.p50, reference.p50)}, p99 ${ratio(row.p99, reference.p99)}, req/s ${ratio(row.perSecond, reference.perSecond)}`
+  } |`
+
+const memoryLine = (row: MemoryRow) =>
+  `| ${row.server} | ${row.streams} | ${mib(row.idleRss)} | ${mib(row.openRss)} | ${kib(row.perStream)} | ${ms(row.ttfeP50)} | ${ms(row.ttfeP99)} | ${row.errors} | ${row.temporary} |`
+
+const verdict = (met: boolean) => (met ? "met" : "**not met**")
+
+/** The issue's targets, each met or not, from this run's numbers. */
+const targets = (report: Report): Array<string> => {
+  const lines = ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+  const postgres = report.tables.find((table) => table.reference === "baseline")
+  for (const row of postgres?.rows.filter((candidate) => candidate.server === "Convoke") ?? []) {
+    const base = postgres!.rows.find(
+      (candidate) => candidate.server === "baseline" && candidate.concurrency === row.concurrency
+    )
+    if (base === undefined) continue
+    const p50 = row.p50 / base.p50
+    const p99 = row.p99 / base.p99
+    const rate = row.perSecond / base.perSecond
+    lines.push(
+      `| TTFE p50 ≤ 1.25× at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= 1.25)} |`,
+      `| TTFE p99 ≤ 1.5× at ${row.concurrency} | ${p99.toFixed(2)}× | ${verdict(p99 <= 1.5)} |`,
+      `| completed streams/s ≥ 0.8× at ${row.concurrency} | ${rate.toFixed(2)}× | ${verdict(rate >= 0.8)} |`
+    )
+  }
+  const convoke = report.memory.find((row) => row.server === "Convoke")
+  const baseline = report.memory.find((row) => row.server === "baseline")
+  if (convoke !== undefined && baseline !== undefined) {
+    const memory = convoke.perStream / baseline.perStream
+    lines.push(`| memory per open stream ≤ 2× | ${memory.toFixed(2)}× | ${verdict(memory <= 2)} |`)
+  }
+  if (report.many !== undefined) {
+    const all = report.many.errors === 0 && report.many.opened === report.many.streams
+    lines.push(
+      `| ${report.many.streams} open streams, zero errors | ${report.many.opened} open, ${report.many.errors} errors | ${verdict(all)} |`
+    )
+  }
+  const adapters = report.tables.find((table) => table.reference === "node")
+  for (const row of adapters?.rows.filter((candidate) => ["express", "fastify"].includes(candidate.server)) ??
+    []) {
+    const node = adapters!.rows.find(
+      (candidate) => candidate.server === "node" && candidate.concurrency === row.concurrency
+    )
+    if (node === undefined) continue
+    const p50 = row.p50 / node.p50
+    lines.push(
+      `| ${row.server} TTFE p50 ≤ 1.15× the Node handler at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= 1.15)} |`
+    )
+  }
+  lines.push("")
+  return lines
+}
+
+/** What pooling pre-created conversations could save, from this run's numbers. */
+const pooling = (report: Report): Array<string> => {
+  if (report.insert === undefined) return []
+  const convoke = report.tables[0]?.rows.find((row) => row.server === "Convoke" && row.concurrency === 1)
+  const baseline = report.tables[0]?.rows.find((row) => row.server === "baseline" && row.concurrency === 1)
+  return [
+    "## Conversation pooling",
+    "",
+    `The conversation INSERT alone takes ${ms(report.insert.p50)} ms at p50 and ${ms(report.insert.p99)} ms at p99`,
+    "(one at a time, idle pool)." +
+      (convoke !== undefined && baseline !== undefined
+        ? ` At concurrency 1 Convoke's TTFE p50 is ${ms(convoke.p50)} ms and the baseline's ${ms(baseline.p50)} ms.`
+        : ""),
+    "Pooling (pre-created rows a request claims) can remove at most that INSERT from the path, and only",
+    "if the claim itself is not a round trip: a durable id must be owned by the requesting user before",
+    "the client holds it, so the claim is an UPDATE in the same place the INSERT was, or the id has to",
+    "be marked temporary. Under load it adds work (the pre-INSERT plus the claim). The gap to the",
+    "baseline is CPU in the request pipeline, not the INSERT, so pooling is not implemented.",
+    ""
+  ]
+}
+
+/** Renders the report. */
+export const markdown = (report: Report, command: string, seconds: number): string => {
+  const lines: Array<string> = [
+    "# Performance",
+    "",
+    "Convoke side by side with the leanest hand-written server of the same contract",
+    "(`apps/bench/src/Baseline.ts`: `node:http` + `pg`, the same tables, the same",
+    "conversation INSERT before the metadata event, the same echo timing, the user and",
+    "assistant message INSERTs). Both run as child processes against the same",
+    "throwaway PostgreSQL database, in alternating rounds, on loopback.",
+    "",
+    `- Machine: ${machine()}`,
+    `- Command: \`${command}\` (${seconds.toFixed(0)} s)`,
+    `- Date: ${new Date().toISOString()}`,
+    "- Auth: both anonymous (Convoke without API keys on loopback; the baseline checks nothing).",
+    "- Convoke: the reference server CLI with rate limits off (`CONVOKE_RATE_LIMIT_*=0`), logs off",
+    "  (`CONVOKE_LOG_FORMAT=off`), metrics on (default), creation budget 10 s so no id is temporary",
+    "  because the machine is busy, cleanup job off. It also writes an audit row per new",
+    "  conversation (off the request path); the baseline does not.",
+    "- Short streams: the message `hello benchmark world`, echoed as 4 content events with 5 ms",
+    "  before each word. Held-open streams: 40 words with 5 s before each word.",
+    "- TTFE: from the start of the request to the first body chunk holding the whole metadata",
+    "  event; `done`: to `data: [DONE]`. Percentiles by nearest rank over every round.",
+    "  Peak RSS: the server process's VmRSS sampled every 50 ms during the rounds.",
+    "- The load generator runs on the same 2 cores as the server: absolute numbers include its",
+    "  own cost; the ratios compare like with like.",
+    ""
+  ]
+  for (const table of report.tables) {
+    const reference =
+      table.reference === undefined ? undefined : table.rows.filter((row) => row.server === table.reference)
+    lines.push(`## ${table.title}`, "", table.note, "")
+    lines.push(
+      "| server | concurrency | requests | TTFE p50 ms | p95 | p99 | max | done p50 ms | req/s | errors | temporary ids | peak RSS | vs reference |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
+    for (const row of table.rows) {
+      lines.push(
+        rowLine(
+          row,
+          reference?.find((candidate) => candidate.concurrency === row.concurrency)
+        )
+      )
+    }
+    if (table.roundRatios !== undefined && table.roundRatios.length > 0) {
+      lines.push(
+        "",
+        `TTFE p50 ratio to \`${table.reference}\` in each round (noise): ${table.roundRatios.join(" · ")}`
+      )
+    }
+    const failures = table.rows.flatMap((row) =>
+      row.errorMessages.map((message) => `${row.server}: ${message}`)
+    )
+    if (failures.length > 0) lines.push("", "Errors:", ...failures.map((failure) => `- ${failure}`))
+    lines.push("")
+  }
+  lines.push(
+    "## Memory per open stream",
+    "",
+    "Slow streams held open at once; per stream = (RSS with every stream open − idle RSS) / streams,",
+    "each RSS the least of 15 readings over 3 s (a single reading swings with the garbage collector).",
+    "",
+    "| server | streams | idle RSS | RSS open | per stream | TTFE p50 ms | TTFE p99 ms | errors | temporary ids |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...report.memory.map(memoryLine),
+    ...(report.many === undefined
+      ? []
+      : [memoryLine({ ...report.many, server: `${report.many.server} (one instance)` })]),
+    ""
+  )
+  const convoke = report.memory.find((row) => row.server === "Convoke")
+  const baseline = report.memory.find((row) => row.server === "baseline")
+  if (convoke !== undefined && baseline !== undefined) {
+    lines.push(
+      `Memory per open stream, Convoke / baseline: ${ratio(convoke.perStream, baseline.perStream)}`,
+      ""
+    )
+  }
+  lines.push(...targets(report), ...pooling(report))
+  return `${lines.join("\n")}\n`
+}

@@ -1,0 +1,444 @@
+/**
+ * The benchmark suite: starts Convoke (the reference server's CLI) and the
+ * hand-written baseline as child processes on the same throwaway PostgreSQL
+ * database, runs each scenario on both in alternating rounds, and reports
+ * TTFE percentiles, throughput, errors, peak RSS and the ratios.
+ *
+ * Both servers are anonymous (Convoke with no API keys on loopback, the
+ * baseline with no auth at all), Convoke has rate limits and logs off and
+ * metrics on (the default), and both use a 10-connection pool.
+ */
+
+import { randomUUID } from "node:crypto"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { makeTestDatabase } from "@convoke/store-pg/testing"
+import pg from "pg"
+import * as Load from "./Load.ts"
+import * as ServerProcess from "./ServerProcess.ts"
+
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
+const SERVER_BIN = here("../../server/src/bin.ts")
+const BASELINE = here("./Baseline.ts")
+const ADAPTERS = here("./Adapters.ts")
+const READY = /listening\s+(http:\/\/\S+)/
+
+/** Pause before each word of the echo model in short streams, and in held-open ones. */
+const SHORT_DELAY_MS = 5
+const SLOW_DELAY_MS = 5_000
+/** Four words with the echo prefix: a short stream of five events. */
+const SHORT_MESSAGE = "hello benchmark world"
+const SLOW_MESSAGE = Array.from({ length: 40 }, (_, index) => `word${index}`).join(" ")
+
+/** The size of a suite. */
+export interface Plan {
+  readonly smoke: boolean
+  /** Each load scenario: concurrency, requests per round, rounds per server. */
+  readonly load: ReadonlyArray<{
+    readonly concurrency: number
+    readonly requests: number
+    readonly rounds: number
+  }>
+  readonly adapters: ReadonlyArray<{
+    readonly concurrency: number
+    readonly requests: number
+    readonly rounds: number
+  }>
+  readonly pglite: { readonly concurrency: ReadonlyArray<number>; readonly requests: number }
+  /** Streams held open to measure memory per stream, on both servers. */
+  readonly memoryStreams: number
+  /** Streams held open on one Convoke instance (0 skips the scenario). */
+  readonly manyStreams: number
+}
+
+export const FULL: Plan = {
+  smoke: false,
+  load: [
+    { concurrency: 1, requests: 200, rounds: 3 },
+    { concurrency: 64, requests: 3_000, rounds: 3 },
+    { concurrency: 256, requests: 4_000, rounds: 3 }
+  ],
+  adapters: [
+    { concurrency: 1, requests: 200, rounds: 2 },
+    { concurrency: 64, requests: 1_500, rounds: 2 }
+  ],
+  pglite: { concurrency: [1, 64], requests: 600 },
+  memoryStreams: 1_000,
+  manyStreams: 10_000
+}
+
+export const SMOKE: Plan = {
+  smoke: true,
+  load: [
+    { concurrency: 1, requests: 30, rounds: 1 },
+    { concurrency: 16, requests: 200, rounds: 1 }
+  ],
+  adapters: [{ concurrency: 4, requests: 40, rounds: 1 }],
+  pglite: { concurrency: [4], requests: 40 },
+  memoryStreams: 100,
+  manyStreams: 0
+}
+
+/** One measured row of a table. */
+export interface Row {
+  readonly server: string
+  readonly concurrency: number
+  readonly requests: number
+  readonly p50: number
+  readonly p95: number
+  readonly p99: number
+  readonly max: number
+  readonly doneP50: number
+  readonly perSecond: number
+  readonly errors: number
+  readonly temporary: number
+  readonly peakRss: number
+  readonly errorMessages: ReadonlyArray<string>
+}
+
+/** A table of the report. */
+export interface Table {
+  readonly title: string
+  readonly note: string
+  readonly rows: ReadonlyArray<Row>
+  /** The row name ratios are taken against, if any. */
+  readonly reference?: string | undefined
+  /** Per concurrency: the ratios of every round, to show the noise. */
+  readonly roundRatios?: ReadonlyArray<string> | undefined
+}
+
+/** Memory per open stream. */
+export interface MemoryRow {
+  readonly server: string
+  readonly streams: number
+  /** Streams that received their metadata event. */
+  readonly opened: number
+  readonly idleRss: number
+  readonly openRss: number
+  readonly perStream: number
+  readonly errors: number
+  readonly temporary: number
+  readonly ttfeP50: number
+  readonly ttfeP99: number
+  readonly errorMessages: ReadonlyArray<string>
+}
+
+/** Everything a run measured. */
+export interface Report {
+  readonly tables: ReadonlyArray<Table>
+  readonly memory: ReadonlyArray<MemoryRow>
+  readonly many: MemoryRow | undefined
+  /** The conversation INSERT alone, one at a time on an idle pool: what pooling conversations could save at most. */
+  readonly insert: { readonly p50: number; readonly p99: number } | undefined
+  /** Total errors of every scenario: the smoke run fails on any. */
+  readonly errors: number
+}
+
+const convokeEnv = (databaseUrl: string | undefined, delayMs: number): Record<string, string> => ({
+  ...(databaseUrl === undefined ? {} : { DATABASE_URL: databaseUrl }),
+  CONVOKE_ECHO_DELAY_MS: String(delayMs),
+  CONVOKE_RATE_LIMIT_REQUESTS: "0",
+  CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+  CONVOKE_RATE_LIMIT_CONCURRENT: "0",
+  CONVOKE_LOG_FORMAT: "off",
+  // Every id durable, as the baseline's: no stream may start on a temporary id
+  // because the machine is busy. (Temporary ids are counted in the tables.)
+  CONVOKE_CREATION_BUDGET_MS: "10000",
+  CONVOKE_CLEANUP_INTERVAL_MINUTES: "0"
+})
+
+const startConvoke = (databaseUrl: string | undefined, delayMs: number, extra: Array<string> = []) =>
+  ServerProcess.start({
+    name: "Convoke",
+    args: [SERVER_BIN, "--port", "0", ...extra],
+    env: convokeEnv(databaseUrl, delayMs),
+    ready: READY
+  })
+
+const startBaseline = (databaseUrl: string, delayMs: number) =>
+  ServerProcess.start({
+    name: "baseline",
+    args: [BASELINE],
+    env: { DATABASE_URL: databaseUrl, ECHO_DELAY_MS: String(delayMs) },
+    ready: READY
+  })
+
+const startAdapter = (kind: string, databaseUrl: string, delayMs: number) =>
+  ServerProcess.start({
+    name: kind,
+    args: [ADAPTERS, kind],
+    env: { DATABASE_URL: databaseUrl, ECHO_DELAY_MS: String(delayMs) },
+    ready: READY
+  })
+
+/** Accumulates rounds of one server at one concurrency. */
+class Accumulator {
+  readonly ttfe: Array<number> = []
+  readonly done: Array<number> = []
+  errors = 0
+  temporary = 0
+  requests = 0
+  seconds = 0
+  peakRss = 0
+  readonly errorMessages: Array<string> = []
+  readonly roundP50: Array<number> = []
+  add(result: Load.Result, peakRss: number) {
+    for (const sample of result.samples) {
+      this.ttfe.push(sample.ttfe)
+      this.done.push(sample.done)
+      if (sample.temporary) this.temporary++
+    }
+    this.roundP50.push(
+      Load.percentile(
+        result.samples.map((sample) => sample.ttfe),
+        50
+      )
+    )
+    this.errors += result.errors
+    this.errorMessages.push(...result.errorMessages.slice(0, 5 - this.errorMessages.length))
+    this.requests += result.samples.length + result.errors
+    this.seconds += result.seconds
+    this.peakRss = Math.max(this.peakRss, peakRss)
+  }
+  row(server: string, concurrency: number): Row {
+    return {
+      server,
+      concurrency,
+      requests: this.requests,
+      p50: Load.percentile(this.ttfe, 50),
+      p95: Load.percentile(this.ttfe, 95),
+      p99: Load.percentile(this.ttfe, 99),
+      max: Load.percentile(this.ttfe, 100),
+      doneP50: Load.percentile(this.done, 50),
+      perSecond: (this.requests - this.errors) / this.seconds,
+      errors: this.errors,
+      temporary: this.temporary,
+      peakRss: this.peakRss,
+      errorMessages: this.errorMessages
+    }
+  }
+}
+
+const log = (line: string) => console.log(line)
+
+const measure = async (server: ServerProcess.ServerProcess, concurrency: number, requests: number) => {
+  const peak = server.sampleRss()
+  const result = await Load.run({ url: server.url, concurrency, requests, message: SHORT_MESSAGE })
+  return { result, peakRss: peak() }
+}
+
+const warm = (server: ServerProcess.ServerProcess, smoke: boolean) =>
+  Load.run({ url: server.url, concurrency: 16, requests: smoke ? 32 : 600, message: SHORT_MESSAGE })
+
+/** Runs servers in alternating rounds at each concurrency; one table row per server and concurrency. */
+const alternate = async (
+  servers: ReadonlyArray<ServerProcess.ServerProcess>,
+  steps: ReadonlyArray<{ readonly concurrency: number; readonly requests: number; readonly rounds: number }>
+) => {
+  const rows: Array<Row> = []
+  const roundRatios: Array<string> = []
+  for (const step of steps) {
+    const accumulators = servers.map(() => new Accumulator())
+    for (let round = 0; round < step.rounds; round++) {
+      // Alternate which server goes first, so neither always gets the warmer machine.
+      const order =
+        round % 2 === 0 ? servers.map((_, index) => index) : servers.map((_, index) => index).reverse()
+      for (const index of order) {
+        const { result, peakRss } = await measure(servers[index]!, step.concurrency, step.requests)
+        accumulators[index]!.add(result, peakRss)
+        log(
+          `  ${servers[index]!.name} c=${step.concurrency} round ${round + 1}: TTFE p50 ${Load.percentile(
+            result.samples.map((sample) => sample.ttfe),
+            50
+          ).toFixed(2)} ms, ${(result.samples.length / result.seconds).toFixed(0)}/s, ${result.errors} errors`
+        )
+      }
+    }
+    for (const [index, server] of servers.entries())
+      rows.push(accumulators[index]!.row(server.name, step.concurrency))
+    if (servers.length > 1) {
+      const reference = accumulators.at(-1)!
+      roundRatios.push(
+        `c=${step.concurrency}: ${servers
+          .slice(0, -1)
+          .map(
+            (server, index) =>
+              `${server.name} ${accumulators[index]!.roundP50.map((p50, round) => (p50 / reference.roundP50[round]!).toFixed(2)).join(", ")}`
+          )
+          .join("; ")}`
+      )
+    }
+  }
+  return { rows, roundRatios }
+}
+
+/**
+ * Resident memory once garbage has had time to go: the least of readings over
+ * three seconds after a one-second pause. A single reading swings by tens of
+ * megabytes with the collector's timing.
+ */
+const settledRss = async (server: ServerProcess.ServerProcess): Promise<number> => {
+  await new Promise((resolve) => setTimeout(resolve, 1_000))
+  let least = server.rss()
+  for (let reading = 0; reading < 15; reading++) {
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    least = Math.min(least, server.rss())
+  }
+  return least
+}
+
+/** Memory per open stream: idle RSS, then RSS with `count` slow streams open. */
+const memoryOf = async (server: ServerProcess.ServerProcess, count: number): Promise<MemoryRow> => {
+  await Load.run({ url: server.url, concurrency: 8, requests: 8, message: "warm up" }).catch(() => undefined)
+  const idleRss = await settledRss(server)
+  let openRss = 0
+  const held = await Load.holdOpen({
+    url: server.url,
+    count,
+    message: SLOW_MESSAGE,
+    whileOpen: async () => {
+      openRss = await settledRss(server)
+    }
+  })
+  return {
+    server: server.name,
+    streams: count,
+    opened: held.opened,
+    idleRss,
+    openRss,
+    perStream: (openRss - idleRss) / count,
+    errors: held.errors,
+    temporary: held.temporary,
+    ttfeP50: Load.percentile(held.ttfe, 50),
+    ttfeP99: Load.percentile(held.ttfe, 99),
+    errorMessages: held.errorMessages
+  }
+}
+
+/** Times the conversation INSERT of the baseline alone, one at a time, on an idle database. */
+const timeInsert = async (databaseUrl: string, count: number) => {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  const times: Array<number> = []
+  try {
+    for (let index = 0; index < count; index++) {
+      const now = new Date()
+      const started = performance.now()
+      await pool.query(
+        "INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        [randomUUID(), "insert-timing", "hello benchmark world", now]
+      )
+      times.push(performance.now() - started)
+    }
+  } finally {
+    await pool.end()
+  }
+  return { p50: Load.percentile(times, 50), p99: Load.percentile(times, 99) }
+}
+
+/** What to clean up if the run is stopped from outside (a signal): set while a run holds a database. */
+export let onAbort: (() => Promise<void>) | undefined
+
+/** Runs the suite. */
+export const run = async (plan: Plan): Promise<Report> => {
+  const database = await makeTestDatabase()
+  // Stopped from outside: the bin's signal handler drops the database too.
+  onAbort = () => database.drop()
+  const started: Array<ServerProcess.ServerProcess> = []
+  const keep = <A extends ServerProcess.ServerProcess>(server: A) => {
+    started.push(server)
+    return server
+  }
+  const stopAll = async () => {
+    await Promise.all(started.splice(0).map((server) => server.stop()))
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), "convoke-bench-"))
+  const tables: Array<Table> = []
+  const memory: Array<MemoryRow> = []
+  let many: MemoryRow | undefined
+  let insert: Report["insert"]
+  try {
+    // Convoke first: it runs the migrations the baseline relies on.
+    const convoke = keep(await startConvoke(database.url, SHORT_DELAY_MS))
+    const baseline = keep(await startBaseline(database.url, SHORT_DELAY_MS))
+    log("PostgreSQL: Convoke vs baseline")
+    await warm(convoke, plan.smoke)
+    await warm(baseline, plan.smoke)
+    const postgres = await alternate([convoke, baseline], plan.load)
+    insert = await timeInsert(database.url, plan.smoke ? 20 : 500)
+    tables.push({
+      title: "PostgreSQL: Convoke vs the baseline",
+      note: "Reference server CLI (`DATABASE_URL`, rate limits off, logs off, metrics on) vs `node:http` + `pg`, same database, alternating rounds.",
+      rows: postgres.rows,
+      reference: "baseline",
+      roundRatios: postgres.roundRatios
+    })
+    await stopAll()
+
+    log("Adapters: plain Node handler vs Express, Fastify, Lambda")
+    const adapters: Array<ServerProcess.ServerProcess> = []
+    for (const kind of ["express", "fastify", "lambda", "node"]) {
+      adapters.push(keep(await startAdapter(kind, database.url, SHORT_DELAY_MS)))
+    }
+    for (const server of adapters) await warm(server, plan.smoke)
+    const adapterResult = await alternate(adapters, plan.adapters)
+    tables.push({
+      title: "Adapters: TTFE relative to the plain Node handler",
+      note: "The same app (`ChatHttp.makeApp`, PostgreSQL store, echo model, anonymous) behind each adapter; the Lambda handler runs behind the loopback Function URL stand-in of the Lambda package's tests.",
+      rows: adapterResult.rows,
+      reference: "node",
+      roundRatios: adapterResult.roundRatios
+    })
+    await stopAll()
+
+    log("Embedded PGlite (the zero-configuration default)")
+    const embedded = keep(await startConvoke(undefined, SHORT_DELAY_MS, ["--data-dir", dataDir]))
+    const renamed = { ...embedded, name: "Convoke (PGlite)" }
+    await warm(renamed, plan.smoke)
+    const pglite = await alternate(
+      [renamed],
+      plan.pglite.concurrency.map((concurrency) => ({
+        concurrency,
+        requests: plan.pglite.requests,
+        rounds: 1
+      }))
+    )
+    tables.push({
+      title: "Embedded PGlite (Convoke only)",
+      note: "The reference server with no `DATABASE_URL`: PGlite in-process, reached through pglite-socket. PGlite serves one query at a time.",
+      rows: pglite.rows
+    })
+    await stopAll()
+
+    log(`Memory per open stream (${plan.memoryStreams} streams)`)
+    for (const which of ["Convoke", "baseline"] as const) {
+      const server = keep(
+        which === "Convoke"
+          ? await startConvoke(database.url, SLOW_DELAY_MS)
+          : await startBaseline(database.url, SLOW_DELAY_MS)
+      )
+      memory.push(await memoryOf(server, plan.memoryStreams))
+      log(`  ${which}: ${(memory.at(-1)!.perStream / 1024).toFixed(1)} KiB per stream`)
+      await stopAll()
+    }
+
+    if (plan.manyStreams > 0) {
+      log(`${plan.manyStreams} open streams on one Convoke instance`)
+      const server = keep(await startConvoke(database.url, SLOW_DELAY_MS))
+      many = await memoryOf(server, plan.manyStreams)
+      log(`  ${many.errors} errors, ${(many.perStream / 1024).toFixed(1)} KiB per stream`)
+      await stopAll()
+    }
+  } finally {
+    await stopAll()
+    rmSync(dataDir, { recursive: true, force: true })
+    onAbort = undefined
+    await database.drop()
+  }
+  const errors =
+    tables.reduce((sum, table) => sum + table.rows.reduce((rows, row) => rows + row.errors, 0), 0) +
+    memory.reduce((sum, row) => sum + row.errors, 0) +
+    (many?.errors ?? 0)
+  return { tables, memory, many, insert, errors }
+}

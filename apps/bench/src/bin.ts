@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+/**
+ * `bench`: runs the benchmark suite and writes `docs/performance.md`.
+ * `bench --smoke`: a few hundred requests in seconds, writing nothing; exits
+ * non-zero only if a request failed or a server broke, never on timing.
+ */
+import { mkdirSync, writeFileSync } from "node:fs"
+import { dirname } from "node:path"
+import { performance } from "node:perf_hooks"
+import { fileURLToPath } from "node:url"
+import { markdown } from "./Report.ts"
+import * as ServerProcess from "./ServerProcess.ts"
+import * as Suite from "./Suite.ts"
+
+// Stopped from outside (Ctrl-C, a CI timeout): take the servers along.
+process.once("exit", ServerProcess.killAll)
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    ServerProcess.killAll()
+    const cleanup = Suite.onAbort?.() ?? Promise.resolve()
+    cleanup.catch(() => {}).finally(() => process.exit(130))
+  })
+}
+
+const smoke = process.argv.includes("--smoke")
+const started = performance.now()
+const report = await Suite.run(smoke ? Suite.SMOKE : Suite.FULL).catch((error: unknown) => {
+  console.error("The benchmark broke:", error)
+  process.exit(1)
+})
+const seconds = (performance.now() - started) / 1000
+if (smoke) {
+  console.log(`smoke: ${report.errors} errors in ${seconds.toFixed(1)} s`)
+  if (report.errors > 0) {
+    for (const table of report.tables)
+      for (const row of table.rows)
+        for (const message of row.errorMessages) console.error(`${row.server}: ${message}`)
+    for (const row of report.memory)
+      for (const message of row.errorMessages) console.error(`${row.server}: ${message}`)
+    process.exit(1)
+  }
+} else {
+  const path = fileURLToPath(new URL("../../../docs/performance.md", import.meta.url))
+  mkdirSync(dirname(path), { recursive: true })
+  writeFileSync(path, markdown(report, "npm run bench", seconds))
+  console.log(`wrote ${path} (${seconds.toFixed(0)} s, ${report.errors} errors)`)
+}

@@ -1,0 +1,89 @@
+/**
+ * The report: every scenario's table with its ratios, and each target stated
+ * as met or not from the numbers it is given.
+ */
+import { describe, expect, it } from "vitest"
+import { markdown } from "../src/Report.ts"
+import type { MemoryRow, Report, Row } from "../src/Suite.ts"
+
+const row = (server: string, concurrency: number, p50: number, p99: number, perSecond: number): Row => ({
+  server,
+  concurrency,
+  requests: 100,
+  p50,
+  p95: p99,
+  p99,
+  max: p99,
+  doneP50: p50 + 20,
+  perSecond,
+  errors: 0,
+  temporary: 0,
+  peakRss: 100 * 1024 * 1024,
+  errorMessages: []
+})
+
+const memory = (server: string, perStream: number): MemoryRow => ({
+  server,
+  streams: 1000,
+  opened: 1000,
+  idleRss: 50 * 1024 * 1024,
+  openRss: 50 * 1024 * 1024 + perStream * 1000,
+  perStream,
+  errors: 0,
+  temporary: 0,
+  ttfeP50: 5,
+  ttfeP99: 50,
+  errorMessages: []
+})
+
+const report: Report = {
+  tables: [
+    {
+      title: "PostgreSQL: Convoke vs the baseline",
+      note: "",
+      reference: "baseline",
+      roundRatios: ["c=1: Convoke 1.10, 1.20"],
+      rows: [
+        row("Convoke", 1, 2.2, 4, 40),
+        row("baseline", 1, 2, 4, 40),
+        row("Convoke", 64, 40, 100, 300),
+        row("baseline", 64, 20, 50, 900)
+      ]
+    },
+    {
+      title: "Adapters",
+      note: "",
+      reference: "node",
+      rows: [row("express", 1, 2.2, 5, 30), row("fastify", 1, 3, 5, 30), row("node", 1, 2, 5, 30)]
+    }
+  ],
+  memory: [memory("Convoke", 80 * 1024), memory("baseline", 40 * 1024)],
+  many: { ...memory("Convoke", 100 * 1024), streams: 10_000, opened: 10_000 },
+  insert: { p50: 0.3, p99: 1.5 },
+  errors: 0
+}
+
+describe("the performance report", () => {
+  const text = markdown(report, "npm run bench", 200)
+
+  it("names the command and the machine", () => {
+    expect(text).toContain("`npm run bench`")
+    expect(text).toMatch(/cores \(`nproc`\)/)
+    expect(text).toContain(`Node ${process.version}`)
+  })
+
+  it("gives each row its ratios to the reference", () => {
+    expect(text).toContain("p50 1.10×, p99 1.00×, req/s 1.00×")
+    expect(text).toContain("p50 2.00×, p99 2.00×, req/s 0.33×")
+  })
+
+  it("states each target as met or not", () => {
+    expect(text).toContain("| TTFE p50 ≤ 1.25× at 1 | 1.10× | met |")
+    expect(text).toContain("| TTFE p50 ≤ 1.25× at 64 | 2.00× | **not met** |")
+    expect(text).toContain("| completed streams/s ≥ 0.8× at 64 | 0.33× | **not met** |")
+    expect(text).toContain("| memory per open stream ≤ 2× | 2.00× | met |")
+    expect(text).toContain("| 10000 open streams, zero errors | 10000 open, 0 errors | met |")
+    expect(text).toContain("| express TTFE p50 ≤ 1.15× the Node handler at 1 | 1.10× | met |")
+    expect(text).toContain("| fastify TTFE p50 ≤ 1.15× the Node handler at 1 | 1.50× | **not met** |")
+  })
+})
