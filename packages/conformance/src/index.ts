@@ -7,5 +7,6 @@
 export * as Conformance from "./Conformance.ts"
 export { describeConformance } from "./Conformance.ts"
 export * as ConformanceModel from "./ConformanceModel.ts"
+export * as FaultyServer from "./FaultyServer.ts"
 export * as Sse from "./Sse.ts"
 export * as StoreProbe from "./StoreProbe.ts"
