@@ -18,7 +18,7 @@ import {
   type ChatError,
   type ConversationNotFound,
   type InvalidRequest,
-  ModelError,
+  type ModelError,
   StoreUnavailable
 } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
@@ -571,5 +571,3 @@ export const layerWith = (options: {
   readonly outbox?: ConversationOutbox.Options | undefined
 }): Layer.Layer<ChatService, never, ConversationStore | LanguageModel> =>
   Layer.effect(ChatService, make).pipe(Layer.provide(ConversationOutbox.layer(options.outbox)))
-
-export { ModelError }
