@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Queue, Schema, Stream } from "effect"
 import * as AuditLog from "./AuditLog.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import {
@@ -36,13 +36,7 @@ import {
 import * as Deadline from "./Deadline.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
-import {
-  type Finish,
-  LanguageModel,
-  type ModelMessage,
-  type ModelPart,
-  type TextDelta
-} from "./LanguageModel.ts"
+import { type Finish, LanguageModel, type ModelMessage, type ModelPart } from "./LanguageModel.ts"
 
 /** The stream was cut because the server is shutting down. */
 export class ServerShutdown extends Schema.TaggedError<ServerShutdown>()("ServerShutdown", {}) {}
@@ -118,8 +112,6 @@ export const toModelMessages = (history: ReadonlyArray<Message>): Array<ModelMes
   return messages
 }
 
-const isText = (part: ModelPart): part is TextDelta => part._tag === "TextDelta" && part.text !== ""
-
 /** Builds the chat service from the store, the model and the settings. */
 export const make = Effect.gen(function* () {
   const store = yield* ConversationStore
@@ -129,7 +121,6 @@ export const make = Effect.gen(function* () {
   const hooks = yield* ChatHooks
   const outbox = yield* ConversationOutbox.ConversationOutbox
   const audit = yield* AuditLog.AuditLog
-  const shuttingDown = yield* Deferred.make<void, ServerShutdown>()
 
   const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
 
@@ -170,17 +161,27 @@ export const make = Effect.gen(function* () {
     )
   }
 
+  /** Turns that are running, so `shutdown` can end them. */
+  const running = new Set<Fiber.Fiber<unknown, unknown>>()
+  let down = false
+
   /**
-   * One turn as a stream of model parts: load history, store the user message,
-   * call the model, and store the reply however the stream ends.
+   * Runs one turn on the current fiber: load history, store the user message,
+   * call the model and hand each non-empty text delta to `onText` (which may
+   * wait: that is the back-pressure of a slow reader), then store the reply
+   * however the turn ends. `shutdown` interrupts the fiber; the turn then ends
+   * as `shutdown` and stores what it has as `partial`.
    */
-  const turn = (options: {
-    readonly context: TurnContext
-    readonly conversation: Conversation
-    readonly fresh: boolean
-    readonly message: string
-    readonly model: string
-  }): Stream.Stream<ModelPart, ModelError | StoreUnavailable | ServerShutdown> => {
+  const runTurn = (
+    options: {
+      readonly context: TurnContext
+      readonly conversation: Conversation
+      readonly fresh: boolean
+      readonly message: string
+      readonly model: string
+    },
+    onText: (text: string) => Effect.Effect<void>
+  ): Effect.Effect<void, ModelError | StoreUnavailable | ServerShutdown> => {
     const { context, conversation } = options
     const userId = context.userId
     let reply = ""
@@ -189,7 +190,28 @@ export const make = Effect.gen(function* () {
     let startedAt = 0
     let modelCalledAt = 0
 
-    const start = Effect.gen(function* () {
+    const onPart = (part: ModelPart): Effect.Effect<void> => {
+      if (part._tag !== "TextDelta") {
+        finish = part
+        return Effect.void
+      }
+      if (part.text === "") return Effect.void
+      const first = reply === ""
+      reply += part.text
+      if (!first) return onText(part.text)
+      return Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+        Effect.andThen(
+          hooks.firstToken({
+            ...context,
+            conversationId: conversation.id,
+            latencyMillis: millis - modelCalledAt
+          }),
+          onText(part.text)
+        )
+      )
+    }
+
+    const body = Effect.gen(function* () {
       startedAt = yield* Clock.currentTimeMillis
       const history = options.fresh ? [] : yield* historyOf(userId, conversation.id)
       yield* persist(
@@ -208,16 +230,19 @@ export const make = Effect.gen(function* () {
       )
       userStored = true
       modelCalledAt = yield* Clock.currentTimeMillis
-      return model.streamText({
-        model: options.model,
-        messages: [...toModelMessages(history), { role: "user", content: options.message }]
-      })
+      yield* Stream.runForEach(
+        model.streamText({
+          model: options.model,
+          messages: [...toModelMessages(history), { role: "user", content: options.message }]
+        }),
+        onPart
+      )
     })
 
     const outcomeOf = (exit: Exit.Exit<unknown, ModelError | StoreUnavailable | ServerShutdown>): Outcome => {
       if (Exit.isSuccess(exit)) return "complete"
       const error = Cause.findErrorOption(exit.cause)
-      if (error._tag === "None") return "client_closed"
+      if (error._tag === "None") return down ? "shutdown" : "client_closed"
       switch (error.value._tag) {
         case "ModelError":
           return "model_error"
@@ -261,24 +286,6 @@ export const make = Effect.gen(function* () {
       )
     }
 
-    const onPart = (part: ModelPart) => {
-      if (part._tag !== "TextDelta") {
-        finish = part
-        return Effect.void
-      }
-      const first = reply === "" && part.text !== ""
-      reply += part.text
-      return first
-        ? Effect.flatMap(Clock.currentTimeMillis, (millis) =>
-            hooks.firstToken({
-              ...context,
-              conversationId: conversation.id,
-              latencyMillis: millis - modelCalledAt
-            })
-          )
-        : Effect.void
-    }
-
     const onEnd = (exit: Exit.Exit<unknown, ModelError | StoreUnavailable | ServerShutdown>) => {
       const outcome = outcomeOf(exit)
       return Effect.andThen(
@@ -294,11 +301,12 @@ export const make = Effect.gen(function* () {
       )
     }
 
-    return Stream.unwrap(start).pipe(
-      Stream.tap(onPart),
-      Stream.interruptWhen(Deferred.await(shuttingDown)),
-      Stream.onExit(onEnd)
-    )
+    // Registered before it starts, so a shutdown from here on interrupts it.
+    return Effect.withFiber((fiber) => {
+      if (down) return Effect.fail(new ServerShutdown())
+      running.add(fiber)
+      return body.pipe(Effect.onExit(onEnd), Effect.ensuring(Effect.sync(() => running.delete(fiber))))
+    })
   }
 
   const errorEventOf = (error: ModelError | StoreUnavailable | ServerShutdown): ChatEvent.ErrorEvent => {
@@ -382,7 +390,7 @@ export const make = Effect.gen(function* () {
     },
     InvalidRequest | ConversationNotFound | StoreUnavailable | ServerShutdown
   > {
-    if (yield* Deferred.isDone(shuttingDown)) return yield* new ServerShutdown()
+    if (down) return yield* new ServerShutdown()
     const providerModel = yield* model.resolveModel(input.request.model)
     const resolveStartedAt = yield* Clock.currentTimeMillis
     const elapsed = Effect.map(Clock.currentTimeMillis, (millis) => millis - resolveStartedAt)
@@ -415,7 +423,7 @@ export const make = Effect.gen(function* () {
               hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis })
             )
           : error._tag === "ConversationNotFound"
-            ? Effect.forkDetach(auditResolution(context, requested, undefined))
+            ? Effect.forkDetach(auditResolution(context, requested, undefined), { startImmediately: true })
             : Effect.void
       ),
       // Streams never wait for the store: they start on a temporary id it gets later.
@@ -429,7 +437,7 @@ export const make = Effect.gen(function* () {
     if (storeKnownDown)
       yield* hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis: 0 })
     const resolution = storeKnownDown ? yield* temporary(input, newId) : yield* inStore
-    yield* Effect.forkDetach(auditResolution(context, requested, resolution))
+    yield* Effect.forkDetach(auditResolution(context, requested, resolution), { startImmediately: true })
     yield* hooks.conversationResolved({
       ...context,
       conversationId: resolution.conversation.id,
@@ -462,40 +470,59 @@ export const make = Effect.gen(function* () {
       model: config.publicModel,
       timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
     })
-    // Set when the turn's stream is first pulled; from then on it reports its own end.
+    // Set when the turn starts; from then on it reports its own end.
     let turnStarted = false
-    const events: Stream.Stream<StreamItem> = Stream.suspend(() => {
-      turnStarted = true
-      return turn({
-        context,
-        conversation: resolution.conversation,
-        fresh: resolution.source !== "resumed",
-        message: input.request.message,
-        model: providerModel
-      })
-    }).pipe(
-      Stream.filter(isText),
-      Stream.map((part): StreamItem => ChatEvent.content(part.text)),
-      Stream.catch((error) => Stream.succeed(errorEventOf(error)))
-    )
-    // A ping goes out only when nothing was sent for (most of) an interval, so a
-    // talkative model is never interleaved with comments.
     const intervalMillis = Duration.toMillis(config.heartbeatInterval)
-    let lastSent = yield* Clock.currentTimeMillis
-    const markSent = Effect.map(Clock.currentTimeMillis, (millis) => {
-      lastSent = millis
-    })
-    const heartbeats = Stream.tick(config.heartbeatInterval).pipe(
-      Stream.drop(1),
-      Stream.filterEffect(() =>
-        Effect.map(Clock.currentTimeMillis, (millis) => millis - lastSent >= intervalMillis * 0.9)
-      ),
-      Stream.tap(() => markSent),
-      Stream.map((): StreamItem => heartbeat)
+
+    // The turn runs on its own fiber, pushing events to the reader through a
+    // small buffer (a full buffer pauses the model). A second fiber sends a
+    // heartbeat when nothing was sent for (most of) an interval, so a talkative
+    // model is never interleaved with comments. The reader leaving closes the
+    // stream's scope, which interrupts both.
+    const events = Stream.callback<StreamItem>(
+      (queue) =>
+        Effect.gen(function* () {
+          turnStarted = true
+          const clock = yield* Clock.Clock
+          let lastSent = clock.currentTimeMillisUnsafe()
+          const send = (item: StreamItem) => {
+            lastSent = clock.currentTimeMillisUnsafe()
+            return Effect.asVoid(Queue.offer(queue, item))
+          }
+          const heartbeats = Effect.gen(function* () {
+            while (true) {
+              const idle = clock.currentTimeMillisUnsafe() - lastSent
+              if (idle >= intervalMillis * 0.9) {
+                yield* send(heartbeat)
+                yield* Effect.sleep(config.heartbeatInterval)
+              } else {
+                yield* Effect.sleep(Duration.millis(intervalMillis - idle))
+              }
+            }
+          })
+          yield* Effect.forkChild(heartbeats, { startImmediately: true })
+          yield* runTurn(
+            {
+              context,
+              conversation: resolution.conversation,
+              fresh: resolution.source !== "resumed",
+              message: input.request.message,
+              model: providerModel
+            },
+            (text) => send(ChatEvent.content(text))
+          ).pipe(
+            Effect.catch((error) => send(errorEventOf(error))),
+            // Ended by `shutdown`: the reader learns why, if it still reads.
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                if (down) Queue.offerUnsafe(queue, errorEventOf(new ServerShutdown()))
+              })
+            ),
+            Effect.ensuring(Queue.end(queue))
+          )
+        }),
+      { bufferSize: 16 }
     )
-    const withHeartbeats = Stream.merge(events.pipe(Stream.tap(() => markSent)), heartbeats, {
-      haltStrategy: "left"
-    })
     const sendMetadata = Stream.succeed<StreamItem>(metadata).pipe(
       Stream.tap(() =>
         Effect.flatMap(Clock.currentTimeMillis, (millis) =>
@@ -513,32 +540,42 @@ export const make = Effect.gen(function* () {
     const reportUnstarted = Effect.suspend(() =>
       turnStarted
         ? Effect.void
-        : Effect.flatMap(Deferred.isDone(shuttingDown), (down) =>
-            hooks.turnEnded({
-              ...context,
-              conversationId: metadata.conversation_id,
-              outcome: down ? "shutdown" : "client_closed",
-              durationMillis: 0
-            })
-          )
+        : hooks.turnEnded({
+            ...context,
+            conversationId: metadata.conversation_id,
+            outcome: down ? "shutdown" : "client_closed",
+            durationMillis: 0
+          })
     )
-    return Stream.concat(sendMetadata, withHeartbeats).pipe(Stream.ensuring(reportUnstarted))
+    return Stream.concat(sendMetadata, events).pipe(Stream.ensuring(reportUnstarted))
   })
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {
     const context = contextOf(input, false)
     const { model: providerModel, resolution } = yield* prepare(input, context)
-    const parts = yield* turn({
-      context,
-      conversation: resolution.conversation,
-      fresh: resolution.source !== "resumed",
-      message: input.request.message,
-      model: providerModel
-    }).pipe(Stream.runCollect)
-    const content = parts
-      .filter(isText)
-      .map((part) => part.text)
-      .join("")
+    let content = ""
+    // On a fiber of its own, so `shutdown` ends the turn, not the request.
+    const turn = yield* Effect.forkChild(
+      runTurn(
+        {
+          context,
+          conversation: resolution.conversation,
+          fresh: resolution.source !== "resumed",
+          message: input.request.message,
+          model: providerModel
+        },
+        (text) =>
+          Effect.sync(() => {
+            content += text
+          })
+      ),
+      { startImmediately: true }
+    )
+    const exit = yield* Fiber.await(turn)
+    if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) && down) {
+      return yield* new ServerShutdown()
+    }
+    yield* exit
     return {
       conversation_id: resolution.conversation.id,
       model: config.publicModel,
@@ -550,10 +587,14 @@ export const make = Effect.gen(function* () {
   return ChatService.of({
     stream,
     complete,
-    shutdown: Deferred.fail(shuttingDown, new ServerShutdown()).pipe(
-      Effect.andThen(Effect.timeout(outbox.drained, config.outboxFlushTimeout)),
-      Effect.ignore
-    ),
+    shutdown: Effect.gen(function* () {
+      down = true
+      const turns = [...running]
+      for (const fiber of turns) fiber.interruptUnsafe()
+      // The interrupted turns store their partial replies, then the outbox
+      // gets its chance to reach the store.
+      yield* Effect.timeout(Effect.andThen(Fiber.awaitAll(turns), outbox.drained), config.outboxFlushTimeout)
+    }).pipe(Effect.ignore),
     outbox
   })
 })

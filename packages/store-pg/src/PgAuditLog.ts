@@ -7,6 +7,12 @@
  * never fails the request that records: the log line is written first, and an
  * insert that fails (or outlasts `timeout`) is logged as a warning.
  *
+ * Rows are written in batches (group commit): the first entry of a batch waits
+ * up to `batchWindow` for others to join it, and the batch is one `INSERT`.
+ * Under load that is one statement for many requests instead of one each.
+ * `record` resolves once its rows are written (or given up); closing the
+ * layer's scope writes what is still waiting.
+ *
  * `PgConversationStore.layerUrl` and `layerEmbedded` already provide it on the
  * store's connection pool; use `layer` when you build the store on your own
  * `SqlClient`.
@@ -14,7 +20,7 @@
  * @since 0.1.0
  */
 import { AuditLog, type ChatError, ConversationStore } from "@convoke/core"
-import { Cause, Duration, Effect, Layer } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Latch, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { isUuid, storable } from "./internal/text.ts"
 import * as PgMigrations from "./PgMigrations.ts"
@@ -29,6 +35,25 @@ export interface Options {
    * seconds), so an unreachable database never holds the caller.
    */
   readonly timeout?: Duration.Input | undefined
+  /**
+   * How long the first entry of a batch waits for others to join it (default
+   * 20 ms). `0` writes each batch as soon as the previous one is done.
+   */
+  readonly batchWindow?: Duration.Input | undefined
+  /**
+   * Entries waiting to be written at most (default 10,000); past it, entries
+   * are kept in the log line only and a warning says how many were not stored.
+   */
+  readonly maxPending?: number | undefined
+}
+
+/** Rows per `INSERT`: far below PostgreSQL's 65,535 bind parameters (6 per row). */
+const MAX_BATCH_ROWS = 1_000
+
+/** Entries waiting for a batch, and who waits for them. */
+interface Waiting {
+  readonly rows: ReadonlyArray<AuditLog.Entry>
+  readonly written: Deferred.Deferred<void>
 }
 
 /** A row of `convoke_audit_log`, as read back with `SELECT *`. */
@@ -44,11 +69,12 @@ export interface Row {
 
 /**
  * Builds the audit log on the `SqlClient` in context, assuming the table
- * exists. Use it when you run `PgMigrations` yourself; otherwise use `layer`.
+ * exists; its batch writer lives as long as the scope. Use it when you run
+ * `PgMigrations` yourself; otherwise use `layer`.
  */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
-  const timeout = options.timeout ?? Duration.seconds(5)
+  const timeout = Duration.fromInputUnsafe(options.timeout ?? Duration.seconds(5))
 
   const insert = (entries: ReadonlyArray<AuditLog.Entry>) => {
     const values = entries.map(
@@ -64,6 +90,66 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       VALUES ${sql.csv(values)}`.withoutTransform
   }
 
+  const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? Duration.millis(20))
+  const maxPending = options.maxPending ?? 10_000
+  const waiting: Array<Waiting> = []
+  let pending = 0
+  let closing = false
+  /** Open while entries wait. */
+  const work = Latch.makeUnsafe(false)
+
+  const write = (batch: ReadonlyArray<Waiting>) => {
+    const rows = batch.flatMap((entry) => entry.rows)
+    return insert(rows).pipe(
+      Effect.timeout(timeout),
+      Effect.catchCause((cause) =>
+        Effect.logWarning("audit entries could not be stored", cause).pipe(
+          Effect.annotateLogs({ table, entries: rows.length })
+        )
+      ),
+      Effect.ensuring(
+        Effect.sync(() => {
+          for (const entry of batch) Deferred.doneUnsafe(entry.written, Exit.void)
+        })
+      )
+    )
+  }
+
+  /** Takes up to `MAX_BATCH_ROWS` rows' worth of waiting entries. */
+  const takeBatch = (): Array<Waiting> => {
+    let rows = 0
+    let count = 0
+    while (count < waiting.length && (count === 0 || rows + waiting[count]!.rows.length <= MAX_BATCH_ROWS)) {
+      rows += waiting[count]!.rows.length
+      count++
+    }
+    pending -= rows
+    return waiting.splice(0, count)
+  }
+
+  const writer = Effect.gen(function* () {
+    while (true) {
+      yield* work.await
+      if (!closing && Duration.isGreaterThan(batchWindow, Duration.zero)) yield* Effect.sleep(batchWindow)
+      work.closeUnsafe()
+      while (waiting.length > 0) yield* write(takeBatch())
+      if (closing) return
+    }
+  })
+  const writerFiber = yield* Effect.forkDetach(writer)
+  // Closing writes what still waits, then stops the writer.
+  yield* Effect.addFinalizer(() =>
+    Effect.suspend(() => {
+      closing = true
+      work.openUnsafe()
+      return Fiber.await(writerFiber).pipe(
+        Effect.timeout(Duration.sum(timeout, Duration.seconds(1))),
+        Effect.ignore,
+        Effect.andThen(Fiber.interrupt(writerFiber))
+      )
+    })
+  )
+
   const record = (entries: ReadonlyArray<AuditLog.Entry>): Effect.Effect<void> =>
     Effect.gen(function* () {
       yield* AuditLog.logEntries(entries)
@@ -75,16 +161,16 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         )
       }
       if (rows.length === 0) return
-      yield* insert(rows).pipe(
-        Effect.timeout(timeout),
-        Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause)
-            ? Effect.interrupt
-            : Effect.logWarning("audit entries could not be stored", cause).pipe(
-                Effect.annotateLogs({ table, entries: rows.length })
-              )
+      if (closing || pending + rows.length > maxPending) {
+        return yield* Effect.logWarning("audit entries were not stored: too many are waiting").pipe(
+          Effect.annotateLogs({ table, entries: rows.length, waiting: pending })
         )
-      )
+      }
+      const written = Deferred.makeUnsafe<void>()
+      waiting.push({ rows, written })
+      pending += rows.length
+      work.openUnsafe()
+      yield* Deferred.await(written)
     })
 
   return AuditLog.AuditLog.of({ record })

@@ -131,25 +131,64 @@ const auditSuite = (makeClient: () => Layer.Layer<SqlClient.SqlClient, unknown>)
     () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        // A client whose database has no audit table: every insert fails.
-        const auditLog = yield* PgAuditLog.make()
         const userId = `user-${randomUUID()}`
+        // Every insert fails while the table is elsewhere.
+        yield* sql`ALTER TABLE convoke_audit_log RENAME TO convoke_audit_log_elsewhere`
         const { lines } = yield* captureLogs(
-          sql
-            .withTransaction(
-              Effect.gen(function* () {
-                yield* sql`ALTER TABLE convoke_audit_log RENAME TO convoke_audit_log_elsewhere`
-                const exit = yield* Effect.exit(auditLog.record(entries(userId, randomUUID())))
-                expect(Exit.isSuccess(exit)).toBe(true)
-                // Rolls the rename back.
-                return yield* Effect.fail("rollback" as const)
-              })
-            )
-            .pipe(Effect.flip)
+          Effect.scoped(
+            Effect.gen(function* () {
+              const auditLog = yield* PgAuditLog.make()
+              const exit = yield* Effect.exit(auditLog.record(entries(userId, randomUUID())))
+              expect(Exit.isSuccess(exit)).toBe(true)
+            })
+          )
+        ).pipe(
+          Effect.ensuring(
+            Effect.orDie(sql`ALTER TABLE convoke_audit_log_elsewhere RENAME TO convoke_audit_log`)
+          )
         )
         expect(lines.map((line) => line.message)).toContainEqual(["audit entries could not be stored"])
         expect(lines.filter((line) => line.annotations.audit !== undefined)).toHaveLength(3)
         expect(yield* rowsOf(userId)).toEqual([])
+      }).pipe(withStore()),
+    60_000
+  )
+
+  it.live(
+    "entries recorded at the same time are written by one INSERT",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const auditLog = yield* AuditLog.AuditLog
+        const userId = `user-${randomUUID()}`
+        yield* Effect.forEach(
+          Array.from({ length: 50 }, () => entries(userId, randomUUID())),
+          (batch) => auditLog.record(batch),
+          { concurrency: "unbounded" }
+        )
+        expect(yield* rowsOf(userId)).toHaveLength(150)
+        // Rows of one statement share its transaction id.
+        const [statements] = yield* sql<{ readonly count: number }>`
+          SELECT count(DISTINCT xmin::text)::int AS count FROM convoke_audit_log WHERE user_id = ${userId}`
+        expect(statements!.count).toBe(1)
+      }).pipe(withStore()),
+    60_000
+  )
+
+  it.live(
+    "closing the audit log writes the entries still waiting",
+    () =>
+      Effect.gen(function* () {
+        const userId = `user-${randomUUID()}`
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const auditLog = yield* PgAuditLog.make({ batchWindow: "1 minute" })
+            yield* Effect.forkDetach(auditLog.record(entries(userId, randomUUID())), {
+              startImmediately: true
+            })
+          })
+        )
+        expect(yield* rowsOf(userId)).toHaveLength(3)
       }).pipe(withStore()),
     60_000
   )
