@@ -46,7 +46,7 @@ export const serve = async (kind: Kind, databaseUrl: string, echoDelayMs: number
   switch (kind) {
     case "node": {
       const app = await ChatHttp.makeApp(layer)
-      const server = createServer(NodeHandler.toNodeHandler(app.handler))
+      const server = createServer(NodeHandler.toNodeHandler(app))
       server.keepAliveTimeout = 60_000
       return listening(server)
     }

@@ -202,7 +202,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     await app.dispose()
     throw state.refusal
   }
-  const chatHandler = NodeHandler.toNodeHandler(app.handler)
+  const chatHandler = NodeHandler.toNodeHandler(app)
   // The web demo (or any static directory) at `/`; API paths always reach the core.
   const staticFiles = settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir)
   const http = createServer(

@@ -117,7 +117,7 @@ export const start = async (options: {
       Identity.layerApiKeys(options.keys)
     )
   )
-  const handler = NodeHandler.toNodeHandler(app.handler)
+  const handler = NodeHandler.toNodeHandler(app)
   const faults: Array<Fault> = []
   const seen: Array<{ method: string; url: string; authorization: string | undefined }> = []
   const http = createServer(async (request, response) => {

@@ -12,7 +12,7 @@ import { describeConformance, StoreProbe } from "../src/index.ts"
 describeConformance("node:http + NodeHandler.toNodeHandler", async ({ layer }) => {
   const store = await StoreProbe.postgres()
   const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, layer))
-  const server = createServer(NodeHandler.toNodeHandler(app.handler))
+  const server = createServer(NodeHandler.toNodeHandler(app))
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

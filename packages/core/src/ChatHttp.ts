@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Clock, type Context, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { type Headers, HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ChatConfig } from "./ChatConfig.ts"
 import * as ChatEvent from "./ChatEvent.ts"
@@ -72,7 +72,7 @@ export const routes = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const receivedAtMillis = yield* Clock.currentTimeMillis
     const requestId = requestIdOf(request.headers)
-    const address = ClientAddress.get(request.source)
+    const address = ClientAddress.get(request)
     // A failed authentication spends the address's budget, so guessing keys is throttled too.
     const principal = yield* identity
       .authenticate(request.headers)
@@ -148,26 +148,53 @@ export const makeHttpEffect = Effect.gen(function* () {
       ...extensions.map((extension) => HttpRouter.addAll(extension.routes ?? []))
     )
   )
-  return ChatExtension.applyMiddleware(HttpError.catchAll(router), extensions)
+  const security = HttpSecurity.middleware(yield* HttpSecurity.HttpSecurity)
+  return security(ChatExtension.applyMiddleware(HttpError.catchAll(router), extensions))
 })
 
-/** Builds a web handler from the services in context. */
-export const makeWebHandler: Effect.Effect<WebHandler, never, Requirements | Scope.Scope> = Effect.gen(
+/** The HTTP effect with the services it needs: what bindings serve, one request at a time. */
+export interface HttpApp {
+  readonly effect: Effect.Effect<
+    HttpServerResponse.HttpServerResponse,
+    never,
+    Scope.Scope | HttpServerRequest.HttpServerRequest
+  >
+  readonly context: Context.Context<never>
+}
+
+/** The application with the services in context, for a binding to serve (see `@convoke/core/node`). */
+export const makeHttpApp: Effect.Effect<HttpApp, never, Requirements | Scope.Scope> = Effect.gen(
   function* () {
-    const httpEffect = yield* makeHttpEffect
+    const effect = yield* makeHttpEffect
     const context = yield* Effect.context<Requirements>()
-    const handler = HttpEffect.toWebHandlerWith<
-      Requirements,
-      Scope.Scope | HttpServerRequest.HttpServerRequest
-    >(context)(httpEffect) as WebHandler
-    return HttpSecurity.wrap(handler, yield* HttpSecurity.HttpSecurity)
+    return {
+      effect: effect as HttpApp["effect"],
+      context: context as Context.Context<never>
+    }
   }
+)
+
+/** A web handler serving an application. */
+export const toWebHandler = (app: HttpApp): WebHandler =>
+  HttpEffect.toWebHandlerWith<never, Scope.Scope | HttpServerRequest.HttpServerRequest>(app.context)(
+    app.effect
+  ) as WebHandler
+
+/** Builds a web handler from the services in context. */
+export const makeWebHandler: Effect.Effect<WebHandler, never, Requirements | Scope.Scope> = Effect.map(
+  makeHttpApp,
+  toWebHandler
 )
 
 /** A running Convoke application: its handler and how to stop it. */
 export interface App {
   /** The web-standard handler. */
   readonly handler: WebHandler
+  /**
+   * The application itself, which `NodeHandler.toNodeHandler(app)` serves
+   * natively: no web `Request` or `Response` is built per request.
+   */
+  readonly http: HttpApp
   /** Ends open streams with an error event and `[DONE]`; new requests get 503. */
   readonly shutdown: () => Promise<void>
   /** Releases every resource of the layers (database connections, servers). */
@@ -191,19 +218,20 @@ export const makeApp = async <A, E>(
   try {
     // The layers live in `scope` until `dispose`: their connections and
     // servers must outlive this function.
-    const { handler, chat } = await Effect.runPromise(
+    const { http, handler, chat } = await Effect.runPromise(
       Effect.gen(function* () {
         const context = yield* Layer.buildWithScope(full, scope)
         return yield* Effect.gen(function* () {
-          const handler = yield* makeWebHandler
+          const http = yield* makeHttpApp
           const chat = yield* ChatService.ChatService
-          return { handler, chat }
+          return { http, handler: toWebHandler(http), chat }
         }).pipe(Effect.provideContext(context), Scope.provide(scope))
       })
     )
     let disposing: Promise<void> | undefined
     return {
       handler,
+      http,
       shutdown: () => Effect.runPromise(chat.shutdown),
       dispose: () => (disposing ??= Effect.runPromise(Scope.close(scope, Exit.void)))
     }

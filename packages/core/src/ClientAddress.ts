@@ -8,6 +8,8 @@
  *
  * @since 0.1.0
  */
+import { Option } from "effect"
+import type { HttpServerRequest } from "effect/http"
 
 const addresses = new WeakMap<Request, string>()
 
@@ -16,6 +18,10 @@ export const set = (request: Request, address: string | undefined): void => {
   if (address !== undefined && address !== "") addresses.set(request, address)
 }
 
-/** The client address recorded for a request, if an adapter recorded one. */
-export const get = (request: unknown): string | undefined =>
-  typeof request === "object" && request !== null ? addresses.get(request as Request) : undefined
+/**
+ * The client address of a request: the one an adapter recorded for its web
+ * `Request`, else the socket address a native binding (`@convoke/core/node`)
+ * gives the request.
+ */
+export const get = (request: HttpServerRequest.HttpServerRequest): string | undefined =>
+  addresses.get(request.source as Request) ?? Option.getOrUndefined(request.remoteAddress)

@@ -1,6 +1,6 @@
 /**
- * CORS and security headers around the web handler, so every adapter (Node,
- * Express, Fastify, Lambda) answers browsers the same way.
+ * CORS and security headers on every response of the application, so every
+ * adapter (Node, Express, Fastify, Lambda) answers browsers the same way.
  *
  * - Security headers on every response: `X-Content-Type-Options: nosniff`,
  *   `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`, and on non-HTML
@@ -15,7 +15,8 @@
  *
  * @since 0.1.0
  */
-import { Context } from "effect"
+import { Context, Effect } from "effect"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
 
 /** CORS settings. */
 export interface Cors {
@@ -53,67 +54,42 @@ const ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 const isAllowed = (cors: Cors, origin: string): boolean =>
   cors.allowedOrigins === "*" || cors.allowedOrigins.includes(origin)
 
-const securityHeaders = (headers: Headers) => {
-  const set = (name: string, value: string) => {
-    if (!headers.has(name)) headers.set(name, value)
-  }
-  set("x-content-type-options", "nosniff")
-  set("referrer-policy", "no-referrer")
-  set("x-frame-options", "DENY")
-  if (!(headers.get("content-type") ?? "").startsWith("text/html")) {
-    set("content-security-policy", "default-src 'none'; frame-ancestors 'none'")
-  }
-}
+const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
+  ["x-content-type-options", "nosniff"],
+  ["referrer-policy", "no-referrer"],
+  ["x-frame-options", "DENY"]
+]
+const CSP = "default-src 'none'; frame-ancestors 'none'"
 
-const corsHeaders = (headers: Headers, cors: Cors, origin: string | null) => {
-  headers.append("vary", "Origin")
-  if (origin === null || !isAllowed(cors, origin)) return
-  headers.set("access-control-allow-origin", cors.allowedOrigins === "*" ? "*" : origin)
-  headers.set("access-control-expose-headers", EXPOSED_HEADERS)
-}
-
-const json = (status: number, type: string, message: string) =>
-  new Response(JSON.stringify({ error: { type, message } }), {
-    status,
-    headers: { "content-type": "application/json" }
-  })
-
-/** Wraps a web handler with CORS (when configured) and security headers. */
-export const wrap = (
-  handler: (request: Request) => Promise<Response>,
-  settings: Settings
-): ((request: Request) => Promise<Response>) => {
-  const cors = settings.cors
-  const apply = (headers: Headers, origin: string | null) => {
-    if (settings.securityHeaders) securityHeaders(headers)
-    if (cors !== undefined) corsHeaders(headers, cors, origin)
-  }
-  const finish = (response: Response, origin: string | null): Response => {
-    if (!settings.securityHeaders && cors === undefined) return response
-    // A response the app built has mutable headers: add to them in place
-    // rather than copying the headers and wrapping the body in a new
-    // Response on every request. One with immutable headers (from `fetch`,
-    // `Response.redirect`) throws on the first change and is copied instead.
-    try {
-      apply(response.headers, origin)
-      return response
-    } catch {
-      const headers = new Headers(response.headers)
-      apply(headers, origin)
-      return new Response(response.body, {
-        status: response.status,
-        statusText: response.statusText,
-        headers
-      })
+/** The headers to add to a response; a header the application set itself is kept. */
+const headersFor = (
+  response: HttpServerResponse.HttpServerResponse,
+  settings: Settings,
+  origin: string | undefined
+): Record<string, string> => {
+  const current = response.headers
+  const added: Record<string, string> = {}
+  if (settings.securityHeaders) {
+    for (const [name, value] of SECURITY_HEADERS) if (current[name] === undefined) added[name] = value
+    const contentType = current["content-type"] ?? ""
+    if (!contentType.startsWith("text/html") && current["content-security-policy"] === undefined) {
+      added["content-security-policy"] = CSP
     }
   }
-  return async (request) => {
-    const origin = request.headers.get("origin")
-    if (cors !== undefined && request.method === "OPTIONS" && origin !== null) {
-      if (!isAllowed(cors, origin)) {
-        return finish(json(403, "forbidden", `Origin ${origin} is not allowed`), origin)
-      }
-      const preflight = new Response(null, {
+  const cors = settings.cors
+  if (cors !== undefined) {
+    added.vary = current.vary === undefined ? "Origin" : `${current.vary}, Origin`
+    if (origin !== undefined && isAllowed(cors, origin)) {
+      added["access-control-allow-origin"] = cors.allowedOrigins === "*" ? "*" : origin
+      added["access-control-expose-headers"] = EXPOSED_HEADERS
+    }
+  }
+  return added
+}
+
+const preflight = (cors: Cors, origin: string): HttpServerResponse.HttpServerResponse =>
+  isAllowed(cors, origin)
+    ? HttpServerResponse.empty({
         status: 204,
         headers: {
           "access-control-allow-methods": ALLOWED_METHODS,
@@ -121,8 +97,30 @@ export const wrap = (
           "access-control-max-age": String(cors.maxAgeSeconds ?? 600)
         }
       })
-      return finish(preflight, origin)
-    }
-    return finish(await handler(request), origin)
+    : HttpServerResponse.jsonUnsafe(
+        { error: { type: "forbidden", message: `Origin ${origin} is not allowed` } },
+        { status: 403 }
+      )
+
+/**
+ * Adds CORS (when configured) and the security headers to every response of
+ * an HTTP application, and answers CORS preflights. Applied by the core to
+ * its application, so every binding — web or Node — answers the same way.
+ */
+export const middleware =
+  (settings: Settings) =>
+  <E, R>(
+    app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>
+  ): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> => {
+    const cors = settings.cors
+    if (!settings.securityHeaders && cors === undefined) return app
+    return Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+      const origin = request.headers.origin
+      const finish = (response: HttpServerResponse.HttpServerResponse) =>
+        HttpServerResponse.setHeaders(response, headersFor(response, settings, origin))
+      if (cors !== undefined && request.method === "OPTIONS" && origin !== undefined) {
+        return Effect.succeed(finish(preflight(cors, origin)))
+      }
+      return Effect.map(app, finish)
+    })
   }
-}

@@ -1,22 +1,29 @@
 /**
- * The Node.js binding of the web handler: `(request, response)` for
- * `node:http`, Express and Fastify. Back-pressure, flushing and disconnects
- * are handled here once, so adapters stay thin:
+ * The Node.js binding: `(request, response)` for `node:http`, Express and
+ * Fastify. An application (`ChatHttp.App`) is served natively — its Effect
+ * HTTP app reads the `IncomingMessage` and writes the `ServerResponse`
+ * directly, with no web `Request` or `Response` per request; any other web
+ * handler goes through a web `Request` and `Response`. Either way,
+ * back-pressure, flushing and disconnects are handled here once, so adapters
+ * stay thin:
  *
  * - each chunk is written as it arrives and `flush()` is called when present
  *   (compression middleware would otherwise hold SSE back);
- * - when `write` returns `false` the next read waits for `drain`, so a slow
+ * - when `write` returns `false` the next chunk waits for `drain`, so a slow
  *   reader never grows server memory;
- * - when the client goes away the web request's signal aborts and the body
- *   reader is cancelled, which interrupts the chat stream and the model.
+ * - when the client goes away the request's fiber is interrupted, which ends
+ *   the chat stream and the model.
  *
  * @since 0.1.0
  */
-import type { IncomingMessage, ServerResponse } from "node:http"
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
 import { Readable } from "node:stream"
-import type { WebHandler } from "./ChatHttp.ts"
+import { Context, Effect, Stream } from "effect"
+import { Cookies, HttpEffect, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import type { App, WebHandler } from "./ChatHttp.ts"
 import * as ClientAddress from "./ClientAddress.ts"
+import * as NodeRequest from "./NodeRequest.ts"
 
 /** Options for turning a Node request into a web request. */
 export interface RequestOptions {
@@ -38,21 +45,8 @@ export interface RequestOptions {
 
 const hasBody = (method: string | undefined) => method !== "GET" && method !== "HEAD"
 
-/** The request target cannot be read as a URL (`OPTIONS *`, a malformed absolute form). */
-class InvalidTarget extends Error {}
-
-/**
- * The URL of a request target. An origin-form target (`/path?query`) is
- * always a path on this host — `//evil/x` too, which `new URL(target, base)`
- * would read as another host — and an absolute-form target is parsed as is.
- */
-const targetUrl = (target: string): URL => {
-  try {
-    return new URL(target.startsWith("/") ? `http://localhost${target}` : target)
-  } catch {
-    throw new InvalidTarget(`Invalid request target`)
-  }
-}
+/** The URL of a request target (see `NodeRequest.pathOf`), on this host. */
+const targetUrl = (target: string): URL => new URL(`http://localhost${NodeRequest.pathOf(target)}`)
 
 /** Builds a web `Request` from a Node request. */
 export const toWebRequest = (
@@ -181,9 +175,187 @@ export interface NodeHandlerOptions {
   readonly body?: ((request: IncomingMessage) => Readable | undefined) | undefined
 }
 
+/** A Node `(request, response)` handler; resolves once the response is over. */
+export type Handler = (request: IncomingMessage, response: ServerResponse) => Promise<void>
+
+/**
+ * A Node `(request, response)` handler for an application (served natively)
+ * or for any web handler.
+ */
+export const toNodeHandler = (target: App | WebHandler, options: NodeHandlerOptions = {}): Handler =>
+  typeof target === "function" ? fromWebHandler(target, options) : fromApp(target, options)
+
+/** The Node response of each request being served natively. */
+const responses = new WeakMap<IncomingMessage, ServerResponse>()
+
+/** Each application's HTTP app with its response writer, built once. */
+const handledApps = new WeakMap<App, Effect.Effect<void>>()
+
+/** Serves an application natively: its Effect HTTP app on the Node request and response. */
+const fromApp = (app: App, options: NodeHandlerOptions): Handler => {
+  let handled = handledApps.get(app)
+  if (handled === undefined) {
+    handled = HttpEffect.toHandled(app.http.effect, writeResponse) as Effect.Effect<void>
+    handledApps.set(app, handled)
+  }
+  const serve = handled
+  return (request, response) => {
+    let serverRequest: HttpServerRequest.HttpServerRequest
+    try {
+      const parsedBody = consumedBody(request)
+      serverRequest = NodeRequest.make(request, {
+        url: options.url?.(request),
+        body: options.body?.(request),
+        ...(parsedBody === undefined ? {} : { parsedBody })
+      })
+    } catch (error) {
+      writeError(response, error instanceof NodeRequest.InvalidTarget ? 400 : 500, String(error))
+      return Promise.resolve()
+    }
+    responses.set(request, response)
+    const fiber = Effect.runForkWith(
+      Context.add(app.http.context, HttpServerRequest.HttpServerRequest, serverRequest)
+    )(serve)
+    return new Promise((resolve) => {
+      // The client left before the response was over: stop the work for it.
+      const onClose = () => {
+        if (!response.writableFinished)
+          fiber.interruptUnsafe(undefined, HttpServerError.ClientAbort.annotation)
+      }
+      response.once("close", onClose)
+      fiber.addObserver(() => {
+        response.off("close", onClose)
+        if (!response.headersSent) writeError(response, 500, "Internal server error")
+        else if (!response.writableEnded && !response.destroyed) response.destroy()
+        resolve()
+      })
+    })
+  }
+}
+
+const HOP_BY_HOP_HEADERS = new Set([
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-connection"
+])
+
+const nodeHeaders = (
+  response: HttpServerResponse.HttpServerResponse,
+  http2: boolean
+): OutgoingHttpHeaders => {
+  const headers: OutgoingHttpHeaders = {}
+  for (const [name, value] of Object.entries(response.headers)) {
+    // HTTP/2 forbids connection-specific headers; HTTP/1.1 keeps them.
+    if (!(http2 && HOP_BY_HOP_HEADERS.has(name))) headers[name] = value
+  }
+  if (!Cookies.isEmpty(response.cookies)) {
+    const cookies = Cookies.toSetCookieHeaders(response.cookies)
+    const existing = headers["set-cookie"]
+    headers["set-cookie"] = existing === undefined ? cookies : [String(existing), ...cookies]
+  }
+  return headers
+}
+
+const awaitDrainOrClose = (response: ServerResponse): Effect.Effect<void> =>
+  Effect.callback((resume) => {
+    const done = () => {
+      response.off("drain", done)
+      response.off("close", done)
+      resume(Effect.void)
+    }
+    response.on("drain", done)
+    response.on("close", done)
+    return Effect.sync(() => {
+      response.off("drain", done)
+      response.off("close", done)
+    })
+  })
+
+type Flushable = ServerResponse & { flush?: () => void }
+
+/** Writes chunks as they come, flushing each, waiting for `drain` when the socket is full. */
+const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> =>
+  Stream.runForEachArray(stream, (chunks) => {
+    if (response.destroyed) return Effect.void
+    let room = true
+    for (const chunk of chunks) room = response.write(chunk)
+    response.flush?.()
+    return room ? Effect.void : awaitDrainOrClose(response)
+  }).pipe(
+    // The request's fiber runs uninterruptibly (`HttpEffect.toHandled`); a
+    // client that leaves must be able to stop the body.
+    Effect.interruptible,
+    // A body that fails after its start ends the response: the status is already sent.
+    Effect.ignore,
+    Effect.andThen(
+      Effect.sync(() => {
+        if (!response.destroyed) response.end()
+      })
+    )
+  )
+
+/** Writes an application's response to the Node response of its request. */
+const writeResponse = (
+  request: HttpServerRequest.HttpServerRequest,
+  serverResponse: HttpServerResponse.HttpServerResponse
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const source = request.source as IncomingMessage
+    const response = responses.get(source)
+    if (response === undefined || response.writableEnded || response.destroyed) return Effect.void
+    if (!source.complete && source.httpVersionMajor === 1) {
+      // Answered before the whole body was read (401, 413 past the limit): the
+      // rest is still arriving, so this connection cannot carry another
+      // request. Close it after the response instead of leaving it half-read,
+      // which would also hold up a graceful `server.close()`.
+      response.shouldKeepAlive = false
+    }
+    const status = serverResponse.status
+    response.writeHead(status, nodeHeaders(serverResponse, source.httpVersionMajor >= 2))
+    const body = serverResponse.body
+    if (request.method === "HEAD" || status === 204 || status === 205 || status === 304) {
+      response.end()
+      return Effect.void
+    }
+    switch (body._tag) {
+      case "Empty":
+        response.end()
+        return Effect.void
+      case "Uint8Array":
+        response.end(body.body)
+        return Effect.void
+      case "Stream":
+        return writeChunks(response, body.stream)
+      case "FormData":
+        return writeChunks(response, webBody(new Response(body.formData).body))
+      case "Raw": {
+        const raw = body.body
+        if (typeof raw === "string" || raw instanceof Uint8Array) {
+          response.end(raw)
+          return Effect.void
+        }
+        if (raw instanceof ReadableStream) return writeChunks(response, webBody(raw))
+        if (raw instanceof Readable)
+          return writeChunks(
+            response,
+            Stream.fromAsyncIterable(raw, (error) => error)
+          )
+        response.end()
+        return Effect.void
+      }
+    }
+  })
+
+const webBody = (body: ReadableStream<Uint8Array> | null): Stream.Stream<Uint8Array, unknown> =>
+  body === null
+    ? Stream.empty
+    : Stream.fromReadableStream({ evaluate: () => body, onError: (error) => error })
+
 /** Turns a web handler into a Node `(request, response)` handler. */
-export const toNodeHandler =
-  (handler: WebHandler, options: NodeHandlerOptions = {}) =>
+const fromWebHandler =
+  (handler: WebHandler, options: NodeHandlerOptions = {}): Handler =>
   async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const controller = new AbortController()
     const onClose = () => {
@@ -209,7 +381,7 @@ export const toNodeHandler =
       }
       await writeWebResponse(webResponse, response)
     } catch (error) {
-      if (!response.headersSent && error instanceof InvalidTarget) {
+      if (!response.headersSent && error instanceof NodeRequest.InvalidTarget) {
         writeError(response, 400, "Invalid request target")
       } else if (!response.headersSent) {
         writeError(response, 500, "Internal server error")

@@ -3,7 +3,8 @@ import { type AddressInfo, connect } from "node:net"
 import { Readable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer } from "effect"
-import { ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
 import { NodeHandler } from "../src/node.ts"
 import * as Sse from "./fixtures/Sse.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
@@ -28,7 +29,7 @@ const close = async (server: Server) => {
 /** Serves the app built from `layer` on a loopback port for the duration of `body`. */
 const withServer = async <A>(layer: Layer.Layer<any, never, never>, body: (served: Served) => Promise<A>) => {
   const app = await ChatHttp.makeApp(layer)
-  const server = await listen(NodeHandler.toNodeHandler(app.handler))
+  const server = await listen(NodeHandler.toNodeHandler(app))
   try {
     const { port } = server.address() as AddressInfo
     return await body({ url: `http://127.0.0.1:${port}`, server })
@@ -230,24 +231,52 @@ describe("NodeHandler.toWebRequest", () => {
   })
 })
 
-describe("NodeHandler.toNodeHandler", () => {
-  /** Serves a handler that echoes the body the core would read, after `prepare` ran on the request. */
+/** A route that answers with the content type and the body the core read. */
+const echoRoute = HttpRouter.route(
+  "POST",
+  "/echo",
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    return HttpServerResponse.text(`${request.headers["content-type"]} ${yield* request.text}`)
+  })
+)
+
+/** The same echo, as a bare web handler (served through a web `Request`). */
+const webEcho: ChatHttp.WebHandler = async (request) =>
+  new Response(`${request.headers.get("content-type")} ${await request.text()}`)
+
+describe.each([
+  ["an app, served natively", "native"],
+  ["a web handler", "web"]
+] as const)("NodeHandler.toNodeHandler with %s", (_, kind) => {
+  const makeHandler = async (options: NodeHandler.NodeHandlerOptions = {}) => {
+    if (kind === "web")
+      return { handle: NodeHandler.toNodeHandler(webEcho, options), dispose: async () => {} }
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        TestStore.make().layer,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous(),
+        ChatExtension.layer({ routes: [echoRoute] })
+      )
+    )
+    return { handle: NodeHandler.toNodeHandler(app, options), dispose: app.dispose }
+  }
+
+  /** Serves the echo, after `prepare` ran on the request. */
   const echoBody = async (
     prepare: (request: IncomingMessage) => Promise<void> | void,
     options: NodeHandler.NodeHandlerOptions = {},
     body = '{"message":"raw"}'
   ) => {
-    const handle = NodeHandler.toNodeHandler(
-      async (request) => new Response(`${request.headers.get("content-type")} ${await request.text()}`),
-      options
-    )
+    const { handle, dispose } = await makeHandler(options)
     const server = await listen(async (request, response) => {
       await prepare(request)
       await handle(request, response)
     })
     try {
       const { port } = server.address() as AddressInfo
-      const response = await fetch(`http://127.0.0.1:${port}/`, {
+      const response = await fetch(`http://127.0.0.1:${port}/echo`, {
         method: "POST",
         headers: { "content-type": "text/plain" },
         body
@@ -255,6 +284,7 @@ describe("NodeHandler.toNodeHandler", () => {
       return await response.text()
     } finally {
       await close(server)
+      await dispose()
     }
   }
 
@@ -279,11 +309,21 @@ describe("NodeHandler.toNodeHandler", () => {
     assert.strictEqual(seen, 'text/plain {"message":"given"}')
   })
 
+  it("serves the path a framework gives, without its mount prefix", async () => {
+    const seen = await echoBody(
+      (request) => {
+        request.url = `/mounted${request.url}`
+      },
+      { url: (request) => request.url?.slice("/mounted".length) }
+    )
+    assert.strictEqual(seen, 'text/plain {"message":"raw"}')
+  })
+
   it("closes the connection when it answers before the whole body arrived, so server.close() completes", async () => {
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
     )
-    const server = await listen(NodeHandler.toNodeHandler(app.handler))
+    const server = await listen(NodeHandler.toNodeHandler(kind === "web" ? app.handler : app))
     try {
       const { port } = server.address() as AddressInfo
       const body = JSON.stringify({ message: "x".repeat(2_000_000) })
@@ -305,7 +345,9 @@ describe("NodeHandler.toNodeHandler", () => {
       await app.dispose()
     }
   })
+})
 
+describe("NodeHandler.writeError and web handlers", () => {
   it("writeError writes the common body with the core's type for the status", async () => {
     const server = await listen((_request, response) => NodeHandler.writeError(response, 413, "Too big"))
     try {

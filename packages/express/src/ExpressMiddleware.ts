@@ -33,7 +33,7 @@ const paths = new Set(ChatHttp.PATHS)
  * `shutdown` and `dispose` when the server stops.
  */
 export const make = (source: Source): [RequestHandler, ErrorRequestHandler] => {
-  const handle = NodeHandler.toNodeHandler(typeof source === "function" ? source : source.handler)
+  const handle = NodeHandler.toNodeHandler(source)
   const serves = (request: Request) => paths.has(request.path)
   return [
     (request, response, next) => {

@@ -94,7 +94,7 @@ export const plugin: FastifyPluginAsync<Options> = async (fastify, options) => {
         }
         reply.hijack()
         const body = () => request.body as Readable | undefined
-        return NodeHandler.toNodeHandler(app.handler, { url, body })(request.raw, reply.raw)
+        return NodeHandler.toNodeHandler(app, { url, body })(request.raw, reply.raw)
       }
     })
   }

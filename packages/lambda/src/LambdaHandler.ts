@@ -17,14 +17,17 @@ import type { Layer } from "effect"
 import * as LambdaEvent from "./LambdaEvent.ts"
 import * as LambdaRuntime from "./LambdaRuntime.ts"
 
+/** What the handlers use of an app: its web handler and its lifecycle. */
+export type Served = Pick<ChatHttp.App, "handler" | "shutdown" | "dispose">
+
 /** What to serve: layers (built once per container), a built app, or a function that builds one. */
 export type Source =
   | Layer.Layer<
       ConversationStore.ConversationStore | LanguageModel.LanguageModel | Identity.Identity,
       unknown
     >
-  | ChatHttp.App
-  | (() => Promise<ChatHttp.App>)
+  | Served
+  | (() => Promise<Served>)
 
 /** Options of both handlers. */
 export interface Options {
@@ -33,9 +36,9 @@ export interface Options {
 }
 
 /** Builds the app on first use and keeps it; a failed build is retried by the next invocation. */
-const once = (source: Source): (() => Promise<ChatHttp.App>) => {
-  let app: Promise<ChatHttp.App> | undefined
-  const build = (): Promise<ChatHttp.App> =>
+const once = (source: Source): (() => Promise<Served>) => {
+  let app: Promise<Served> | undefined
+  const build = (): Promise<Served> =>
     typeof source === "function"
       ? source()
       : "handler" in source
@@ -60,7 +63,7 @@ const unavailable = () =>
   )
 
 const respond = async (
-  app: () => Promise<ChatHttp.App>,
+  app: () => Promise<Served>,
   event: LambdaEvent.Event,
   options: LambdaEvent.RequestOptions
 ): Promise<Response> => {
