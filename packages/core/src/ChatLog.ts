@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, type Layer } from "effect"
+import { Clock, Effect, type Layer, References } from "effect"
 import { HttpServerRequest } from "effect/http"
 import * as ChatExtension from "./ChatExtension.ts"
 import * as ChatHooks from "./ChatHooks.ts"
@@ -100,7 +100,9 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
     const client = ClientKind.detect(request.headers)
     const annotations = { requestId, method: request.method, path, client }
     const withId = request.modify({ headers: { ...request.headers, "x-request-id": requestId } })
-    return yield* app.pipe(
+    // With tracing off, a span would still capture a stack trace per request.
+    const traced = yield* References.TracerEnabled
+    const handled = app.pipe(
       Effect.provideService(HttpServerRequest.HttpServerRequest, withId),
       Effect.tap((response) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -116,17 +118,18 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
         )
       ),
       Effect.onInterrupt(() => Effect.logInfo("Request abandoned by the client")),
-      Effect.annotateLogs(annotations),
-      Effect.withSpan(`${request.method} ${path}`, {
-        kind: "server",
-        attributes: {
-          "http.request.method": request.method,
-          "url.path": path,
-          "convoke.request_id": requestId,
-          "convoke.client": client
-        }
-      })
+      Effect.annotateLogs(annotations)
     )
+    if (!traced) return yield* handled
+    return yield* Effect.withSpan(handled, `${request.method} ${path}`, {
+      kind: "server",
+      attributes: {
+        "http.request.method": request.method,
+        "url.path": path,
+        "convoke.request_id": requestId,
+        "convoke.client": client
+      }
+    })
   })
 
 /** Logs every request and chat turn, and traces every request; an extension, so it composes by merging. */

@@ -47,6 +47,12 @@ export interface Heartbeat {
 }
 const heartbeat: Heartbeat = { type: "heartbeat" }
 
+/** An open stream, as the heartbeat sees it. */
+interface Silence {
+  lastSent: number
+  readonly ping: () => void
+}
+
 /** What a chat stream emits: wire events, and heartbeats while the model is silent. */
 export type StreamItem = ChatEvent.ChatEvent | Heartbeat
 
@@ -164,6 +170,41 @@ export const make = Effect.gen(function* () {
   /** Turns that are running, so `shutdown` can end them. */
   const running = new Set<Fiber.Fiber<unknown, unknown>>()
   let down = false
+
+  // Heartbeats: one fiber for every open stream, not one each. It looks every
+  // third of an interval and pings a stream that sent nothing for 90% of one,
+  // so a silent stream gets a comment after 13.5–20 s (at the default 15 s)
+  // and a talkative one never does. It runs only while streams are open.
+  const layerScope = yield* Effect.scope
+  const silent = new Set<Silence>()
+  const intervalMillis = Duration.toMillis(config.heartbeatInterval)
+  let pinging = false
+  const pingSilent = Effect.gen(function* () {
+    const clock = yield* Clock.Clock
+    while (silent.size > 0) {
+      yield* Effect.sleep(Duration.millis(intervalMillis / 3))
+      const now = clock.currentTimeMillisUnsafe()
+      for (const stream of silent) {
+        if (now - stream.lastSent >= intervalMillis * 0.9) {
+          stream.lastSent = now
+          stream.ping()
+        }
+      }
+    }
+  }).pipe(
+    Effect.ensuring(
+      Effect.sync(() => {
+        pinging = false
+      })
+    )
+  )
+  const watchSilence = (stream: Silence) =>
+    Effect.suspend(() => {
+      silent.add(stream)
+      if (pinging) return Effect.void
+      pinging = true
+      return Effect.asVoid(Effect.forkIn(pingSilent, layerScope))
+    })
 
   /**
    * Runs one turn on the current fiber: load history, store the user message,
@@ -472,35 +513,26 @@ export const make = Effect.gen(function* () {
     })
     // Set when the turn starts; from then on it reports its own end.
     let turnStarted = false
-    const intervalMillis = Duration.toMillis(config.heartbeatInterval)
 
     // The turn runs on its own fiber, pushing events to the reader through a
-    // small buffer (a full buffer pauses the model). A second fiber sends a
-    // heartbeat when nothing was sent for (most of) an interval, so a talkative
-    // model is never interleaved with comments. The reader leaving closes the
-    // stream's scope, which interrupts both.
+    // small buffer (a full buffer pauses the model); the shared heartbeat
+    // sends a comment when it has been silent. The reader leaving closes the
+    // stream's scope, which interrupts the turn.
     const events = Stream.callback<StreamItem>(
       (queue) =>
         Effect.gen(function* () {
           turnStarted = true
           const clock = yield* Clock.Clock
-          let lastSent = clock.currentTimeMillisUnsafe()
+          const listener: Silence = {
+            lastSent: clock.currentTimeMillisUnsafe(),
+            // Dropped when the buffer is full: a reader that far behind needs no ping.
+            ping: () => Queue.offerUnsafe(queue, heartbeat)
+          }
           const send = (item: StreamItem) => {
-            lastSent = clock.currentTimeMillisUnsafe()
+            listener.lastSent = clock.currentTimeMillisUnsafe()
             return Effect.asVoid(Queue.offer(queue, item))
           }
-          const heartbeats = Effect.gen(function* () {
-            while (true) {
-              const idle = clock.currentTimeMillisUnsafe() - lastSent
-              if (idle >= intervalMillis * 0.9) {
-                yield* send(heartbeat)
-                yield* Effect.sleep(config.heartbeatInterval)
-              } else {
-                yield* Effect.sleep(Duration.millis(intervalMillis - idle))
-              }
-            }
-          })
-          yield* Effect.forkChild(heartbeats, { startImmediately: true })
+          yield* watchSilence(listener)
           yield* runTurn(
             {
               context,
@@ -518,7 +550,12 @@ export const make = Effect.gen(function* () {
                 if (down) Queue.offerUnsafe(queue, errorEventOf(new ServerShutdown()))
               })
             ),
-            Effect.ensuring(Queue.end(queue))
+            Effect.ensuring(
+              Effect.sync(() => {
+                silent.delete(listener)
+                Queue.endUnsafe(queue)
+              })
+            )
           )
         }),
       { bufferSize: 16 }

@@ -7,9 +7,10 @@
  * never fails the request that records: the log line is written first, and an
  * insert that fails (or outlasts `timeout`) is logged as a warning.
  *
- * Rows are written in batches (group commit): the first entry of a batch waits
- * up to `batchWindow` for others to join it, and the batch is one `INSERT`.
- * Under load that is one statement for many requests instead of one each.
+ * Rows are written in batches (group commit): entries recorded while a write
+ * is in flight (and within `batchWindow`, if set) go out together as one
+ * `INSERT`. Under load that is one statement for many requests instead of one
+ * each; when idle, an entry is written at once.
  * `record` resolves once its rows are written (or given up); closing the
  * layer's scope writes what is still waiting.
  *
@@ -37,7 +38,8 @@ export interface Options {
   readonly timeout?: Duration.Input | undefined
   /**
    * How long the first entry of a batch waits for others to join it (default
-   * 20 ms). `0` writes each batch as soon as the previous one is done.
+   * 0: a batch is what arrived while the previous write was in flight). A
+   * window trades latency of the audit row for fewer, larger statements.
    */
   readonly batchWindow?: Duration.Input | undefined
   /**
@@ -90,7 +92,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       VALUES ${sql.csv(values)}`.withoutTransform
   }
 
-  const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? Duration.millis(20))
+  const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? Duration.zero)
   const maxPending = options.maxPending ?? 10_000
   const waiting: Array<Waiting> = []
   let pending = 0
