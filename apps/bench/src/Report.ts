@@ -114,7 +114,7 @@ export const markdown = (report: Report, command: string, seconds: number): stri
     "- Convoke: the reference server CLI with rate limits off (`CONVOKE_RATE_LIMIT_*=0`), logs off",
     "  (`CONVOKE_LOG_FORMAT=off`), metrics on (default), creation budget 10 s so no id is temporary",
     "  because the machine is busy, cleanup job off. It also writes an audit row per new",
-    "  conversation (off the request path); the baseline does not.",
+    "  conversation (off the request path, in batches); the baseline does not.",
     "- Short streams: the message `hello benchmark world`, echoed as 4 content events with 5 ms",
     "  before each word. Held-open streams: 40 words with 5 s before each word.",
     "- TTFE: from the start of the request to the first body chunk holding the whole metadata",

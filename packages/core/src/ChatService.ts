@@ -532,8 +532,7 @@ export const make = Effect.gen(function* () {
             listener.lastSent = clock.currentTimeMillisUnsafe()
             return Effect.asVoid(Queue.offer(queue, item))
           }
-          yield* watchSilence(listener)
-          yield* runTurn(
+          const turn = runTurn(
             {
               context,
               conversation: resolution.conversation,
@@ -542,7 +541,8 @@ export const make = Effect.gen(function* () {
               model: providerModel
             },
             (text) => send(ChatEvent.content(text))
-          ).pipe(
+          )
+          yield* Effect.andThen(watchSilence(listener), turn).pipe(
             Effect.catch((error) => send(errorEventOf(error))),
             // Ended by `shutdown`: the reader learns why, if it still reads.
             Effect.onInterrupt(() =>

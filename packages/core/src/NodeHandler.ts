@@ -209,7 +209,8 @@ const fromApp = (app: App, options: NodeHandlerOptions): Handler => {
         ...(parsedBody === undefined ? {} : { parsedBody })
       })
     } catch (error) {
-      writeError(response, error instanceof NodeRequest.InvalidTarget ? 400 : 500, String(error))
+      if (error instanceof NodeRequest.InvalidTarget) writeError(response, 400, error.message)
+      else writeError(response, 500, "Internal server error")
       return Promise.resolve()
     }
     responses.set(request, response)
@@ -225,8 +226,10 @@ const fromApp = (app: App, options: NodeHandlerOptions): Handler => {
       response.once("close", onClose)
       fiber.addObserver(() => {
         response.off("close", onClose)
+        if (response.destroyed || response.writableEnded) return resolve()
+        // The app ended without a complete response (a defect in writing it).
         if (!response.headersSent) writeError(response, 500, "Internal server error")
-        else if (!response.writableEnded && !response.destroyed) response.destroy()
+        else response.destroy()
         resolve()
       })
     })
