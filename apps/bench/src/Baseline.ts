@@ -57,6 +57,9 @@ const INSERT_MESSAGE = `
 /** Starts the baseline server; resolves with its URL and a `close` function. */
 export const serve = async (options: Options) => {
   const pool = new pg.Pool({ connectionString: options.databaseUrl })
+  // An idle client the server drops (its database dropped at the end of a run)
+  // is reported on the pool; without a listener that error would crash the process.
+  pool.on("error", () => {})
   const storeMessage = (conversationId: string, role: string, content: string, status: string) => {
     const now = new Date()
     return pool.query(INSERT_MESSAGE, [
