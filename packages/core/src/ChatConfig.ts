@@ -11,7 +11,7 @@ export interface Settings {
   readonly publicModel: string
   /** Largest accepted request body in bytes (default 32 KiB); larger is a 413. */
   readonly maxBodyBytes: number
-  /** Interval of `: ping` comments while the model is silent (default 15 s). */
+  /** A `: ping` comment goes out after about this long without an event (0.9–1.33×; default 15 s). */
   readonly heartbeatInterval: Duration.Duration
   /** Longest wait for storing a reply when a stream ends (default 5 s). */
   readonly persistTimeout: Duration.Duration
