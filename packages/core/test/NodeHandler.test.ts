@@ -319,6 +319,32 @@ describe.each([
     assert.strictEqual(seen, 'text/plain {"message":"raw"}')
   })
 
+  it("answers a body declared over the limit with 413 before reading it, and one at the limit normally", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
+    )
+    const server = await listen(NodeHandler.toNodeHandler(kind === "web" ? app.handler : app))
+    try {
+      const { port } = server.address() as AddressInfo
+      const post = (message: string) =>
+        fetch(`http://127.0.0.1:${port}/api/v0.3/chat`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ message })
+        })
+      // The default limit is 32 KiB; `{"message":""}` is 14 bytes.
+      const over = await post("x".repeat(32 * 1024))
+      assert.strictEqual(over.status, 413)
+      assert.strictEqual((await over.json()).error.type, "request_too_large")
+      const within = await post("x".repeat(1000))
+      assert.strictEqual(within.status, 200)
+      assert.strictEqual((await within.json()).message.content, `Echo #1: ${"x".repeat(1000)}`)
+    } finally {
+      await close(server)
+      await app.dispose()
+    }
+  })
+
   it("closes the connection when it answers before the whole body arrived, so server.close() completes", async () => {
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
