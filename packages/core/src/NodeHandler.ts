@@ -236,14 +236,6 @@ const fromApp = (app: App, options: NodeHandlerOptions): Handler => {
   }
 }
 
-const HOP_BY_HOP_HEADERS = new Set([
-  "connection",
-  "keep-alive",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-connection"
-])
-
 const nodeHeaders = (
   response: HttpServerResponse.HttpServerResponse,
   http2: boolean
@@ -251,7 +243,7 @@ const nodeHeaders = (
   const headers: OutgoingHttpHeaders = {}
   for (const [name, value] of Object.entries(response.headers)) {
     // HTTP/2 forbids connection-specific headers; HTTP/1.1 keeps them.
-    if (!(http2 && HOP_BY_HOP_HEADERS.has(name))) headers[name] = value
+    if (!(http2 && HOP_BY_HOP.has(name))) headers[name] = value
   }
   if (!Cookies.isEmpty(response.cookies)) {
     const cookies = Cookies.toSetCookieHeaders(response.cookies)
