@@ -147,7 +147,13 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return Fiber.await(writerFiber).pipe(
         Effect.timeout(Duration.sum(timeout, Duration.seconds(1))),
         Effect.ignore,
-        Effect.andThen(Fiber.interrupt(writerFiber))
+        Effect.andThen(Fiber.interrupt(writerFiber)),
+        // Whatever the writer did not get to is given up; nobody keeps waiting for it.
+        Effect.andThen(
+          Effect.sync(() => {
+            for (const entry of waiting.splice(0)) Deferred.doneUnsafe(entry.written, Exit.void)
+          })
+        )
       )
     })
   )
@@ -164,9 +170,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       }
       if (rows.length === 0) return
       if (closing || pending + rows.length > maxPending) {
-        return yield* Effect.logWarning("audit entries were not stored: too many are waiting").pipe(
-          Effect.annotateLogs({ table, entries: rows.length, waiting: pending })
-        )
+        return yield* Effect.logWarning(
+          closing
+            ? "audit entries were not stored: the audit log is closing"
+            : "audit entries were not stored: too many are waiting"
+        ).pipe(Effect.annotateLogs({ table, entries: rows.length, waiting: pending }))
       }
       const written = Deferred.makeUnsafe<void>()
       waiting.push({ rows, written })
