@@ -18,6 +18,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import { ChatError, Identity } from "@convoke/core"
 import { Context, Effect, Layer, Option } from "effect"
 import { SqlClient } from "effect/sql"
+import { failingAs } from "./internal/unavailable.ts"
 import * as PgMigrations from "./PgMigrations.ts"
 
 /** The prefix of every stored key, so a key is recognisable in logs and secret scanners. */
@@ -95,11 +96,7 @@ const toApiKey = (row: Row): ApiKey => ({
 const unavailable = (cause: unknown) =>
   new ChatError.StoreUnavailable({ message: "The API key store is unavailable", cause })
 
-const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(
-    Effect.mapError(unavailable),
-    Effect.catchDefect((defect) => Effect.fail(unavailable(defect)))
-  )
+const orUnavailable = failingAs(unavailable)
 
 /** Builds the store on the `SqlClient` in context, assuming the schema exists. */
 export const make = Effect.gen(function* () {

@@ -9,20 +9,13 @@
  *
  * @since 0.1.0
  */
-import { type ChatError, ConversationStatistics, ConversationStore } from "@convoke/core"
+import { type ChatError, ConversationStatistics } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import { orUnavailable } from "./internal/unavailable.ts"
 import type { PoolOptions } from "./PgConversationStore.ts"
 import * as PgMigrations from "./PgMigrations.ts"
-
-const orUnavailable = <A, E, R>(
-  effect: Effect.Effect<A, E, R>
-): Effect.Effect<A, ChatError.StoreUnavailable, R> =>
-  effect.pipe(
-    Effect.mapError(ConversationStore.unavailable),
-    Effect.catchDefect((defect) => Effect.fail(ConversationStore.unavailable(defect)))
-  )
 
 /** Builds the statistics on the `SqlClient` in context; the store's migrations must have run. */
 export const make = Effect.gen(function* () {

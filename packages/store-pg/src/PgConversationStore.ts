@@ -19,6 +19,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { isUuid, storable } from "./internal/text.ts"
+import { orUnavailable } from "./internal/unavailable.ts"
 import * as PgAuditLog from "./PgAuditLog.ts"
 import * as PgEmbedded from "./PgEmbedded.ts"
 import * as PgMigrations from "./PgMigrations.ts"
@@ -90,15 +91,6 @@ const toMessage = (row: MessageRow): ConversationStore.Message => ({
   createdAt: row.created_at,
   ...(row.metadata === null ? {} : { metadata: row.metadata })
 })
-
-/** Turns every failure, expected or not, into `StoreUnavailable`. */
-const orUnavailable = <A, E, R>(
-  effect: Effect.Effect<A, E, R>
-): Effect.Effect<A, ChatError.StoreUnavailable, R> =>
-  effect.pipe(
-    Effect.mapError(ConversationStore.unavailable),
-    Effect.catchDefect((defect) => Effect.fail(ConversationStore.unavailable(defect)))
-  )
 
 /** A request the store refuses before it reaches the database. */
 const refuse = (message: string) => Effect.fail(new Error(message))
