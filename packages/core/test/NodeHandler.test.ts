@@ -319,13 +319,18 @@ describe.each([
     assert.strictEqual(seen, 'text/plain {"message":"raw"}')
   })
 
-  it("answers a body declared over the limit with 413 before reading it, and one at the limit normally", async () => {
+  /** The chat app on a loopback port, served the way this suite serves. */
+  const serveChat = async () => {
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
     )
     const server = await listen(NodeHandler.toNodeHandler(kind === "web" ? app.handler : app))
+    return { app, server, port: (server.address() as AddressInfo).port }
+  }
+
+  it("answers a body declared over the limit with 413 before reading it, and one within it normally", async () => {
+    const { app, server, port } = await serveChat()
     try {
-      const { port } = server.address() as AddressInfo
       const post = (message: string) =>
         fetch(`http://127.0.0.1:${port}/api/v0.3/chat`, {
           method: "POST",
@@ -346,12 +351,8 @@ describe.each([
   })
 
   it("closes the connection when it answers before the whole body arrived, so server.close() completes", async () => {
-    const app = await ChatHttp.makeApp(
-      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
-    )
-    const server = await listen(NodeHandler.toNodeHandler(kind === "web" ? app.handler : app))
+    const { app, server, port } = await serveChat()
     try {
-      const { port } = server.address() as AddressInfo
       const body = JSON.stringify({ message: "x".repeat(2_000_000) })
       // Sent chunked, so the core reads up to its limit and stops there.
       const response = await fetch(`http://127.0.0.1:${port}/api/v0.3/chat`, {
