@@ -77,15 +77,20 @@ export const toWebRequest = (
   return webRequest
 }
 
-const waitForDrainOrClose = (response: ServerResponse) =>
-  new Promise<void>((resolve) => {
+/** Waits until the socket takes more (`drain`) or is gone (`close`). */
+const awaitDrainOrClose = (response: ServerResponse): Effect.Effect<void> =>
+  Effect.callback((resume) => {
     const done = () => {
       response.off("drain", done)
       response.off("close", done)
-      resolve()
+      resume(Effect.void)
     }
     response.on("drain", done)
     response.on("close", done)
+    return Effect.sync(() => {
+      response.off("drain", done)
+      response.off("close", done)
+    })
   })
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"])
@@ -117,7 +122,7 @@ export const writeWebResponse = async (webResponse: Response, response: ServerRe
     while (!response.destroyed) {
       const { done, value } = await reader.read()
       if (done) break
-      if (!response.write(value)) await waitForDrainOrClose(response)
+      if (!response.write(value)) await Effect.runPromise(awaitDrainOrClose(response))
       flush?.call(response)
     }
   } catch {
@@ -252,21 +257,6 @@ const nodeHeaders = (
   }
   return headers
 }
-
-const awaitDrainOrClose = (response: ServerResponse): Effect.Effect<void> =>
-  Effect.callback((resume) => {
-    const done = () => {
-      response.off("drain", done)
-      response.off("close", done)
-      resume(Effect.void)
-    }
-    response.on("drain", done)
-    response.on("close", done)
-    return Effect.sync(() => {
-      response.off("drain", done)
-      response.off("close", done)
-    })
-  })
 
 type Flushable = ServerResponse & { flush?: () => void }
 
