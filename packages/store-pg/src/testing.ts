@@ -3,7 +3,8 @@
  *
  * `makeTestDatabase` creates a database with a random name and returns its URL
  * and a `drop` function; both are plain promises, so they fit ordinary
- * `beforeAll` / `afterAll` hooks. The server is reached through the admin URL
+ * `beforeAll` / `afterAll` hooks (`scopedTestDatabase` is the same for Effect
+ * tests, dropped with the scope). The server is reached through the admin URL
  * in `CONVOKE_TEST_DATABASE_URL` (default
  * `postgres://postgres@127.0.0.1:5432/postgres`), whose user may create
  * databases.
@@ -15,7 +16,7 @@
  */
 import { randomBytes } from "node:crypto"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted } from "effect"
+import { Effect, Redacted, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
 
 export {
@@ -92,6 +93,16 @@ export const makeTestDatabase = async (options: Options = {}): Promise<TestDatab
       ))
   }
 }
+
+/**
+ * `makeTestDatabase` for Effect tests: the database lives as long as the
+ * scope and is dropped when it closes.
+ */
+export const scopedTestDatabase = (options: Options = {}): Effect.Effect<TestDatabase, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.promise(() => makeTestDatabase(options)),
+    (database) => Effect.promise(() => database.drop())
+  )
 
 /**
  * Whether the test server accepts connections. Use it to skip tests that need

@@ -267,10 +267,7 @@ describe.skipIf(!reachable)("PgAuditLog on PostgreSQL", () => {
     "PgAuditLog.layer applies the migrations on its own",
     () =>
       Effect.gen(function* () {
-        const fresh = yield* Effect.acquireRelease(
-          Effect.promise(() => PgTesting.makeTestDatabase()),
-          (created) => Effect.promise(() => created.drop())
-        )
+        const fresh = yield* PgTesting.scopedTestDatabase()
         const userId = `user-${randomUUID()}`
         yield* Effect.gen(function* () {
           const auditLog = yield* AuditLog.AuditLog

@@ -198,10 +198,7 @@ describe.skipIf(!reachable)("PostgreSQL", () => {
     "migrations running twice, or at once from two pools, are harmless",
     () =>
       Effect.gen(function* () {
-        const fresh = yield* Effect.acquireRelease(
-          Effect.promise(() => PgTesting.makeTestDatabase()),
-          (created) => Effect.promise(() => created.drop())
-        )
+        const fresh = yield* PgTesting.scopedTestDatabase()
         const client = () => PgClient.layer({ url: Redacted.make(fresh.url), maxConnections: 2 })
         const applied = yield* Effect.all(
           [PgMigrations.run.pipe(Effect.provide(client())), PgMigrations.run.pipe(Effect.provide(client()))],
@@ -228,10 +225,7 @@ describe.skipIf(!reachable)("PostgreSQL", () => {
     "migrations running twice on one client are harmless",
     () =>
       Effect.gen(function* () {
-        const fresh = yield* Effect.acquireRelease(
-          Effect.promise(() => PgTesting.makeTestDatabase()),
-          (created) => Effect.promise(() => created.drop())
-        )
+        const fresh = yield* PgTesting.scopedTestDatabase()
         yield* migrationsRunTwice.pipe(Effect.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
       }),
     60_000
@@ -252,10 +246,7 @@ describe.skipIf(!reachable)("PostgreSQL", () => {
     "upgrading a database with conversations marks the answered ones",
     () =>
       Effect.gen(function* () {
-        const fresh = yield* Effect.acquireRelease(
-          Effect.promise(() => PgTesting.makeTestDatabase()),
-          (created) => Effect.promise(() => created.drop())
-        )
+        const fresh = yield* PgTesting.scopedTestDatabase()
         yield* upgradeKeepsReplies.pipe(Effect.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
       }),
     60_000
