@@ -40,16 +40,12 @@ export type WebHandler = (request: Request) => Promise<Response>
 /** The services the HTTP application needs. */
 export type Requirements = ChatService.ChatService | Identity | LanguageModel | ConversationStore
 
-const encoder = new TextEncoder()
-const DONE = encoder.encode(ChatEvent.DONE)
-const HEARTBEAT = encoder.encode(ChatEvent.HEARTBEAT)
-
-/** Encodes a chat stream as SSE bytes, one write per event, ending with `[DONE]`. */
+/**
+ * Encodes a chat stream as SSE bytes, one chunk per event, ending with
+ * `[DONE]`. (`ChatService.sse` produces the same bytes directly.)
+ */
 export const encodeSse = (events: Stream.Stream<StreamItem>): Stream.Stream<Uint8Array> =>
-  events.pipe(
-    Stream.map((item) => (item.type === "heartbeat" ? HEARTBEAT : encoder.encode(ChatEvent.encode(item)))),
-    Stream.concat(Stream.succeed(DONE))
-  )
+  events.pipe(Stream.map(ChatService.sseFrame), Stream.concat(Stream.succeed(ChatService.DONE_FRAME)))
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/
 
@@ -88,8 +84,7 @@ export const routes = Effect.gen(function* () {
     })
     const input = { principal, request: body, receivedAtMillis, requestId }
     if (body.stream === true) {
-      const events = yield* chat.stream(input)
-      return HttpServerResponse.stream(encodeSse(events), {
+      return HttpServerResponse.stream(yield* chat.sse(input), {
         headers: { ...ChatEvent.SSE_HEADERS, ...admission.headers, "x-request-id": requestId }
       })
     }

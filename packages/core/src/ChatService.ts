@@ -56,6 +56,28 @@ interface Silence {
 /** What a chat stream emits: wire events, and heartbeats while the model is silent. */
 export type StreamItem = ChatEvent.ChatEvent | Heartbeat
 
+const encoder = new TextEncoder()
+const HEARTBEAT_FRAME = encoder.encode(ChatEvent.HEARTBEAT)
+
+/** The `[DONE]` frame that ends every SSE stream, as bytes. */
+export const DONE_FRAME: Uint8Array = encoder.encode(ChatEvent.DONE)
+
+/** The SSE frame of a stream item, as bytes: an event's `data:` line, or a heartbeat's comment. */
+export const sseFrame = (item: StreamItem): Uint8Array =>
+  item.type === "heartbeat" ? HEARTBEAT_FRAME : encoder.encode(ChatEvent.encode(item))
+
+/** How a turn's stream carries its items: each one as `item` makes it, then `end` if given. */
+interface Encoding<A> {
+  readonly item: (item: StreamItem) => A
+  readonly end?: A | undefined
+}
+
+const asItems: Encoding<StreamItem> = { item: (item) => item }
+const asSse: Encoding<Uint8Array> = { item: sseFrame, end: DONE_FRAME }
+
+/** Items a stream holds for a slow reader before the model is paused. */
+const BUFFER_SIZE = 16
+
 /** A chat turn to run. */
 export interface ChatInput {
   readonly principal: Principal
@@ -82,6 +104,11 @@ export interface Service {
    * streams) or `StoreUnavailable`.
    */
   readonly stream: (input: ChatInput) => Effect.Effect<Stream.Stream<StreamItem>, ChatError>
+  /**
+   * `stream` as the chat endpoint sends it: one SSE frame per item, then
+   * `[DONE]` — produced straight into the stream, with no stage per frame.
+   */
+  readonly sse: (input: ChatInput) => Effect.Effect<Stream.Stream<Uint8Array>, ChatError>
   /** Runs a whole turn and returns the reply (the `stream: false` path). */
   readonly complete: (input: ChatInput) => Effect.Effect<Completion, ChatError | ServerShutdown>
   /**
@@ -495,7 +522,14 @@ export const make = Effect.gen(function* () {
     stream
   })
 
-  const stream = Effect.fnUntraced(function* (input: ChatInput) {
+  /**
+   * Opens a turn's stream, each item as `encoding.item` makes it and
+   * `encoding.end` last. One fiber produces it all into a small buffer (a full
+   * buffer pauses the model): the metadata event first, then the turn's
+   * events, with the shared heartbeat's comments while it is silent. The
+   * reader leaving interrupts that fiber, which ends the turn.
+   */
+  const open = Effect.fnUntraced(function* <A>(input: ChatInput, encoding: Encoding<A>) {
     const receivedAt = input.receivedAtMillis ?? (yield* Clock.currentTimeMillis)
     const context = contextOf(input, true)
     const {
@@ -511,28 +545,37 @@ export const make = Effect.gen(function* () {
       model: config.publicModel,
       timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
     })
-    // Set when the turn starts; from then on it reports its own end.
-    let turnStarted = false
+    const end = encoding.end === undefined ? [] : [encoding.end]
 
-    // The turn runs on its own fiber, pushing events to the reader through a
-    // small buffer (a full buffer pauses the model); the shared heartbeat
-    // sends a comment when it has been silent. The reader leaving closes the
-    // stream's scope, which interrupts the turn.
-    const events = Stream.callback<StreamItem>(
-      (queue) =>
-        Effect.gen(function* () {
-          turnStarted = true
+    return Stream.callback<A>(
+      (queue) => {
+        // Set when the turn starts; from then on it reports its own end.
+        let turnStarted = false
+        const produce = Effect.gen(function* () {
           const clock = yield* Clock.Clock
+          // First, into the empty buffer; the yield below lets the reader take
+          // it alone before the turn starts, however fast the store is.
+          Queue.offerUnsafe(queue, encoding.item(metadata))
+          const sentAt = clock.currentTimeMillisUnsafe()
+          yield* hooks.metadataSent({
+            ...context,
+            conversationId: metadata.conversation_id,
+            temporary: metadata.temporary === true,
+            latencyMillis: sentAt - receivedAt
+          })
           const listener: Silence = {
-            lastSent: clock.currentTimeMillisUnsafe(),
+            lastSent: sentAt,
             // Dropped when the buffer is full: a reader that far behind needs no ping.
-            ping: () => Queue.offerUnsafe(queue, heartbeat)
+            ping: () => Queue.offerUnsafe(queue, encoding.item(heartbeat))
           }
           const send = (item: StreamItem) => {
             listener.lastSent = clock.currentTimeMillisUnsafe()
-            return Effect.asVoid(Queue.offer(queue, item))
+            return Effect.asVoid(Queue.offer(queue, encoding.item(item)))
           }
-          const turn = runTurn(
+          yield* Effect.yieldNow
+          turnStarted = true
+          yield* watchSilence(listener)
+          yield* runTurn(
             {
               context,
               conversation: resolution.conversation,
@@ -541,51 +584,51 @@ export const make = Effect.gen(function* () {
               model: providerModel
             },
             (text) => send(ChatEvent.content(text))
-          )
-          yield* Effect.andThen(watchSilence(listener), turn).pipe(
+          ).pipe(
             Effect.catch((error) => send(errorEventOf(error))),
-            // Ended by `shutdown`: the reader learns why, if it still reads.
-            Effect.onInterrupt(() =>
-              Effect.sync(() => {
-                if (down) Queue.offerUnsafe(queue, errorEventOf(new ServerShutdown()))
-              })
-            ),
-            Effect.ensuring(
-              Effect.sync(() => {
-                silent.delete(listener)
-                Queue.endUnsafe(queue)
-              })
-            )
+            Effect.ensuring(Effect.sync(() => silent.delete(listener)))
           )
-        }),
-      { bufferSize: 16 }
-    )
-    const sendMetadata = Stream.succeed<StreamItem>(metadata).pipe(
-      Stream.tap(() =>
-        Effect.flatMap(Clock.currentTimeMillis, (millis) =>
-          hooks.metadataSent({
-            ...context,
-            conversationId: metadata.conversation_id,
-            temporary: metadata.temporary === true,
-            latencyMillis: millis - receivedAt
+        })
+        return produce.pipe(
+          Effect.onExit((exit) => {
+            if (Exit.isSuccess(exit)) return sendLast(queue, end)
+            // Ended by `shutdown`: the reader learns why, if it still reads.
+            if (down) return sendLast(queue, [encoding.item(errorEventOf(new ServerShutdown())), ...end])
+            Queue.endUnsafe(queue)
+            // A reader that left before the turn started: its end is reported
+            // here, so every stream has an outcome.
+            return turnStarted
+              ? Effect.void
+              : hooks.turnEnded({
+                  ...context,
+                  conversationId: metadata.conversation_id,
+                  outcome: "client_closed",
+                  durationMillis: 0
+                })
           })
         )
-      )
+      },
+      { bufferSize: BUFFER_SIZE }
     )
-    // A client that leaves right after the metadata event ends the stream before
-    // the turn starts: its end is reported here, so every stream has an outcome.
-    const reportUnstarted = Effect.suspend(() =>
-      turnStarted
-        ? Effect.void
-        : hooks.turnEnded({
-            ...context,
-            conversationId: metadata.conversation_id,
-            outcome: down ? "shutdown" : "client_closed",
-            durationMillis: 0
-          })
-    )
-    return Stream.concat(sendMetadata, events).pipe(Stream.ensuring(reportUnstarted))
   })
+
+  /**
+   * Ends the stream with its last frames, without waiting: they take the
+   * buffer's free slots, or, for a reader a whole buffer behind, are sent by
+   * a fiber of their own so the turn can end. (A reader that has left shuts
+   * the queue down, which ends that fiber's wait.)
+   */
+  const sendLast = <A>(queue: Queue.Queue<A, Cause.Done>, frames: ReadonlyArray<A>): Effect.Effect<void> => {
+    let sent = 0
+    while (sent < frames.length && Queue.offerUnsafe(queue, frames[sent]!)) sent++
+    if (sent === frames.length) {
+      Queue.endUnsafe(queue)
+      return Effect.void
+    }
+    return Effect.asVoid(
+      Effect.forkIn(Effect.andThen(Queue.offerAll(queue, frames.slice(sent)), Queue.end(queue)), layerScope)
+    )
+  }
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {
     const context = contextOf(input, false)
@@ -622,7 +665,8 @@ export const make = Effect.gen(function* () {
   })
 
   return ChatService.of({
-    stream,
+    stream: (input) => open(input, asItems),
+    sse: (input) => open(input, asSse),
     complete,
     shutdown: Effect.gen(function* () {
       down = true

@@ -414,8 +414,8 @@ describe("ChatService.stream", () => {
         Effect.gen(function* () {
           const received: Array<string> = []
           const twoContents = yield* Deferred.make<void>()
-          const events = yield* chat.stream({ principal: alice, request: request("hi") })
-          const fiber = yield* ChatHttp.encodeSse(events).pipe(
+          const frames = yield* chat.sse({ principal: alice, request: request("hi") })
+          const fiber = yield* frames.pipe(
             Stream.runForEach((chunk) =>
               Effect.suspend(() => {
                 received.push(new TextDecoder().decode(chunk))
@@ -452,6 +452,33 @@ describe("ChatService.stream", () => {
           assert.strictEqual(model.calls.length, 1)
         }),
       store
+    )
+  })
+
+  it.effect("a reader a whole buffer behind at shutdown still gets the error event and [DONE]", () => {
+    const model = TestModel.make(() =>
+      TestModel.endless(...Array.from({ length: 40 }, (_, index) => `w${index}`))
+    )
+    return withChat(model, ({ chat }) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const pull = yield* Stream.toPull(yield* chat.sse({ principal: alice, request: request("hi") }))
+          yield* pull
+          // The model fills the buffer and waits for the reader, which is not reading.
+          yield* Deferred.await(model.called)
+          yield* Effect.yieldNow
+          yield* chat.shutdown
+          const frames: Array<string> = []
+          for (;;) {
+            const chunks = yield* pull.pipe(Effect.catchCause(() => Effect.succeed(undefined)))
+            if (chunks === undefined) break
+            frames.push(...chunks.map((chunk) => new TextDecoder().decode(chunk)))
+          }
+          assert.isAtLeast(frames.length, 16)
+          assert.match(frames.at(-2)!, /^data: \{"type":"error","error":\{"type":"shutdown"/)
+          assert.strictEqual(frames.at(-1), "data: [DONE]\n\n")
+        })
+      )
     )
   })
 
