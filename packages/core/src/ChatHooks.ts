@@ -85,15 +85,20 @@ export const noop: Service = {
 /** The hooks in effect; nothing by default. */
 export const ChatHooks = Context.Reference<Service>("@convoke/core/ChatHooks", { defaultValue: () => noop })
 
-const guarded =
-  <A>(name: string, hooks: ReadonlyArray<(event: A) => Effect.Effect<void>>) =>
-  (event: A): Effect.Effect<void> =>
-    Effect.forEach(
-      hooks,
-      (hook) =>
-        hook(event).pipe(Effect.catchCause((cause) => Effect.logWarning(`A ${name} hook failed`, cause))),
-      { discard: true }
-    )
+/** Runs the hooks in order; a failing one is logged and the rest still run. */
+const guarded = <A>(
+  name: string,
+  hooks: ReadonlyArray<(event: A) => Effect.Effect<void>>
+): ((event: A) => Effect.Effect<void>) => {
+  const safe = hooks.map(
+    (hook) => (event: A) =>
+      hook(event).pipe(Effect.catchCause((cause) => Effect.logWarning(`A ${name} hook failed`, cause)))
+  )
+  // Hooks run on every turn: chained directly, not through a loop effect.
+  if (safe.length === 0) return none
+  if (safe.length === 1) return safe[0]!
+  return (event) => safe.reduce((all, hook) => Effect.andThen(all, hook(event)), Effect.void)
+}
 
 /** Runs several observers, in order, for every event. */
 export const combine = (...observers: ReadonlyArray<Partial<Service>>): Service => {
