@@ -21,10 +21,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, type Layer, References } from "effect"
+import { Clock, Effect, type Layer, LogLevel, References } from "effect"
 import { HttpServerRequest } from "effect/http"
 import * as ChatExtension from "./ChatExtension.ts"
-import * as ChatHooks from "./ChatHooks.ts"
+import type * as ChatHooks from "./ChatHooks.ts"
 import { CHAT_PATH, requestIdOf } from "./ChatHttp.ts"
 import * as ClientKind from "./ClientKind.ts"
 
@@ -34,46 +34,46 @@ const context = (event: ChatHooks.TurnContext) => ({
   stream: event.stream
 })
 
+/** A log line at `level`; with that level off, its annotations are not even built. */
+const line = (level: LogLevel.Severity, message: string, annotations: () => Record<string, unknown>) =>
+  Effect.flatMap(LogLevel.isEnabled(level), (enabled) =>
+    enabled ? Effect.logWithLevel(level)(message).pipe(Effect.annotateLogs(annotations())) : Effect.void
+  )
+
 /** The chat-turn observer: resolutions, failures and turn ends, without message content. */
 export const observer: ChatHooks.Service = {
-  ...ChatHooks.noop,
   conversationResolved: (event) =>
-    Effect.logInfo("Conversation resolved").pipe(
-      Effect.annotateLogs({
-        ...context(event),
-        conversationId: event.conversationId,
-        source: event.source,
-        created: event.created,
-        durationMillis: event.durationMillis
-      })
-    ),
+    line("Info", "Conversation resolved", () => ({
+      ...context(event),
+      conversationId: event.conversationId,
+      source: event.source,
+      created: event.created,
+      durationMillis: event.durationMillis
+    })),
   conversationFailed: (event) =>
-    Effect.logWarning("Conversation could not be resolved").pipe(
-      Effect.annotateLogs({ ...context(event), reason: event.reason, durationMillis: event.durationMillis })
-    ),
+    line("Warn", "Conversation could not be resolved", () => ({
+      ...context(event),
+      reason: event.reason,
+      durationMillis: event.durationMillis
+    })),
   metadataSent: (event) =>
-    Effect.logDebug("Metadata event sent").pipe(
-      Effect.annotateLogs({
-        ...context(event),
-        conversationId: event.conversationId,
-        temporary: event.temporary,
-        latencyMillis: event.latencyMillis
-      })
-    ),
+    line("Debug", "Metadata event sent", () => ({
+      ...context(event),
+      conversationId: event.conversationId,
+      temporary: event.temporary,
+      latencyMillis: event.latencyMillis
+    })),
   firstToken: (event) =>
-    Effect.logDebug("Model produced its first text").pipe(
-      Effect.annotateLogs({
-        ...context(event),
-        conversationId: event.conversationId,
-        latencyMillis: event.latencyMillis
-      })
-    ),
+    line("Debug", "Model produced its first text", () => ({
+      ...context(event),
+      conversationId: event.conversationId,
+      latencyMillis: event.latencyMillis
+    })),
   turnEnded: (event) =>
-    (event.outcome === "complete" || event.outcome === "client_closed"
-      ? Effect.logInfo("Chat turn ended")
-      : Effect.logWarning("Chat turn ended")
-    ).pipe(
-      Effect.annotateLogs({
+    line(
+      event.outcome === "complete" || event.outcome === "client_closed" ? "Info" : "Warn",
+      "Chat turn ended",
+      () => ({
         ...context(event),
         conversationId: event.conversationId,
         outcome: event.outcome,
