@@ -16,17 +16,17 @@
  * - from the chat turn (`ChatHooks`): conversations created by source,
  *   creation time and failures, resumptions, metadata events and the time
  *   from the request's arrival to the metadata event, the model's time to
- *   first token, and how streams end;
+ *   first token, the streams open right now and how they end;
  * - from the HTTP layer (`ChatExtension` middleware): chat requests by client
- *   kind (`ClientKind`) and status, and the streams open right now.
+ *   kind (`ClientKind`) and status.
  *
  * Leaving the layer out leaves out everything: no route, no hooks, no
  * middleware, no registry.
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Layer, Metric, Schedule, Stream } from "effect"
-import { HttpBody, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { Clock, Context, Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
@@ -77,7 +77,7 @@ export interface ChatMetrics {
   readonly registry: Metric.MetricRegistry
   /** The chat-turn observer; combine it with others through `ChatHooks.combine`. */
   readonly observer: ChatHooks.Service
-  /** Counts chat requests by client kind and status, and open streams. */
+  /** Counts chat requests by client kind and status. */
   readonly middleware: (app: ChatExtension.App) => ChatExtension.App
   /** The metrics in the Prometheus text format. */
   readonly format: () => string
@@ -213,27 +213,22 @@ export const make = (options: Options = {}): ChatMetrics => {
         }
       }),
     conversationFailed: (event) => Effect.sync(() => add(creationFailures(event.reason))),
+    // A stream is open from its metadata event to its turn's end: every
+    // stream that sends the one reports the other.
     metadataSent: (event) =>
       Effect.sync(() => {
         add(metadataEmitted(String(event.temporary)))
         streamStartLatency.updateUnsafe(seconds(event.latencyMillis), context)
+        streamsActive.modifyUnsafe(1, context)
       }),
     firstToken: (event) => Effect.sync(() => firstToken.updateUnsafe(seconds(event.latencyMillis), context)),
-    turnEnded: (event) => (event.stream ? Effect.sync(() => add(outcomes(event.outcome))) : Effect.void)
-  }
-
-  const trackStream = (response: HttpServerResponse.HttpServerResponse) => {
-    const body = response.body
-    if (body._tag !== "Stream") return response
-    // Counted from the first pull to the end of the body, however it ends.
-    const counted = Stream.suspend(() => {
-      streamsActive.modifyUnsafe(1, context)
-      return body.stream.pipe(Stream.ensuring(Effect.sync(() => streamsActive.modifyUnsafe(-1, context))))
-    })
-    return HttpServerResponse.setBody(
-      response,
-      HttpBody.stream(counted, body.contentType, body.contentLength)
-    )
+    turnEnded: (event) =>
+      event.stream
+        ? Effect.sync(() => {
+            add(outcomes(event.outcome))
+            streamsActive.modifyUnsafe(-1, context)
+          })
+        : Effect.void
   }
 
   const middleware = (app: ChatExtension.App): ChatExtension.App =>
@@ -246,7 +241,7 @@ export const make = (options: Options = {}): ChatMetrics => {
         Effect.onInterrupt(() => Effect.sync(() => countRequest(client, 499)))
       )
       countRequest(client, response.status)
-      return trackStream(response)
+      return response
     })
 
   const abandonmentRate = Metric.gauge("conversation_abandonment_rate", {
