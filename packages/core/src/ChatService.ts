@@ -155,7 +155,10 @@ export const make = Effect.gen(function* () {
   const outbox = yield* ConversationOutbox.ConversationOutbox
   const audit = yield* AuditLog.AuditLog
 
-  const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
+  // Read once: a turn asks the time about ten times, each then a plain call.
+  const clock = yield* Clock.Clock
+  const millis = () => clock.currentTimeMillisUnsafe()
+  const now = () => new Date(millis())
 
   const queue = (entry: ConversationOutbox.Entry) =>
     Effect.flatMap(outbox.enqueue(entry), (queued) =>
@@ -207,13 +210,12 @@ export const make = Effect.gen(function* () {
   const intervalMillis = Duration.toMillis(config.heartbeatInterval)
   let pinging = false
   const pingSilent = Effect.gen(function* () {
-    const clock = yield* Clock.Clock
     while (silent.size > 0) {
       yield* Effect.sleep(Duration.millis(intervalMillis / 3))
-      const now = clock.currentTimeMillisUnsafe()
+      const at = millis()
       for (const stream of silent) {
-        if (now - stream.lastSent >= intervalMillis * 0.9) {
-          stream.lastSent = now
+        if (at - stream.lastSent >= intervalMillis * 0.9) {
+          stream.lastSent = at
           stream.ping()
         }
       }
@@ -267,20 +269,18 @@ export const make = Effect.gen(function* () {
       const first = reply === ""
       reply += part.text
       if (!first) return onText(part.text)
-      return Effect.flatMap(Clock.currentTimeMillis, (millis) =>
-        Effect.andThen(
-          hooks.firstToken({
-            ...context,
-            conversationId: conversation.id,
-            latencyMillis: millis - modelCalledAt
-          }),
-          onText(part.text)
-        )
+      return Effect.andThen(
+        hooks.firstToken({
+          ...context,
+          conversationId: conversation.id,
+          latencyMillis: millis() - modelCalledAt
+        }),
+        onText(part.text)
       )
     }
 
     const body = Effect.gen(function* () {
-      startedAt = yield* Clock.currentTimeMillis
+      startedAt = millis()
       const history = options.fresh ? [] : yield* historyOf(userId, conversation.id)
       yield* persist(
         userId,
@@ -291,13 +291,13 @@ export const make = Effect.gen(function* () {
             role: "user",
             content: options.message,
             status: "complete",
-            createdAt: yield* now
+            createdAt: now()
           }
         ],
         config.storeTimeout
       )
       userStored = true
-      modelCalledAt = yield* Clock.currentTimeMillis
+      modelCalledAt = millis()
       yield* Stream.runForEach(
         model.streamText({
           model: options.model,
@@ -335,7 +335,7 @@ export const make = Effect.gen(function* () {
               role: "assistant",
               content: reply,
               status,
-              createdAt: yield* now,
+              createdAt: now(),
               metadata: {
                 model: options.model,
                 ...(finish?.stopReason === undefined ? {} : { stopReason: finish.stopReason }),
@@ -358,12 +358,12 @@ export const make = Effect.gen(function* () {
       const outcome = outcomeOf(exit)
       return Effect.andThen(
         persistReply(outcome),
-        Effect.flatMap(Clock.currentTimeMillis, (millis) =>
+        Effect.suspend(() =>
           hooks.turnEnded({
             ...context,
             conversationId: conversation.id,
             outcome,
-            durationMillis: startedAt === 0 ? 0 : millis - startedAt
+            durationMillis: startedAt === 0 ? 0 : millis() - startedAt
           })
         )
       )
@@ -398,7 +398,7 @@ export const make = Effect.gen(function* () {
     resolution: ConversationResolver.Resolution | undefined
   ) =>
     Effect.gen(function* () {
-      const at = yield* now
+      const at = now()
       const entries: Array<AuditLog.Entry> = []
       if (resolution !== undefined && resolution.source !== "resumed") {
         entries.push({
@@ -432,7 +432,7 @@ export const make = Effect.gen(function* () {
     if (!outbox.hasRoom()) {
       return yield* new StoreUnavailable({ message: "The conversation store is unavailable" })
     }
-    const createdAt = yield* now
+    const createdAt = now()
     const conversation: Conversation = {
       id,
       userId: input.principal.userId,
@@ -460,8 +460,8 @@ export const make = Effect.gen(function* () {
   > {
     if (down) return yield* new ServerShutdown()
     const providerModel = yield* model.resolveModel(input.request.model)
-    const resolveStartedAt = yield* Clock.currentTimeMillis
-    const elapsed = Effect.map(Clock.currentTimeMillis, (millis) => millis - resolveStartedAt)
+    const resolveStartedAt = millis()
+    const elapsed = () => millis() - resolveStartedAt
     const requested = input.request.conversation_id
 
     // A conversation still waiting in the outbox resumes from there.
@@ -487,8 +487,8 @@ export const make = Effect.gen(function* () {
       ),
       Effect.tapError((error) =>
         error._tag === "StoreUnavailable"
-          ? Effect.flatMap(elapsed, (durationMillis) =>
-              hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis })
+          ? Effect.suspend(() =>
+              hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis: elapsed() })
             )
           : error._tag === "ConversationNotFound"
             ? Effect.forkDetach(auditResolution(context, requested, undefined), { startImmediately: true })
@@ -511,7 +511,7 @@ export const make = Effect.gen(function* () {
       conversationId: resolution.conversation.id,
       source: resolution.source,
       created: resolution.source !== "resumed",
-      durationMillis: yield* elapsed
+      durationMillis: elapsed()
     })
     return { model: providerModel, resolution, temporary: resolution.source === "temporary" }
   })
@@ -530,7 +530,7 @@ export const make = Effect.gen(function* () {
    * reader leaving interrupts that fiber, which ends the turn.
    */
   const open = Effect.fnUntraced(function* <A>(input: ChatInput, encoding: Encoding<A>) {
-    const receivedAt = input.receivedAtMillis ?? (yield* Clock.currentTimeMillis)
+    const receivedAt = input.receivedAtMillis ?? millis()
     const context = contextOf(input, true)
     const {
       model: providerModel,
@@ -543,7 +543,7 @@ export const make = Effect.gen(function* () {
       temporary: isTemporary,
       conversationId: resolution.conversation.id,
       model: config.publicModel,
-      timestampSeconds: Math.floor((yield* Clock.currentTimeMillis) / 1000)
+      timestampSeconds: Math.floor(millis() / 1000)
     })
     const end = encoding.end === undefined ? [] : [encoding.end]
 
@@ -552,11 +552,10 @@ export const make = Effect.gen(function* () {
         // Set when the turn starts; from then on it reports its own end.
         let turnStarted = false
         const produce = Effect.gen(function* () {
-          const clock = yield* Clock.Clock
           // First, into the empty buffer; the yield below lets the reader take
           // it alone before the turn starts, however fast the store is.
           Queue.offerUnsafe(queue, encoding.item(metadata))
-          const sentAt = clock.currentTimeMillisUnsafe()
+          const sentAt = millis()
           yield* hooks.metadataSent({
             ...context,
             conversationId: metadata.conversation_id,
@@ -569,7 +568,7 @@ export const make = Effect.gen(function* () {
             ping: () => Queue.offerUnsafe(queue, encoding.item(heartbeat))
           }
           const send = (item: StreamItem) => {
-            listener.lastSent = clock.currentTimeMillisUnsafe()
+            listener.lastSent = millis()
             return Effect.asVoid(Queue.offer(queue, encoding.item(item)))
           }
           yield* Effect.yieldNow
@@ -660,7 +659,7 @@ export const make = Effect.gen(function* () {
       conversation_id: resolution.conversation.id,
       model: config.publicModel,
       message: { role: "assistant", content },
-      created_at: (yield* now).toISOString()
+      created_at: now().toISOString()
     } satisfies Completion
   })
 
