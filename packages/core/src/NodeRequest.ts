@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage } from "node:http"
 import type { Readable } from "node:stream"
-import { Effect, Inspectable, Option, type Schema, Stream } from "effect"
+import { Effect, Exit, Inspectable, Option, type Schema, Stream } from "effect"
 import {
   Cookies,
   Headers,
@@ -47,57 +47,92 @@ const parseError = (
 
 const decoder = new TextDecoder()
 
-/** Reads a Node stream to its end, failing past `limit` bytes without reading on. */
-const readAll = (stream: Readable, limit: number | undefined) =>
-  Effect.callback<Uint8Array, "Parse" | "BodyTooLarge">((resume) => {
-    if (stream.readableEnded) {
-      resume(Effect.succeed(new Uint8Array(0)))
+type ReadFailure = "Parse" | "BodyTooLarge"
+
+/**
+ * Reads a Node stream to its end, failing past `limit` bytes without reading
+ * on, and calls `done` once with the body or why there is none.
+ */
+const readAll = (
+  stream: Readable,
+  limit: number | undefined,
+  done: (outcome: Uint8Array | ReadFailure) => void
+): void => {
+  if (stream.readableEnded || stream.destroyed) {
+    done(stream.readableEnded ? new Uint8Array(0) : "Parse")
+    return
+  }
+  const chunks: Array<Buffer> = []
+  let bytes = 0
+  const cleanup = () => {
+    stream.off("data", onData)
+    stream.off("end", onEnd)
+    stream.off("error", onError)
+    stream.off("close", onClose)
+  }
+  const onData = (chunk: Buffer | string) => {
+    const buffer = typeof chunk === "string" ? Buffer.from(chunk) : chunk
+    bytes += buffer.byteLength
+    if (limit !== undefined && bytes > limit) {
+      cleanup()
+      stream.pause()
+      done("BodyTooLarge")
       return
     }
-    if (stream.destroyed) {
-      resume(Effect.fail("Parse"))
-      return
-    }
-    const chunks: Array<Buffer> = []
-    let bytes = 0
-    const cleanup = () => {
-      stream.off("data", onData)
-      stream.off("end", onEnd)
-      stream.off("error", onError)
-      stream.off("close", onClose)
-    }
-    const onData = (chunk: Buffer | string) => {
-      const buffer = typeof chunk === "string" ? Buffer.from(chunk) : chunk
-      bytes += buffer.byteLength
-      if (limit !== undefined && bytes > limit) {
-        cleanup()
-        stream.pause()
-        resume(Effect.fail("BodyTooLarge"))
-        return
-      }
-      chunks.push(buffer)
-    }
-    const onEnd = () => {
-      cleanup()
-      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes)))
-    }
-    const onError = () => {
-      cleanup()
-      resume(Effect.fail("Parse"))
-    }
-    // Closed before its end: the client went away mid-body.
-    const onClose = () => {
-      cleanup()
-      resume(Effect.fail("Parse"))
-    }
-    stream.on("data", onData)
-    stream.on("end", onEnd)
-    stream.on("error", onError)
-    stream.on("close", onClose)
-    // A stream a framework paused does not flow by getting a `data` listener.
-    stream.resume()
-    return Effect.sync(cleanup)
-  })
+    chunks.push(buffer)
+  }
+  const onEnd = () => {
+    cleanup()
+    done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes))
+  }
+  const onError = () => {
+    cleanup()
+    done("Parse")
+  }
+  // Closed before its end: the client went away mid-body.
+  const onClose = () => {
+    cleanup()
+    done("Parse")
+  }
+  stream.on("data", onData)
+  stream.on("end", onEnd)
+  stream.on("error", onError)
+  stream.on("close", onClose)
+  // A stream a framework paused does not flow by getting a `data` listener.
+  stream.resume()
+}
+
+/**
+ * The one read of a request's body, shared by every reader (and by modified
+ * copies of the request): its outcome once known, else the readers waiting.
+ * Plain callbacks, not a cached effect, which would cost two fibers a request.
+ */
+class BodyRead {
+  exit: Exit.Exit<Uint8Array, HttpServerError.HttpServerError> | undefined
+  readonly #waiting = new Set<(exit: Exit.Exit<Uint8Array, HttpServerError.HttpServerError>) => void>()
+
+  settle(exit: Exit.Exit<Uint8Array, HttpServerError.HttpServerError>): void {
+    this.exit = exit
+    for (const resume of this.#waiting) resume(exit)
+    this.#waiting.clear()
+  }
+
+  get await(): Effect.Effect<Uint8Array, HttpServerError.HttpServerError> {
+    return (
+      this.exit ??
+      Effect.callback((resume) => {
+        if (this.exit !== undefined) {
+          resume(this.exit)
+          return
+        }
+        this.#waiting.add(resume)
+        return Effect.sync(() => {
+          this.#waiting.delete(resume)
+        })
+      })
+    )
+  }
+}
 
 class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.HttpServerRequest {
   readonly [HttpServerRequest.TypeId] = HttpServerRequest.TypeId
@@ -111,7 +146,7 @@ class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.H
   readonly #remoteAddress: Option.Option<string> | undefined
   readonly #peerAddress: Option.Option<string> | undefined
   /** Shared by modified copies, so the body is read once. */
-  readonly #body: { effect?: Effect.Effect<Uint8Array, HttpServerError.HttpServerError> }
+  readonly #body: { read?: BodyRead }
 
   constructor(
     source: IncomingMessage,
@@ -122,7 +157,7 @@ class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.H
       readonly remoteAddress?: Option.Option<string> | undefined
       readonly peerAddress?: Option.Option<string> | undefined
       readonly protocol?: "http" | "https" | undefined
-      readonly body?: { effect?: Effect.Effect<Uint8Array, HttpServerError.HttpServerError> } | undefined
+      readonly body?: { read?: BodyRead } | undefined
     } = {}
   ) {
     super()
@@ -171,33 +206,35 @@ class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.H
   }
 
   get bytes(): Effect.Effect<Uint8Array, HttpServerError.HttpServerError> {
-    this.#body.effect ??= Effect.cached(
-      Effect.withFiber((fiber) => {
-        const max = fiber.getRef(HttpIncomingMessage.MaxBodySize)
-        const limit = max === undefined ? undefined : Number(max)
-        const parsed = this.#options.parsedBody
-        if (parsed !== undefined) {
-          const text = typeof parsed === "string" ? parsed : JSON.stringify(parsed)
-          const bytes = Buffer.from(text)
-          return limit !== undefined && bytes.byteLength > limit
-            ? Effect.fail(parseError(this, "BodyTooLarge"))
-            : Effect.succeed(bytes)
-        }
-        const declared = this.source.headers["content-length"]
-        if (
-          limit !== undefined &&
-          declared !== undefined &&
-          /^\d+$/.test(declared) &&
-          Number(declared) > limit
-        ) {
-          return Effect.fail(parseError(this, "BodyTooLarge"))
-        }
-        return readAll(this.#options.body ?? this.source, limit).pipe(
-          Effect.mapError((reason) => parseError(this, reason))
-        )
-      })
-    ).pipe(Effect.runSync)
-    return this.#body.effect
+    const started = this.#body.read
+    if (started !== undefined) return started.await
+    return Effect.withFiber((fiber) => {
+      const max = fiber.getRef(HttpIncomingMessage.MaxBodySize)
+      this.#body.read ??= this.#startRead(max === undefined ? undefined : Number(max))
+      return this.#body.read.await
+    })
+  }
+
+  /** Starts the body's one read, with the limit of the first reader. */
+  #startRead(limit: number | undefined): BodyRead {
+    const read = new BodyRead()
+    const tooLarge = Exit.fail(parseError(this, "BodyTooLarge"))
+    const parsed = this.#options.parsedBody
+    if (parsed !== undefined) {
+      const text = typeof parsed === "string" ? parsed : JSON.stringify(parsed)
+      const bytes = Buffer.from(text)
+      read.settle(limit !== undefined && bytes.byteLength > limit ? tooLarge : Exit.succeed(bytes))
+      return read
+    }
+    const declared = this.source.headers["content-length"]
+    if (limit !== undefined && declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit) {
+      read.settle(tooLarge)
+      return read
+    }
+    readAll(this.#options.body ?? this.source, limit, (outcome) =>
+      read.settle(typeof outcome === "string" ? Exit.fail(parseError(this, outcome)) : Exit.succeed(outcome))
+    )
+    return read
   }
 
   get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpServerError.HttpServerError> {
