@@ -218,17 +218,18 @@ class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.H
   /** Starts the body's one read, with the limit of the first reader. */
   #startRead(limit: number | undefined): BodyRead {
     const read = new BodyRead()
-    const tooLarge = Exit.fail(parseError(this, "BodyTooLarge"))
+    // Built only when needed: an error captures a stack trace.
+    const tooLarge = () => Exit.fail(parseError(this, "BodyTooLarge"))
     const parsed = this.#options.parsedBody
     if (parsed !== undefined) {
       const text = typeof parsed === "string" ? parsed : JSON.stringify(parsed)
       const bytes = Buffer.from(text)
-      read.settle(limit !== undefined && bytes.byteLength > limit ? tooLarge : Exit.succeed(bytes))
+      read.settle(limit !== undefined && bytes.byteLength > limit ? tooLarge() : Exit.succeed(bytes))
       return read
     }
     const declared = this.source.headers["content-length"]
     if (limit !== undefined && declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit) {
-      read.settle(tooLarge)
+      read.settle(tooLarge())
       return read
     }
     readAll(this.#options.body ?? this.source, limit, (outcome) =>
