@@ -45,4 +45,30 @@ describe("Deadline.within", () => {
       yield* Deferred.await(interrupted)
     })
   )
+
+  describe("on the default clock (a plain timer)", () => {
+    it.live("returns work that finishes in time", () =>
+      Effect.gen(function* () {
+        const value = yield* Effect.sleep("5 millis").pipe(Effect.as(7), Deadline.within("1 second"))
+        assert.strictEqual(value, 7)
+      })
+    )
+
+    it.live("gives up at the deadline without waiting for the work to stop", () =>
+      Effect.gen(function* () {
+        const released = yield* Deferred.make<void>()
+        const stopped = yield* Deferred.make<void>()
+        const work = Effect.never.pipe(
+          Effect.onInterrupt(() =>
+            Effect.andThen(Deferred.await(released), Deferred.succeed(stopped, undefined))
+          )
+        )
+        const exit = yield* Effect.exit(work.pipe(Deadline.within("20 millis")))
+        assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Cause.squash(exit.cause)))
+        assert.isFalse(yield* Deferred.isDone(stopped))
+        yield* Deferred.succeed(released, undefined)
+        yield* Deferred.await(stopped)
+      })
+    )
+  })
 })
