@@ -505,7 +505,11 @@ export const make = Effect.gen(function* () {
     if (storeKnownDown)
       yield* hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis: 0 })
     const resolution = storeKnownDown ? yield* temporary(input, newId) : yield* inStore
-    yield* Effect.forkDetach(auditResolution(context, requested, resolution), { startImmediately: true })
+    // For a stream, scheduled rather than started here: the metadata event
+    // goes out first (and the turn yields before it stores anything).
+    yield* Effect.forkDetach(auditResolution(context, requested, resolution), {
+      startImmediately: !context.stream
+    })
     yield* hooks.conversationResolved({
       ...context,
       conversationId: resolution.conversation.id,
