@@ -37,18 +37,14 @@ export const make = (options: Options = {}): Service => {
       const last = messages.at(-1)?.content ?? ""
       const turn = messages.filter((message) => message.role === "user").length
       const tokens = [`Echo #${turn}:`, ...words(` ${last}`)]
-      const parts = Stream.fromIterable(tokens).pipe(
-        Stream.map((text): ModelPart => ({ _tag: "TextDelta", text }))
-      )
-      const paced = Duration.isZero(delay) ? parts : parts.pipe(Stream.tap(() => Effect.sleep(delay)))
-      return Stream.concat(
-        paced,
-        Stream.succeed<ModelPart>({
-          _tag: "Finish",
-          stopReason: "end_turn",
-          usage: { inputTokens: 0, outputTokens: tokens.length }
-        })
-      )
+      // One stage at most: the parts are built up front, Finish included.
+      const parts = Stream.fromIterable<ModelPart>([
+        ...tokens.map((text): ModelPart => ({ _tag: "TextDelta", text })),
+        { _tag: "Finish", stopReason: "end_turn", usage: { inputTokens: 0, outputTokens: tokens.length } }
+      ])
+      return Duration.isZero(delay)
+        ? parts
+        : parts.pipe(Stream.tap((part) => (part._tag === "TextDelta" ? Effect.sleep(delay) : Effect.void)))
     }
   }
 }
