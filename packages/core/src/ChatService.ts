@@ -472,15 +472,13 @@ export const make = Effect.gen(function* () {
     }
 
     const newId = yield* ids.next
-    const inStore = ConversationResolver.resolve({
+    const inStore = ConversationResolver.resolveIn(store, {
       principal: input.principal,
       conversationId: requested,
       stream: context.stream,
       message: input.request.message,
       newId
     }).pipe(
-      Effect.provideService(ConversationStore, store),
-      Effect.provideService(IdGenerator, ids),
       Deadline.within(context.stream ? config.creationBudget : config.storeTimeout),
       Effect.catchTag("TimeoutError", () =>
         Effect.fail(new StoreUnavailable({ message: "The conversation store did not answer in time" }))

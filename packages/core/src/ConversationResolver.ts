@@ -13,7 +13,8 @@
  */
 import { Clock, Effect, Option } from "effect"
 import { ConversationNotFound, type StoreUnavailable } from "./ChatError.ts"
-import { type Conversation, ConversationStore } from "./ConversationStore.ts"
+import type { Conversation } from "./ConversationStore.ts"
+import * as ConversationStore from "./ConversationStore.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
 
@@ -80,11 +81,13 @@ export const classify = (
   return { _tag: "Resume", id: conversationId.toLowerCase() }
 }
 
-/** Creates a conversation for the principal, titled after the message. */
-export const create = Effect.fnUntraced(function* (input: Input, source: Source) {
-  const store = yield* ConversationStore
-  const ids = yield* IdGenerator
-  const id = input.newId ?? (yield* ids.next)
+/** Creates a conversation for the principal in `store`, titled after the message. */
+const createIn = Effect.fnUntraced(function* (
+  store: ConversationStore.Service,
+  input: Input,
+  source: Source
+) {
+  const id = input.newId ?? (yield* (yield* IdGenerator).next)
   const now = new Date(yield* Clock.currentTimeMillis)
   const conversation = yield* store.create({
     id,
@@ -95,22 +98,35 @@ export const create = Effect.fnUntraced(function* (input: Input, source: Source)
   return { conversation, source } satisfies Resolution
 })
 
-/** Resolves the conversation of a chat request (see the table above). */
-export const resolve = Effect.fnUntraced(function* (
+/** Creates a conversation for the principal, titled after the message. */
+export const create = (input: Input, source: Source) =>
+  ConversationStore.ConversationStore.use((store) => createIn(store, input, source))
+
+/**
+ * `resolve` on the given store rather than the one in context: the chat
+ * service, which holds its store, saves providing it on every request.
+ */
+export const resolveIn = Effect.fnUntraced(function* (
+  store: ConversationStore.Service,
   input: Input
-): Effect.fn.Return<Resolution, ConversationNotFound | StoreUnavailable, ConversationStore> {
+): Effect.fn.Return<Resolution, ConversationNotFound | StoreUnavailable> {
   const requested = classify(input.conversationId)
   if (requested._tag === "Create") {
     if (requested.source === "invalid_id" && !input.stream) return yield* new ConversationNotFound()
     if (requested.source === "invalid_id") {
       yield* Effect.logInfo("Malformed conversation_id; starting a new conversation")
     }
-    return yield* create(input, requested.source)
+    return yield* createIn(store, input, requested.source)
   }
-  const store = yield* ConversationStore
   const found = yield* store.find({ userId: input.principal.userId, id: requested.id })
   if (Option.isSome(found)) return { conversation: found.value, source: "resumed" }
   if (!input.stream) return yield* new ConversationNotFound()
   yield* Effect.logInfo("Unknown conversation_id; starting a new conversation")
-  return yield* create(input, "unknown_id")
+  return yield* createIn(store, input, "unknown_id")
 })
+
+/** Resolves the conversation of a chat request (see the table above). */
+export const resolve = (
+  input: Input
+): Effect.Effect<Resolution, ConversationNotFound | StoreUnavailable, ConversationStore.ConversationStore> =>
+  ConversationStore.ConversationStore.use((store) => resolveIn(store, input))
