@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, LogLevel } from "effect"
 
 /**
  * Why a conversation was created: `absent` (no id given), `new` (explicit
@@ -52,22 +52,26 @@ export interface Service {
   readonly record: (entries: ReadonlyArray<Entry>) => Effect.Effect<void>
 }
 
-/** Writes each entry as one structured log line. */
+/** Writes each entry as one structured log line (nothing is built while Info logs are off). */
 export const logEntries = (entries: ReadonlyArray<Entry>): Effect.Effect<void> =>
-  Effect.forEach(
-    entries,
-    (entry) =>
-      Effect.logInfo("audit").pipe(
-        Effect.annotateLogs({
-          audit: entry.action,
-          ...("cause" in entry ? { cause: entry.cause } : {}),
-          userId: entry.userId,
-          conversationId: entry.conversationId,
-          ...(entry.requestId === undefined ? {} : { requestId: entry.requestId }),
-          at: entry.at.toISOString()
-        })
-      ),
-    { discard: true }
+  Effect.flatMap(LogLevel.isEnabled("Info"), (enabled) =>
+    enabled
+      ? Effect.forEach(
+          entries,
+          (entry) =>
+            Effect.logInfo("audit").pipe(
+              Effect.annotateLogs({
+                audit: entry.action,
+                ...("cause" in entry ? { cause: entry.cause } : {}),
+                userId: entry.userId,
+                conversationId: entry.conversationId,
+                ...(entry.requestId === undefined ? {} : { requestId: entry.requestId }),
+                at: entry.at.toISOString()
+              })
+            ),
+          { discard: true }
+        )
+      : Effect.void
   )
 
 /** The audit log; by default entries are structured log lines only. */
