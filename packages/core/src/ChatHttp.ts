@@ -55,6 +55,24 @@ export const requestIdOf = (headers: Headers.Headers): string => {
   return given !== undefined && REQUEST_ID.test(given) ? given : crypto.randomUUID()
 }
 
+/** Each request's id, by the request it was read from (a copy made by `modify` shares it). */
+const requestIds = new WeakMap<object, string>()
+
+/**
+ * The id of a request, as `requestIdOf` gives it, the same every time it is
+ * asked for: the access log line, the turn lines and the response header
+ * agree without the request being rewritten to carry it.
+ */
+export const requestIdFor = (request: HttpServerRequest.HttpServerRequest): string => {
+  const key = typeof request.source === "object" && request.source !== null ? request.source : request
+  let id = requestIds.get(key)
+  if (id === undefined) {
+    id = requestIdOf(request.headers)
+    requestIds.set(key, id)
+  }
+  return id
+}
+
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
   const chat = yield* ChatService.ChatService
@@ -67,7 +85,7 @@ export const routes = Effect.gen(function* () {
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const receivedAtMillis = yield* Clock.currentTimeMillis
-    const requestId = requestIdOf(request.headers)
+    const requestId = requestIdFor(request)
     const address = ClientAddress.get(request)
     // A failed authentication spends the address's budget, so guessing keys is throttled too.
     const principal = yield* identity

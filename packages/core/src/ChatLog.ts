@@ -25,7 +25,7 @@ import { Clock, Effect, type Layer, LogLevel, References } from "effect"
 import { HttpServerRequest } from "effect/http"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
-import { CHAT_PATH, requestIdOf } from "./ChatHttp.ts"
+import { CHAT_PATH, requestIdFor } from "./ChatHttp.ts"
 import * as ClientKind from "./ClientKind.ts"
 
 const context = (event: ChatHooks.TurnContext) => ({
@@ -95,15 +95,13 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const startedAt = yield* Clock.currentTimeMillis
-    const requestId = requestIdOf(request.headers)
+    const requestId = requestIdFor(request)
     const path = pathOf(request.url)
     const client = ClientKind.detect(request.headers)
     const annotations = { requestId, method: request.method, path, client }
-    const withId = request.modify({ headers: { ...request.headers, "x-request-id": requestId } })
     // With tracing off, a span would still capture a stack trace per request.
     const traced = yield* References.TracerEnabled
     const handled = app.pipe(
-      Effect.provideService(HttpServerRequest.HttpServerRequest, withId),
       Effect.tap((response) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.annotateCurrentSpan({ "http.response.status_code": response.status }).pipe(
