@@ -118,21 +118,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (!isStorableUserId(input.userId))
       return yield* refuse("A user id must not contain NUL or lone surrogates")
     const { id, userId, now } = input
-    const rows = yield* sql<ConversationRow>`
-      WITH inserted AS (
-        INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
-        VALUES (${id}::uuid, ${userId}, ${storable(input.title)}, ${now}, ${now})
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id, user_id, title, created_at, updated_at
-      )
-      SELECT id, user_id, title, created_at, updated_at FROM inserted
-      UNION ALL
-      SELECT id, user_id, title, created_at, updated_at
-      FROM convoke_conversations
-      WHERE id = ${id}::uuid AND user_id = ${userId} AND NOT EXISTS (SELECT 1 FROM inserted)`.withoutTransform
-    // Empty only when a concurrent insert of the same id committed after this
-    // statement's snapshot, or when the id belongs to another user.
-    const row = rows[0] ?? (yield* selectOwned(id, userId))[0]
+    const title = storable(input.title)
+    // Only the id comes back: the row is what was sent. (A conflict, which
+    // only a retried create meets, costs a second round trip.)
+    const inserted = yield* sql<{ readonly id: string }>`
+      INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
+      VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${now})
+      ON CONFLICT (id) DO NOTHING
+      RETURNING id`.withoutTransform
+    if (inserted.length > 0) {
+      return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt: now }
+    }
+    // The id exists: this user's conversation (a retried create), or another user's.
+    const row = (yield* selectOwned(id, userId))[0]
     if (row === undefined) return yield* refuse("The conversation id belongs to another user")
     return toConversation(row)
   }, orUnavailable)
