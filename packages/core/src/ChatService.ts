@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Queue, Schema, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import * as AuditLog from "./AuditLog.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import {
@@ -37,6 +37,7 @@ import * as Deadline from "./Deadline.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
 import { type Finish, LanguageModel, type ModelMessage, type ModelPart } from "./LanguageModel.ts"
+import * as StreamSink from "./StreamSink.ts"
 
 /** The stream was cut because the server is shutting down. */
 export class ServerShutdown extends Schema.TaggedError<ServerShutdown>()("ServerShutdown", {}) {}
@@ -525,11 +526,11 @@ export const make = Effect.gen(function* () {
   })
 
   /**
-   * Opens a turn's stream, each item as `encoding.item` makes it and
-   * `encoding.end` last. One fiber produces it all into a small buffer (a full
-   * buffer pauses the model): the metadata event first, then the turn's
-   * events, with the shared heartbeat's comments while it is silent. The
-   * reader leaving interrupts that fiber, which ends the turn.
+   * Prepares a turn's stream and returns its producer: each item as
+   * `encoding.item` makes it and `encoding.end` last, into a sink. One fiber
+   * produces it all: the metadata event first, then the turn's events, with
+   * the shared heartbeat's comments while it is silent. Interrupting that
+   * fiber (the reader left, or `shutdown`) ends the turn.
    */
   const open = Effect.fnUntraced(function* <A>(input: ChatInput, encoding: Encoding<A>) {
     const receivedAt = input.receivedAtMillis ?? millis()
@@ -549,56 +550,55 @@ export const make = Effect.gen(function* () {
     })
     const end = encoding.end === undefined ? [] : [encoding.end]
 
-    return Stream.callback<A>(
-      (queue) => {
-        // Set when the turn starts; from then on it reports its own end.
-        let turnStarted = false
-        const produce = Effect.gen(function* () {
-          // First, into the empty buffer; the yield below lets the reader take
-          // it alone before the turn starts, however fast the store is.
-          Queue.offerUnsafe(queue, encoding.item(metadata))
-          const sentAt = millis()
-          yield* hooks.metadataSent({
-            ...context,
-            conversationId: metadata.conversation_id,
-            temporary: metadata.temporary === true,
-            latencyMillis: sentAt - receivedAt
-          })
-          const listener: Silence = {
-            lastSent: sentAt,
-            // Dropped when the buffer is full: a reader that far behind needs no ping.
-            ping: () => Queue.offerUnsafe(queue, encoding.item(heartbeat))
-          }
-          const send = (item: StreamItem) => {
-            listener.lastSent = millis()
-            return Effect.asVoid(Queue.offer(queue, encoding.item(item)))
-          }
-          yield* Effect.yieldNow
-          turnStarted = true
-          yield* watchSilence(listener)
-          yield* runTurn(
-            {
-              context,
-              conversation: resolution.conversation,
-              fresh: resolution.source !== "resumed",
-              message: input.request.message,
-              model: providerModel
-            },
-            (text) => send(ChatEvent.content(text))
-          ).pipe(
-            Effect.catch((error) => send(errorEventOf(error))),
-            Effect.ensuring(Effect.sync(() => silent.delete(listener)))
-          )
+    const produce: StreamSink.Producer<A> = (sink) => {
+      // Set when the turn starts; from then on it reports its own end.
+      let turnStarted = false
+      return Effect.gen(function* () {
+        // First, into an empty sink; the yield below lets the reader take it
+        // alone before the turn starts, however fast the store is.
+        sink.trySend(encoding.item(metadata))
+        const sentAt = millis()
+        yield* hooks.metadataSent({
+          ...context,
+          conversationId: metadata.conversation_id,
+          temporary: metadata.temporary === true,
+          latencyMillis: sentAt - receivedAt
         })
-        return produce.pipe(
-          Effect.onExit((exit) => {
-            if (Exit.isSuccess(exit)) return sendLast(queue, end)
-            // Ended by `shutdown`: the reader learns why, if it still reads.
-            if (down) return sendLast(queue, [encoding.item(errorEventOf(new ServerShutdown())), ...end])
-            Queue.endUnsafe(queue)
-            // A reader that left before the turn started: its end is reported
-            // here, so every stream has an outcome.
-            return turnStarted
+        const listener: Silence = {
+          lastSent: sentAt,
+          // Dropped when the reader is behind: a reader that far behind needs no ping.
+          ping: () => sink.trySend(encoding.item(heartbeat))
+        }
+        const send = (item: StreamItem) => {
+          listener.lastSent = millis()
+          return sink.send(encoding.item(item))
+        }
+        yield* Effect.yieldNow
+        turnStarted = true
+        yield* watchSilence(listener)
+        yield* runTurn(
+          {
+            context,
+            conversation: resolution.conversation,
+            fresh: resolution.source !== "resumed",
+            message: input.request.message,
+            model: providerModel
+          },
+          (text) => send(ChatEvent.content(text))
+        ).pipe(
+          Effect.catch((error) => send(errorEventOf(error))),
+          Effect.ensuring(Effect.sync(() => silent.delete(listener)))
+        )
+      }).pipe(
+        Effect.onExit((exit) => {
+          if (Exit.isSuccess(exit)) return sink.close(end)
+          // Ended by `shutdown`: the reader learns why, if it still reads.
+          if (down) return sink.close([encoding.item(errorEventOf(new ServerShutdown())), ...end])
+          // A reader that left before the turn started: its end is reported
+          // here, so every stream has an outcome.
+          return Effect.andThen(
+            sink.close([]),
+            turnStarted
               ? Effect.void
               : hooks.turnEnded({
                   ...context,
@@ -606,30 +606,18 @@ export const make = Effect.gen(function* () {
                   outcome: "client_closed",
                   durationMillis: 0
                 })
-          })
-        )
-      },
-      { bufferSize: BUFFER_SIZE }
-    )
+          )
+        })
+      )
+    }
+    return produce
   })
 
-  /**
-   * Ends the stream with its last frames, without waiting: they take the
-   * buffer's free slots, or, for a reader a whole buffer behind, are sent by
-   * a fiber of their own so the turn can end. (A reader that has left shuts
-   * the queue down, which ends that fiber's wait.)
-   */
-  const sendLast = <A>(queue: Queue.Queue<A, Cause.Done>, frames: ReadonlyArray<A>): Effect.Effect<void> => {
-    let sent = 0
-    while (sent < frames.length && Queue.offerUnsafe(queue, frames[sent]!)) sent++
-    if (sent === frames.length) {
-      Queue.endUnsafe(queue)
-      return Effect.void
-    }
-    return Effect.asVoid(
-      Effect.forkIn(Effect.andThen(Queue.offerAll(queue, frames.slice(sent)), Queue.end(queue)), layerScope)
-    )
-  }
+  /** A producer as a stream, read through a small buffer (a full buffer pauses the model). */
+  const buffered = <A>(produce: StreamSink.Producer<A>): Stream.Stream<A> =>
+    Stream.callback<A>((queue) => produce(StreamSink.queueSink(queue, layerScope)), {
+      bufferSize: BUFFER_SIZE
+    })
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {
     const context = contextOf(input, false)
@@ -666,8 +654,10 @@ export const make = Effect.gen(function* () {
   })
 
   return ChatService.of({
-    stream: (input) => open(input, asItems),
-    sse: (input) => open(input, asSse),
+    stream: (input) => Effect.map(open(input, asItems), buffered),
+    // Also producible straight into a response (`StreamSink.producerOf`).
+    sse: (input) =>
+      Effect.map(open(input, asSse), (produce) => StreamSink.withProducer(buffered(produce), produce)),
     complete,
     shutdown: Effect.gen(function* () {
       down = true

@@ -19,11 +19,12 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
 import { Readable } from "node:stream"
-import { Context, Effect, Stream } from "effect"
+import { Context, Effect, Fiber, Stream } from "effect"
 import { Cookies, HttpEffect, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import type { App, WebHandler } from "./ChatHttp.ts"
 import * as ClientAddress from "./ClientAddress.ts"
 import * as NodeRequest from "./NodeRequest.ts"
+import * as StreamSink from "./StreamSink.ts"
 
 /** Options for turning a Node request into a web request. */
 export interface RequestOptions {
@@ -281,6 +282,49 @@ const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unkn
     )
   )
 
+/** The sink of a Node response: frames are written and flushed as they come. */
+const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => {
+  const write = (frame: Uint8Array): boolean => {
+    if (response.destroyed) return true
+    const room = response.write(frame)
+    response.flush?.()
+    return room
+  }
+  return {
+    send: (frame) => (write(frame) ? Effect.void : awaitDrainOrClose(response)),
+    trySend: (frame) => {
+      write(frame)
+      return true
+    },
+    close: (frames) =>
+      Effect.sync(() => {
+        for (const frame of frames) write(frame)
+      })
+  }
+}
+
+/**
+ * Runs a stream's producer straight into the response: no buffer, no hand-over
+ * between fibers per frame. It runs on a fiber of its own, as it would behind
+ * a buffer, so `shutdown` ends the turn, not this request; a client that
+ * leaves interrupts this request, which interrupts the producer.
+ */
+const writeProduced = (response: Flushable, produce: StreamSink.Producer<Uint8Array>): Effect.Effect<void> =>
+  Effect.flatMap(
+    Effect.forkDetach(produce(responseSink(response)), { startImmediately: true, uninterruptible: false }),
+    (producer) =>
+      Fiber.await(producer).pipe(
+        Effect.interruptible,
+        Effect.onInterrupt(() => Effect.sync(() => producer.interruptUnsafe())),
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (!response.destroyed) response.end()
+          })
+        ),
+        Effect.asVoid
+      )
+  )
+
 /** Writes an application's response to the Node response of its request. */
 const writeResponse = (
   request: HttpServerRequest.HttpServerRequest,
@@ -311,8 +355,10 @@ const writeResponse = (
       case "Uint8Array":
         response.end(body.body)
         return Effect.void
-      case "Stream":
-        return writeChunks(response, body.stream)
+      case "Stream": {
+        const produce = StreamSink.producerOf(body.stream)
+        return produce === undefined ? writeChunks(response, body.stream) : writeProduced(response, produce)
+      }
       case "FormData":
         return writeChunks(response, webBody(new Response(body.formData).body))
       case "Raw": {

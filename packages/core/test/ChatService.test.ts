@@ -7,7 +7,8 @@ import {
   ChatHttp,
   type ChatRequest,
   ChatService,
-  type ConversationStore
+  type ConversationStore,
+  StreamSink
 } from "../src/index.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
@@ -479,6 +480,42 @@ describe("ChatService.stream", () => {
           assert.strictEqual(frames.at(-1), "data: [DONE]\n\n")
         })
       )
+    )
+  })
+
+  it.effect("sse carries its producer, which writes the same frames into a sink", () => {
+    const model = TestModel.make(() => TestModel.reply("Hel", "lo"))
+    return withChat(model, ({ chat }) =>
+      Effect.gen(function* () {
+        const stream = yield* chat.sse({ principal: alice, request: request("hi") })
+        const produce = StreamSink.producerOf(stream)
+        assert.isDefined(produce)
+        const frames: Array<string> = []
+        let closed = false
+        const decoder = new TextDecoder()
+        yield* produce!({
+          send: (frame) => Effect.sync(() => void frames.push(decoder.decode(frame))),
+          trySend: (frame) => {
+            frames.push(decoder.decode(frame))
+            return true
+          },
+          close: (last) =>
+            Effect.sync(() => {
+              for (const frame of last) frames.push(decoder.decode(frame))
+              closed = true
+            })
+        })
+        assert.isTrue(closed)
+        assert.match(frames[0]!, /^data: \{"type":"metadata"/)
+        assert.deepStrictEqual(frames.slice(1), [
+          'data: {"type":"content","delta":{"content":"Hel"}}\n\n',
+          'data: {"type":"content","delta":{"content":"lo"}}\n\n',
+          "data: [DONE]\n\n"
+        ])
+        // The item stream has no producer to take over: it is only read.
+        const items = yield* chat.stream({ principal: alice, request: request("hi") })
+        assert.isUndefined(StreamSink.producerOf(items))
+      })
     )
   })
 

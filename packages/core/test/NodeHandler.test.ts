@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http"
 import { type AddressInfo, connect } from "node:net"
 import { Readable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer } from "effect"
+import { Deferred, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
 import { NodeHandler } from "../src/node.ts"
@@ -86,6 +86,29 @@ describe("NodeHandler over node:http", () => {
         ])
       }
     )
+  })
+
+  it("writes a streamed response that carries no producer chunk by chunk", async () => {
+    const encoder = new TextEncoder()
+    const route = HttpRouter.route(
+      "GET",
+      "/chunks",
+      Effect.succeed(
+        HttpServerResponse.stream(
+          Stream.make("one ", "two ", "three").pipe(Stream.map((text) => encoder.encode(text)))
+        )
+      )
+    )
+    const layer = Layer.mergeAll(
+      TestStore.make().layer,
+      TestModel.make(() => TestModel.reply("x")).layer,
+      Identity.layerAnonymous(),
+      ChatExtension.layer({ routes: [route] })
+    )
+    await withServer(layer, async (served) => {
+      const response = await fetch(`${served.url}/chunks`)
+      assert.strictEqual(await response.text(), "one two three")
+    })
   })
 
   it("serves the non-streaming reply and the error bodies", async () => {
