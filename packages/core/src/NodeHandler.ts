@@ -296,9 +296,12 @@ const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => {
       write(frame)
       return true
     },
+    // The last frame goes out with the end of the response: one write fewer.
     close: (frames) =>
       Effect.sync(() => {
-        for (const frame of frames) write(frame)
+        if (response.destroyed || response.writableEnded) return
+        for (let index = 0; index < frames.length - 1; index++) write(frames[index]!)
+        if (frames.length > 0) response.end(frames.at(-1))
       })
   }
 }
@@ -318,7 +321,7 @@ const writeProduced = (response: Flushable, produce: StreamSink.Producer<Uint8Ar
         Effect.onInterrupt(() => Effect.sync(() => producer.interruptUnsafe())),
         Effect.ensuring(
           Effect.sync(() => {
-            if (!response.destroyed) response.end()
+            if (!response.destroyed && !response.writableEnded) response.end()
           })
         ),
         Effect.asVoid
