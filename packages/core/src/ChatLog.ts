@@ -94,7 +94,8 @@ const pathOf = (url: string) => {
 export const middleware = (app: ChatExtension.App): ChatExtension.App =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const startedAt = yield* Clock.currentTimeMillis
+    const clock = yield* Clock.Clock
+    const startedAt = clock.currentTimeMillisUnsafe()
     const requestId = requestIdFor(request)
     const path = pathOf(request.url)
     const client = ClientKind.detect(request.headers)
@@ -102,19 +103,20 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
     // With tracing off, a span would still capture a stack trace per request.
     const traced = yield* References.TracerEnabled
     const handled = app.pipe(
-      Effect.tap((response) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.annotateCurrentSpan({ "http.response.status_code": response.status }).pipe(
-            Effect.andThen(
-              // Scrapes and health checks that succeed are routine: debug level.
-              (path === CHAT_PATH || response.status >= 400
-                ? Effect.logInfo("Request handled")
-                : Effect.logDebug("Request handled")
-              ).pipe(Effect.annotateLogs({ status: response.status, durationMillis: now - startedAt }))
-            )
-          )
+      Effect.tap((response) => {
+        // Scrapes and health checks that succeed are routine: debug level.
+        const logged = line(
+          path === CHAT_PATH || response.status >= 400 ? "Info" : "Debug",
+          "Request handled",
+          () => ({ status: response.status, durationMillis: clock.currentTimeMillisUnsafe() - startedAt })
         )
-      ),
+        return traced
+          ? Effect.andThen(
+              Effect.annotateCurrentSpan({ "http.response.status_code": response.status }),
+              logged
+            )
+          : logged
+      }),
       Effect.onInterrupt(() => Effect.logInfo("Request abandoned by the client")),
       Effect.annotateLogs(annotations)
     )

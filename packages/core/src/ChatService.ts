@@ -107,7 +107,9 @@ export interface Service {
   readonly stream: (input: ChatInput) => Effect.Effect<Stream.Stream<StreamItem>, ChatError>
   /**
    * `stream` as the chat endpoint sends it: one SSE frame per item, then
-   * `[DONE]` — produced straight into the stream, with no stage per frame.
+   * `[DONE]`, produced straight into the stream with no stage per frame. The
+   * stream also carries its producer (`StreamSink.producerOf`), which a
+   * binding that writes the response itself runs instead of reading it.
    */
   readonly sse: (input: ChatInput) => Effect.Effect<Stream.Stream<Uint8Array>, ChatError>
   /** Runs a whole turn and returns the reply (the `stream: false` path). */

@@ -12,7 +12,9 @@
  * - when `write` returns `false` the next chunk waits for `drain`, so a slow
  *   reader never grows server memory;
  * - when the client goes away the request's fiber is interrupted, which ends
- *   the chat stream and the model.
+ *   the chat stream and the model;
+ * - a chat stream served natively is produced straight into the response
+ *   (`StreamSink`): its frames skip the stream's buffer.
  *
  * @since 0.1.0
  */
