@@ -46,6 +46,11 @@ const targets = (report: Report): Array<string> => {
       `| completed streams/s ≥ 0.8× at ${row.concurrency} | ${rate.toFixed(2)}× | ${verdict(rate >= 0.8)} |`
     )
   }
+  const held = [...report.memory, ...(report.many === undefined ? [] : [report.many])]
+  const heldFailures = held.flatMap((row) =>
+    row.errorMessages.map((message) => `${row.server} (${row.streams} streams): ${message}`)
+  )
+  if (heldFailures.length > 0) lines.push("Errors:", ...heldFailures.map((failure) => `- ${failure}`), "")
   const convoke = report.memory.find((row) => row.server === "Convoke")
   const baseline = report.memory.find((row) => row.server === "baseline")
   if (convoke !== undefined && baseline !== undefined) {
@@ -166,6 +171,11 @@ export const markdown = (report: Report, command: string, seconds: number): stri
       : [memoryLine({ ...report.many, server: `${report.many.server} (one instance)` })]),
     ""
   )
+  const held = [...report.memory, ...(report.many === undefined ? [] : [report.many])]
+  const heldFailures = held.flatMap((row) =>
+    row.errorMessages.map((message) => `${row.server} (${row.streams} streams): ${message}`)
+  )
+  if (heldFailures.length > 0) lines.push("Errors:", ...heldFailures.map((failure) => `- ${failure}`), "")
   const convoke = report.memory.find((row) => row.server === "Convoke")
   const baseline = report.memory.find((row) => row.server === "baseline")
   if (convoke !== undefined && baseline !== undefined) {

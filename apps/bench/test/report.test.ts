@@ -86,4 +86,22 @@ describe("the performance report", () => {
     expect(text).toContain("| express TTFE p50 ≤ 1.15× the Node handler at 1 | 1.10× | met |")
     expect(text).toContain("| fastify TTFE p50 ≤ 1.15× the Node handler at 1 | 1.50× | **not met** |")
   })
+
+  it("lists why held-open streams failed", () => {
+    const failing = markdown(
+      {
+        ...report,
+        many: {
+          ...report.many!,
+          opened: 9_999,
+          errors: 1,
+          errorMessages: ["status 503: unavailable"]
+        }
+      },
+      "npm run bench",
+      200
+    )
+    expect(failing).toContain("- Convoke (10000 streams): status 503: unavailable")
+    expect(text).not.toContain("Errors:")
+  })
 })
