@@ -10,9 +10,11 @@ const LONE_SURROGATE = /\p{Cs}/gu
 /** Whether the value is a UUID in its textual form. */
 export const isUuid = (value: string): boolean => UUID.test(value)
 
-/** NUL or any surrogate (paired ones too): only such text needs a closer look. */
-const SUSPECT = /[\u0000\uD800-\uDFFF]/
+/** Any surrogate, paired ones too: with NUL, the only text that needs a closer look. */
+const SURROGATE = /[\uD800-\uDFFF]/
 
 /** Text PostgreSQL accepts: NUL and unpaired surrogates become U+FFFD. */
 export const storable = (text: string): string =>
-  SUSPECT.test(text) ? text.replaceAll("\u0000", "\uFFFD").replace(LONE_SURROGATE, "\uFFFD") : text
+  text.includes("\u0000") || SURROGATE.test(text)
+    ? text.replaceAll("\u0000", "\uFFFD").replace(LONE_SURROGATE, "\uFFFD")
+    : text
