@@ -3,6 +3,29 @@ import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { Deadline } from "../src/index.ts"
 
+/**
+ * Work whose interruption cannot finish until released, under a 50 ms
+ * deadline: `run` gets its exit (moving the clock if it must), which must be
+ * a timeout while the work has still not stopped.
+ */
+const givesUpWithoutWaiting = (
+  run: (
+    timedOut: Effect.Effect<Exit.Exit<never, Cause.TimeoutError>>
+  ) => Effect.Effect<Exit.Exit<never, Cause.TimeoutError>>
+) =>
+  Effect.gen(function* () {
+    const stopped = yield* Deferred.make<void>()
+    const released = yield* Deferred.make<void>()
+    const work = Effect.never.pipe(
+      Effect.onInterrupt(() => Effect.andThen(Deferred.await(released), Deferred.succeed(stopped, undefined)))
+    )
+    const exit = yield* run(Effect.exit(work.pipe(Deadline.within("50 millis"))))
+    assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Cause.squash(exit.cause)))
+    assert.isFalse(yield* Deferred.isDone(stopped))
+    yield* Deferred.succeed(released, undefined)
+    yield* Deferred.await(stopped)
+  })
+
 describe("Deadline.within", () => {
   it.effect("returns the result or the failure of work that finishes in time", () =>
     Effect.gen(function* () {
@@ -13,23 +36,13 @@ describe("Deadline.within", () => {
   )
 
   it.effect("gives up at the deadline without waiting for the work to stop", () =>
-    Effect.gen(function* () {
-      // The work's interruption cannot finish until the test says so.
-      const stopped = yield* Deferred.make<void>()
-      const released = yield* Deferred.make<void>()
-      const work = Effect.never.pipe(
-        Effect.onInterrupt(() =>
-          Effect.andThen(Deferred.await(released), Deferred.succeed(stopped, undefined))
-        )
-      )
-      const fiber = yield* Effect.forkChild(Effect.exit(work.pipe(Deadline.within("50 millis"))))
-      yield* TestClock.adjust("50 millis")
-      const exit = yield* Fiber.join(fiber)
-      assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Cause.squash(exit.cause)))
-      assert.isFalse(yield* Deferred.isDone(stopped))
-      yield* Deferred.succeed(released, undefined)
-      yield* Deferred.await(stopped)
-    })
+    givesUpWithoutWaiting((timedOut) =>
+      Effect.gen(function* () {
+        const fiber = yield* Effect.forkChild(timedOut)
+        yield* TestClock.adjust("50 millis")
+        return yield* Fiber.join(fiber)
+      })
+    )
   )
 
   it.effect("interrupts the work when the caller is interrupted", () =>
@@ -55,20 +68,7 @@ describe("Deadline.within", () => {
     )
 
     it.live("gives up at the deadline without waiting for the work to stop", () =>
-      Effect.gen(function* () {
-        const released = yield* Deferred.make<void>()
-        const stopped = yield* Deferred.make<void>()
-        const work = Effect.never.pipe(
-          Effect.onInterrupt(() =>
-            Effect.andThen(Deferred.await(released), Deferred.succeed(stopped, undefined))
-          )
-        )
-        const exit = yield* Effect.exit(work.pipe(Deadline.within("20 millis")))
-        assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Cause.squash(exit.cause)))
-        assert.isFalse(yield* Deferred.isDone(stopped))
-        yield* Deferred.succeed(released, undefined)
-        yield* Deferred.await(stopped)
-      })
+      givesUpWithoutWaiting((timedOut) => timedOut)
     )
   })
 })
