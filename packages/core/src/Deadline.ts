@@ -60,6 +60,7 @@ const firstOf = <A, E>(
 ): Effect.Effect<Exit.Exit<A, E> | undefined> =>
   Effect.callback((resume) => {
     let settled = false
+    let removeWork = () => {}
     let stopTimer = () => {}
     const settle = (result: Exit.Exit<A, E> | undefined) => {
       if (settled) return
@@ -68,7 +69,9 @@ const firstOf = <A, E>(
       stopTimer()
       resume(Effect.succeed(result))
     }
-    const removeWork = work.addObserver(settle)
+    removeWork = work.addObserver(settle)
+    // The work may have ended by now (the caller can yield on its way here).
+    if (settled) return
     if (clock === defaultClock) {
       const handle = setTimeout(() => settle(undefined), millis)
       stopTimer = () => clearTimeout(handle)
