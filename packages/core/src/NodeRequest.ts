@@ -7,7 +7,7 @@
  * limit of the reading fiber: a `Content-Length` over it, or more bytes than
  * it, fail with `BodyTooLarge` without reading further.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import type { IncomingMessage } from "node:http"
 import type { Readable } from "node:stream"

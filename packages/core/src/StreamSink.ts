@@ -9,7 +9,7 @@
  * reads the stream. Wrapping the stream (a middleware mapping the body)
  * hides the producer, which only costs the shortcut.
  *
- * @since 0.4.0
+ * @since 0.2.0
  */
 import { type Cause, Effect, Queue, type Scope, type Stream } from "effect"
 
