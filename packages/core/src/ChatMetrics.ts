@@ -294,8 +294,8 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<never> => {
   const path = options.path ?? DEFAULT_PATH
   const route = Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE }))
   return ChatExtension.layer({
-    ...(process.env.X_NOHOOKS ? {} : { hooks: metrics.observer }),
-    ...(process.env.X_NOMW ? {} : { middleware: metrics.middleware }),
+    hooks: metrics.observer,
+    middleware: metrics.middleware,
     ...(path === false ? {} : { routes: [HttpRouter.route("GET", path, route)] })
   })
 }
