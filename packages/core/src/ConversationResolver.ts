@@ -13,7 +13,6 @@
  */
 import { Clock, Effect, Option } from "effect"
 import { ConversationNotFound, type StoreUnavailable } from "./ChatError.ts"
-import type { Conversation } from "./ConversationStore.ts"
 import * as ConversationStore from "./ConversationStore.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
@@ -29,7 +28,7 @@ export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed" 
 
 /** The outcome of resolution. */
 export interface Resolution {
-  readonly conversation: Conversation
+  readonly conversation: ConversationStore.Conversation
   readonly source: Source
 }
 
