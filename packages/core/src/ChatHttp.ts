@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Clock, type Context, Effect, Exit, Layer, Scope, Stream } from "effect"
-import { type Headers, HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpEffect, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ChatConfig } from "./ChatConfig.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import * as ChatExtension from "./ChatExtension.ts"
@@ -24,6 +24,7 @@ import * as HttpSecurity from "./HttpSecurity.ts"
 import { Identity } from "./Identity.ts"
 import { LanguageModel } from "./LanguageModel.ts"
 import * as RequestBody from "./RequestBody.ts"
+import * as RequestId from "./RequestId.ts"
 
 /** The path of the chat endpoint. */
 export const CHAT_PATH = "/api/v0.3/chat"
@@ -47,31 +48,11 @@ export type Requirements = ChatService.ChatService | Identity | LanguageModel | 
 export const encodeSse = (events: Stream.Stream<StreamItem>): Stream.Stream<Uint8Array> =>
   events.pipe(Stream.map(ChatService.sseFrame), Stream.concat(Stream.succeed(ChatService.DONE_FRAME)))
 
-const REQUEST_ID = /^[\w.:-]{1,128}$/
+/** The caller's `X-Request-Id` when it is a sane token, else a fresh UUID (`RequestId.of`). */
+export const requestIdOf = RequestId.of
 
-/** The caller's `X-Request-Id` when it is a sane token, else a fresh UUID. */
-export const requestIdOf = (headers: Headers.Headers): string => {
-  const given = headers["x-request-id"]
-  return given !== undefined && REQUEST_ID.test(given) ? given : crypto.randomUUID()
-}
-
-/** Each request's id, by the request it was read from (a copy made by `modify` shares it). */
-const requestIds = new WeakMap<object, string>()
-
-/**
- * The id of a request, as `requestIdOf` gives it, the same every time it is
- * asked for: the access log line, the turn lines and the response header
- * agree without the request being rewritten to carry it.
- */
-export const requestIdFor = (request: HttpServerRequest.HttpServerRequest): string => {
-  const key = typeof request.source === "object" && request.source !== null ? request.source : request
-  let id = requestIds.get(key)
-  if (id === undefined) {
-    id = requestIdOf(request.headers)
-    requestIds.set(key, id)
-  }
-  return id
-}
+/** The id of a request, the same every time it is asked for (`RequestId.get`). */
+export const requestIdFor = RequestId.get
 
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
@@ -85,7 +66,7 @@ export const routes = Effect.gen(function* () {
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const receivedAtMillis = yield* Clock.currentTimeMillis
-    const requestId = requestIdFor(request)
+    const requestId = RequestId.get(request)
     const address = ClientAddress.get(request)
     // A failed authentication spends the address's budget, so guessing keys is throttled too.
     const principal = yield* identity

@@ -25,8 +25,9 @@ import { Clock, Effect, type Layer, LogLevel, References } from "effect"
 import { HttpServerRequest } from "effect/http"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
-import { CHAT_PATH, requestIdFor } from "./ChatHttp.ts"
+import { CHAT_PATH } from "./ChatHttp.ts"
 import * as ClientKind from "./ClientKind.ts"
+import * as RequestId from "./RequestId.ts"
 
 const context = (event: ChatHooks.TurnContext) => ({
   requestId: event.requestId,
@@ -96,7 +97,7 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
     const request = yield* HttpServerRequest.HttpServerRequest
     const clock = yield* Clock.Clock
     const startedAt = clock.currentTimeMillisUnsafe()
-    const requestId = requestIdFor(request)
+    const requestId = RequestId.get(request)
     const path = pathOf(request.url)
     const client = ClientKind.detect(request.headers)
     const annotations = { requestId, method: request.method, path, client }

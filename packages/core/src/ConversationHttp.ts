@@ -22,6 +22,7 @@ import { isUuid, titleFrom } from "./ConversationResolver.ts"
 import { type Conversation, ConversationStore, type Cursor, type Message } from "./ConversationStore.ts"
 import { Identity } from "./Identity.ts"
 import * as RequestBody from "./RequestBody.ts"
+import * as RequestId from "./RequestId.ts"
 
 /** The path of the conversation collection. */
 export const CONVERSATIONS_PATH = "/api/v0.3/conversations"
@@ -128,8 +129,6 @@ export const routes = Effect.gen(function* () {
       return yield* new ConversationNotFound()
     })
 
-  const requestIdOf = (request: HttpServerRequest.HttpServerRequest) => request.headers["x-request-id"]
-
   const list = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const principal = yield* identity.authenticate(request.headers)
@@ -157,7 +156,7 @@ export const routes = Effect.gen(function* () {
     const principal = yield* identity.authenticate(request.headers)
     const id = yield* idParam
     const found = id === undefined ? Option.none() : yield* store.find({ userId: principal.userId, id })
-    if (Option.isNone(found)) return yield* notFound(principal.userId, id, requestIdOf(request))
+    if (Option.isNone(found)) return yield* notFound(principal.userId, id, RequestId.get(request))
     const messages = yield* store.history({ userId: principal.userId, conversationId: found.value.id })
     return HttpServerResponse.jsonUnsafe({
       ...conversationJson(found.value),
@@ -175,7 +174,7 @@ export const routes = Effect.gen(function* () {
       id === undefined
         ? Option.none()
         : yield* store.rename({ userId: principal.userId, id, title: titleFrom(body.title.trim()), now })
-    if (Option.isNone(renamed)) return yield* notFound(principal.userId, id, requestIdOf(request))
+    if (Option.isNone(renamed)) return yield* notFound(principal.userId, id, RequestId.get(request))
     return HttpServerResponse.jsonUnsafe(conversationJson(renamed.value))
   })
 
@@ -184,14 +183,14 @@ export const routes = Effect.gen(function* () {
     const principal = yield* identity.authenticate(request.headers)
     const id = yield* idParam
     const removed = id === undefined ? false : yield* store.remove({ userId: principal.userId, id })
-    if (!removed || id === undefined) return yield* notFound(principal.userId, id, requestIdOf(request))
+    if (!removed || id === undefined) return yield* notFound(principal.userId, id, RequestId.get(request))
     yield* audit.record([
       {
         action: "conversation.deleted",
         cause: "user",
         userId: principal.userId,
         conversationId: id,
-        requestId: requestIdOf(request),
+        requestId: RequestId.get(request),
         at: new Date(yield* Clock.currentTimeMillis)
       }
     ])

@@ -1,13 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Layer } from "effect"
-import { AuditLog, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
+import { AuditLog, ChatHttp, ChatLog, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
 
 const BASE = "http://localhost/api/v0.3/conversations"
 const KEYS = { alice: "alice-key", bob: "bob-key" } as const
 
 const withApp = async (
-  body: (app: ChatHttp.App, audit: ReturnType<typeof AuditLog.makeMemory>) => Promise<void>
+  body: (app: ChatHttp.App, audit: ReturnType<typeof AuditLog.makeMemory>) => Promise<void>,
+  extra: Layer.Layer<never> = Layer.empty
 ) => {
   const audit = AuditLog.makeMemory()
   const app = await ChatHttp.makeApp(
@@ -18,7 +19,8 @@ const withApp = async (
         { key: KEYS.alice, userId: "alice" },
         { key: KEYS.bob, userId: "bob" }
       ]),
-      Layer.succeed(AuditLog.AuditLog, audit)
+      Layer.succeed(AuditLog.AuditLog, audit),
+      extra
     )
   )
   try {
@@ -129,6 +131,23 @@ describe("conversation API", () => {
         audit.entries.some((entry) => entry.action === "conversation.deleted" && entry.conversationId === id)
       )
     }))
+
+  it("audits a deletion under the request's id: the caller's when sane, else the one given to it", () =>
+    withApp(async (app, audit) => {
+      const given = await chat(app, "alice", "first")
+      assert.strictEqual(
+        (await call(app, "alice", `/${given}`, { method: "DELETE", headers: { "x-request-id": "req-7" } }))
+          .status,
+        204
+      )
+      const fresh = await chat(app, "alice", "second")
+      assert.strictEqual((await call(app, "alice", `/${fresh}`, { method: "DELETE" })).status, 204)
+      const requestIdOf = (id: string) =>
+        audit.entries.find((entry) => entry.action === "conversation.deleted" && entry.conversationId === id)
+          ?.requestId
+      assert.strictEqual(requestIdOf(given), "req-7")
+      assert.match(requestIdOf(fresh) ?? "", /^[0-9a-f-]{36}$/)
+    }, ChatLog.layer()))
 
   it("answers another user's conversation exactly like a missing one, on every endpoint, and audits it", () =>
     withApp(async (app, audit) => {
