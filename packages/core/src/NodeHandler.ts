@@ -263,15 +263,23 @@ const nodeHeaders = (
 
 type Flushable = ServerResponse & { flush?: () => void }
 
+/**
+ * Writes chunks and flushes them; `false` when the socket is full and the
+ * next write should wait for `drain`. A response already gone takes nothing.
+ */
+const writeFlushed = (response: Flushable, chunks: ReadonlyArray<Uint8Array>): boolean => {
+  if (response.destroyed) return true
+  let room = true
+  for (const chunk of chunks) room = response.write(chunk)
+  response.flush?.()
+  return room
+}
+
 /** Writes chunks as they come, flushing each, waiting for `drain` when the socket is full. */
 const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> =>
-  Stream.runForEachArray(stream, (chunks) => {
-    if (response.destroyed) return Effect.void
-    let room = true
-    for (const chunk of chunks) room = response.write(chunk)
-    response.flush?.()
-    return room ? Effect.void : awaitDrainOrClose(response)
-  }).pipe(
+  Stream.runForEachArray(stream, (chunks) =>
+    writeFlushed(response, chunks) ? Effect.void : awaitDrainOrClose(response)
+  ).pipe(
     // The request's fiber runs uninterruptibly (`HttpEffect.toHandled`); a
     // client that leaves must be able to stop the body.
     Effect.interruptible,
@@ -285,28 +293,20 @@ const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unkn
   )
 
 /** The sink of a Node response: frames are written and flushed as they come. */
-const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => {
-  const write = (frame: Uint8Array): boolean => {
-    if (response.destroyed) return true
-    const room = response.write(frame)
-    response.flush?.()
-    return room
-  }
-  return {
-    send: (frame) => (write(frame) ? Effect.void : awaitDrainOrClose(response)),
-    trySend: (frame) => {
-      write(frame)
-      return true
-    },
-    // The last frame goes out with the end of the response: one write fewer.
-    close: (frames) =>
-      Effect.sync(() => {
-        if (response.destroyed || response.writableEnded) return
-        for (let index = 0; index < frames.length - 1; index++) write(frames[index]!)
-        if (frames.length > 0) response.end(frames.at(-1))
-      })
-  }
-}
+const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => ({
+  send: (frame) => (writeFlushed(response, [frame]) ? Effect.void : awaitDrainOrClose(response)),
+  trySend: (frame) => {
+    writeFlushed(response, [frame])
+    return true
+  },
+  // The last frame goes out with the end of the response: one write fewer.
+  close: (frames) =>
+    Effect.sync(() => {
+      if (response.destroyed || response.writableEnded) return
+      writeFlushed(response, frames.slice(0, -1))
+      if (frames.length > 0) response.end(frames.at(-1))
+    })
+})
 
 /**
  * Runs a stream's producer straight into the response: no buffer, no hand-over
