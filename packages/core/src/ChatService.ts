@@ -2,10 +2,11 @@
  * The metadata-first chat stream.
  *
  * `stream` resolves the conversation (failing before the stream starts with a
- * typed error), then returns a stream whose first element is the metadata
- * event, built from values already in hand so it is emitted at once; only
- * after it is pulled are history loaded, the user message stored and the
- * model called. Deltas become content events; a failure after the start
+ * typed error; a new conversation is stored with the user message, in one
+ * write), then returns a stream whose first element is the metadata event,
+ * built from values already in hand so it is emitted at once; only after it
+ * is pulled are history loaded, the user message of a resumed conversation
+ * stored and the model called. Deltas become content events; a failure after the start
  * becomes an error event. Whatever the model produced is stored when the
  * stream ends — `complete`, `partial` (client gone, shutdown) or `error`.
  *
@@ -75,6 +76,27 @@ interface Encoding<A> {
 
 const asItems: Encoding<StreamItem> = { item: (item) => item }
 const asSse: Encoding<Uint8Array> = { item: sseFrame, end: DONE_FRAME }
+
+/** A turn ready to run: its conversation resolved, its user message made (and maybe stored). */
+interface Prepared {
+  /** The provider's model id. */
+  readonly model: string
+  readonly resolution: ConversationResolver.Resolution
+  /** Whether the conversation waits in the outbox (its id is temporary). */
+  readonly temporary: boolean
+  readonly userMessage: NewMessage
+  /** Whether the user message was stored with a conversation the resolution created. */
+  readonly userStored: boolean
+}
+
+/**
+ * Resumes once the event loop has polled for I/O: two scheduler hops (each a
+ * `setImmediate`), since the first may run before the next poll. The turn
+ * starts after it, so a reader gets the metadata event in a read of its own
+ * even when nothing (no store write, no model latency) separates it from the
+ * first content.
+ */
+const afterNextPoll = Effect.andThen(Effect.yieldNow, Effect.yieldNow)
 
 /** Items a stream holds for a slow reader before the model is paused. */
 const BUFFER_SIZE = 16
@@ -239,27 +261,23 @@ export const make = Effect.gen(function* () {
     })
 
   /**
-   * Runs one turn on the current fiber: load history, store the user message,
-   * call the model and hand each non-empty text delta to `onText` (which may
+   * Runs one turn on the current fiber: load history, store the user message
+   * (unless it was stored with the conversation), call the model and hand each non-empty text delta to `onText` (which may
    * wait: that is the back-pressure of a slow reader), then store the reply
    * however the turn ends. `shutdown` interrupts the fiber; the turn then ends
    * as `shutdown` and stores what it has as `partial`.
    */
   const runTurn = (
-    options: {
-      readonly context: TurnContext
-      readonly conversation: Conversation
-      readonly fresh: boolean
-      readonly message: string
-      readonly model: string
-    },
+    context: TurnContext,
+    prepared: Prepared,
     onText: (text: string) => Effect.Effect<void>
   ): Effect.Effect<void, ModelError | StoreUnavailable | ServerShutdown> => {
-    const { context, conversation } = options
+    const { conversation, source } = prepared.resolution
+    const { userMessage } = prepared
     const userId = context.userId
     let reply = ""
     let finish: Finish | undefined
-    let userStored = false
+    let userStored = prepared.userStored
     let startedAt = 0
     let modelCalledAt = 0
 
@@ -284,27 +302,16 @@ export const make = Effect.gen(function* () {
 
     const body = Effect.gen(function* () {
       startedAt = millis()
-      const history = options.fresh ? [] : yield* historyOf(userId, conversation.id)
-      yield* persist(
-        userId,
-        conversation.id,
-        [
-          {
-            id: yield* ids.next,
-            role: "user",
-            content: options.message,
-            status: "complete",
-            createdAt: now()
-          }
-        ],
-        config.storeTimeout
-      )
-      userStored = true
+      const history = source === "resumed" ? yield* historyOf(userId, conversation.id) : []
+      if (!userStored) {
+        yield* persist(userId, conversation.id, [userMessage], config.storeTimeout)
+        userStored = true
+      }
       modelCalledAt = millis()
       yield* Stream.runForEach(
         model.streamText({
-          model: options.model,
-          messages: [...toModelMessages(history), { role: "user", content: options.message }]
+          model: prepared.model,
+          messages: [...toModelMessages(history), { role: "user", content: userMessage.content }]
         }),
         onPart
       )
@@ -340,7 +347,7 @@ export const make = Effect.gen(function* () {
               status,
               createdAt: now(),
               metadata: {
-                model: options.model,
+                model: prepared.model,
                 ...(finish?.stopReason === undefined ? {} : { stopReason: finish.stopReason }),
                 ...(finish?.usage === undefined ? {} : { usage: finish.usage })
               }
@@ -453,25 +460,31 @@ export const make = Effect.gen(function* () {
   const prepare = Effect.fnUntraced(function* (
     input: ChatInput,
     context: TurnContext
-  ): Effect.fn.Return<
-    {
-      readonly model: string
-      readonly resolution: ConversationResolver.Resolution
-      readonly temporary: boolean
-    },
-    InvalidRequest | ConversationNotFound | StoreUnavailable | ServerShutdown
-  > {
+  ): Effect.fn.Return<Prepared, InvalidRequest | ConversationNotFound | StoreUnavailable | ServerShutdown> {
     if (down) return yield* new ServerShutdown()
     const providerModel = yield* model.resolveModel(input.request.model)
     const resolveStartedAt = millis()
     const elapsed = () => millis() - resolveStartedAt
     const requested = input.request.conversation_id
+    const userMessage: NewMessage = {
+      id: yield* ids.next,
+      role: "user",
+      content: input.request.message,
+      status: "complete",
+      createdAt: now()
+    }
 
     // A conversation still waiting in the outbox resumes from there.
     const asked = ConversationResolver.classify(requested)
     const held = asked._tag === "Resume" ? outbox.held(context.userId, asked.id) : undefined
     if (held !== undefined) {
-      return { model: providerModel, resolution: { conversation: held, source: "resumed" }, temporary: true }
+      return {
+        model: providerModel,
+        resolution: { conversation: held, source: "resumed" },
+        temporary: true,
+        userMessage,
+        userStored: false
+      }
     }
 
     const newId = yield* ids.next
@@ -480,7 +493,8 @@ export const make = Effect.gen(function* () {
       conversationId: requested,
       stream: context.stream,
       message: input.request.message,
-      newId
+      newId,
+      messages: [userMessage]
     }).pipe(
       Deadline.within(context.stream ? config.creationBudget : config.storeTimeout),
       Effect.catchTag("TimeoutError", () =>
@@ -518,7 +532,14 @@ export const make = Effect.gen(function* () {
       created: resolution.source !== "resumed",
       durationMillis: elapsed()
     })
-    return { model: providerModel, resolution, temporary: resolution.source === "temporary" }
+    return {
+      model: providerModel,
+      resolution,
+      temporary: resolution.source === "temporary",
+      userMessage,
+      // A conversation created in the store holds the user message already.
+      userStored: resolution.source !== "resumed" && resolution.source !== "temporary"
+    }
   })
 
   const contextOf = (input: ChatInput, stream: boolean): TurnContext => ({
@@ -537,16 +558,12 @@ export const make = Effect.gen(function* () {
   const open = Effect.fnUntraced(function* <A>(input: ChatInput, encoding: Encoding<A>) {
     const receivedAt = input.receivedAtMillis ?? millis()
     const context = contextOf(input, true)
-    const {
-      model: providerModel,
-      resolution,
-      temporary: isTemporary
-    } = yield* prepare(input, context).pipe(
+    const prepared = yield* prepare(input, context).pipe(
       Effect.catchTag("ServerShutdown", () => Effect.fail(shutdownUnavailable))
     )
     const metadata = ChatEvent.metadata({
-      temporary: isTemporary,
-      conversationId: resolution.conversation.id,
+      temporary: prepared.temporary,
+      conversationId: prepared.resolution.conversation.id,
       model: config.publicModel,
       timestampSeconds: Math.floor(millis() / 1000)
     })
@@ -556,8 +573,8 @@ export const make = Effect.gen(function* () {
       // Set when the turn starts; from then on it reports its own end.
       let turnStarted = false
       return Effect.gen(function* () {
-        // First, into an empty sink; the yield below lets the reader take it
-        // alone before the turn starts, however fast the store is.
+        // First, into an empty sink; `afterNextPoll` below lets the reader
+        // take it alone before the turn starts, however fast the model is.
         sink.trySend(encoding.item(metadata))
         const sentAt = millis()
         yield* hooks.metadataSent({
@@ -575,19 +592,10 @@ export const make = Effect.gen(function* () {
           listener.lastSent = millis()
           return sink.send(encoding.item(item))
         }
-        yield* Effect.yieldNow
+        yield* afterNextPoll
         turnStarted = true
         yield* watchSilence(listener)
-        yield* runTurn(
-          {
-            context,
-            conversation: resolution.conversation,
-            fresh: resolution.source !== "resumed",
-            message: input.request.message,
-            model: providerModel
-          },
-          (text) => send(ChatEvent.content(text))
-        ).pipe(
+        yield* runTurn(context, prepared, (text) => send(ChatEvent.content(text))).pipe(
           Effect.catch((error) => send(errorEventOf(error))),
           Effect.ensuring(Effect.sync(() => silent.delete(listener)))
         )
@@ -623,22 +631,14 @@ export const make = Effect.gen(function* () {
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {
     const context = contextOf(input, false)
-    const { model: providerModel, resolution } = yield* prepare(input, context)
+    const prepared = yield* prepare(input, context)
     let content = ""
     // On a fiber of its own, so `shutdown` ends the turn, not the request.
     const turn = yield* Effect.forkChild(
-      runTurn(
-        {
-          context,
-          conversation: resolution.conversation,
-          fresh: resolution.source !== "resumed",
-          message: input.request.message,
-          model: providerModel
-        },
-        (text) =>
-          Effect.sync(() => {
-            content += text
-          })
+      runTurn(context, prepared, (text) =>
+        Effect.sync(() => {
+          content += text
+        })
       ),
       { startImmediately: true }
     )
@@ -648,7 +648,7 @@ export const make = Effect.gen(function* () {
     }
     yield* exit
     return {
-      conversation_id: resolution.conversation.id,
+      conversation_id: prepared.resolution.conversation.id,
       model: config.publicModel,
       message: { role: "assistant", content },
       created_at: now().toISOString()

@@ -40,6 +40,12 @@ export interface Input {
   readonly message: string
   /** The id to give a created conversation; a fresh one from `IdGenerator` when absent. */
   readonly newId?: string | undefined
+  /**
+   * Messages to store with a conversation the resolution creates, in the same
+   * write (a chat turn's user message). A resumed conversation gets none of
+   * them: the caller appends them itself.
+   */
+  readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -92,7 +98,8 @@ const createIn = Effect.fnUntraced(function* (
     id,
     userId: input.principal.userId,
     title: titleFrom(input.message),
-    now
+    now,
+    messages: input.messages
   })
   return { conversation, source } satisfies Resolution
 })

@@ -54,12 +54,18 @@ export interface NewMessage {
 export interface Service {
   /** A short name for banners and `/health` (`memory`, `postgres`, `pglite`). */
   readonly name: string
-  /** Inserts a conversation. Idempotent: inserting the same id for the same user again succeeds. */
+  /**
+   * Inserts a conversation, with its first `messages` (if any) in the same
+   * write: a chat turn stores its user message here, one round trip instead
+   * of two. Idempotent: inserting the same id for the same user again
+   * succeeds, keeps the first title and adds only messages whose ids are new.
+   */
   readonly create: (input: {
     readonly id: string
     readonly userId: string
     readonly title: string
     readonly now: Date
+    readonly messages?: ReadonlyArray<NewMessage> | undefined
   }) => Effect.Effect<Conversation, StoreUnavailable>
   /** The conversation with this id if this user owns it. */
   readonly find: (input: {
@@ -169,39 +175,43 @@ export const makeMemory = (): Service => {
     const conversation = conversations.get(id)
     return conversation !== undefined && conversation.userId === userId ? conversation : undefined
   }
+  /** Adds the messages whose ids are new and moves `updatedAt` up to the latest of them. */
+  const addMessages = (conversationId: string, added: ReadonlyArray<NewMessage>) => {
+    const conversation = conversations.get(conversationId)!
+    const list = messages.get(conversationId)!
+    for (const message of added) {
+      if (list.some((existing) => existing.id === message.id)) continue
+      list.push({ ...message, conversationId })
+    }
+    const latest = Math.max(
+      conversation.updatedAt.getTime(),
+      ...added.map((message) => message.createdAt.getTime())
+    )
+    conversations.set(conversationId, { ...conversation, updatedAt: new Date(latest) })
+  }
   return {
     name: "memory",
-    create: ({ id, userId, title, now }) =>
+    create: ({ id, userId, title, now, messages: first = [] }) =>
       Effect.suspend(() => {
         const existing = conversations.get(id)
-        if (existing !== undefined) {
-          // Idempotent for the owner; another user's id is never revealed (as in the SQL store).
-          return existing.userId === userId
-            ? Effect.succeed(existing)
-            : Effect.fail(unavailable(new Error("The conversation id is taken")))
+        // Idempotent for the owner; another user's id is never revealed (as in the SQL store).
+        if (existing !== undefined && existing.userId !== userId) {
+          return Effect.fail(unavailable(new Error("The conversation id is taken")))
         }
-        const conversation: Conversation = { id, userId, title, createdAt: now, updatedAt: now }
-        conversations.set(id, conversation)
-        messages.set(id, [])
-        return Effect.succeed(conversation)
+        if (existing === undefined) {
+          conversations.set(id, { id, userId, title, createdAt: now, updatedAt: now })
+          messages.set(id, [])
+        }
+        if (first.length > 0) addMessages(id, first)
+        return Effect.succeed(conversations.get(id)!)
       }),
     find: ({ userId, id }) => Effect.sync(() => Option.fromUndefinedOr(owned(userId, id))),
     history: ({ userId, conversationId }) =>
       Effect.sync(() => (owned(userId, conversationId) ? [...(messages.get(conversationId) ?? [])] : [])),
     append: ({ userId, conversationId, messages: added }) =>
       Effect.sync(() => {
-        const conversation = owned(userId, conversationId)
-        if (conversation === undefined) return false
-        const list = messages.get(conversationId)!
-        for (const message of added) {
-          if (list.some((existing) => existing.id === message.id)) continue
-          list.push({ ...message, conversationId })
-        }
-        const latest = Math.max(
-          conversation.updatedAt.getTime(),
-          ...added.map((message) => message.createdAt.getTime())
-        )
-        conversations.set(conversationId, { ...conversation, updatedAt: new Date(latest) })
+        if (owned(userId, conversationId) === undefined) return false
+        addMessages(conversationId, added)
         return true
       }),
     list: ({ userId, limit, after }) =>

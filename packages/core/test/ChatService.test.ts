@@ -86,13 +86,16 @@ describe("ChatService.stream", () => {
               first.map((item) => item.type),
               ["metadata"]
             )
-            // Nothing has reached the model, and no message has been stored yet.
+            // Nothing has reached the model yet.
             assert.strictEqual(model.calls.length, 0)
             assert.isFalse(yield* Deferred.isDone(model.called))
+            // The conversation exists already, with the user message stored in
+            // the same write: the id the client holds is real.
             const id = (first[0] as ChatEvent.MetadataEvent).conversation_id
-            assert.deepStrictEqual(yield* TestStore.transcript(store.service, "alice", id), [])
-            // The conversation itself exists already: the id the client holds is real.
             assert.deepStrictEqual(store.created, [id])
+            assert.deepStrictEqual(yield* TestStore.transcript(store.service, "alice", id), [
+              ["user", "complete", "hello"]
+            ])
             const second = yield* pull
             assert.strictEqual(model.calls.length, 1)
             assert.deepStrictEqual(second, [{ type: "content", delta: { content: "Hi" } }])

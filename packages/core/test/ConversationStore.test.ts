@@ -42,6 +42,39 @@ describe("ConversationStore.makeMemory", () => {
     })
   )
 
+  it.effect("stores the first messages with the conversation; a retry adds only new ones", () =>
+    Effect.gen(function* () {
+      const store = ConversationStore.makeMemory()
+      const hello = message("m1", "user", "hello", at(2))
+      const created = yield* store.create({
+        id: ID,
+        userId: "alice",
+        title: "Hi",
+        now: at(1),
+        messages: [hello]
+      })
+      assert.deepStrictEqual(created.updatedAt, at(2))
+      const again = message("m2", "user", "again", at(3))
+      yield* store.create({ id: ID, userId: "alice", title: "Other", now: at(3), messages: [hello, again] })
+      const history = yield* store.history({ userId: "alice", conversationId: ID })
+      assert.deepStrictEqual(
+        history.map((stored) => stored.content),
+        ["hello", "again"]
+      )
+      // Another user's create stores nothing in it.
+      yield* Effect.flip(
+        store.create({
+          id: ID,
+          userId: "bob",
+          title: "Hi",
+          now: at(4),
+          messages: [message("m3", "user", "x")]
+        })
+      )
+      assert.strictEqual((yield* store.history({ userId: "alice", conversationId: ID })).length, 2)
+    })
+  )
+
   it.effect("creating an id another user owns never returns that user's conversation", () =>
     Effect.gen(function* () {
       const store = ConversationStore.makeMemory()

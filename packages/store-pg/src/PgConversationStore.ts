@@ -108,28 +108,67 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       FROM convoke_conversations
       WHERE id = ${id}::uuid AND user_id = ${userId}`.withoutTransform
 
+  /** Messages as a `VALUES` list for `INSERT … SELECT`, in order (`ord`). */
+  const messageValues = (messages: ReadonlyArray<ConversationStore.NewMessage>) =>
+    sql.csv(
+      messages.map(
+        (message, index) =>
+          sql`(${message.id}::uuid, ${index}::int4, ${message.role}::text, ${storable(message.content)}::text, ${
+            message.status
+          }::text, ${metadataJson(message.metadata)}::jsonb, ${message.createdAt}::timestamptz)`
+      )
+    )
+
+  /** The latest of the messages' creation dates (and `since`, if given): `updated_at` once they are added. */
+  const latestOf = (messages: ReadonlyArray<ConversationStore.NewMessage>, since?: Date): Date =>
+    new Date(
+      Math.max(since?.getTime() ?? -Infinity, ...messages.map((message) => message.createdAt.getTime()))
+    )
+
   const create = Effect.fnUntraced(function* (input: {
     readonly id: string
     readonly userId: string
     readonly title: string
     readonly now: Date
+    readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
   }) {
     if (!isUuid(input.id)) return yield* refuse("A conversation id must be a UUID")
     if (!isStorableUserId(input.userId))
       return yield* refuse("A user id must not contain NUL or lone surrogates")
-    const { id, userId, now } = input
+    const { id, userId, now, messages = [] } = input
+    if (!messages.every((message) => isUuid(message.id))) return yield* refuse("A message id must be a UUID")
     const title = storable(input.title)
-    // Only the id comes back: the row is what was sent. (A conflict, which
-    // only a retried create meets, costs a second round trip.)
-    const inserted = yield* sql<{ readonly id: string }>`
-      INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
-      VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${now})
-      ON CONFLICT (id) DO NOTHING
-      RETURNING id`.withoutTransform
+    const updatedAt = latestOf(messages, now)
+    // Only the id comes back: the row is what was sent. The messages go in
+    // the same statement, inserted from the new row, so they are stored
+    // exactly when the conversation is. (A conflict, which only a retried
+    // create meets, costs more round trips.)
+    const inserted = yield* messages.length === 0
+      ? sql<{ readonly id: string }>`
+          INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
+          VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${now})
+          ON CONFLICT (id) DO NOTHING
+          RETURNING id`.withoutTransform
+      : sql<{ readonly id: string }>`
+          WITH created AS (
+            INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
+            VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${updatedAt})
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+          ), added AS (
+            INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
+            SELECT v.id, created.id, v.role, v.content, v.status, v.metadata, v.created_at
+            FROM created CROSS JOIN (VALUES ${messageValues(messages)}) AS v (id, ord, role, content, status, metadata, created_at)
+            ORDER BY v.ord
+          )
+          SELECT id FROM created`.withoutTransform
     if (inserted.length > 0) {
-      return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt: now }
+      return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt }
     }
     // The id exists: this user's conversation (a retried create), or another user's.
+    if (messages.length > 0 && !(yield* appendOwned(id, userId, messages))) {
+      return yield* refuse("The conversation id belongs to another user")
+    }
     const row = (yield* selectOwned(id, userId))[0]
     if (row === undefined) return yield* refuse("The conversation id belongs to another user")
     return toConversation(row)
@@ -155,6 +194,34 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     return rows.map(toMessage)
   }, orUnavailable)
 
+  /**
+   * Appends messages (ids that exist are skipped) if the user owns the
+   * conversation, in one statement: the update proves ownership and the
+   * insert selects from its result, so another user's id inserts nothing.
+   */
+  const appendOwned = (
+    conversationId: string,
+    userId: string,
+    messages: ReadonlyArray<ConversationStore.NewMessage>
+  ) =>
+    Effect.map(
+      sql<{ readonly id: string }>`
+        WITH owner AS (
+          UPDATE convoke_conversations
+          SET updated_at = GREATEST(updated_at, ${latestOf(messages)})
+          WHERE id = ${conversationId}::uuid AND user_id = ${userId}
+          RETURNING id
+        ), added AS (
+          INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
+          SELECT v.id, owner.id, v.role, v.content, v.status, v.metadata, v.created_at
+          FROM owner CROSS JOIN (VALUES ${messageValues(messages)}) AS v (id, ord, role, content, status, metadata, created_at)
+          ORDER BY v.ord
+          ON CONFLICT (id) DO NOTHING
+        )
+        SELECT id FROM owner`.withoutTransform,
+      (owner) => owner.length > 0
+    )
+
   const append = Effect.fnUntraced(function* (input: {
     readonly userId: string
     readonly conversationId: string
@@ -164,30 +231,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (!isUuid(conversationId) || !isStorableUserId(userId)) return false
     if (messages.length === 0) return (yield* selectOwned(conversationId, userId)).length > 0
     if (!messages.every((message) => isUuid(message.id))) return yield* refuse("A message id must be a UUID")
-    const latest = new Date(Math.max(...messages.map((message) => message.createdAt.getTime())))
-    const values = messages.map(
-      (message, index) =>
-        sql`(${message.id}::uuid, ${index}::int4, ${message.role}::text, ${storable(message.content)}::text, ${
-          message.status
-        }::text, ${metadataJson(message.metadata)}::jsonb, ${message.createdAt}::timestamptz)`
-    )
-    // One statement: the update proves ownership, and the insert selects
-    // from its result, so another user's id inserts nothing.
-    const owner = yield* sql<{ readonly id: string }>`
-      WITH owner AS (
-        UPDATE convoke_conversations
-        SET updated_at = GREATEST(updated_at, ${latest})
-        WHERE id = ${conversationId}::uuid AND user_id = ${userId}
-        RETURNING id
-      ), added AS (
-        INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
-        SELECT v.id, owner.id, v.role, v.content, v.status, v.metadata, v.created_at
-        FROM owner CROSS JOIN (VALUES ${sql.csv(values)}) AS v (id, ord, role, content, status, metadata, created_at)
-        ORDER BY v.ord
-        ON CONFLICT (id) DO NOTHING
-      )
-      SELECT id FROM owner`.withoutTransform
-    return owner.length > 0
+    return yield* appendOwned(conversationId, userId, messages)
   }, orUnavailable)
 
   const list = Effect.fn("PgConversationStore.list")(function* (input: {

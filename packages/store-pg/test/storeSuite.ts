@@ -107,6 +107,93 @@ export const storeSuite = (
       })
     )
 
+    it.effect("create stores the first messages with the conversation, in order", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const id = randomUUID()
+        const userId = user()
+        const question = message("user", "Hello\u0000?", at(2))
+        const note = message("assistant", "Hi", at(2), { metadata: { model: "echo" } })
+        const created = yield* store.create({
+          id,
+          userId,
+          title: "Hello",
+          now: at(1),
+          messages: [question, note]
+        })
+        // Touched by its messages, as `append` would.
+        expect(created).toEqual({ id, userId, title: "Hello", createdAt: at(1), updatedAt: at(2) })
+        expect(yield* store.find({ userId, id })).toEqual(Option.some(created))
+        const history = yield* store.history({ userId, conversationId: id })
+        expect(history.map((stored) => [stored.id, stored.role, stored.content, stored.metadata])).toEqual([
+          [question.id, "user", "Hello\uFFFD?", undefined],
+          [note.id, "assistant", "Hi", { model: "echo" }]
+        ])
+      })
+    )
+
+    it.effect("a retried create stores each message once and adds the new ones", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const id = randomUUID()
+        const userId = user()
+        const first = message("user", "first", at(2))
+        const created = yield* store.create({ id, userId, title: "Retried", now: at(1), messages: [first] })
+        yield* Effect.forEach(
+          Array.from({ length: 4 }, (_, index) => index),
+          () => store.create({ id, userId, title: "Again", now: at(3), messages: [first] }),
+          { concurrency: "unbounded" }
+        )
+        const second = message("user", "second", at(4))
+        const again = yield* store.create({
+          id,
+          userId,
+          title: "Again",
+          now: at(4),
+          messages: [first, second]
+        })
+        expect(again).toEqual({ ...created, updatedAt: at(4) })
+        const history = yield* store.history({ userId, conversationId: id })
+        expect(history.map((stored) => stored.content)).toEqual(["first", "second"])
+      })
+    )
+
+    it.effect("create with messages on another user's id stores none of them", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const owner = user()
+        const original = yield* newConversation(owner, "Owner's")
+        const exit = yield* Effect.exit(
+          store.create({
+            id: original.id,
+            userId: user(),
+            title: "Intruder's",
+            now: at(9),
+            messages: [message("user", "planted", at(9))]
+          })
+        )
+        expect(Exit.isFailure(exit)).toBe(true)
+        expect(yield* store.history({ userId: owner, conversationId: original.id })).toEqual([])
+        expect(yield* store.find({ userId: owner, id: original.id })).toEqual(Option.some(original))
+      })
+    )
+
+    it.effect("a create whose message cannot be stored leaves no conversation behind", () =>
+      Effect.gen(function* () {
+        const store = yield* ConversationStore.ConversationStore
+        const userId = user()
+        const taken = message("user", "taken", at(2))
+        yield* store.create({ id: randomUUID(), userId, title: "First", now: at(1), messages: [taken] })
+        // The message id exists already: the statement fails as a whole.
+        const id = randomUUID()
+        const exit = yield* Effect.exit(
+          store.create({ id, userId, title: "Second", now: at(1), messages: [taken] })
+        )
+        expect(Exit.isFailure(exit)).toBe(true)
+        expect(yield* store.find({ userId, id })).toEqual(Option.none())
+      })
+    )
+
     it.effect("find is empty for unknown and malformed ids", () =>
       Effect.gen(function* () {
         const store = yield* ConversationStore.ConversationStore
