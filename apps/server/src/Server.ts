@@ -58,7 +58,11 @@ export const databaseLayer = (
     ? PgEmbedded.layer({
         dataDir: settings.dataDir.startsWith("memory://") ? settings.dataDir : resolve(settings.dataDir)
       })
-    : PgClient.layer({ url: Redacted.make(settings.databaseUrl), applicationName: "convoke" })
+    : PgClient.layer({
+        url: Redacted.make(settings.databaseUrl),
+        applicationName: "convoke",
+        maxConnections: PgConversationStore.DEFAULT_CONNECTIONS
+      })
 
 // Claude when an Anthropic key is configured, the echo model otherwise. The
 // public model name is accepted as a request alias too, since clients see it
@@ -93,7 +97,10 @@ const storeLayer = (settings: Settings) =>
   PgApiKeyStore.layer.pipe(
     Layer.provideMerge(
       PgConversationStore.layerWithAuditLog({
-        name: settings.databaseUrl === undefined ? "pglite" : "postgres"
+        name: settings.databaseUrl === undefined ? "pglite" : "postgres",
+        // The pool's size, so statements a response waits on go first.
+        connections:
+          settings.databaseUrl === undefined ? PgEmbedded.CONNECTIONS : PgConversationStore.DEFAULT_CONNECTIONS
       }).pipe(Layer.provideMerge(databaseLayer(settings)))
     )
   )

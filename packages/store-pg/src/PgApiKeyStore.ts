@@ -18,6 +18,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import { ChatError, Identity } from "@convoke/core"
 import { Context, Effect, Layer, Option } from "effect"
 import { SqlClient } from "effect/sql"
+import { CurrentLanes } from "./internal/lanes.ts"
 import { failingAs } from "./internal/unavailable.ts"
 import * as PgMigrations from "./PgMigrations.ts"
 
@@ -101,54 +102,65 @@ const orUnavailable = failingAs(unavailable)
 /** Builds the store on the `SqlClient` in context, assuming the schema exists. */
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  const lanes = yield* CurrentLanes
 
-  const create = Effect.fn("PgApiKeyStore.create")(function* (input: {
-    readonly userId: string
-    readonly label?: string | undefined
-  }) {
-    if (input.userId.trim() === "" || input.userId.includes("\u0000") || /\p{Cs}/u.test(input.userId)) {
-      return yield* Effect.fail(new Error("A user id must be non-empty text"))
-    }
-    const key = generate()
-    const id = randomUUID()
-    const label = (input.label ?? "").replace(/\p{Cs}/gu, "\uFFFD").replaceAll("\u0000", "\uFFFD")
-    const rows = yield* sql<Row>`
+  const create = Effect.fn("PgApiKeyStore.create")(
+    function* (input: { readonly userId: string; readonly label?: string | undefined }) {
+      if (input.userId.trim() === "" || input.userId.includes("\u0000") || /\p{Cs}/u.test(input.userId)) {
+        return yield* Effect.fail(new Error("A user id must be non-empty text"))
+      }
+      const key = generate()
+      const id = randomUUID()
+      const label = (input.label ?? "").replace(/\p{Cs}/gu, "\uFFFD").replaceAll("\u0000", "\uFFFD")
+      const rows = yield* sql<Row>`
       INSERT INTO convoke_api_keys (id, user_id, digest, label, created_at)
       VALUES (${id}::uuid, ${input.userId}, ${digestOf(key)}, ${label}, now())
       RETURNING id, user_id, digest, label, created_at, revoked_at, last_used_at`.withoutTransform
-    return { ...toApiKey(rows[0]!), key }
-  }, orUnavailable)
+      return { ...toApiKey(rows[0]!), key }
+    },
+    lanes.background,
+    orUnavailable
+  )
 
-  const list = Effect.fn("PgApiKeyStore.list")(function* (
-    input: { readonly userId?: string | undefined } = {}
-  ) {
-    const rows =
-      input.userId === undefined
-        ? yield* sql<Row>`
+  const list = Effect.fn("PgApiKeyStore.list")(
+    function* (input: { readonly userId?: string | undefined } = {}) {
+      const rows =
+        input.userId === undefined
+          ? yield* sql<Row>`
             SELECT id, user_id, digest, label, created_at, revoked_at, last_used_at
             FROM convoke_api_keys ORDER BY created_at, id`.withoutTransform
-        : yield* sql<Row>`
+          : yield* sql<Row>`
             SELECT id, user_id, digest, label, created_at, revoked_at, last_used_at
             FROM convoke_api_keys WHERE user_id = ${input.userId} ORDER BY created_at, id`.withoutTransform
-    return rows.map(toApiKey)
-  }, orUnavailable)
+      return rows.map(toApiKey)
+    },
+    lanes.background,
+    orUnavailable
+  )
 
-  const revoke = Effect.fn("PgApiKeyStore.revoke")(function* (id: string) {
-    if (!UUID.test(id)) return false
-    const rows = yield* sql<{ readonly id: string }>`
+  const revoke = Effect.fn("PgApiKeyStore.revoke")(
+    function* (id: string) {
+      if (!UUID.test(id)) return false
+      const rows = yield* sql<{ readonly id: string }>`
       UPDATE convoke_api_keys SET revoked_at = now()
       WHERE id = ${id}::uuid AND revoked_at IS NULL
       RETURNING id`.withoutTransform
-    return rows.length > 0
-  }, orUnavailable)
+      return rows.length > 0
+    },
+    lanes.background,
+    orUnavailable
+  )
 
   const verify = Effect.fn("PgApiKeyStore.verify")(function* (key: string) {
     if (!looksLikeKey(key)) return Option.none<ApiKey>()
     const digest = digestOf(key)
-    const rows = yield* sql<Row>`
+    // Every request with a stored key waits on this: the urgent lane.
+    const rows = yield* lanes.urgent(
+      sql<Row>`
       SELECT id, user_id, digest, label, created_at, revoked_at, last_used_at
       FROM convoke_api_keys
       WHERE digest = ${digest} AND revoked_at IS NULL`.withoutTransform
+    )
     const row = rows[0]
     if (row === undefined) return Option.none<ApiKey>()
     // The index found the row by digest; compare the digests in constant time
@@ -161,6 +173,7 @@ export const make = Effect.gen(function* () {
       UPDATE convoke_api_keys SET last_used_at = now()
       WHERE id = ${row.id}::uuid
         AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`.pipe(
+      lanes.background,
       Effect.ignore,
       Effect.forkDetach
     )
@@ -169,8 +182,10 @@ export const make = Effect.gen(function* () {
 
   const countActive = orUnavailable(
     Effect.map(
-      sql<{ readonly count: string }>`
-        SELECT count(*)::text AS count FROM convoke_api_keys WHERE revoked_at IS NULL`.withoutTransform,
+      lanes.background(
+        sql<{ readonly count: string }>`
+        SELECT count(*)::text AS count FROM convoke_api_keys WHERE revoked_at IS NULL`.withoutTransform
+      ),
       (rows) => Number(rows[0]?.count ?? 0)
     )
   )

@@ -23,6 +23,7 @@
 import { AuditLog, type ChatError, ConversationStore } from "@convoke/core"
 import { Deferred, Duration, Effect, Exit, Fiber, Latch, Layer } from "effect"
 import { SqlClient } from "effect/sql"
+import { CurrentLanes } from "./internal/lanes.ts"
 import { isUuid, storable } from "./internal/text.ts"
 import * as PgMigrations from "./PgMigrations.ts"
 
@@ -76,6 +77,7 @@ export interface Row {
  */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
+  const lanes = yield* CurrentLanes
   const timeout = Duration.fromInputUnsafe(options.timeout ?? Duration.seconds(5))
 
   const insert = (entries: ReadonlyArray<AuditLog.Entry>) => {
@@ -87,9 +89,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           entry.requestId === undefined ? null : storable(entry.requestId)
         }::text)`
     )
-    return sql`
+    return lanes.background(
+      sql`
       INSERT INTO convoke_audit_log (at, action, cause, user_id, conversation_id, request_id)
       VALUES ${sql.csv(values)}`.withoutTransform
+    )
   }
 
   const batchWindow = Duration.fromInputUnsafe(options.batchWindow ?? Duration.zero)

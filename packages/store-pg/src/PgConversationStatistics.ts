@@ -13,6 +13,7 @@ import { type ChatError, ConversationStatistics } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import { CurrentLanes } from "./internal/lanes.ts"
 import { orUnavailable } from "./internal/unavailable.ts"
 import type { PoolOptions } from "./PgConversationStore.ts"
 import * as PgMigrations from "./PgMigrations.ts"
@@ -20,11 +21,10 @@ import * as PgMigrations from "./PgMigrations.ts"
 /** Builds the statistics on the `SqlClient` in context; the store's migrations must have run. */
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const abandonment = Effect.fn("PgConversationStatistics.abandonment")(function* (window: {
-    readonly from: Date
-    readonly to: Date
-  }) {
-    const [row] = yield* sql<{ readonly created: number; readonly abandoned: number }>`
+  const lanes = yield* CurrentLanes
+  const abandonment = Effect.fn("PgConversationStatistics.abandonment")(
+    function* (window: { readonly from: Date; readonly to: Date }) {
+      const [row] = yield* sql<{ readonly created: number; readonly abandoned: number }>`
       SELECT count(*)::int AS created,
              (count(*) FILTER (WHERE turns.user_messages <= 1))::int AS abandoned
       FROM convoke_conversations AS conversation
@@ -34,9 +34,12 @@ export const make = Effect.gen(function* () {
         WHERE message.conversation_id = conversation.id AND message.role = 'user'
       ) AS turns
       WHERE conversation.created_at >= ${window.from} AND conversation.created_at < ${window.to}`
-      .withoutTransform
-    return { created: row?.created ?? 0, abandoned: row?.abandoned ?? 0 }
-  }, orUnavailable)
+        .withoutTransform
+      return { created: row?.created ?? 0, abandoned: row?.abandoned ?? 0 }
+    },
+    lanes.background,
+    orUnavailable
+  )
   return ConversationStatistics.ConversationStatistics.of({ abandonment })
 })
 

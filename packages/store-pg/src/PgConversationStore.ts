@@ -18,6 +18,7 @@ import { AuditLog, type ChatError, ConversationStore } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
+import * as Lanes from "./internal/lanes.ts"
 import { isUuid, storable } from "./internal/text.ts"
 import { orUnavailable } from "./internal/unavailable.ts"
 import * as PgAuditLog from "./PgAuditLog.ts"
@@ -28,7 +29,21 @@ import * as PgMigrations from "./PgMigrations.ts"
 export interface Options {
   /** The store's name in banners and `/health`; `postgres` unless given. */
   readonly name?: string | undefined
+  /**
+   * How many connections the `SqlClient`'s pool holds (its `maxConnections`).
+   * When given, at most that many statements are in flight, and a freed
+   * connection goes to a statement a response is waiting to start on
+   * (creating or finding a conversation, listing, checking a stored key)
+   * before appends, audit records and cleanup: under load the metadata event
+   * does not queue behind the writes of streams already under way. Unset,
+   * statements queue in the pool in arrival order. `layerUrl` and
+   * `layerEmbedded` set it.
+   */
+  readonly connections?: number | undefined
 }
+
+/** The pool size of `layerUrl` unless `maxConnections` is given. */
+export const DEFAULT_CONNECTIONS = 10
 
 /** Pool settings for `layerUrl`, everything `PgClient` accepts except the URL. */
 export type PoolOptions = Omit<PgClient.PgPoolConfig, "url">
@@ -101,6 +116,10 @@ const refuse = (message: string) => Effect.fail(new Error(message))
  */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
+  // Statements a response waits to start on are urgent; those inside a
+  // stream or off the request path are background (see `connections`).
+  const lanes =
+    options.connections === undefined ? yield* Lanes.CurrentLanes : Lanes.make(options.connections)
 
   const selectOwned = (id: string, userId: string) =>
     sql<ConversationRow>`
@@ -125,31 +144,33 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       Math.max(since?.getTime() ?? -Infinity, ...messages.map((message) => message.createdAt.getTime()))
     )
 
-  const create = Effect.fnUntraced(function* (input: {
-    readonly id: string
-    readonly userId: string
-    readonly title: string
-    readonly now: Date
-    readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
-  }) {
-    if (!isUuid(input.id)) return yield* refuse("A conversation id must be a UUID")
-    if (!isStorableUserId(input.userId))
-      return yield* refuse("A user id must not contain NUL or lone surrogates")
-    const { id, userId, now, messages = [] } = input
-    if (!messages.every((message) => isUuid(message.id))) return yield* refuse("A message id must be a UUID")
-    const title = storable(input.title)
-    const updatedAt = latestOf(messages, now)
-    // Only the id comes back: the row is what was sent. The messages go in
-    // the same statement, inserted from the new row, so they are stored
-    // exactly when the conversation is. (A conflict, which only a retried
-    // create meets, costs more round trips.)
-    const inserted = yield* messages.length === 0
-      ? sql<{ readonly id: string }>`
+  const create = Effect.fnUntraced(
+    function* (input: {
+      readonly id: string
+      readonly userId: string
+      readonly title: string
+      readonly now: Date
+      readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
+    }) {
+      if (!isUuid(input.id)) return yield* refuse("A conversation id must be a UUID")
+      if (!isStorableUserId(input.userId))
+        return yield* refuse("A user id must not contain NUL or lone surrogates")
+      const { id, userId, now, messages = [] } = input
+      if (!messages.every((message) => isUuid(message.id)))
+        return yield* refuse("A message id must be a UUID")
+      const title = storable(input.title)
+      const updatedAt = latestOf(messages, now)
+      // Only the id comes back: the row is what was sent. The messages go in
+      // the same statement, inserted from the new row, so they are stored
+      // exactly when the conversation is. (A conflict, which only a retried
+      // create meets, costs more round trips.)
+      const inserted = yield* messages.length === 0
+        ? sql<{ readonly id: string }>`
           INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
           VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${now})
           ON CONFLICT (id) DO NOTHING
           RETURNING id`.withoutTransform
-      : sql<{ readonly id: string }>`
+        : sql<{ readonly id: string }>`
           WITH created AS (
             INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
             VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${updatedAt})
@@ -162,37 +183,45 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             ORDER BY v.ord
           )
           SELECT id FROM created`.withoutTransform
-    if (inserted.length > 0) {
-      return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt }
-    }
-    // The id exists: this user's conversation (a retried create), or another user's.
-    if (messages.length > 0 && !(yield* appendOwned(id, userId, messages))) {
-      return yield* refuse("The conversation id belongs to another user")
-    }
-    const row = (yield* selectOwned(id, userId))[0]
-    if (row === undefined) return yield* refuse("The conversation id belongs to another user")
-    return toConversation(row)
-  }, orUnavailable)
+      if (inserted.length > 0) {
+        return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt }
+      }
+      // The id exists: this user's conversation (a retried create), or another user's.
+      if (messages.length > 0 && !(yield* appendOwned(id, userId, messages))) {
+        return yield* refuse("The conversation id belongs to another user")
+      }
+      const row = (yield* selectOwned(id, userId))[0]
+      if (row === undefined) return yield* refuse("The conversation id belongs to another user")
+      return toConversation(row)
+    },
+    lanes.urgent,
+    orUnavailable
+  )
 
-  const find = Effect.fnUntraced(function* (input: { readonly userId: string; readonly id: string }) {
-    if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
-    const rows = yield* selectOwned(input.id, input.userId)
-    return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
-  }, orUnavailable)
+  const find = Effect.fnUntraced(
+    function* (input: { readonly userId: string; readonly id: string }) {
+      if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
+      const rows = yield* selectOwned(input.id, input.userId)
+      return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
+    },
+    lanes.urgent,
+    orUnavailable
+  )
 
-  const history = Effect.fnUntraced(function* (input: {
-    readonly userId: string
-    readonly conversationId: string
-  }) {
-    if (!isUuid(input.conversationId) || !isStorableUserId(input.userId)) return []
-    const rows = yield* sql<MessageRow>`
+  const history = Effect.fnUntraced(
+    function* (input: { readonly userId: string; readonly conversationId: string }) {
+      if (!isUuid(input.conversationId) || !isStorableUserId(input.userId)) return []
+      const rows = yield* sql<MessageRow>`
       SELECT m.id, m.conversation_id, m.role, m.content, m.status, m.metadata, m.created_at
       FROM convoke_conversations c
       JOIN convoke_messages m ON m.conversation_id = c.id
       WHERE c.id = ${input.conversationId}::uuid AND c.user_id = ${input.userId}
       ORDER BY m.seq`.withoutTransform
-    return rows.map(toMessage)
-  }, orUnavailable)
+      return rows.map(toMessage)
+    },
+    lanes.background,
+    orUnavailable
+  )
 
   /**
    * Appends messages (ids that exist are skipped) if the user owns the
@@ -222,31 +251,37 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       (owner) => owner.length > 0
     )
 
-  const append = Effect.fnUntraced(function* (input: {
-    readonly userId: string
-    readonly conversationId: string
-    readonly messages: ReadonlyArray<ConversationStore.NewMessage>
-  }) {
-    const { conversationId, userId, messages } = input
-    if (!isUuid(conversationId) || !isStorableUserId(userId)) return false
-    if (messages.length === 0) return (yield* selectOwned(conversationId, userId)).length > 0
-    if (!messages.every((message) => isUuid(message.id))) return yield* refuse("A message id must be a UUID")
-    return yield* appendOwned(conversationId, userId, messages)
-  }, orUnavailable)
+  const append = Effect.fnUntraced(
+    function* (input: {
+      readonly userId: string
+      readonly conversationId: string
+      readonly messages: ReadonlyArray<ConversationStore.NewMessage>
+    }) {
+      const { conversationId, userId, messages } = input
+      if (!isUuid(conversationId) || !isStorableUserId(userId)) return false
+      if (messages.length === 0) return (yield* selectOwned(conversationId, userId)).length > 0
+      if (!messages.every((message) => isUuid(message.id)))
+        return yield* refuse("A message id must be a UUID")
+      return yield* appendOwned(conversationId, userId, messages)
+    },
+    lanes.background,
+    orUnavailable
+  )
 
-  const list = Effect.fn("PgConversationStore.list")(function* (input: {
-    readonly userId: string
-    readonly limit: number
-    readonly after?: ConversationStore.Cursor | undefined
-  }) {
-    const { userId, after } = input
-    if (!Number.isSafeInteger(input.limit) || input.limit < 1)
-      return yield* refuse("A page limit must be a positive integer")
-    if (!isStorableUserId(userId)) return { conversations: [] }
-    if (after !== undefined && (!isUuid(after.id) || Number.isNaN(after.updatedAt.getTime())))
-      return yield* refuse("A cursor needs a valid date and a UUID")
-    // One row more than the page tells whether another page follows.
-    const rows = yield* sql<ConversationRow>`
+  const list = Effect.fn("PgConversationStore.list")(
+    function* (input: {
+      readonly userId: string
+      readonly limit: number
+      readonly after?: ConversationStore.Cursor | undefined
+    }) {
+      const { userId, after } = input
+      if (!Number.isSafeInteger(input.limit) || input.limit < 1)
+        return yield* refuse("A page limit must be a positive integer")
+      if (!isStorableUserId(userId)) return { conversations: [] }
+      if (after !== undefined && (!isUuid(after.id) || Number.isNaN(after.updatedAt.getTime())))
+        return yield* refuse("A cursor needs a valid date and a UUID")
+      // One row more than the page tells whether another page follows.
+      const rows = yield* sql<ConversationRow>`
       SELECT id, user_id, title, created_at, updated_at
       FROM convoke_conversations
       WHERE user_id = ${userId}${
@@ -254,60 +289,70 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       }
       ORDER BY updated_at DESC, id DESC
       LIMIT ${input.limit + 1}`.withoutTransform
-    const conversations = rows.slice(0, input.limit).map(toConversation)
-    const last = conversations.at(-1)
-    return rows.length > input.limit && last !== undefined
-      ? { conversations, next: { updatedAt: last.updatedAt, id: last.id } }
-      : { conversations }
-  }, orUnavailable)
+      const conversations = rows.slice(0, input.limit).map(toConversation)
+      const last = conversations.at(-1)
+      return rows.length > input.limit && last !== undefined
+        ? { conversations, next: { updatedAt: last.updatedAt, id: last.id } }
+        : { conversations }
+    },
+    lanes.urgent,
+    orUnavailable
+  )
 
-  const rename = Effect.fn("PgConversationStore.rename")(function* (input: {
-    readonly userId: string
-    readonly id: string
-    readonly title: string
-    readonly now: Date
-  }) {
-    if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
-    const rows = yield* sql<ConversationRow>`
+  const rename = Effect.fn("PgConversationStore.rename")(
+    function* (input: {
+      readonly userId: string
+      readonly id: string
+      readonly title: string
+      readonly now: Date
+    }) {
+      if (!isUuid(input.id) || !isStorableUserId(input.userId)) return Option.none()
+      const rows = yield* sql<ConversationRow>`
       UPDATE convoke_conversations
       SET title = ${storable(input.title)}, updated_at = ${input.now}
       WHERE id = ${input.id}::uuid AND user_id = ${input.userId}
       RETURNING id, user_id, title, created_at, updated_at`.withoutTransform
-    return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
-  }, orUnavailable)
+      return Option.map(Option.fromUndefinedOr(rows[0]), toConversation)
+    },
+    lanes.urgent,
+    orUnavailable
+  )
 
-  const remove = Effect.fn("PgConversationStore.remove")(function* (input: {
-    readonly userId: string
-    readonly id: string
-  }) {
-    if (!isUuid(input.id) || !isStorableUserId(input.userId)) return false
-    // Messages go with it: the foreign key cascades.
-    const rows = yield* sql<{ readonly id: string }>`
+  const remove = Effect.fn("PgConversationStore.remove")(
+    function* (input: { readonly userId: string; readonly id: string }) {
+      if (!isUuid(input.id) || !isStorableUserId(input.userId)) return false
+      // Messages go with it: the foreign key cascades.
+      const rows = yield* sql<{ readonly id: string }>`
       DELETE FROM convoke_conversations
       WHERE id = ${input.id}::uuid AND user_id = ${input.userId}
       RETURNING id`.withoutTransform
-    return rows.length > 0
-  }, orUnavailable)
+      return rows.length > 0
+    },
+    lanes.urgent,
+    orUnavailable
+  )
 
-  const exists = Effect.fnUntraced(function* (id: string) {
-    if (!isUuid(id)) return false
-    const rows = yield* sql<{ readonly id: string }>`
+  const exists = Effect.fnUntraced(
+    function* (id: string) {
+      if (!isUuid(id)) return false
+      const rows = yield* sql<{ readonly id: string }>`
       SELECT id FROM convoke_conversations WHERE id = ${id}::uuid`.withoutTransform
-    return rows.length > 0
-  }, orUnavailable)
+      return rows.length > 0
+    },
+    lanes.background,
+    orUnavailable
+  )
 
-  const deleteAbandoned = Effect.fn("PgConversationStore.deleteAbandoned")(function* (input: {
-    readonly createdBefore: Date
-    readonly limit: number
-  }) {
-    if (!Number.isSafeInteger(input.limit) || input.limit < 1)
-      return yield* refuse("A batch limit must be a positive integer")
-    if (Number.isNaN(input.createdBefore.getTime())) return yield* refuse("The cutoff must be a valid date")
-    // SKIP LOCKED: rows a request is appending to right now are left for the
-    // next batch instead of making the request (or this batch) wait.
-    // `replied` is rechecked on the locked row, so a reply that commits after
-    // this statement started keeps its conversation.
-    const rows = yield* sql<{ readonly id: string; readonly user_id: string }>`
+  const deleteAbandoned = Effect.fn("PgConversationStore.deleteAbandoned")(
+    function* (input: { readonly createdBefore: Date; readonly limit: number }) {
+      if (!Number.isSafeInteger(input.limit) || input.limit < 1)
+        return yield* refuse("A batch limit must be a positive integer")
+      if (Number.isNaN(input.createdBefore.getTime())) return yield* refuse("The cutoff must be a valid date")
+      // SKIP LOCKED: rows a request is appending to right now are left for the
+      // next batch instead of making the request (or this batch) wait.
+      // `replied` is rechecked on the locked row, so a reply that commits after
+      // this statement started keeps its conversation.
+      const rows = yield* sql<{ readonly id: string; readonly user_id: string }>`
       DELETE FROM convoke_conversations
       WHERE id IN (
         SELECT id
@@ -318,22 +363,26 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         FOR UPDATE SKIP LOCKED
       )
       RETURNING id, user_id`.withoutTransform
-    return rows.map((row) => ({ id: row.id, userId: row.user_id }))
-  }, orUnavailable)
+      return rows.map((row) => ({ id: row.id, userId: row.user_id }))
+    },
+    lanes.background,
+    orUnavailable
+  )
 
-  const abandonment = Effect.fn("PgConversationStore.abandonment")(function* (input: {
-    readonly createdFrom: Date
-    readonly createdBefore: Date
-  }) {
-    if (Number.isNaN(input.createdFrom.getTime()) || Number.isNaN(input.createdBefore.getTime()))
-      return yield* refuse("The window must have valid dates")
-    const rows = yield* sql<{ readonly created: string | number; readonly abandoned: string | number }>`
+  const abandonment = Effect.fn("PgConversationStore.abandonment")(
+    function* (input: { readonly createdFrom: Date; readonly createdBefore: Date }) {
+      if (Number.isNaN(input.createdFrom.getTime()) || Number.isNaN(input.createdBefore.getTime()))
+        return yield* refuse("The window must have valid dates")
+      const rows = yield* sql<{ readonly created: string | number; readonly abandoned: string | number }>`
       SELECT count(*)::int8 AS created, count(*) FILTER (WHERE NOT replied)::int8 AS abandoned
       FROM convoke_conversations
       WHERE created_at >= ${input.createdFrom} AND created_at < ${input.createdBefore}`.withoutTransform
-    const row = rows[0]
-    return { created: Number(row?.created ?? 0), abandoned: Number(row?.abandoned ?? 0) }
-  }, orUnavailable)
+      const row = rows[0]
+      return { created: Number(row?.created ?? 0), abandoned: Number(row?.abandoned ?? 0) }
+    },
+    lanes.background,
+    orUnavailable
+  )
 
   return ConversationStore.ConversationStore.of({
     name: options.name ?? "postgres",
@@ -373,10 +422,17 @@ export const layerWithAuditLog = (
   Layer.effectContext(
     Effect.gen(function* () {
       yield* orUnavailable(PgMigrations.run)
-      const store = yield* make(options)
-      const auditLog = yield* PgAuditLog.make(options.auditLog)
+      // One set of lanes for every statement on the pool; other store-pg
+      // services built with this layer's output (`PgApiKeyStore.layer`) join them.
+      const lanes =
+        options.connections === undefined ? yield* Lanes.CurrentLanes : Lanes.make(options.connections)
+      const store = yield* make({ name: options.name }).pipe(Effect.provideService(Lanes.CurrentLanes, lanes))
+      const auditLog = yield* PgAuditLog.make(options.auditLog).pipe(
+        Effect.provideService(Lanes.CurrentLanes, lanes)
+      )
       return Context.make(ConversationStore.ConversationStore, store).pipe(
-        Context.add(AuditLog.AuditLog, auditLog)
+        Context.add(AuditLog.AuditLog, auditLog),
+        Context.add(Lanes.CurrentLanes, lanes)
       )
     })
   )
@@ -391,12 +447,16 @@ export const layerUrl = (
   url: string | Redacted.Redacted<string>,
   options: PoolOptions = {}
 ): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
-  layerWithAuditLog({ name: "postgres" }).pipe(
+  layerWithAuditLog({ name: "postgres", connections: options.maxConnections ?? DEFAULT_CONNECTIONS }).pipe(
     Layer.provide(
       PgClient.layerFrom(
         orUnavailable(
           Effect.suspend(() =>
-            PgClient.make({ ...options, url: typeof url === "string" ? Redacted.make(url) : url })
+            PgClient.make({
+              maxConnections: DEFAULT_CONNECTIONS,
+              ...options,
+              url: typeof url === "string" ? Redacted.make(url) : url
+            })
           )
         )
       )
@@ -412,4 +472,6 @@ export const layerUrl = (
 export const layerEmbedded = (
   options: PgEmbedded.Options = {}
 ): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
-  layerWithAuditLog({ name: "pglite" }).pipe(Layer.provide(PgEmbedded.layer(options)))
+  layerWithAuditLog({ name: "pglite", connections: PgEmbedded.CONNECTIONS }).pipe(
+    Layer.provide(PgEmbedded.layer(options))
+  )

@@ -97,6 +97,9 @@ export const start = (
     return { host, port, dataDir }
   })
 
+/** The client's connections: PGlite serves one, and its socket server admits one. */
+export const CONNECTIONS = 1
+
 /**
  * A `PgClient` / `SqlClient` on a freshly started embedded database, with the
  * single connection the socket server allows. Closing the layer closes the
@@ -114,7 +117,7 @@ export const layer = (
         username: "postgres",
         database: "postgres",
         applicationName: "convoke",
-        maxConnections: 1,
+        maxConnections: CONNECTIONS,
         // Reconnecting could race the server releasing its only slot: keep the connection.
         idleTimeout: Duration.infinity
       }).pipe(Effect.mapError(ConversationStore.unavailable))
