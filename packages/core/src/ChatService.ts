@@ -6,8 +6,8 @@
  * write), then returns a stream whose first element is the metadata event,
  * built from values already in hand so it is emitted at once; only after it
  * is pulled are history loaded, the user message of a resumed conversation
- * stored and the model called. Deltas become content events; a failure after the start
- * becomes an error event. Whatever the model produced is stored when the
+ * stored and the model called. Deltas become content events; a failure after
+ * the start becomes an error event. Whatever the model produced is stored when the
  * stream ends — `complete`, `partial` (client gone, shutdown) or `error`.
  *
  * @since 0.1.0
@@ -262,9 +262,10 @@ export const make = Effect.gen(function* () {
 
   /**
    * Runs one turn on the current fiber: load history, store the user message
-   * (unless it was stored with the conversation), call the model and hand each non-empty text delta to `onText` (which may
-   * wait: that is the back-pressure of a slow reader), then store the reply
-   * however the turn ends. `shutdown` interrupts the fiber; the turn then ends
+   * (unless it was stored with the conversation), call the model and hand
+   * each non-empty text delta to `onText` (which may wait: that is the
+   * back-pressure of a slow reader), then store the reply however the turn
+   * ends. `shutdown` interrupts the fiber; the turn then ends
    * as `shutdown` and stores what it has as `partial`.
    */
   const runTurn = (
