@@ -127,16 +127,26 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       FROM convoke_conversations
       WHERE id = ${id}::uuid AND user_id = ${userId}`.withoutTransform
 
-  /** Messages as a `VALUES` list for `INSERT … SELECT`, in order (`ord`). */
-  const messageValues = (messages: ReadonlyArray<ConversationStore.NewMessage>) =>
-    sql.csv(
-      messages.map(
-        (message, index) =>
-          sql`(${message.id}::uuid, ${index}::int4, ${message.role}::text, ${storable(message.content)}::text, ${
-            message.status
-          }::text, ${metadataJson(message.metadata)}::jsonb, ${message.createdAt}::timestamptz)`
-      )
+  /**
+   * Inserts the messages, in order, into the conversation whose id the CTE
+   * `row` returns; nothing when it returns no row. For a `WITH` clause.
+   */
+  const insertMessagesFrom = (
+    row: "created" | "owner",
+    messages: ReadonlyArray<ConversationStore.NewMessage>
+  ) => {
+    const values = messages.map(
+      (message, index) =>
+        sql`(${message.id}::uuid, ${index}::int4, ${message.role}::text, ${storable(message.content)}::text, ${
+          message.status
+        }::text, ${metadataJson(message.metadata)}::jsonb, ${message.createdAt}::timestamptz)`
     )
+    return sql`
+      INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
+      SELECT v.id, ${sql(row)}.id, v.role, v.content, v.status, v.metadata, v.created_at
+      FROM ${sql(row)} CROSS JOIN (VALUES ${sql.csv(values)}) AS v (id, ord, role, content, status, metadata, created_at)
+      ORDER BY v.ord`
+  }
 
   /** The latest of the messages' creation dates (and `since`, if given): `updated_at` once they are added. */
   const latestOf = (messages: ReadonlyArray<ConversationStore.NewMessage>, since?: Date): Date =>
@@ -176,12 +186,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${updatedAt})
             ON CONFLICT (id) DO NOTHING
             RETURNING id
-          ), added AS (
-            INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
-            SELECT v.id, created.id, v.role, v.content, v.status, v.metadata, v.created_at
-            FROM created CROSS JOIN (VALUES ${messageValues(messages)}) AS v (id, ord, role, content, status, metadata, created_at)
-            ORDER BY v.ord
-          )
+          ), added AS (${insertMessagesFrom("created", messages)})
           SELECT id FROM created`.withoutTransform
       if (inserted.length > 0) {
         return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt }
@@ -240,13 +245,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           SET updated_at = GREATEST(updated_at, ${latestOf(messages)})
           WHERE id = ${conversationId}::uuid AND user_id = ${userId}
           RETURNING id
-        ), added AS (
-          INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
-          SELECT v.id, owner.id, v.role, v.content, v.status, v.metadata, v.created_at
-          FROM owner CROSS JOIN (VALUES ${messageValues(messages)}) AS v (id, ord, role, content, status, metadata, created_at)
-          ORDER BY v.ord
-          ON CONFLICT (id) DO NOTHING
-        )
+        ), added AS (${insertMessagesFrom("owner", messages)} ON CONFLICT (id) DO NOTHING)
         SELECT id FROM owner`.withoutTransform,
       (owner) => owner.length > 0
     )
