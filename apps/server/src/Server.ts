@@ -100,7 +100,9 @@ const storeLayer = (settings: Settings) =>
         name: settings.databaseUrl === undefined ? "pglite" : "postgres",
         // The pool's size, so statements a response waits on go first.
         connections:
-          settings.databaseUrl === undefined ? PgEmbedded.CONNECTIONS : PgConversationStore.DEFAULT_CONNECTIONS
+          settings.databaseUrl === undefined
+            ? PgEmbedded.CONNECTIONS
+            : PgConversationStore.DEFAULT_CONNECTIONS
       }).pipe(Layer.provideMerge(databaseLayer(settings)))
     )
   )
