@@ -50,6 +50,10 @@ export interface RunningServer {
   readonly close: () => Promise<void>
 }
 
+/** The connections of the database client's pool: the store's lanes are sized by it. */
+const connectionsOf = (settings: Pick<Settings, "databaseUrl">): number =>
+  settings.databaseUrl === undefined ? PgEmbedded.CONNECTIONS : PgConversationStore.DEFAULT_CONNECTIONS
+
 /** The database client: PostgreSQL by URL, else embedded PGlite. */
 export const databaseLayer = (
   settings: Pick<Settings, "databaseUrl" | "dataDir">
@@ -61,7 +65,7 @@ export const databaseLayer = (
     : PgClient.layer({
         url: Redacted.make(settings.databaseUrl),
         applicationName: "convoke",
-        maxConnections: PgConversationStore.DEFAULT_CONNECTIONS
+        maxConnections: connectionsOf(settings)
       })
 
 // Claude when an Anthropic key is configured, the echo model otherwise. The
@@ -99,10 +103,7 @@ const storeLayer = (settings: Settings) =>
       PgConversationStore.layerWithAuditLog({
         name: settings.databaseUrl === undefined ? "pglite" : "postgres",
         // The pool's size, so statements a response waits on go first.
-        connections:
-          settings.databaseUrl === undefined
-            ? PgEmbedded.CONNECTIONS
-            : PgConversationStore.DEFAULT_CONNECTIONS
+        connections: connectionsOf(settings)
       }).pipe(Layer.provideMerge(databaseLayer(settings)))
     )
   )

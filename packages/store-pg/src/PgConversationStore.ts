@@ -118,8 +118,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
   // Statements a response waits to start on are urgent; those inside a
   // stream or off the request path are background (see `connections`).
-  const lanes =
-    options.connections === undefined ? yield* Lanes.CurrentLanes : Lanes.make(options.connections)
+  const lanes = yield* Lanes.forPool(options.connections)
 
   const selectOwned = (id: string, userId: string) =>
     sql<ConversationRow>`
@@ -423,8 +422,7 @@ export const layerWithAuditLog = (
       yield* orUnavailable(PgMigrations.run)
       // One set of lanes for every statement on the pool; other store-pg
       // services built with this layer's output (`PgApiKeyStore.layer`) join them.
-      const lanes =
-        options.connections === undefined ? yield* Lanes.CurrentLanes : Lanes.make(options.connections)
+      const lanes = yield* Lanes.forPool(options.connections)
       const store = yield* make({ name: options.name }).pipe(Effect.provideService(Lanes.CurrentLanes, lanes))
       const auditLog = yield* PgAuditLog.make(options.auditLog).pipe(
         Effect.provideService(Lanes.CurrentLanes, lanes)

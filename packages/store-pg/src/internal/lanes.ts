@@ -93,3 +93,7 @@ export const make = (connections: number): Lanes => {
 export const CurrentLanes = Context.Reference<Lanes>("@convoke/store-pg/CurrentLanes", {
   defaultValue: () => unlimited
 })
+
+/** Lanes for a pool of `connections`, or the lanes in context when its size is not given. */
+export const forPool = (connections: number | undefined): Effect.Effect<Lanes> =>
+  connections === undefined ? Effect.service(CurrentLanes) : Effect.succeed(make(connections))
