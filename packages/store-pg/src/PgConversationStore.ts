@@ -19,6 +19,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Lanes from "./internal/lanes.ts"
+import * as MessageStatements from "./internal/messageStatements.ts"
 import { isUuid, storable } from "./internal/text.ts"
 import { orUnavailable } from "./internal/unavailable.ts"
 import * as PgAuditLog from "./PgAuditLog.ts"
@@ -72,23 +73,6 @@ interface MessageRow {
  */
 const isStorableUserId = (userId: string): boolean => storable(userId) === userId
 
-const storableJson = (value: unknown): unknown => {
-  if (typeof value === "string") return storable(value)
-  if (Array.isArray(value)) return value.map(storableJson)
-  if (value !== null && typeof value === "object") {
-    const result: Record<string, unknown> = {}
-    for (const [key, item] of Object.entries(value)) result[storable(key)] = storableJson(item)
-    return result
-  }
-  return value
-}
-
-/** The metadata as `jsonb` text, or `null`; `toJSON` and dropped values resolved as `JSON.stringify` does. */
-const metadataJson = (metadata: ConversationStore.NewMessage["metadata"]): string | null =>
-  metadata === undefined || metadata === null
-    ? null
-    : JSON.stringify(storableJson(JSON.parse(JSON.stringify(metadata))))
-
 const toConversation = (row: ConversationRow): ConversationStore.Conversation => ({
   id: row.id,
   userId: row.user_id,
@@ -126,27 +110,6 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       FROM convoke_conversations
       WHERE id = ${id}::uuid AND user_id = ${userId}`.withoutTransform
 
-  /**
-   * Inserts the messages, in order, into the conversation whose id the CTE
-   * `row` returns; nothing when it returns no row. For a `WITH` clause.
-   */
-  const insertMessagesFrom = (
-    row: "created" | "owner",
-    messages: ReadonlyArray<ConversationStore.NewMessage>
-  ) => {
-    const values = messages.map(
-      (message, index) =>
-        sql`(${message.id}::uuid, ${index}::int4, ${message.role}::text, ${storable(message.content)}::text, ${
-          message.status
-        }::text, ${metadataJson(message.metadata)}::jsonb, ${message.createdAt}::timestamptz)`
-    )
-    return sql`
-      INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
-      SELECT v.id, ${sql(row)}.id, v.role, v.content, v.status, v.metadata, v.created_at
-      FROM ${sql(row)} CROSS JOIN (VALUES ${sql.csv(values)}) AS v (id, ord, role, content, status, metadata, created_at)
-      ORDER BY v.ord`
-  }
-
   /** The latest of the messages' creation dates (and `since`, if given): `updated_at` once they are added. */
   const latestOf = (messages: ReadonlyArray<ConversationStore.NewMessage>, since?: Date): Date =>
     new Date(
@@ -179,14 +142,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${now})
           ON CONFLICT (id) DO NOTHING
           RETURNING id`.withoutTransform
-        : sql<{ readonly id: string }>`
-          WITH created AS (
-            INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
-            VALUES (${id}::uuid, ${userId}, ${title}, ${now}, ${updatedAt})
-            ON CONFLICT (id) DO NOTHING
-            RETURNING id
-          ), added AS (${insertMessagesFrom("created", messages)})
-          SELECT id FROM created`.withoutTransform
+        : sql.unsafe<{ readonly id: string }>(MessageStatements.create(messages.length), [
+            id,
+            userId,
+            title,
+            now,
+            updatedAt,
+            ...MessageStatements.parameters(messages)
+          ]).withoutTransform
       if (inserted.length > 0) {
         return { id: id.toLowerCase(), userId, title, createdAt: now, updatedAt }
       }
@@ -227,25 +190,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     orUnavailable
   )
 
-  /**
-   * Appends messages (ids that exist are skipped) if the user owns the
-   * conversation, in one statement: the update proves ownership and the
-   * insert selects from its result, so another user's id inserts nothing.
-   */
+  /** Appends messages if the user owns the conversation (see `MessageStatements.append`); whether they do. */
   const appendOwned = (
     conversationId: string,
     userId: string,
     messages: ReadonlyArray<ConversationStore.NewMessage>
   ) =>
     Effect.map(
-      sql<{ readonly id: string }>`
-        WITH owner AS (
-          UPDATE convoke_conversations
-          SET updated_at = GREATEST(updated_at, ${latestOf(messages)})
-          WHERE id = ${conversationId}::uuid AND user_id = ${userId}
-          RETURNING id
-        ), added AS (${insertMessagesFrom("owner", messages)} ON CONFLICT (id) DO NOTHING)
-        SELECT id FROM owner`.withoutTransform,
+      sql.unsafe<{ readonly id: string }>(MessageStatements.append(messages.length), [
+        latestOf(messages),
+        conversationId,
+        userId,
+        ...MessageStatements.parameters(messages)
+      ]).withoutTransform,
       (owner) => owner.length > 0
     )
 

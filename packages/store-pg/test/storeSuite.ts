@@ -249,12 +249,12 @@ export const storeSuite = (
         const messages = Array.from({ length: 40 }, (_, index) =>
           message(index % 2 === 0 ? "user" : "assistant", `message ${index}`, at(59 - index))
         )
-        for (let index = 0; index < messages.length; index += 4) {
-          yield* store.append({
-            userId,
-            conversationId: conversation.id,
-            messages: messages.slice(index, index + 4)
-          })
+        // One append of twelve (more than the statement texts kept per count), then fours.
+        const batches = [messages.slice(0, 12)]
+        for (let index = 12; index < messages.length; index += 4)
+          batches.push(messages.slice(index, index + 4))
+        for (const batch of batches) {
+          yield* store.append({ userId, conversationId: conversation.id, messages: batch })
         }
         const history = yield* store.history({ userId, conversationId: conversation.id })
         expect(history.map((item) => item.id)).toEqual(messages.map((item) => item.id))
