@@ -19,6 +19,11 @@ export interface Sample {
   readonly ttfe: number
   readonly done: number
   readonly temporary: boolean
+  /**
+   * Which request of the run it was, in the order sent (`run` only). The first
+   * `concurrency` are the first wave: sent at once, each on a new connection.
+   */
+  readonly index?: number | undefined
 }
 
 /** The result of `run`. */
@@ -142,9 +147,9 @@ export const run = async (options: RunOptions): Promise<Result> => {
   const started = performance.now()
   const client = async () => {
     while (sent < options.requests) {
-      sent++
+      const index = sent++
       const outcome = await stream({ url: options.url, agent, body, timeoutMs: options.timeoutMs ?? 30_000 })
-      if (outcome.ok) samples.push(outcome.sample)
+      if (outcome.ok) samples.push({ ...outcome.sample, index })
       else {
         errors++
         if (errorMessages.length < 5) errorMessages.push(outcome.error)

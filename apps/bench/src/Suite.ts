@@ -89,6 +89,8 @@ export interface Row {
   readonly p50: number
   readonly p95: number
   readonly p99: number
+  /** TTFE p99 without each round's first wave (`concurrency` requests sent at once on new connections). */
+  readonly p99AfterFirstWave: number
   readonly max: number
   readonly doneP50: number
   readonly perSecond: number
@@ -176,6 +178,7 @@ const startAdapter = (kind: string, databaseUrl: string, delayMs: number) =>
 /** Accumulates rounds of one server at one concurrency. */
 class Accumulator {
   readonly ttfe: Array<number> = []
+  readonly afterFirstWave: Array<number> = []
   readonly done: Array<number> = []
   errors = 0
   temporary = 0
@@ -184,9 +187,10 @@ class Accumulator {
   peakRss = 0
   readonly errorMessages: Array<string> = []
   readonly roundP50: Array<number> = []
-  add(result: Load.Result, peakRss: number) {
+  add(result: Load.Result, concurrency: number, peakRss: number) {
     for (const sample of result.samples) {
       this.ttfe.push(sample.ttfe)
+      if ((sample.index ?? 0) >= concurrency) this.afterFirstWave.push(sample.ttfe)
       this.done.push(sample.done)
       if (sample.temporary) this.temporary++
     }
@@ -210,6 +214,7 @@ class Accumulator {
       p50: Load.percentile(this.ttfe, 50),
       p95: Load.percentile(this.ttfe, 95),
       p99: Load.percentile(this.ttfe, 99),
+      p99AfterFirstWave: Load.percentile(this.afterFirstWave, 99),
       max: Load.percentile(this.ttfe, 100),
       doneP50: Load.percentile(this.done, 50),
       perSecond: (this.requests - this.errors) / this.seconds,
@@ -247,7 +252,7 @@ const alternate = async (
         round % 2 === 0 ? servers.map((_, index) => index) : servers.map((_, index) => index).reverse()
       for (const index of order) {
         const { result, peakRss } = await measure(servers[index]!, step.concurrency, step.requests)
-        accumulators[index]!.add(result, peakRss)
+        accumulators[index]!.add(result, step.concurrency, peakRss)
         log(
           `  ${servers[index]!.name} c=${step.concurrency} round ${round + 1}: TTFE p50 ${Load.percentile(
             result.samples.map((sample) => sample.ttfe),

@@ -99,6 +99,10 @@ describe("the load generator", () => {
     expect(result.errors).toBe(0)
     expect(result.samples).toHaveLength(40)
     for (const sample of result.samples) expect(sample.ttfe).toBeLessThanOrEqual(sample.done)
+    // Each request knows its place in the run, so the first wave can be told apart.
+    expect(result.samples.map((sample) => sample.index).sort((a, b) => a! - b!)).toEqual(
+      Array.from({ length: 40 }, (_, index) => index)
+    )
   })
 
   it("counts a response that is not a stream as an error", async () => {

@@ -13,6 +13,7 @@ const row = (server: string, concurrency: number, p50: number, p99: number, perS
   p50,
   p95: p99,
   p99,
+  p99AfterFirstWave: p99 / 2,
   max: p99,
   doneP50: p50 + 20,
   perSecond,
@@ -70,6 +71,10 @@ describe("the performance report", () => {
     expect(text).toContain("`npm run bench`")
     expect(text).toMatch(/cores \(`nproc`\)/)
     expect(text).toContain(`Node ${process.version}`)
+  })
+
+  it("gives each row its p99 with and without the first wave", () => {
+    expect(text).toContain("| Convoke | 64 | 100 | 40.00 | 100.00 | 100.00 | 50.00 | 100.00 |")
   })
 
   it("gives each row its ratios to the reference", () => {
