@@ -12,7 +12,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Result, Schema, Stream } from "effect"
 import * as AuditLog from "./AuditLog.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import {
@@ -301,17 +301,46 @@ export const make = Effect.gen(function* () {
       )
     }
 
+    const storeUserMessage = userStored
+      ? Effect.void
+      : Effect.andThen(
+          persist(userId, conversation.id, [userMessage], config.storeTimeout),
+          Effect.sync(() => {
+            userStored = true
+          })
+        )
+
+    /**
+     * The history the model gets, once this turn's user message is stored. A
+     * resumed turn does both at once: one store round trip before the model,
+     * not two. Neither cuts the other short, so a user message that was stored
+     * gets its reply (or the error) stored after it.
+     */
+    const historyForModel =
+      source !== "resumed"
+        ? Effect.as(storeUserMessage, [] as ReadonlyArray<Message>)
+        : Effect.flatMap(
+            Effect.all([historyOf(userId, conversation.id), storeUserMessage], {
+              concurrency: 2,
+              mode: "result"
+            }),
+            ([history, stored]) =>
+              Result.isFailure(stored)
+                ? Effect.fail(stored.failure)
+                : Result.isFailure(history)
+                  ? Effect.fail(history.failure)
+                  : Effect.succeed(history.success)
+          )
+
     const body = Effect.gen(function* () {
       startedAt = millis()
-      const history = source === "resumed" ? yield* historyOf(userId, conversation.id) : []
-      if (!userStored) {
-        yield* persist(userId, conversation.id, [userMessage], config.storeTimeout)
-        userStored = true
-      }
+      const history = yield* historyForModel
       modelCalledAt = millis()
       yield* Stream.runForEach(
         model.streamText({
           model: prepared.model,
+          // The history holds this turn's message if its write finished first:
+          // an unanswered last turn, which `toModelMessages` leaves out.
           messages: [...toModelMessages(history), { role: "user", content: userMessage.content }]
         }),
         onPart

@@ -7,7 +7,7 @@ import {
   ChatHttp,
   type ChatRequest,
   ChatService,
-  type ConversationStore,
+  ConversationStore,
   StreamSink
 } from "../src/index.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
@@ -241,6 +241,84 @@ describe("ChatService.stream", () => {
       })
     )
   })
+
+  it.effect("a resumed turn reads the history while it stores the user message", () => {
+    const model = TestModel.make((_request, call) => TestModel.reply(`reply ${call}`))
+    const inner = TestStore.make()
+    // The history read waits for this turn's user message to be stored: it
+    // ends only if both run at once, and then it already holds that message.
+    let gate: Deferred.Deferred<void> | undefined
+    const store: TestStore.TestStore = {
+      ...inner,
+      service: {
+        ...inner.service,
+        history: (input) =>
+          gate === undefined
+            ? inner.service.history(input)
+            : Effect.andThen(Deferred.await(gate), inner.service.history(input)),
+        append: (input) =>
+          Effect.tap(inner.service.append(input), () =>
+            gate !== undefined && input.messages.some((message) => message.role === "user")
+              ? Deferred.succeed(gate, undefined)
+              : Effect.void
+          )
+      }
+    }
+    return withChat(
+      model,
+      ({ chat }) =>
+        Effect.gen(function* () {
+          const id = metadataOf(yield* collect(chat, alice, request("one"))).conversation_id
+          gate = yield* Deferred.make<void>()
+          const second = yield* collect(chat, alice, request("two", { conversation_id: id }))
+          assert.deepStrictEqual(contents(second), ["reply 2"])
+          // The new message reaches the model once, after the history.
+          assert.deepStrictEqual(model.calls[1]!.messages, [
+            { role: "user", content: "one" },
+            { role: "assistant", content: "reply 1" },
+            { role: "user", content: "two" }
+          ])
+        }),
+      { ...store, layer: Layer.succeed(ConversationStore.ConversationStore, store.service) }
+    )
+  })
+
+  it.effect(
+    "a user message stored while the history could not be read gets its failed reply after it",
+    () => {
+      const model = TestModel.make((_request, call) => TestModel.reply(`reply ${call}`))
+      const inner = TestStore.make()
+      let historyDown = false
+      const service: ConversationStore.Service = {
+        ...inner.service,
+        history: (input) =>
+          historyDown
+            ? Effect.fail(ConversationStore.unavailable(new Error("timeout")))
+            : inner.service.history(input)
+      }
+      const store = { ...inner, service, layer: Layer.succeed(ConversationStore.ConversationStore, service) }
+      return withChat(
+        model,
+        ({ chat }) =>
+          Effect.gen(function* () {
+            const id = metadataOf(yield* collect(chat, alice, request("one"))).conversation_id
+            historyDown = true
+            const second = yield* collect(chat, alice, request("two", { conversation_id: id }))
+            assert.strictEqual(second.at(-1)!.type, "error")
+            // The model was not called without the history.
+            assert.strictEqual(model.calls.length, 1)
+            historyDown = false
+            assert.deepStrictEqual(yield* TestStore.transcript(inner.service, "alice", id), [
+              ["user", "complete", "one"],
+              ["assistant", "complete", "reply 1"],
+              ["user", "complete", "two"],
+              ["assistant", "partial", ""]
+            ])
+          }),
+        store
+      )
+    }
+  )
 
   it.effect("a failed turn is excluded from the model's history", () => {
     const model = TestModel.make((_request, call) =>
