@@ -248,22 +248,20 @@ describe("ChatService.stream", () => {
     // The history read waits for this turn's user message to be stored: it
     // ends only if both run at once, and then it already holds that message.
     let gate: Deferred.Deferred<void> | undefined
-    const store: TestStore.TestStore = {
-      ...inner,
-      service: {
-        ...inner.service,
-        history: (input) =>
-          gate === undefined
-            ? inner.service.history(input)
-            : Effect.andThen(Deferred.await(gate), inner.service.history(input)),
-        append: (input) =>
-          Effect.tap(inner.service.append(input), () =>
-            gate !== undefined && input.messages.some((message) => message.role === "user")
-              ? Deferred.succeed(gate, undefined)
-              : Effect.void
-          )
-      }
+    const service: ConversationStore.Service = {
+      ...inner.service,
+      history: (input) =>
+        gate === undefined
+          ? inner.service.history(input)
+          : Effect.andThen(Deferred.await(gate), inner.service.history(input)),
+      append: (input) =>
+        Effect.tap(inner.service.append(input), () =>
+          gate !== undefined && input.messages.some((message) => message.role === "user")
+            ? Deferred.succeed(gate, undefined)
+            : Effect.void
+        )
     }
+    const store = { ...inner, service, layer: Layer.succeed(ConversationStore.ConversationStore, service) }
     return withChat(
       model,
       ({ chat }) =>
@@ -279,7 +277,7 @@ describe("ChatService.stream", () => {
             { role: "user", content: "two" }
           ])
         }),
-      { ...store, layer: Layer.succeed(ConversationStore.ConversationStore, store.service) }
+      store
     )
   })
 
