@@ -261,7 +261,7 @@ describe("ChatService.stream", () => {
             : Effect.void
         )
     }
-    const store = { ...inner, service, layer: Layer.succeed(ConversationStore.ConversationStore, service) }
+    const store = TestStore.withService(inner, service)
     return withChat(
       model,
       ({ chat }) =>
@@ -294,7 +294,7 @@ describe("ChatService.stream", () => {
             ? Effect.fail(ConversationStore.unavailable(new Error("timeout")))
             : inner.service.history(input)
       }
-      const store = { ...inner, service, layer: Layer.succeed(ConversationStore.ConversationStore, service) }
+      const store = TestStore.withService(inner, service)
       return withChat(
         model,
         ({ chat }) =>

@@ -11,7 +11,7 @@ import {
   type ChatEvent,
   type ChatRequest,
   ChatService,
-  ConversationStore
+  type ConversationStore
 } from "../src/index.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
@@ -214,7 +214,7 @@ describe("temporary-id fallback", () => {
             )
           : inner.service.create(input)
     }
-    const store = { ...inner, service: slow, layer: Layer.succeed(ConversationStore.ConversationStore, slow) }
+    const store = TestStore.withService(inner, slow)
     return withChat(store, (chat) =>
       Effect.gen(function* () {
         const metadata = metadataOf(yield* collect(chat, request("slow")))
