@@ -5,10 +5,11 @@
  * typed error; a new conversation is stored with the user message, in one
  * write), then returns a stream whose first element is the metadata event,
  * built from values already in hand so it is emitted at once; only after it
- * is pulled are history loaded, the user message of a resumed conversation
- * stored and the model called. Deltas become content events; a failure after
- * the start becomes an error event. Whatever the model produced is stored when the
- * stream ends — `complete`, `partial` (client gone, shutdown) or `error`.
+ * is pulled are history loaded, the user message of a resumed or temporary
+ * conversation stored and the model called. Deltas become content events; a
+ * failure after the start becomes an error event. Whatever the model produced
+ * is stored when the stream ends — `complete`, `partial` (client gone,
+ * shutdown) or `error`.
  *
  * @since 0.1.0
  */
@@ -77,7 +78,7 @@ interface Encoding<A> {
 const asItems: Encoding<StreamItem> = { item: (item) => item }
 const asSse: Encoding<Uint8Array> = { item: sseFrame, end: DONE_FRAME }
 
-/** A turn ready to run: its conversation resolved, its user message made (and maybe stored). */
+/** A turn ready to run: its conversation resolved, its user message made. */
 interface Prepared {
   /** The provider's model id. */
   readonly model: string
@@ -85,8 +86,6 @@ interface Prepared {
   /** Whether the conversation waits in the outbox (its id is temporary). */
   readonly temporary: boolean
   readonly userMessage: NewMessage
-  /** Whether the user message was stored with a conversation the resolution created. */
-  readonly userStored: boolean
 }
 
 /**
@@ -278,7 +277,8 @@ export const make = Effect.gen(function* () {
     const userId = context.userId
     let reply = ""
     let finish: Finish | undefined
-    let userStored = prepared.userStored
+    // A conversation created in the store holds the user message already.
+    let userStored = source !== "resumed" && source !== "temporary"
     let startedAt = 0
     let modelCalledAt = 0
 
@@ -512,8 +512,7 @@ export const make = Effect.gen(function* () {
         model: providerModel,
         resolution: { conversation: held, source: "resumed" },
         temporary: true,
-        userMessage,
-        userStored: false
+        userMessage
       }
     }
 
@@ -566,9 +565,7 @@ export const make = Effect.gen(function* () {
       model: providerModel,
       resolution,
       temporary: resolution.source === "temporary",
-      userMessage,
-      // A conversation created in the store holds the user message already.
-      userStored: resolution.source !== "resumed" && resolution.source !== "temporary"
+      userMessage
     }
   })
 
