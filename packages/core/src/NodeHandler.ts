@@ -3,7 +3,9 @@
  * Fastify. An application (`ChatHttp.App`) is served natively — its Effect
  * HTTP app reads the `IncomingMessage` and writes the `ServerResponse`
  * directly, with no web `Request` or `Response` per request; any other web
- * handler goes through a web `Request` and `Response`. Either way,
+ * handler goes through a web `Request` and `Response`. `serve` writes an
+ * application's response natively to any Node `Writable` (the Lambda
+ * runtime's response stream). Either way,
  * back-pressure, flushing and disconnects are handled here once, so adapters
  * stay thin:
  *
@@ -19,11 +21,11 @@
  * @since 0.1.0
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
-import type { Duplex } from "node:stream"
+import type { Duplex, Writable } from "node:stream"
 import { Readable } from "node:stream"
 import { Context, Effect, Fiber, Stream } from "effect"
 import { Cookies, HttpEffect, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
-import type { App, WebHandler } from "./ChatHttp.ts"
+import type { App, HttpApp, WebHandler } from "./ChatHttp.ts"
 import * as ClientAddress from "./ClientAddress.ts"
 import * as NodeRequest from "./NodeRequest.ts"
 import * as StreamSink from "./StreamSink.ts"
@@ -81,7 +83,7 @@ export const toWebRequest = (
 }
 
 /** Waits until the socket takes more (`drain`) or is gone (`close`). */
-const awaitDrainOrClose = (response: ServerResponse): Effect.Effect<void> =>
+const awaitDrainOrClose = (response: Writable): Effect.Effect<void> =>
   Effect.callback((resume) => {
     const done = () => {
       response.off("drain", done)
@@ -153,10 +155,15 @@ const ERROR_TYPES: Readonly<Record<number, string>> = {
  * when a failure happens outside the handler (a framework's body parser, a
  * thrown handler). The type is the one the core uses for that status.
  */
-export const writeError = (response: ServerResponse, status: number, message: string): void => {
+export const writeError = (response: ServerResponse, status: number, message: string): void =>
+  errorTo(nodeDestination(response), status, message)
+
+/** The common error body for a status, sent to a destination that has sent nothing yet. */
+const errorTo = (destination: Destination, status: number, message: string): void => {
   const type = ERROR_TYPES[status] ?? (status >= 500 ? "internal" : "invalid_request")
-  response.writeHead(status, { "content-type": "application/json", "x-content-type-options": "nosniff" })
-  response.end(JSON.stringify({ error: { type, message } }))
+  destination
+    .start(status, { "content-type": "application/json", "x-content-type-options": "nosniff" })
+    .end(JSON.stringify({ error: { type, message } }))
 }
 
 /**
@@ -193,20 +200,92 @@ export type Handler = (request: IncomingMessage, response: ServerResponse) => Pr
 export const toNodeHandler = (target: App | WebHandler, options: NodeHandlerOptions = {}): Handler =>
   typeof target === "function" ? fromWebHandler(target, options) : fromApp(target, options)
 
-/** The Node response of each request being served natively. */
-const responses = new WeakMap<IncomingMessage, ServerResponse>()
+/**
+ * Where a response served natively goes. `stream` is the connection's side:
+ * its `close` before the response is over means the client left. `start`
+ * sends the status and headers (once) and returns the stream the body is
+ * written to, which may be `stream` itself.
+ */
+export interface Destination {
+  readonly stream: Writable
+  readonly start: (status: number, headers: OutgoingHttpHeaders) => Writable
+}
+
+/** A Node response as a destination: the status and headers go out with `writeHead`. */
+const nodeDestination = (response: ServerResponse): Destination => ({
+  stream: response,
+  start: (status, headers) => {
+    const request = response.req
+    if (request !== undefined && !request.complete && request.httpVersionMajor === 1) {
+      // Answered before the whole body was read (401, 413 past the limit): the
+      // rest is still arriving, so this connection cannot carry another
+      // request. Close it after the response instead of leaving it half-read,
+      // which would also hold up a graceful `server.close()`.
+      response.shouldKeepAlive = false
+    }
+    // HTTP/2 forbids connection-specific headers; HTTP/1.1 keeps them.
+    if ((request?.httpVersionMajor ?? 1) >= 2) for (const name of HOP_BY_HOP) delete headers[name]
+    response.writeHead(status, headers)
+    return response
+  }
+})
+
+/** The destination of each request being served natively, by the request's source. */
+const destinations = new WeakMap<object, Destination>()
 
 /** Each application's HTTP app with its response writer, built once. */
-const handledApps = new WeakMap<App, Effect.Effect<void>>()
+const handledApps = new WeakMap<HttpApp, Effect.Effect<void>>()
+
+/**
+ * Serves one request of an application natively: the app runs on `request`
+ * and writes its response to `destination`, with back-pressure, flushing and
+ * disconnects handled as for a Node response. Resolves once the response is
+ * over. For bindings other than `node:http` (the Lambda runtime's response
+ * stream); `toNodeHandler` serves Node requests with it.
+ */
+export const serve = (
+  app: HttpApp,
+  request: HttpServerRequest.HttpServerRequest,
+  destination: Destination
+): Promise<void> => {
+  let handled = handledApps.get(app)
+  if (handled === undefined) {
+    handled = HttpEffect.toHandled(app.effect, writeResponse) as Effect.Effect<void>
+    handledApps.set(app, handled)
+  }
+  let started = false
+  const tracked: Destination = {
+    stream: destination.stream,
+    start: (status, headers) => {
+      started = true
+      return destination.start(status, headers)
+    }
+  }
+  destinations.set(request.source as object, tracked)
+  const fiber = Effect.runForkWith(Context.add(app.context, HttpServerRequest.HttpServerRequest, request))(
+    handled
+  )
+  const stream = destination.stream
+  return new Promise((resolve) => {
+    // The client left before the response was over: stop the work for it.
+    const onClose = () => {
+      if (!stream.writableFinished) fiber.interruptUnsafe(undefined, HttpServerError.ClientAbort.annotation)
+    }
+    stream.once("close", onClose)
+    fiber.addObserver(() => {
+      stream.off("close", onClose)
+      if (stream.destroyed || stream.writableEnded) return resolve()
+      // The app ended without a complete response (a defect in writing it).
+      if (!started) errorTo(tracked, 500, "Internal server error")
+      else stream.destroy()
+      resolve()
+    })
+  })
+}
 
 /** Serves an application natively: its Effect HTTP app on the Node request and response. */
 const fromApp = (app: App, options: NodeHandlerOptions): Handler => {
-  let handled = handledApps.get(app)
-  if (handled === undefined) {
-    handled = HttpEffect.toHandled(app.http.effect, writeResponse) as Effect.Effect<void>
-    handledApps.set(app, handled)
-  }
-  const serve = handled
+  const http = app.http
   return (request, response) => {
     let serverRequest: HttpServerRequest.HttpServerRequest
     try {
@@ -221,38 +300,13 @@ const fromApp = (app: App, options: NodeHandlerOptions): Handler => {
       else writeError(response, 500, "Internal server error")
       return Promise.resolve()
     }
-    responses.set(request, response)
-    const fiber = Effect.runForkWith(
-      Context.add(app.http.context, HttpServerRequest.HttpServerRequest, serverRequest)
-    )(serve)
-    return new Promise((resolve) => {
-      // The client left before the response was over: stop the work for it.
-      const onClose = () => {
-        if (!response.writableFinished)
-          fiber.interruptUnsafe(undefined, HttpServerError.ClientAbort.annotation)
-      }
-      response.once("close", onClose)
-      fiber.addObserver(() => {
-        response.off("close", onClose)
-        if (response.destroyed || response.writableEnded) return resolve()
-        // The app ended without a complete response (a defect in writing it).
-        if (!response.headersSent) writeError(response, 500, "Internal server error")
-        else response.destroy()
-        resolve()
-      })
-    })
+    return serve(http, serverRequest, nodeDestination(response))
   }
 }
 
-const nodeHeaders = (
-  response: HttpServerResponse.HttpServerResponse,
-  http2: boolean
-): OutgoingHttpHeaders => {
-  const headers: OutgoingHttpHeaders = {}
-  for (const [name, value] of Object.entries(response.headers)) {
-    // HTTP/2 forbids connection-specific headers; HTTP/1.1 keeps them.
-    if (!(http2 && HOP_BY_HOP.has(name))) headers[name] = value
-  }
+/** A response's headers, its cookies as `set-cookie` lines. */
+const headersOf = (response: HttpServerResponse.HttpServerResponse): OutgoingHttpHeaders => {
+  const headers: OutgoingHttpHeaders = { ...response.headers }
   if (!Cookies.isEmpty(response.cookies)) {
     const cookies = Cookies.toSetCookieHeaders(response.cookies)
     const existing = headers["set-cookie"]
@@ -261,7 +315,7 @@ const nodeHeaders = (
   return headers
 }
 
-type Flushable = ServerResponse & { flush?: () => void }
+type Flushable = Writable & { flush?: () => void }
 
 /**
  * Writes chunks and flushes them; `false` when the socket is full and the
@@ -330,24 +384,17 @@ const writeProduced = (response: Flushable, produce: StreamSink.Producer<Uint8Ar
       )
   )
 
-/** Writes an application's response to the Node response of its request. */
+/** Writes an application's response to the destination of its request. */
 const writeResponse = (
   request: HttpServerRequest.HttpServerRequest,
   serverResponse: HttpServerResponse.HttpServerResponse
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
-    const source = request.source as IncomingMessage
-    const response = responses.get(source)
-    if (response === undefined || response.writableEnded || response.destroyed) return Effect.void
-    if (!source.complete && source.httpVersionMajor === 1) {
-      // Answered before the whole body was read (401, 413 past the limit): the
-      // rest is still arriving, so this connection cannot carry another
-      // request. Close it after the response instead of leaving it half-read,
-      // which would also hold up a graceful `server.close()`.
-      response.shouldKeepAlive = false
-    }
+    const destination = destinations.get(request.source as object)
+    if (destination === undefined || destination.stream.writableEnded || destination.stream.destroyed)
+      return Effect.void
     const status = serverResponse.status
-    response.writeHead(status, nodeHeaders(serverResponse, source.httpVersionMajor >= 2))
+    const response: Flushable = destination.start(status, headersOf(serverResponse))
     const body = serverResponse.body
     if (request.method === "HEAD" || status === 204 || status === 205 || status === 304) {
       response.end()
