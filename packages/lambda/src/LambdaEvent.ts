@@ -3,10 +3,15 @@
  * payload format 2.0 (Function URLs, API Gateway HTTP APIs) and 1.0
  * (API Gateway REST APIs, HTTP APIs configured for 1.0), with base64 bodies,
  * multi-value headers and cookies. Nothing here knows about chat: it is the
- * translation every Lambda adapter of a web handler needs.
+ * translation every Lambda adapter of a web handler needs. `toServerRequest`
+ * builds the core's own request instead, for serving without a web `Request`.
  *
  * @since 0.1.0
  */
+import type { OutgoingHttpHeaders } from "node:http"
+import { ClientAddress } from "@convoke/core"
+import { Option } from "effect"
+import { HttpBody, HttpClientRequest, type HttpMethod, HttpServerRequest } from "effect/http"
 
 /** A payload format 2.0 event (Function URL, API Gateway HTTP API). */
 export interface EventV2 {
@@ -19,7 +24,7 @@ export interface EventV2 {
   readonly isBase64Encoded?: boolean | undefined
   readonly requestContext: {
     readonly domainName?: string | undefined
-    readonly http: { readonly method: string }
+    readonly http: { readonly method: string; readonly sourceIp?: string | undefined }
   }
 }
 
@@ -37,7 +42,12 @@ export interface EventV1 {
     | undefined
   readonly body?: string | null | undefined
   readonly isBase64Encoded?: boolean | undefined
-  readonly requestContext?: { readonly domainName?: string | undefined } | undefined
+  readonly requestContext?:
+    | {
+        readonly domainName?: string | undefined
+        readonly identity?: { readonly sourceIp?: string | undefined } | undefined
+      }
+    | undefined
 }
 
 /** Any HTTP event the adapter understands. */
@@ -87,25 +97,38 @@ const stripBase = (path: string, basePath: string | undefined): string => {
   return path === base ? "/" : path.startsWith(`${base}/`) ? path.slice(base.length) : path
 }
 
-/** Builds the web `Request` an event describes. */
-export const toRequest = (event: Event, options: RequestOptions = {}): Request => {
-  const headers = new Headers()
+/** What an event says about its request, as both request builders take it. */
+interface Parts {
+  readonly method: string
+  readonly url: URL
+  /** In order; a name may repeat. Without `content-length`: the body is complete in the event. */
+  readonly headers: ReadonlyArray<readonly [name: string, value: string]>
+  readonly body: Uint8Array<ArrayBuffer> | string | undefined
+  /** The client's address, as the front door saw it. */
+  readonly sourceIp: string | undefined
+}
+
+const partsOf = (event: Event, basePath: string | undefined): Parts => {
+  const headers: Array<readonly [string, string]> = []
   let method: string
   let path: string
   let query: string
+  let sourceIp: string | undefined
   if (isV2(event)) {
     method = event.requestContext.http.method
     path = event.rawPath
     query = event.rawQueryString ?? ""
+    sourceIp = event.requestContext.http.sourceIp
     for (const [name, value] of Object.entries(event.headers ?? {})) {
-      if (value !== undefined) headers.set(name, value)
+      if (value !== undefined) headers.push([name, value])
     }
     // Format 2.0 moves cookies out of the headers into their own array.
     if (event.cookies !== undefined && event.cookies.length > 0)
-      headers.set("cookie", event.cookies.join("; "))
+      headers.push(["cookie", event.cookies.join("; ")])
   } else {
     method = event.httpMethod
     path = event.path
+    sourceIp = event.requestContext?.identity?.sourceIp
     const params = new URLSearchParams()
     const multi = event.multiValueQueryStringParameters
     for (const [name, values] of Object.entries(multi ?? {}))
@@ -118,29 +141,74 @@ export const toRequest = (event: Event, options: RequestOptions = {}): Request =
     query = params.toString()
     const multiHeaders = event.multiValueHeaders
     for (const [name, values] of Object.entries(multiHeaders ?? {})) {
-      for (const value of values ?? []) headers.append(name, value)
+      for (const value of values ?? []) headers.push([name, value])
     }
     if (multiHeaders === undefined || multiHeaders === null) {
       for (const [name, value] of Object.entries(event.headers ?? {})) {
-        if (value !== undefined) headers.set(name, value)
+        if (value !== undefined) headers.push([name, value])
       }
     }
   }
-  const host = headers.get("host") ?? event.requestContext?.domainName ?? "lambda.invalid"
-  const url = new URL(
-    `${stripBase(path, options.basePath)}${query === "" ? "" : `?${query}`}`,
-    `https://${host}`
-  )
-  const body = bodyOf(event, method)
-  // The body is complete in the event: its length is known, whatever the client declared.
-  headers.delete("content-length")
-  headers.delete("transfer-encoding")
-  return new Request(url, {
+  const host =
+    headers.find(([name]) => name.toLowerCase() === "host")?.[1] ??
+    event.requestContext?.domainName ??
+    "lambda.invalid"
+  const url = new URL(`${stripBase(path, basePath)}${query === "" ? "" : `?${query}`}`, `https://${host}`)
+  return {
     method,
+    url,
+    headers: headers.filter(([name]) => {
+      const lower = name.toLowerCase()
+      return lower !== "content-length" && lower !== "transfer-encoding"
+    }),
+    body: bodyOf(event, method),
+    sourceIp: sourceIp === "" ? undefined : sourceIp
+  }
+}
+
+/** Builds the web `Request` an event describes, with the client's address (`ClientAddress`). */
+export const toRequest = (event: Event, options: RequestOptions = {}): Request => {
+  const parts = partsOf(event, options.basePath)
+  const headers = new Headers()
+  for (const [name, value] of parts.headers) headers.append(name, value)
+  const request = new Request(parts.url, {
+    method: parts.method,
     headers,
-    ...(body === undefined ? {} : { body }),
+    ...(parts.body === undefined ? {} : { body: parts.body }),
     ...(options.signal === undefined ? {} : { signal: options.signal })
   })
+  ClientAddress.set(request, parts.sourceIp)
+  return request
+}
+
+/**
+ * The request an event describes, as the core serves it natively
+ * (`NodeHandler.serve`): no web `Request` is built. Its remote address is the
+ * client's. Throws, as `toRequest` does, when the event names no valid URL.
+ */
+export const toServerRequest = (
+  event: Event,
+  options: Pick<RequestOptions, "basePath"> = {}
+): HttpServerRequest.HttpServerRequest => {
+  const parts = partsOf(event, options.basePath)
+  const headers: Record<string, string> = {}
+  for (const [name, value] of parts.headers) {
+    const lower = name.toLowerCase()
+    const existing = headers[lower]
+    headers[lower] = existing === undefined ? value : `${existing}, ${value}`
+  }
+  let client = HttpClientRequest.make(parts.method as HttpMethod.HttpMethod)(parts.url.href)
+  if (parts.body !== undefined) {
+    const bytes = typeof parts.body === "string" ? Buffer.from(parts.body) : parts.body
+    client = HttpClientRequest.setBody(client, HttpBody.uint8Array(bytes, headers["content-type"]))
+  }
+  // Set after the body, whose content type would otherwise replace the client's (or stand in for none).
+  client = HttpClientRequest.setHeaders(client, headers)
+  if (headers["content-type"] === undefined) client = HttpClientRequest.removeHeader(client, "content-type")
+  const request = HttpServerRequest.fromClientRequest(client)
+  return parts.sourceIp === undefined
+    ? request
+    : request.modify({ remoteAddress: Option.some(parts.sourceIp) })
 }
 
 /** The status, headers (set-cookie apart) and cookies of a response, for a streaming prelude. */
@@ -150,6 +218,21 @@ export const preludeOf = (response: Response) => {
     if (name !== "set-cookie") headers[name] = value
   })
   return { statusCode: response.status, headers, cookies: response.headers.getSetCookie() }
+}
+
+/**
+ * The prelude for a status and Node-style headers, as the core's native
+ * serving gives them: `set-cookie` lines become `cookies`.
+ */
+export const preludeOfHead = (status: number, headers: OutgoingHttpHeaders) => {
+  const flat: Record<string, string> = {}
+  let cookies: Array<string> = []
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue
+    if (name.toLowerCase() === "set-cookie") cookies = Array.isArray(value) ? [...value] : [String(value)]
+    else flat[name] = Array.isArray(value) ? value.join(", ") : String(value)
+  }
+  return { statusCode: status, headers: flat, cookies }
 }
 
 const TEXT = /^(text\/|application\/([\w.+-]+\+)?(json|xml|javascript)|application\/x-www-form-urlencoded)/i

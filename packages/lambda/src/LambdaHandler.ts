@@ -13,12 +13,20 @@
 import { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import { ChatHttp, type ConversationStore, type Identity, type LanguageModel } from "@convoke/core"
+import { NodeHandler } from "@convoke/core/node"
 import type { Layer } from "effect"
+import type { HttpServerRequest } from "effect/http"
 import * as LambdaEvent from "./LambdaEvent.ts"
 import * as LambdaRuntime from "./LambdaRuntime.ts"
 
-/** What the handlers use of an app: its web handler and its lifecycle. */
-export type Served = Pick<ChatHttp.App, "handler" | "shutdown" | "dispose">
+/**
+ * What the handlers use of an app: its web handler and its lifecycle, and
+ * the application itself when it has one (`ChatHttp.App` does), which the
+ * streaming handler serves natively.
+ */
+export type Served = Pick<ChatHttp.App, "handler" | "shutdown" | "dispose"> & {
+  readonly http?: ChatHttp.HttpApp | undefined
+}
 
 /** What to serve: layers (built once per container), a built app, or a function that builds one. */
 export type Source =
@@ -62,8 +70,15 @@ const unavailable = () =>
     { status: 503, headers: { "retry-after": "1" } }
   )
 
-const respond = async (
-  app: () => Promise<Served>,
+const invalidEvent = () =>
+  Response.json(
+    { error: { type: "invalid_request", message: "Not an HTTP event of payload format 1.0 or 2.0" } },
+    { status: 400 }
+  )
+
+/** The web response of an app (`undefined` while it cannot be built) to an event. */
+const respond = (
+  built: Served | undefined,
   event: LambdaEvent.Event,
   options: LambdaEvent.RequestOptions
 ): Promise<Response> => {
@@ -71,35 +86,74 @@ const respond = async (
   try {
     request = LambdaEvent.toRequest(event, options)
   } catch {
-    return Response.json(
-      { error: { type: "invalid_request", message: "Not an HTTP event of payload format 1.0 or 2.0" } },
-      { status: 400 }
-    )
+    return Promise.resolve(invalidEvent())
   }
-  const built = await app().catch(() => undefined)
-  return built === undefined ? unavailable() : built.handler(request)
+  return built === undefined ? Promise.resolve(unavailable()) : built.handler(request)
+}
+
+/** Writes a web `Response` to the response stream: the prelude, then the body as it comes. */
+const writeWeb = async (
+  awslambda: LambdaRuntime.Runtime,
+  response: Response,
+  responseStream: LambdaRuntime.ResponseStream
+): Promise<void> => {
+  const stream = awslambda.HttpResponseStream.from(responseStream, LambdaEvent.preludeOf(response))
+  // The prelude goes out with the first write: an empty body still writes once.
+  if (response.body === null) stream.end("")
+  else await pipeline(Readable.fromWeb(response.body as never), stream)
+}
+
+/**
+ * Serves an event natively (`NodeHandler.serve`): the app reads the event
+ * and writes the response stream with no web `Request` or `Response`
+ * between them.
+ */
+const serveNative = (
+  awslambda: LambdaRuntime.Runtime,
+  http: ChatHttp.HttpApp,
+  event: LambdaEvent.Event,
+  responseStream: LambdaRuntime.ResponseStream,
+  options: Options
+): Promise<void> => {
+  let request: HttpServerRequest.HttpServerRequest
+  try {
+    request = LambdaEvent.toServerRequest(event, { basePath: options.basePath })
+  } catch {
+    return writeWeb(awslambda, invalidEvent(), responseStream)
+  }
+  return NodeHandler.serve(http, request, {
+    stream: responseStream,
+    start: (status, headers) => {
+      const stream = awslambda.HttpResponseStream.from(
+        responseStream,
+        LambdaEvent.preludeOfHead(status, headers)
+      )
+      // The prelude now, as a Node response sends its head: a response with no body writes nothing else.
+      stream.write("")
+      return stream
+    }
+  })
 }
 
 /**
  * The streaming handler: `export const handler = LambdaHandler.streaming(layer)`.
- * A client that goes away destroys the response stream, which cancels the
- * body and interrupts the model (the partial reply is stored).
+ * A client that goes away destroys the response stream, which interrupts
+ * the request and the model (the partial reply is stored).
  */
 export const streaming = (source: Source, options: Options = {}) => {
   const awslambda = LambdaRuntime.get()
   const app = once(source)
   return awslambda.streamifyResponse<LambdaEvent.Event>(async (event, responseStream) => {
+    const built = await app().catch(() => undefined)
+    if (built?.http !== undefined) return serveNative(awslambda, built.http, event, responseStream, options)
     const controller = new AbortController()
     const onClose = () => {
       if (!responseStream.writableFinished) controller.abort()
     }
     responseStream.once("close", onClose)
     try {
-      const response = await respond(app, event, { signal: controller.signal, basePath: options.basePath })
-      const stream = awslambda.HttpResponseStream.from(responseStream, LambdaEvent.preludeOf(response))
-      // The prelude goes out with the first write: an empty body still writes once.
-      if (response.body === null) stream.end("")
-      else await pipeline(Readable.fromWeb(response.body as never), stream)
+      const response = await respond(built, event, { signal: controller.signal, basePath: options.basePath })
+      await writeWeb(awslambda, response, responseStream)
     } catch {
       // The client left (the stream was destroyed); the pipeline cancelled the body.
       if (!responseStream.destroyed) responseStream.destroy()
@@ -113,5 +167,5 @@ export const streaming = (source: Source, options: Options = {}) => {
 export const buffered = (source: Source, options: Options = {}) => {
   const app = once(source)
   return async (event: LambdaEvent.Event): Promise<LambdaEvent.ResultV1 | LambdaEvent.ResultV2> =>
-    LambdaEvent.toResult(event, await respond(app, event, options))
+    LambdaEvent.toResult(event, await respond(await app().catch(() => undefined), event, options))
 }

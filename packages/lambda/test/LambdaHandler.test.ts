@@ -5,8 +5,16 @@
  * lifecycle with raw events.
  */
 import { describeConformance, StoreProbe } from "@convoke/conformance"
-import { ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
-import { Effect, Layer } from "effect"
+import {
+  ChatHttp,
+  ChatRateLimit,
+  ClientAddress,
+  ConversationStore,
+  EchoLanguageModel,
+  Identity
+} from "@convoke/core"
+import { Context, Effect, Layer } from "effect"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LambdaEvent, LambdaHandler } from "../src/index.ts"
 import * as LambdaHarness from "./LambdaHarness.ts"
@@ -73,6 +81,21 @@ const v1 = (body: string, overrides: Partial<LambdaEvent.EventV1> = {}): LambdaE
   isBase64Encoded: false,
   ...overrides
 })
+
+/** Invokes a streaming handler with an event, as the runtime does, and reads the prelude's status. */
+const invoke = async (
+  handler: ReturnType<typeof LambdaHandler.streaming>,
+  event: LambdaEvent.Event
+): Promise<{ readonly statusCode: number }> => {
+  const chunks: Array<Buffer> = []
+  const stream = new LambdaHarness.ResponseStream((chunk, done) => {
+    chunks.push(chunk)
+    done()
+  })
+  await handler(event, stream, {})
+  const written = Buffer.concat(chunks)
+  return JSON.parse(written.subarray(0, written.indexOf(Buffer.alloc(8))).toString("utf8"))
+}
 
 describe("LambdaHandler.buffered (API Gateway HTTP API)", () => {
   it("answers payload 2.0 and 1.0 events, base64 bodies included, building the app once for both", async () => {
@@ -178,6 +201,63 @@ describe("LambdaHandler.streaming", () => {
     }
   })
 
+  it("serves an application natively: a response with no body still writes its prelude, cookies apart", async () => {
+    const served = await LambdaHarness.serve(
+      LambdaHandler.streaming(async () => ({
+        handler: () => Promise.reject(new Error("the web handler is not used for an application")),
+        http: {
+          effect: Effect.succeed(
+            HttpServerResponse.empty({ status: 204, headers: { "x-served": "natively" } }).pipe(
+              HttpServerResponse.setCookieUnsafe("a", "1")
+            )
+          ),
+          context: Context.empty()
+        },
+        shutdown: async () => {},
+        dispose: async () => {}
+      }))
+    )
+    try {
+      const response = await fetch(served.url)
+      expect(response.status).toBe(204)
+      expect(response.headers.get("x-served")).toBe("natively")
+      expect(response.headers.getSetCookie()).toEqual(["a=1"])
+      expect(served.violations).toEqual([])
+    } finally {
+      await served.close()
+    }
+  })
+
+  it("counts anonymous callers by their source IP, served natively or through a web handler", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        ConversationStore.layerMemory,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous(),
+        ChatRateLimit.layerMemory({ address: { limit: 1, window: "1 minute" } })
+      )
+    )
+    try {
+      const native = LambdaHandler.streaming(app)
+      const web = LambdaHandler.streaming({
+        handler: app.handler,
+        shutdown: app.shutdown,
+        dispose: app.dispose
+      })
+      for (const [index, handler] of [native, web].entries()) {
+        const from = (sourceIp: string) =>
+          v2(JSON.stringify({ message: "hi", stream: true }), {
+            requestContext: { http: { method: "POST", sourceIp: `${sourceIp}${index}` } }
+          })
+        expect((await invoke(handler, from("10.0.0.1"))).statusCode).toBe(200)
+        expect((await invoke(handler, from("10.0.0.1"))).statusCode).toBe(429)
+        expect((await invoke(handler, from("10.0.0.2"))).statusCode).toBe(200)
+      }
+    } finally {
+      await app.dispose()
+    }
+  })
+
   it("explains itself outside the Lambda runtime", () => {
     LambdaHarness.uninstall()
     try {
@@ -194,11 +274,13 @@ describe("LambdaEvent.toRequest", () => {
       v2(Buffer.from("binary\u0000body").toString("base64"), {
         rawQueryString: "a=1&a=2",
         cookies: ["session=abc", "theme=dark"],
-        isBase64Encoded: true
+        isBase64Encoded: true,
+        requestContext: { http: { method: "POST", sourceIp: "192.0.2.10" } }
       })
     )
     expect(request.url).toBe(`https://abc.lambda-url.eu-west-1.on.aws${ChatHttp.CHAT_PATH}?a=1&a=2`)
     expect(request.headers.get("cookie")).toBe("session=abc; theme=dark")
+    expect(ClientAddress.get(HttpServerRequest.fromWeb(request))).toBe("192.0.2.10")
     expect(await request.text()).toBe("binary\u0000body")
   })
 
@@ -213,6 +295,47 @@ describe("LambdaEvent.toRequest", () => {
     expect(request.url).toBe(`https://api.example.com${ChatHttp.CHAT_PATH}?tag=a&tag=b`)
     expect(request.headers.get("accept")).toBe("text/html, application/json")
     expect(request.headers.get("x-api-key")).toBe("k")
+  })
+})
+
+describe("LambdaEvent.toServerRequest", () => {
+  it("carries payload 2.0 headers, cookies, query, a base64 body and the source IP", async () => {
+    const request = LambdaEvent.toServerRequest(
+      v2(Buffer.from("binary\u0000body").toString("base64"), {
+        rawPath: `/prod${ChatHttp.CHAT_PATH}`,
+        rawQueryString: "a=1&a=2",
+        cookies: ["session=abc", "theme=dark"],
+        isBase64Encoded: true,
+        requestContext: { http: { method: "POST", sourceIp: "203.0.113.7" } }
+      }),
+      { basePath: "/prod" }
+    )
+    expect(request.method).toBe("POST")
+    expect(request.url).toBe(`${ChatHttp.CHAT_PATH}?a=1&a=2`)
+    expect(request.headers.cookie).toBe("session=abc; theme=dark")
+    expect(request.headers["content-type"]).toBe("application/json")
+    expect(ClientAddress.get(request)).toBe("203.0.113.7")
+    expect(await Effect.runPromise(request.text)).toBe("binary\u0000body")
+  })
+
+  it("joins payload 1.0 multi-value headers, drops the declared length and adds no content type", async () => {
+    const request = LambdaEvent.toServerRequest(
+      v1("{}", {
+        headers: null,
+        multiValueHeaders: { Accept: ["text/html", "application/json"], "Content-Length": ["999"] },
+        requestContext: { domainName: "api.example.com", identity: { sourceIp: "198.51.100.1" } }
+      })
+    )
+    expect(request.headers.accept).toBe("text/html, application/json")
+    expect(request.headers["content-length"]).toBe("2")
+    expect(request.headers["content-type"]).toBeUndefined()
+    expect(ClientAddress.get(request)).toBe("198.51.100.1")
+  })
+
+  it("throws, as toRequest does, on an event with no valid URL", () => {
+    const event = v2("{}", { headers: { host: "bad host" } })
+    expect(() => LambdaEvent.toRequest(event)).toThrow()
+    expect(() => LambdaEvent.toServerRequest(event)).toThrow()
   })
 })
 

@@ -12,7 +12,8 @@
  *
  * `serve(handler)` plays the Function URL (payload 2.0) or API Gateway REST
  * (payload 1.0) front door: each HTTP request becomes one invocation with a
- * fresh response stream; the front door parses the prelude, sends status,
+ * fresh response stream (the event carries the client's address as its
+ * source IP); the front door parses the prelude, sends status,
  * headers and cookies, then relays every later write as it comes, waiting
  * for the client (back-pressure). When the client disconnects, the response
  * stream is destroyed with an error, as the runtime's is when its response
@@ -112,7 +113,10 @@ const toEvent = (request: IncomingMessage, body: Buffer, payload: "1.0" | "2.0")
       rawQueryString: url.search.slice(1),
       headers,
       ...(cookie ? { cookies: cookie.flatMap((line) => line.split(/;\s*/)) } : {}),
-      requestContext: { domainName: "harness.lambda-url.localhost", http: { method: request.method! } },
+      requestContext: {
+        domainName: "harness.lambda-url.localhost",
+        http: { method: request.method!, sourceIp: request.socket.remoteAddress }
+      },
       ...encoded,
       isBase64Encoded
     }
@@ -124,7 +128,10 @@ const toEvent = (request: IncomingMessage, body: Buffer, payload: "1.0" | "2.0")
     multiValueHeaders: multi,
     queryStringParameters: url.search === "" ? null : Object.fromEntries(url.searchParams),
     multiValueQueryStringParameters: null,
-    requestContext: { domainName: "harness.execute-api.localhost" },
+    requestContext: {
+      domainName: "harness.execute-api.localhost",
+      identity: { sourceIp: request.socket.remoteAddress }
+    },
     ...encoded,
     isBase64Encoded
   }
