@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from "node:http"
 import { type AddressInfo, connect } from "node:net"
-import { Readable } from "node:stream"
+import { Readable, Writable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
@@ -497,6 +497,76 @@ describe("NodeHandler request heads", () => {
       assert.strictEqual(bodyOf(bad).error.type, "invalid_request")
     } finally {
       await close(server)
+    }
+  })
+})
+
+describe("NodeHandler.serve to any Writable", () => {
+  /** A destination that records the head and the body's chunks. */
+  const recording = () => {
+    const chunks: Array<string> = []
+    const waiting: Array<{ readonly count: number; readonly resolve: () => void }> = []
+    let head: { readonly status: number; readonly headers: Record<string, unknown> } | undefined
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk.toString("utf8"))
+        for (const waiter of waiting) if (chunks.length >= waiter.count) waiter.resolve()
+        done()
+      }
+    })
+    /** Resolves once `count` chunks were written. */
+    const received = (count: number) => new Promise<void>((resolve) => waiting.push({ count, resolve }))
+    const destination: NodeHandler.Destination = {
+      stream,
+      start: (status, headers) => {
+        head = { status, headers }
+        return stream
+      }
+    }
+    return { destination, stream, chunks, received, head: () => head }
+  }
+
+  const chatRequest = (message: string) =>
+    HttpServerRequest.fromWeb(
+      new Request("http://localhost/api/v0.3/chat", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ message, stream: true })
+      })
+    )
+
+  it("sends the head through start, then the stream's frames, metadata first, and ends it", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
+    )
+    try {
+      const target = recording()
+      await NodeHandler.serve(app.http, chatRequest("hello there"), target.destination)
+      assert.strictEqual(target.head()?.status, 200)
+      assert.strictEqual(target.head()?.headers["content-type"], "text/event-stream; charset=utf-8")
+      assert.match(target.chunks[0]!, METADATA_FRAME)
+      assert.isTrue(target.stream.writableEnded)
+      assert.isTrue(target.chunks.join("").endsWith("data: [DONE]\n\n"))
+    } finally {
+      await app.dispose()
+    }
+  })
+
+  it("a destination stream that closes before the end interrupts the turn, whose partial reply is stored", async () => {
+    const store = TestStore.make()
+    const model = TestModel.make(() => TestModel.endless("part", "ial"))
+    const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous()))
+    try {
+      const target = recording()
+      const served = NodeHandler.serve(app.http, chatRequest("go on"), target.destination)
+      await target.received(3)
+      target.stream.destroy()
+      await served
+      const reply = await await_(store.assistantStored)
+      assert.strictEqual(reply.status, "partial")
+      assert.strictEqual(reply.content, "partial")
+    } finally {
+      await app.dispose()
     }
   })
 })
