@@ -135,6 +135,27 @@ const serveNative = (
   })
 }
 
+/** Serves an event through the app's web handler (a source with no application). */
+const serveWeb = async (
+  awslambda: LambdaRuntime.Runtime,
+  built: Served | undefined,
+  event: LambdaEvent.Event,
+  responseStream: LambdaRuntime.ResponseStream,
+  options: Options
+): Promise<void> => {
+  const controller = new AbortController()
+  const onClose = () => {
+    if (!responseStream.writableFinished) controller.abort()
+  }
+  responseStream.once("close", onClose)
+  try {
+    const response = await respond(built, event, { signal: controller.signal, basePath: options.basePath })
+    await writeWeb(awslambda, response, responseStream)
+  } finally {
+    responseStream.off("close", onClose)
+  }
+}
+
 /**
  * The streaming handler: `export const handler = LambdaHandler.streaming(layer)`.
  * A client that goes away destroys the response stream, which interrupts
@@ -145,20 +166,12 @@ export const streaming = (source: Source, options: Options = {}) => {
   const app = once(source)
   return awslambda.streamifyResponse<LambdaEvent.Event>(async (event, responseStream) => {
     const built = await app().catch(() => undefined)
-    if (built?.http !== undefined) return serveNative(awslambda, built.http, event, responseStream, options)
-    const controller = new AbortController()
-    const onClose = () => {
-      if (!responseStream.writableFinished) controller.abort()
-    }
-    responseStream.once("close", onClose)
     try {
-      const response = await respond(built, event, { signal: controller.signal, basePath: options.basePath })
-      await writeWeb(awslambda, response, responseStream)
+      if (built?.http !== undefined) await serveNative(awslambda, built.http, event, responseStream, options)
+      else await serveWeb(awslambda, built, event, responseStream, options)
     } catch {
-      // The client left (the stream was destroyed); the pipeline cancelled the body.
+      // The client left (the stream was destroyed) while a web body was piped to it.
       if (!responseStream.destroyed) responseStream.destroy()
-    } finally {
-      responseStream.off("close", onClose)
     }
   })
 }

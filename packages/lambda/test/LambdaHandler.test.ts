@@ -228,6 +228,16 @@ describe("LambdaHandler.streaming", () => {
     }
   })
 
+  it("answers an event that names no valid URL with a 400, served natively", async () => {
+    const app = await ChatHttp.makeApp(counting().layer)
+    try {
+      const result = await invoke(LambdaHandler.streaming(app), v2("{}", { headers: { host: "bad host" } }))
+      expect(result.statusCode).toBe(400)
+    } finally {
+      await app.dispose()
+    }
+  })
+
   it("counts anonymous callers by their source IP, served natively or through a web handler", async () => {
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(
