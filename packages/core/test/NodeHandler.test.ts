@@ -412,6 +412,22 @@ describe("NodeHandler.writeError and web handlers", () => {
     }
   })
 
+  it("writeError before the body was read closes the connection instead of leaving it half-read", async () => {
+    const server = await listen((_request, response) => NodeHandler.writeError(response, 413, "Too big"))
+    try {
+      const { port } = server.address() as AddressInfo
+      const response = await fetch(`http://127.0.0.1:${port}/`, {
+        method: "POST",
+        body: Readable.toWeb(Readable.from([Buffer.alloc(2_000_000)])) as ReadableStream,
+        duplex: "half"
+      } as RequestInit)
+      assert.strictEqual(response.status, 413)
+      assert.strictEqual(response.headers.get("connection"), "close")
+    } finally {
+      await close(server)
+    }
+  })
+
   it("a handler that throws becomes a 500 with the common body", async () => {
     const server = await listen(NodeHandler.toNodeHandler(() => Promise.reject(new Error("boom"))))
     try {
