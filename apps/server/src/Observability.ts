@@ -6,10 +6,10 @@
  */
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { type ChatError, ChatLog, ChatMetrics } from "@convoke/core"
+import { type ChatError, ChatHttp, ChatLog, ChatMetrics } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStatistics } from "@convoke/store-pg"
-import { Layer, Logger, References } from "effect"
+import { Effect, Layer, Logger, References } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpSerialization, OtlpTracer } from "effect/observability"
 import type { Settings } from "./Settings.ts"
@@ -101,7 +101,8 @@ export const listenMetrics = async (
   metrics: ChatMetrics.ChatMetrics,
   address: { readonly host: string; readonly port: number }
 ): Promise<MetricsServer> => {
-  const http: HttpServer = createServer(NodeHandler.toNodeHandler(ChatMetrics.toWebHandler(metrics)))
+  const app = await Effect.runPromise(ChatHttp.fromRoutes([ChatMetrics.route(metrics)]))
+  const http: HttpServer = createServer(NodeHandler.toNodeHandler(app))
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject)
     http.listen(address.port, address.host, () => {

@@ -214,7 +214,8 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   }
   const chatHandler = NodeHandler.toNodeHandler(app)
   // The web demo (or any static directory) at `/`; API paths always reach the core.
-  const staticFiles = settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir)
+  const staticFiles =
+    settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir, app.http.claims)
   const http = createServer(
     { keepAliveTimeout: 65_000, maxHeaderSize: settings.maxHeaderBytes },
     (request, response) => {

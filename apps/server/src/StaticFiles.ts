@@ -1,7 +1,7 @@
 /**
  * Serves a directory of built files (the demo page from `apps/web/dist`) for
- * `GET` and `HEAD` requests that are not API routes. Anything it does not
- * find is left to the Convoke handler, so `/api/…`, `/health` and unknown
+ * `GET` and `HEAD` requests for paths the API does not claim. Anything it
+ * does not find is left to the Convoke handler, so API paths and unknown
  * paths keep their JSON answers. Paths are resolved inside the directory only.
  */
 import { createReadStream } from "node:fs"
@@ -33,14 +33,13 @@ const SECURITY_HEADERS = {
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 }
 
-const isApi = (path: string) => path.startsWith("/api/") || path === "/health" || path === "/metrics"
-
 /**
  * A Node handler for the files under `root`: resolves `true` when it answered,
- * `false` when the request is not for it (then pass it on).
+ * `false` when the request is not for it (then pass it on). `isApi` tells the
+ * paths it must leave alone (`app.http.claims`).
  */
 export const make =
-  (root: string) =>
+  (root: string, isApi: (path: string) => boolean) =>
   async (request: IncomingMessage, response: ServerResponse): Promise<boolean> => {
     if (request.method !== "GET" && request.method !== "HEAD") return false
     let path: string

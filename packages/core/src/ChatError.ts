@@ -2,7 +2,7 @@
  * The failures a caller of Convoke can act on, as tagged errors.
  *
  * Each error knows nothing about HTTP; `HttpError.ts` is the one place that maps
- * them to a status and the common error body.
+ * them to a status and the common error body, for every route and binding.
  *
  * @since 0.1.0
  */
@@ -68,6 +68,17 @@ export class ModelError extends Schema.TaggedError<ModelError>()("ModelError", {
   retryAfterSeconds: Schema.optional(Schema.Number)
 }) {}
 
+/** The server is shutting down: new turns are refused and open streams end. */
+export class ServerShutdown extends Schema.TaggedError<ServerShutdown>()("ServerShutdown", {}) {}
+
+/** No route of the API has this path. */
+export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()("RouteNotFound", {}) {}
+
+/** The path is a route of the API, but not for this method; `allow` lists the methods it serves. */
+export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()("MethodNotAllowed", {
+  allow: Schema.Array(Schema.String)
+}) {}
+
 /** Every error the chat endpoint can fail with before its stream starts. */
 export type ChatError =
   | InvalidRequest
@@ -79,3 +90,6 @@ export type ChatError =
   | RateLimited
   | StoreUnavailable
   | ModelError
+
+/** Every typed error a route of the API can fail with. */
+export type ApiError = ChatError | ServerShutdown | RouteNotFound | MethodNotAllowed

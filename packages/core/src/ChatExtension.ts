@@ -17,20 +17,22 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, type Scope } from "effect"
-import type { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import type { HttpServerRequest, HttpServerResponse } from "effect/http"
+import type * as ApiRouter from "./ApiRouter.ts"
 import * as ChatHooks from "./ChatHooks.ts"
+import type { RequestContext } from "./RequestContext.ts"
 
 /** The whole HTTP application as an effect: every error is already a response. */
 export type App = Effect.Effect<
   HttpServerResponse.HttpServerResponse,
   never,
-  HttpServerRequest.HttpServerRequest | Scope.Scope
+  HttpServerRequest.HttpServerRequest | RequestContext | Scope.Scope
 >
 
 /** One extension; every part is optional. */
 export interface Extension {
-  /** Routes added beside the chat routes; their failures get the common error body. */
-  readonly routes?: ReadonlyArray<HttpRouter.Route<any, never>> | undefined
+  /** Routes added to the API's table; their failures get the common error body. */
+  readonly routes?: ReadonlyArray<ApiRouter.Route<RequestContext>> | undefined
   /**
    * Wraps the whole application, outside the error mapping, so it sees the
    * status every client sees. Extensions are applied in context order, the

@@ -16,18 +16,19 @@
  * `OtlpTracer` exports; with no tracer installed nothing leaves the process.
  *
  * The request id is the caller's `X-Request-Id` when it is a sane token, else
- * a fresh UUID given to the request here, so the access line, the turn lines
+ * a fresh UUID (`RequestContext`), so the access line, the turn lines
  * and the response's `x-request-id` header all carry the same id.
  *
  * @since 0.1.0
  */
 import { Clock, Effect, type Layer, LogLevel, References } from "effect"
 import { HttpServerRequest } from "effect/http"
+import { pathOf } from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
-import { CHAT_PATH } from "./ChatHttp.ts"
+import { CHAT_PATH } from "./ChatRoute.ts"
 import * as ClientKind from "./ClientKind.ts"
-import * as RequestId from "./RequestId.ts"
+import { RequestContext } from "./RequestContext.ts"
 
 const context = (event: ChatHooks.TurnContext) => ({
   requestId: event.requestId,
@@ -83,11 +84,6 @@ export const observer: ChatHooks.Service = {
     )
 }
 
-const pathOf = (url: string) => {
-  const end = url.search(/[?#]/)
-  return end === -1 ? url : url.slice(0, end)
-}
-
 /**
  * Gives every request an id, runs it in a server span, and logs one line when
  * its response starts (for a stream, the turn's own line says how it ended).
@@ -96,8 +92,7 @@ export const middleware = (app: ChatExtension.App): ChatExtension.App =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const clock = yield* Clock.Clock
-    const startedAt = clock.currentTimeMillisUnsafe()
-    const requestId = RequestId.get(request)
+    const { requestId, receivedAtMillis: startedAt } = yield* RequestContext
     const path = pathOf(request.url)
     const client = ClientKind.detect(request.headers)
     const annotations = { requestId, method: request.method, path, client }

@@ -26,14 +26,14 @@
  * @since 0.1.0
  */
 import { Clock, Context, Duration, Effect, Layer, Metric, Schedule } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
+import * as ApiRouter from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
-import { CHAT_PATH, type WebHandler } from "./ChatHttp.ts"
+import { CHAT_PATH } from "./ChatRoute.ts"
 import * as ClientKind from "./ClientKind.ts"
 import * as ConversationStatistics from "./ConversationStatistics.ts"
-import type * as HttpError from "./HttpError.ts"
 
 /** The content type of the Prometheus text format. */
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -234,7 +234,7 @@ export const make = (options: Options = {}): ChatMetrics => {
   const middleware = (app: ChatExtension.App): ChatExtension.App =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
-      if (pathOf(request.url) !== CHAT_PATH) return yield* app
+      if (ApiRouter.pathOf(request.url) !== CHAT_PATH) return yield* app
       const client = ClientKind.detect(request.headers)
       const response = yield* app.pipe(
         // The client left before the response started: nginx's 499.
@@ -264,22 +264,25 @@ export const make = (options: Options = {}): ChatMetrics => {
   }
 }
 
-const pathOf = (url: string) => {
-  const end = url.search(/[?#]/)
-  return end === -1 ? url : url.slice(0, end)
-}
-
 /** Options of `layer`. */
 export interface LayerOptions {
   /** The metrics to record into; `make()` by default. */
   readonly metrics?: ChatMetrics | undefined
   /**
    * The path of the metrics route on the application (default `/metrics`);
-   * `false` records without serving them there — serve them elsewhere with
-   * `toWebHandler`, e.g. on a port that is not exposed.
+   * `false` records without serving them there — serve `route(metrics)`
+   * elsewhere, e.g. on a port that is not exposed.
    */
   readonly path?: `/${string}` | false | undefined
 }
+
+/** The route that serves the metrics in the Prometheus text format (`GET`, and `HEAD`). */
+export const route = (metrics: ChatMetrics, path: `/${string}` = DEFAULT_PATH): ApiRouter.Route =>
+  ApiRouter.route(
+    "GET",
+    path,
+    Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE }))
+  )
 
 /**
  * Records the metrics of an application and serves them; an extension, so it
@@ -288,36 +291,18 @@ export interface LayerOptions {
  * ```ts
  * ChatHttp.makeApp(Layer.mergeAll(store, model, identity, ChatMetrics.layer()))
  * ```
+ *
+ * To serve them elsewhere (a port that is not exposed), pass `path: false`
+ * and serve `ChatHttp.fromRoutes([ChatMetrics.route(metrics)])` there.
  */
 export const layer = (options: LayerOptions = {}): Layer.Layer<never> => {
   const metrics = options.metrics ?? make()
   const path = options.path ?? DEFAULT_PATH
-  const route = Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE }))
   return ChatExtension.layer({
     hooks: metrics.observer,
     middleware: metrics.middleware,
-    ...(path === false ? {} : { routes: [HttpRouter.route("GET", path, route)] })
+    ...(path === false ? {} : { routes: [route(metrics, path)] })
   })
-}
-
-/**
- * A web handler that serves only the metrics, for a separate port: `GET` on
- * `path` (default `/metrics`) answers the exposition, anything else the
- * common 404 / 405 error.
- */
-export const toWebHandler = (metrics: ChatMetrics, options: { readonly path?: string } = {}): WebHandler => {
-  const path = options.path ?? DEFAULT_PATH
-  const json = (status: number, type: string, message: string, headers: Record<string, string> = {}) =>
-    Response.json({ error: { type, message } } satisfies HttpError.ErrorBody, { status, headers })
-  return async (request) => {
-    if (new URL(request.url).pathname !== path) return json(404, "not_found", "Not found")
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return json(405, "method_not_allowed", "Use GET", { allow: "GET" })
-    }
-    return new Response(request.method === "HEAD" ? null : metrics.format(), {
-      headers: { "content-type": CONTENT_TYPE }
-    })
-  }
 }
 
 /** Options of `layerAbandonment`. */

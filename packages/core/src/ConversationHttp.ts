@@ -14,15 +14,15 @@
  */
 import { Clock, Effect, Option, Schema } from "effect"
 import { Base64Url } from "effect/encoding"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as ApiRouter from "./ApiRouter.ts"
 import { AuditLog } from "./AuditLog.ts"
 import { ConversationNotFound, InvalidRequest } from "./ChatError.ts"
-import * as ChatRequest from "./ChatRequest.ts"
 import { isUuid, titleFrom } from "./ConversationResolver.ts"
 import { type Conversation, ConversationStore, type Cursor, type Message } from "./ConversationStore.ts"
 import { Identity } from "./Identity.ts"
 import * as RequestBody from "./RequestBody.ts"
-import * as RequestId from "./RequestId.ts"
+import { RequestContext } from "./RequestContext.ts"
 
 /** The path of the conversation collection. */
 export const CONVERSATIONS_PATH = "/api/v0.3/conversations"
@@ -32,6 +32,9 @@ export const DEFAULT_LIMIT = 20
 export const MAX_LIMIT = 100
 
 const MAX_TITLE_LENGTH = 200
+
+/** A rename body holds one short title. */
+const MAX_RENAME_BODY_BYTES = 4 * 1024
 
 /** The body of `PATCH /api/v0.3/conversations/:id`. */
 export const RenameRequest = Schema.Struct({
@@ -93,7 +96,7 @@ export const routes = Effect.gen(function* () {
   const audit = yield* AuditLog
 
   /** The `:id` of the route, when it can name a conversation at all. */
-  const idParam = Effect.map(HttpRouter.params, (params) => {
+  const idParam = Effect.map(ApiRouter.Params, (params) => {
     const id = params.id
     return id !== undefined && isUuid(id) ? id.toLowerCase() : undefined
   })
@@ -102,8 +105,9 @@ export const routes = Effect.gen(function* () {
    * Answers a miss. When the id belongs to someone else the attempt is audited
    * in a detached fiber, so the answer takes the same path either way.
    */
-  const notFound = (userId: string, id: string | undefined, requestId: string | undefined) =>
+  const notFound = (userId: string, id: string | undefined) =>
     Effect.gen(function* () {
+      const { requestId } = yield* RequestContext
       if (id !== undefined) {
         yield* Effect.forkDetach(
           store.exists(id).pipe(
@@ -156,7 +160,7 @@ export const routes = Effect.gen(function* () {
     const principal = yield* identity.authenticate(request.headers)
     const id = yield* idParam
     const found = id === undefined ? Option.none() : yield* store.find({ userId: principal.userId, id })
-    if (Option.isNone(found)) return yield* notFound(principal.userId, id, RequestId.get(request))
+    if (Option.isNone(found)) return yield* notFound(principal.userId, id)
     const messages = yield* store.history({ userId: principal.userId, conversationId: found.value.id })
     return HttpServerResponse.jsonUnsafe({
       ...conversationJson(found.value),
@@ -168,13 +172,16 @@ export const routes = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const principal = yield* identity.authenticate(request.headers)
     const id = yield* idParam
-    const body = yield* ChatRequest.readWith(ChatRequest.parseWith(RenameRequest))(bodyOptions(request))
+    const body = yield* RequestBody.read(request, {
+      maxBodyBytes: MAX_RENAME_BODY_BYTES,
+      decode: RequestBody.decodeJson(RenameRequest)
+    })
     const now = new Date(yield* Clock.currentTimeMillis)
     const renamed =
       id === undefined
         ? Option.none()
         : yield* store.rename({ userId: principal.userId, id, title: titleFrom(body.title.trim()), now })
-    if (Option.isNone(renamed)) return yield* notFound(principal.userId, id, RequestId.get(request))
+    if (Option.isNone(renamed)) return yield* notFound(principal.userId, id)
     return HttpServerResponse.jsonUnsafe(conversationJson(renamed.value))
   })
 
@@ -183,14 +190,14 @@ export const routes = Effect.gen(function* () {
     const principal = yield* identity.authenticate(request.headers)
     const id = yield* idParam
     const removed = id === undefined ? false : yield* store.remove({ userId: principal.userId, id })
-    if (!removed || id === undefined) return yield* notFound(principal.userId, id, RequestId.get(request))
+    if (!removed || id === undefined) return yield* notFound(principal.userId, id)
     yield* audit.record([
       {
         action: "conversation.deleted",
         cause: "user",
         userId: principal.userId,
         conversationId: id,
-        requestId: RequestId.get(request),
+        requestId: (yield* RequestContext).requestId,
         at: new Date(yield* Clock.currentTimeMillis)
       }
     ])
@@ -198,11 +205,9 @@ export const routes = Effect.gen(function* () {
   })
 
   return [
-    HttpRouter.route("GET", CONVERSATIONS_PATH, list),
-    HttpRouter.route("GET", `${CONVERSATIONS_PATH}/:id`, show),
-    HttpRouter.route("PATCH", `${CONVERSATIONS_PATH}/:id`, rename),
-    HttpRouter.route("DELETE", `${CONVERSATIONS_PATH}/:id`, remove)
+    ApiRouter.route("GET", CONVERSATIONS_PATH, list),
+    ApiRouter.route("GET", `${CONVERSATIONS_PATH}/:id`, show),
+    ApiRouter.route("PATCH", `${CONVERSATIONS_PATH}/:id`, rename),
+    ApiRouter.route("DELETE", `${CONVERSATIONS_PATH}/:id`, remove)
   ]
 })
-
-const bodyOptions = (request: HttpServerRequest.HttpServerRequest) => RequestBody.read(request, 4 * 1024)

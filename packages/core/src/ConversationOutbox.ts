@@ -10,6 +10,9 @@
  * entries waiting, all of its writes go through the outbox, so its messages
  * keep their order.
  *
+ * `OutboxStore` puts the outbox in front of a `ConversationStore`, so the
+ * code that stores messages never needs to know whether the store is up.
+ *
  * The outbox is bounded and lives in memory: entries still waiting when the
  * process stops are retried until the shutdown deadline, then logged (with
  * their ids, never their content) and lost. A crash while the store is down
@@ -28,6 +31,8 @@ export type Entry =
   | {
       readonly _tag: "Create"
       readonly conversation: Conversation
+      /** Messages stored with it, in the same write (the user message of its first turn). */
+      readonly messages?: ReadonlyArray<NewMessage> | undefined
       readonly requestId?: string | undefined
     }
   | {
@@ -67,8 +72,8 @@ export interface Service {
   readonly held: (userId: string, conversationId: string) => Conversation | undefined
   /** Whether writes to the conversation must go through the outbox to keep their order. */
   readonly holds: (conversationId: string) => boolean
-  /** Messages of the conversation that are still waiting, oldest first. */
-  readonly pendingMessages: (conversationId: string) => ReadonlyArray<Message>
+  /** Messages of the user's conversation that are still waiting, oldest first. */
+  readonly pendingMessages: (userId: string, conversationId: string) => ReadonlyArray<Message>
   readonly stats: () => Stats
   /** Resolves once nothing is waiting (or at once when nothing is). */
   readonly drained: Effect.Effect<void>
@@ -103,6 +108,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const conversationIdOf = (entry: Entry) =>
     entry._tag === "Create" ? entry.conversation.id : entry.conversationId
+
+  const userIdOf = (entry: Entry) => (entry._tag === "Create" ? entry.conversation.userId : entry.userId)
 
   const settle = (entry: Entry) => {
     const id = conversationIdOf(entry)
@@ -144,7 +151,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               id: entry.conversation.id,
               userId: entry.conversation.userId,
               title: entry.conversation.title,
-              now: entry.conversation.createdAt
+              now: entry.conversation.createdAt,
+              messages: entry.messages
             })
             .pipe(
               Effect.tap(() =>
@@ -243,10 +251,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return conversation !== undefined && conversation.userId === userId ? conversation : undefined
     },
     holds: (conversationId) => conversations.has(conversationId),
-    pendingMessages: (conversationId) =>
+    pendingMessages: (userId, conversationId) =>
       queue.flatMap((entry) =>
-        entry._tag === "Append" && entry.conversationId === conversationId
-          ? entry.messages.map((message) => ({ ...message, conversationId }))
+        conversationIdOf(entry) === conversationId && userIdOf(entry) === userId
+          ? (entry.messages ?? []).map((message) => ({ ...message, conversationId }))
           : []
       ),
     stats: () => ({ pending: queue.length, drained: drainedCount, dropped: droppedCount }),

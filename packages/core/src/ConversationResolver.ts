@@ -1,6 +1,6 @@
 /**
  * Decides which conversation a chat request continues, following the v0.3
- * resolution table:
+ * resolution table, within the time the store is given for it:
  *
  * | input                                   | streaming | not streaming |
  * |-----------------------------------------|-----------|---------------|
@@ -9,11 +9,22 @@
  * | UUID of a conversation the user owns    | resume    | resume        |
  * | malformed, unknown or another user's id | create    | 404           |
  *
+ * A stream never waits for a store that is down: past the creation budget
+ * (`ChatConfig.creationBudget`), or while the outbox knows the store is down,
+ * it starts on a temporary conversation that waits in the outbox under the id
+ * the client gets at once. Creations and attempts at another user's
+ * conversation are audited; the `ChatHooks` hear of every resolution.
+ *
  * @since 0.1.0
  */
-import { Clock, Effect, Option } from "effect"
-import { ConversationNotFound, type StoreUnavailable } from "./ChatError.ts"
+import { Clock, Context, Effect, Layer, Option } from "effect"
+import * as AuditLog from "./AuditLog.ts"
+import { ChatConfig } from "./ChatConfig.ts"
+import { ConversationNotFound, StoreUnavailable } from "./ChatError.ts"
+import { ChatHooks, type TurnContext } from "./ChatHooks.ts"
+import { ConversationOutbox } from "./ConversationOutbox.ts"
 import * as ConversationStore from "./ConversationStore.ts"
+import * as Deadline from "./Deadline.ts"
 import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
 
@@ -22,7 +33,7 @@ import { IdGenerator } from "./IdGenerator.ts"
  * (explicit `"new"`), `invalid_id` (malformed), `unknown_id` (well-formed but
  * not this user's), `resumed`, `temporary` (the store was unavailable and
  * the conversation waits in the outbox), or `reconciled` (a temporary
- * conversation reached the store; reported by the outbox, never by `resolve`).
+ * conversation reached the store; reported by the outbox, never here).
  */
 export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed" | "temporary" | "reconciled"
 
@@ -30,6 +41,8 @@ export type Source = "absent" | "new" | "invalid_id" | "unknown_id" | "resumed" 
 export interface Resolution {
   readonly conversation: ConversationStore.Conversation
   readonly source: Source
+  /** Whether the conversation waits in the outbox: its id is not stored yet. */
+  readonly temporary: boolean
 }
 
 /** What resolution needs from the request. */
@@ -38,12 +51,11 @@ export interface Input {
   readonly conversationId: string | null | undefined
   readonly stream: boolean
   readonly message: string
-  /** The id to give a created conversation; a fresh one from `IdGenerator` when absent. */
-  readonly newId?: string | undefined
+  readonly requestId?: string | undefined
   /**
    * Messages to store with a conversation the resolution creates, in the same
    * write (a chat turn's user message). A resumed conversation gets none of
-   * them: the caller appends them itself.
+   * them: the turn appends them itself.
    */
   readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
 }
@@ -73,11 +85,12 @@ export const titleFrom = (message: string): string => {
 }
 
 /** What a requested id asks for before the store is consulted. */
-export const classify = (
-  conversationId: string | null | undefined
-):
+export type Requested =
   | { readonly _tag: "Create"; readonly source: "absent" | "new" | "invalid_id" }
-  | { readonly _tag: "Resume"; readonly id: string } => {
+  | { readonly _tag: "Resume"; readonly id: string }
+
+/** Classifies a requested id: the one place the table's first column is read. */
+export const classify = (conversationId: string | null | undefined): Requested => {
   if (conversationId === undefined || conversationId === null || conversationId === "") {
     return { _tag: "Create", source: "absent" }
   }
@@ -86,53 +99,166 @@ export const classify = (
   return { _tag: "Resume", id: conversationId.toLowerCase() }
 }
 
-/** Creates a conversation for the principal in `store`, titled after the message. */
-const createIn = Effect.fnUntraced(function* (
-  store: ConversationStore.Service,
-  input: Input,
-  source: Source
-) {
-  const id = input.newId ?? (yield* (yield* IdGenerator).next)
-  const now = new Date(yield* Clock.currentTimeMillis)
-  const conversation = yield* store.create({
-    id,
-    userId: input.principal.userId,
-    title: titleFrom(input.message),
-    now,
-    messages: input.messages
-  })
-  return { conversation, source } satisfies Resolution
-})
+/** The resolver. */
+export interface Service {
+  /**
+   * Resolves the conversation of a request. Fails with `ConversationNotFound`
+   * (never for streams) or `StoreUnavailable` (never for streams while the
+   * outbox has room).
+   */
+  readonly resolve: (input: Input) => Effect.Effect<Resolution, ConversationNotFound | StoreUnavailable>
+}
 
-/** Creates a conversation for the principal, titled after the message. */
-export const create = (input: Input, source: Source) =>
-  ConversationStore.ConversationStore.use((store) => createIn(store, input, source))
+/** The resolver service. */
+export class ConversationResolver extends Context.Service<ConversationResolver, Service>()(
+  "@convoke/core/ConversationResolver"
+) {}
 
-/**
- * `resolve` on the given store rather than the one in context: the chat
- * service, which holds its store, saves providing it on every request.
- */
-export const resolveIn = Effect.fnUntraced(function* (
-  store: ConversationStore.Service,
-  input: Input
-): Effect.fn.Return<Resolution, ConversationNotFound | StoreUnavailable> {
-  const requested = classify(input.conversationId)
-  if (requested._tag === "Create") {
-    if (requested.source === "invalid_id" && !input.stream) return yield* new ConversationNotFound()
-    if (requested.source === "invalid_id") {
-      yield* Effect.logInfo("Malformed conversation_id; starting a new conversation")
+/** Builds the resolver on the store (with its outbox) in context. */
+export const make = Effect.gen(function* () {
+  const store = yield* ConversationStore.ConversationStore
+  const outbox = yield* ConversationOutbox
+  const config = yield* ChatConfig
+  const ids = yield* IdGenerator
+  const hooks = yield* ChatHooks
+  const audit = yield* AuditLog.AuditLog
+  const clock = yield* Clock.Clock
+  const now = () => new Date(clock.currentTimeMillisUnsafe())
+
+  const conversationFor = (input: Input, id: string): ConversationStore.Conversation => {
+    const at = now()
+    return {
+      id,
+      userId: input.principal.userId,
+      title: titleFrom(input.message),
+      createdAt: at,
+      updatedAt: at
     }
-    return yield* createIn(store, input, requested.source)
   }
-  const found = yield* store.find({ userId: input.principal.userId, id: requested.id })
-  if (Option.isSome(found)) return { conversation: found.value, source: "resumed" }
-  if (!input.stream) return yield* new ConversationNotFound()
-  yield* Effect.logInfo("Unknown conversation_id; starting a new conversation")
-  return yield* createIn(store, input, "unknown_id")
+
+  const create = (input: Input, id: string, source: Source) =>
+    Effect.map(
+      store.create({ ...conversationFor(input, id), now: now(), messages: input.messages }),
+      (conversation): Resolution => ({ conversation, source, temporary: false })
+    )
+
+  /** The table, on the store. */
+  const inStore = Effect.fnUntraced(function* (input: Input, requested: Requested, newId: string) {
+    if (requested._tag === "Create") {
+      if (requested.source === "invalid_id" && !input.stream) return yield* new ConversationNotFound()
+      if (requested.source === "invalid_id") {
+        yield* Effect.logInfo("Malformed conversation_id; starting a new conversation")
+      }
+      return yield* create(input, newId, requested.source)
+    }
+    const found = yield* store.find({ userId: input.principal.userId, id: requested.id })
+    if (Option.isSome(found))
+      return { conversation: found.value, source: "resumed", temporary: false } satisfies Resolution
+    if (!input.stream) return yield* new ConversationNotFound()
+    yield* Effect.logInfo("Unknown conversation_id; starting a new conversation")
+    return yield* create(input, newId, "unknown_id")
+  })
+
+  /** A new conversation that waits in the outbox, with its messages, until the store is back. */
+  const temporary = Effect.fnUntraced(function* (input: Input, id: string) {
+    const conversation = conversationFor(input, id)
+    const queued =
+      outbox.hasRoom() &&
+      (yield* outbox.enqueue({
+        _tag: "Create",
+        conversation,
+        messages: input.messages,
+        requestId: input.requestId
+      }))
+    if (!queued) return yield* new StoreUnavailable({ message: "The conversation store is unavailable" })
+    yield* Effect.logWarning("The store is unavailable; the stream starts on a temporary conversation").pipe(
+      Effect.annotateLogs({ conversationId: id })
+    )
+    return { conversation, source: "temporary", temporary: true } satisfies Resolution
+  })
+
+  /** Audits a creation, and a named conversation that turned out to be another user's. */
+  const auditOf = (input: Input, requested: Requested, resolution: Resolution | undefined) =>
+    Effect.gen(function* () {
+      const at = now()
+      const base = { userId: input.principal.userId, requestId: input.requestId, at }
+      const entries: Array<AuditLog.Entry> = []
+      if (resolution !== undefined && resolution.source !== "resumed") {
+        entries.push({
+          action: "conversation.created",
+          cause: resolution.source,
+          conversationId: resolution.conversation.id,
+          ...base
+        })
+      }
+      if (
+        requested._tag === "Resume" &&
+        (resolution === undefined || resolution.source === "unknown_id") &&
+        (yield* store.exists(requested.id).pipe(Effect.orElseSucceed(() => false)))
+      ) {
+        entries.push({ action: "conversation.cross_user_access", conversationId: requested.id, ...base })
+      }
+      if (entries.length > 0) yield* audit.record(entries)
+    })
+
+  const resolve = Effect.fnUntraced(function* (input: Input) {
+    const startedAt = clock.currentTimeMillisUnsafe()
+    const context: TurnContext = {
+      userId: input.principal.userId,
+      requestId: input.requestId,
+      stream: input.stream
+    }
+    const elapsed = () => clock.currentTimeMillisUnsafe() - startedAt
+    const failed = (durationMillis: number) =>
+      hooks.conversationFailed({ ...context, reason: "store_unavailable", durationMillis })
+    const requested = classify(input.conversationId)
+    const newId = yield* ids.next
+
+    const attempt = inStore(input, requested, newId).pipe(
+      Deadline.within(input.stream ? config.creationBudget : config.storeTimeout),
+      Effect.catchTag("TimeoutError", () =>
+        Effect.fail(new StoreUnavailable({ message: "The conversation store did not answer in time" }))
+      ),
+      Effect.tapError((error) =>
+        error._tag === "StoreUnavailable"
+          ? Effect.suspend(() => failed(elapsed()))
+          : Effect.forkDetach(auditOf(input, requested, undefined), { startImmediately: true })
+      ),
+      // Streams never wait for the store: they start on a temporary id it gets later.
+      Effect.catchTag("StoreUnavailable", (error) =>
+        input.stream ? temporary(input, newId) : Effect.fail(error)
+      )
+    )
+    // A conversation still waiting in the outbox resumes from there, store up or not.
+    const held = requested._tag === "Resume" ? outbox.held(input.principal.userId, requested.id) : undefined
+    // While the outbox knows the store is down, streams do not spend their
+    // budget finding that out again.
+    const storeKnownDown = held === undefined && input.stream && !outbox.storeAvailable()
+    if (storeKnownDown) yield* failed(0)
+    const resolution: Resolution =
+      held !== undefined
+        ? { conversation: held, source: "resumed", temporary: true }
+        : storeKnownDown
+          ? yield* temporary(input, newId)
+          : yield* attempt
+    // For a stream, scheduled rather than started here: the metadata event goes out first.
+    yield* Effect.forkDetach(auditOf(input, requested, resolution), { startImmediately: !input.stream })
+    yield* hooks.conversationResolved({
+      ...context,
+      conversationId: resolution.conversation.id,
+      source: resolution.source,
+      created: resolution.source !== "resumed",
+      durationMillis: elapsed()
+    })
+    return resolution
+  })
+
+  return ConversationResolver.of({ resolve })
 })
 
-/** Resolves the conversation of a chat request (see the table above). */
-export const resolve = (
-  input: Input
-): Effect.Effect<Resolution, ConversationNotFound | StoreUnavailable, ConversationStore.ConversationStore> =>
-  ConversationStore.ConversationStore.use((store) => resolveIn(store, input))
+/** The resolver as a layer, on the store and outbox in context. */
+export const layer: Layer.Layer<
+  ConversationResolver,
+  never,
+  ConversationStore.ConversationStore | ConversationOutbox
+> = Layer.effect(ConversationResolver, make)

@@ -1,13 +1,15 @@
 /**
- * The one place where failures become HTTP responses. Every error body has the
- * same shape: `{"error":{"type":"...","message":"..."}}`.
+ * The one place where failures become HTTP answers. Every error body has the
+ * same shape, `{"error":{"type":"...","message":"..."}}`, whether it comes
+ * from a route, the router, a binding that could not hand a request to the
+ * core (a malformed request head, a framework's body parser, a Lambda event
+ * that is not HTTP) or, later, a WebSocket frame.
  *
  * @since 0.1.0
  */
 import { Cause, Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
-import type { ChatError } from "./ChatError.ts"
-import type { ServerShutdown } from "./ChatService.ts"
+import type { ApiError } from "./ChatError.ts"
 
 /** The common error body. */
 export interface ErrorBody {
@@ -31,8 +33,35 @@ const make = (
     ? { status, body: { error: { type, message } } }
     : { status, body: { error: { type, message } }, headers }
 
+/** The error type of each status that can be answered without a typed error. */
+const TYPES: Readonly<Record<number, string>> = {
+  400: "invalid_request",
+  401: "unauthenticated",
+  403: "forbidden",
+  404: "not_found",
+  405: "method_not_allowed",
+  408: "request_timeout",
+  413: "request_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+  431: "request_header_fields_too_large",
+  500: "internal",
+  503: "unavailable"
+}
+
+/**
+ * The answer for a status when there is no typed error to describe it (a
+ * binding's own failures): the type the core uses for that status.
+ */
+export const ofStatus = (
+  status: number,
+  message: string,
+  headers?: Readonly<Record<string, string>>
+): ErrorResponse =>
+  make(status, TYPES[status] ?? (status >= 500 ? "internal" : "invalid_request"), message, headers)
+
 /** The status, body and headers of a typed error. */
-export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
+export const fromError = (error: ApiError): ErrorResponse => {
   switch (error._tag) {
     case "InvalidRequest":
       return make(400, "invalid_request", error.message)
@@ -50,6 +79,12 @@ export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
       return make(403, "forbidden", error.message)
     case "ConversationNotFound":
       return make(404, "not_found", "Conversation not found")
+    case "RouteNotFound":
+      return make(404, "not_found", "Not found")
+    case "MethodNotAllowed":
+      return make(405, "method_not_allowed", `Use ${error.allow.join(", ")}`, {
+        allow: error.allow.join(", ")
+      })
     case "RateLimited": {
       const retryAfter = String(Math.max(1, Math.ceil(error.retryAfterSeconds)))
       return make(429, "rate_limited", error.message, {
@@ -79,13 +114,14 @@ export const fromError = (error: ChatError | ServerShutdown): ErrorResponse => {
   }
 }
 
-/** A response for a status that has no typed error (404 route, 405, 500). */
-export const plain = (
-  status: number,
-  type: string,
-  message: string,
-  headers?: Readonly<Record<string, string>>
-) => toResponse(make(status, type, message, headers))
+/** The body as the bytes on the wire. */
+export const toJson = (error: ErrorResponse): string => JSON.stringify(error.body)
+
+/** Headers of an error answer, content type included. */
+export const headersOf = (error: ErrorResponse): Record<string, string> => ({
+  "content-type": "application/json",
+  ...error.headers
+})
 
 /** Renders an error response. */
 export const toResponse = (error: ErrorResponse): HttpServerResponse.HttpServerResponse =>
@@ -94,27 +130,29 @@ export const toResponse = (error: ErrorResponse): HttpServerResponse.HttpServerR
     ...(error.headers === undefined ? {} : { headers: error.headers })
   })
 
-const isTyped = (error: unknown): error is ChatError | ServerShutdown =>
-  typeof error === "object" &&
-  error !== null &&
-  "_tag" in error &&
-  [
-    "InvalidRequest",
-    "RequestTooLarge",
-    "UnsupportedMediaType",
-    "Unauthenticated",
-    "Forbidden",
-    "ConversationNotFound",
-    "RateLimited",
-    "StoreUnavailable",
-    "ServerShutdown",
-    "ModelError"
-  ].includes((error as { _tag: string })._tag)
+const TAGS: ReadonlySet<string> = new Set<ApiError["_tag"]>([
+  "InvalidRequest",
+  "RequestTooLarge",
+  "UnsupportedMediaType",
+  "Unauthenticated",
+  "Forbidden",
+  "ConversationNotFound",
+  "RouteNotFound",
+  "MethodNotAllowed",
+  "RateLimited",
+  "StoreUnavailable",
+  "ServerShutdown",
+  "ModelError"
+])
+
+/** Whether a failure is one of the typed errors `fromError` describes. */
+export const isApiError = (error: unknown): error is ApiError =>
+  typeof error === "object" && error !== null && "_tag" in error && TAGS.has((error as { _tag: string })._tag)
 
 /**
  * Turns any failure of an HTTP effect into a response with the common body:
- * typed errors by `fromError`, unknown routes as 404, malformed requests as
- * 400, and anything else (a defect) as a logged 500 that reveals nothing.
+ * typed errors by `fromError`, a body Effect's reader could not read as 400
+ * or 413, and anything else (a defect) as a logged 500 that reveals nothing.
  */
 export const catchAll = <R>(
   effect: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, R>
@@ -124,18 +162,19 @@ export const catchAll = <R>(
     const failure = Cause.findErrorOption(cause)
     if (failure._tag === "Some") {
       const error = failure.value
-      if (isTyped(error)) return Effect.succeed(toResponse(fromError(error)))
+      if (isApiError(error)) return Effect.succeed(toResponse(fromError(error)))
       const reason = (error as { reason?: { _tag?: string; reason?: string } } | undefined)?.reason
-      if (reason?._tag === "RouteNotFound") return Effect.succeed(plain(404, "not_found", "Not found"))
       if (reason?._tag === "RequestParseError") {
         return Effect.succeed(
-          reason.reason === "BodyTooLarge"
-            ? plain(413, "request_too_large", "Request body too large")
-            : plain(400, "invalid_request", "Could not read the request")
+          toResponse(
+            reason.reason === "BodyTooLarge"
+              ? ofStatus(413, "Request body too large")
+              : ofStatus(400, "Could not read the request")
+          )
         )
       }
     }
     return Effect.logError("Unhandled failure in an HTTP handler", cause).pipe(
-      Effect.as(plain(500, "internal", "Internal server error"))
+      Effect.as(toResponse(ofStatus(500, "Internal server error")))
     )
   })

@@ -48,17 +48,20 @@ export const queueSink = <A>(queue: Queue.Queue<A, Cause.Done>, scope: Scope.Sco
   }
 })
 
-const producers = new WeakMap<object, Producer<Uint8Array>>()
+/** Where a stream keeps the producer it carries. */
+const ProducerKey: unique symbol = Symbol.for("@convoke/core/StreamSink/Producer")
+
+/** A stream that also carries its producer. */
+interface Produced {
+  readonly [ProducerKey]?: Producer<Uint8Array> | undefined
+}
 
 /** Marks `stream` as also producible straight into a sink by `producer`. */
 export const withProducer = (
   stream: Stream.Stream<Uint8Array>,
   producer: Producer<Uint8Array>
-): Stream.Stream<Uint8Array> => {
-  producers.set(stream, producer)
-  return stream
-}
+): Stream.Stream<Uint8Array> => Object.assign(stream, { [ProducerKey]: producer })
 
 /** The producer a stream carries, if any: run it instead of reading the stream, never both. */
 export const producerOf = (stream: Stream.Stream<unknown, unknown>): Producer<Uint8Array> | undefined =>
-  producers.get(stream)
+  (stream as Produced)[ProducerKey]

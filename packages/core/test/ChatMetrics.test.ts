@@ -404,9 +404,11 @@ describe("ChatMetrics", () => {
     )
   })
 
-  it("serves the metrics alone with toWebHandler, for a separate port", async () => {
+  it("serves the metrics alone with ChatHttp.fromRoutes, for a separate port", async () => {
     const metrics = ChatMetrics.make()
-    const handler = ChatMetrics.toWebHandler(metrics)
+    const handler = ChatHttp.toWebHandler(
+      await Effect.runPromise(ChatHttp.fromRoutes([ChatMetrics.route(metrics)]))
+    )
     const ok = await handler(new Request("http://localhost/metrics"))
     assert.strictEqual(ok.status, 200)
     assert.strictEqual(ok.headers.get("content-type"), ChatMetrics.CONTENT_TYPE)

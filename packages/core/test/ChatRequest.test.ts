@@ -1,10 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { ChatError, ChatRequest } from "../src/index.ts"
+import { HttpServerRequest } from "effect/http"
+import { ChatConfig, ChatError, ChatRequest } from "../src/index.ts"
 
 const encoder = new TextEncoder()
 
-/** Reads `bytes` as a body, recording whether the body was read at all. */
+/**
+ * Reads `bytes` as the body of a web request with the chat endpoint's rules,
+ * recording whether the body was pulled at all.
+ */
 const readBody = (
   bytes: Uint8Array | string,
   options: {
@@ -14,15 +18,31 @@ const readBody = (
   } = {}
 ) => {
   let bodyRead = false
-  const effect = ChatRequest.read({
-    contentType: "contentType" in options ? options.contentType : "application/json",
-    contentLength: options.contentLength,
-    maxBodyBytes: options.maxBodyBytes ?? 1024,
-    body: Effect.sync(() => {
-      bodyRead = true
-      return typeof bytes === "string" ? encoder.encode(bytes) : bytes
-    })
-  })
+  // No high-water mark: the body is pulled only when it is read.
+  const body = new ReadableStream<Uint8Array>(
+    {
+      pull: (controller) => {
+        bodyRead = true
+        controller.enqueue(typeof bytes === "string" ? encoder.encode(bytes) : bytes)
+        controller.close()
+      }
+    },
+    { highWaterMark: 0 }
+  )
+  const contentType = "contentType" in options ? options.contentType : "application/json"
+  const headers = new Headers()
+  if (contentType !== undefined) headers.set("content-type", contentType)
+  if (options.contentLength !== undefined) headers.set("content-length", options.contentLength)
+  const request = new Request("http://localhost/api/v0.3/chat", {
+    method: "POST",
+    headers,
+    body,
+    duplex: "half"
+  } as RequestInit)
+  const effect = ChatRequest.read(
+    HttpServerRequest.fromWeb(request),
+    ChatConfig.make({ maxBodyBytes: options.maxBodyBytes ?? 1024 })
+  )
   return { effect, bodyRead: () => bodyRead }
 }
 

@@ -4,9 +4,10 @@ import { TestClock } from "effect/testing"
 import {
   ChatError,
   type ChatEvent,
-  ChatHttp,
   type ChatRequest,
   ChatService,
+  ChatStream,
+  ConversationOutbox,
   ConversationStore,
   StreamSink
 } from "../src/index.ts"
@@ -17,18 +18,20 @@ const alice = { userId: "alice" }
 const bob = { userId: "bob" }
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
-/** Runs `body` with a chat service over the given model and a fresh test store. */
+/** Runs `body` with a chat service (and its outbox) over the given model and a fresh test store. */
 const withChat = <A, E>(
   model: TestModel.TestModel,
   body: (context: {
     readonly chat: ChatService.Service
     readonly store: TestStore.TestStore
+    readonly outbox: ConversationOutbox.Service
   }) => Effect.Effect<A, E>,
   store: TestStore.TestStore = TestStore.make()
 ) =>
   Effect.gen(function* () {
     const chat = yield* ChatService.ChatService
-    return yield* body({ chat, store })
+    const outbox = yield* ConversationOutbox.ConversationOutbox
+    return yield* body({ chat, store, outbox })
   }).pipe(Effect.provide(ChatService.layer.pipe(Layer.provide(Layer.merge(model.layer, store.layer)))))
 
 const request = (message: string, extra: Omit<ChatRequest.ChatRequest, "message"> = {}) => ({
@@ -183,12 +186,13 @@ describe("ChatService.stream", () => {
     )
   })
 
-  it.effect("encodeSse frames the events and appends [DONE] after an error event", () => {
+  it.effect("sse frames the events and appends [DONE] after an error event", () => {
     const model = TestModel.make(() => TestModel.failAfter(["Hel"], TestModel.overloaded))
     return withChat(model, ({ chat }) =>
       Effect.gen(function* () {
-        const events = yield* chat.stream({ principal: alice, request: request("hello") })
-        const chunks = yield* Stream.runCollect(ChatHttp.encodeSse(events))
+        const chunks = yield* Stream.runCollect(
+          yield* chat.sse({ principal: alice, request: request("hello") })
+        )
         const decoder = new TextDecoder()
         const frames = chunks.map((chunk) => decoder.decode(chunk))
         const metadata = JSON.parse(frames[0]!.slice("data: ".length))
@@ -411,7 +415,7 @@ describe("ChatService.stream", () => {
     const store = TestStore.flaky()
     return withChat(
       model,
-      ({ chat }) =>
+      ({ chat, outbox }) =>
         Effect.gen(function* () {
           const pull = yield* Stream.toPull(yield* chat.stream({ principal: alice, request: request("hi") }))
           const metadata = (yield* pull)[0] as ChatEvent.MetadataEvent
@@ -427,9 +431,9 @@ describe("ChatService.stream", () => {
             rest.map((item) => item.type),
             ["content", "content"]
           )
-          assert.isAbove(chat.outbox.stats().pending, 0)
+          assert.isAbove(outbox.stats().pending, 0)
           store.mode = "up"
-          yield* chat.outbox.drained
+          yield* outbox.drained
           assert.deepStrictEqual(
             yield* TestStore.transcript(store.service, "alice", metadata.conversation_id),
             [
@@ -456,9 +460,7 @@ describe("ChatService.stream", () => {
           }
           const items = yield* Fiber.join(next)
           assert.deepStrictEqual(items, [{ type: "heartbeat" }])
-          const sse = new TextDecoder().decode(
-            (yield* Stream.runCollect(ChatHttp.encodeSse(Stream.make({ type: "heartbeat" } as const))))[0]
-          )
+          const sse = new TextDecoder().decode(ChatStream.sseFrame({ type: "heartbeat" }))
           assert.strictEqual(sse, ": ping\n\n")
         })
       )
@@ -524,7 +526,7 @@ describe("ChatService.stream", () => {
           const streamError = yield* chat
             .stream({ principal: alice, request: request("again") })
             .pipe(Effect.flip)
-          assert.strictEqual(streamError._tag, "StoreUnavailable")
+          assert.strictEqual(streamError._tag, "ServerShutdown")
           const completeError = yield* chat
             .complete({ principal: alice, request: request("again", { stream: false }) })
             .pipe(Effect.flip)

@@ -1,32 +1,35 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option } from "effect"
-import { ChatError, ConversationResolver, ConversationStore } from "../src/index.ts"
+import { Context, Effect, Layer, Option } from "effect"
+import { ChatError, ConversationOutbox, ConversationResolver, ConversationStore } from "../src/index.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
 
 const alice = { userId: "alice" }
 const bob = { userId: "bob" }
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
-/** A fresh store holding one conversation of alice's. */
+/** A resolver on a fresh store holding one conversation of alice's. */
 const setup = Effect.gen(function* () {
   const store = TestStore.make()
-  const existing = yield* ConversationResolver.resolve({
+  const context = yield* Layer.build(
+    ConversationResolver.layer.pipe(
+      Layer.provideMerge(ConversationOutbox.layer()),
+      Layer.provide(Layer.succeed(ConversationStore.ConversationStore, store.service))
+    )
+  )
+  const { resolve } = Context.get(context, ConversationResolver.ConversationResolver)
+  const existing = yield* resolve({
     principal: alice,
     conversationId: undefined,
     stream: true,
     message: "first"
-  }).pipe(Effect.provideService(ConversationStore.ConversationStore, store.service))
+  })
   store.created.length = 0
-  const resolve = (input: ConversationResolver.Input) =>
-    ConversationResolver.resolve(input).pipe(
-      Effect.provideService(ConversationStore.ConversationStore, store.service)
-    )
   return { store, existingId: existing.conversation.id, resolve }
 })
 
 const UNKNOWN = "0b7a1c52-8f0e-4d3a-9c6b-2e4f5a6b7c8d"
 
-describe("ConversationResolver.resolve", () => {
+describe("ConversationResolver resolve", () => {
   describe.each([true, false])("stream: %s", (stream) => {
     it.effect.each([
       { label: "omitted", conversationId: undefined, source: "absent" },

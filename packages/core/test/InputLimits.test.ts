@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Layer } from "effect"
-import { ChatConfig, ChatHttp, ChatRequest, EchoLanguageModel, Identity } from "../src/index.ts"
+import { ChatConfig, ChatHttp, EchoLanguageModel, Identity, RequestBody } from "../src/index.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
 
-describe("ChatRequest.jsonDepth", () => {
+describe("RequestBody.jsonDepth", () => {
   it.each([
     ["{}", 1],
     ['{"a":[1,{"b":2}]}', 3],
@@ -11,7 +11,7 @@ describe("ChatRequest.jsonDepth", () => {
     ['{"a":"\\"[[["}', 1],
     ["[".repeat(10_000), 10_000]
   ])("%s → %i", (text, depth) => {
-    assert.strictEqual(ChatRequest.jsonDepth(text), depth)
+    assert.strictEqual(RequestBody.jsonDepth(text), depth)
   })
 })
 

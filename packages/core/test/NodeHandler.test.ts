@@ -3,8 +3,8 @@ import { type AddressInfo, connect } from "node:net"
 import { Readable, Writable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer, Stream } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import { ApiRouter, ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
 import { NodeHandler } from "../src/node.ts"
 import * as Sse from "./fixtures/Sse.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
@@ -90,7 +90,7 @@ describe("NodeHandler over node:http", () => {
 
   it("writes a streamed response that carries no producer chunk by chunk", async () => {
     const encoder = new TextEncoder()
-    const route = HttpRouter.route(
+    const route = ApiRouter.route(
       "GET",
       "/chunks",
       Effect.succeed(
@@ -203,59 +203,8 @@ describe("NodeHandler over node:http", () => {
   })
 })
 
-describe("NodeHandler.toWebRequest", () => {
-  const capture = async (
-    send: (url: string) => Promise<unknown>,
-    options: (request: IncomingMessage) => NodeHandler.RequestOptions = () => ({})
-  ) => {
-    let resolve: (seen: { method: string; url: string; headers: Headers; body: string }) => void = () => {}
-    const seen = new Promise<{ method: string; url: string; headers: Headers; body: string }>((done) => {
-      resolve = done
-    })
-    const server = await listen(async (request, response) => {
-      const web = NodeHandler.toWebRequest(request, new AbortController().signal, options(request))
-      resolve({ method: web.method, url: web.url, headers: web.headers, body: await web.text() })
-      response.end()
-    })
-    try {
-      const { port } = server.address() as AddressInfo
-      await send(`http://127.0.0.1:${port}/api/v0.3/chat?x=1`)
-      return await seen
-    } finally {
-      await close(server)
-    }
-  }
-
-  it("carries method, path, headers and the raw body", async () => {
-    const seen = await capture((url) =>
-      fetch(url, {
-        method: "POST",
-        headers: { "content-type": "text/plain", "x-api-key": "k1" },
-        body: '{"message":"hi"}'
-      })
-    )
-    assert.strictEqual(seen.method, "POST")
-    assert.strictEqual(new URL(seen.url).pathname, "/api/v0.3/chat")
-    assert.strictEqual(new URL(seen.url).search, "?x=1")
-    assert.strictEqual(seen.headers.get("x-api-key"), "k1")
-    assert.strictEqual(seen.headers.get("content-type"), "text/plain")
-    assert.strictEqual(seen.body, '{"message":"hi"}')
-  })
-
-  it("re-serialises a body a framework already parsed, as JSON", async () => {
-    const seen = await capture(
-      (url) =>
-        fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "ignored" }),
-      () => ({ parsedBody: { message: "parsed" }, url: "/mounted" })
-    )
-    assert.strictEqual(new URL(seen.url).pathname, "/mounted")
-    assert.strictEqual(seen.headers.get("content-type"), "application/json")
-    assert.deepStrictEqual(JSON.parse(seen.body), { message: "parsed" })
-  })
-})
-
 /** A route that answers with the content type and the body the core read. */
-const echoRoute = HttpRouter.route(
+const echoRoute = ApiRouter.route(
   "POST",
   "/echo",
   Effect.gen(function* () {
@@ -264,17 +213,8 @@ const echoRoute = HttpRouter.route(
   })
 )
 
-/** The same echo, as a bare web handler (served through a web `Request`). */
-const webEcho: ChatHttp.WebHandler = async (request) =>
-  new Response(`${request.headers.get("content-type")} ${await request.text()}`)
-
-describe.each([
-  ["an app, served natively", "native"],
-  ["a web handler", "web"]
-] as const)("NodeHandler.toNodeHandler with %s", (_, kind) => {
+describe("NodeHandler.toNodeHandler", () => {
   const makeHandler = async (options: NodeHandler.NodeHandlerOptions = {}) => {
-    if (kind === "web")
-      return { handle: NodeHandler.toNodeHandler(webEcho, options), dispose: async () => {} }
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(
         TestStore.make().layer,
@@ -286,23 +226,23 @@ describe.each([
     return { handle: NodeHandler.toNodeHandler(app, options), dispose: app.dispose }
   }
 
-  /** Serves the echo, after `prepare` ran on the request. */
+  /** Serves the echo, after `prepare` ran on the request; `given` is a body stream a framework hands on. */
   const echoBody = async (
     prepare: (request: IncomingMessage) => Promise<void> | void,
     options: NodeHandler.NodeHandlerOptions = {},
-    body = '{"message":"raw"}'
+    given?: () => Readable
   ) => {
     const { handle, dispose } = await makeHandler(options)
     const server = await listen(async (request, response) => {
       await prepare(request)
-      await handle(request, response)
+      await handle(request, response, given?.())
     })
     try {
       const { port } = server.address() as AddressInfo
       const response = await fetch(`http://127.0.0.1:${port}/echo`, {
         method: "POST",
         headers: { "content-type": "text/plain" },
-        body
+        body: '{"message":"raw"}'
       })
       return await response.text()
     } finally {
@@ -328,7 +268,11 @@ describe.each([
   })
 
   it("reads the body from the stream a framework hands on", async () => {
-    const seen = await echoBody(() => {}, { body: () => Readable.from([Buffer.from('{"message":"given"}')]) })
+    const seen = await echoBody(
+      () => {},
+      {},
+      () => Readable.from([Buffer.from('{"message":"given"}')])
+    )
     assert.strictEqual(seen, 'text/plain {"message":"given"}')
   })
 
@@ -347,7 +291,7 @@ describe.each([
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
     )
-    const server = await listen(NodeHandler.toNodeHandler(kind === "web" ? app.handler : app))
+    const server = await listen(NodeHandler.toNodeHandler(app))
     return { app, server, port: (server.address() as AddressInfo).port }
   }
 
@@ -397,7 +341,7 @@ describe.each([
   })
 })
 
-describe("NodeHandler.writeError and web handlers", () => {
+describe("NodeHandler.writeError and failures", () => {
   it("writeError writes the common body with the core's type for the status", async () => {
     const server = await listen((_request, response) => NodeHandler.writeError(response, 413, "Too big"))
     try {
@@ -428,43 +372,60 @@ describe("NodeHandler.writeError and web handlers", () => {
     }
   })
 
-  it("a handler that throws becomes a 500 with the common body", async () => {
-    const server = await listen(NodeHandler.toNodeHandler(() => Promise.reject(new Error("boom"))))
+  it("a defect in a route becomes a 500 with the common body", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        TestStore.make().layer,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous(),
+        ChatExtension.layer({ routes: [ApiRouter.route("GET", "/boom", Effect.die(new Error("boom")))] })
+      )
+    )
+    const server = await listen(NodeHandler.toNodeHandler(app))
     try {
       const { port } = server.address() as AddressInfo
-      const response = await fetch(`http://127.0.0.1:${port}/`)
+      const response = await fetch(`http://127.0.0.1:${port}/boom`)
       assert.strictEqual(response.status, 500)
       assert.deepStrictEqual(await response.json(), {
         error: { type: "internal", message: "Internal server error" }
       })
     } finally {
       await close(server)
+      await app.dispose()
     }
   })
 
-  it("writes a web response's status, headers and body", async () => {
-    const server = await listen(
-      NodeHandler.toNodeHandler(
-        async () =>
-          new Response(Readable.toWeb(Readable.from(["a", "b"])) as ReadableStream, {
-            status: 201,
-            headers: [
-              ["x-one", "1"],
-              ["set-cookie", "a=1"],
-              ["set-cookie", "b=2"]
-            ]
-          })
+  it("writes a response's status, headers, cookies and streamed body", async () => {
+    const encoder = new TextEncoder()
+    const route = ApiRouter.route(
+      "GET",
+      "/created",
+      Effect.succeed(
+        HttpServerResponse.stream(Stream.make("a", "b").pipe(Stream.map((text) => encoder.encode(text))), {
+          status: 201,
+          headers: { "x-one": "1" }
+        }).pipe(HttpServerResponse.setCookieUnsafe("a", "1"), HttpServerResponse.setCookieUnsafe("b", "2"))
       )
     )
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        TestStore.make().layer,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous(),
+        ChatExtension.layer({ routes: [route] })
+      )
+    )
+    const server = await listen(NodeHandler.toNodeHandler(app))
     try {
       const { port } = server.address() as AddressInfo
-      const response = await fetch(`http://127.0.0.1:${port}/`)
+      const response = await fetch(`http://127.0.0.1:${port}/created`)
       assert.strictEqual(response.status, 201)
       assert.strictEqual(response.headers.get("x-one"), "1")
       assert.deepStrictEqual(response.headers.getSetCookie(), ["a=1", "b=2"])
       assert.strictEqual(await response.text(), "ab")
     } finally {
       await close(server)
+      await app.dispose()
     }
   })
 })
@@ -517,7 +478,7 @@ describe("NodeHandler request heads", () => {
   })
 })
 
-describe("NodeHandler.serve to any Writable", () => {
+describe("NodeHandler.makeServe to any Writable", () => {
   /** A destination that records the head and the body's chunks. */
   const recording = () => {
     const chunks: Array<string> = []
@@ -557,7 +518,7 @@ describe("NodeHandler.serve to any Writable", () => {
     )
     try {
       const target = recording()
-      await NodeHandler.serve(app.http, chatRequest("hello there"), target.destination)
+      await NodeHandler.makeServe(app)(chatRequest("hello there"), target.destination)
       assert.strictEqual(target.head()?.status, 200)
       assert.strictEqual(target.head()?.headers["content-type"], "text/event-stream; charset=utf-8")
       assert.match(target.chunks[0]!, METADATA_FRAME)
@@ -574,7 +535,7 @@ describe("NodeHandler.serve to any Writable", () => {
     const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous()))
     try {
       const target = recording()
-      const served = NodeHandler.serve(app.http, chatRequest("go on"), target.destination)
+      const served = NodeHandler.makeServe(app)(chatRequest("go on"), target.destination)
       await target.received(3)
       target.stream.destroy()
       await served

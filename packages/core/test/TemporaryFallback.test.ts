@@ -11,6 +11,7 @@ import {
   type ChatEvent,
   type ChatRequest,
   ChatService,
+  ConversationOutbox,
   type ConversationStore
 } from "../src/index.ts"
 import * as TestModel from "./fixtures/TestModel.ts"
@@ -21,19 +22,22 @@ const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f
 
 const settings = ChatConfig.make({
   creationBudget: Duration.millis(20),
-  storeTimeout: Duration.millis(50),
-  persistTimeout: Duration.millis(50)
+  storeTimeout: Duration.millis(50)
 })
 
 const withChat = <A, E>(
   store: TestStore.TestStore,
-  body: (chat: ChatService.Service, audit: ReturnType<typeof AuditLog.makeMemory>) => Effect.Effect<A, E>,
+  body: (
+    chat: ChatService.Service,
+    outbox: ConversationOutbox.Service,
+    audit: ReturnType<typeof AuditLog.makeMemory>
+  ) => Effect.Effect<A, E>,
   options: { readonly capacity?: number; readonly model?: TestModel.TestModel } = {}
 ) => {
   const audit = AuditLog.makeMemory()
   const model = options.model ?? TestModel.make((request) => TestModel.reply(`#${request.messages.length}`))
   return Effect.gen(function* () {
-    return yield* body(yield* ChatService.ChatService, audit)
+    return yield* body(yield* ChatService.ChatService, yield* ConversationOutbox.ConversationOutbox, audit)
   }).pipe(
     Effect.provide(
       ChatService.layerWith({
@@ -77,7 +81,7 @@ describe("temporary-id fallback", () => {
     it.live(`starts the stream on a temporary id when the store is ${mode}, and stores it all later`, () => {
       const store = TestStore.flaky()
       store.mode = mode
-      return withChat(store, (chat, audit) =>
+      return withChat(store, (chat, outbox, audit) =>
         Effect.gen(function* () {
           const items = yield* collect(chat, request("hello"))
           const metadata = metadataOf(items)
@@ -89,11 +93,11 @@ describe("temporary-id fallback", () => {
             `{"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":${metadata.timestamp},"temporary":true}`
           )
           assert.strictEqual(textOf(items), "#1")
-          assert.isAbove(chat.outbox.stats().pending, 0)
+          assert.isAbove(outbox.stats().pending, 0)
 
           store.mode = "up"
-          yield* chat.outbox.drained
-          assert.deepStrictEqual(chat.outbox.stats(), { pending: 0, drained: 3, dropped: 0 })
+          yield* outbox.drained
+          assert.deepStrictEqual(outbox.stats(), { pending: 0, drained: 2, dropped: 0 })
           const stored = yield* store.service.find({ userId: "alice", id: metadata.conversation_id })
           assert.strictEqual(stored._tag, "Some")
           assert.deepStrictEqual(
@@ -120,7 +124,7 @@ describe("temporary-id fallback", () => {
   it.live("resumes a temporary conversation from the outbox while the store is still down", () => {
     const store = TestStore.flaky()
     store.mode = "down"
-    return withChat(store, (chat) =>
+    return withChat(store, (chat, outbox) =>
       Effect.gen(function* () {
         const first = yield* collect(chat, request("one"))
         const id = metadataOf(first).conversation_id
@@ -130,7 +134,7 @@ describe("temporary-id fallback", () => {
         // The model saw the first turn: one, #1, two.
         assert.strictEqual(textOf(second), "#3")
         store.mode = "up"
-        yield* chat.outbox.drained
+        yield* outbox.drained
         assert.deepStrictEqual(
           (yield* TestStore.transcript(store.service, "alice", id)).map(
             ([role, , content]) => `${role}:${content}`
@@ -173,11 +177,11 @@ describe("temporary-id fallback", () => {
   it.live("answers non-streaming requests with StoreUnavailable while the store is down", () => {
     const store = TestStore.flaky()
     store.mode = "hang"
-    return withChat(store, (chat) =>
+    return withChat(store, (chat, outbox) =>
       Effect.gen(function* () {
         const error = yield* Effect.flip(chat.complete({ principal: alice, request: { message: "hi" } }))
         assert.strictEqual(error._tag, "StoreUnavailable")
-        assert.strictEqual(chat.outbox.stats().pending, 0)
+        assert.strictEqual(outbox.stats().pending, 0)
       })
     )
   })
@@ -195,7 +199,8 @@ describe("temporary-id fallback", () => {
           )
           assert.strictEqual(error._tag, "StoreUnavailable")
         }),
-      { capacity: 3 }
+      // The conversation with its user message, then the reply: two writes.
+      { capacity: 2 }
     )
   })
 
@@ -215,12 +220,12 @@ describe("temporary-id fallback", () => {
           : inner.service.create(input)
     }
     const store = TestStore.withService(inner, slow)
-    return withChat(store, (chat) =>
+    return withChat(store, (chat, outbox) =>
       Effect.gen(function* () {
         const metadata = metadataOf(yield* collect(chat, request("slow")))
         assert.isTrue(metadata.temporary)
         yield* Effect.sleep(Duration.millis(80))
-        yield* chat.outbox.drained
+        yield* outbox.drained
         assert.deepStrictEqual(inner.created, [metadata.conversation_id, metadata.conversation_id])
         const page = yield* inner.service.list({ userId: "alice", limit: 10 })
         assert.strictEqual(page.conversations.length, 1)

@@ -19,7 +19,7 @@ const express4 = express4Untyped as typeof express
 
 /** An app with the usual middleware in front and its own routes beside Convoke's mount. */
 const makeExpressApp = (
-  source: ExpressMiddleware.Source,
+  source: ChatHttp.App,
   json: Parameters<typeof express.json>[0] = {},
   framework: typeof express = express
 ) => {
@@ -78,7 +78,7 @@ describe("ExpressMiddleware beside the app's own routes and middleware", () => {
         Identity.layerAnonymous()
       )
     )
-    served = await listen(makeExpressApp(app.handler, { limit: "1kb" }))
+    served = await listen(makeExpressApp(app, { limit: "1kb" }))
   })
   afterAll(async () => {
     await served?.stop()

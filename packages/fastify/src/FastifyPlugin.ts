@@ -5,9 +5,13 @@
  * await fastify.register(FastifyPlugin.plugin, { prefix: "/chat", layer })
  * ```
  *
- * The plugin is encapsulated (no `fastify-plugin`): its content-type parser
- * and routes apply to its own routes only, so the app's JSON parsing, hooks
- * and other routes are untouched, and `prefix` works as for any plugin.
+ * It serves the whole API under the prefix — every path the core's route
+ * table claims — through one wildcard route; a path the core does not claim
+ * goes to the app's own not-found handler. The plugin is encapsulated (no
+ * `fastify-plugin`): its content-type parser and route apply to it only, so
+ * the app's JSON parsing, hooks and other routes are untouched (Fastify
+ * prefers any route of the app to a wildcard), and `prefix` works as for any
+ * plugin.
  *
  * It streams by hijacking the reply and handing the raw request and response
  * to the core's Node binding, which already does back-pressure (`drain`),
@@ -20,7 +24,7 @@
  * @since 0.1.0
  */
 import type { Readable } from "node:stream"
-import { ChatHttp, type ConversationStore, type Identity, type LanguageModel } from "@convoke/core"
+import { ChatHttp } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { Cause, Layer, Logger } from "effect"
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify"
@@ -37,10 +41,7 @@ export type Options =
        * app when registered, logs through Fastify's logger, ends open streams
        * on `fastify.close()` and then releases the layers.
        */
-      readonly layer: Layer.Layer<
-        ConversationStore.ConversationStore | LanguageModel.LanguageModel | Identity.Identity,
-        unknown
-      >
+      readonly layer: Layer.Layer<ChatHttp.Services, unknown>
     }
 
 const LEVELS = {
@@ -61,7 +62,8 @@ export const loggerFor = (log: FastifyBaseLogger) =>
     log[level](cause.reasons.length > 0 ? { err: Cause.squash(cause) } : {}, text)
   })
 
-const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+// OPTIONS for CORS preflights, which the core answers; HEAD is served by the core's GET routes.
+const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 /** The plugin: register it with `fastify.register(plugin, { prefix, app | layer })`. */
 export const plugin: FastifyPluginAsync<Options> = async (fastify, options) => {
@@ -84,18 +86,18 @@ export const plugin: FastifyPluginAsync<Options> = async (fastify, options) => {
   fastify.addContentTypeParser("*", (_request, payload, done) => done(null, payload))
   const prefix = fastify.prefix
   const url = (request: { readonly url?: string | undefined }) => request.url?.slice(prefix.length)
-  for (const path of ChatHttp.PATHS) {
-    fastify.route({
-      method: METHODS,
-      url: path,
-      handler: (request, reply) => {
-        for (const [name, value] of Object.entries(reply.getHeaders())) {
-          if (value !== undefined) reply.raw.setHeader(name, value)
-        }
-        reply.hijack()
-        const body = () => request.body as Readable | undefined
-        return NodeHandler.toNodeHandler(app, { url, body })(request.raw, reply.raw)
+  const handle = NodeHandler.toNodeHandler(app, { url })
+  fastify.route({
+    method: METHODS,
+    url: "/*",
+    exposeHeadRoute: false,
+    handler: (request, reply) => {
+      if (!app.http.claims(url(request.raw) ?? "/")) return reply.callNotFound()
+      for (const [name, value] of Object.entries(reply.getHeaders())) {
+        if (value !== undefined) reply.raw.setHeader(name, value)
       }
-    })
-  }
+      reply.hijack()
+      return handle(request.raw, reply.raw, request.body as Readable | undefined)
+    }
+  })
 }

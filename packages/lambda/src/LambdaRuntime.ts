@@ -9,28 +9,21 @@
  */
 import type { Writable } from "node:stream"
 
-/** The response stream the Node.js runtime passes to a streaming handler. */
-export interface ResponseStream extends Writable {
-  setContentType(contentType: string): void
-}
-
 /** The part of the runtime's `awslambda` global that response streaming uses. */
 export interface Runtime {
   streamifyResponse<E>(
-    handler: (event: E, responseStream: ResponseStream, context: unknown) => Promise<void>
-  ): (event: E, responseStream: ResponseStream, context: unknown) => Promise<void>
-  HttpResponseStream: {
-    from(stream: ResponseStream, prelude: Record<string, unknown>): ResponseStream
-  }
+    handler: (event: E, responseStream: Writable, context: unknown) => Promise<void>
+  ): (event: E, responseStream: Writable, context: unknown) => Promise<void>
+  /** Writes the prelude (status, headers, cookies) before the first byte of the body. */
+  HttpResponseStream: { from(stream: Writable, prelude: object): Writable }
 }
+
+const MISSING =
+  "LambdaHandler.streaming needs the `awslambda` global of the AWS Lambda Node.js runtime; use LambdaHandler.buffered elsewhere"
 
 /** The `awslambda` global, or a clear error outside the Lambda Node.js runtime. */
 export const get = (): Runtime => {
   const awslambda = (globalThis as { awslambda?: Runtime }).awslambda
-  if (awslambda === undefined) {
-    throw new Error(
-      "LambdaHandler.streaming needs the `awslambda` global of the AWS Lambda Node.js runtime; use LambdaHandler.buffered elsewhere"
-    )
-  }
+  if (awslambda === undefined) throw new Error(MISSING)
   return awslambda
 }

@@ -1,0 +1,117 @@
+/**
+ * The route table of the API and how a request finds its route.
+ *
+ * Every route of Convoke — chat, the conversation API, `/health`, the
+ * routes extensions add (`/metrics`) — is one `Route` in one table, owned by
+ * the core. Bindings never list paths: an adapter mounted beside an app's own
+ * routes asks `claims(path)` and hands everything else back to its framework,
+ * so a route added here reaches every binding at once.
+ *
+ * A path the table knows, asked with a method it does not serve, is a `405`
+ * whose `Allow` lists the methods it does serve; `HEAD` is served by `GET`.
+ * An unknown path is a `404`. They fail with `MethodNotAllowed` and
+ * `RouteNotFound`, which `HttpError` turns into the common error body.
+ *
+ * @since 0.3.0
+ */
+import { Context, Effect, type Scope } from "effect"
+import { FindMyWay, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { MethodNotAllowed, RouteNotFound } from "./ChatError.ts"
+
+/** The HTTP methods a route can serve. */
+export type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
+
+/** What a route's handler may use besides its own services. */
+export type HandlerContext = HttpServerRequest.HttpServerRequest | Params | Scope.Scope
+
+/** A route's handler: any failure it has is mapped to a response by `HttpError`. */
+export type Handler<R = never> = Effect.Effect<
+  HttpServerResponse.HttpServerResponse,
+  unknown,
+  HandlerContext | R
+>
+
+/** One route of the API. */
+export interface Route<R = never> {
+  readonly method: Method
+  /** A path such as `/api/v0.3/conversations/:id`; `:name` segments become `Params`. */
+  readonly path: `/${string}`
+  readonly handler: Handler<R>
+}
+
+/** Builds a route; its handler may use the request, `Params` and the request's scope. */
+export const route = <R = never>(
+  method: Method,
+  path: `/${string}`,
+  handler: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, R>
+): Route<Exclude<R, HandlerContext>> => ({
+  method,
+  path,
+  handler: handler as Handler<Exclude<R, HandlerContext>>
+})
+
+/** The path parameters of the matched route (`:id` → `params.id`). */
+export class Params extends Context.Service<Params, Readonly<Record<string, string | undefined>>>()(
+  "@convoke/core/ApiRouter/Params"
+) {}
+
+/** A route table ready to serve. */
+export interface Router<R> {
+  /** Whether a path (with or without its query) belongs to the API, whatever the method. */
+  readonly claims: (path: string) => boolean
+  /** Runs the route of the request in context, or fails with `RouteNotFound` (404) or `MethodNotAllowed` (405). */
+  readonly handle: Effect.Effect<
+    HttpServerResponse.HttpServerResponse,
+    unknown,
+    HttpServerRequest.HttpServerRequest | Scope.Scope | R
+  >
+}
+
+/** The routes of one path, by method. */
+type Methods<R> = Map<string, Handler<R>>
+
+// Every path is registered under this one key: the table is looked up by
+// path, and the method is chosen among the path's routes afterwards, which
+// is what tells a 405 from a 404.
+const ANY = "GET"
+
+/** Builds the router of a route table. Two routes with the same method and path are a defect. */
+export const make = <R>(routes: ReadonlyArray<Route<R>>): Router<R> => {
+  const table = FindMyWay.make<Methods<R>>({ ignoreTrailingSlash: false })
+  const byPath = new Map<string, Methods<R>>()
+  for (const { method, path, handler } of routes) {
+    let methods = byPath.get(path)
+    if (methods === undefined) {
+      methods = new Map()
+      byPath.set(path, methods)
+      table.on(ANY, path, methods)
+    }
+    if (methods.has(method)) throw new Error(`Two routes for ${method} ${path}`)
+    methods.set(method, handler)
+  }
+
+  const handle = Effect.flatMap(
+    HttpServerRequest.HttpServerRequest,
+    (request): Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, HandlerContext | R> => {
+      const found = table.find(ANY, request.url)
+      if (found === undefined) return Effect.fail(new RouteNotFound())
+      const methods = found.handler
+      const handler =
+        methods.get(request.method) ?? (request.method === "HEAD" ? methods.get("GET") : undefined)
+      if (handler === undefined) return Effect.fail(new MethodNotAllowed({ allow: [...methods.keys()] }))
+      // The request's fiber runs uninterruptibly; a client that leaves must be able to stop the route.
+      return Effect.interruptible(Effect.provideService(handler, Params, found.params))
+    }
+  )
+
+  return {
+    claims: (path) => table.find(ANY, path) !== undefined,
+    handle: handle as Router<R>["handle"]
+  }
+}
+
+/** The path of a request target, without its query or fragment. */
+export const pathOf = (url: string): string => {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}

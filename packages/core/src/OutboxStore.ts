@@ -1,0 +1,64 @@
+/**
+ * A `ConversationStore` with the outbox in front of it: the store a chat turn
+ * uses, so that storing a message never depends on the database being up.
+ *
+ * - `append` writes through to the store; when the store fails or takes
+ *   longer than `ChatConfig.storeTimeout`, the messages wait in the outbox
+ *   and are written, in order, once the store answers. While a conversation
+ *   has writes waiting, every later write of it waits behind them, so its
+ *   messages keep their order. Fails with `StoreUnavailable` only when the
+ *   outbox is full.
+ * - `find` sees a conversation that waits in the outbox (a temporary id a
+ *   client already holds) as its owner's, and `history` adds the messages
+ *   still waiting to the stored ones.
+ * - Everything else goes straight to the store.
+ *
+ * @since 0.3.0
+ */
+import { Effect, Layer, Option } from "effect"
+import { ChatConfig } from "./ChatConfig.ts"
+import { StoreUnavailable } from "./ChatError.ts"
+import { ConversationOutbox } from "./ConversationOutbox.ts"
+import { ConversationStore, type Message, type Service } from "./ConversationStore.ts"
+import * as Deadline from "./Deadline.ts"
+
+const full = new StoreUnavailable({ message: "The conversation store is unavailable" })
+
+/** Decorates `store` with `outbox`. */
+export const make = Effect.fnUntraced(function* (store: Service) {
+  const outbox = yield* ConversationOutbox
+  const config = yield* ChatConfig
+
+  const queue = (entry: Parameters<typeof outbox.enqueue>[0]) =>
+    Effect.flatMap(outbox.enqueue(entry), (queued) => (queued ? Effect.succeed(true) : Effect.fail(full)))
+
+  const decorated: Service = {
+    ...store,
+    append: (input) => {
+      const entry = { _tag: "Append", ...input } as const
+      if (outbox.holds(input.conversationId)) return queue(entry)
+      return store.append(input).pipe(
+        Deadline.within(config.storeTimeout),
+        Effect.catch(() => queue(entry))
+      )
+    },
+    find: (input) => {
+      const held = outbox.held(input.userId, input.id)
+      return held === undefined ? store.find(input) : Effect.succeed(Option.some(held))
+    },
+    history: (input) => {
+      if (!outbox.holds(input.conversationId)) return store.history(input)
+      // What reached the store, if it answers in time, then what still waits.
+      return store.history(input).pipe(
+        Deadline.within(config.creationBudget),
+        Effect.orElseSucceed((): ReadonlyArray<Message> => []),
+        Effect.map((stored) => [...stored, ...outbox.pendingMessages(input.userId, input.conversationId)])
+      )
+    }
+  }
+  return decorated
+})
+
+/** Puts the outbox in front of the `ConversationStore` in context. */
+export const layer: Layer.Layer<ConversationStore, never, ConversationStore | ConversationOutbox> =
+  Layer.effect(ConversationStore, Effect.flatMap(ConversationStore, make))
