@@ -23,6 +23,10 @@
  * Leaving the layer out leaves out everything: no route, no hooks, no
  * middleware, no registry.
  *
+ * The module is longer than most on purpose: each series is declared,
+ * registered at zero and updated here, so a metric's name, its labels and
+ * what moves it read in one place, as the alert rules and dashboards need.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Duration, Effect, Layer, Metric, Schedule } from "effect"

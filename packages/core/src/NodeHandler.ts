@@ -2,46 +2,21 @@
  * The Node.js binding: an application (`ChatHttp.App`) served natively on Node
  * streams — `node:http`, Express, Fastify, and the Lambda runtime's response
  * stream. The Effect HTTP app reads the `IncomingMessage` (`NodeRequest`) and
- * writes the response directly, with no web `Request` or `Response` per
- * request. Back-pressure, flushing and disconnects are handled here once, so
- * adapters stay thin:
- *
- * - each chunk is written as it arrives and `flush()` is called when present
- *   (compression middleware would otherwise hold SSE back);
- * - when `write` returns `false` the next chunk waits for `drain`, so a slow
- *   reader never grows server memory;
- * - when the client goes away the request's fiber is interrupted, which ends
- *   the chat stream and the model;
- * - a chat stream is produced straight into the response (`StreamSink`): its
- *   frames skip the stream's buffer.
+ * writes the response directly (`NodeResponse`: back-pressure, flushing),
+ * with no web `Request` or `Response` per request; a client that goes away
+ * interrupts the request's fiber, which ends the chat stream and the model.
+ * It is all done here once, so adapters stay thin.
  *
  * @since 0.1.0
  */
 import { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from "node:http"
-import type { Duplex, Writable } from "node:stream"
-import { Readable } from "node:stream"
-import { Context, Effect, Fiber, Stream } from "effect"
-import { Cookies, HttpEffect, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import type { Duplex, Readable, Writable } from "node:stream"
+import { Context, Effect } from "effect"
+import { HttpEffect, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
 import type { App, HttpApp } from "./ChatHttp.ts"
 import * as HttpError from "./HttpError.ts"
 import * as NodeRequest from "./NodeRequest.ts"
-import * as StreamSink from "./StreamSink.ts"
-
-/** Waits until the socket takes more (`drain`) or is gone (`close`). */
-const awaitDrainOrClose = (response: Writable): Effect.Effect<void> =>
-  Effect.callback((resume) => {
-    const done = () => {
-      response.off("drain", done)
-      response.off("close", done)
-      resume(Effect.void)
-    }
-    response.on("drain", done)
-    response.on("close", done)
-    return Effect.sync(() => {
-      response.off("drain", done)
-      response.off("close", done)
-    })
-  })
+import * as NodeResponse from "./NodeResponse.ts"
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"])
 
@@ -207,86 +182,6 @@ export const toNodeHandler = (app: Servable, options: NodeHandlerOptions = {}): 
   }
 }
 
-/** A response's headers, its cookies as `set-cookie` lines. */
-const headersOf = (response: HttpServerResponse.HttpServerResponse): OutgoingHttpHeaders => {
-  const headers: OutgoingHttpHeaders = { ...response.headers }
-  if (!Cookies.isEmpty(response.cookies)) {
-    const cookies = Cookies.toSetCookieHeaders(response.cookies)
-    const existing = headers["set-cookie"]
-    headers["set-cookie"] = existing === undefined ? cookies : [String(existing), ...cookies]
-  }
-  return headers
-}
-
-type Flushable = Writable & { flush?: () => void }
-
-/**
- * Writes chunks and flushes them; `false` when the socket is full and the
- * next write should wait for `drain`. A response already gone takes nothing.
- */
-const writeFlushed = (response: Flushable, chunks: ReadonlyArray<Uint8Array>): boolean => {
-  if (response.destroyed) return true
-  let room = true
-  for (const chunk of chunks) room = response.write(chunk)
-  response.flush?.()
-  return room
-}
-
-/** Writes chunks as they come, flushing each, waiting for `drain` when the socket is full. */
-const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> =>
-  Stream.runForEachArray(stream, (chunks) =>
-    writeFlushed(response, chunks) ? Effect.void : awaitDrainOrClose(response)
-  ).pipe(
-    // The request's fiber runs uninterruptibly (`HttpEffect.toHandled`); a
-    // client that leaves must be able to stop the body.
-    Effect.interruptible,
-    // A body that fails after its start ends the response: the status is already sent.
-    Effect.ignore,
-    Effect.andThen(
-      Effect.sync(() => {
-        if (!response.destroyed) response.end()
-      })
-    )
-  )
-
-/** The sink of a Node response: frames are written and flushed as they come. */
-const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => ({
-  send: (frame) => (writeFlushed(response, [frame]) ? Effect.void : awaitDrainOrClose(response)),
-  trySend: (frame) => {
-    writeFlushed(response, [frame])
-    return true
-  },
-  // The last frame goes out with the end of the response: one write fewer.
-  close: (frames) =>
-    Effect.sync(() => {
-      if (response.destroyed || response.writableEnded) return
-      writeFlushed(response, frames.slice(0, -1))
-      if (frames.length > 0) response.end(frames.at(-1))
-    })
-})
-
-/**
- * Runs a stream's producer straight into the response: no buffer, no hand-over
- * between fibers per frame. It runs on a fiber of its own, as it would behind
- * a buffer, so `shutdown` ends the turn, not this request; a client that
- * leaves interrupts this request, which interrupts the producer.
- */
-const writeProduced = (response: Flushable, produce: StreamSink.Producer<Uint8Array>): Effect.Effect<void> =>
-  Effect.flatMap(
-    Effect.forkDetach(produce(responseSink(response)), { startImmediately: true, uninterruptible: false }),
-    (producer) =>
-      Fiber.await(producer).pipe(
-        Effect.interruptible,
-        Effect.onInterrupt(() => Effect.sync(() => producer.interruptUnsafe())),
-        Effect.ensuring(
-          Effect.sync(() => {
-            if (!response.destroyed && !response.writableEnded) response.end()
-          })
-        ),
-        Effect.asVoid
-      )
-  )
-
 /** Writes an application's response to the destination of its request. */
 const writeResponse = (
   request: HttpServerRequest.HttpServerRequest,
@@ -294,48 +189,9 @@ const writeResponse = (
 ): Effect.Effect<void, never, ResponseDestination> =>
   Effect.flatMap(ResponseDestination, (destination) => {
     if (destination.stream.writableEnded || destination.stream.destroyed) return Effect.void
-    const status = serverResponse.status
-    const response: Flushable = destination.start(status, headersOf(serverResponse))
-    const body = serverResponse.body
-    if (request.method === "HEAD" || status === 204 || status === 205 || status === 304) {
-      response.end()
-      return Effect.void
-    }
-    switch (body._tag) {
-      case "Empty":
-        response.end()
-        return Effect.void
-      case "Uint8Array":
-        response.end(body.body)
-        return Effect.void
-      case "Stream": {
-        const produce = StreamSink.producerOf(body.stream)
-        return produce === undefined ? writeChunks(response, body.stream) : writeProduced(response, produce)
-      }
-      case "FormData":
-        return writeChunks(response, webBody(new Response(body.formData).body))
-      case "Raw": {
-        const raw = body.body
-        if (typeof raw === "string" || raw instanceof Uint8Array) {
-          response.end(raw)
-          return Effect.void
-        }
-        if (raw instanceof ReadableStream) return writeChunks(response, webBody(raw))
-        if (raw instanceof Readable)
-          return writeChunks(
-            response,
-            Stream.fromAsyncIterable(raw, (error) => error)
-          )
-        response.end()
-        return Effect.void
-      }
-    }
+    const response = destination.start(serverResponse.status, NodeResponse.headersOf(serverResponse))
+    return NodeResponse.writeBody(response, request.method, serverResponse)
   })
-
-const webBody = (body: ReadableStream<Uint8Array> | null): Stream.Stream<Uint8Array, unknown> =>
-  body === null
-    ? Stream.empty
-    : Stream.fromReadableStream({ evaluate: () => body, onError: (error) => error })
 
 /** A whole HTTP/1.1 response with the common error body, for a socket no request was read from. */
 const rawError = (status: number, message: string): string => {

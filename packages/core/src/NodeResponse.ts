@@ -1,0 +1,168 @@
+/**
+ * Writing an application's response to a Node `Writable` (a `ServerResponse`,
+ * the Lambda runtime's response stream): the status and headers, then the
+ * body with back-pressure and flushing done once for every Node binding.
+ *
+ * - each chunk is written as it arrives and `flush()` is called when present
+ *   (compression middleware would otherwise hold SSE back);
+ * - when `write` returns `false` the next chunk waits for `drain`, so a slow
+ *   reader never grows server memory;
+ * - a chat stream is produced straight into the response (`StreamSink`): its
+ *   frames skip the stream's buffer.
+ *
+ * @since 0.3.0
+ */
+import type { OutgoingHttpHeaders } from "node:http"
+import { Readable, type Writable } from "node:stream"
+import { Effect, Fiber, Stream } from "effect"
+import { Cookies, type HttpServerResponse } from "effect/http"
+import * as StreamSink from "./StreamSink.ts"
+
+/** Waits until the socket takes more (`drain`) or is gone (`close`). */
+const awaitDrainOrClose = (response: Writable): Effect.Effect<void> =>
+  Effect.callback((resume) => {
+    const done = () => {
+      response.off("drain", done)
+      response.off("close", done)
+      resume(Effect.void)
+    }
+    response.on("drain", done)
+    response.on("close", done)
+    return Effect.sync(() => {
+      response.off("drain", done)
+      response.off("close", done)
+    })
+  })
+
+/** A response's headers, its cookies as `set-cookie` lines. */
+export const headersOf = (response: HttpServerResponse.HttpServerResponse): OutgoingHttpHeaders => {
+  const headers: OutgoingHttpHeaders = { ...response.headers }
+  if (!Cookies.isEmpty(response.cookies)) {
+    const cookies = Cookies.toSetCookieHeaders(response.cookies)
+    const existing = headers["set-cookie"]
+    headers["set-cookie"] = existing === undefined ? cookies : [String(existing), ...cookies]
+  }
+  return headers
+}
+
+/** A Node stream, and `flush()` when compression middleware put one there. */
+export type Flushable = Writable & { flush?: () => void }
+
+/**
+ * Writes chunks and flushes them; `false` when the socket is full and the
+ * next write should wait for `drain`. A response already gone takes nothing.
+ */
+const writeFlushed = (response: Flushable, chunks: ReadonlyArray<Uint8Array>): boolean => {
+  if (response.destroyed) return true
+  let room = true
+  for (const chunk of chunks) room = response.write(chunk)
+  response.flush?.()
+  return room
+}
+
+/** Writes chunks as they come, flushing each, waiting for `drain` when the socket is full. */
+const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> =>
+  Stream.runForEachArray(stream, (chunks) =>
+    writeFlushed(response, chunks) ? Effect.void : awaitDrainOrClose(response)
+  ).pipe(
+    // The request's fiber runs uninterruptibly (`HttpEffect.toHandled`); a
+    // client that leaves must be able to stop the body.
+    Effect.interruptible,
+    // A body that fails after its start ends the response: the status is already sent.
+    Effect.ignore,
+    Effect.andThen(
+      Effect.sync(() => {
+        if (!response.destroyed) response.end()
+      })
+    )
+  )
+
+/** The sink of a Node response: frames are written and flushed as they come. */
+const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => ({
+  send: (frame) => (writeFlushed(response, [frame]) ? Effect.void : awaitDrainOrClose(response)),
+  trySend: (frame) => {
+    writeFlushed(response, [frame])
+    return true
+  },
+  // The last frame goes out with the end of the response: one write fewer.
+  close: (frames) =>
+    Effect.sync(() => {
+      if (response.destroyed || response.writableEnded) return
+      writeFlushed(response, frames.slice(0, -1))
+      if (frames.length > 0) response.end(frames.at(-1))
+    })
+})
+
+/**
+ * Runs a stream's producer straight into the response: no buffer, no hand-over
+ * between fibers per frame. It runs on a fiber of its own, as it would behind
+ * a buffer, so `shutdown` ends the turn, not this request; a client that
+ * leaves interrupts this request, which interrupts the producer.
+ */
+const writeProduced = (response: Flushable, produce: StreamSink.Producer<Uint8Array>): Effect.Effect<void> =>
+  Effect.flatMap(
+    Effect.forkDetach(produce(responseSink(response)), { startImmediately: true, uninterruptible: false }),
+    (producer) =>
+      Fiber.await(producer).pipe(
+        Effect.interruptible,
+        Effect.onInterrupt(() => Effect.sync(() => producer.interruptUnsafe())),
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (!response.destroyed && !response.writableEnded) response.end()
+          })
+        ),
+        Effect.asVoid
+      )
+  )
+
+const webBody = (body: ReadableStream<Uint8Array> | null): Stream.Stream<Uint8Array, unknown> =>
+  body === null
+    ? Stream.empty
+    : Stream.fromReadableStream({ evaluate: () => body, onError: (error) => error })
+
+/**
+ * Writes a response's body to `response`, which the status and headers went
+ * out on; ends it when the body is over. A request for `HEAD`, and statuses
+ * that carry no body, get none.
+ */
+export const writeBody = (
+  response: Flushable,
+  method: string,
+  serverResponse: HttpServerResponse.HttpServerResponse
+): Effect.Effect<void> => {
+  const status = serverResponse.status
+  const body = serverResponse.body
+  if (method === "HEAD" || status === 204 || status === 205 || status === 304) {
+    response.end()
+    return Effect.void
+  }
+  switch (body._tag) {
+    case "Empty":
+      response.end()
+      return Effect.void
+    case "Uint8Array":
+      response.end(body.body)
+      return Effect.void
+    case "Stream": {
+      const produce = StreamSink.producerOf(body.stream)
+      return produce === undefined ? writeChunks(response, body.stream) : writeProduced(response, produce)
+    }
+    case "FormData":
+      return writeChunks(response, webBody(new Response(body.formData).body))
+    case "Raw": {
+      const raw = body.body
+      if (typeof raw === "string" || raw instanceof Uint8Array) {
+        response.end(raw)
+        return Effect.void
+      }
+      if (raw instanceof ReadableStream) return writeChunks(response, webBody(raw))
+      if (raw instanceof Readable)
+        return writeChunks(
+          response,
+          Stream.fromAsyncIterable(raw, (error) => error)
+        )
+      response.end()
+      return Effect.void
+    }
+  }
+}
