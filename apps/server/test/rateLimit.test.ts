@@ -7,11 +7,10 @@
 import { randomUUID } from "node:crypto"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import { NodeRedis } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import { Redis } from "effect/persistence"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
-import type { Settings } from "../src/Settings.ts"
 import { chat, query, sleep, startServer } from "./helpers.ts"
 
 const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
@@ -41,11 +40,27 @@ const rows = async () => {
   return row
 }
 
-const start = async (rateLimit: Partial<Settings["rateLimit"]>, overrides: Partial<Settings> = {}) => {
+/** A server with only the given limits on (the rest 0, that is off). */
+const start = async (
+  limits: {
+    readonly userRequests?: number
+    readonly addressRequests?: number
+    readonly windowSeconds?: number
+    readonly concurrent?: number
+    readonly prefix?: string
+  },
+  overrides: Parameters<typeof startServer>[0] = {}
+) => {
+  const window = Duration.seconds(limits.windowSeconds ?? 60)
   const server = await startServer({
     databaseUrl: database.url,
     apiKeys,
-    rateLimit: { userRequests: 0, addressRequests: 0, windowSeconds: 60, concurrent: 0, ...rateLimit },
+    rateLimit: {
+      user: { limit: limits.userRequests ?? 0, window },
+      address: { limit: limits.addressRequests ?? 0, window },
+      concurrent: limits.concurrent ?? 0,
+      prefix: limits.prefix ?? "convoke:ratelimit:"
+    },
     ...overrides
   })
   servers.push(server)
@@ -151,9 +166,9 @@ describe("two instances sharing Redis", () => {
   })
 
   it("hold one request budget and one stream limit between them", async () => {
-    const settings = { redisUrl: REDIS_URL, redisPrefix: prefix, echoDelayMs: 50 }
-    const first = await start({ userRequests: 4, concurrent: 1 }, settings)
-    const second = await start({ userRequests: 4, concurrent: 1 }, settings)
+    const settings = { redisUrl: REDIS_URL, echoDelayMs: 50 }
+    const first = await start({ userRequests: 4, concurrent: 1, prefix }, settings)
+    const second = await start({ userRequests: 4, concurrent: 1, prefix }, settings)
     expect(first.summary.find(([label]) => label === "rate limits")?.[1]).toContain("Redis")
 
     // Alternate between the instances: four requests in all are allowed.
