@@ -359,7 +359,7 @@ export const provider = (
  * A problem in words: the variable, its flag, and what is wrong, e.g.
  * `PORT (--port) must be a whole number from 0 to 65535, got "70000"`.
  */
-export const describe = (problem: Problem): string => {
+export const describeProblem = (problem: Problem): string => {
   if (problem.variable === undefined) return problem.message
   const option = OPTIONS.find((candidate) => candidate.env === problem.variable)
   const flag = option === undefined || option.envOnly === true ? "" : ` (--${option.flag})`

@@ -63,7 +63,13 @@ export const unwrapAll = <A>(wrapped: Config.Wrap<A>): Config.Config<A> => {
   )
 }
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+// A required variable that is absent fails as a string expected and none given.
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1({
+  leafHook: (issue) =>
+    issue._tag === "InvalidType" && (!SchemaIssue.hasInput(issue) || issue.input === undefined)
+      ? "must be set"
+      : SchemaIssue.defaultLeafHook(issue)
+})
 
 /**
  * The problems of a configuration error, in the order the settings were

@@ -347,5 +347,5 @@ export const load = (
 ): Settings => {
   const read = Effect.runSync(Effect.result(config.parse(CommandLine.provider(argv, env))))
   if (Result.isSuccess(read)) return read.success
-  throw new SettingsError(ConfigProblems.list(read.failure).map(CommandLine.describe))
+  throw new SettingsError(ConfigProblems.list(read.failure).map(CommandLine.describeProblem))
 }
