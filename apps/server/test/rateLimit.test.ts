@@ -2,12 +2,15 @@
  * Rate limits over real sockets: one reference server with in-memory
  * counters, then two servers sharing Redis (127.0.0.1:6379) that hold one
  * budget between them. Every 429 is checked to have written no row in the
- * real PostgreSQL database the servers share.
+ * real PostgreSQL database the servers share. The core's
+ * `ChatRateLimit.layerRedisConfig` reads the same variables into the same
+ * Redis counters.
  */
 import { randomUUID } from "node:crypto"
+import { ChatHttp, ChatRateLimit, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import { NodeRedis } from "@effect/platform-node"
-import { Duration, Effect } from "effect"
+import { ConfigProvider, Duration, Effect, Layer } from "effect"
 import { Redis } from "effect/persistence"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
@@ -205,5 +208,54 @@ describe("two instances sharing Redis", () => {
       if (status === 429) await sleep(20)
     }
     expect(status).toBe(200)
+  })
+
+  it("are what ChatRateLimit.layerRedisConfig builds from the same variables", async () => {
+    const env = {
+      CONVOKE_RATE_LIMIT_REQUESTS: "2",
+      CONVOKE_RATE_LIMIT_CONCURRENT: "0",
+      CONVOKE_REDIS_PREFIX: `${prefix}config:`
+    }
+    const rateLimit = ChatRateLimit.layerRedisConfig().pipe(
+      Layer.provide(NodeRedis.layer({ url: REDIS_URL })),
+      Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+    )
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        ConversationStore.layerMemory,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerApiKeys(apiKeys),
+        rateLimit
+      )
+    )
+    try {
+      const post = () =>
+        app.handler(
+          new Request(`http://localhost${ChatHttp.CHAT_PATH}`, {
+            method: "POST",
+            headers: { "content-type": "application/json", ...as("alice").headers },
+            body: JSON.stringify({ message: "hi" })
+          })
+        )
+      expect((await drain(await post())).status).toBe(200)
+      expect((await drain(await post())).status).toBe(200)
+      expect((await drain(await post())).status).toBe(429)
+      const [, keys] = await Effect.runPromise(
+        Effect.gen(function* () {
+          const redis = yield* Redis.Redis
+          return yield* redis.send<[string, Array<string>]>(
+            "SCAN",
+            "0",
+            "MATCH",
+            `${prefix}config:*`,
+            "COUNT",
+            "1000"
+          )
+        }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
+      )
+      expect(keys.length).toBeGreaterThan(0)
+    } finally {
+      await app.dispose()
+    }
   })
 })
