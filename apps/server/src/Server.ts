@@ -80,7 +80,7 @@ const modelLayer = (settings: Settings) => {
     apiKey: anthropic.apiKey,
     baseUrl: anthropic.baseUrl,
     model,
-    models: { [settings.publicModel]: model, ...anthropic.models },
+    models: { [settings.chat.publicModel]: model, ...anthropic.models },
     maxTokens: anthropic.maxTokens,
     system: anthropic.systemPrompt,
     idleTimeout: Duration.millis(anthropic.idleTimeoutMs),
@@ -150,17 +150,11 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
   )
 
 const rateLimitLayer = (settings: Settings) => {
-  const { userRequests, addressRequests, windowSeconds, concurrent } = settings.rateLimit
-  const window = Duration.seconds(windowSeconds)
-  const options: ChatRateLimit.Options = {
-    user: { limit: userRequests, window },
-    address: { limit: addressRequests, window },
-    concurrent
-  }
-  if (userRequests === 0 && addressRequests === 0 && concurrent === 0) return Layer.empty
+  const { user, address, concurrent } = settings.rateLimit
+  if (user.limit === 0 && address.limit === 0 && concurrent === 0) return Layer.empty
   return settings.redisUrl === undefined
-    ? ChatRateLimit.layerMemory(options)
-    : ChatRateLimit.layerRedis({ ...options, prefix: settings.redisPrefix }).pipe(
+    ? ChatRateLimit.layerMemory(settings.rateLimit)
+    : ChatRateLimit.layerRedis(settings.rateLimit).pipe(
         Layer.provide(NodeRedis.layer({ url: settings.redisUrl }))
       )
 }
@@ -173,14 +167,6 @@ export interface StartOptions {
 
 /** Starts the server; resolves once it listens and the database is migrated. */
 export const start = async (settings: Settings, options: StartOptions = {}): Promise<RunningServer> => {
-  const config = ChatConfig.make({
-    publicModel: settings.publicModel,
-    maxBodyBytes: settings.maxBodyBytes,
-    heartbeatInterval: Duration.seconds(settings.heartbeatSeconds),
-    creationBudget: Duration.millis(settings.creationBudgetMs),
-    maxMessageCharacters: settings.maxMessageCharacters,
-    maxJsonDepth: settings.maxJsonDepth
-  })
   const state: { anonymous: boolean; refusal?: unknown } = { anonymous: false }
   // One store layer value: referenced twice below, it is built once.
   const store = storeLayer(settings)
@@ -198,12 +184,9 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       identityLayer(settings, state).pipe(Layer.provideMerge(store)),
       cleanup,
       modelLayer(settings),
-      Layer.succeed(ChatConfig.ChatConfig, config),
+      Layer.succeed(ChatConfig.ChatConfig, settings.chat),
       rateLimitLayer(settings),
-      Layer.succeed(HttpSecurity.HttpSecurity, {
-        securityHeaders: true,
-        cors: settings.corsOrigins === undefined ? undefined : { allowedOrigins: settings.corsOrigins }
-      }),
+      Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
       options.layer ?? Layer.empty
     ),
     { outbox: { capacity: settings.outboxCapacity } }
@@ -295,10 +278,13 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     ],
     [
       "rate limits",
-      `${settings.rateLimit.userRequests || "unlimited"} requests per user, ${settings.rateLimit.addressRequests || "unlimited"} per address without identity, per ${settings.rateLimit.windowSeconds} s; ${settings.rateLimit.concurrent || "unlimited"} in flight per user; ${settings.redisUrl === undefined ? "in memory" : `Redis ${redactUrl(settings.redisUrl)}`}`
+      `${settings.rateLimit.user.limit || "unlimited"} requests per user, ${settings.rateLimit.address.limit || "unlimited"} per address without identity, per ${Duration.toSeconds(Duration.fromInputUnsafe(settings.rateLimit.user.window))} s; ${settings.rateLimit.concurrent || "unlimited"} in flight per user; ${settings.redisUrl === undefined ? "in memory" : `Redis ${redactUrl(settings.redisUrl)}`}`
     ],
-    ["cors", settings.corsOrigins === undefined ? "off" : [settings.corsOrigins].flat().join(", ")],
-    ["public model", settings.publicModel],
+    [
+      "cors",
+      settings.security.cors === undefined ? "off" : [settings.security.cors.allowedOrigins].flat().join(", ")
+    ],
+    ["public model", settings.chat.publicModel],
     ["metrics", metricsUrl ?? "off"],
     ...observability.summary
   ]

@@ -1,13 +1,19 @@
 /**
- * The reference server's settings, read from flags and environment variables
- * (flags win) and validated before anything starts. Every problem is reported
- * at once, in words that say how to fix it.
+ * The reference server's settings as `effect/Config`s, read from flags and
+ * environment variables (flags win, see `CommandLine.ts`) and validated
+ * before anything starts. The chat, CORS and rate-limit settings are the
+ * core's own configs (`ChatConfig.config`, `HttpSecurity.config`,
+ * `ChatRateLimit.config`), so a server built from the core's `layerConfig`s
+ * reads the same variables the same way. Every problem is reported at once,
+ * naming the variable, its flag and the value expected.
  */
 import { isIP } from "node:net"
-import { relative, resolve } from "node:path"
-import { parseArgs } from "node:util"
+import { resolve } from "node:path"
 import { AnthropicModels } from "@convoke/anthropic"
-import { Redacted } from "effect"
+import { ChatConfig, ChatRateLimit, HttpSecurity } from "@convoke/core"
+import { Config, Effect, Redacted, Result, Schema } from "effect"
+import * as CommandLine from "./CommandLine.ts"
+import * as ConfigProblems from "./ConfigProblems.ts"
 import { WEB_DEMO_DIR } from "./StaticFiles.ts"
 
 /** Validated settings. */
@@ -22,14 +28,15 @@ export interface Settings {
   readonly apiKeys: ReadonlyArray<{ readonly key: string; readonly userId: string }>
   /** Allow anonymous mode on a non-loopback bind (never the default). */
   readonly insecureAnonymous: boolean
-  readonly publicModel: string
-  readonly maxBodyBytes: number
-  readonly heartbeatSeconds: number
+  /** The chat endpoint's settings: public model, body and message limits, heartbeat, creation budget. */
+  readonly chat: ChatConfig.Settings
+  /** CORS and security headers. */
+  readonly security: HttpSecurity.Settings
+  /** Rate limits, and their key prefix in Redis. */
+  readonly rateLimit: ChatRateLimit.Settings
   readonly echoDelayMs: number
   /** How long open streams get to finish after a shutdown signal. */
   readonly shutdownGraceMs: number
-  /** Time budget for creating a stream's conversation before a temporary id is used. */
-  readonly creationBudgetMs: number
   /** Most writes kept while the database is unavailable. */
   readonly outboxCapacity: number
   /** Minutes between cleanups of abandoned conversations; 0 turns the job off. */
@@ -47,34 +54,9 @@ export interface Settings {
   /** OTLP/HTTP endpoint traces are exported to (`<url>/v1/traces`); none by default. */
   readonly otlpUrl: string | undefined
   /** JWT verification; `undefined` when neither a secret nor a JWKS URL is set. */
-  readonly jwt:
-    | {
-        readonly secret: string | undefined
-        readonly jwksUrl: string | undefined
-        readonly issuer: string | undefined
-        readonly audience: string | undefined
-        readonly userClaim: string
-        /** Least time between JWKS refetches caused by unknown `kid`s. */
-        readonly jwksCooldownSeconds: number
-      }
-    | undefined
-  /** Origins allowed to call from browsers; `undefined` sends no CORS headers. */
-  readonly corsOrigins: ReadonlyArray<string> | "*" | undefined
+  readonly jwt: JwtSettings | undefined
   /** Redis for shared rate limits; `undefined` keeps them in memory. */
   readonly redisUrl: string | undefined
-  /** Key prefix of the rate-limit counters in Redis. */
-  readonly redisPrefix: string
-  readonly rateLimit: {
-    /** Requests per window per user; 0 turns the limit off. */
-    readonly userRequests: number
-    /** Requests per window per client address without an identity; 0 turns it off. */
-    readonly addressRequests: number
-    readonly windowSeconds: number
-    /** Chat requests in flight per user; 0 turns the limit off. */
-    readonly concurrent: number
-  }
-  readonly maxMessageCharacters: number
-  readonly maxJsonDepth: number
   /** Largest accepted request head (request line and headers); larger is a 431. */
   readonly maxHeaderBytes: number
 }
@@ -96,316 +78,16 @@ export interface AnthropicSettings {
   readonly historyMaxCharacters: number
 }
 
-/** One setting: its flag, its environment variable, its default and meaning. */
-interface Option {
-  readonly flag: string
-  readonly env: string
-  readonly type: "string" | "boolean"
-  readonly description: string
-  readonly fallback?: string
-  /** Read from the environment only (secrets stay out of the process list). */
-  readonly envOnly?: boolean
+/** Settings of JWT verification. */
+export interface JwtSettings {
+  readonly secret: string | undefined
+  readonly jwksUrl: string | undefined
+  readonly issuer: string | undefined
+  readonly audience: string | undefined
+  readonly userClaim: string
+  /** Least time between JWKS refetches caused by unknown `kid`s. */
+  readonly jwksCooldownSeconds: number
 }
-
-/** Every setting, in the order the help text lists them. */
-export const OPTIONS: ReadonlyArray<Option> = [
-  { flag: "host", env: "HOST", type: "string", fallback: "127.0.0.1", description: "Address to bind" },
-  {
-    flag: "port",
-    env: "PORT",
-    type: "string",
-    fallback: "3000",
-    description: "Port to listen on (0 picks a free one)"
-  },
-  {
-    flag: "database-url",
-    env: "DATABASE_URL",
-    type: "string",
-    description: "PostgreSQL URL; without it an embedded PGlite database is used"
-  },
-  {
-    flag: "data-dir",
-    env: "CONVOKE_DATA_DIR",
-    type: "string",
-    fallback: "./.convoke/data",
-    description: "Directory of the embedded database"
-  },
-  {
-    flag: "api-keys",
-    env: "CONVOKE_API_KEYS",
-    type: "string",
-    description: "Comma-separated key:user-id pairs; requests must send one (Bearer or X-API-Key)"
-  },
-  {
-    flag: "insecure-allow-anonymous",
-    env: "CONVOKE_INSECURE_ALLOW_ANONYMOUS",
-    type: "boolean",
-    description: "Allow anonymous access on a non-loopback address (unsafe)"
-  },
-  {
-    flag: "jwt-secret",
-    env: "CONVOKE_JWT_SECRET",
-    type: "string",
-    description: "Accept HS256 JWTs signed with this secret (at least 32 bytes)"
-  },
-  {
-    flag: "jwks-url",
-    env: "CONVOKE_JWKS_URL",
-    type: "string",
-    description: "Accept RS/PS/ES/EdDSA JWTs signed by a key of this JWKS URL"
-  },
-  { flag: "jwt-issuer", env: "CONVOKE_JWT_ISSUER", type: "string", description: "Required JWT iss claim" },
-  {
-    flag: "jwt-audience",
-    env: "CONVOKE_JWT_AUDIENCE",
-    type: "string",
-    description: "Required JWT aud claim"
-  },
-  {
-    flag: "jwt-user-claim",
-    env: "CONVOKE_JWT_USER_CLAIM",
-    type: "string",
-    fallback: "sub",
-    description: "JWT claim holding the user id"
-  },
-  {
-    flag: "jwks-cooldown-seconds",
-    env: "CONVOKE_JWKS_COOLDOWN_SECONDS",
-    type: "string",
-    fallback: "30",
-    description: "Least time between JWKS refetches caused by tokens with unknown key ids"
-  },
-  {
-    flag: "cors-origins",
-    env: "CONVOKE_CORS_ORIGINS",
-    type: "string",
-    description: "Comma-separated origins allowed to call from browsers, or * for any"
-  },
-  {
-    flag: "redis-url",
-    env: "REDIS_URL",
-    type: "string",
-    description: "Redis URL; rate limits are then shared by every instance using it"
-  },
-  {
-    flag: "redis-prefix",
-    env: "CONVOKE_REDIS_PREFIX",
-    type: "string",
-    fallback: "convoke:ratelimit:",
-    description: "Key prefix of the rate-limit counters in Redis"
-  },
-  {
-    flag: "rate-limit-requests",
-    env: "CONVOKE_RATE_LIMIT_REQUESTS",
-    type: "string",
-    fallback: "120",
-    description: "Chat requests per window per user (0: no limit)"
-  },
-  {
-    flag: "rate-limit-address-requests",
-    env: "CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS",
-    type: "string",
-    fallback: "60",
-    description: "Chat requests per window per client address without an identity (0: no limit)"
-  },
-  {
-    flag: "rate-limit-window-seconds",
-    env: "CONVOKE_RATE_LIMIT_WINDOW_SECONDS",
-    type: "string",
-    fallback: "60",
-    description: "Rate-limit window"
-  },
-  {
-    flag: "rate-limit-concurrent",
-    env: "CONVOKE_RATE_LIMIT_CONCURRENT",
-    type: "string",
-    fallback: "8",
-    description: "Chat requests in flight per user (0: no limit)"
-  },
-  {
-    flag: "max-message-characters",
-    env: "CONVOKE_MAX_MESSAGE_CHARACTERS",
-    type: "string",
-    fallback: "32768",
-    description: "Longest accepted message, in characters"
-  },
-  {
-    flag: "max-json-depth",
-    env: "CONVOKE_MAX_JSON_DEPTH",
-    type: "string",
-    fallback: "16",
-    description: "Deepest accepted JSON nesting of a request body"
-  },
-  {
-    flag: "max-header-bytes",
-    env: "CONVOKE_MAX_HEADER_BYTES",
-    type: "string",
-    fallback: "16384",
-    description: "Largest accepted request line and headers (431 past it)"
-  },
-  {
-    flag: "public-model",
-    env: "CONVOKE_PUBLIC_MODEL",
-    type: "string",
-    fallback: "unified-chat",
-    description: "Model name reported in the metadata event"
-  },
-  {
-    flag: "max-body-bytes",
-    env: "CONVOKE_MAX_BODY_BYTES",
-    type: "string",
-    fallback: "32768",
-    description: "Largest accepted request body"
-  },
-  {
-    flag: "heartbeat-seconds",
-    env: "CONVOKE_HEARTBEAT_SECONDS",
-    type: "string",
-    fallback: "15",
-    description: "Interval of ': ping' comments while the model is silent"
-  },
-  {
-    flag: "echo-delay-ms",
-    env: "CONVOKE_ECHO_DELAY_MS",
-    type: "string",
-    fallback: "20",
-    description: "Pause between words of the echo model"
-  },
-  {
-    flag: "shutdown-grace-ms",
-    env: "CONVOKE_SHUTDOWN_GRACE_MS",
-    type: "string",
-    fallback: "5000",
-    description: "Time open streams get to close after SIGTERM/SIGINT"
-  },
-  {
-    flag: "creation-budget-ms",
-    env: "CONVOKE_CREATION_BUDGET_MS",
-    type: "string",
-    fallback: "50",
-    description: "Wait for the database before a stream starts on a temporary id"
-  },
-  {
-    flag: "outbox-capacity",
-    env: "CONVOKE_OUTBOX_CAPACITY",
-    type: "string",
-    fallback: "10000",
-    description: "Writes kept in memory while the database is unavailable"
-  },
-  {
-    flag: "cleanup-interval-minutes",
-    env: "CONVOKE_CLEANUP_INTERVAL_MINUTES",
-    type: "string",
-    fallback: "10",
-    description: "Minutes between cleanups of abandoned conversations (0: off)"
-  },
-  {
-    flag: "abandoned-after-hours",
-    env: "CONVOKE_ABANDONED_AFTER_HOURS",
-    type: "string",
-    fallback: "24",
-    description: "Age at which a never-answered conversation is deleted"
-  },
-  {
-    flag: "anthropic-api-key",
-    env: "ANTHROPIC_API_KEY",
-    type: "string",
-    envOnly: true,
-    description: "Anthropic API key; when set, replies come from Claude instead of the echo model"
-  },
-  {
-    flag: "anthropic-base-url",
-    env: "ANTHROPIC_BASE_URL",
-    type: "string",
-    description: "Anthropic API base URL, for gateways (default https://api.anthropic.com)"
-  },
-  {
-    flag: "anthropic-model",
-    env: "ANTHROPIC_MODEL",
-    type: "string",
-    description: `Claude model for requests that name none (default ${AnthropicModels.defaultModel})`
-  },
-  {
-    flag: "anthropic-models",
-    env: "CONVOKE_ANTHROPIC_MODELS",
-    type: "string",
-    description: "Extra accepted request models, as alias=claude-model pairs, comma-separated"
-  },
-  {
-    flag: "anthropic-max-tokens",
-    env: "ANTHROPIC_MAX_TOKENS",
-    type: "string",
-    fallback: "4096",
-    description: "max_tokens of each Claude reply"
-  },
-  {
-    flag: "system-prompt",
-    env: "ANTHROPIC_SYSTEM_PROMPT",
-    type: "string",
-    description: "System prompt sent to Claude with every request"
-  },
-  {
-    flag: "model-idle-timeout-ms",
-    env: "CONVOKE_MODEL_IDLE_TIMEOUT_MS",
-    type: "string",
-    fallback: "60000",
-    description: "Silence from Claude (not even a ping) that ends a reply with a timeout_error"
-  },
-  {
-    flag: "model-max-retries",
-    env: "CONVOKE_MODEL_MAX_RETRIES",
-    type: "string",
-    fallback: "2",
-    description: "Retries of an overloaded, rate-limited or failed Claude request before its first word"
-  },
-  {
-    flag: "model-retry-delay-ms",
-    env: "CONVOKE_MODEL_RETRY_DELAY_MS",
-    type: "string",
-    fallback: "500",
-    description: "First retry delay, doubled each time (a longer retry-after is honoured)"
-  },
-  {
-    flag: "history-max-messages",
-    env: "CONVOKE_HISTORY_MAX_MESSAGES",
-    type: "string",
-    fallback: "100",
-    description: "Most turns of history sent to Claude (oldest dropped first)"
-  },
-  {
-    flag: "history-max-characters",
-    env: "CONVOKE_HISTORY_MAX_CHARACTERS",
-    type: "string",
-    fallback: "400000",
-    description: "Most characters of history sent to Claude (oldest dropped first)"
-  },
-  {
-    flag: "metrics",
-    env: "CONVOKE_METRICS",
-    type: "string",
-    fallback: "on",
-    description: "Prometheus /metrics: on (chat port), off, or [host:]port to serve it alone there"
-  },
-  {
-    flag: "log-format",
-    env: "CONVOKE_LOG_FORMAT",
-    type: "string",
-    fallback: "pretty",
-    description: "Request and turn logs: pretty, json (one object per line) or off"
-  },
-  {
-    flag: "otlp-url",
-    env: "OTEL_EXPORTER_OTLP_ENDPOINT",
-    type: "string",
-    description: "Export traces over OTLP/HTTP to this endpoint (<url>/v1/traces); off when unset"
-  },
-  {
-    flag: "web-dir",
-    env: "CONVOKE_WEB_DIR",
-    type: "string",
-    description: `Static files served at / ("off" serves none; default: the demo page, ${relative(process.cwd(), WEB_DEMO_DIR) || "."})`
-  }
-]
 
 /** Settings could not be read; `problems` says every reason. */
 export class SettingsError extends Error {
@@ -421,122 +103,226 @@ export class SettingsError extends Error {
 export const isLoopback = (host: string): boolean =>
   host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."))
 
-/** The help text of the CLI. */
-export const help = (): string =>
-  [
-    "Usage: convoke [options]",
-    "",
-    "Starts the Convoke reference server. Every option can also be set by environment variable.",
-    "",
-    ...OPTIONS.map(
-      (option) =>
-        `  ${option.envOnly === true ? "(environment only)".padEnd(28) : `--${option.flag.padEnd(26)}`} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}`
-    ),
-    "  --help                     Show this help"
-  ].join("\n")
+const { wholeNumber } = ChatConfig
 
-const integer = (
-  problems: Array<string>,
-  name: string,
-  raw: string,
-  range: { readonly min: number; readonly max: number }
-): number => {
-  const value = Number(raw)
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < range.min || value > range.max) {
-    problems.push(`${name} must be a whole number from ${range.min} to ${range.max}, got "${raw}"`)
-    return range.min
-  }
-  return value
-}
+/**
+ * A text variable; `check` answers `true` or what is wrong (one message per
+ * problem), phrased to follow the variable's name.
+ */
+const text = (name: string, check: (raw: string) => true | string | Array<string> = () => true) =>
+  Config.schema(Schema.String.check(Schema.makeFilter(check)), name)
 
-const parseApiKeys = (problems: Array<string>, raw: string | undefined) => {
-  if (raw === undefined || raw.trim() === "") return []
+const optional = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
+  Config.withDefault(config, undefined)
+
+const notBlank = (raw: string) => raw.trim() !== "" || "must not be empty"
+
+const httpUrl = (raw: string) => /^https?:\/\/[^\s]+$/.test(raw) || "must be an http:// or https:// URL"
+
+/** Reads `key:user-id` pairs; the user id follows the last colon, so a key may hold colons. */
+const apiKeyEntries = (raw: string) => {
   const keys: Array<{ key: string; userId: string }> = []
+  const problems: Array<string> = []
+  if (raw.trim() === "") return { keys, problems }
   for (const entry of raw.split(",")) {
     const separator = entry.lastIndexOf(":")
     const key = entry.slice(0, separator).trim()
     const userId = entry.slice(separator + 1).trim()
+    // Entries are described by length only: they hold secrets.
     if (separator <= 0 || key === "" || userId === "") {
-      problems.push(
-        `CONVOKE_API_KEYS entries must look like key:user-id (got an entry of ${entry.length} characters)`
-      )
+      problems.push(`entries must look like key:user-id (got an entry of ${entry.length} characters)`)
     } else if (key.length < 16) {
-      problems.push(`API key for user "${userId}" is too short: use at least 16 characters`)
+      problems.push(`must hold keys of at least 16 characters: the API key for user "${userId}" is too short`)
     } else {
       keys.push({ key, userId })
     }
   }
-  return keys
+  return { keys, problems }
 }
 
-const parseMetrics = (problems: Array<string>, raw: string, defaultHost: string): Settings["metrics"] => {
+const BOOLEANS: Readonly<Record<string, boolean>> = {
+  true: true,
+  yes: true,
+  on: true,
+  "1": true,
+  false: false,
+  no: false,
+  off: false,
+  "0": false
+}
+
+const flag = (name: string) =>
+  text(
+    name,
+    (raw) =>
+      Object.hasOwn(BOOLEANS, raw.trim().toLowerCase()) ||
+      `must be true or false (yes/no, on/off, 1/0), got "${raw}"`
+  ).pipe(
+    Config.map((raw) => BOOLEANS[raw.trim().toLowerCase()]!),
+    Config.withDefault(false)
+  )
+
+/** `on`, `off`, or `[host:]port` (a bracketed IPv6 host allowed); `undefined` when it is none of them. */
+const metricsOf = (raw: string, defaultHost: string): Settings["metrics"] | undefined => {
   const value = raw.trim().toLowerCase()
   if (["on", "true", "yes"].includes(value)) return "on"
   if (["off", "false", "no"].includes(value)) return "off"
   const match = /^(?:(.+):)?(\d+)$/.exec(raw.trim())
-  const port = match === null ? Number.NaN : Number(match[2])
-  if (match === null || !Number.isSafeInteger(port) || port > 65535) {
-    problems.push(`CONVOKE_METRICS must be on, off, or [host:]port (0 picks a free port), got "${raw}"`)
-    return "off"
-  }
-  const host = (match[1] ?? defaultHost).replace(/^\[(.*)\]$/, "$1")
-  return { host, port }
+  if (match === null || Number(match[2]) > 65535) return undefined
+  return { host: (match[1] ?? defaultHost).replace(/^\[(.*)\]$/, "$1"), port: Number(match[2]) }
 }
 
-const parseJwt = (problems: Array<string>, read: (flag: string) => string | undefined): Settings["jwt"] => {
-  const secret = read("jwt-secret")
-  const jwksUrl = read("jwks-url")
-  if (secret === undefined && jwksUrl === undefined) return undefined
-  if (secret !== undefined && new TextEncoder().encode(secret).byteLength < 32) {
-    problems.push("CONVOKE_JWT_SECRET is too short: use at least 32 bytes")
-  }
-  if (jwksUrl !== undefined && !/^https?:\/\//.test(jwksUrl)) {
-    problems.push("CONVOKE_JWKS_URL must be an http:// or https:// URL")
-  }
-  const userClaim = read("jwt-user-claim")!
-  if (userClaim.trim() === "") problems.push("CONVOKE_JWT_USER_CLAIM must not be empty")
-  const jwksCooldownSeconds = integer(
-    problems,
-    "CONVOKE_JWKS_COOLDOWN_SECONDS",
-    read("jwks-cooldown-seconds")!,
-    {
-      min: 0,
-      max: 86_400
-    }
+const LOG_FORMATS = ["pretty", "json", "off"] as const
+
+const host = text("HOST").pipe(Config.withDefault("127.0.0.1"))
+
+const jwtSecretName = "CONVOKE_JWT_SECRET"
+const jwksUrlName = "CONVOKE_JWKS_URL"
+
+// Read only when a secret or a JWKS URL is set, as the settings mean nothing without one.
+const jwt: Config.Config<JwtSettings | undefined> = Config.all([
+  optional(text(jwtSecretName)),
+  optional(text(jwksUrlName))
+]).pipe(
+  Config.flatMap(([secret, jwksUrl]) =>
+    secret === undefined && jwksUrl === undefined
+      ? Config.succeed(undefined)
+      : ConfigProblems.unwrapAll<JwtSettings>({
+          secret: optional(
+            text(
+              jwtSecretName,
+              (raw) => new TextEncoder().encode(raw).byteLength >= 32 || "is too short: use at least 32 bytes"
+            )
+          ),
+          jwksUrl: optional(
+            text(jwksUrlName, (raw) => /^https?:\/\//.test(raw) || "must be an http:// or https:// URL")
+          ),
+          issuer: optional(text("CONVOKE_JWT_ISSUER")),
+          audience: optional(text("CONVOKE_JWT_AUDIENCE")),
+          userClaim: text("CONVOKE_JWT_USER_CLAIM", notBlank).pipe(Config.withDefault("sub")),
+          jwksCooldownSeconds: wholeNumber("CONVOKE_JWKS_COOLDOWN_SECONDS", { min: 0, max: 86_400 }).pipe(
+            Config.withDefault(30)
+          )
+        })
   )
-  return {
-    secret,
-    jwksUrl,
-    issuer: read("jwt-issuer"),
-    audience: read("jwt-audience"),
-    userClaim,
-    jwksCooldownSeconds
-  }
-}
+)
 
-const parseOrigins = (problems: Array<string>, raw: string | undefined): Settings["corsOrigins"] => {
-  if (raw === undefined || raw.trim() === "") return undefined
-  if (raw.trim() === "*") return "*"
-  const origins = raw
-    .split(",")
-    .map((origin) => origin.trim())
-    .filter((origin) => origin !== "")
-  for (const origin of origins) {
-    let valid = false
-    try {
-      valid = new URL(origin).origin === origin
-    } catch {}
-    if (!valid)
-      problems.push(`CONVOKE_CORS_ORIGINS: "${origin}" is not an origin like https://app.example.com`)
-  }
-  return origins
-}
+// Read only when a key is set: without one the echo model answers.
+const anthropic: Config.Config<AnthropicSettings | undefined> = optional(text("ANTHROPIC_API_KEY")).pipe(
+  Config.map((key) => key?.trim() || undefined),
+  Config.flatMap((key) =>
+    key === undefined
+      ? Config.succeed(undefined)
+      : ConfigProblems.unwrapAll<AnthropicSettings>({
+          apiKey: Config.succeed(Redacted.make(key)),
+          baseUrl: optional(text("ANTHROPIC_BASE_URL", httpUrl)),
+          model: optional(text("ANTHROPIC_MODEL", notBlank)),
+          models: text("CONVOKE_ANTHROPIC_MODELS", (raw) => {
+            try {
+              AnthropicModels.parseAliases(raw)
+              return true
+            } catch (error) {
+              return (error as Error).message
+            }
+          }).pipe(Config.map(AnthropicModels.parseAliases), Config.withDefault({})),
+          maxTokens: wholeNumber("ANTHROPIC_MAX_TOKENS", { min: 1, max: 1_000_000 }).pipe(
+            Config.withDefault(4096)
+          ),
+          systemPrompt: optional(text("ANTHROPIC_SYSTEM_PROMPT")),
+          idleTimeoutMs: wholeNumber("CONVOKE_MODEL_IDLE_TIMEOUT_MS", { min: 10, max: 3_600_000 }).pipe(
+            Config.withDefault(60_000)
+          ),
+          maxRetries: wholeNumber("CONVOKE_MODEL_MAX_RETRIES", { min: 0, max: 10 }).pipe(
+            Config.withDefault(2)
+          ),
+          retryDelayMs: wholeNumber("CONVOKE_MODEL_RETRY_DELAY_MS", { min: 0, max: 60_000 }).pipe(
+            Config.withDefault(500)
+          ),
+          historyMaxMessages: wholeNumber("CONVOKE_HISTORY_MAX_MESSAGES", { min: 1, max: 100_000 }).pipe(
+            Config.withDefault(100)
+          ),
+          historyMaxCharacters: wholeNumber("CONVOKE_HISTORY_MAX_CHARACTERS", {
+            min: 1000,
+            max: 100_000_000
+          }).pipe(Config.withDefault(400_000))
+        })
+  )
+)
 
-const parseRedisUrl = (problems: Array<string>, raw: string | undefined): string | undefined => {
-  if (raw === undefined) return undefined
-  if (!/^rediss?:\/\//.test(raw)) problems.push("REDIS_URL must be a redis:// or rediss:// URL")
-  return raw
-}
+/**
+ * Every setting of the server, read from the current `ConfigProvider`; the
+ * failure lists every problem (see `ConfigProblems.list`). Problems come in
+ * the order of the fields below.
+ */
+export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings>({
+  host,
+  port: wholeNumber("PORT", { min: 0, max: 65535 }).pipe(Config.withDefault(3000)),
+  databaseUrl: optional(
+    text(
+      "DATABASE_URL",
+      (raw) => /^postgres(ql)?:\/\//.test(raw) || "must be a postgres:// or postgresql:// URL"
+    )
+  ),
+  dataDir: text("CONVOKE_DATA_DIR").pipe(Config.withDefault("./.convoke/data")),
+  apiKeys: text("CONVOKE_API_KEYS", (raw) => apiKeyEntries(raw).problems).pipe(
+    Config.map((raw) => apiKeyEntries(raw).keys),
+    Config.withDefault([])
+  ),
+  // Whether stored keys exist is known only once the database is open: the
+  // refusal of anonymous access on other addresses is made by `Server.start`.
+  insecureAnonymous: flag("CONVOKE_INSECURE_ALLOW_ANONYMOUS"),
+  jwt,
+  security: HttpSecurity.config,
+  redisUrl: optional(
+    text("REDIS_URL", (raw) => /^rediss?:\/\//.test(raw) || "must be a redis:// or rediss:// URL")
+  ),
+  rateLimit: ChatRateLimit.config,
+  chat: ChatConfig.config,
+  maxHeaderBytes: wholeNumber("CONVOKE_MAX_HEADER_BYTES", { min: 1024, max: 1024 * 1024 }).pipe(
+    Config.withDefault(16_384)
+  ),
+  echoDelayMs: wholeNumber("CONVOKE_ECHO_DELAY_MS", { min: 0, max: 60_000 }).pipe(Config.withDefault(20)),
+  shutdownGraceMs: wholeNumber("CONVOKE_SHUTDOWN_GRACE_MS", { min: 0, max: 600_000 }).pipe(
+    Config.withDefault(5000)
+  ),
+  outboxCapacity: wholeNumber("CONVOKE_OUTBOX_CAPACITY", { min: 0, max: 10_000_000 }).pipe(
+    Config.withDefault(10_000)
+  ),
+  cleanupIntervalMinutes: wholeNumber("CONVOKE_CLEANUP_INTERVAL_MINUTES", { min: 0, max: 10_080 }).pipe(
+    Config.withDefault(10)
+  ),
+  abandonedAfterHours: wholeNumber("CONVOKE_ABANDONED_AFTER_HOURS", { min: 1, max: 87_600 }).pipe(
+    Config.withDefault(24)
+  ),
+  anthropic,
+  logFormat: text(
+    "CONVOKE_LOG_FORMAT",
+    (raw) =>
+      (LOG_FORMATS as ReadonlyArray<string>).includes(raw.trim().toLowerCase()) ||
+      `must be pretty, json or off, got "${raw.trim().toLowerCase()}"`
+  ).pipe(
+    Config.map((raw) => raw.trim().toLowerCase() as Settings["logFormat"]),
+    Config.withDefault("pretty")
+  ),
+  otlpUrl: optional(
+    text(
+      "OTEL_EXPORTER_OTLP_ENDPOINT",
+      (raw) => /^https?:\/\//.test(raw) || "must be an http:// or https:// URL"
+    ).pipe(Config.map((raw) => raw.replace(/\/+$/, "")))
+  ),
+  metrics: Config.all([
+    host,
+    text(
+      "CONVOKE_METRICS",
+      (raw) =>
+        metricsOf(raw, "") !== undefined ||
+        `must be on, off, or [host:]port (0 picks a free port), got "${raw}"`
+    ).pipe(Config.withDefault("on"))
+  ]).pipe(Config.map(([defaultHost, raw]) => metricsOf(raw, defaultHost)!)),
+  webDir: optional(text("CONVOKE_WEB_DIR")).pipe(
+    Config.map((raw) => (raw === "off" ? undefined : resolve(raw ?? WEB_DEMO_DIR)))
+  )
+})
 
 /**
  * Refuses anonymous access on an address other than loopback, unless the
@@ -550,201 +336,16 @@ export const checkAnonymous = (settings: Settings): void => {
   }
 }
 
-/** Reads and validates settings; throws `SettingsError` listing every problem. */
+/**
+ * Reads and validates settings from flags and environment variables (flags
+ * win); throws `SettingsError` listing every problem, or a `TypeError` for
+ * an unknown flag.
+ */
 export const load = (
   argv: ReadonlyArray<string>,
   env: Readonly<Record<string, string | undefined>>
 ): Settings => {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: Object.fromEntries(
-      OPTIONS.filter((option) => option.envOnly !== true).map((option) => [
-        option.flag,
-        { type: option.type }
-      ])
-    ),
-    strict: true,
-    allowPositionals: false
-  })
-  const read = (flag: string): string | undefined => {
-    const option = OPTIONS.find((candidate) => candidate.flag === flag)!
-    const fromFlag = values[flag]
-    if (typeof fromFlag === "string") return fromFlag
-    if (fromFlag === true) return "true"
-    const fromEnv = env[option.env]
-    return fromEnv === undefined || fromEnv === "" ? option.fallback : fromEnv
-  }
-  const problems: Array<string> = []
-  const host = read("host")!
-  const port = integer(problems, "PORT", read("port")!, { min: 0, max: 65535 })
-  const databaseUrl = read("database-url")
-  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    problems.push("DATABASE_URL must be a postgres:// or postgresql:// URL")
-  }
-  const apiKeys = parseApiKeys(problems, read("api-keys"))
-  const insecureAnonymous = ["1", "true", "yes"].includes(
-    (read("insecure-allow-anonymous") ?? "").toLowerCase()
-  )
-  // Whether stored keys exist is known only once the database is open: the
-  // refusal of anonymous access on other addresses is made by `Server.start`.
-  const jwt = parseJwt(problems, read)
-  const publicModel = read("public-model")!
-  if (publicModel.trim() === "") problems.push("CONVOKE_PUBLIC_MODEL must not be empty")
-  const logFormat = read("log-format")!.trim().toLowerCase()
-  if (logFormat !== "pretty" && logFormat !== "json" && logFormat !== "off") {
-    problems.push(`CONVOKE_LOG_FORMAT must be pretty, json or off, got "${logFormat}"`)
-  }
-  const otlpUrl = read("otlp-url")
-  if (otlpUrl !== undefined && !/^https?:\/\//.test(otlpUrl)) {
-    problems.push("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL")
-  }
-  const observability = {
-    metrics: parseMetrics(problems, read("metrics")!, host),
-    logFormat: logFormat as Settings["logFormat"],
-    otlpUrl: otlpUrl?.replace(/\/+$/, "")
-  }
-  const settings: Settings = {
-    host,
-    port,
-    databaseUrl,
-    dataDir: read("data-dir")!,
-    apiKeys,
-    insecureAnonymous,
-    publicModel,
-    maxBodyBytes: integer(problems, "CONVOKE_MAX_BODY_BYTES", read("max-body-bytes")!, {
-      min: 256,
-      max: 16 * 1024 * 1024
-    }),
-    heartbeatSeconds: integer(problems, "CONVOKE_HEARTBEAT_SECONDS", read("heartbeat-seconds")!, {
-      min: 1,
-      max: 3600
-    }),
-    echoDelayMs: integer(problems, "CONVOKE_ECHO_DELAY_MS", read("echo-delay-ms")!, { min: 0, max: 60_000 }),
-    shutdownGraceMs: integer(problems, "CONVOKE_SHUTDOWN_GRACE_MS", read("shutdown-grace-ms")!, {
-      min: 0,
-      max: 600_000
-    }),
-    creationBudgetMs: integer(problems, "CONVOKE_CREATION_BUDGET_MS", read("creation-budget-ms")!, {
-      min: 1,
-      max: 60_000
-    }),
-    outboxCapacity: integer(problems, "CONVOKE_OUTBOX_CAPACITY", read("outbox-capacity")!, {
-      min: 0,
-      max: 10_000_000
-    }),
-    cleanupIntervalMinutes: integer(
-      problems,
-      "CONVOKE_CLEANUP_INTERVAL_MINUTES",
-      read("cleanup-interval-minutes")!,
-      {
-        min: 0,
-        max: 10_080
-      }
-    ),
-    abandonedAfterHours: integer(problems, "CONVOKE_ABANDONED_AFTER_HOURS", read("abandoned-after-hours")!, {
-      min: 1,
-      max: 87_600
-    }),
-    anthropic: parseAnthropic(problems, read),
-    ...observability,
-    jwt,
-    corsOrigins: parseOrigins(problems, read("cors-origins")),
-    redisUrl: parseRedisUrl(problems, read("redis-url")),
-    redisPrefix: read("redis-prefix")!,
-    rateLimit: {
-      userRequests: integer(problems, "CONVOKE_RATE_LIMIT_REQUESTS", read("rate-limit-requests")!, {
-        min: 0,
-        max: 1_000_000
-      }),
-      addressRequests: integer(
-        problems,
-        "CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS",
-        read("rate-limit-address-requests")!,
-        { min: 0, max: 1_000_000 }
-      ),
-      windowSeconds: integer(
-        problems,
-        "CONVOKE_RATE_LIMIT_WINDOW_SECONDS",
-        read("rate-limit-window-seconds")!,
-        {
-          min: 1,
-          max: 86_400
-        }
-      ),
-      concurrent: integer(problems, "CONVOKE_RATE_LIMIT_CONCURRENT", read("rate-limit-concurrent")!, {
-        min: 0,
-        max: 10_000
-      })
-    },
-    maxMessageCharacters: integer(
-      problems,
-      "CONVOKE_MAX_MESSAGE_CHARACTERS",
-      read("max-message-characters")!,
-      { min: 1, max: 16 * 1024 * 1024 }
-    ),
-    maxJsonDepth: integer(problems, "CONVOKE_MAX_JSON_DEPTH", read("max-json-depth")!, { min: 1, max: 1000 }),
-    maxHeaderBytes: integer(problems, "CONVOKE_MAX_HEADER_BYTES", read("max-header-bytes")!, {
-      min: 1024,
-      max: 1024 * 1024
-    }),
-    webDir: read("web-dir") === "off" ? undefined : resolve(read("web-dir") ?? WEB_DEMO_DIR)
-  }
-  if (problems.length > 0) throw new SettingsError(problems)
-  return settings
-}
-
-const parseAnthropic = (
-  problems: Array<string>,
-  read: (flag: string) => string | undefined
-): AnthropicSettings | undefined => {
-  const apiKey = read("anthropic-api-key")?.trim()
-  if (apiKey === undefined || apiKey === "") return undefined
-  const baseUrl = read("anthropic-base-url")
-  if (baseUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(baseUrl)) {
-    problems.push("ANTHROPIC_BASE_URL must be an http:// or https:// URL")
-  }
-  let models: Record<string, string> = {}
-  try {
-    models = AnthropicModels.parseAliases(read("anthropic-models") ?? "")
-  } catch (error) {
-    problems.push(`CONVOKE_ANTHROPIC_MODELS: ${(error as Error).message}`)
-  }
-  const model = read("anthropic-model")
-  if (model !== undefined && model.trim() === "") problems.push("ANTHROPIC_MODEL must not be empty")
-  return {
-    apiKey: Redacted.make(apiKey),
-    baseUrl,
-    model,
-    models,
-    maxTokens: integer(problems, "ANTHROPIC_MAX_TOKENS", read("anthropic-max-tokens")!, {
-      min: 1,
-      max: 1_000_000
-    }),
-    systemPrompt: read("system-prompt"),
-    idleTimeoutMs: integer(problems, "CONVOKE_MODEL_IDLE_TIMEOUT_MS", read("model-idle-timeout-ms")!, {
-      min: 10,
-      max: 3_600_000
-    }),
-    maxRetries: integer(problems, "CONVOKE_MODEL_MAX_RETRIES", read("model-max-retries")!, {
-      min: 0,
-      max: 10
-    }),
-    retryDelayMs: integer(problems, "CONVOKE_MODEL_RETRY_DELAY_MS", read("model-retry-delay-ms")!, {
-      min: 0,
-      max: 60_000
-    }),
-    historyMaxMessages: integer(problems, "CONVOKE_HISTORY_MAX_MESSAGES", read("history-max-messages")!, {
-      min: 1,
-      max: 100_000
-    }),
-    historyMaxCharacters: integer(
-      problems,
-      "CONVOKE_HISTORY_MAX_CHARACTERS",
-      read("history-max-characters")!,
-      {
-        min: 1000,
-        max: 100_000_000
-      }
-    )
-  }
+  const read = Effect.runSync(Effect.result(config.parse(CommandLine.provider(argv, env))))
+  if (Result.isSuccess(read)) return read.success
+  throw new SettingsError(ConfigProblems.list(read.failure).map(CommandLine.describeProblem))
 }

@@ -4,8 +4,9 @@
  * embedded database, the echo model and anonymous access on 127.0.0.1:3000.
  * `convoke keys …` manages the stored API keys (see `Keys.ts`).
  */
+import { help } from "./CommandLine.ts"
 import { start } from "./Server.ts"
-import { help, load, SettingsError } from "./Settings.ts"
+import { load, SettingsError } from "./Settings.ts"
 
 const argv = process.argv.slice(2)
 if (argv[0] === "keys") {

@@ -127,9 +127,9 @@ describe("convoke CLI", () => {
     })
     expect(await server.exited).toBe(2)
     const { stderr } = server.output()
-    expect(stderr).toContain("PORT must be a whole number from 0 to 65535")
-    expect(stderr).toContain("CONVOKE_MAX_BODY_BYTES must be a whole number")
-    expect(stderr).toContain("DATABASE_URL must be a postgres://")
+    expect(stderr).toContain("PORT (--port) must be a whole number from 0 to 65535")
+    expect(stderr).toContain("CONVOKE_MAX_BODY_BYTES (--max-body-bytes) must be a whole number")
+    expect(stderr).toContain("DATABASE_URL (--database-url) must be a postgres://")
     expect(stderr).toContain('API key for user "alice" is too short')
   })
 

@@ -12,10 +12,11 @@
 import { Agent, request as httpRequest } from "node:http"
 import { connect } from "node:net"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
+import { Duration } from "effect"
 import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
-import { chat, events, query, readAll, startServer, UUID_V4 } from "./helpers.ts"
+import { chat, events, query, readAll, startServer, testSettings, UUID_V4 } from "./helpers.ts"
 
 const KEY = "fuzz-key-0123456789abcdef"
 const REQUESTS = 10_000
@@ -32,10 +33,15 @@ beforeAll(async () => {
     databaseUrl: database.url,
     apiKeys: [{ key: KEY, userId: "fuzzer" }],
     echoDelayMs: 0,
-    corsOrigins: ["https://app.example"],
-    maxMessageCharacters: 2000,
+    security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } },
+    chat: { ...testSettings().chat, maxMessageCharacters: 2000 },
     // Limits on, but out of reach: the fuzz exercises the limiter without being stopped by it.
-    rateLimit: { userRequests: 1_000_000, addressRequests: 1_000_000, windowSeconds: 60, concurrent: 1000 }
+    rateLimit: {
+      ...testSettings().rateLimit,
+      user: { limit: 1_000_000, window: Duration.seconds(60) },
+      address: { limit: 1_000_000, window: Duration.seconds(60) },
+      concurrent: 1000
+    }
   })
 })
 

@@ -292,9 +292,9 @@ describe("observability settings", () => {
     }
     expect(error).toBeInstanceOf(SettingsError)
     expect((error as SettingsError).problems).toEqual([
-      'CONVOKE_LOG_FORMAT must be pretty, json or off, got "xml"',
-      "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL",
-      'CONVOKE_METRICS must be on, off, or [host:]port (0 picks a free port), got "sometimes"'
+      'CONVOKE_LOG_FORMAT (--log-format) must be pretty, json or off, got "xml"',
+      "OTEL_EXPORTER_OTLP_ENDPOINT (--otlp-url) must be an http:// or https:// URL",
+      'CONVOKE_METRICS (--metrics) must be on, off, or [host:]port (0 picks a free port), got "sometimes"'
     ])
   })
 })

@@ -2,16 +2,18 @@
  * Rate limits over real sockets: one reference server with in-memory
  * counters, then two servers sharing Redis (127.0.0.1:6379) that hold one
  * budget between them. Every 429 is checked to have written no row in the
- * real PostgreSQL database the servers share.
+ * real PostgreSQL database the servers share. The core's
+ * `ChatRateLimit.layerRedisConfig` reads the same variables into the same
+ * Redis counters.
  */
 import { randomUUID } from "node:crypto"
+import { ChatHttp, ChatRateLimit, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import { NodeRedis } from "@effect/platform-node"
-import { Effect } from "effect"
+import { ConfigProvider, Duration, Effect, Layer } from "effect"
 import { Redis } from "effect/persistence"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
-import type { Settings } from "../src/Settings.ts"
 import { chat, query, sleep, startServer } from "./helpers.ts"
 
 const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
@@ -41,11 +43,27 @@ const rows = async () => {
   return row
 }
 
-const start = async (rateLimit: Partial<Settings["rateLimit"]>, overrides: Partial<Settings> = {}) => {
+/** A server with only the given limits on (the rest 0, that is off). */
+const start = async (
+  limits: {
+    readonly userRequests?: number
+    readonly addressRequests?: number
+    readonly windowSeconds?: number
+    readonly concurrent?: number
+    readonly prefix?: string
+  },
+  overrides: Parameters<typeof startServer>[0] = {}
+) => {
+  const window = Duration.seconds(limits.windowSeconds ?? 60)
   const server = await startServer({
     databaseUrl: database.url,
     apiKeys,
-    rateLimit: { userRequests: 0, addressRequests: 0, windowSeconds: 60, concurrent: 0, ...rateLimit },
+    rateLimit: {
+      user: { limit: limits.userRequests ?? 0, window },
+      address: { limit: limits.addressRequests ?? 0, window },
+      concurrent: limits.concurrent ?? 0,
+      prefix: limits.prefix ?? "convoke:ratelimit:"
+    },
     ...overrides
   })
   servers.push(server)
@@ -151,9 +169,9 @@ describe("two instances sharing Redis", () => {
   })
 
   it("hold one request budget and one stream limit between them", async () => {
-    const settings = { redisUrl: REDIS_URL, redisPrefix: prefix, echoDelayMs: 50 }
-    const first = await start({ userRequests: 4, concurrent: 1 }, settings)
-    const second = await start({ userRequests: 4, concurrent: 1 }, settings)
+    const settings = { redisUrl: REDIS_URL, echoDelayMs: 50 }
+    const first = await start({ userRequests: 4, concurrent: 1, prefix }, settings)
+    const second = await start({ userRequests: 4, concurrent: 1, prefix }, settings)
     expect(first.summary.find(([label]) => label === "rate limits")?.[1]).toContain("Redis")
 
     // Alternate between the instances: four requests in all are allowed.
@@ -190,5 +208,54 @@ describe("two instances sharing Redis", () => {
       if (status === 429) await sleep(20)
     }
     expect(status).toBe(200)
+  })
+
+  it("are what ChatRateLimit.layerRedisConfig builds from the same variables", async () => {
+    const env = {
+      CONVOKE_RATE_LIMIT_REQUESTS: "2",
+      CONVOKE_RATE_LIMIT_CONCURRENT: "0",
+      CONVOKE_REDIS_PREFIX: `${prefix}config:`
+    }
+    const rateLimit = ChatRateLimit.layerRedisConfig().pipe(
+      Layer.provide(NodeRedis.layer({ url: REDIS_URL })),
+      Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+    )
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        ConversationStore.layerMemory,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerApiKeys(apiKeys),
+        rateLimit
+      )
+    )
+    try {
+      const post = () =>
+        app.handler(
+          new Request(`http://localhost${ChatHttp.CHAT_PATH}`, {
+            method: "POST",
+            headers: { "content-type": "application/json", ...as("alice").headers },
+            body: JSON.stringify({ message: "hi" })
+          })
+        )
+      expect((await drain(await post())).status).toBe(200)
+      expect((await drain(await post())).status).toBe(200)
+      expect((await drain(await post())).status).toBe(429)
+      const [, keys] = await Effect.runPromise(
+        Effect.gen(function* () {
+          const redis = yield* Redis.Redis
+          return yield* redis.send<[string, Array<string>]>(
+            "SCAN",
+            "0",
+            "MATCH",
+            `${prefix}config:*`,
+            "COUNT",
+            "1000"
+          )
+        }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
+      )
+      expect(keys.length).toBeGreaterThan(0)
+    } finally {
+      await app.dispose()
+    }
   })
 })

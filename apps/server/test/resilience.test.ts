@@ -4,9 +4,10 @@
  * proxy the test cuts, blackholes and restores.
  */
 import { makeTcpProxy, makeTestDatabase } from "@convoke/store-pg/testing"
+import { Duration } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
-import { chat, events, query, readAll, sleep, startServer, UUID_V4 } from "./helpers.ts"
+import { chat, events, query, readAll, sleep, startServer, testSettings, UUID_V4 } from "./helpers.ts"
 
 type Proxy = Awaited<ReturnType<typeof makeTcpProxy>>
 
@@ -55,7 +56,7 @@ beforeAll(async () => {
   throughProxy.port = String(proxy.port)
   server = await startServer({
     databaseUrl: throughProxy.toString(),
-    creationBudgetMs: 100,
+    chat: { ...testSettings().chat, creationBudget: Duration.millis(100) },
     cleanupIntervalMinutes: 0
   })
 })

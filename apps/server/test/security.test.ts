@@ -74,7 +74,7 @@ beforeAll(async () => {
       userClaim: "sub",
       jwksCooldownSeconds: 0
     },
-    corsOrigins: ["https://app.example"]
+    security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } }
   })
 })
 

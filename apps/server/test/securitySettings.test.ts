@@ -5,6 +5,7 @@
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { Duration } from "effect"
 import { describe, expect, it } from "vitest"
 import * as Keys from "../src/Keys.ts"
 import { start } from "../src/Server.ts"
@@ -24,17 +25,17 @@ describe("security settings", () => {
   it("have secure, documented defaults", () => {
     const settings = load([], {})
     expect(settings.jwt).toBeUndefined()
-    expect(settings.corsOrigins).toBeUndefined()
+    expect(settings.security).toEqual({ cors: undefined, securityHeaders: true })
     expect(settings.redisUrl).toBeUndefined()
     expect(settings.rateLimit).toEqual({
-      userRequests: 120,
-      addressRequests: 60,
-      windowSeconds: 60,
-      concurrent: 8
+      user: { limit: 120, window: Duration.seconds(60) },
+      address: { limit: 60, window: Duration.seconds(60) },
+      concurrent: 8,
+      prefix: "convoke:ratelimit:"
     })
     expect(settings.maxHeaderBytes).toBe(16_384)
-    expect(settings.maxJsonDepth).toBe(16)
-    expect(settings.maxMessageCharacters).toBe(32_768)
+    expect(settings.chat.maxJsonDepth).toBe(16)
+    expect(settings.chat.maxMessageCharacters).toBe(32_768)
   })
 
   it("read JWT, CORS and Redis options from flags and environment", () => {
@@ -44,7 +45,9 @@ describe("security settings", () => {
       CONVOKE_JWT_USER_CLAIM: "uid",
       REDIS_URL: "redis://127.0.0.1:6379"
     })
-    expect(settings.corsOrigins).toEqual(["https://a.example", "https://b.example:8443"])
+    expect(settings.security.cors).toEqual({
+      allowedOrigins: ["https://a.example", "https://b.example:8443"]
+    })
     expect(settings.jwt).toMatchObject({
       jwksUrl: "https://login.example/.well-known/jwks.json",
       audience: "convoke",
@@ -52,7 +55,7 @@ describe("security settings", () => {
       secret: undefined
     })
     expect(settings.redisUrl).toBe("redis://127.0.0.1:6379")
-    expect(load([], { CONVOKE_CORS_ORIGINS: "*" }).corsOrigins).toBe("*")
+    expect(load([], { CONVOKE_CORS_ORIGINS: "*" }).security.cors).toEqual({ allowedOrigins: "*" })
   })
 
   it("report every unusable value at once", () => {
@@ -64,12 +67,14 @@ describe("security settings", () => {
       CONVOKE_RATE_LIMIT_REQUESTS: "-1",
       CONVOKE_MAX_HEADER_BYTES: "10"
     })
-    expect(found.join("\n")).toMatch(/CONVOKE_JWT_SECRET is too short/)
-    expect(found.join("\n")).toMatch(/CONVOKE_JWKS_URL must be/)
-    expect(found.join("\n")).toMatch(/"https:\/\/bad\.example\/path" is not an origin/)
-    expect(found.join("\n")).toMatch(/REDIS_URL must be/)
-    expect(found.join("\n")).toMatch(/CONVOKE_RATE_LIMIT_REQUESTS must be/)
-    expect(found.join("\n")).toMatch(/CONVOKE_MAX_HEADER_BYTES must be/)
+    expect(found.join("\n")).toMatch(/CONVOKE_JWT_SECRET \(--jwt-secret\) is too short/)
+    expect(found.join("\n")).toMatch(/CONVOKE_JWKS_URL \(--jwks-url\) must be/)
+    expect(found.join("\n")).toMatch(
+      /CONVOKE_CORS_ORIGINS \(--cors-origins\) .*"https:\/\/bad\.example\/path" is not an origin/
+    )
+    expect(found.join("\n")).toMatch(/REDIS_URL \(--redis-url\) must be/)
+    expect(found.join("\n")).toMatch(/CONVOKE_RATE_LIMIT_REQUESTS \(--rate-limit-requests\) must be/)
+    expect(found.join("\n")).toMatch(/CONVOKE_MAX_HEADER_BYTES \(--max-header-bytes\) must be/)
   })
 
   it("refuse anonymous access off loopback before listening, and leave loopback anonymous", async () => {

@@ -4,7 +4,8 @@
  */
 import { Redacted } from "effect"
 import { describe, expect, it } from "vitest"
-import { help, load, SettingsError } from "../src/Settings.ts"
+import { help } from "../src/CommandLine.ts"
+import { load, SettingsError } from "../src/Settings.ts"
 
 const KEY = "sk-ant-settings-0123456789abcdef"
 

@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration } from "effect"
+import { Config, Context, Duration, Layer, Schema } from "effect"
 
 /** The settings. */
 export interface Settings {
@@ -51,3 +51,67 @@ export const ChatConfig = Context.Reference<Settings>("@convoke/core/ChatConfig"
 
 /** Builds settings from a partial object over the defaults. */
 export const make = (overrides: Partial<Settings> = {}): Settings => ({ ...defaults, ...overrides })
+
+/**
+ * A whole number from `min` to `max` read from the variable `name`. Anything
+ * else fails with the variable and the range expected, e.g. `must be a whole
+ * number from 1 to 3600, got "soon"` at `CONVOKE_HEARTBEAT_SECONDS`.
+ */
+export const wholeNumber = (
+  name: string,
+  range: { readonly min: number; readonly max: number }
+): Config.Config<number> =>
+  Config.schema(
+    Schema.String.check(
+      Schema.makeFilter((raw: string) => {
+        const value = Number(raw)
+        return (
+          (/^\d+$/.test(raw.trim()) && value >= range.min && value <= range.max) ||
+          `must be a whole number from ${range.min} to ${range.max}, got "${raw}"`
+        )
+      })
+    ),
+    name
+  ).pipe(Config.map(Number))
+
+/**
+ * Where `layerConfig` reads each setting: the variables the reference server
+ * documents, validated as it validates them. A variable that is absent (or
+ * empty) keeps the default; the settings without a variable always do.
+ */
+export const config: { readonly [K in keyof Settings]: Config.Config<Settings[K]> } = {
+  publicModel: Config.schema(
+    Schema.String.check(Schema.makeFilter((raw: string) => raw.trim() !== "" || "must not be empty")),
+    "CONVOKE_PUBLIC_MODEL"
+  ).pipe(Config.withDefault(defaults.publicModel)),
+  maxBodyBytes: wholeNumber("CONVOKE_MAX_BODY_BYTES", { min: 256, max: 16 * 1024 * 1024 }).pipe(
+    Config.withDefault(defaults.maxBodyBytes)
+  ),
+  heartbeatInterval: wholeNumber("CONVOKE_HEARTBEAT_SECONDS", { min: 1, max: 3600 }).pipe(
+    Config.map(Duration.seconds),
+    Config.withDefault(defaults.heartbeatInterval)
+  ),
+  persistTimeout: Config.succeed(defaults.persistTimeout),
+  creationBudget: wholeNumber("CONVOKE_CREATION_BUDGET_MS", { min: 1, max: 60_000 }).pipe(
+    Config.map(Duration.millis),
+    Config.withDefault(defaults.creationBudget)
+  ),
+  storeTimeout: Config.succeed(defaults.storeTimeout),
+  outboxFlushTimeout: Config.succeed(defaults.outboxFlushTimeout),
+  maxMessageCharacters: wholeNumber("CONVOKE_MAX_MESSAGE_CHARACTERS", { min: 1, max: 16 * 1024 * 1024 }).pipe(
+    Config.withDefault(defaults.maxMessageCharacters)
+  ),
+  maxJsonDepth: wholeNumber("CONVOKE_MAX_JSON_DEPTH", { min: 1, max: 1000 }).pipe(
+    Config.withDefault(defaults.maxJsonDepth)
+  )
+}
+
+/**
+ * The chat settings read from configuration — by default the variables of
+ * `config` (`CONVOKE_PUBLIC_MODEL`, `CONVOKE_MAX_BODY_BYTES`, …) from the
+ * current `ConfigProvider`. Replace any of them by passing your own:
+ * `ChatConfig.layerConfig({ ...ChatConfig.config, publicModel: Config.succeed("my-chat") })`.
+ */
+export const layerConfig = (
+  options: Config.Wrap<Settings> = config
+): Layer.Layer<never, Config.ConfigError> => Layer.effect(ChatConfig, Config.unwrap(options))

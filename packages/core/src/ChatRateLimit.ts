@@ -15,8 +15,9 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Fiber, Layer, Schedule } from "effect"
+import { Config, Context, Duration, Effect, Fiber, Layer, Schedule } from "effect"
 import { RateLimiter, Redis } from "effect/persistence"
+import { wholeNumber } from "./ChatConfig.ts"
 import { RateLimited } from "./ChatError.ts"
 import type { Principal } from "./Identity.ts"
 
@@ -315,3 +316,55 @@ export const layerRedis = (options: Options & { readonly prefix?: string | undef
     })
   )
 }
+
+/** The options as configuration gives them: every limit, and the key prefix of `layerRedis`. */
+export interface Settings extends Options {
+  readonly user: Budget
+  readonly address: Budget
+  readonly concurrent: number
+  /** Key prefix of the counters in Redis (default `convoke:ratelimit:`); unused in memory. */
+  readonly prefix: string
+}
+
+// One window for both budgets, as the reference server has always had.
+const window = wholeNumber("CONVOKE_RATE_LIMIT_WINDOW_SECONDS", { min: 1, max: 86_400 }).pipe(
+  Config.map(Duration.seconds),
+  Config.withDefault(defaults.user.window)
+)
+
+/**
+ * Where `layerMemoryConfig` and `layerRedisConfig` read the options: the
+ * variables of the reference server (`CONVOKE_RATE_LIMIT_REQUESTS`,
+ * `CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS`, `CONVOKE_RATE_LIMIT_WINDOW_SECONDS`,
+ * `CONVOKE_RATE_LIMIT_CONCURRENT`, `CONVOKE_REDIS_PREFIX`); `0` turns a limit off.
+ */
+export const config = {
+  user: {
+    limit: wholeNumber("CONVOKE_RATE_LIMIT_REQUESTS", { min: 0, max: 1_000_000 }).pipe(
+      Config.withDefault(defaults.user.limit)
+    ),
+    window
+  },
+  address: {
+    limit: wholeNumber("CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS", { min: 0, max: 1_000_000 }).pipe(
+      Config.withDefault(defaults.address.limit)
+    ),
+    window
+  },
+  concurrent: wholeNumber("CONVOKE_RATE_LIMIT_CONCURRENT", { min: 0, max: 10_000 }).pipe(
+    Config.withDefault(defaults.concurrent)
+  ),
+  prefix: Config.String("CONVOKE_REDIS_PREFIX").pipe(Config.withDefault("convoke:ratelimit:"))
+} satisfies Config.Wrap<Settings>
+
+/** `layerMemory` with its options read from configuration (`config` unless given). */
+export const layerMemoryConfig = (options: Config.Wrap<Options> = config) =>
+  Layer.unwrap(Effect.map(Config.unwrap(options), layerMemory))
+
+/**
+ * `layerRedis` with its options read from configuration (`config`, prefix
+ * included, unless given). Provide the `Redis` service as for `layerRedis`.
+ */
+export const layerRedisConfig = (
+  options: Config.Wrap<Options & { readonly prefix?: string | undefined }> = config
+) => Layer.unwrap(Effect.map(Config.unwrap(options), layerRedis))

@@ -15,7 +15,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import { Config, Context, Effect, Layer, Schema } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 
 /** CORS settings. */
@@ -124,3 +124,54 @@ export const middleware =
       return Effect.map(app, finish)
     })
   }
+
+// `https://app.example.com` is an origin; a path, a trailing slash or a bare host is not.
+const isOrigin = (text: string): boolean => {
+  try {
+    return new URL(text).origin === text
+  } catch {
+    return false
+  }
+}
+
+const listed = (raw: string): ReadonlyArray<string> =>
+  raw
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter((origin) => origin !== "")
+
+/**
+ * Where `layerConfig` reads the settings: CORS from `CONVOKE_CORS_ORIGINS`
+ * (comma-separated origins, or `*` for any; absent or blank keeps CORS off),
+ * security headers always on.
+ */
+export const config: { readonly [K in keyof Settings]-?: Config.Config<Settings[K]> } = {
+  cors: Config.schema(
+    Schema.String.check(
+      Schema.makeFilter((raw: string) => {
+        if (raw.trim() === "*") return true
+        const invalid = listed(raw).filter((origin) => !isOrigin(origin))
+        return invalid.map(
+          (origin) => `must list origins like https://app.example.com (or be *): "${origin}" is not an origin`
+        )
+      })
+    ),
+    "CONVOKE_CORS_ORIGINS"
+  ).pipe(
+    Config.map((raw): Cors | undefined => {
+      if (raw.trim() === "") return undefined
+      return { allowedOrigins: raw.trim() === "*" ? "*" : listed(raw) }
+    }),
+    Config.withDefault(undefined)
+  ),
+  securityHeaders: Config.succeed(true)
+}
+
+/**
+ * The settings read from configuration — by default `config`
+ * (`CONVOKE_CORS_ORIGINS`) from the current `ConfigProvider`, as the
+ * reference server reads them.
+ */
+export const layerConfig = (
+  options: Config.Wrap<Settings> = config
+): Layer.Layer<never, Config.ConfigError> => Layer.effect(HttpSecurity, Config.unwrap(options))

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Config, ConfigProvider, Duration, Effect, Layer } from "effect"
 import { Redis } from "effect/persistence"
 import { ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
@@ -20,7 +20,7 @@ const withApp = async <A>(
     readonly limits: ChatRateLimit.Options
     readonly delay?: number
     readonly store?: TestStore.TestStore
-    readonly rateLimit?: ReturnType<typeof ChatRateLimit.layerMemory>
+    readonly rateLimit?: ReturnType<typeof ChatRateLimit.layerMemoryConfig>
   },
   body: (app: ChatHttp.App, store: TestStore.TestStore) => Promise<A>
 ): Promise<A> => {
@@ -161,4 +161,70 @@ describe("ChatRateLimit", () => {
       }
     )
   })
+})
+
+describe("ChatRateLimit.config", () => {
+  const provider = (env: Record<string, string>) => ConfigProvider.fromEnv({ env })
+  const read = (env: Record<string, string>) =>
+    Effect.runPromise(Config.unwrap(ChatRateLimit.config).parse(provider(env)))
+
+  it("has the defaults of the options, and reads the reference server's variables", async () => {
+    assert.deepStrictEqual(await read({}), {
+      user: { limit: 120, window: Duration.seconds(60) },
+      address: { limit: 60, window: Duration.seconds(60) },
+      concurrent: 8,
+      prefix: "convoke:ratelimit:"
+    })
+    assert.deepStrictEqual(
+      await read({
+        CONVOKE_RATE_LIMIT_REQUESTS: "10",
+        CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+        CONVOKE_RATE_LIMIT_WINDOW_SECONDS: "30",
+        CONVOKE_RATE_LIMIT_CONCURRENT: "2",
+        CONVOKE_REDIS_PREFIX: "chat:"
+      }),
+      {
+        user: { limit: 10, window: Duration.seconds(30) },
+        address: { limit: 0, window: Duration.seconds(30) },
+        concurrent: 2,
+        prefix: "chat:"
+      }
+    )
+  })
+
+  it("fails naming the variable and the range expected", async () => {
+    const error = await read({ CONVOKE_RATE_LIMIT_CONCURRENT: "-1" }).then(
+      () => assert.fail("expected a ConfigError"),
+      (caught: Config.ConfigError) => caught
+    )
+    assert.include(error.message, "CONVOKE_RATE_LIMIT_CONCURRENT")
+    assert.include(error.message, 'must be a whole number from 0 to 10000, got "-1"')
+  })
+
+  it("limits an application built with layerMemoryConfig", () =>
+    withApp(
+      {
+        limits: off,
+        rateLimit: ChatRateLimit.layerMemoryConfig().pipe(
+          Layer.provide(
+            ConfigProvider.layer(
+              provider({
+                CONVOKE_RATE_LIMIT_REQUESTS: "2",
+                CONVOKE_RATE_LIMIT_WINDOW_SECONDS: "30",
+                CONVOKE_RATE_LIMIT_CONCURRENT: "0"
+              })
+            )
+          )
+        )
+      },
+      async (app) => {
+        for (let index = 0; index < 2; index++) {
+          const response = await post(app, { message: `hi ${index}` }, alice)
+          assert.strictEqual(response.status, 200)
+          assert.strictEqual(response.headers.get("ratelimit-policy"), "2;w=30")
+          await response.text()
+        }
+        assert.strictEqual((await post(app, { message: "one more" }, alice)).status, 429)
+      }
+    ))
 })

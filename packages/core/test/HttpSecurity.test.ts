@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Layer } from "effect"
+import { Config, ConfigProvider, Effect, Layer } from "effect"
 import { ChatHttp, EchoLanguageModel, HttpSecurity, Identity } from "../src/index.ts"
 import * as TestStore from "./fixtures/TestStore.ts"
 
@@ -90,4 +90,65 @@ describe("HttpSecurity", () => {
       assert.isNull(other.headers.get("access-control-allow-origin"))
       await other.text()
     }))
+})
+
+describe("HttpSecurity.config", () => {
+  const read = (env: Record<string, string>) =>
+    Effect.runPromise(Config.unwrap(HttpSecurity.config).parse(ConfigProvider.fromEnv({ env })))
+
+  it("keeps CORS off unless CONVOKE_CORS_ORIGINS lists origins, or * for any", async () => {
+    assert.deepStrictEqual(await read({}), { cors: undefined, securityHeaders: true })
+    assert.deepStrictEqual(await read({ CONVOKE_CORS_ORIGINS: " " }), {
+      cors: undefined,
+      securityHeaders: true
+    })
+    assert.deepStrictEqual((await read({ CONVOKE_CORS_ORIGINS: "*" })).cors, { allowedOrigins: "*" })
+    assert.deepStrictEqual(
+      (await read({ CONVOKE_CORS_ORIGINS: "https://a.example, https://b.example:8443," })).cors,
+      { allowedOrigins: ["https://a.example", "https://b.example:8443"] }
+    )
+  })
+
+  it("names every value that is not an origin", async () => {
+    const error = await read({
+      CONVOKE_CORS_ORIGINS: "https://ok.example,https://bad.example/path,app.example"
+    }).then(
+      () => assert.fail("expected a ConfigError"),
+      (caught: Config.ConfigError) => caught
+    )
+    assert.include(error.message, "CONVOKE_CORS_ORIGINS")
+    assert.include(error.message, '"https://bad.example/path" is not an origin')
+    assert.include(error.message, '"app.example" is not an origin')
+    assert.notInclude(error.message, '"https://ok.example"')
+  })
+
+  it("gives an application built with layerConfig its CORS", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        TestStore.make().layer,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous(),
+        HttpSecurity.layerConfig().pipe(
+          Layer.provide(
+            ConfigProvider.layer(
+              ConfigProvider.fromEnv({ env: { CONVOKE_CORS_ORIGINS: "https://app.example" } })
+            )
+          )
+        )
+      )
+    )
+    try {
+      const preflight = (origin: string) =>
+        app.handler(
+          new Request(CHAT_URL, {
+            method: "OPTIONS",
+            headers: { origin, "access-control-request-method": "POST" }
+          })
+        )
+      assert.strictEqual((await preflight("https://app.example")).status, 204)
+      assert.strictEqual((await preflight("https://evil.example")).status, 403)
+    } finally {
+      await app.dispose()
+    }
+  })
 })

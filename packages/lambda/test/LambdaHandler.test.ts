@@ -297,6 +297,7 @@ describe("the SAM example", () => {
     const store = await StoreProbe.postgres()
     process.env.DATABASE_URL = store.url
     process.env.CONVOKE_API_KEYS = "example-key-0123456789:alice"
+    process.env.CONVOKE_MAX_BODY_BYTES = "300"
     const { handler } = await import("../examples/sam/streaming.ts")
     const served = await LambdaHarness.serve(handler)
     try {
@@ -305,6 +306,13 @@ describe("the SAM example", () => {
         body: "{}"
       })
       expect(unauthenticated.status).toBe(401)
+      // The core's variables reach the example: a body past CONVOKE_MAX_BODY_BYTES is a 413.
+      const large = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
+        method: "POST",
+        headers: { "x-api-key": "example-key-0123456789" },
+        body: JSON.stringify({ message: "x".repeat(400) })
+      })
+      expect(large.status).toBe(413)
       const response = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
         method: "POST",
         headers: { "x-api-key": "example-key-0123456789" },
@@ -323,6 +331,7 @@ describe("the SAM example", () => {
       await store.drop()
       delete process.env.DATABASE_URL
       delete process.env.CONVOKE_API_KEYS
+      delete process.env.CONVOKE_MAX_BODY_BYTES
     }
   })
 })

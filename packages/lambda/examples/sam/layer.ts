@@ -1,24 +1,45 @@
 /**
- * The services both example functions serve: PostgreSQL from `DATABASE_URL`,
- * API keys from `CONVOKE_API_KEYS` (`key:user-id` pairs, comma-separated),
- * and the echo model (swap in a provider's layer for a real model).
+ * The services both example functions serve, read from the environment as
+ * the reference server reads it: PostgreSQL from `DATABASE_URL`, API keys
+ * from `CONVOKE_API_KEYS` (`key:user-id` pairs, comma-separated), the chat
+ * and CORS settings from the core's variables (`CONVOKE_MAX_BODY_BYTES`,
+ * `CONVOKE_CORS_ORIGINS`, … as in the README's configuration table), and the
+ * echo model (swap in a provider's layer for a real model). An invalid or
+ * missing variable fails the build of the app with a message naming it.
  */
-import { EchoLanguageModel, Identity } from "@convoke/core"
+import { ChatConfig, EchoLanguageModel, HttpSecurity, Identity } from "@convoke/core"
 import type { LambdaHandler } from "@convoke/lambda"
 import { PgConversationStore } from "@convoke/store-pg"
-import { Layer } from "effect"
+import { Config, Effect, Layer, Schema } from "effect"
 
-const keys = (process.env.CONVOKE_API_KEYS ?? "")
-  .split(",")
-  .filter((pair) => pair.includes(":"))
-  .map((pair) => {
-    const separator = pair.lastIndexOf(":")
-    return { key: pair.slice(0, separator).trim(), userId: pair.slice(separator + 1).trim() }
-  })
+// `key:user-id`: the user id follows the last colon, so a key may hold colons.
+const pairs = (raw: string) =>
+  raw
+    .split(",")
+    .filter((pair) => pair.trim() !== "")
+    .map((pair) => /^(.+):([^:]+)$/.exec(pair.trim()))
+    .map((match) => ({ key: match?.[1]?.trim() ?? "", userId: match?.[2]?.trim() ?? "" }))
+
+const apiKeys = Config.schema(
+  Schema.String.check(
+    Schema.makeFilter(
+      (raw: string) =>
+        pairs(raw).every(({ key, userId }) => key.length >= 16 && userId !== "") ||
+        "must be key:user-id pairs, comma-separated, with keys of at least 16 characters"
+    )
+  ),
+  "CONVOKE_API_KEYS"
+).pipe(Config.map(pairs))
 
 export const layer: LambdaHandler.Source = Layer.mergeAll(
   // One connection per container: a container serves one invocation at a time.
-  PgConversationStore.layerUrl(process.env.DATABASE_URL ?? "", { maxConnections: 1 }),
+  Layer.unwrap(
+    Effect.map(Config.Redacted("DATABASE_URL"), (url) =>
+      PgConversationStore.layerUrl(url, { maxConnections: 1 })
+    )
+  ),
   EchoLanguageModel.layer(),
-  Identity.layerApiKeys(keys)
+  Layer.unwrap(Effect.map(apiKeys, Identity.layerApiKeys)),
+  ChatConfig.layerConfig(),
+  HttpSecurity.layerConfig()
 )

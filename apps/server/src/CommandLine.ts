@@ -1,0 +1,381 @@
+/**
+ * The reference server's command line: every setting's flag, the variable it
+ * stands for, and its help. Flags are read into a `ConfigProvider` placed in
+ * front of the environment, so a flag wins over its variable and the settings
+ * are read the same way from either.
+ */
+import { relative } from "node:path"
+import { parseArgs } from "node:util"
+import { AnthropicModels } from "@convoke/anthropic"
+import { ConfigProvider } from "effect"
+import type { Problem } from "./ConfigProblems.ts"
+import { WEB_DEMO_DIR } from "./StaticFiles.ts"
+
+/** One setting on the command line: its flag, its environment variable, its default and meaning. */
+export interface Option {
+  readonly flag: string
+  readonly env: string
+  readonly type: "string" | "boolean"
+  readonly description: string
+  /** The default as the help shows it; the setting's `Config` applies it (a test keeps the two equal). */
+  readonly fallback?: string
+  /** Read from the environment only (secrets stay out of the process list). */
+  readonly envOnly?: boolean
+}
+
+/** Every setting, in the order the help text lists them. */
+export const OPTIONS: ReadonlyArray<Option> = [
+  { flag: "host", env: "HOST", type: "string", fallback: "127.0.0.1", description: "Address to bind" },
+  {
+    flag: "port",
+    env: "PORT",
+    type: "string",
+    fallback: "3000",
+    description: "Port to listen on (0 picks a free one)"
+  },
+  {
+    flag: "database-url",
+    env: "DATABASE_URL",
+    type: "string",
+    description: "PostgreSQL URL; without it an embedded PGlite database is used"
+  },
+  {
+    flag: "data-dir",
+    env: "CONVOKE_DATA_DIR",
+    type: "string",
+    fallback: "./.convoke/data",
+    description: "Directory of the embedded database"
+  },
+  {
+    flag: "api-keys",
+    env: "CONVOKE_API_KEYS",
+    type: "string",
+    description: "Comma-separated key:user-id pairs; requests must send one (Bearer or X-API-Key)"
+  },
+  {
+    flag: "insecure-allow-anonymous",
+    env: "CONVOKE_INSECURE_ALLOW_ANONYMOUS",
+    type: "boolean",
+    description: "Allow anonymous access on a non-loopback address (unsafe)"
+  },
+  {
+    flag: "jwt-secret",
+    env: "CONVOKE_JWT_SECRET",
+    type: "string",
+    description: "Accept HS256 JWTs signed with this secret (at least 32 bytes)"
+  },
+  {
+    flag: "jwks-url",
+    env: "CONVOKE_JWKS_URL",
+    type: "string",
+    description: "Accept RS/PS/ES/EdDSA JWTs signed by a key of this JWKS URL"
+  },
+  { flag: "jwt-issuer", env: "CONVOKE_JWT_ISSUER", type: "string", description: "Required JWT iss claim" },
+  {
+    flag: "jwt-audience",
+    env: "CONVOKE_JWT_AUDIENCE",
+    type: "string",
+    description: "Required JWT aud claim"
+  },
+  {
+    flag: "jwt-user-claim",
+    env: "CONVOKE_JWT_USER_CLAIM",
+    type: "string",
+    fallback: "sub",
+    description: "JWT claim holding the user id"
+  },
+  {
+    flag: "jwks-cooldown-seconds",
+    env: "CONVOKE_JWKS_COOLDOWN_SECONDS",
+    type: "string",
+    fallback: "30",
+    description: "Least time between JWKS refetches caused by tokens with unknown key ids"
+  },
+  {
+    flag: "cors-origins",
+    env: "CONVOKE_CORS_ORIGINS",
+    type: "string",
+    description: "Comma-separated origins allowed to call from browsers, or * for any"
+  },
+  {
+    flag: "redis-url",
+    env: "REDIS_URL",
+    type: "string",
+    description: "Redis URL; rate limits are then shared by every instance using it"
+  },
+  {
+    flag: "redis-prefix",
+    env: "CONVOKE_REDIS_PREFIX",
+    type: "string",
+    fallback: "convoke:ratelimit:",
+    description: "Key prefix of the rate-limit counters in Redis"
+  },
+  {
+    flag: "rate-limit-requests",
+    env: "CONVOKE_RATE_LIMIT_REQUESTS",
+    type: "string",
+    fallback: "120",
+    description: "Chat requests per window per user (0: no limit)"
+  },
+  {
+    flag: "rate-limit-address-requests",
+    env: "CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS",
+    type: "string",
+    fallback: "60",
+    description: "Chat requests per window per client address without an identity (0: no limit)"
+  },
+  {
+    flag: "rate-limit-window-seconds",
+    env: "CONVOKE_RATE_LIMIT_WINDOW_SECONDS",
+    type: "string",
+    fallback: "60",
+    description: "Rate-limit window"
+  },
+  {
+    flag: "rate-limit-concurrent",
+    env: "CONVOKE_RATE_LIMIT_CONCURRENT",
+    type: "string",
+    fallback: "8",
+    description: "Chat requests in flight per user (0: no limit)"
+  },
+  {
+    flag: "max-message-characters",
+    env: "CONVOKE_MAX_MESSAGE_CHARACTERS",
+    type: "string",
+    fallback: "32768",
+    description: "Longest accepted message, in characters"
+  },
+  {
+    flag: "max-json-depth",
+    env: "CONVOKE_MAX_JSON_DEPTH",
+    type: "string",
+    fallback: "16",
+    description: "Deepest accepted JSON nesting of a request body"
+  },
+  {
+    flag: "max-header-bytes",
+    env: "CONVOKE_MAX_HEADER_BYTES",
+    type: "string",
+    fallback: "16384",
+    description: "Largest accepted request line and headers (431 past it)"
+  },
+  {
+    flag: "public-model",
+    env: "CONVOKE_PUBLIC_MODEL",
+    type: "string",
+    fallback: "unified-chat",
+    description: "Model name reported in the metadata event"
+  },
+  {
+    flag: "max-body-bytes",
+    env: "CONVOKE_MAX_BODY_BYTES",
+    type: "string",
+    fallback: "32768",
+    description: "Largest accepted request body"
+  },
+  {
+    flag: "heartbeat-seconds",
+    env: "CONVOKE_HEARTBEAT_SECONDS",
+    type: "string",
+    fallback: "15",
+    description: "Interval of ': ping' comments while the model is silent"
+  },
+  {
+    flag: "echo-delay-ms",
+    env: "CONVOKE_ECHO_DELAY_MS",
+    type: "string",
+    fallback: "20",
+    description: "Pause between words of the echo model"
+  },
+  {
+    flag: "shutdown-grace-ms",
+    env: "CONVOKE_SHUTDOWN_GRACE_MS",
+    type: "string",
+    fallback: "5000",
+    description: "Time open streams get to close after SIGTERM/SIGINT"
+  },
+  {
+    flag: "creation-budget-ms",
+    env: "CONVOKE_CREATION_BUDGET_MS",
+    type: "string",
+    fallback: "50",
+    description: "Wait for the database before a stream starts on a temporary id"
+  },
+  {
+    flag: "outbox-capacity",
+    env: "CONVOKE_OUTBOX_CAPACITY",
+    type: "string",
+    fallback: "10000",
+    description: "Writes kept in memory while the database is unavailable"
+  },
+  {
+    flag: "cleanup-interval-minutes",
+    env: "CONVOKE_CLEANUP_INTERVAL_MINUTES",
+    type: "string",
+    fallback: "10",
+    description: "Minutes between cleanups of abandoned conversations (0: off)"
+  },
+  {
+    flag: "abandoned-after-hours",
+    env: "CONVOKE_ABANDONED_AFTER_HOURS",
+    type: "string",
+    fallback: "24",
+    description: "Age at which a never-answered conversation is deleted"
+  },
+  {
+    flag: "anthropic-api-key",
+    env: "ANTHROPIC_API_KEY",
+    type: "string",
+    envOnly: true,
+    description: "Anthropic API key; when set, replies come from Claude instead of the echo model"
+  },
+  {
+    flag: "anthropic-base-url",
+    env: "ANTHROPIC_BASE_URL",
+    type: "string",
+    description: "Anthropic API base URL, for gateways (default https://api.anthropic.com)"
+  },
+  {
+    flag: "anthropic-model",
+    env: "ANTHROPIC_MODEL",
+    type: "string",
+    description: `Claude model for requests that name none (default ${AnthropicModels.defaultModel})`
+  },
+  {
+    flag: "anthropic-models",
+    env: "CONVOKE_ANTHROPIC_MODELS",
+    type: "string",
+    description: "Extra accepted request models, as alias=claude-model pairs, comma-separated"
+  },
+  {
+    flag: "anthropic-max-tokens",
+    env: "ANTHROPIC_MAX_TOKENS",
+    type: "string",
+    fallback: "4096",
+    description: "max_tokens of each Claude reply"
+  },
+  {
+    flag: "system-prompt",
+    env: "ANTHROPIC_SYSTEM_PROMPT",
+    type: "string",
+    description: "System prompt sent to Claude with every request"
+  },
+  {
+    flag: "model-idle-timeout-ms",
+    env: "CONVOKE_MODEL_IDLE_TIMEOUT_MS",
+    type: "string",
+    fallback: "60000",
+    description: "Silence from Claude (not even a ping) that ends a reply with a timeout_error"
+  },
+  {
+    flag: "model-max-retries",
+    env: "CONVOKE_MODEL_MAX_RETRIES",
+    type: "string",
+    fallback: "2",
+    description: "Retries of an overloaded, rate-limited or failed Claude request before its first word"
+  },
+  {
+    flag: "model-retry-delay-ms",
+    env: "CONVOKE_MODEL_RETRY_DELAY_MS",
+    type: "string",
+    fallback: "500",
+    description: "First retry delay, doubled each time (a longer retry-after is honoured)"
+  },
+  {
+    flag: "history-max-messages",
+    env: "CONVOKE_HISTORY_MAX_MESSAGES",
+    type: "string",
+    fallback: "100",
+    description: "Most turns of history sent to Claude (oldest dropped first)"
+  },
+  {
+    flag: "history-max-characters",
+    env: "CONVOKE_HISTORY_MAX_CHARACTERS",
+    type: "string",
+    fallback: "400000",
+    description: "Most characters of history sent to Claude (oldest dropped first)"
+  },
+  {
+    flag: "metrics",
+    env: "CONVOKE_METRICS",
+    type: "string",
+    fallback: "on",
+    description: "Prometheus /metrics: on (chat port), off, or [host:]port to serve it alone there"
+  },
+  {
+    flag: "log-format",
+    env: "CONVOKE_LOG_FORMAT",
+    type: "string",
+    fallback: "pretty",
+    description: "Request and turn logs: pretty, json (one object per line) or off"
+  },
+  {
+    flag: "otlp-url",
+    env: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    type: "string",
+    description: "Export traces over OTLP/HTTP to this endpoint (<url>/v1/traces); off when unset"
+  },
+  {
+    flag: "web-dir",
+    env: "CONVOKE_WEB_DIR",
+    type: "string",
+    description: `Static files served at / ("off" serves none; default: the demo page, ${relative(process.cwd(), WEB_DEMO_DIR) || "."})`
+  }
+]
+
+/**
+ * The settings given on the command line, in front of the environment: a
+ * flag wins over its variable. Throws (a `TypeError` of `parseArgs`) on an
+ * unknown flag or a missing flag value.
+ */
+export const provider = (
+  argv: ReadonlyArray<string>,
+  env: Readonly<Record<string, string | undefined>>
+): ConfigProvider.ConfigProvider => {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: Object.fromEntries(
+      OPTIONS.filter((option) => option.envOnly !== true).map((option) => [
+        option.flag,
+        { type: option.type }
+      ])
+    ),
+    strict: true,
+    allowPositionals: false
+  })
+  const fromFlags: Record<string, string> = {}
+  for (const option of OPTIONS) {
+    const value = values[option.flag]
+    if (typeof value === "string") fromFlags[option.env] = value
+    else if (value === true) fromFlags[option.env] = "true"
+  }
+  return ConfigProvider.orElse(
+    ConfigProvider.fromEnvRecord(fromFlags),
+    ConfigProvider.fromEnvRecord({ ...env })
+  )
+}
+
+/**
+ * A problem in words: the variable, its flag, and what is wrong, e.g.
+ * `PORT (--port) must be a whole number from 0 to 65535, got "70000"`.
+ */
+export const describeProblem = (problem: Problem): string => {
+  if (problem.variable === undefined) return problem.message
+  const option = OPTIONS.find((candidate) => candidate.env === problem.variable)
+  const flag = option === undefined || option.envOnly === true ? "" : ` (--${option.flag})`
+  return `${problem.variable}${flag} ${problem.message}`
+}
+
+/** The help text of the CLI, one line per option. */
+export const help = (): string =>
+  [
+    "Usage: convoke [options]",
+    "",
+    "Starts the Convoke reference server. Every option can also be set by environment variable.",
+    "",
+    ...OPTIONS.map(
+      (option) =>
+        `  ${option.envOnly === true ? "(environment only)".padEnd(28) : `--${option.flag.padEnd(26)}`} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}`
+    ),
+    "  --help                     Show this help"
+  ].join("\n")
