@@ -1,0 +1,123 @@
+/**
+ * What every part of the conformance suite shares: its users, the binding
+ * under test, the recording model, and requests made the way clients make
+ * them.
+ *
+ * @since 0.1.0
+ */
+import { ChatHttp, type Identity, type LanguageModel } from "@convoke/core"
+import type { Layer } from "effect"
+import type * as ConformanceModel from "./ConformanceModel.ts"
+import * as Sse from "./Sse.ts"
+import type { StoreProbe } from "./StoreProbe.ts"
+
+/** The API keys of the suite's users. */
+export const KEYS = {
+  alice: "alice-key-0123456789abcdef",
+  bob: "bob-key-0123456789abcdef00"
+} as const
+
+/** One of the suite's users. */
+export type User = keyof typeof KEYS
+
+/** What the suite hands a binding's setup. */
+export interface SetupOptions {
+  /**
+   * The suite's model and identity (`alice` and `bob` by API key). The binding
+   * adds a store, builds the app and serves it.
+   */
+  readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
+}
+
+/** A binding under test, served on loopback. */
+export interface Target {
+  /** Base URL; the chat endpoint is `${url}/api/v0.3/chat`, health is `${url}/health`. */
+  readonly url: string
+  /** Reads the binding's store; row assertions are skipped without it. */
+  readonly probe?: StoreProbe | undefined
+  /** Stops the binding and releases its resources. */
+  readonly close: () => Promise<void>
+}
+
+/** The v4 UUID format of conversation ids. */
+export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+/** The first chunk of every stream: the metadata event, alone. */
+export const METADATA_FRAME =
+  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+
+/** A request to the binding. */
+export interface RequestOptions {
+  readonly method?: string | undefined
+  /** Who sends it (`alice` unless said); `null` sends no credentials. */
+  readonly user?: User | null | undefined
+  readonly headers?: Record<string, string> | undefined
+  /** Sent as is when a string, else as JSON. */
+  readonly body?: unknown
+  readonly signal?: AbortSignal | undefined
+}
+
+/** The shared state and helpers the parts of the suite are written with. */
+export interface Suite {
+  /** The binding under test; read it inside tests, once the suite's `beforeAll` has run. */
+  readonly target: Target
+  readonly model: ConformanceModel.ConformanceModel
+  /** The `authorization` header of a user. */
+  readonly as: (user: User) => Record<string, string>
+  /** Sends a request to `path` under the binding's base URL. */
+  readonly request: (path: string, options?: RequestOptions) => Promise<Response>
+  /** Posts a chat request (JSON unless `body` is a string), as `user` (`null`: no credentials). */
+  readonly chat: (
+    body: unknown,
+    init?: { readonly headers?: Record<string, string>; readonly signal?: AbortSignal },
+    user?: User | null
+  ) => Promise<Response>
+  /** Streams a chat turn to the end and returns its parsed events. */
+  readonly streamed: (body: Record<string, unknown>, user?: User) => Promise<Array<Record<string, any>>>
+  /** A fresh token for the model's commands (`gated <token>`, …). */
+  readonly token: () => string
+}
+
+/** The suite's helpers around the binding that `target` returns once it is up. */
+export const make = (options: {
+  readonly target: () => Target
+  readonly model: ConformanceModel.ConformanceModel
+}): Suite => {
+  const as = (user: User) => ({ authorization: `Bearer ${KEYS[user]}` })
+  const request = (path: string, init: RequestOptions = {}) => {
+    const user = init.user === undefined ? "alice" : init.user
+    return fetch(`${options.target().url}${path}`, {
+      method: init.method ?? "GET",
+      headers: {
+        ...(init.body === undefined || typeof init.body === "string"
+          ? {}
+          : { "content-type": "application/json" }),
+        ...(user === null ? {} : as(user)),
+        ...init.headers
+      },
+      ...(init.body === undefined
+        ? {}
+        : { body: typeof init.body === "string" ? init.body : JSON.stringify(init.body) }),
+      ...(init.signal === undefined ? {} : { signal: init.signal })
+    })
+  }
+  const chat: Suite["chat"] = (body, init = {}, user = "alice") =>
+    fetch(`${options.target().url}${ChatHttp.CHAT_PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(user ? as(user) : {}), ...init.headers },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      ...(init.signal === undefined ? {} : { signal: init.signal })
+    })
+  return {
+    get target() {
+      return options.target()
+    },
+    model: options.model,
+    as,
+    request,
+    chat,
+    streamed: async (body, user = "alice") =>
+      Sse.events(await Sse.readAll(await chat({ ...body, stream: true }, {}, user))),
+    token: () => crypto.randomUUID().slice(0, 8)
+  }
+}
