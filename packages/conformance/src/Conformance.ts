@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe } from "vitest"
 import * as ChatContract from "./ChatContract.ts"
 import * as ConformanceModel from "./ConformanceModel.ts"
 import * as Suite from "./Suite.ts"
+import * as TurnObserver from "./TurnObserver.ts"
 
 export { KEYS, type SetupOptions, type Target, UUID_V4 } from "./Suite.ts"
 
@@ -34,14 +35,21 @@ export const describeConformance = (
 ) =>
   describe(`${name}: v0.3 wire contract`, () => {
     const model = ConformanceModel.make()
+    const turns = TurnObserver.make()
     let target: Suite.Target | undefined
     beforeAll(async () => {
       target = await setup({
         layer: Layer.mergeAll(
           // The contract is checked on a healthy store: a generous creation
-          // budget keeps a slow machine from turning ids temporary.
-          Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ creationBudget: Duration.seconds(10) })),
+          // budget keeps a slow machine from turning ids temporary, and a
+          // generous persist timeout keeps replies out of the outbox, so a
+          // turn's reported end means its reply is stored.
+          Layer.succeed(
+            ChatConfig.ChatConfig,
+            ChatConfig.make({ creationBudget: Duration.seconds(10), persistTimeout: Duration.seconds(10) })
+          ),
           model.layer,
+          turns.layer,
           Identity.layerApiKeys(Object.entries(Suite.KEYS).map(([userId, key]) => ({ key, userId })))
         )
       })
@@ -55,7 +63,8 @@ export const describeConformance = (
         if (target === undefined) throw new Error("The binding under test did not start")
         return target
       },
-      model
+      model,
+      turns
     })
     ChatContract.define(suite)
   })

@@ -10,6 +10,7 @@ import type { Layer } from "effect"
 import type * as ConformanceModel from "./ConformanceModel.ts"
 import * as Sse from "./Sse.ts"
 import type { StoreProbe } from "./StoreProbe.ts"
+import type * as TurnObserver from "./TurnObserver.ts"
 
 /** The API keys of the suite's users. */
 export const KEYS = {
@@ -62,6 +63,8 @@ export interface Suite {
   /** The binding under test; read it inside tests, once the suite's `beforeAll` has run. */
   readonly target: Target
   readonly model: ConformanceModel.ConformanceModel
+  /** Resolves when a turn has ended and its reply is stored. */
+  readonly turns: TurnObserver.TurnObserver
   /** The `authorization` header of a user. */
   readonly as: (user: User) => Record<string, string>
   /** Sends a request to `path` under the binding's base URL. */
@@ -82,6 +85,7 @@ export interface Suite {
 export const make = (options: {
   readonly target: () => Target
   readonly model: ConformanceModel.ConformanceModel
+  readonly turns: TurnObserver.TurnObserver
 }): Suite => {
   const as = (user: User) => ({ authorization: `Bearer ${KEYS[user]}` })
   const request = (path: string, init: RequestOptions = {}) => {
@@ -113,6 +117,7 @@ export const make = (options: {
       return options.target()
     },
     model: options.model,
+    turns: options.turns,
     as,
     request,
     chat,
