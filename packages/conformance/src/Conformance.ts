@@ -14,7 +14,7 @@
  * ```
  *
  * The tests are grouped by concept in their own modules: the chat endpoint
- * (`ChatContract`).
+ * (`ChatContract`) and the conversation API (`ConversationContract`).
  *
  * @since 0.1.0
  */
@@ -23,6 +23,7 @@ import { Duration, Layer } from "effect"
 import { afterAll, beforeAll, describe } from "vitest"
 import * as ChatContract from "./ChatContract.ts"
 import * as ConformanceModel from "./ConformanceModel.ts"
+import * as ConversationContract from "./ConversationContract.ts"
 import * as Suite from "./Suite.ts"
 import * as TurnObserver from "./TurnObserver.ts"
 
@@ -67,4 +68,5 @@ export const describeConformance = (
       turns
     })
     ChatContract.define(suite)
+    ConversationContract.define(suite)
   })

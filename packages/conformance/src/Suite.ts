@@ -7,6 +7,7 @@
  */
 import { ChatHttp, type Identity, type LanguageModel } from "@convoke/core"
 import type { Layer } from "effect"
+import { expect } from "vitest"
 import type * as ConformanceModel from "./ConformanceModel.ts"
 import * as Sse from "./Sse.ts"
 import type { StoreProbe } from "./StoreProbe.ts"
@@ -15,7 +16,9 @@ import type * as TurnObserver from "./TurnObserver.ts"
 /** The API keys of the suite's users. */
 export const KEYS = {
   alice: "alice-key-0123456789abcdef",
-  bob: "bob-key-0123456789abcdef00"
+  bob: "bob-key-0123456789abcdef00",
+  // Only the listing test acts as Carol, so her pages hold exactly the conversations it created.
+  carol: "carol-key-0123456789abcdef"
 } as const
 
 /** One of the suite's users. */
@@ -24,8 +27,9 @@ export type User = keyof typeof KEYS
 /** What the suite hands a binding's setup. */
 export interface SetupOptions {
   /**
-   * The suite's model and identity (`alice` and `bob` by API key). The binding
-   * adds a store, builds the app and serves it.
+   * The suite's model, identity (`alice`, `bob` and `carol` by API key),
+   * settings and turn observer. The binding adds a store, builds the app and
+   * serves it.
    */
   readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
 }
@@ -46,6 +50,16 @@ export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 /** The first chunk of every stream: the metadata event, alone. */
 export const METADATA_FRAME =
   /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+
+/** The answer to a conversation that is missing, or another user's: the same bytes either way. */
+export const CONVERSATION_NOT_FOUND = '{"error":{"type":"not_found","message":"Conversation not found"}}'
+
+/** Checks that a response is an error with the common body: `{"error":{"type","message"}}`. */
+export const expectError = async (response: Response, status: number, type: string, label?: string) => {
+  expect(response.status, label).toBe(status)
+  expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
+  expect(await response.json(), label).toEqual({ error: { type, message: expect.any(String) } })
+}
 
 /** A request to the binding. */
 export interface RequestOptions {
