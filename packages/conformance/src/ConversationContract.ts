@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from "vitest"
 import * as Sse from "./Sse.ts"
-import { CONVERSATION_NOT_FOUND, expectError, type Suite, type User, UUID_V4 } from "./Suite.ts"
+import { CONVERSATION_NOT_FOUND, expectError, ISO_DATE, type Suite, type User, UUID_V4 } from "./Suite.ts"
 
 // The documented path, not the core's constant: the suite checks the contract clients rely on.
 const CONVERSATIONS = "/api/v0.3/conversations"
@@ -32,8 +32,6 @@ interface Page {
 /** A page of this many pages means the cursor never ended. */
 const MAX_PAGES = 200
 
-const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/
-
 /** Defines the conversation API's tests in a `describe` block of their own. */
 export const define = (suite: Suite) =>
   describe("conversation API", () => {
@@ -43,15 +41,17 @@ export const define = (suite: Suite) =>
     /** Starts a conversation with one complete turn; resolves with its id. */
     const create = async (message: string, user: User = "alice"): Promise<string> => {
       const response = await chat({ message }, {}, user)
-      expect(response.status).toBe(200)
+      expect(response.status, "POST /api/v0.3/chat").toBe(200)
       return (await response.json()).conversation_id
     }
 
-    const show = async (id: string, user: User = "alice") => {
+    /** A user's view of one of their conversations, byte for byte. */
+    const shownText = async (id: string, user: User = "alice") => {
       const response = await suite.request(conversation(id), { user })
-      expect(response.status).toBe(200)
-      return response.json()
+      expect(response.status, `GET ${conversation(id)}`).toBe(200)
+      return response.text()
     }
+    const show = async (id: string, user: User = "alice") => JSON.parse(await shownText(id, user))
 
     /** Reads every page of a user's list, following `next_cursor`. */
     const walk = async (user: User, limit?: number): Promise<Array<Page>> => {
@@ -63,7 +63,7 @@ export const define = (suite: Suite) =>
           ...(cursor === null ? {} : { cursor })
         })
         const response = await suite.request(`${CONVERSATIONS}?${query}`, { user })
-        expect(response.status).toBe(200)
+        expect(response.status, `GET ${CONVERSATIONS}?${query}`).toBe(200)
         expect(response.headers.get("content-type")).toMatch(/^application\/json/)
         const page: Page = await response.json()
         pages.push(page)
@@ -195,7 +195,7 @@ export const define = (suite: Suite) =>
       const before = await show(id)
       const title = `Renamed ${token()}`
       const response = await suite.request(conversation(id), { method: "PATCH", body: { title } })
-      expect(response.status).toBe(200)
+      expect(response.status, `PATCH ${conversation(id)}`).toBe(200)
       expect(response.headers.get("content-type")).toMatch(/^application\/json/)
       const renamed = await response.json()
       expect(renamed).toEqual({
@@ -212,7 +212,7 @@ export const define = (suite: Suite) =>
     it("deletes a conversation: 204, then get answers 404 and the list leaves it out", async () => {
       const id = await create(`to delete ${token()}`)
       const response = await suite.request(conversation(id), { method: "DELETE" })
-      expect(response.status).toBe(204)
+      expect(response.status, `DELETE ${conversation(id)}`).toBe(204)
       expect(await response.text()).toBe("")
       const gone = await suite.request(conversation(id))
       expect(gone.status).toBe(404)
@@ -295,7 +295,7 @@ export const define = (suite: Suite) =>
     it("answers another user's conversation exactly like a missing one, and changes nothing of it", async () => {
       const id = await create(`alice only ${token()}`)
       await chat({ message: "more", conversation_id: id })
-      const before = await (await suite.request(conversation(id))).text()
+      const before = await shownText(id)
       const bobs = await create(`bob's own ${token()}`, "bob")
       const missing = crypto.randomUUID()
       for (const [method, body] of [
@@ -311,7 +311,7 @@ export const define = (suite: Suite) =>
         expect(await theirs.text(), method).toBe(await absent.text())
       }
       // Nothing of Alice's changed: not the title, not a message, not the time of the last update.
-      expect(await (await suite.request(conversation(id))).text()).toBe(before)
+      expect(await shownText(id)).toBe(before)
       const alices = (await listed("alice")).map((item) => item.id)
       expect(alices).toContain(id)
       const bobsList = (await listed("bob")).map((item) => item.id)
@@ -321,7 +321,7 @@ export const define = (suite: Suite) =>
 
     it("answers 401 with the common body on every conversation route without credentials or with a wrong key", async () => {
       const id = await create(`guarded ${token()}`)
-      const before = await (await suite.request(conversation(id))).text()
+      const before = await shownText(id)
       const requests = [
         ["GET", CONVERSATIONS, undefined],
         ["GET", conversation(id), undefined],
@@ -334,6 +334,6 @@ export const define = (suite: Suite) =>
           await expectError(response, 401, "unauthenticated", `${method} ${path} ${JSON.stringify(headers)}`)
         }
       }
-      expect(await (await suite.request(conversation(id))).text()).toBe(before)
+      expect(await shownText(id)).toBe(before)
     })
   })
