@@ -14,20 +14,23 @@
  * ```
  *
  * The tests are grouped by concept in their own modules: the chat endpoint
- * (`ChatContract`) and the conversation API (`ConversationContract`).
+ * (`ChatContract`), the conversation API (`ConversationContract`), and
+ * `/health`, `/metrics` and the edges of the route table
+ * (`OperationsContract`).
  *
  * @since 0.1.0
  */
-import { ChatConfig, Identity } from "@convoke/core"
+import { ChatConfig, ChatMetrics, Identity } from "@convoke/core"
 import { Duration, Layer } from "effect"
 import { afterAll, beforeAll, describe } from "vitest"
 import * as ChatContract from "./ChatContract.ts"
 import * as ConformanceModel from "./ConformanceModel.ts"
 import * as ConversationContract from "./ConversationContract.ts"
+import * as OperationsContract from "./OperationsContract.ts"
 import * as Suite from "./Suite.ts"
 import * as TurnObserver from "./TurnObserver.ts"
 
-export { KEYS, type SetupOptions, type Target, UUID_V4 } from "./Suite.ts"
+export { type ApplicationFallback, KEYS, type SetupOptions, type Target, UUID_V4 } from "./Suite.ts"
 
 /** Runs the wire contract against the binding that `setup` starts. */
 export const describeConformance = (
@@ -51,6 +54,8 @@ export const describeConformance = (
           ),
           model.layer,
           turns.layer,
+          // Served as `GET /metrics` by every binding; counted from this binding's requests only.
+          ChatMetrics.layer(),
           Identity.layerApiKeys(Object.entries(Suite.KEYS).map(([userId, key]) => ({ key, userId })))
         )
       })
@@ -69,4 +74,5 @@ export const describeConformance = (
     })
     ChatContract.define(suite)
     ConversationContract.define(suite)
+    OperationsContract.define(suite)
   })

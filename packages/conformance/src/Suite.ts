@@ -28,10 +28,17 @@ export type User = keyof typeof KEYS
 export interface SetupOptions {
   /**
    * The suite's model, identity (`alice`, `bob` and `carol` by API key),
-   * settings and turn observer. The binding adds a store, builds the app and
-   * serves it.
+   * settings, turn observer and metrics (`ChatMetrics.layer()`, which serves
+   * `GET /metrics`). The binding adds a store, builds the app and serves it;
+   * it must not add metrics of its own (two would claim `/metrics`).
    */
   readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
+}
+
+/** The answer of an application's own fallback handler, byte for byte. */
+export interface ApplicationFallback {
+  readonly status: number
+  readonly body: string
 }
 
 /** A binding under test, served on loopback. */
@@ -40,12 +47,22 @@ export interface Target {
   readonly url: string
   /** Reads the binding's store; row assertions are skipped without it. */
   readonly probe?: StoreProbe | undefined
+  /**
+   * Set by bindings mounted beside an application's own routes (Express,
+   * Fastify): they hand a path Convoke does not serve to the application's
+   * next handler, whose fallback answers exactly this. Absent: the binding
+   * answers such a path itself, `404` with the common error body.
+   */
+  readonly applicationFallback?: ApplicationFallback | undefined
   /** Stops the binding and releases its resources. */
   readonly close: () => Promise<void>
 }
 
 /** The v4 UUID format of conversation ids. */
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+/** The format of every date the API answers with (`created_at`, `updated_at`). */
+export const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/
 
 /** The first chunk of every stream: the metadata event, alone. */
 export const METADATA_FRAME =
@@ -56,9 +73,18 @@ export const CONVERSATION_NOT_FOUND = '{"error":{"type":"not_found","message":"C
 
 /** Checks that a response is an error with the common body: `{"error":{"type","message"}}`. */
 export const expectError = async (response: Response, status: number, type: string, label?: string) => {
+  const text = await response.text()
+  // A body that is not JSON (a framework's HTML page) shows as itself in the failure.
+  const body = (() => {
+    try {
+      return JSON.parse(text)
+    } catch {
+      return text
+    }
+  })()
   expect(response.status, label).toBe(status)
+  expect(body, label).toEqual({ error: { type, message: expect.any(String) } })
   expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
-  expect(await response.json(), label).toEqual({ error: { type, message: expect.any(String) } })
 }
 
 /** A request to the binding. */
