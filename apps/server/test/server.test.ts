@@ -12,7 +12,8 @@ import { startServer } from "./helpers.ts"
 
 describeConformance("reference server on embedded PGlite", async ({ layer }) => {
   const dataDir = await mkdtemp(join(tmpdir(), "convoke-server-"))
-  const server = await startServer({ dataDir }, { layer })
+  // The suite's layer brings the metrics (its own `/metrics`): the server's own are off.
+  const server = await startServer({ dataDir, metrics: "off" }, { layer })
   return {
     // PGlite serves one connection, the server's own: rows are read in the PostgreSQL variant.
     url: server.url,
@@ -25,7 +26,7 @@ describeConformance("reference server on embedded PGlite", async ({ layer }) => 
 
 describeConformance("reference server on PostgreSQL", async ({ layer }) => {
   const database = await makeTestDatabase()
-  const server = await startServer({ databaseUrl: database.url }, { layer })
+  const server = await startServer({ databaseUrl: database.url, metrics: "off" }, { layer })
   return {
     url: server.url,
     probe: StoreProbe.fromUrl(database.url),

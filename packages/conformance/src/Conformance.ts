@@ -1,7 +1,8 @@
 /**
- * The v0.3 wire contract (ARCHITECTURE.md §1) as one vitest suite. Every
- * binding — the Node handler, Express, Fastify, Lambda, the reference server
- * on each store — runs exactly these assertions over real loopback HTTP:
+ * The v0.3 wire contract (the README's "The v0.3 contract") as one vitest
+ * suite. Every binding — the Node handler, Express, Fastify, Lambda, the
+ * reference server on each store — runs exactly these assertions over real
+ * loopback HTTP:
  *
  * ```ts
  * describeConformance("Express", async ({ layer }) => {
@@ -12,64 +13,50 @@
  * })
  * ```
  *
+ * The tests are grouped by concept in their own modules: the chat endpoint
+ * (`ChatContract`), the conversation API (`ConversationContract`), and
+ * `/health`, `/metrics` and the edges of the route table
+ * (`OperationsContract`).
+ *
  * @since 0.1.0
  */
-import { ChatConfig, ChatHttp, Identity, type LanguageModel } from "@convoke/core"
+import { ChatConfig, ChatMetrics, Identity } from "@convoke/core"
 import { Duration, Layer } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe } from "vitest"
+import * as ChatContract from "./ChatContract.ts"
 import * as ConformanceModel from "./ConformanceModel.ts"
-import * as Sse from "./Sse.ts"
-import type { StoreProbe } from "./StoreProbe.ts"
+import * as ConversationContract from "./ConversationContract.ts"
+import * as OperationsContract from "./OperationsContract.ts"
+import * as Suite from "./Suite.ts"
+import * as TurnObserver from "./TurnObserver.ts"
 
-/** The API keys of the suite's two users. */
-export const KEYS = {
-  alice: "alice-key-0123456789abcdef",
-  bob: "bob-key-0123456789abcdef00"
-} as const
-
-/** What the suite hands a binding's setup. */
-export interface SetupOptions {
-  /**
-   * The suite's model and identity (`alice` and `bob` by API key). The binding
-   * adds a store, builds the app and serves it.
-   */
-  readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
-}
-
-/** A binding under test, served on loopback. */
-export interface Target {
-  /** Base URL; the chat endpoint is `${url}/api/v0.3/chat`, health is `${url}/health`. */
-  readonly url: string
-  /** Reads the binding's store; row assertions are skipped without it. */
-  readonly probe?: StoreProbe | undefined
-  /** Stops the binding and releases its resources. */
-  readonly close: () => Promise<void>
-}
-
-/** The v4 UUID format of conversation ids. */
-export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
-
-const METADATA_FRAME =
-  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
-
-const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
+export { type ApplicationFallback, KEYS, type SetupOptions, type Target, UUID_V4 } from "./Suite.ts"
 
 /** Runs the wire contract against the binding that `setup` starts. */
-export const describeConformance = (name: string, setup: (options: SetupOptions) => Promise<Target>) =>
+export const describeConformance = (
+  name: string,
+  setup: (options: Suite.SetupOptions) => Promise<Suite.Target>
+) =>
   describe(`${name}: v0.3 wire contract`, () => {
     const model = ConformanceModel.make()
-    let target: Target
+    const turns = TurnObserver.make()
+    let target: Suite.Target | undefined
     beforeAll(async () => {
       target = await setup({
         layer: Layer.mergeAll(
           // The contract is checked on a healthy store: a generous creation
-          // budget keeps a slow machine from turning ids temporary.
-          Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ creationBudget: Duration.seconds(10) })),
+          // budget keeps a slow machine from turning ids temporary, and a
+          // generous persist timeout keeps replies out of the outbox, so a
+          // turn's reported end means its reply is stored.
+          Layer.succeed(
+            ChatConfig.ChatConfig,
+            ChatConfig.make({ creationBudget: Duration.seconds(10), persistTimeout: Duration.seconds(10) })
+          ),
           model.layer,
-          Identity.layerApiKeys([
-            { key: KEYS.alice, userId: "alice" },
-            { key: KEYS.bob, userId: "bob" }
-          ])
+          turns.layer,
+          // Served as `GET /metrics` by every binding; counted from this binding's requests only.
+          ChatMetrics.layer(),
+          Identity.layerApiKeys(Object.entries(Suite.KEYS).map(([userId, key]) => ({ key, userId })))
         )
       })
     })
@@ -77,277 +64,15 @@ export const describeConformance = (name: string, setup: (options: SetupOptions)
       await target?.close()
     })
 
-    const as = (user: keyof typeof KEYS) => ({ authorization: `Bearer ${KEYS[user]}` })
-    const chat = (
-      body: unknown,
-      init: { readonly headers?: Record<string, string>; readonly signal?: AbortSignal } = {},
-      user: keyof typeof KEYS | null = "alice"
-    ) =>
-      fetch(`${target.url}${ChatHttp.CHAT_PATH}`, {
-        method: "POST",
-        headers: { "content-type": "application/json", ...(user ? as(user) : {}), ...init.headers },
-        body: typeof body === "string" ? body : JSON.stringify(body),
-        ...(init.signal === undefined ? {} : { signal: init.signal })
-      })
-    const streamed = async (body: Record<string, unknown>, user: keyof typeof KEYS = "alice") =>
-      Sse.events(await Sse.readAll(await chat({ ...body, stream: true }, {}, user)))
-    const token = () => crypto.randomUUID().slice(0, 8)
-
-    it("flushes the metadata event alone as the first chunk, before the model produces, then content and [DONE]", async () => {
-      const gate = token()
-      const response = await chat({ message: `gated ${gate} hello there`, stream: true })
-      expect(response.status).toBe(200)
-      expect(response.headers.get("content-type")).toBe("text/event-stream; charset=utf-8")
-      expect(response.headers.get("cache-control")).toBe("no-cache, no-transform")
-      expect(response.headers.get("x-accel-buffering")).toBe("no")
-      expect(response.headers.get("content-encoding")).toBeNull()
-      const reader = response.body!.getReader()
-      // The model's reply is held at the gate until this read returns: had the
-      // binding buffered the metadata event, the read would never complete.
-      const first = await reader.read()
-      const text = new TextDecoder().decode(first.value)
-      expect(text).toMatch(METADATA_FRAME)
-      const metadata = JSON.parse(text.slice(6))
-      expect(metadata.conversation_id).toMatch(UUID_V4)
-      expect(Math.abs(metadata.timestamp - Date.now() / 1000)).toBeLessThan(600)
-      model.release(gate)
-      let rest = ""
-      for (;;) {
-        const { done, value } = await reader.read()
-        if (done) break
-        rest += new TextDecoder().decode(value, { stream: true })
-      }
-      const payloads = Sse.frames(rest)
-      expect(payloads.at(-1)).toBe("[DONE]")
-      const content = Sse.events(payloads).map((event) => {
-        expect(event.type).toBe("content")
-        return event.delta.content as string
-      })
-      expect(content.join("")).toBe(`Echo #1: gated ${gate} hello there`)
+    const suite = Suite.make({
+      target: () => {
+        if (target === undefined) throw new Error("The binding under test did not start")
+        return target
+      },
+      model,
+      turns
     })
-
-    it("gives every new conversation its own v4 UUID", async () => {
-      const ids = await Promise.all(
-        Array.from({ length: 5 }, async () => (await streamed({ message: "hi" }))[0]!.conversation_id)
-      )
-      for (const id of ids) expect(id).toMatch(UUID_V4)
-      expect(new Set(ids).size).toBe(5)
-    })
-
-    it("resumes a conversation by id, streaming or not, and the model sees its history", async () => {
-      const id = (await streamed({ message: "one" }))[0]!.conversation_id
-      const second = await streamed({ message: "two", conversation_id: id })
-      expect(second[0]!.conversation_id).toBe(id)
-      expect(
-        second
-          .slice(1)
-          .map((event) => event.delta.content)
-          .join("")
-      ).toBe("Echo #2: two")
-      const third = await chat({ message: "three", conversation_id: id })
-      expect(third.status).toBe(200)
-      const body = await third.json()
-      expect(body).toEqual({
-        conversation_id: id,
-        model: "unified-chat",
-        message: { role: "assistant", content: "Echo #3: three" },
-        created_at: expect.any(String)
-      })
-      expect(Number.isNaN(Date.parse(body.created_at))).toBe(false)
-      if (target.probe) {
-        expect(await target.probe.transcript(id)).toEqual([
-          ["user", "complete", "one"],
-          ["assistant", "complete", "Echo #1: one"],
-          ["user", "complete", "two"],
-          ["assistant", "complete", "Echo #2: two"],
-          ["user", "complete", "three"],
-          ["assistant", "complete", "Echo #3: three"]
-        ])
-      }
-    })
-
-    it.each([
-      ["a malformed id", "not-a-uuid"],
-      ["an unknown id", "3f0c8f7e-2a8b-4c1e-9d2a-6b8e5f4a1c3d"]
-    ])("starts a new conversation for %s when streaming, and answers 404 otherwise", async (_, id) => {
-      const [metadata] = await streamed({ message: "hi", conversation_id: id })
-      expect(metadata!.type).toBe("metadata")
-      expect(metadata!.conversation_id).toMatch(UUID_V4)
-      expect(metadata!.conversation_id).not.toBe(id)
-      const response = await chat({ message: "hi", conversation_id: id })
-      expect(response.status).toBe(404)
-      expect(response.headers.get("content-type")).toMatch(/^application\/json/)
-      expect(await response.text()).toBe('{"error":{"type":"not_found","message":"Conversation not found"}}')
-    })
-
-    it("treats another user's conversation exactly like a missing one", async () => {
-      const id = (await streamed({ message: "secret" }))[0]!.conversation_id
-      const [theirs] = await streamed({ message: "peek", conversation_id: id }, "bob")
-      expect(theirs!.conversation_id).not.toBe(id)
-      const other = await chat({ message: "peek", conversation_id: id }, {}, "bob")
-      const missing = await chat({ message: "peek", conversation_id: crypto.randomUUID() }, {}, "bob")
-      expect(other.status).toBe(404)
-      expect(missing.status).toBe(404)
-      expect(await other.text()).toBe(await missing.text())
-      // Alice's conversation is untouched by Bob's attempts.
-      const again = await chat({ message: "still mine", conversation_id: id })
-      expect((await again.json()).message.content).toBe("Echo #2: still mine")
-    })
-
-    it("accepts a JSON body sent as text/plain or with no content type (the release notes' browser snippet)", async () => {
-      const plain = await chat(JSON.stringify({ message: "plain", stream: true }), {
-        headers: { "content-type": "text/plain;charset=UTF-8" }
-      })
-      expect(plain.status).toBe(200)
-      expect(Sse.events(await Sse.readAll(plain))[0]!.type).toBe("metadata")
-      const plainComplete = await chat(JSON.stringify({ message: "plain" }), {
-        headers: { "content-type": "text/plain" }
-      })
-      expect((await plainComplete.json()).message.content).toBe("Echo #1: plain")
-      const none = await fetch(`${target.url}${ChatHttp.CHAT_PATH}`, {
-        method: "POST",
-        headers: { Accept: "text/event-stream", ...as("alice") },
-        body: new Blob([JSON.stringify({ message: "no type", stream: true })])
-      })
-      expect(none.status).toBe(200)
-      const reader = none.body!.getReader()
-      const { value } = await reader.read()
-      const firstEvent = JSON.parse(
-        new TextDecoder()
-          .decode(value)
-          .replace(/^data: /, "")
-          .trim()
-      )
-      expect(firstEvent.type).toBe("metadata")
-      // Read to the end: a cancelled stream would store its partial reply while later tests count rows.
-      while (!(await reader.read()).done) {}
-    })
-
-    it("rejects malformed requests with a 4xx and the common error body, writing nothing", async () => {
-      const before = await target.probe?.counts()
-      const cases: Array<[unknown, number, string, Record<string, string>?]> = [
-        ["{not json", 400, "invalid_request"],
-        ["[1,2]", 400, "invalid_request"],
-        ["", 400, "invalid_request"],
-        [{}, 400, "invalid_request"],
-        [{ message: "" }, 400, "invalid_request"],
-        [{ message: 42 }, 400, "invalid_request"],
-        [{ message: "hi", stream: "yes" }, 400, "invalid_request"],
-        [{ message: "hi", conversation_id: 7 }, 400, "invalid_request"],
-        ["{not json", 400, "invalid_request", { "content-type": "text/plain" }],
-        [{ message: "x".repeat(40_000) }, 413, "request_too_large"],
-        [{ message: "x".repeat(40_000) }, 413, "request_too_large", { "content-type": "text/plain" }],
-        [
-          { message: "hi" },
-          415,
-          "unsupported_media_type",
-          { "content-type": "application/x-www-form-urlencoded" }
-        ],
-        [{ message: "hi" }, 415, "unsupported_media_type", { "content-type": "application/xml" }]
-      ]
-      for (const [body, status, type, headers] of cases) {
-        const label = `${headers?.["content-type"] ?? "json"} ${JSON.stringify(body).slice(0, 40)}`
-        const response = await chat(body, headers ? { headers } : {})
-        expect(response.status, label).toBe(status)
-        expect(await response.json(), label).toEqual({ error: { type, message: expect.any(String) } })
-      }
-      if (before && target.probe) expect(await target.probe.counts()).toEqual(before)
-    })
-
-    it("answers 401 with the common body without credentials or with a wrong key, writing nothing", async () => {
-      const before = await target.probe?.counts()
-      for (const headers of [{}, { authorization: "Bearer not-a-key-0123456789" }, { "x-api-key": "nope" }]) {
-        for (const stream of [true, false]) {
-          const response = await chat({ message: "hi", stream }, { headers }, null)
-          expect(response.status).toBe(401)
-          expect((await response.json()).error.type).toBe("unauthenticated")
-        }
-      }
-      if (before && target.probe) expect(await target.probe.counts()).toEqual(before)
-    })
-
-    it("answers 405 with the common body and Allow: POST for other methods on the chat path", async () => {
-      for (const method of ["GET", "PUT", "DELETE"]) {
-        const response = await fetch(`${target.url}${ChatHttp.CHAT_PATH}`, { method, headers: as("alice") })
-        expect(response.status, method).toBe(405)
-        expect(response.headers.get("allow")).toBe("POST")
-        expect((await response.json()).error.type).toBe("method_not_allowed")
-      }
-    })
-
-    it("turns a model failure after the start into an error event, then [DONE]", async () => {
-      const payloads = await Sse.readAll(await chat({ message: "overloaded now", stream: true }))
-      expect(payloads.at(-1)).toBe("[DONE]")
-      const events = Sse.events(payloads)
-      expect(events[0]!.type).toBe("metadata")
-      expect(events.at(-1)).toEqual({
-        type: "error",
-        error: { type: "overloaded_error", message: "Overloaded" }
-      })
-    })
-
-    it("holds the model back while the client does not read, and lets it go on when it reads again", async () => {
-      const flood = token()
-      const controller = new AbortController()
-      const response = await chat({ message: `flood ${flood}`, stream: true }, { signal: controller.signal })
-      const reader = response.body!.getReader()
-      expect(new TextDecoder().decode((await reader.read()).value)).toMatch(METADATA_FRAME)
-      // Read nothing more: the count of deltas pulled from the model must settle
-      // at a bound far above what sockets and stream buffers hold (64 MiB), far
-      // below "unbounded".
-      const BOUND = 64
-      let last = -1
-      for (let unchanged = 0; unchanged < 10; ) {
-        await sleep(20)
-        const pulled = model.pulled(flood)
-        expect(pulled, "the model kept being pulled while nobody read").toBeLessThanOrEqual(BOUND)
-        unchanged = pulled === last ? unchanged + 1 : 0
-        last = pulled
-      }
-      expect(last).toBeGreaterThanOrEqual(1)
-      // It was back-pressure, not the end: reading again lets the model continue.
-      let read = 0
-      while (model.pulled(flood) <= last) {
-        const { done, value } = await reader.read()
-        expect(done).toBe(false)
-        read += value!.byteLength
-        expect(read, "reading did not resume the model").toBeLessThanOrEqual(
-          (BOUND + 8) * ConformanceModel.FLOOD_DELTA_BYTES * 1.1
-        )
-      }
-      controller.abort()
-      await reader.cancel().catch(() => {})
-      await model.interrupted(flood)
-    })
-
-    it("interrupts the model when the client disconnects, and stores the partial reply", async () => {
-      const endless = token()
-      const controller = new AbortController()
-      const response = await chat(
-        { message: `endless ${endless}`, stream: true },
-        { signal: controller.signal }
-      )
-      const reader = Sse.reader(response.body!)
-      const metadata = JSON.parse((await reader.next())!)
-      expect(metadata.type).toBe("metadata")
-      expect(JSON.parse((await reader.next())!).delta.content).toBe("Echo")
-      expect(JSON.parse((await reader.next())!).delta.content).toBe(" partial")
-      controller.abort()
-      await reader.cancel().catch(() => {})
-      // The model's stream never ends by itself: only the disconnect can end it.
-      await model.interrupted(endless)
-      expect(model.calls(endless)).toBe(1)
-      expect((await fetch(`${target.url}/health`)).status).toBe(200)
-      if (target.probe) {
-        let rows: ReadonlyArray<readonly [string, string, string]> = []
-        for (let attempt = 0; attempt < 200 && rows.length < 2; attempt++) {
-          rows = await target.probe.transcript(metadata.conversation_id)
-          if (rows.length < 2) await sleep(25)
-        }
-        expect(rows).toEqual([
-          ["user", "complete", `endless ${endless}`],
-          ["assistant", "partial", "Echo partial"]
-        ])
-      }
-    })
+    ChatContract.define(suite)
+    ConversationContract.define(suite)
+    OperationsContract.define(suite)
   })

@@ -4,7 +4,7 @@
  */
 import type { Server } from "node:http"
 import type { AddressInfo } from "node:net"
-import { describeConformance, StoreProbe } from "@convoke/conformance"
+import { type Conformance, describeConformance, StoreProbe } from "@convoke/conformance"
 import { ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
 import compression from "compression"
 import { Layer } from "effect"
@@ -47,6 +47,12 @@ const listen = async (app: express.Express) => {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, stop }
 }
 
+/** What the conformance apps answer, as their own last handler, for a path nobody serves. */
+const FALLBACK: Conformance.ApplicationFallback = {
+  status: 404,
+  body: '{"answered_by":"the Express application\'s own fallback"}'
+}
+
 for (const [name, framework] of [
   ["Express 5", express],
   ["Express 4", express4]
@@ -54,10 +60,16 @@ for (const [name, framework] of [
   describeConformance(`${name} with compression and express.json(), mounted at /chat`, async ({ layer }) => {
     const store = await StoreProbe.postgres()
     const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, layer))
-    const { url, stop } = await listen(makeExpressApp(app, {}, framework))
+    const application = makeExpressApp(app, {}, framework)
+    // Last: reached only by what neither Convoke nor the app's routes answered.
+    application.use((_request, response) => {
+      response.status(FALLBACK.status).type("application/json").send(FALLBACK.body)
+    })
+    const { url, stop } = await listen(application)
     return {
       url: `${url}/chat`,
       probe: store.probe,
+      applicationFallback: FALLBACK,
       close: async () => {
         await stop()
         await app.dispose()

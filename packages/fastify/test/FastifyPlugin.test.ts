@@ -5,7 +5,7 @@
  */
 import { Writable } from "node:stream"
 import { gzipSync } from "node:zlib"
-import { describeConformance, StoreProbe } from "@convoke/conformance"
+import { type Conformance, describeConformance, StoreProbe } from "@convoke/conformance"
 import { ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
 import compress from "@fastify/compress"
 import { Effect, Layer } from "effect"
@@ -13,9 +13,21 @@ import Fastify, { type FastifyInstance } from "fastify"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { FastifyPlugin } from "../src/index.ts"
 
-/** A Fastify app with compression, its own JSON route and Convoke under `/convoke`. */
-const makeFastifyApp = async (options: FastifyPlugin.Options, logs?: Writable) => {
+/**
+ * A Fastify app with compression, its own JSON route and Convoke under
+ * `/convoke`; with `fallback`, its own not-found handler answers that.
+ */
+const makeFastifyApp = async (
+  options: FastifyPlugin.Options,
+  logs?: Writable,
+  fallback?: Conformance.ApplicationFallback
+) => {
   const fastify = Fastify(logs ? { logger: { level: "info", stream: logs } } : {})
+  if (fallback !== undefined) {
+    fastify.setNotFoundHandler((_request, reply) =>
+      reply.code(fallback.status).type("application/json").send(fallback.body)
+    )
+  }
   await fastify.register(compress, { global: true, threshold: 64 })
   fastify.post("/own", async (request) => ({ own: request.body }))
   fastify.addHook("onRequest", async (_request, reply) => {
@@ -27,12 +39,23 @@ const makeFastifyApp = async (options: FastifyPlugin.Options, logs?: Writable) =
   return { fastify, url: `http://127.0.0.1:${port}` }
 }
 
+/** What the conformance app's own not-found handler answers. */
+const FALLBACK: Conformance.ApplicationFallback = {
+  status: 404,
+  body: '{"answered_by":"the Fastify application\'s own not-found handler"}'
+}
+
 describeConformance("Fastify 5 with @fastify/compress, registered at /convoke", async ({ layer }) => {
   const store = await StoreProbe.postgres()
-  const { fastify, url } = await makeFastifyApp({ layer: Layer.mergeAll(store.layer, layer) })
+  const { fastify, url } = await makeFastifyApp(
+    { layer: Layer.mergeAll(store.layer, layer) },
+    undefined,
+    FALLBACK
+  )
   return {
     url: `${url}/convoke`,
     probe: store.probe,
+    applicationFallback: FALLBACK,
     close: async () => {
       await fastify.close()
       await store.drop()

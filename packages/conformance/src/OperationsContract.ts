@@ -1,0 +1,175 @@
+/**
+ * The operational part of the wire contract and the edges of the route
+ * table (the README's `GET /health`, "Operations" and error table):
+ * `/health` with its documented fields, `/metrics` in the Prometheus text
+ * format counting the binding's own chats, a path Convoke does not serve
+ * (Convoke's 404, or the application's own fallback where the binding is
+ * mounted beside the application's routes), and wrong methods on known paths.
+ *
+ * @since 0.1.0
+ */
+import { ChatHttp } from "@convoke/core"
+import { describe, expect, it } from "vitest"
+import * as PrometheusText from "./PrometheusText.ts"
+import * as Sse from "./Sse.ts"
+import { expectError, ISO_DATE, type Suite } from "./Suite.ts"
+
+/** Convoke's answer to a path it does not serve. */
+const NOT_FOUND = '{"error":{"type":"not_found","message":"Not found"}}'
+
+/**
+ * The series the README's metrics table documents, each known label value
+ * exported from the start (histograms by their `_count`). The abandonment
+ * gauges are left out: they exist only with `ChatMetrics.layerAbandonment`.
+ */
+const DOCUMENTED_SERIES: ReadonlyArray<readonly [string, Record<string, string>?]> = [
+  ...["absent", "new", "invalid_id", "unknown_id", "temporary", "reconciled"].map(
+    (source) => ["conversations_created_total", { source }] as const
+  ),
+  ["conversations_resumed_total"],
+  ["conversation_creation_failures_total", { reason: "store_unavailable" }],
+  ["conversation_creation_duration_seconds_count"],
+  ["metadata_event_emission_total", { temporary: "true" }],
+  ["metadata_event_emission_total", { temporary: "false" }],
+  ["stream_start_latency_seconds_count"],
+  ["streams_active"],
+  ...["complete", "client_closed", "model_error", "store_error", "shutdown"].map(
+    (outcome) => ["stream_outcomes_total", { outcome }] as const
+  ),
+  ["model_time_to_first_token_seconds_count"],
+  ...["unity", "web", "mobile", "other"].map(
+    (client) => ["chat_requests_total", { client, status: "200" }] as const
+  )
+]
+
+/** Defines the operational tests in a `describe` block of their own. */
+export const define = (suite: Suite) =>
+  describe("health, metrics and the route table", () => {
+    it("answers /health with 200 JSON: status ok and the documented fields", async () => {
+      const response = await suite.request("/health", { user: null })
+      expect(response.status, "GET /health").toBe(200)
+      expect(response.headers.get("content-type")).toMatch(/^application\/json/)
+      const health = await response.json()
+      expect(health).toEqual({
+        status: "ok",
+        // The suite's model: the binding serves the application it was given.
+        model: "conformance",
+        store: expect.stringMatching(/./),
+        identity: expect.stringMatching(/./),
+        // The suite runs on a healthy store: nothing waits to be written.
+        outbox: { pending: 0, drained: expect.any(Number), dropped: 0 },
+        // Present only where the cleanup job runs (the reference server).
+        ...(health.cleanup === undefined
+          ? {}
+          : {
+              cleanup: {
+                ran_at: expect.stringMatching(ISO_DATE),
+                deleted: expect.any(Number),
+                abandonment_ratio: health.cleanup.abandonment_ratio === null ? null : expect.any(Number)
+              }
+            })
+      })
+    })
+
+    it("serves /metrics in the Prometheus text format, counting this binding's chats in the documented series", async () => {
+      const scrape = async () => {
+        // Scraped as Prometheus does, without credentials.
+        const response = await suite.request("/metrics", { user: null })
+        expect(response.status, "GET /metrics").toBe(200)
+        expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8")
+        return PrometheusText.parse(await response.text())
+      }
+      const before = await scrape()
+      for (const [name, labels] of DOCUMENTED_SERIES) {
+        expect(PrometheusText.value(before, name, labels), `${name} ${JSON.stringify(labels ?? {})}`).toEqual(
+          expect.any(Number)
+        )
+      }
+      // "p95 above 500 ms" is decided by a bucket bound (the README's alerts).
+      expect(PrometheusText.value(before, "stream_start_latency_seconds_bucket", { le: "0.5" })).toEqual(
+        expect.any(Number)
+      )
+
+      // Counted apart from every other test's requests: only these say they come from Unity.
+      const unity = { headers: { "x-convoke-client": "unity" } }
+      const events = Sse.events(
+        await Sse.readAll(await suite.chat({ message: "metered", stream: true }, unity))
+      )
+      const resumed = await suite.chat(
+        { message: "again", conversation_id: events[0]!.conversation_id },
+        unity
+      )
+      expect(resumed.status).toBe(200)
+      await resumed.json()
+      expect((await suite.chat({ message: "" }, unity)).status).toBe(400)
+      const after = await scrape()
+
+      const increase = (name: string, labels: Record<string, string> = {}) =>
+        (PrometheusText.value(after, name, labels) ?? 0) - (PrometheusText.value(before, name, labels) ?? 0)
+      expect(increase("conversations_created_total", { source: "absent" })).toBe(1)
+      expect(increase("conversations_resumed_total")).toBe(1)
+      expect(increase("conversation_creation_duration_seconds_count")).toBe(1)
+      // Only a stream has a metadata event.
+      expect(increase("metadata_event_emission_total", { temporary: "false" })).toBe(1)
+      expect(increase("metadata_event_emission_total", { temporary: "true" })).toBe(0)
+      expect(increase("stream_start_latency_seconds_count")).toBe(1)
+      const startSeconds = increase("stream_start_latency_seconds_sum")
+      expect(startSeconds).toBeGreaterThanOrEqual(0)
+      expect(startSeconds).toBeLessThan(10)
+      expect(increase("chat_requests_total", { client: "unity", status: "200" })).toBe(2)
+      expect(increase("chat_requests_total", { client: "unity", status: "400" })).toBe(1)
+      expect(PrometheusText.value(after, "streams_active")).toBeGreaterThanOrEqual(0)
+    })
+
+    it("answers a path it does not serve with Convoke's 404, or hands it to the application's own fallback", async () => {
+      const fallback = suite.target.applicationFallback
+      for (const [method, path] of [
+        ["GET", "/no-such-route"],
+        ["GET", "/api/v0.3/no-such-route"],
+        ["POST", "/api/v0.3/no-such-route"],
+        ["GET", `/api/v0.3/conversations/${crypto.randomUUID()}/no-such-route`]
+      ] as const) {
+        const label = `${method} ${path}`
+        const response = await suite.request(path, { method })
+        // Read as text: the application's fallback need not be JSON.
+        const body = await response.text()
+        if (fallback === undefined) {
+          expect(response.status, label).toBe(404)
+          expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
+          expect(body, label).toBe(NOT_FOUND)
+        } else {
+          // The binding let the request through to the application's next handler.
+          expect(response.status, label).toBe(fallback.status)
+          expect(body, label).toBe(fallback.body)
+        }
+      }
+    })
+
+    it("answers a wrong method on a known path with Convoke's error and the common body", async () => {
+      for (const method of ["GET", "PUT", "PATCH", "DELETE"]) {
+        const response = await suite.request(ChatHttp.CHAT_PATH, { method })
+        expect(response.headers.get("allow"), method).toBe("POST")
+        await expectError(response, 405, "method_not_allowed", method)
+      }
+      // The README documents 405 for the chat path only; on the other routes
+      // the core answers a wrong method as an unknown route (404) today. Either
+      // way it is Convoke's answer with the common body, never the framework's.
+      for (const [method, path] of [
+        ["POST", "/health"],
+        ["POST", "/metrics"],
+        ["DELETE", "/api/v0.3/conversations"],
+        ["POST", `/api/v0.3/conversations/${crypto.randomUUID()}`],
+        ["PUT", `/api/v0.3/conversations/${crypto.randomUUID()}`]
+      ] as const) {
+        const label = `${method} ${path}`
+        const response = await suite.request(path, { method, body: {} })
+        expect([404, 405], label).toContain(response.status)
+        await expectError(
+          response,
+          response.status,
+          response.status === 405 ? "method_not_allowed" : "not_found",
+          label
+        )
+      }
+    })
+  })

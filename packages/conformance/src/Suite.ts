@@ -1,0 +1,168 @@
+/**
+ * What every part of the conformance suite shares: its users, the binding
+ * under test, the recording model, and requests made the way clients make
+ * them.
+ *
+ * @since 0.1.0
+ */
+import { ChatHttp, type Identity, type LanguageModel } from "@convoke/core"
+import type { Layer } from "effect"
+import { expect } from "vitest"
+import type * as ConformanceModel from "./ConformanceModel.ts"
+import * as Sse from "./Sse.ts"
+import type { StoreProbe } from "./StoreProbe.ts"
+import type * as TurnObserver from "./TurnObserver.ts"
+
+/** The API keys of the suite's users. */
+export const KEYS = {
+  alice: "alice-key-0123456789abcdef",
+  bob: "bob-key-0123456789abcdef00",
+  // Only the listing test acts as Carol, so her pages hold exactly the conversations it created.
+  carol: "carol-key-0123456789abcdef"
+} as const
+
+/** One of the suite's users. */
+export type User = keyof typeof KEYS
+
+/** What the suite hands a binding's setup. */
+export interface SetupOptions {
+  /**
+   * The suite's model, identity (`alice`, `bob` and `carol` by API key),
+   * settings, turn observer and metrics (`ChatMetrics.layer()`, which serves
+   * `GET /metrics`). The binding adds a store, builds the app and serves it;
+   * it must not add metrics of its own (two would claim `/metrics`).
+   */
+  readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
+}
+
+/** The answer of an application's own fallback handler, byte for byte. */
+export interface ApplicationFallback {
+  readonly status: number
+  readonly body: string
+}
+
+/** A binding under test, served on loopback. */
+export interface Target {
+  /** Base URL; the chat endpoint is `${url}/api/v0.3/chat`, health is `${url}/health`. */
+  readonly url: string
+  /** Reads the binding's store; row assertions are skipped without it. */
+  readonly probe?: StoreProbe | undefined
+  /**
+   * Set by bindings mounted beside an application's own routes (Express,
+   * Fastify): they hand a path Convoke does not serve to the application's
+   * next handler, whose fallback answers exactly this. Absent: the binding
+   * answers such a path itself, `404` with the common error body.
+   */
+  readonly applicationFallback?: ApplicationFallback | undefined
+  /** Stops the binding and releases its resources. */
+  readonly close: () => Promise<void>
+}
+
+/** The v4 UUID format of conversation ids. */
+export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+/** The format of every date the API answers with (`created_at`, `updated_at`). */
+export const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/
+
+/** The first chunk of every stream: the metadata event, alone. */
+export const METADATA_FRAME =
+  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+
+/** The answer to a conversation that is missing, or another user's: the same bytes either way. */
+export const CONVERSATION_NOT_FOUND = '{"error":{"type":"not_found","message":"Conversation not found"}}'
+
+/** Checks that a response is an error with the common body: `{"error":{"type","message"}}`. */
+export const expectError = async (response: Response, status: number, type: string, label?: string) => {
+  const text = await response.text()
+  // A body that is not JSON (a framework's HTML page) shows as itself in the failure.
+  const body = (() => {
+    try {
+      return JSON.parse(text)
+    } catch {
+      return text
+    }
+  })()
+  expect(response.status, label).toBe(status)
+  expect(body, label).toEqual({ error: { type, message: expect.any(String) } })
+  expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
+}
+
+/** A request to the binding. */
+export interface RequestOptions {
+  readonly method?: string | undefined
+  /** Who sends it (`alice` unless said); `null` sends no credentials. */
+  readonly user?: User | null | undefined
+  readonly headers?: Record<string, string> | undefined
+  /** Sent as is when a string, else as JSON. */
+  readonly body?: unknown
+  readonly signal?: AbortSignal | undefined
+}
+
+/** The shared state and helpers the parts of the suite are written with. */
+export interface Suite {
+  /** The binding under test; read it inside tests, once the suite's `beforeAll` has run. */
+  readonly target: Target
+  readonly model: ConformanceModel.ConformanceModel
+  /** Resolves when a turn has ended and its reply is stored. */
+  readonly turns: TurnObserver.TurnObserver
+  /** The `authorization` header of a user. */
+  readonly as: (user: User) => Record<string, string>
+  /** Sends a request to `path` under the binding's base URL. */
+  readonly request: (path: string, options?: RequestOptions) => Promise<Response>
+  /** Posts a chat request (JSON unless `body` is a string), as `user` (`null`: no credentials). */
+  readonly chat: (
+    body: unknown,
+    init?: { readonly headers?: Record<string, string>; readonly signal?: AbortSignal },
+    user?: User | null
+  ) => Promise<Response>
+  /** Streams a chat turn to the end and returns its parsed events. */
+  readonly streamed: (body: Record<string, unknown>, user?: User) => Promise<Array<Record<string, any>>>
+  /** A fresh token for the model's commands (`gated <token>`, …). */
+  readonly token: () => string
+}
+
+/** The suite's helpers around the binding that `target` returns once it is up. */
+export const make = (options: {
+  readonly target: () => Target
+  readonly model: ConformanceModel.ConformanceModel
+  readonly turns: TurnObserver.TurnObserver
+}): Suite => {
+  const as = (user: User) => ({ authorization: `Bearer ${KEYS[user]}` })
+  const request = (path: string, init: RequestOptions = {}) => {
+    const user = init.user === undefined ? "alice" : init.user
+    return fetch(`${options.target().url}${path}`, {
+      method: init.method ?? "GET",
+      headers: {
+        ...(init.body === undefined || typeof init.body === "string"
+          ? {}
+          : { "content-type": "application/json" }),
+        ...(user === null ? {} : as(user)),
+        ...init.headers
+      },
+      ...(init.body === undefined
+        ? {}
+        : { body: typeof init.body === "string" ? init.body : JSON.stringify(init.body) }),
+      ...(init.signal === undefined ? {} : { signal: init.signal })
+    })
+  }
+  const chat: Suite["chat"] = (body, init = {}, user = "alice") =>
+    fetch(`${options.target().url}${ChatHttp.CHAT_PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(user ? as(user) : {}), ...init.headers },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      ...(init.signal === undefined ? {} : { signal: init.signal })
+    })
+  return {
+    get target() {
+      return options.target()
+    },
+    model: options.model,
+    turns: options.turns,
+    as,
+    request,
+    chat,
+    streamed: async (body, user = "alice") =>
+      Sse.events(await Sse.readAll(await chat({ ...body, stream: true }, {}, user))),
+    token: () => crypto.randomUUID().slice(0, 8)
+  }
+}
