@@ -146,9 +146,11 @@ export const makeServe = (app: Servable): Serve => {
         if (!stream.writableFinished) fiber.interruptUnsafe(undefined, HttpServerError.ClientAbort.annotation)
       }
       stream.once("close", onClose)
-      fiber.addObserver(() => {
+      fiber.addObserver((exit) => {
         stream.off("close", onClose)
-        if (stream.destroyed || stream.writableEnded) return resolve()
+        // A response written to its end may still be ending: compression
+        // middleware ends the stream once zlib has flushed.
+        if (stream.destroyed || stream.writableEnded || (exit._tag === "Success" && started)) return resolve()
         // The app ended without a complete response (a defect in writing it).
         if (!started) writeErrorTo(tracked, 500, "Internal server error")
         else stream.destroy()

@@ -512,6 +512,30 @@ describe("NodeHandler.makeServe to any Writable", () => {
       })
     )
 
+  it("a destination that finishes ending later (compression middleware) keeps its whole body", async () => {
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
+    )
+    try {
+      const target = recording()
+      // As `compression` does: `end` hands the body to zlib and the stream ends a tick later.
+      const end = target.stream.end.bind(target.stream)
+      target.stream.end = ((chunk?: Uint8Array) => {
+        setImmediate(() => end(chunk))
+        return target.stream
+      }) as typeof target.stream.end
+      await NodeHandler.makeServe(app)(
+        HttpServerRequest.fromWeb(new Request("http://localhost/health")),
+        target.destination
+      )
+      assert.isFalse(target.stream.destroyed, "the response was cut off while it was ending")
+      await new Promise((resolve) => target.stream.once("finish", resolve))
+      assert.strictEqual(JSON.parse(target.chunks.join("")).status, "ok")
+    } finally {
+      await app.dispose()
+    }
+  })
+
   it("sends the head through start, then the stream's frames, metadata first, and ends it", async () => {
     const app = await ChatHttp.makeApp(
       Layer.mergeAll(TestStore.make().layer, EchoLanguageModel.layer({ delay: 0 }), Identity.layerAnonymous())
