@@ -46,11 +46,11 @@ export const describeConformance = (
         layer: Layer.mergeAll(
           // The contract is checked on a healthy store: a generous creation
           // budget keeps a slow machine from turning ids temporary, and a
-          // generous persist timeout keeps replies out of the outbox, so a
+          // generous store timeout keeps replies out of the outbox, so a
           // turn's reported end means its reply is stored.
           Layer.succeed(
             ChatConfig.ChatConfig,
-            ChatConfig.make({ creationBudget: Duration.seconds(10), persistTimeout: Duration.seconds(10) })
+            ChatConfig.make({ creationBudget: Duration.seconds(10), storeTimeout: Duration.seconds(10) })
           ),
           model.layer,
           turns.layer,

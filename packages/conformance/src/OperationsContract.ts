@@ -145,31 +145,24 @@ export const define = (suite: Suite) =>
       }
     })
 
-    it("answers a wrong method on a known path with Convoke's error and the common body", async () => {
+    it("answers a wrong method on a known path with 405, Allow and the common body", async () => {
       for (const method of ["GET", "PUT", "PATCH", "DELETE"]) {
         const response = await suite.request(ChatHttp.CHAT_PATH, { method })
         expect(response.headers.get("allow"), method).toBe("POST")
         await expectError(response, 405, "method_not_allowed", method)
       }
-      // The README documents 405 for the chat path only; on the other routes
-      // the core answers a wrong method as an unknown route (404) today. Either
-      // way it is Convoke's answer with the common body, never the framework's.
-      for (const [method, path] of [
-        ["POST", "/health"],
-        ["POST", "/metrics"],
-        ["DELETE", "/api/v0.3/conversations"],
-        ["POST", `/api/v0.3/conversations/${crypto.randomUUID()}`],
-        ["PUT", `/api/v0.3/conversations/${crypto.randomUUID()}`]
+      // Every route of the table, not only chat: Allow lists what the path serves.
+      for (const [method, path, allow] of [
+        ["POST", "/health", "GET"],
+        ["POST", "/metrics", "GET"],
+        ["DELETE", "/api/v0.3/conversations", "GET"],
+        ["POST", `/api/v0.3/conversations/${crypto.randomUUID()}`, "GET, PATCH, DELETE"],
+        ["PUT", `/api/v0.3/conversations/${crypto.randomUUID()}`, "GET, PATCH, DELETE"]
       ] as const) {
         const label = `${method} ${path}`
         const response = await suite.request(path, { method, body: {} })
-        expect([404, 405], label).toContain(response.status)
-        await expectError(
-          response,
-          response.status,
-          response.status === 405 ? "method_not_allowed" : "not_found",
-          label
-        )
+        expect(response.headers.get("allow"), label).toBe(allow)
+        await expectError(response, 405, "method_not_allowed", label)
       }
     })
   })

@@ -11,17 +11,18 @@ export interface Settings {
   readonly publicModel: string
   /** Largest accepted request body in bytes (default 32 KiB); larger is a 413. */
   readonly maxBodyBytes: number
-  /** A `: ping` comment goes out after about this long without an event (0.9–1.33×; default 15 s). */
+  /** A `: ping` comment goes out after about this long without an event (0.9–1.25×; default 15 s). */
   readonly heartbeatInterval: Duration.Duration
-  /** Longest wait for storing a reply when a stream ends (default 5 s). */
-  readonly persistTimeout: Duration.Duration
   /**
    * Time budget for finding or creating the conversation of a stream (default
    * 50 ms). Past it, or when the store fails, the stream starts on a temporary
    * id that is stored later.
    */
   readonly creationBudget: Duration.Duration
-  /** Longest wait for the store on the non-streaming path before a 503 (default 2 s). */
+  /**
+   * Longest wait for the store on the non-streaming path before a 503, and
+   * for a write before it is queued in the outbox (default 2 s).
+   */
   readonly storeTimeout: Duration.Duration
   /** How long shutdown waits for queued writes to reach the store (default 5 s). */
   readonly outboxFlushTimeout: Duration.Duration
@@ -36,7 +37,6 @@ export const defaults: Settings = {
   publicModel: "unified-chat",
   maxBodyBytes: 32 * 1024,
   heartbeatInterval: Duration.seconds(15),
-  persistTimeout: Duration.seconds(5),
   creationBudget: Duration.millis(50),
   storeTimeout: Duration.seconds(2),
   outboxFlushTimeout: Duration.seconds(5),
@@ -91,7 +91,6 @@ export const config: { readonly [K in keyof Settings]: Config.Config<Settings[K]
     Config.map(Duration.seconds),
     Config.withDefault(defaults.heartbeatInterval)
   ),
-  persistTimeout: Config.succeed(defaults.persistTimeout),
   creationBudget: wholeNumber("CONVOKE_CREATION_BUDGET_MS", { min: 1, max: 60_000 }).pipe(
     Config.map(Duration.millis),
     Config.withDefault(defaults.creationBudget)
