@@ -6,9 +6,10 @@
  * before and after the first delta follow the wire contract, a client that
  * leaves closes the upstream connection, and a stall ends with an error event.
  */
+
+import { FakeAnthropic } from "@convoke/anthropic/testing"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import * as FakeAnthropic from "../../../packages/anthropic/test/fixtures/FakeAnthropic.ts"
 import type { RunningServer } from "../src/Server.ts"
 import { start } from "../src/Server.ts"
 import { load } from "../src/Settings.ts"

@@ -6,9 +6,9 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { FakeAnthropic } from "@convoke/anthropic/testing"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterEach, describe, expect, it } from "vitest"
-import * as FakeAnthropic from "../../../packages/anthropic/test/fixtures/FakeAnthropic.ts"
 import { chat, frames } from "./helpers.ts"
 
 const bin = join(import.meta.dirname, "..", "src", "bin.ts")

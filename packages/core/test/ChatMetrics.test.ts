@@ -1,3 +1,4 @@
+import * as Prometheus from "@convoke/prometheus-text"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Layer, Metric } from "effect"
 import {
@@ -10,10 +11,9 @@ import {
   ConversationStore,
   Identity
 } from "../src/index.ts"
-import * as Prometheus from "./fixtures/Prometheus.ts"
-import * as Sse from "./fixtures/Sse.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as Sse from "../src/testing/Sse.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
 const METRIC_NAMES = [

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Layer } from "effect"
 import { AuditLog, ChatHttp, ChatLog, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const BASE = "http://localhost/api/v0.3/conversations"
 const KEYS = { alice: "alice-key", bob: "bob-key" } as const

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Layer } from "effect"
 import { ChatConfig, ChatHttp, ChatRequest, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 describe("ChatRequest.jsonDepth", () => {
   it.each([

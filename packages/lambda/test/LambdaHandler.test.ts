@@ -17,7 +17,7 @@ import { Context, Effect, Layer } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LambdaEvent, LambdaHandler } from "../src/index.ts"
-import * as LambdaHarness from "./LambdaHarness.ts"
+import * as LambdaHarness from "../src/LambdaHarness.ts"
 
 beforeAll(() => LambdaHarness.install())
 afterAll(() => LambdaHarness.uninstall())
