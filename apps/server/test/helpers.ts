@@ -2,6 +2,7 @@
  * Test helpers: start the reference server in-process, read SSE streams over
  * real sockets, and query the database the server writes to.
  */
+import { connect } from "node:net"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import { type RunningServer, type StartOptions, start } from "../src/Server.ts"
@@ -65,6 +66,28 @@ export const query = <A extends object>(url: string, text: string, params: Reado
       return (yield* sql.unsafe<A>(text, params as Array<any>)) as ReadonlyArray<A>
     }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
   )
+
+/**
+ * Whether a Redis server answers at `url` within two seconds. Any reply to
+ * `PING` counts, an authentication error too: the server is there. Pass the
+ * answer to `requireService` from `@convoke/core/testing`.
+ */
+export const isRedisReachable = (url: string): Promise<boolean> =>
+  new Promise((resolve) => {
+    const { hostname, port } = new URL(url)
+    const socket = connect({
+      host: hostname.replace(/^\[|\]$/g, "") || "127.0.0.1",
+      port: Number(port || 6379)
+    })
+    const answer = (reachable: boolean) => {
+      socket.destroy()
+      resolve(reachable)
+    }
+    socket.setTimeout(2_000, () => answer(false))
+    socket.once("error", () => answer(false))
+    socket.once("connect", () => socket.write("PING\r\n"))
+    socket.once("data", () => answer(true))
+  })
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 

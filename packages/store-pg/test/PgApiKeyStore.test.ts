@@ -6,9 +6,9 @@ import { Effect, Layer, Option, Redacted } from "effect"
 import { Headers } from "effect/http"
 import { SqlClient } from "effect/sql"
 
-const reachable = await PgTesting.isServerReachable()
+// Skipped on a machine without the test PostgreSQL server; under CI its absence fails the run.
+const reachable = await PgTesting.requireServer(it)
 
-// Skipped only on machines without PostgreSQL; CI fails earlier (PgConversationStore.test.ts) when it is missing.
 describe.skipIf(!reachable)("PgApiKeyStore on PostgreSQL", () => {
   let database: PgTesting.TestDatabase
   beforeAll(async () => {

@@ -3,7 +3,8 @@ import { PgClient } from "@effect/sql-pg"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 
-const reachable = await PgTesting.isServerReachable()
+// Skipped on a machine without the test PostgreSQL server; under CI its absence fails the run.
+const reachable = await PgTesting.requireServer(it)
 
 describe("testing helpers", () => {
   it("reports an unreachable server as such", async () => {
@@ -12,8 +13,20 @@ describe("testing helpers", () => {
     )
   })
 
-  // Needs the PostgreSQL server of the test machines; the store tests fail
-  // loudly on CI when it is missing, so here it is enough to skip.
+  it("fails a CI run whose server is unreachable, naming the server but not its password", async () => {
+    const registered: Array<{ readonly name: string; readonly body: () => void }> = []
+    const run = await PgTesting.requireServer((name, body) => registered.push({ name, body }), {
+      adminUrl: "postgres://postgres:secret@127.0.0.1:1/postgres",
+      ci: true
+    })
+    expect(run).toBe(false)
+    expect(registered.map(({ name }) => name)).toEqual([
+      "PostgreSQL at postgres://postgres:***@127.0.0.1:1/postgres is reachable"
+    ])
+    expect(registered[0]!.body).toThrow(/is not reachable, and CI is set/)
+  })
+
+  // Needs the PostgreSQL server of the test machines (see `reachable`).
   it.skipIf(!reachable)("creates an empty database and drops it", async () => {
     const database = await PgTesting.makeTestDatabase()
     expect(database.name).toMatch(/^convoke_test_[0-9a-f]{16}$/)
