@@ -83,18 +83,58 @@ const scrape = async (app: ChatHttp.App) => {
   return Prometheus.parse(await response.text())
 }
 
-/** Scrapes until every stream has ended and been counted (ends are recorded by finalizers). */
-const scrapeSettled = async (app: ChatHttp.App, streams: number) => {
-  for (let attempt = 0; attempt < 500; attempt++) {
-    const metrics = await scrape(app)
-    const ended = Object.values(metrics.byLabel("stream_outcomes_total", "outcome")).reduce(
-      (a, b) => a + b,
-      0
-    )
-    if (ended === streams && metrics.value("streams_active") === 0) return metrics
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-  throw new Error(`The streams did not all end: ${JSON.stringify((await scrape(app)).families)}`)
+/** What the observer of `observe` has seen so far. */
+interface Seen {
+  /** Streams whose turn has ended. */
+  streamsEnded: number
+  /** Conversations reconciled: temporary ones stored once the store came back. */
+  reconciled: number
+  /** Requests interrupted before their response (the client left). */
+  interrupted: number
+}
+
+/**
+ * An extension that counts what the metrics record, so a test awaits it
+ * instead of scraping until the numbers arrive (stream ends, for one, are
+ * recorded by finalizers after the client has its last byte). Merge its
+ * `layer` after `ChatMetrics.layer()`: its hooks then run after the metrics'
+ * own, and its middleware wraps theirs, so whatever it has seen has been
+ * counted.
+ */
+const observe = () => {
+  const seen: Seen = { streamsEnded: 0, reconciled: 0, interrupted: 0 }
+  const waiting = new Set<() => void>()
+  const record = (update: (seen: Seen) => void) =>
+    Effect.sync(() => {
+      update(seen)
+      for (const check of waiting) check()
+    })
+  const layer = ChatExtension.layer({
+    hooks: {
+      turnEnded: (event) => record((seen) => (seen.streamsEnded += event.stream ? 1 : 0)),
+      conversationResolved: (event) =>
+        record((seen) => (seen.reconciled += event.source === "reconciled" ? 1 : 0))
+    },
+    middleware: (app) => Effect.onInterrupt(app, () => record((seen) => seen.interrupted++))
+  })
+  /** Resolves once `done` holds for what has been seen. */
+  const until = (done: (seen: Seen) => boolean) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (!done(seen)) return
+        waiting.delete(check)
+        resolve()
+      }
+      waiting.add(check)
+      check()
+    })
+  return { layer, until }
+}
+
+/** Scrapes once `streams` streams have ended, and so have been counted. */
+const scrapeSettled = async (app: ChatHttp.App, observer: ReturnType<typeof observe>, streams: number) => {
+  await observer.until((seen) => seen.streamsEnded >= streams)
+  return scrape(app)
 }
 
 const UNITY = { "x-convoke-client": "unity/1.4.0" }
@@ -109,11 +149,13 @@ describe("ChatMetrics", () => {
   it("counts a scripted sequence of requests exactly", async () => {
     const store = switchableStore()
     const model = scriptedModel()
+    const observer = observe()
     const layer = Layer.mergeAll(
       store.layer,
       model.layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer()
+      ChatMetrics.layer(),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const streamOf = async (response: Response) => {
@@ -185,12 +227,7 @@ describe("ChatMetrics", () => {
         const frames = await streamOf(await post(app, { message: "x", stream: true }))
         assert.strictEqual(Sse.data(frames[0]!).temporary, true)
         store.failing.on = false
-        for (let attempt = 0; attempt < 500; attempt++) {
-          const reconciled = (await scrape(app)).byLabel("conversations_created_total", "source").reconciled
-          if (reconciled === 1) return
-          await new Promise((resolve) => setTimeout(resolve, 10))
-        }
-        throw new Error("the temporary conversation was not reconciled")
+        await observer.until((seen) => seen.reconciled === 1)
       })
       steps.push(async () => {
         // not JSON: 400 (web)
@@ -200,7 +237,7 @@ describe("ChatMetrics", () => {
       })
       for (const step of steps) await step()
 
-      const metrics = await scrapeSettled(app, 8)
+      const metrics = await scrapeSettled(app, observer, 8)
       assert.deepStrictEqual(metrics.byLabel("conversations_created_total", "source"), {
         absent: 4,
         new: 1,
@@ -269,11 +306,13 @@ describe("ChatMetrics", () => {
 
   it("tracks streams that are open right now", async () => {
     const model = scriptedModel()
+    const observer = observe()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       model.layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer()
+      ChatMetrics.layer(),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const response = await post(app, { message: "hang", stream: true })
@@ -282,23 +321,25 @@ describe("ChatMetrics", () => {
       assert.strictEqual(Sse.data((await reader.next())!).type, "content")
       assert.strictEqual((await scrape(app)).value("streams_active"), 1)
       await reader.cancel()
-      await scrapeSettled(app, 1)
+      assert.strictEqual((await scrapeSettled(app, observer, 1)).value("streams_active"), 0)
     })
   })
 
   it("counts a client that leaves right after the metadata event as client_closed", async () => {
+    const observer = observe()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       scriptedModel().layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer()
+      ChatMetrics.layer(),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const response = await post(app, { message: "hang", stream: true })
       const reader = Sse.reader(response.body!)
       assert.strictEqual(Sse.data((await reader.next())!).type, "metadata")
       await reader.cancel()
-      const metrics = await scrapeSettled(app, 1)
+      const metrics = await scrapeSettled(app, observer, 1)
       assert.strictEqual(metrics.value("stream_outcomes_total", { outcome: "client_closed" }), 1)
       assert.strictEqual(metrics.value("metadata_event_emission_total", { temporary: "false" }), 1)
     })
@@ -311,11 +352,13 @@ describe("ChatMetrics", () => {
       authenticate: () => Deferred.succeed(reached, undefined).pipe(Effect.andThen(Effect.never))
     })
     const metrics = ChatMetrics.make()
+    const observer = observe()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       scriptedModel().layer,
       stuck,
-      ChatMetrics.layer({ metrics })
+      ChatMetrics.layer({ metrics }),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const controller = new AbortController()
@@ -323,10 +366,7 @@ describe("ChatMetrics", () => {
       await Effect.runPromise(Deferred.await(reached))
       controller.abort()
       await pending
-      for (let attempt = 0; attempt < 500; attempt++) {
-        if (metrics.format().includes('status="499"')) break
-        await new Promise((resolve) => setTimeout(resolve, 5))
-      }
+      await observer.until((seen) => seen.interrupted === 1)
       assert.strictEqual(
         Prometheus.parse(metrics.format()).value("chat_requests_total", { client: "unity", status: "499" }),
         1
