@@ -15,6 +15,9 @@
  * `makeTcpProxy` puts a loopback proxy between a client and that server, to
  * cut, blackhole and restore the connection from a test (see `TcpProxy`).
  *
+ * `watchWrites` announces the rows written to a table as they commit, so a
+ * test awaits a background write instead of polling (see `WriteWatch`).
+ *
  * @since 0.1.0
  */
 import { randomBytes } from "node:crypto"
@@ -29,6 +32,7 @@ export {
   type Options as TcpProxyOptions,
   type TcpProxy
 } from "./TcpProxy.ts"
+export { type Row as WrittenRow, type WriteWatch, watchWrites } from "./WriteWatch.ts"
 
 /** The admin URL used when `CONVOKE_TEST_DATABASE_URL` is not set. */
 export const defaultAdminUrl = "postgres://postgres@127.0.0.1:5432/postgres"

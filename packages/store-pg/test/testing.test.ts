@@ -56,4 +56,41 @@ describe("testing helpers", () => {
       await database.drop()
     }
   })
+
+  it.skipIf(!reachable)("announces the rows written to a table as they commit, until closed", async () => {
+    const database = await PgTesting.makeTestDatabase()
+    const run = (query: string) =>
+      Effect.runPromise(
+        Effect.gen(function* () {
+          const sql = yield* PgClient.PgClient
+          return yield* sql.unsafe(query)
+        }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(database.url), maxConnections: 1 })))
+      )
+    try {
+      await run("CREATE TABLE notes (id int PRIMARY KEY, body text, secret text)")
+      const writes = await PgTesting.watchWrites(database.url, "notes", ["id", "body"])
+      await run("INSERT INTO notes VALUES (1, 'first', 'x')")
+      const pending = writes.written((row) => row.id === 1, 2)
+      await run("UPDATE notes SET body = 'second' WHERE id = 1")
+      // Earlier writes are kept: a predicate may match a row announced before it was asked.
+      expect(await writes.written((row) => row.body === "first")).toEqual([{ id: 1, body: "first" }])
+      expect(await pending).toEqual([
+        { id: 1, body: "first" },
+        { id: 1, body: "second" }
+      ])
+      await writes.close()
+      expect(await run("SELECT tgname FROM pg_trigger WHERE tgrelid = 'notes'::regclass")).toEqual([])
+    } finally {
+      await database.drop()
+    }
+  })
+
+  it.skipIf(!reachable)("fails to watch a table that does not exist", async () => {
+    const database = await PgTesting.makeTestDatabase()
+    try {
+      await expect(PgTesting.watchWrites(database.url, "missing", ["id"])).rejects.toThrow()
+    } finally {
+      await database.drop()
+    }
+  })
 })
