@@ -13,6 +13,7 @@ import {
 } from "../src/index.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestObserver from "../src/testing/TestObserver.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
@@ -83,57 +84,13 @@ const scrape = async (app: ChatHttp.App) => {
   return Prometheus.parse(await response.text())
 }
 
-/** What the observer of `observe` has seen so far. */
-interface Seen {
-  /** Streams whose turn has ended. */
-  streamsEnded: number
-  /** Conversations reconciled: temporary ones stored once the store came back. */
-  reconciled: number
-  /** Requests interrupted before their response (the client left). */
-  interrupted: number
-}
-
 /**
- * An extension that counts what the metrics record, so a test awaits it
- * instead of scraping until the numbers arrive (stream ends, for one, are
- * recorded by finalizers after the client has its last byte). Merge its
- * `layer` after `ChatMetrics.layer()`: its hooks then run after the metrics'
- * own, and its middleware wraps theirs, so whatever it has seen has been
- * counted.
+ * Scrapes once `streams` streams have ended: their ends are recorded by
+ * finalizers, after the client has its last byte. The observer is merged
+ * after `ChatMetrics.layer()`, so what it has seen has been counted.
  */
-const observe = () => {
-  const seen: Seen = { streamsEnded: 0, reconciled: 0, interrupted: 0 }
-  const waiting = new Set<() => void>()
-  const record = (update: (seen: Seen) => void) =>
-    Effect.sync(() => {
-      update(seen)
-      for (const check of waiting) check()
-    })
-  const layer = ChatExtension.layer({
-    hooks: {
-      turnEnded: (event) => record((seen) => (seen.streamsEnded += event.stream ? 1 : 0)),
-      conversationResolved: (event) =>
-        record((seen) => (seen.reconciled += event.source === "reconciled" ? 1 : 0))
-    },
-    middleware: (app) => Effect.onInterrupt(app, () => record((seen) => seen.interrupted++))
-  })
-  /** Resolves once `done` holds for what has been seen. */
-  const until = (done: (seen: Seen) => boolean) =>
-    new Promise<void>((resolve) => {
-      const check = () => {
-        if (!done(seen)) return
-        waiting.delete(check)
-        resolve()
-      }
-      waiting.add(check)
-      check()
-    })
-  return { layer, until }
-}
-
-/** Scrapes once `streams` streams have ended, and so have been counted. */
-const scrapeSettled = async (app: ChatHttp.App, observer: ReturnType<typeof observe>, streams: number) => {
-  await observer.until((seen) => seen.streamsEnded >= streams)
+const scrapeSettled = async (app: ChatHttp.App, observer: TestObserver.TestObserver, streams: number) => {
+  await observer.until((seen) => TestObserver.streamsEnded(seen) >= streams)
   return scrape(app)
 }
 
@@ -149,7 +106,7 @@ describe("ChatMetrics", () => {
   it("counts a scripted sequence of requests exactly", async () => {
     const store = switchableStore()
     const model = scriptedModel()
-    const observer = observe()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       store.layer,
       model.layer,
@@ -227,7 +184,9 @@ describe("ChatMetrics", () => {
         const frames = await streamOf(await post(app, { message: "x", stream: true }))
         assert.strictEqual(Sse.data(frames[0]!).temporary, true)
         store.failing.on = false
-        await observer.until((seen) => seen.reconciled === 1)
+        await observer.until((seen) =>
+          seen.conversationResolved.some((event) => event.source === "reconciled")
+        )
       })
       steps.push(async () => {
         // not JSON: 400 (web)
@@ -306,7 +265,7 @@ describe("ChatMetrics", () => {
 
   it("tracks streams that are open right now", async () => {
     const model = scriptedModel()
-    const observer = observe()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       model.layer,
@@ -326,7 +285,7 @@ describe("ChatMetrics", () => {
   })
 
   it("counts a client that leaves right after the metadata event as client_closed", async () => {
-    const observer = observe()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       scriptedModel().layer,
@@ -352,7 +311,7 @@ describe("ChatMetrics", () => {
       authenticate: () => Deferred.succeed(reached, undefined).pipe(Effect.andThen(Effect.never))
     })
     const metrics = ChatMetrics.make()
-    const observer = observe()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       scriptedModel().layer,
