@@ -15,11 +15,11 @@ import { NodeHandler } from "@convoke/core/node"
 import { ExpressMiddleware } from "@convoke/express"
 import { FastifyPlugin } from "@convoke/fastify"
 import { LambdaHandler } from "@convoke/lambda"
+import { LambdaHarness } from "@convoke/lambda/testing"
 import { PgConversationStore } from "@convoke/store-pg"
 import { Duration, Layer } from "effect"
 import express from "express"
 import Fastify from "fastify"
-import * as LambdaHarness from "../../../packages/lambda/test/LambdaHarness.ts"
 
 /** The adapters the benchmark compares. */
 export const KINDS = ["node", "express", "fastify", "lambda"] as const

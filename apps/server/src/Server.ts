@@ -161,8 +161,15 @@ const rateLimitLayer = (settings: Settings) => {
 
 /** Options of `start` beyond the settings. */
 export interface StartOptions {
-  /** Services that replace the ones chosen from settings (tests swap in a recording model). */
-  readonly layer?: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity> | undefined
+  /**
+   * Services that replace the ones chosen from settings (tests swap in a
+   * recording model), or extensions added after the server's own (tests
+   * await chat-turn events with `TestObserver` from `@convoke/core/testing`).
+   */
+  readonly layer?:
+    | Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
+    | Layer.Layer<never>
+    | undefined
 }
 
 /** Starts the server; resolves once it listens and the database is migrated. */

@@ -6,13 +6,14 @@
  * before and after the first delta follow the wire contract, a client that
  * leaves closes the upstream connection, and a stall ends with an error event.
  */
-import { makeTestDatabase } from "@convoke/store-pg/testing"
+
+import { FakeAnthropic } from "@convoke/anthropic/testing"
+import { makeTestDatabase, type WriteWatch, watchWrites } from "@convoke/store-pg/testing"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import * as FakeAnthropic from "../../../packages/anthropic/test/fixtures/FakeAnthropic.ts"
 import type { RunningServer } from "../src/Server.ts"
 import { start } from "../src/Server.ts"
 import { load } from "../src/Settings.ts"
-import { chat, events, frames, query, readAll, sleep } from "./helpers.ts"
+import { chat, events, frames, query, readAll } from "./helpers.ts"
 
 const API_KEY = "sk-ant-test-server-0123456789abcdef"
 const SYSTEM = "You are a terse assistant."
@@ -21,6 +22,7 @@ let fake: FakeAnthropic.FakeAnthropic
 let database: Awaited<ReturnType<typeof makeTestDatabase>>
 let server: RunningServer
 let stallServer: RunningServer
+let messageWrites: WriteWatch
 let firstRequest = 0
 
 const settingsFor = (env: Record<string, string>) =>
@@ -39,10 +41,13 @@ beforeAll(async () => {
   database = await makeTestDatabase()
   server = await start(settingsFor({}))
   stallServer = await start(settingsFor({ CONVOKE_MODEL_IDLE_TIMEOUT_MS: "1000" }))
+  // Started once the servers have migrated the database, before any message is written.
+  messageWrites = await watchWrites(database.url, "convoke_messages", ["conversation_id", "role"])
 })
 afterAll(async () => {
   await server?.close()
   await stallServer?.close()
+  await messageWrites?.close()
   await database?.drop()
   await fake?.close()
 })
@@ -67,12 +72,8 @@ const storedMessages = (conversationId: string) =>
   )
 /** The stored messages once the assistant reply is there (it is written as the stream ends). */
 const storedReply = async (conversationId: string) => {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const rows = await storedMessages(conversationId)
-    if (rows.some((row) => row.role === "assistant")) return rows
-    await sleep(20)
-  }
-  throw new Error("the assistant reply was not stored")
+  await messageWrites.written((row) => row.conversation_id === conversationId && row.role === "assistant")
+  return storedMessages(conversationId)
 }
 
 const overloaded = (): FakeAnthropic.Reply => ({

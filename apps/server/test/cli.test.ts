@@ -6,10 +6,10 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { FakeAnthropic } from "@convoke/anthropic/testing"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterEach, describe, expect, it } from "vitest"
-import * as FakeAnthropic from "../../../packages/anthropic/test/fixtures/FakeAnthropic.ts"
-import { chat, frames } from "./helpers.ts"
+import { chat, frames, watchOutput } from "./helpers.ts"
 
 const bin = join(import.meta.dirname, "..", "src", "bin.ts")
 const children: Array<ChildProcess> = []
@@ -26,26 +26,15 @@ const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => {
     stdio: ["ignore", "pipe", "pipe"]
   })
   children.push(child)
-  let stdout = ""
-  let stderr = ""
-  child.stdout!.on("data", (chunk) => {
-    stdout += chunk
-  })
-  child.stderr!.on("data", (chunk) => {
-    stderr += chunk
-  })
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
-  const output = () => ({ stdout, stderr })
-  const listening = async () => {
-    for (let attempt = 0; attempt < 600; attempt++) {
-      const match = /listening\s+(http:\/\/\S+)/.exec(stdout)
-      if (match) return match[1]!
-      if (child.exitCode !== null) throw new Error(`exited early: ${stderr}`)
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-    throw new Error(`no banner: ${stdout} ${stderr}`)
+  const output = watchOutput(child)
+  return {
+    child,
+    exited: output.closed,
+    output: () => ({ stdout: output.stdout(), stderr: output.stderr() }),
+    waitFor: output.waitFor,
+    /** The URL of the banner's `listening` line, as soon as it is printed. */
+    listening: async () => (await output.waitFor("stdout", /listening\s+(http:\/\/\S+)/))[1]!
   }
-  return { child, exited, output, listening }
 }
 
 afterEach(async () => {
@@ -59,11 +48,12 @@ describe("convoke CLI", () => {
     dirs.push(dataDir)
     const server = run([], { CONVOKE_DATA_DIR: dataDir, CONVOKE_ECHO_DELAY_MS: "200" })
     const url = await server.listening()
-    const { stdout, stderr } = server.output()
+    // The warning goes to stderr, a pipe of its own that may be read after stdout's.
+    await server.waitFor("stderr", /WARNING: anonymous mode/)
+    const { stdout } = server.output()
     expect(stdout).toContain("embedded PGlite")
     expect(stdout).toContain("echo")
     expect(stdout).toContain("ANONYMOUS")
-    expect(stderr).toContain("WARNING: anonymous mode")
 
     const health = await (await fetch(`${url}/health`)).json()
     expect(health).toMatchObject({ status: "ok", model: "echo", store: "pglite", identity: "anonymous" })

@@ -6,8 +6,8 @@
  */
 import { readFileSync } from "node:fs"
 import { ChatMetrics } from "@convoke/core"
+import * as Prometheus from "@convoke/prometheus-text"
 import { describe, expect, it } from "vitest"
-import * as Prometheus from "../../../packages/core/test/fixtures/Prometheus.ts"
 
 const root = new URL("../../../", import.meta.url)
 const rulesText = readFileSync(new URL("deploy/prometheus/convoke-rules.yml", root), "utf8")

@@ -2,6 +2,9 @@
  * Test helpers: start the reference server in-process, read SSE streams over
  * real sockets, and query the database the server writes to.
  */
+import type { ChildProcessByStdio } from "node:child_process"
+import { connect } from "node:net"
+import type { Readable } from "node:stream"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import { type RunningServer, type StartOptions, start } from "../src/Server.ts"
@@ -57,6 +60,62 @@ export const events = (payloads: ReadonlyArray<string>): Array<Record<string, an
     .filter((payload) => payload !== "[DONE]" && !payload.startsWith(":"))
     .map((payload) => JSON.parse(payload))
 
+/** What a child process prints, as it arrives, and when it ends. */
+export interface Output {
+  readonly stdout: () => string
+  readonly stderr: () => string
+  /**
+   * Resolves with the first match of `pattern` in `stream` as soon as the
+   * chunk carrying it arrives; rejects if the process closes without it.
+   */
+  readonly waitFor: (stream: "stdout" | "stderr", pattern: RegExp) => Promise<RegExpExecArray>
+  /** The exit code, once the process has exited and everything it printed has been read. */
+  readonly closed: Promise<number | null>
+}
+
+/** Collects a child process's output from its start, so a test awaits a line instead of polling for it. */
+export const watchOutput = (child: ChildProcessByStdio<null, Readable, Readable>): Output => {
+  const text = { stdout: "", stderr: "" }
+  let isClosed = false
+  for (const stream of ["stdout", "stderr"] as const) {
+    child[stream].setEncoding("utf8")
+    child[stream].on("data", (chunk: string) => {
+      text[stream] += chunk
+    })
+  }
+  // "close", not "exit": only then has all of stdout and stderr been read.
+  const closed = new Promise<number | null>((resolve) =>
+    child.once("close", (code) => {
+      isClosed = true
+      resolve(code)
+    })
+  )
+  const waitFor = (stream: "stdout" | "stderr", pattern: RegExp) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const check = () => {
+        const match = pattern.exec(text[stream])
+        if (match !== null) {
+          stop()
+          resolve(match)
+        } else if (isClosed) {
+          stop()
+          reject(
+            new Error(`closed without printing ${pattern} on ${stream}:\n${text.stdout}\n${text.stderr}`)
+          )
+        }
+      }
+      const stop = () => {
+        child[stream].off("data", check)
+        child.off("close", check)
+      }
+      // Registered after the collecting listeners, so each check sees the chunk that woke it.
+      child[stream].on("data", check)
+      child.once("close", check)
+      check()
+    })
+  return { stdout: () => text.stdout, stderr: () => text.stderr, waitFor, closed }
+}
+
 /** Runs a query against a PostgreSQL database (the one the server under test uses). */
 export const query = <A extends object>(url: string, text: string, params: ReadonlyArray<unknown> = []) =>
   Effect.runPromise(
@@ -65,6 +124,28 @@ export const query = <A extends object>(url: string, text: string, params: Reado
       return (yield* sql.unsafe<A>(text, params as Array<any>)) as ReadonlyArray<A>
     }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
   )
+
+/**
+ * Whether a Redis server answers at `url` within two seconds. Any reply to
+ * `PING` counts, an authentication error too: the server is there. Pass the
+ * answer to `requireService` from `@convoke/core/testing`.
+ */
+export const isRedisReachable = (url: string): Promise<boolean> =>
+  new Promise((resolve) => {
+    const { hostname, port } = new URL(url)
+    const socket = connect({
+      host: hostname.replace(/^\[|\]$/g, "") || "127.0.0.1",
+      port: Number(port || 6379)
+    })
+    const answer = (reachable: boolean) => {
+      socket.destroy()
+      resolve(reachable)
+    }
+    socket.setTimeout(2_000, () => answer(false))
+    socket.once("error", () => answer(false))
+    socket.once("connect", () => socket.write("PING\r\n"))
+    socket.once("data", () => answer(true))
+  })
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { expect, it } from "vitest"
-import { chat, events, readAll } from "./helpers.ts"
+import { chat, events, readAll, watchOutput } from "./helpers.ts"
 
 const bin = join(import.meta.dirname, "..", "src", "bin.ts")
 
@@ -24,19 +24,10 @@ it("writes one JSON object per line with request id, conversation id, user id, o
     },
     stdio: ["ignore", "pipe", "pipe"]
   })
-  let stdout = ""
-  let stderr = ""
-  child.stdout.on("data", (chunk) => (stdout += chunk))
-  child.stderr.on("data", (chunk) => (stderr += chunk))
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+  const output = watchOutput(child)
   try {
-    let url: string | undefined
-    for (let attempt = 0; attempt < 600 && url === undefined; attempt++) {
-      url = /listening\s+(http:\/\/\S+)/.exec(stdout)?.[1]
-      if (child.exitCode !== null) throw new Error(`exited early: ${stderr}`)
-      if (url === undefined) await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-    expect(stdout).toMatch(/logs\s+json/)
+    const [, url] = await output.waitFor("stdout", /listening\s+(http:\/\/\S+)/)
+    expect(output.stdout()).toMatch(/logs\s+json/)
     const response = await chat(
       { url: url! },
       { message: "my confidential words", stream: true },
@@ -44,9 +35,10 @@ it("writes one JSON object per line with request id, conversation id, user id, o
     )
     const [metadata] = events(await readAll(response))
     child.kill("SIGTERM")
-    expect(await exited).toBe(0)
+    expect(await output.closed).toBe(0)
 
-    const lines = stdout
+    const lines = output
+      .stdout()
       .split("\n")
       .filter((line) => line.startsWith("{"))
       .map((line) => JSON.parse(line))
@@ -73,7 +65,7 @@ it("writes one JSON object per line with request id, conversation id, user id, o
       outcome: "complete"
     })
     expect(typeof ended.annotations.durationMillis).toBe("number")
-    expect(`${stdout}${stderr}`).not.toContain("confidential")
+    expect(`${output.stdout()}${output.stderr()}`).not.toContain("confidential")
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL")
     await rm(dataDir, { recursive: true, force: true })

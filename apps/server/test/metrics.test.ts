@@ -10,9 +10,10 @@ import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { TestObserver } from "@convoke/core/testing"
+import * as Prometheus from "@convoke/prometheus-text"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as Prometheus from "../../../packages/core/test/fixtures/Prometheus.ts"
 import type { RunningServer } from "../src/Server.ts"
 import { load, SettingsError } from "../src/Settings.ts"
 import { chat, events, frames, readAll, startServer } from "./helpers.ts"
@@ -33,20 +34,15 @@ const scrape = async (url: string) => {
   return response.text()
 }
 
-/** Scrapes until `streams` streams have ended and none is open (ends are recorded by finalizers). */
-const settled = async (url: string, streams: number) => {
-  let last = ""
-  for (let attempt = 0; attempt < 500; attempt++) {
-    last = await scrape(url)
-    const metrics = Prometheus.parse(last)
-    const ended = Object.values(metrics.byLabel("stream_outcomes_total", "outcome")).reduce(
-      (a, b) => a + b,
-      0
-    )
-    if (ended === streams && metrics.value("streams_active") === 0) return { text: last, metrics }
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  throw new Error(`The streams did not all end:\n${last}`)
+/**
+ * Scrapes once `streams` streams have ended: their ends are recorded by
+ * finalizers, after the client has its last byte. The observer is merged
+ * after the server's metrics, so what it has seen has been counted.
+ */
+const settled = async (url: string, observer: TestObserver.TestObserver, streams: number) => {
+  await observer.until((seen) => TestObserver.streamsEnded(seen) >= streams)
+  const text = await scrape(url)
+  return { text, metrics: Prometheus.parse(text) }
 }
 
 const withDataDir = () => mkdtemp(join(tmpdir(), "convoke-metrics-"))
@@ -54,9 +50,10 @@ const withDataDir = () => mkdtemp(join(tmpdir(), "convoke-metrics-"))
 describe("GET /metrics on the chat port (CONVOKE_METRICS=on, the default)", () => {
   let server: RunningServer
   let dataDir: string
+  const observer = TestObserver.make()
   beforeAll(async () => {
     dataDir = await withDataDir()
-    server = await startServer({ dataDir, logFormat: "off", shutdownGraceMs: 200 })
+    server = await startServer({ dataDir, logFormat: "off", shutdownGraceMs: 200 }, { layer: observer.layer })
   })
   afterAll(async () => {
     await server?.close()
@@ -125,7 +122,7 @@ describe("GET /metrics on the chat port (CONVOKE_METRICS=on, the default)", () =
     ]
     for (const step of steps) await step()
 
-    const { text, metrics } = await settled(server.metricsUrl!, 6)
+    const { text, metrics } = await settled(server.metricsUrl!, observer, 6)
     expect(metrics.byLabel("conversations_created_total", "source")).toEqual({
       absent: 2,
       new: 1,
@@ -163,12 +160,11 @@ describe("GET /metrics on the chat port (CONVOKE_METRICS=on, the default)", () =
 describe("CONVOKE_METRICS=host:port", () => {
   it("serves /metrics alone on its own port, and not on the chat port", async () => {
     const dataDir = await withDataDir()
-    const server = await startServer({
-      dataDir,
-      logFormat: "off",
-      shutdownGraceMs: 200,
-      metrics: { host: "127.0.0.1", port: 0 }
-    })
+    const observer = TestObserver.make()
+    const server = await startServer(
+      { dataDir, logFormat: "off", shutdownGraceMs: 200, metrics: { host: "127.0.0.1", port: 0 } },
+      { layer: observer.layer }
+    )
     try {
       expect(server.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/)
       expect(new URL(server.metricsUrl!).port).not.toBe(String(server.port))
@@ -176,7 +172,7 @@ describe("CONVOKE_METRICS=host:port", () => {
       const onChatPort = await fetch(`${server.url}/metrics`)
       expect(onChatPort.status).toBe(404)
       expect(await onChatPort.json()).toEqual({ error: { type: "not_found", message: "Not found" } })
-      const { metrics } = await settled(server.metricsUrl!, 1)
+      const { metrics } = await settled(server.metricsUrl!, observer, 1)
       expect(metrics.value("conversations_created_total", { source: "absent" })).toBe(1)
       expect(metrics.value("chat_requests_total", { client: "other", status: "200" })).toBe(1)
       const elsewhere = await fetch(new URL("/other", server.metricsUrl!))

@@ -8,15 +8,22 @@
  */
 import { randomUUID } from "node:crypto"
 import { ChatHttp, ChatRateLimit, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
+import { requireService } from "@convoke/core/testing"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import { NodeRedis } from "@effect/platform-node"
 import { ConfigProvider, Duration, Effect, Layer } from "effect"
 import { Redis } from "effect/persistence"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
-import { chat, query, sleep, startServer } from "./helpers.ts"
+import { chat, isRedisReachable, query, sleep, startServer } from "./helpers.ts"
 
 const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
+// Skipped on a machine without Redis; under CI its absence fails the run.
+const redisReachable = requireService(
+  it,
+  `Redis at ${new URL(REDIS_URL).host}`,
+  await isRedisReachable(REDIS_URL)
+)
 const KEYS = { alice: "alice-rate-key-0123456789", bob: "bob-rate-key-0123456789ab" }
 const as = (user: keyof typeof KEYS) => ({ headers: { authorization: `Bearer ${KEYS[user]}` } })
 const apiKeys = [
@@ -77,7 +84,8 @@ const drain = async (response: Response) => {
 
 describe("one instance, in memory", () => {
   it("allows the budget, then answers 429 with Retry-After and RateLimit-* and writes nothing; the budget resets", async () => {
-    const server = await start({ userRequests: 3, windowSeconds: 4 })
+    // A short window: the test waits it out below.
+    const server = await start({ userRequests: 3, windowSeconds: 2 })
     for (let index = 0; index < 3; index++) {
       const response = await drain(await chat(server, { message: `hi ${index}` }, as("alice")))
       expect(response.status).toBe(200)
@@ -90,7 +98,7 @@ describe("one instance, in memory", () => {
     expect(await limited.json()).toEqual({ error: { type: "rate_limited", message: expect.any(String) } })
     const retryAfter = Number(limited.headers.get("retry-after"))
     expect(retryAfter).toBeGreaterThanOrEqual(1)
-    expect(retryAfter).toBeLessThanOrEqual(4)
+    expect(retryAfter).toBeLessThanOrEqual(2)
     expect(limited.headers.get("ratelimit-limit")).toBe("3")
     expect(limited.headers.get("ratelimit-remaining")).toBe("0")
     expect(await rows()).toEqual(before)
@@ -143,7 +151,7 @@ describe("one instance, in memory", () => {
   })
 })
 
-describe("two instances sharing Redis", () => {
+describe.skipIf(!redisReachable)("two instances sharing Redis", () => {
   const prefix = `convoke:test:${randomUUID()}:`
 
   afterAll(async () => {

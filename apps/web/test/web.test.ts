@@ -183,12 +183,12 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("web demo in Chromium"
 
   it("runs the README's browser snippet verbatim: the id comes from the first reader.read()", async () => {
     await page.goto(`${ORIGIN}/`)
-    const logged: Array<string> = []
-    page.on("console", (message) => logged.push(message.text()))
+    // The snippet logs the id; the console event may reach the test after `evaluate` has returned.
+    const idLogged = page.waitForEvent("console", { predicate: (message) => UUID_V4.test(message.text()) })
     const snippet = readmeSnippet()
     const firstEvent = await page.evaluate(`(async () => {\n${snippet}\nreturn firstEvent\n})()`)
     expect(firstEvent).toMatchObject({ type: "metadata", model: "unified-chat" })
     expect((firstEvent as { conversation_id: string }).conversation_id).toMatch(UUID_V4)
-    await expect.poll(() => logged).toContain((firstEvent as { conversation_id: string }).conversation_id)
+    expect((await idLogged).text()).toBe((firstEvent as { conversation_id: string }).conversation_id)
   })
 })

@@ -6,8 +6,8 @@
 import { ChatError, LanguageModel } from "@convoke/core"
 import { Cause, ConfigProvider, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import * as FakeAnthropic from "../src/FakeAnthropic.ts"
 import { AnthropicLanguageModel } from "../src/index.ts"
-import * as FakeAnthropic from "./fixtures/FakeAnthropic.ts"
 
 const API_KEY = "sk-ant-test-0123456789abcdefghijklmnop"
 

@@ -9,8 +9,8 @@
  * @since 0.1.0
  */
 import { ChatHttp } from "@convoke/core"
+import * as PrometheusText from "@convoke/prometheus-text"
 import { describe, expect, it } from "vitest"
-import * as PrometheusText from "./PrometheusText.ts"
 import * as Sse from "./Sse.ts"
 import { expectError, ISO_DATE, type Suite } from "./Suite.ts"
 
@@ -81,14 +81,12 @@ export const define = (suite: Suite) =>
       }
       const before = await scrape()
       for (const [name, labels] of DOCUMENTED_SERIES) {
-        expect(PrometheusText.value(before, name, labels), `${name} ${JSON.stringify(labels ?? {})}`).toEqual(
+        expect(before.sample(name, labels), `${name} ${JSON.stringify(labels ?? {})}`).toEqual(
           expect.any(Number)
         )
       }
       // "p95 above 500 ms" is decided by a bucket bound (the README's alerts).
-      expect(PrometheusText.value(before, "stream_start_latency_seconds_bucket", { le: "0.5" })).toEqual(
-        expect.any(Number)
-      )
+      expect(before.sample("stream_start_latency_seconds_bucket", { le: "0.5" })).toEqual(expect.any(Number))
 
       // Counted apart from every other test's requests: only these say they come from Unity.
       const unity = { headers: { "x-convoke-client": "unity" } }
@@ -105,7 +103,7 @@ export const define = (suite: Suite) =>
       const after = await scrape()
 
       const increase = (name: string, labels: Record<string, string> = {}) =>
-        (PrometheusText.value(after, name, labels) ?? 0) - (PrometheusText.value(before, name, labels) ?? 0)
+        (after.sample(name, labels) ?? 0) - (before.sample(name, labels) ?? 0)
       expect(increase("conversations_created_total", { source: "absent" })).toBe(1)
       expect(increase("conversations_resumed_total")).toBe(1)
       expect(increase("conversation_creation_duration_seconds_count")).toBe(1)
@@ -118,7 +116,7 @@ export const define = (suite: Suite) =>
       expect(startSeconds).toBeLessThan(10)
       expect(increase("chat_requests_total", { client: "unity", status: "200" })).toBe(2)
       expect(increase("chat_requests_total", { client: "unity", status: "400" })).toBe(1)
-      expect(PrometheusText.value(after, "streams_active")).toBeGreaterThanOrEqual(0)
+      expect(after.sample("streams_active")).toBeGreaterThanOrEqual(0)
     })
 
     it("answers a path it does not serve with Convoke's 404, or hands it to the application's own fallback", async () => {

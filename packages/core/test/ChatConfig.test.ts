@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Duration, Effect, Layer } from "effect"
 import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const fromEnv = (env: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromEnv({ env }))
 

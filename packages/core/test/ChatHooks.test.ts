@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Stream } from "effect"
 import { ChatHooks, ChatService, ConversationStore } from "../src/index.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 /** Records every hook call as `name:detail`. */
 const recorder = () => {

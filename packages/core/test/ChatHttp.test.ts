@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer } from "effect"
 import { ChatConfig, ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as Sse from "./fixtures/Sse.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as Sse from "../src/testing/Sse.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 const CHAT_URL = "http://localhost/api/v0.3/chat"

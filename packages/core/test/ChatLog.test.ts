@@ -1,9 +1,9 @@
+import * as Prometheus from "@convoke/prometheus-text"
 import { assert, describe, it } from "@effect/vitest"
 import { Layer, Logger } from "effect"
 import { ChatHttp, ChatLog, ChatMetrics, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as Prometheus from "./fixtures/Prometheus.ts"
-import * as Sse from "./fixtures/Sse.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as Sse from "../src/testing/Sse.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 type Entry = {
   readonly message: unknown

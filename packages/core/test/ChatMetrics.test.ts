@@ -1,3 +1,4 @@
+import * as Prometheus from "@convoke/prometheus-text"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Layer, Metric } from "effect"
 import {
@@ -10,10 +11,10 @@ import {
   ConversationStore,
   Identity
 } from "../src/index.ts"
-import * as Prometheus from "./fixtures/Prometheus.ts"
-import * as Sse from "./fixtures/Sse.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as Sse from "../src/testing/Sse.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestObserver from "../src/testing/TestObserver.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
 const METRIC_NAMES = [
@@ -83,18 +84,14 @@ const scrape = async (app: ChatHttp.App) => {
   return Prometheus.parse(await response.text())
 }
 
-/** Scrapes until every stream has ended and been counted (ends are recorded by finalizers). */
-const scrapeSettled = async (app: ChatHttp.App, streams: number) => {
-  for (let attempt = 0; attempt < 500; attempt++) {
-    const metrics = await scrape(app)
-    const ended = Object.values(metrics.byLabel("stream_outcomes_total", "outcome")).reduce(
-      (a, b) => a + b,
-      0
-    )
-    if (ended === streams && metrics.value("streams_active") === 0) return metrics
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-  throw new Error(`The streams did not all end: ${JSON.stringify((await scrape(app)).families)}`)
+/**
+ * Scrapes once `streams` streams have ended: their ends are recorded by
+ * finalizers, after the client has its last byte. The observer is merged
+ * after `ChatMetrics.layer()`, so what it has seen has been counted.
+ */
+const scrapeSettled = async (app: ChatHttp.App, observer: TestObserver.TestObserver, streams: number) => {
+  await observer.until((seen) => TestObserver.streamsEnded(seen) >= streams)
+  return scrape(app)
 }
 
 const UNITY = { "x-convoke-client": "unity/1.4.0" }
@@ -109,11 +106,13 @@ describe("ChatMetrics", () => {
   it("counts a scripted sequence of requests exactly", async () => {
     const store = switchableStore()
     const model = scriptedModel()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       store.layer,
       model.layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer()
+      ChatMetrics.layer(),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const streamOf = async (response: Response) => {
@@ -185,12 +184,9 @@ describe("ChatMetrics", () => {
         const frames = await streamOf(await post(app, { message: "x", stream: true }))
         assert.strictEqual(Sse.data(frames[0]!).temporary, true)
         store.failing.on = false
-        for (let attempt = 0; attempt < 500; attempt++) {
-          const reconciled = (await scrape(app)).byLabel("conversations_created_total", "source").reconciled
-          if (reconciled === 1) return
-          await new Promise((resolve) => setTimeout(resolve, 10))
-        }
-        throw new Error("the temporary conversation was not reconciled")
+        await observer.until((seen) =>
+          seen.conversationResolved.some((event) => event.source === "reconciled")
+        )
       })
       steps.push(async () => {
         // not JSON: 400 (web)
@@ -200,7 +196,7 @@ describe("ChatMetrics", () => {
       })
       for (const step of steps) await step()
 
-      const metrics = await scrapeSettled(app, 8)
+      const metrics = await scrapeSettled(app, observer, 8)
       assert.deepStrictEqual(metrics.byLabel("conversations_created_total", "source"), {
         absent: 4,
         new: 1,
@@ -269,11 +265,13 @@ describe("ChatMetrics", () => {
 
   it("tracks streams that are open right now", async () => {
     const model = scriptedModel()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       model.layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer()
+      ChatMetrics.layer(),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const response = await post(app, { message: "hang", stream: true })
@@ -282,23 +280,25 @@ describe("ChatMetrics", () => {
       assert.strictEqual(Sse.data((await reader.next())!).type, "content")
       assert.strictEqual((await scrape(app)).value("streams_active"), 1)
       await reader.cancel()
-      await scrapeSettled(app, 1)
+      assert.strictEqual((await scrapeSettled(app, observer, 1)).value("streams_active"), 0)
     })
   })
 
   it("counts a client that leaves right after the metadata event as client_closed", async () => {
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       scriptedModel().layer,
       Identity.layerAnonymous("alice"),
-      ChatMetrics.layer()
+      ChatMetrics.layer(),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const response = await post(app, { message: "hang", stream: true })
       const reader = Sse.reader(response.body!)
       assert.strictEqual(Sse.data((await reader.next())!).type, "metadata")
       await reader.cancel()
-      const metrics = await scrapeSettled(app, 1)
+      const metrics = await scrapeSettled(app, observer, 1)
       assert.strictEqual(metrics.value("stream_outcomes_total", { outcome: "client_closed" }), 1)
       assert.strictEqual(metrics.value("metadata_event_emission_total", { temporary: "false" }), 1)
     })
@@ -311,11 +311,13 @@ describe("ChatMetrics", () => {
       authenticate: () => Deferred.succeed(reached, undefined).pipe(Effect.andThen(Effect.never))
     })
     const metrics = ChatMetrics.make()
+    const observer = TestObserver.make()
     const layer = Layer.mergeAll(
       TestStore.make().layer,
       scriptedModel().layer,
       stuck,
-      ChatMetrics.layer({ metrics })
+      ChatMetrics.layer({ metrics }),
+      observer.layer
     )
     await withApp(layer, async (app) => {
       const controller = new AbortController()
@@ -323,10 +325,7 @@ describe("ChatMetrics", () => {
       await Effect.runPromise(Deferred.await(reached))
       controller.abort()
       await pending
-      for (let attempt = 0; attempt < 500; attempt++) {
-        if (metrics.format().includes('status="499"')) break
-        await new Promise((resolve) => setTimeout(resolve, 5))
-      }
+      await observer.until((seen) => seen.interrupted === 1)
       assert.strictEqual(
         Prometheus.parse(metrics.format()).value("chat_requests_total", { client: "unity", status: "499" }),
         1

@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Duration, Effect, Layer } from "effect"
-import { Redis } from "effect/persistence"
+import { RateLimiter, Redis } from "effect/persistence"
 import { ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
 
@@ -41,6 +41,47 @@ const withApp = async <A>(
   } finally {
     await app.dispose()
   }
+}
+
+/**
+ * `ChatRateLimit.layerMemory` that counts released in-flight slots: a slot
+ * comes back as its response winds down, after the client has left, so a
+ * test awaits the release instead of retrying until it has happened.
+ */
+const countingReleases = (limits: ChatRateLimit.Options) => {
+  const concurrency = ChatRateLimit.concurrencyMemory()
+  let released = 0
+  const waiting = new Set<() => void>()
+  const layer = Layer.effect(
+    ChatRateLimit.ChatRateLimit,
+    ChatRateLimit.make({
+      ...limits,
+      name: "memory",
+      concurrency: {
+        ...concurrency,
+        release: (key, token) =>
+          Effect.andThen(
+            concurrency.release(key, token),
+            Effect.sync(() => {
+              released++
+              for (const check of waiting) check()
+            })
+          )
+      }
+    }).pipe(Effect.provide(RateLimiter.layer.pipe(Layer.provide(RateLimiter.layerStoreMemory))))
+  )
+  /** Resolves once `count` slots have been released in all. */
+  const releases = (count: number) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (released < count) return
+        waiting.delete(check)
+        resolve()
+      }
+      waiting.add(check)
+      check()
+    })
+  return { layer, releases }
 }
 
 const alice = { authorization: "Bearer alice-key" }
@@ -96,8 +137,10 @@ describe("ChatRateLimit", () => {
       await valid.text()
     }))
 
-  it("limits streams in flight per user and frees the slot when a stream ends or its reader leaves", () =>
-    withApp({ limits: { ...off, concurrent: 1 }, delay: 50 }, async (app, store) => {
+  it("limits streams in flight per user and frees the slot when a stream ends or its reader leaves", () => {
+    const limits = { ...off, concurrent: 1 }
+    const rateLimit = countingReleases(limits)
+    return withApp({ limits, delay: 50, rateLimit: rateLimit.layer }, async (app, store) => {
       const long = Array.from({ length: 100 }, (_, index) => `w${index}`).join(" ")
       const first = await post(app, { message: long, stream: true }, alice)
       assert.strictEqual(first.status, 200)
@@ -113,16 +156,14 @@ describe("ChatRateLimit", () => {
       assert.strictEqual(other.status, 200)
       await other.text()
       await reader.cancel()
-      // The slot comes back once the cancelled stream has wound down.
-      let status = 429
-      for (let attempt = 0; attempt < 200 && status === 429; attempt++) {
-        const next = await post(app, { message: "after", stream: true }, alice)
-        status = next.status
-        await next.text()
-        if (status === 429) await new Promise((resolve) => setTimeout(resolve, 10))
-      }
-      assert.strictEqual(status, 200)
-    }))
+      // The slot comes back once the cancelled stream has wound down: two
+      // slots in all, Bob's and Alice's (her refused request held none).
+      await rateLimit.releases(2)
+      const next = await post(app, { message: "after", stream: true }, alice)
+      assert.strictEqual(next.status, 200)
+      await next.text()
+    })
+  })
 
   it("frees the slot when a request fails before its stream starts", () =>
     withApp({ limits: { ...off, concurrent: 1 } }, async (app) => {

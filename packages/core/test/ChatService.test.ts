@@ -11,8 +11,8 @@ import {
   ConversationStore,
   StreamSink
 } from "../src/index.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const alice = { userId: "alice" }
 const bob = { userId: "bob" }

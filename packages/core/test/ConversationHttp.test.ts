@@ -1,16 +1,46 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { AuditLog, ChatHttp, ChatLog, EchoLanguageModel, Identity } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const BASE = "http://localhost/api/v0.3/conversations"
 const KEYS = { alice: "alice-key", bob: "bob-key" } as const
 
+/**
+ * The memory audit log, and a wait for its entries: a cross-user access is
+ * recorded by a detached fiber, after the answer has gone out.
+ */
+const makeAudit = () => {
+  const memory = AuditLog.makeMemory()
+  const waiting = new Set<() => void>()
+  return {
+    ...memory,
+    record: (entries: ReadonlyArray<AuditLog.Entry>) =>
+      Effect.andThen(
+        memory.record(entries),
+        Effect.sync(() => {
+          for (const check of waiting) check()
+        })
+      ),
+    /** Resolves once `count` entries of `action` have been recorded. */
+    recorded: (action: AuditLog.Entry["action"], count: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => {
+          if (memory.entries.filter((entry) => entry.action === action).length < count) return
+          waiting.delete(check)
+          resolve()
+        }
+        waiting.add(check)
+        check()
+      })
+  }
+}
+
 const withApp = async (
-  body: (app: ChatHttp.App, audit: ReturnType<typeof AuditLog.makeMemory>) => Promise<void>,
+  body: (app: ChatHttp.App, audit: ReturnType<typeof makeAudit>) => Promise<void>,
   extra: Layer.Layer<never> = Layer.empty
 ) => {
-  const audit = AuditLog.makeMemory()
+  const audit = makeAudit()
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
       TestStore.make().layer,
@@ -167,7 +197,7 @@ describe("conversation API", () => {
       assert.deepStrictEqual(list.data, [])
       const mine = await (await call(app, "alice", `/${id}`)).json()
       assert.strictEqual(mine.title, "secret")
-      await new Promise((resolve) => setTimeout(resolve, 20))
+      await audit.recorded("conversation.cross_user_access", 3)
       const attempts = audit.entries.filter((entry) => entry.action === "conversation.cross_user_access")
       assert.strictEqual(attempts.length, 3)
       assert.isTrue(attempts.every((entry) => entry.userId === "bob" && entry.conversationId === id))

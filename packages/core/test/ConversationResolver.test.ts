@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option } from "effect"
 import { ChatError, ConversationOutbox, ConversationResolver, ConversationStore } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const alice = { userId: "alice" }
 const bob = { userId: "bob" }

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Effect, Layer } from "effect"
 import { ChatHttp, EchoLanguageModel, HttpSecurity, Identity } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
 

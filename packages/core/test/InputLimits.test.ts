@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Layer } from "effect"
 import { ChatConfig, ChatHttp, EchoLanguageModel, Identity, RequestBody } from "../src/index.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 describe("RequestBody.jsonDepth", () => {
   it.each([

@@ -6,9 +6,9 @@ import { Deferred, Effect, Layer, Stream } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import { ApiRouter, ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
 import { NodeHandler } from "../src/node.ts"
-import * as Sse from "./fixtures/Sse.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as Sse from "../src/testing/Sse.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 interface Served {
   readonly url: string

@@ -4,7 +4,7 @@
  * and everything lands once the store is back.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Stream } from "effect"
+import { Deferred, Duration, Effect, Layer, Stream } from "effect"
 import {
   AuditLog,
   ChatConfig,
@@ -14,8 +14,8 @@ import {
   ConversationOutbox,
   type ConversationStore
 } from "../src/index.ts"
-import * as TestModel from "./fixtures/TestModel.ts"
-import * as TestStore from "./fixtures/TestStore.ts"
+import * as TestModel from "../src/testing/TestModel.ts"
+import * as TestStore from "../src/testing/TestStore.ts"
 
 const alice = { userId: "alice" }
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
@@ -206,15 +206,24 @@ describe("temporary-id fallback", () => {
 
   it.live("a creation that commits after the budget is not duplicated", () => {
     // The insert is slow, not lost: it commits after the stream already
-    // started on the same id as a temporary conversation.
+    // started on the same id as a temporary conversation, and after the
+    // outbox stored that conversation again.
     const inner = TestStore.make()
+    const commit = Deferred.makeUnsafe<void>()
+    const committed = Deferred.makeUnsafe<void>()
     let slowCreates = 1
     const slow: ConversationStore.Service = {
       ...inner.service,
       create: (input) =>
         slowCreates-- > 0
-          ? Effect.andThen(
-              Effect.sync(() => setTimeout(() => Effect.runFork(inner.service.create(input)), 60)),
+          ? // The caller gives up at its budget; the insert goes on, detached, until `commit`.
+            Effect.andThen(
+              Effect.forkDetach(
+                Deferred.await(commit).pipe(
+                  Effect.andThen(inner.service.create(input)),
+                  Effect.ensuring(Deferred.succeed(committed, undefined))
+                )
+              ),
               Effect.never
             )
           : inner.service.create(input)
@@ -224,8 +233,9 @@ describe("temporary-id fallback", () => {
       Effect.gen(function* () {
         const metadata = metadataOf(yield* collect(chat, request("slow")))
         assert.isTrue(metadata.temporary)
-        yield* Effect.sleep(Duration.millis(80))
         yield* outbox.drained
+        yield* Deferred.succeed(commit, undefined)
+        yield* Deferred.await(committed)
         assert.deepStrictEqual(inner.created, [metadata.conversation_id, metadata.conversation_id])
         const page = yield* inner.service.list({ userId: "alice", limit: 10 })
         assert.strictEqual(page.conversations.length, 1)

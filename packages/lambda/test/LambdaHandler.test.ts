@@ -18,7 +18,7 @@ import { Effect, Layer, Option } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LambdaEvent, LambdaHandler } from "../src/index.ts"
-import * as LambdaHarness from "./LambdaHarness.ts"
+import * as LambdaHarness from "../src/LambdaHarness.ts"
 
 beforeAll(() => LambdaHarness.install())
 afterAll(() => LambdaHarness.uninstall())
@@ -148,13 +148,20 @@ describe("LambdaHandler.buffered (API Gateway HTTP API)", () => {
 
   it("answers 503 while the app cannot be built, and builds it on a later invocation", async () => {
     let attempts = 0
-    const handler = LambdaHandler.buffered(async () => {
+    let initBuild: Promise<unknown> | undefined
+    const handler = LambdaHandler.buffered(() => {
       attempts++
       // The build started at init fails, and so does the first invocation's retry.
-      if (attempts <= 2) throw new Error("database unreachable")
+      if (attempts <= 2) {
+        const failed = Promise.reject(new Error("database unreachable"))
+        initBuild ??= failed
+        return failed
+      }
       return ChatHttp.makeApp(counting().layer)
     })
-    await new Promise((resolve) => setTimeout(resolve, 0))
+    // Wait for the init build to fail: the handler forgets it in its own
+    // reaction to that failure, registered before this one.
+    await initBuild!.catch(() => {})
     const failed = await handler(v2(JSON.stringify({ message: "hi" })))
     expect(failed.statusCode).toBe(503)
     expect(JSON.parse(failed.body).error.type).toBe("unavailable")

@@ -9,12 +9,19 @@
  * `postgres://postgres@127.0.0.1:5432/postgres`), whose user may create
  * databases.
  *
+ * `requireServer` decides whether the tests that need that server run: they
+ * are skipped, with a warning, on a machine without it, and fail under CI.
+ *
  * `makeTcpProxy` puts a loopback proxy between a client and that server, to
  * cut, blackhole and restore the connection from a test (see `TcpProxy`).
+ *
+ * `watchWrites` announces the rows written to a table as they commit, so a
+ * test awaits a background write instead of polling (see `WriteWatch`).
  *
  * @since 0.1.0
  */
 import { randomBytes } from "node:crypto"
+import { type RegisterTest, type RequiredServiceOptions, requireService } from "@convoke/core/testing"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted, type Scope } from "effect"
 import type { SqlError } from "effect/sql"
@@ -25,6 +32,7 @@ export {
   type Options as TcpProxyOptions,
   type TcpProxy
 } from "./TcpProxy.ts"
+export { type Row as WrittenRow, type WriteWatch, watchWrites } from "./WriteWatch.ts"
 
 /** The admin URL used when `CONVOKE_TEST_DATABASE_URL` is not set. */
 export const defaultAdminUrl = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -105,10 +113,43 @@ export const scopedTestDatabase = (options: Options = {}): Effect.Effect<TestDat
   )
 
 /**
- * Whether the test server accepts connections. Use it to skip tests that need
- * PostgreSQL on machines without one (and to fail loudly where it must exist).
+ * Whether the test server accepts connections. To skip or fail the tests
+ * that need it, use `requireServer`, which builds on this.
  */
 export const isServerReachable = (options: Options = {}): Promise<boolean> =>
   withAdmin({ connectTimeoutMillis: 2_000, ...options }, (sql) => Effect.as(sql`SELECT 1`, true)).catch(
     () => false
+  )
+
+// Test output is often public (CI logs): name the server, not its password.
+const withoutPassword = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== "") parsed.password = "***"
+    return parsed.toString()
+  } catch {
+    return "the configured server"
+  }
+}
+
+/**
+ * Whether the tests that need the test server run, for
+ * `describe.skipIf(!reachable)`: `true` when it accepts connections. When it
+ * does not, a developer's machine skips them with a warning, and a CI run
+ * (`CI` set) gets a failing test from `test` instead (see `requireService`):
+ *
+ * ```ts
+ * const reachable = await requireServer(it)
+ * describe.skipIf(!reachable)("on PostgreSQL", () => { ... })
+ * ```
+ */
+export const requireServer = async (
+  test: RegisterTest,
+  options: Options & RequiredServiceOptions = {}
+): Promise<boolean> =>
+  requireService(
+    test,
+    `PostgreSQL at ${withoutPassword(options.adminUrl ?? adminUrl())}`,
+    await isServerReachable(options),
+    options
   )

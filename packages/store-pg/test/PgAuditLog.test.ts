@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Logger, Redacted, References } from "effect"
 import { SqlClient } from "effect/sql"
 
-const reachable = await PgTesting.isServerReachable()
+// Skipped on a machine without the test PostgreSQL server; under CI its absence fails the run.
+const reachable = await PgTesting.requireServer(it)
 
 const at = (second: number): Date => new Date(Date.UTC(2026, 0, 1, 0, 0, second))
 
@@ -229,8 +230,7 @@ describe("PgAuditLog on PGlite", () => {
   )
 })
 
-// Needs the PostgreSQL server of the test machines; PgConversationStore.test.ts
-// fails loudly on CI when it is missing, so here it is enough to skip.
+// Needs the PostgreSQL server of the test machines (see `reachable`).
 describe.skipIf(!reachable)("PgAuditLog on PostgreSQL", () => {
   let database: PgTesting.TestDatabase | undefined
   beforeAll(async () => {

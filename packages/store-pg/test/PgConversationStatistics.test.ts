@@ -5,7 +5,8 @@ import * as PgTesting from "@convoke/store-pg/testing"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 
-const reachable = await PgTesting.isServerReachable()
+// Skipped on a machine without the test PostgreSQL server; under CI its absence fails the run.
+const reachable = await PgTesting.requireServer(it)
 
 const hour = 3_600_000
 const base = Date.UTC(2026, 5, 1, 12)
@@ -54,7 +55,7 @@ describe("PgConversationStatistics", () => {
     )
   )
 
-  // Needs the PostgreSQL server of the test machines; the store's own tests fail CI when it is missing.
+  // Needs the PostgreSQL server of the test machines (see `reachable`).
   describe.skipIf(!reachable)("on a PostgreSQL server", () => {
     let database: PgTesting.TestDatabase | undefined
     beforeAll(async () => {

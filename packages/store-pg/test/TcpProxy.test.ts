@@ -5,7 +5,8 @@ import { PgClient } from "@effect/sql-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Layer } from "effect"
 
-const reachable = await PgTesting.isServerReachable()
+// Skipped on a machine without the test PostgreSQL server; under CI its absence fails the run.
+const reachable = await PgTesting.requireServer(it)
 
 /** A loopback echo server that records what reaches it. */
 const makeEchoServer = async () => {
@@ -127,8 +128,7 @@ describe("makeTcpProxy", () => {
   })
 })
 
-// Needs the PostgreSQL server of the test machines; PgConversationStore.test.ts
-// fails loudly on CI when it is missing, so here it is enough to skip.
+// Needs the PostgreSQL server of the test machines (see `reachable`).
 describe.skipIf(!reachable)("a PgClient through makeTcpProxy", () => {
   let database: PgTesting.TestDatabase | undefined
   let proxy: PgTesting.TcpProxy | undefined

@@ -19,11 +19,13 @@
  * stream is destroyed with an error, as the runtime's is when its response
  * connection fails. Bodies are base64-encoded unless their type is textual,
  * as Function URLs do.
+ *
+ * @since 0.2.0
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Writable } from "node:stream"
-import type { LambdaEvent } from "../src/index.ts"
+import type { LambdaEvent } from "./index.ts"
 
 const STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming")
 const PRELUDE_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
