@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Duration, Effect, Layer } from "effect"
 import { RateLimiter, Redis } from "effect/persistence"
-import { ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "../src/index.ts"
+import { ChatHttp, ChatRateLimit, ConcurrencyStore, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
@@ -49,7 +49,7 @@ const withApp = async <A>(
  * test awaits the release instead of retrying until it has happened.
  */
 const countingReleases = (limits: ChatRateLimit.Options) => {
-  const concurrency = ChatRateLimit.concurrencyMemory()
+  const concurrency = ConcurrencyStore.memory()
   let released = 0
   const waiting = new Set<() => void>()
   const layer = Layer.effect(
