@@ -252,19 +252,8 @@ export const define = (suite: Suite) => {
   })
 
   it("interrupts the model when the client disconnects, and stores the partial reply", async () => {
-    const endless = token()
-    const controller = new AbortController()
-    const response = await chat(
-      { message: `endless ${endless}`, stream: true },
-      { signal: controller.signal }
-    )
-    const reader = Sse.reader(response.body!)
-    const metadata = JSON.parse((await reader.next())!)
-    expect(metadata.type).toBe("metadata")
-    expect(JSON.parse((await reader.next())!).delta.content).toBe("Echo")
-    expect(JSON.parse((await reader.next())!).delta.content).toBe(" partial")
-    controller.abort()
-    await reader.cancel().catch(() => {})
+    const { metadata, message } = await suite.disconnectMidReply()
+    const endless = message.slice("endless ".length)
     // The model's stream never ends by itself: only the disconnect can end it.
     await model.interrupted(endless)
     expect(model.calls(endless)).toBe(1)
@@ -273,7 +262,7 @@ export const define = (suite: Suite) => {
     expect(await suite.turns.ended(metadata.conversation_id)).toBe("client_closed")
     if (suite.target.probe) {
       expect(await suite.target.probe.transcript(metadata.conversation_id)).toEqual([
-        ["user", "complete", `endless ${endless}`],
+        ["user", "complete", message],
         ["assistant", "partial", "Echo partial"]
       ])
     }

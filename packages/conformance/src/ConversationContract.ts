@@ -9,7 +9,6 @@
  * @since 0.1.0
  */
 import { describe, expect, it } from "vitest"
-import * as Sse from "./Sse.ts"
 import { CONVERSATION_NOT_FOUND, expectError, ISO_DATE, type Suite, type User, UUID_V4 } from "./Suite.ts"
 
 // The documented path, not the core's constant: the suite checks the contract clients rely on.
@@ -163,19 +162,7 @@ export const define = (suite: Suite) =>
     })
 
     it("shows a reply cut short by a disconnect as partial", async () => {
-      const endless = token()
-      const controller = new AbortController()
-      const response = await chat(
-        { message: `endless ${endless}`, stream: true },
-        { signal: controller.signal }
-      )
-      const reader = Sse.reader(response.body!)
-      const metadata = JSON.parse((await reader.next())!)
-      // Both deltas reached the client before it leaves: the partial reply holds them.
-      expect(JSON.parse((await reader.next())!).delta.content).toBe("Echo")
-      expect(JSON.parse((await reader.next())!).delta.content).toBe(" partial")
-      controller.abort()
-      await reader.cancel().catch(() => {})
+      const { metadata, message } = await suite.disconnectMidReply()
       expect(await suite.turns.ended(metadata.conversation_id)).toBe("client_closed")
       const shown = await show(metadata.conversation_id)
       expect(
@@ -185,7 +172,7 @@ export const define = (suite: Suite) =>
           message.status
         ])
       ).toEqual([
-        ["user", `endless ${endless}`, "complete"],
+        ["user", message, "complete"],
         ["assistant", "Echo partial", "partial"]
       ])
     })

@@ -4,13 +4,11 @@
  *
  * @since 0.1.0
  */
+import { Sse as CoreSse } from "@convoke/core/testing"
 
 /** Splits an SSE body into its frames, each without the `data: ` prefix (comments keep their `:`). */
 export const frames = (text: string): Array<string> =>
-  text
-    .split("\n\n")
-    .filter((frame) => frame !== "")
-    .map((frame) => (frame.startsWith("data: ") ? frame.slice(6) : frame))
+  CoreSse.frames(text).map((frame) => (frame.startsWith("data: ") ? frame.slice(6) : frame))
 
 /** The parsed JSON events of a stream body (everything but `[DONE]` and comments). */
 export const events = (payloads: ReadonlyArray<string>): Array<Record<string, any>> =>
@@ -19,26 +17,15 @@ export const events = (payloads: ReadonlyArray<string>): Array<Record<string, an
 /** Reads a whole response body and returns its `data:` payloads. */
 export const readAll = async (response: Response): Promise<Array<string>> => frames(await response.text())
 
-/** Reads frames one at a time from a response body. */
+/** Reads frames' payloads one at a time from a response body (`@convoke/core/testing`'s reader, `data: ` removed). */
 export const reader = (body: ReadableStream<Uint8Array>) => {
-  const source = body.getReader()
-  const decoder = new TextDecoder()
-  let buffer = ""
+  const frames = CoreSse.reader(body)
   return {
     /** The next frame's payload, or `undefined` when the body ended. */
     next: async (): Promise<string | undefined> => {
-      for (;;) {
-        const end = buffer.indexOf("\n\n")
-        if (end !== -1) {
-          const frame = buffer.slice(0, end)
-          buffer = buffer.slice(end + 2)
-          return frame.startsWith("data: ") ? frame.slice(6) : frame
-        }
-        const { done, value } = await source.read()
-        if (done) return undefined
-        buffer += decoder.decode(value, { stream: true })
-      }
+      const frame = await frames.next()
+      return frame?.startsWith("data: ") ? frame.slice(6) : frame
     },
-    cancel: () => source.cancel()
+    cancel: frames.cancel
   }
 }

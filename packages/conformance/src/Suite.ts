@@ -119,6 +119,15 @@ export interface Suite {
   readonly streamed: (body: Record<string, unknown>, user?: User) => Promise<Array<Record<string, any>>>
   /** A fresh token for the model's commands (`gated <token>`, …). */
   readonly token: () => string
+  /**
+   * Starts a reply the model never ends (`endless <token>`), reads the
+   * metadata event and both deltas ("Echo", " partial"), then disconnects.
+   * Returns the metadata event and the message sent.
+   */
+  readonly disconnectMidReply: () => Promise<{
+    readonly metadata: Record<string, any>
+    readonly message: string
+  }>
 }
 
 /** The suite's helpers around the binding that `target` returns once it is up. */
@@ -152,6 +161,21 @@ export const make = (options: {
       body: typeof body === "string" ? body : JSON.stringify(body),
       ...(init.signal === undefined ? {} : { signal: init.signal })
     })
+  const token = () => crypto.randomUUID().slice(0, 8)
+  const disconnectMidReply: Suite["disconnectMidReply"] = async () => {
+    const message = `endless ${token()}`
+    const controller = new AbortController()
+    const response = await chat({ message, stream: true }, { signal: controller.signal })
+    const reader = Sse.reader(response.body!)
+    const metadata = JSON.parse((await reader.next())!)
+    expect(metadata.type).toBe("metadata")
+    // Both deltas reached the client before it leaves: the partial reply holds them.
+    expect(JSON.parse((await reader.next())!).delta.content).toBe("Echo")
+    expect(JSON.parse((await reader.next())!).delta.content).toBe(" partial")
+    controller.abort()
+    await reader.cancel().catch(() => {})
+    return { metadata, message }
+  }
   return {
     get target() {
       return options.target()
@@ -163,6 +187,7 @@ export const make = (options: {
     chat,
     streamed: async (body, user = "alice") =>
       Sse.events(await Sse.readAll(await chat({ ...body, stream: true }, {}, user))),
-    token: () => crypto.randomUUID().slice(0, 8)
+    token,
+    disconnectMidReply
   }
 }
