@@ -77,7 +77,9 @@ const ANY = "GET"
 
 /** Builds the router of a route table. Two routes with the same method and path are a defect. */
 export const make = <R>(routes: ReadonlyArray<Route<R>>): Router<R> => {
-  const table = FindMyWay.make<Methods<R>>({ ignoreTrailingSlash: false })
+  // A parameter as long as a request line may be: an over-long id is the route's
+  // to answer (a 404 like any unknown id), not a path that no binding claims.
+  const table = FindMyWay.make<Methods<R>>({ ignoreTrailingSlash: false, maxParamLength: 16_384 })
   const byPath = new Map<string, Methods<R>>()
   for (const { method, path, handler } of routes) {
     let methods = byPath.get(path)

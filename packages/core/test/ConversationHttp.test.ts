@@ -220,6 +220,8 @@ describe("conversation API", () => {
         assert.strictEqual((await response.json()).error.type, "invalid_request")
       }
       await expectNotFound(await call(app, "alice", "/not-a-uuid"))
+      // Longer than the router's default parameter limit: still the route's 404, not an unknown path.
+      await expectNotFound(await call(app, "alice", `/${"a".repeat(300)}`))
       const anonymous = await app.handler(new Request(BASE))
       assert.strictEqual(anonymous.status, 401)
     }))
