@@ -17,6 +17,8 @@
  */
 import { Config, Context, Effect, Layer, Schema } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import { Forbidden } from "./ChatError.ts"
+import * as HttpError from "./HttpError.ts"
 
 /** CORS settings. */
 export interface Cors {
@@ -97,10 +99,7 @@ const preflight = (cors: Cors, origin: string): HttpServerResponse.HttpServerRes
           "access-control-max-age": String(cors.maxAgeSeconds ?? 600)
         }
       })
-    : HttpServerResponse.jsonUnsafe(
-        { error: { type: "forbidden", message: `Origin ${origin} is not allowed` } },
-        { status: 403 }
-      )
+    : HttpError.toResponse(HttpError.fromError(new Forbidden({ message: `Origin ${origin} is not allowed` })))
 
 /**
  * Adds CORS (when configured) and the security headers to every response of

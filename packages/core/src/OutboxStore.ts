@@ -18,7 +18,7 @@
 import { Effect, Layer, Option } from "effect"
 import { ChatConfig } from "./ChatConfig.ts"
 import { StoreUnavailable } from "./ChatError.ts"
-import { ConversationOutbox } from "./ConversationOutbox.ts"
+import { ConversationOutbox, type Entry } from "./ConversationOutbox.ts"
 import { ConversationStore, type Message, type Service } from "./ConversationStore.ts"
 import * as Deadline from "./Deadline.ts"
 
@@ -29,7 +29,7 @@ export const make = Effect.fnUntraced(function* (store: Service) {
   const outbox = yield* ConversationOutbox
   const config = yield* ChatConfig
 
-  const queue = (entry: Parameters<typeof outbox.enqueue>[0]) =>
+  const queue = (entry: Entry) =>
     Effect.flatMap(outbox.enqueue(entry), (queued) => (queued ? Effect.succeed(true) : Effect.fail(full)))
 
   const decorated: Service = {
