@@ -6,4 +6,4 @@
  *
  * @since 0.2.0
  */
-export * as LambdaHarness from "./LambdaHarness.ts"
+export * as LambdaHarness from "./testing/LambdaHarness.ts"

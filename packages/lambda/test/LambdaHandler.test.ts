@@ -18,7 +18,7 @@ import { Effect, Layer, Option } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LambdaEvent, LambdaHandler } from "../src/index.ts"
-import * as LambdaHarness from "../src/LambdaHarness.ts"
+import * as LambdaHarness from "../src/testing/LambdaHarness.ts"
 
 beforeAll(() => LambdaHarness.install())
 afterAll(() => LambdaHarness.uninstall())

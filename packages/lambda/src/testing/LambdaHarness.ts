@@ -25,7 +25,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Writable } from "node:stream"
-import type { LambdaEvent } from "./index.ts"
+import type { LambdaEvent } from "../index.ts"
 
 const STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming")
 const PRELUDE_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
