@@ -138,7 +138,13 @@ export const make = Effect.gen(function* () {
 
   const create = (input: Input, id: string, source: Source) =>
     Effect.map(
-      store.create({ ...conversationFor(input, id), now: now(), messages: input.messages }),
+      store.create({
+        id,
+        userId: input.principal.userId,
+        title: titleFrom(input.message),
+        now: now(),
+        messages: input.messages
+      }),
       (conversation): Resolution => ({ conversation, source, temporary: false })
     )
 
