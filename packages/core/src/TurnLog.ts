@@ -1,0 +1,322 @@
+/**
+ * Where a turn's events are kept while it runs and for a while after, so a
+ * client that lost its connection can read the rest of the reply — from this
+ * instance or, with a shared log, from any other — and so a turn can be
+ * stopped wherever it runs.
+ *
+ * Every event after the metadata event gets a sequence number, counting from
+ * 1 with no gaps: on the wire it is the `id: <turn_id>:<seq>` line. The turn
+ * that runs appends to its `Writer` without waiting (a shared log writes in
+ * the background, in batches); readers `follow` a turn from the last
+ * sequence number they saw: what is logged is replayed, then new events are
+ * delivered as they come, to the `done` event.
+ *
+ * `layerMemory` keeps the log in the process (one instance: bounded per turn
+ * and in total); `RedisTurnLog.layer` keeps it in Redis Streams, with the
+ * lease of each running turn and the stop signal, so every instance can
+ * serve every turn.
+ *
+ * @since 0.3.0
+ */
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option } from "effect"
+import type * as ChatEvent from "./ChatEvent.ts"
+
+/** What a log keeps of a turn besides its events. */
+export interface TurnInfo {
+  readonly turnId: string
+  readonly conversationId: string
+  /** The owner: only they may resume or stop it. */
+  readonly userId: string
+  /** The metadata event the turn's stream began with (`turn_id` included). */
+  readonly metadata: ChatEvent.MetadataEvent
+  /** The id the assistant reply is stored under, so whoever stores it stores it once. */
+  readonly replyId: string
+  /** The provider's model id, for the stored reply's metadata. */
+  readonly model: string
+  /** When the turn started (epoch millis). */
+  readonly startedAt: number
+}
+
+/** The terminator of a turn's events: `[DONE]` on the wire. */
+export interface DoneEvent {
+  readonly type: "done"
+}
+
+/** The `done` event. */
+export const done: DoneEvent = { type: "done" }
+
+/** What a turn logs: its content, at most one error, then `done`. */
+export type TurnEvent = ChatEvent.ContentEvent | ChatEvent.ErrorEvent | DoneEvent
+
+/** One logged event and its place in the turn. */
+export interface Entry {
+  readonly seq: number
+  readonly event: TurnEvent
+}
+
+/** The running turn's side of the log. */
+export interface Writer {
+  /**
+   * Logs the next event and returns its sequence number. Never waits: a shared
+   * log writes in the background, several events per round trip.
+   */
+  readonly append: (event: TurnEvent) => number
+  /** Writes what is pending, marks the turn ended (kept for the retention window) and lets go of its lease. */
+  readonly end: Effect.Effect<void>
+  /** Resolves when a stop was asked for, from any instance. */
+  readonly stopRequested: Effect.Effect<void>
+  /** How many readers follow the turn now, on any instance. */
+  readonly readers: Effect.Effect<number>
+}
+
+/** A turn as the log knows it. */
+export interface Snapshot {
+  readonly turn: TurnInfo
+  /** `false` once the turn logged `done`. */
+  readonly running: boolean
+  /** The lowest sequence number still kept (events before it were dropped); `1` when nothing was. */
+  readonly firstSeq: number
+  /** The reply's text as far as it is logged. */
+  readonly content: string
+}
+
+/** How following a turn ended. */
+export type FollowEnd =
+  /** Delivered through `done`. */
+  | "done"
+  /** The turn is gone (retention over), or events the reader needs were dropped. */
+  | "gone"
+
+/** A turn whose instance stopped renewing its lease, claimed by this instance to be ended. */
+export interface Lapsed {
+  readonly turn: TurnInfo
+  /** The reply as far as it was logged, to store with status `interrupted`. */
+  readonly content: string
+}
+
+/** Sizes, for metrics. */
+export interface Stats {
+  /** Turns kept (running and ended). */
+  readonly turns: number
+  /** Events kept. */
+  readonly events: number
+  /** Events dropped since start to stay within the bounds. */
+  readonly dropped: number
+}
+
+/** The turn log's operations. */
+export interface Service {
+  /** `memory` or `redis`, for banners and `/health`. */
+  readonly name: string
+  /** Starts logging a turn; it becomes its conversation's current turn. Never waits on a remote store. */
+  readonly begin: (turn: TurnInfo) => Effect.Effect<Writer>
+  /** The conversation's latest turn, running or ended within the retention window. */
+  readonly current: (conversationId: string) => Effect.Effect<Option.Option<Snapshot>>
+  /**
+   * Delivers the turn's events after `afterSeq` in order — the logged ones,
+   * then each new one as it is logged — through `done`. The reader counts as
+   * following the turn (see `Writer.readers`) until it returns or is
+   * interrupted; `deliver` may wait (a slow reader).
+   */
+  readonly follow: (
+    turnId: string,
+    afterSeq: number,
+    deliver: (entry: Entry) => Effect.Effect<void>
+  ) => Effect.Effect<FollowEnd>
+  /** Asks whichever instance runs the turn to stop it; `false` when it is not running. */
+  readonly requestStop: (turnId: string) => Effect.Effect<boolean>
+  /**
+   * Turns whose owner stopped renewing its lease (the instance died), each
+   * claimed by exactly one caller across instances, with `interrupted` and
+   * `done` already logged so their readers end. The caller stores the reply.
+   */
+  readonly claimLapsed: Effect.Effect<ReadonlyArray<Lapsed>>
+  readonly stats: () => Stats
+}
+
+/** The turn log service. */
+export class TurnLog extends Context.Service<TurnLog, Service>()("@convoke/core/TurnLog") {}
+
+/** Options of the in-memory log (and of the shared logs, which share their meaning). */
+export interface Options {
+  /** How long an ended turn stays readable (default 10 minutes). */
+  readonly retention?: Duration.Input | undefined
+  /** Most events kept per turn (default 10,000): beyond it the oldest are dropped. */
+  readonly maxEventsPerTurn?: number | undefined
+  /** Most events kept in all (default 1,000,000): beyond it ended turns are dropped, oldest first. */
+  readonly maxEvents?: number | undefined
+}
+
+/** The defaults of `Options`. */
+export const defaults = {
+  retention: Duration.minutes(10),
+  maxEventsPerTurn: 10_000,
+  maxEvents: 1_000_000
+} as const
+
+/** The reply's text in a run of entries. */
+export const contentOf = (entries: Iterable<Entry>): string => {
+  let text = ""
+  for (const { event } of entries) if (event.type === "content") text += event.delta.content
+  return text
+}
+
+interface Buffer {
+  readonly turn: TurnInfo
+  readonly entries: Array<Entry>
+  /** Sequence number of `entries[0]` (or of the next event while empty). */
+  firstSeq: number
+  nextSeq: number
+  endedAt: number | undefined
+  readers: number
+  readonly stop: Deferred.Deferred<void>
+  /** Resolved and replaced on every append, so waiting readers wake. */
+  appended: Deferred.Deferred<void>
+}
+
+/** A log kept in this process. */
+export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
+  Effect.gen(function* () {
+    const clock = yield* Clock.Clock
+    const retentionMillis = Duration.toMillis(
+      Duration.fromInputUnsafe(options.retention ?? defaults.retention)
+    )
+    const maxPerTurn = Math.max(1, options.maxEventsPerTurn ?? defaults.maxEventsPerTurn)
+    const maxEvents = Math.max(1, options.maxEvents ?? defaults.maxEvents)
+    const turns = new Map<string, Buffer>()
+    const latest = new Map<string, string>()
+    // Ended turns in the order they ended: the retention sweep and the total bound drop from the front.
+    const ended = new Set<Buffer>()
+    let events = 0
+    let dropped = 0
+
+    const forget = (buffer: Buffer) => {
+      turns.delete(buffer.turn.turnId)
+      ended.delete(buffer)
+      events -= buffer.entries.length
+      if (latest.get(buffer.turn.conversationId) === buffer.turn.turnId)
+        latest.delete(buffer.turn.conversationId)
+    }
+
+    /** Drops turns past the retention window, then ended turns while over the total bound. */
+    const sweep = () => {
+      const now = clock.currentTimeMillisUnsafe()
+      for (const buffer of ended) {
+        if (now - buffer.endedAt! < retentionMillis && events <= maxEvents) break
+        if (now - buffer.endedAt! >= retentionMillis) {
+          forget(buffer)
+        } else {
+          dropped += buffer.entries.length
+          forget(buffer)
+        }
+      }
+    }
+
+    const wake = (buffer: Buffer) => {
+      const appended = buffer.appended
+      buffer.appended = Deferred.makeUnsafe<void>()
+      Deferred.doneUnsafe(appended, Effect.void)
+    }
+
+    const snapshotOf = (buffer: Buffer): Snapshot => ({
+      turn: buffer.turn,
+      running: buffer.endedAt === undefined,
+      firstSeq: buffer.firstSeq,
+      content: contentOf(buffer.entries)
+    })
+
+    const begin = (turn: TurnInfo) =>
+      Effect.sync((): Writer => {
+        sweep()
+        const buffer: Buffer = {
+          turn,
+          entries: [],
+          firstSeq: 1,
+          nextSeq: 1,
+          endedAt: undefined,
+          readers: 0,
+          stop: Deferred.makeUnsafe<void>(),
+          appended: Deferred.makeUnsafe<void>()
+        }
+        turns.set(turn.turnId, buffer)
+        latest.set(turn.conversationId, turn.turnId)
+        return {
+          append: (event) => {
+            const seq = buffer.nextSeq++
+            buffer.entries.push({ seq, event })
+            events++
+            if (buffer.entries.length > maxPerTurn) {
+              buffer.entries.shift()
+              buffer.firstSeq++
+              events--
+              dropped++
+            }
+            wake(buffer)
+            return seq
+          },
+          end: Effect.sync(() => {
+            if (buffer.endedAt !== undefined) return
+            buffer.endedAt = clock.currentTimeMillisUnsafe()
+            if (turns.get(turn.turnId) === buffer) ended.add(buffer)
+            wake(buffer)
+            sweep()
+          }),
+          stopRequested: Deferred.await(buffer.stop),
+          readers: Effect.sync(() => buffer.readers)
+        }
+      })
+
+    const follow: Service["follow"] = (turnId, afterSeq, deliver) =>
+      Effect.suspend(() => {
+        const buffer = turns.get(turnId)
+        if (buffer === undefined) return Effect.succeed("gone" as const)
+        let next = afterSeq + 1
+        const loop: Effect.Effect<FollowEnd> = Effect.suspend(() => {
+          if (turns.get(turnId) !== buffer || next < buffer.firstSeq) return Effect.succeed("gone" as const)
+          if (next < buffer.nextSeq) {
+            const entry = buffer.entries[next - buffer.firstSeq]!
+            next++
+            if (entry.event.type === "done") return Effect.as(deliver(entry), "done" as const)
+            return Effect.andThen(deliver(entry), loop)
+          }
+          if (buffer.endedAt !== undefined) return Effect.succeed("gone" as const)
+          return Effect.andThen(Deferred.await(buffer.appended), loop)
+        })
+        return Effect.acquireUseRelease(
+          Effect.sync(() => {
+            buffer.readers++
+          }),
+          () => loop,
+          () =>
+            Effect.sync(() => {
+              buffer.readers--
+            })
+        )
+      })
+
+    return {
+      name: "memory",
+      begin,
+      current: (conversationId) =>
+        Effect.sync(() => {
+          sweep()
+          const turnId = latest.get(conversationId)
+          const buffer = turnId === undefined ? undefined : turns.get(turnId)
+          return buffer === undefined ? Option.none() : Option.some(snapshotOf(buffer))
+        }),
+      follow,
+      requestStop: (turnId) =>
+        Effect.sync(() => {
+          const buffer = turns.get(turnId)
+          if (buffer === undefined || buffer.endedAt !== undefined) return false
+          Deferred.doneUnsafe(buffer.stop, Effect.void)
+          return true
+        }),
+      claimLapsed: Effect.succeed([]),
+      stats: () => ({ turns: turns.size, events, dropped })
+    } satisfies Service
+  })
+
+/** The in-memory log as a layer. */
+export const layerMemory = (options?: Options): Layer.Layer<TurnLog> =>
+  Layer.effect(TurnLog, makeMemory(options))
