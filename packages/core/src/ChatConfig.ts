@@ -30,6 +30,12 @@ export interface Settings {
   readonly maxMessageCharacters: number
   /** Deepest accepted JSON nesting of a request body (default 16); deeper is a 400. */
   readonly maxJsonDepth: number
+  /**
+   * How long a streamed turn whose readers all went away keeps going for one
+   * to come back (`GET …/stream`) before it is cancelled (default 10 s); zero
+   * cancels it as soon as the last reader leaves.
+   */
+  readonly disconnectGrace: Duration.Duration
 }
 
 /** The defaults. */
@@ -41,7 +47,8 @@ export const defaults: Settings = {
   storeTimeout: Duration.seconds(2),
   outboxFlushTimeout: Duration.seconds(5),
   maxMessageCharacters: 32 * 1024,
-  maxJsonDepth: 16
+  maxJsonDepth: 16,
+  disconnectGrace: Duration.seconds(10)
 }
 
 /** The chat settings; provide a value to change them (`Layer.succeed(ChatConfig, {...})`). */
@@ -102,6 +109,10 @@ export const config: { readonly [K in keyof Settings]: Config.Config<Settings[K]
   ),
   maxJsonDepth: wholeNumber("CONVOKE_MAX_JSON_DEPTH", { min: 1, max: 1000 }).pipe(
     Config.withDefault(defaults.maxJsonDepth)
+  ),
+  disconnectGrace: wholeNumber("CONVOKE_DISCONNECT_GRACE_MS", { min: 0, max: 3_600_000 }).pipe(
+    Config.map(Duration.millis),
+    Config.withDefault(defaults.disconnectGrace)
   )
 }
 

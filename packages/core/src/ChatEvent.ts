@@ -16,8 +16,12 @@ export const MetadataEvent = Schema.Struct({
   conversation_id: Schema.String,
   model: Schema.String,
   timestamp: Schema.Int,
+  /** The turn this stream carries; later events' `id:` lines name it (`<turn_id>:<seq>`). */
+  turn_id: Schema.optionalKey(Schema.String),
   /** Present and `true` when the id is not yet stored (store unavailable). */
-  temporary: Schema.optionalKey(Schema.Boolean)
+  temporary: Schema.optionalKey(Schema.Boolean),
+  /** Present and `true` on a stream that resumes a turn (`GET …/stream`). */
+  resumed: Schema.optionalKey(Schema.Boolean)
 })
 export type MetadataEvent = typeof MetadataEvent.Type
 
@@ -39,27 +43,27 @@ export type ErrorEvent = typeof ErrorEvent.Type
 export const ChatEvent = Schema.Union([MetadataEvent, ContentEvent, ErrorEvent])
 export type ChatEvent = typeof ChatEvent.Type
 
-/** Builds the metadata event in wire key order. */
+/** Builds the metadata event in wire key order: the four fields, then `turn_id`, then the flags. */
 export const metadata = (options: {
   readonly conversationId: string
   readonly model: string
   readonly timestampSeconds: number
+  readonly turnId?: string | undefined
   readonly temporary?: boolean | undefined
-}): MetadataEvent =>
-  options.temporary
-    ? {
-        type: "metadata",
-        conversation_id: options.conversationId,
-        model: options.model,
-        timestamp: options.timestampSeconds,
-        temporary: true
-      }
-    : {
-        type: "metadata",
-        conversation_id: options.conversationId,
-        model: options.model,
-        timestamp: options.timestampSeconds
-      }
+}): MetadataEvent => {
+  const event: { -readonly [K in keyof MetadataEvent]: MetadataEvent[K] } = {
+    type: "metadata",
+    conversation_id: options.conversationId,
+    model: options.model,
+    timestamp: options.timestampSeconds
+  }
+  if (options.turnId !== undefined) event.turn_id = options.turnId
+  if (options.temporary) event.temporary = true
+  return event
+}
+
+/** The metadata event of a stream that resumes the turn `event` began. */
+export const resumed = (event: MetadataEvent): MetadataEvent => ({ ...event, resumed: true })
 
 /** Builds a content event carrying one delta. */
 export const content = (text: string): ContentEvent => ({ type: "content", delta: { content: text } })
@@ -75,6 +79,27 @@ export const encode = (event: ChatEvent): string => `data: ${JSON.stringify(even
 
 /** The frame that ends every stream. */
 export const DONE = "data: [DONE]\n\n"
+
+/** The SSE event id of a turn's event: `<turn_id>:<seq>`. */
+export const eventId = (turnId: string, seq: number): string => `${turnId}:${seq}`
+
+/**
+ * A turn's event after the metadata event, with its `id:` line, so a client
+ * that reconnects can say where it stopped (`Last-Event-ID`). `undefined`
+ * stands for `[DONE]`.
+ */
+export const encodeWithId = (turnId: string, seq: number, event: ChatEvent | undefined): string =>
+  `id: ${turnId}:${seq}\n${event === undefined ? DONE : encode(event)}`
+
+/**
+ * Reads an event id back (`<turn_id>:<seq>`; `seq` 0 names the metadata
+ * event, which has no id of its own); `undefined` when it cannot be one this
+ * server sends.
+ */
+export const parseEventId = (id: string): { readonly turnId: string; readonly seq: number } | undefined => {
+  const match = /^([A-Za-z0-9-]{1,64}):(0|[1-9]\d{0,8})$/.exec(id.trim())
+  return match === null ? undefined : { turnId: match[1]!, seq: Number(match[2]) }
+}
 
 /** The comment frame sent while the model is silent, so proxies keep the connection. */
 export const HEARTBEAT = ": ping\n\n"

@@ -49,17 +49,55 @@ export interface FirstToken extends TurnContext {
 }
 
 /**
- * How a turn ended: `complete`; `client_closed` (the client went away);
- * `model_error`; `store_error` (the user message could not be stored);
- * `shutdown` (the server is stopping).
+ * How a turn ended: `complete`; `client_closed` (the client went away and no
+ * reader came back within the disconnect grace window); `cancelled` (stopped
+ * through the stop endpoint); `model_error`; `store_error` (the user message
+ * could not be stored); `shutdown` (the server is stopping); `interrupted`
+ * (the instance running it stopped renewing its lease — reported by the
+ * instance that noticed).
  */
-export type Outcome = "complete" | "client_closed" | "model_error" | "store_error" | "shutdown"
+export type Outcome =
+  | "complete"
+  | "client_closed"
+  | "cancelled"
+  | "model_error"
+  | "store_error"
+  | "shutdown"
+  | "interrupted"
 
 /** A turn ended. */
 export interface TurnEnded extends TurnContext {
   readonly conversationId: string
   readonly outcome: Outcome
   readonly durationMillis: number
+}
+
+/** A client asked to resume a conversation's turn (`GET …/stream`). */
+export interface TurnResumed {
+  readonly userId: string
+  readonly requestId: string | undefined
+  readonly conversationId: string
+  /** `replayed`: a stream was served; `no_turn`: nothing to replay (204); `not_found`: 404. */
+  readonly outcome: "replayed" | "no_turn" | "not_found"
+}
+
+/** A client asked to stop a conversation's turn (`POST …/stop`). */
+export interface StopRequested {
+  readonly userId: string
+  readonly requestId: string | undefined
+  readonly conversationId: string
+  /** Whether a turn was running (202) or not (204). */
+  readonly running: boolean
+}
+
+/** The size of the turn log, reported whenever a turn ends. */
+export interface TurnLogSize {
+  /** Turns kept (running, and ended within the retention window). */
+  readonly turns: number
+  /** Events kept. */
+  readonly events: number
+  /** Events dropped since start to stay within the log's bounds. */
+  readonly dropped: number
 }
 
 /** The hooks. */
@@ -69,6 +107,9 @@ export interface Service {
   readonly metadataSent: (event: MetadataSent) => Effect.Effect<void>
   readonly firstToken: (event: FirstToken) => Effect.Effect<void>
   readonly turnEnded: (event: TurnEnded) => Effect.Effect<void>
+  readonly turnResumed: (event: TurnResumed) => Effect.Effect<void>
+  readonly stopRequested: (event: StopRequested) => Effect.Effect<void>
+  readonly turnLogSize: (event: TurnLogSize) => Effect.Effect<void>
 }
 
 const none = () => Effect.void
@@ -79,7 +120,10 @@ export const noop: Service = {
   conversationFailed: none,
   metadataSent: none,
   firstToken: none,
-  turnEnded: none
+  turnEnded: none,
+  turnResumed: none,
+  stopRequested: none,
+  turnLogSize: none
 }
 
 /** The hooks in effect; nothing by default. */
@@ -111,6 +155,9 @@ export const combine = (...observers: ReadonlyArray<Partial<Service>>): Service 
     conversationFailed: guarded("conversationFailed", pick("conversationFailed")),
     metadataSent: guarded("metadataSent", pick("metadataSent")),
     firstToken: guarded("firstToken", pick("firstToken")),
-    turnEnded: guarded("turnEnded", pick("turnEnded"))
+    turnEnded: guarded("turnEnded", pick("turnEnded")),
+    turnResumed: guarded("turnResumed", pick("turnResumed")),
+    stopRequested: guarded("stopRequested", pick("stopRequested")),
+    turnLogSize: guarded("turnLogSize", pick("turnLogSize"))
   }
 }

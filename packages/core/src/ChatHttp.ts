@@ -26,6 +26,8 @@ import * as HttpSecurity from "./HttpSecurity.ts"
 import type { Identity } from "./Identity.ts"
 import type { LanguageModel } from "./LanguageModel.ts"
 import * as RequestContext from "./RequestContext.ts"
+import * as TurnHttp from "./TurnHttp.ts"
+import type * as TurnLog from "./TurnLog.ts"
 
 /** The path of the chat endpoint. */
 export const CHAT_PATH = ChatRoute.CHAT_PATH
@@ -46,6 +48,7 @@ export type Requirements =
   | LanguageModel
   | ConversationStore
   | ConversationOutbox.ConversationOutbox
+  | TurnLog.TurnLog
 
 /** Every route of the API, built once from the services in context. */
 export const routes = Effect.gen(function* () {
@@ -53,6 +56,7 @@ export const routes = Effect.gen(function* () {
   return [
     ...(yield* ChatRoute.routes),
     ...(yield* ConversationHttp.routes),
+    ...(yield* TurnHttp.routes),
     ...(yield* Health.routes),
     ...extensions.flatMap((extension) => extension.routes ?? [])
   ]

@@ -73,7 +73,9 @@ export const observer: ChatHooks.Service = {
     })),
   turnEnded: (event) =>
     line(
-      event.outcome === "complete" || event.outcome === "client_closed" ? "Info" : "Warn",
+      event.outcome === "complete" || event.outcome === "client_closed" || event.outcome === "cancelled"
+        ? "Info"
+        : "Warn",
       "Chat turn ended",
       () => ({
         ...context(event),
@@ -81,7 +83,22 @@ export const observer: ChatHooks.Service = {
         outcome: event.outcome,
         durationMillis: event.durationMillis
       })
-    )
+    ),
+  turnResumed: (event) =>
+    line("Info", "Turn resume asked for", () => ({
+      userId: event.userId,
+      requestId: event.requestId,
+      conversationId: event.conversationId,
+      outcome: event.outcome
+    })),
+  stopRequested: (event) =>
+    line("Info", "Turn stop asked for", () => ({
+      userId: event.userId,
+      requestId: event.requestId,
+      conversationId: event.conversationId,
+      running: event.running
+    })),
+  turnLogSize: () => Effect.void
 }
 
 /**

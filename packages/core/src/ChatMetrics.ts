@@ -58,9 +58,18 @@ export const SOURCES = ["absent", "new", "invalid_id", "unknown_id", "temporary"
 export const OUTCOMES: ReadonlyArray<ChatHooks.Outcome> = [
   "complete",
   "client_closed",
+  "cancelled",
   "model_error",
   "store_error",
-  "shutdown"
+  "shutdown",
+  "interrupted"
+]
+
+/** How a resume request ended: a stream served, nothing to replay (204), or no such conversation (404). */
+export const RESUME_OUTCOMES: ReadonlyArray<ChatHooks.TurnResumed["outcome"]> = [
+  "replayed",
+  "no_turn",
+  "not_found"
 ]
 
 /** Why creating or finding a conversation failed. */
@@ -176,6 +185,30 @@ export const make = (options: Options = {}): ChatMetrics => {
     }),
     "client"
   )
+  const resumes = labelled(
+    Metric.counter("turn_resumes_total", {
+      description: "Requests to resume a turn's stream, by outcome",
+      incremental: true
+    }),
+    "outcome"
+  )
+  const stops = labelled(
+    Metric.counter("turn_stop_requests_total", {
+      description: "Requests to stop a turn, by whether one was running",
+      incremental: true
+    }),
+    "running"
+  )
+  const logTurns = Metric.gauge("turn_log_turns", {
+    description: "Turns this instance's turn log keeps (running, and ended within the retention window)"
+  })
+  const logEvents = Metric.gauge("turn_log_events", {
+    description: "Events this instance's turn log keeps"
+  })
+  const logDropped = Metric.gauge("turn_log_dropped_events", {
+    description:
+      "Events the turn log dropped since start to stay within its bounds (a resume past them gets 204)"
+  })
   const requests = (client: ClientKind.ClientKind, status: number) =>
     Metric.withAttributes(requestsByClient(client), { status: String(status) })
 
@@ -189,6 +222,11 @@ export const make = (options: Options = {}): ChatMetrics => {
   register(streamsActive)
   for (const outcome of OUTCOMES) register(outcomes(outcome))
   register(firstToken)
+  for (const outcome of RESUME_OUTCOMES) register(resumes(outcome))
+  for (const running of ["true", "false"]) register(stops(running))
+  register(logTurns)
+  register(logEvents)
+  register(logDropped)
   // Requests are counted only once their status is known; the 200s are
   // registered up front so adoption-rate rules have every client's series.
   for (const client of ClientKind.kinds) register(requests(client, 200))
@@ -230,9 +268,18 @@ export const make = (options: Options = {}): ChatMetrics => {
       event.stream
         ? Effect.sync(() => {
             add(outcomes(event.outcome))
-            streamsActive.modifyUnsafe(-1, context)
+            // An interrupted turn is reported by the instance that noticed, which never counted it open.
+            if (event.outcome !== "interrupted") streamsActive.modifyUnsafe(-1, context)
           })
-        : Effect.void
+        : Effect.void,
+    turnResumed: (event) => Effect.sync(() => add(resumes(event.outcome))),
+    stopRequested: (event) => Effect.sync(() => add(stops(String(event.running)))),
+    turnLogSize: (event) =>
+      Effect.sync(() => {
+        logTurns.updateUnsafe(event.turns, context)
+        logEvents.updateUnsafe(event.events, context)
+        logDropped.updateUnsafe(event.dropped, context)
+      })
   }
 
   const middleware = (app: ChatExtension.App): ChatExtension.App =>

@@ -6,6 +6,9 @@
  *   budget (a temporary id when the store is down), before anything streams;
  * - `ChatStream` sends the metadata event at once, alone, then the turn's
  *   events, heartbeats while the model is silent, and `[DONE]`;
+ * - `TurnRunner` runs a streamed turn apart from the connection that asked
+ *   for it, logging its events in the `TurnLog`, so a client can resume it
+ *   (`resume`) and anyone can stop it (`stop`);
  * - `ChatTurn` runs the turn: history, model, deltas, the reply stored
  *   however the turn ends;
  * - `OutboxStore` stands in front of the store, so writes the database cannot
@@ -13,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Fiber, Layer, type Stream } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Fiber, Layer, Option, type Stream } from "effect"
 import { ChatConfig } from "./ChatConfig.ts"
 import { type ChatError, ServerShutdown } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
@@ -30,6 +33,8 @@ import { IdGenerator } from "./IdGenerator.ts"
 import { LanguageModel } from "./LanguageModel.ts"
 import * as OutboxStore from "./OutboxStore.ts"
 import * as StreamSink from "./StreamSink.ts"
+import * as TurnLog from "./TurnLog.ts"
+import * as TurnRunner from "./TurnRunner.ts"
 
 export { ServerShutdown } from "./ChatError.ts"
 export { DONE_FRAME, type StreamItem, sseFrame } from "./ChatStream.ts"
@@ -69,6 +74,30 @@ export interface Service {
    * which a binding that writes the response itself runs instead of reading it.
    */
   readonly sse: (input: ChatInput) => Effect.Effect<Stream.Stream<Uint8Array>, ChatError | ServerShutdown>
+  /**
+   * The SSE stream that resumes the conversation's turn after the event
+   * `after` names (from the start when absent); `None` when there is
+   * nothing to replay: no turn logged, `after` names another turn, or the
+   * events after it are gone. The caller checks the conversation is the user's.
+   */
+  readonly resume: (input: {
+    readonly userId: string
+    readonly conversationId: string
+    readonly after?: { readonly turnId: string; readonly seq: number } | undefined
+  }) => Effect.Effect<Option.Option<Stream.Stream<Uint8Array>>>
+  /**
+   * Stops the conversation's running turn, wherever it runs; its id, or
+   * `None` when no turn was running. The caller checks the conversation is the user's.
+   */
+  readonly stop: (input: {
+    readonly userId: string
+    readonly conversationId: string
+  }) => Effect.Effect<Option.Option<string>>
+  /** The conversation's running turn, if any, with its reply so far. */
+  readonly runningTurn: (input: {
+    readonly userId: string
+    readonly conversationId: string
+  }) => Effect.Effect<Option.Option<TurnLog.Snapshot>>
   /** Runs a whole turn and returns the reply (the `stream: false` path). */
   readonly complete: (input: ChatInput) => Effect.Effect<Completion, ChatError | ServerShutdown>
   /**
@@ -90,6 +119,8 @@ export const make = Effect.gen(function* () {
   const ids = yield* IdGenerator
   const hooks = yield* ChatHooks
   const turns = yield* ChatTurn.make
+  const log = yield* TurnLog.TurnLog
+  const runner = yield* TurnRunner.make(turns, { disconnectGrace: config.disconnectGrace })
   const heartbeat = yield* Heartbeat.make(config.heartbeatInterval)
   const scope = yield* Effect.scope
   const clock = yield* Clock.Clock
@@ -129,15 +160,28 @@ export const make = Effect.gen(function* () {
     const context = contextOf(input, true)
     const prepared = yield* prepare(input, true)
     const conversationId = prepared.resolution.conversation.id
+    const turnId = yield* ids.next
+    const metadata = ChatEvent.metadata({
+      temporary: prepared.resolution.temporary,
+      conversationId,
+      model: config.publicModel,
+      timestampSeconds: Math.floor(millis() / 1000),
+      turnId
+    })
+    const turn: TurnLog.TurnInfo = {
+      turnId,
+      conversationId,
+      userId: input.principal.userId,
+      metadata,
+      replyId: yield* ids.next,
+      model: prepared.model,
+      startedAt: millis()
+    }
     return ChatStream.producer({
-      metadata: ChatEvent.metadata({
-        temporary: prepared.resolution.temporary,
-        conversationId,
-        model: config.publicModel,
-        timestampSeconds: Math.floor(millis() / 1000)
-      }),
+      metadata,
       encoding,
-      turn: (onText) => turns.run(context, prepared, onText),
+      start: runner.start(context, prepared, turn),
+      follow: (deliver) => runner.follow(turnId, 0, deliver),
       heartbeat,
       metadataSent: (sentAt) =>
         hooks.metadataSent({
@@ -150,6 +194,45 @@ export const make = Effect.gen(function* () {
       isShuttingDown: turns.isShuttingDown
     })
   })
+
+  /** The user's turn of the conversation the log has, if any. */
+  const turnOf = (userId: string, conversationId: string) =>
+    Effect.map(
+      log.current(conversationId),
+      Option.filter((snapshot) => snapshot.turn.userId === userId)
+    )
+
+  const resume: Service["resume"] = ({ userId, conversationId, after }) =>
+    Effect.map(turnOf(userId, conversationId), (found) => {
+      if (Option.isNone(found)) return Option.none()
+      const { turn, running, firstSeq, lastSeq } = found.value
+      if (after !== undefined && after.turnId !== turn.turnId) return Option.none()
+      const afterSeq = after?.seq ?? 0
+      // Events after `afterSeq` must all be kept, and an ended turn must have some left.
+      if (afterSeq + 1 < firstSeq || afterSeq > lastSeq || (!running && afterSeq >= lastSeq)) {
+        return Option.none()
+      }
+      const produce = ChatStream.producer({
+        metadata: ChatEvent.resumed(turn.metadata),
+        encoding: ChatStream.asSse,
+        start: Effect.void,
+        follow: (deliver) => runner.follow(turn.turnId, afterSeq, deliver),
+        heartbeat,
+        metadataSent: () => Effect.void,
+        abandoned: Effect.void,
+        isShuttingDown: turns.isShuttingDown
+      })
+      return Option.some(StreamSink.withProducer(ChatStream.buffered(produce, scope), produce))
+    })
+
+  const stop: Service["stop"] = ({ userId, conversationId }) =>
+    Effect.flatMap(turnOf(userId, conversationId), (found) =>
+      Option.isNone(found) || !found.value.running
+        ? Effect.succeed(Option.none())
+        : Effect.map(log.requestStop(found.value.turn.turnId), (stopped) =>
+            stopped ? Option.some(found.value.turn.turnId) : Option.none()
+          )
+    )
 
   const complete = Effect.fnUntraced(function* (input: ChatInput) {
     const prepared = yield* prepare(input, false)
@@ -183,6 +266,13 @@ export const make = Effect.gen(function* () {
       Effect.map(open(input, ChatStream.asSse), (produce) =>
         StreamSink.withProducer(ChatStream.buffered(produce, scope), produce)
       ),
+    resume,
+    stop,
+    runningTurn: ({ userId, conversationId }) =>
+      Effect.map(
+        turnOf(userId, conversationId),
+        Option.filter((snapshot) => snapshot.running)
+      ),
     complete,
     // The interrupted turns store their partial replies, then the outbox gets its chance to reach the store.
     shutdown: Effect.andThen(turns.shutdown, outbox.drained).pipe(
@@ -195,24 +285,32 @@ export const make = Effect.gen(function* () {
 /** Options of `layerWith`. */
 export interface Options {
   readonly outbox?: ConversationOutbox.Options | undefined
+  /**
+   * Where streamed turns are logged for resume and stop: in memory by
+   * default (`TurnLog.layerMemory()`); `RedisTurnLog.layer()` shares them
+   * with every instance.
+   */
+  readonly turnLog?: Layer.Layer<TurnLog.TurnLog> | undefined
 }
 
 /**
  * The chat service with its resolver and its outbox in front of the store in
- * context. Also provides the outbox, and the store with the outbox in front
- * of it, so the rest of the application sees what the chat turns see.
+ * context. Also provides the outbox, the turn log, and the store with the
+ * outbox in front of it, so the rest of the application sees what the chat
+ * turns see.
  */
 export const layerWith = (
   options: Options = {}
 ): Layer.Layer<
-  ChatService | ConversationStore | ConversationOutbox.ConversationOutbox,
+  ChatService | ConversationStore | ConversationOutbox.ConversationOutbox | TurnLog.TurnLog,
   never,
   ConversationStore | LanguageModel
 > =>
   Layer.effect(ChatService, make).pipe(
     Layer.provide(ConversationResolver.layer),
     Layer.provideMerge(OutboxStore.layer),
-    Layer.provideMerge(ConversationOutbox.layer(options.outbox))
+    Layer.provideMerge(ConversationOutbox.layer(options.outbox)),
+    Layer.provideMerge(options.turnLog ?? TurnLog.layerMemory())
   )
 
 /** The chat service with the default outbox; needs a store and a model. */

@@ -3,10 +3,11 @@
  * turn's text as content events, a failure as one error event, heartbeats
  * while the model is silent, and — as SSE — `[DONE]` last.
  *
- * One fiber produces it all into a sink (`StreamSink`): the response itself
- * when a binding writes it natively, or a small buffer a `Stream` reader
- * takes from. Interrupting that fiber (the reader left, or shutdown) ends
- * the turn.
+ * The turn itself runs apart (`TurnRunner`) and logs its events
+ * (`TurnLog`); a stream is one reader of them. One fiber produces the stream
+ * into a sink (`StreamSink`): the response itself when a binding writes it
+ * natively, or a small buffer a `Stream` reader takes from. Interrupting that
+ * fiber (the reader left) ends the stream, not the turn.
  *
  * @since 0.3.0
  */
@@ -16,6 +17,7 @@ import * as ChatEvent from "./ChatEvent.ts"
 import type { TurnError } from "./ChatTurn.ts"
 import type * as Heartbeat from "./Heartbeat.ts"
 import * as StreamSink from "./StreamSink.ts"
+import type * as TurnLog from "./TurnLog.ts"
 
 /** Marks a heartbeat in the event stream; encoded as an SSE comment, never as data. */
 export interface HeartbeatItem {
@@ -29,24 +31,41 @@ export type StreamItem = ChatEvent.ChatEvent | HeartbeatItem
 const encoder = new TextEncoder()
 const HEARTBEAT_FRAME = encoder.encode(ChatEvent.HEARTBEAT)
 
-/** The `[DONE]` frame that ends every SSE stream, as bytes. */
+/** The `[DONE]` frame, as bytes (without the `id:` line a turn's `[DONE]` carries). */
 export const DONE_FRAME: Uint8Array = encoder.encode(ChatEvent.DONE)
 
-/** The SSE frame of a stream item, as bytes: an event's `data:` line, or a heartbeat's comment. */
+/** The SSE frame of a stream item, as bytes, without an `id:` line: an event's `data:` line, or a heartbeat's comment. */
 export const sseFrame = (item: StreamItem): Uint8Array =>
   item.type === "heartbeat" ? HEARTBEAT_FRAME : encoder.encode(ChatEvent.encode(item))
 
-/** How a stream carries its items: each one as `item` makes it, then `end` if given. */
+/**
+ * How a stream carries its items: the metadata event, heartbeats and the
+ * turn's logged events (`entry` answers `undefined` to leave one out).
+ */
 export interface Encoding<A> {
-  readonly item: (item: StreamItem) => A
-  readonly end?: A | undefined
+  readonly metadata: (event: ChatEvent.MetadataEvent) => A
+  readonly heartbeat: A
+  readonly entry: (turnId: string, entry: TurnLog.Entry) => A | undefined
+  /** The last items of a stream cut short by shutdown before the log delivered the turn's end. */
+  readonly cutShort: (event: ChatEvent.ErrorEvent) => ReadonlyArray<A>
 }
 
-/** The items themselves. */
-export const asItems: Encoding<StreamItem> = { item: (item) => item }
+/** The items themselves: wire events without ids, and no `done`. */
+export const asItems: Encoding<StreamItem> = {
+  metadata: (event) => event,
+  heartbeat,
+  entry: (_, { event }) => (event.type === "done" ? undefined : event),
+  cutShort: (event) => [event]
+}
 
-/** SSE frames, ending with `[DONE]`. */
-export const asSse: Encoding<Uint8Array> = { item: sseFrame, end: DONE_FRAME }
+/** SSE frames: the metadata event alone, then each event with its `id:` line, `[DONE]` included. */
+export const asSse: Encoding<Uint8Array> = {
+  metadata: sseFrame,
+  heartbeat: HEARTBEAT_FRAME,
+  entry: (turnId, { seq, event }) =>
+    encoder.encode(ChatEvent.encodeWithId(turnId, seq, event.type === "done" ? undefined : event)),
+  cutShort: (event) => [sseFrame(event), DONE_FRAME]
+}
 
 /** The error event a turn that failed after the start ends with. */
 export const errorEventOf = (error: TurnError): ChatEvent.ErrorEvent => {
@@ -72,12 +91,19 @@ export const errorEventOf = (error: TurnError): ChatEvent.ErrorEvent => {
  */
 const afterNextPoll = Effect.andThen(Effect.yieldNow, Effect.yieldNow)
 
-/** What a turn's stream is made from. */
+/** What a stream of a turn is made from. */
 export interface Options<A> {
   readonly metadata: ChatEvent.MetadataEvent
   readonly encoding: Encoding<A>
-  /** Runs the turn, handing each text delta to `onText`. */
-  readonly turn: (onText: (text: string) => Effect.Effect<void>) => Effect.Effect<void, TurnError>
+  /**
+   * Starts the turn (a new one) or does nothing (a resume), once the metadata
+   * event went out; delivers the turn's events through `follow` after it.
+   */
+  readonly start: Effect.Effect<void>
+  /** Delivers the turn's events to the reader, in order, to `done`. */
+  readonly follow: (
+    deliver: (entry: TurnLog.Entry) => Effect.Effect<void>
+  ) => Effect.Effect<TurnLog.FollowEnd>
   readonly heartbeat: Heartbeat.Heartbeat
   /** Told when the metadata event went out (epoch millis). */
   readonly metadataSent: (sentAtMillis: number) => Effect.Effect<void>
@@ -87,46 +113,47 @@ export interface Options<A> {
   readonly isShuttingDown: () => boolean
 }
 
-/** The producer of a turn's stream. */
+/**
+ * The producer of a stream of a turn: the metadata event first, alone, then
+ * the turn's events as the log delivers them, with heartbeats in between.
+ * The stream ends after `done`; one whose events are no longer in the log
+ * just ends, and the client's resume learns the rest through the REST API.
+ */
 export const producer =
   <A>(options: Options<A>): StreamSink.Producer<A> =>
   (sink) => {
-    const { encoding, heartbeat: beat } = options
-    const end = encoding.end === undefined ? [] : [encoding.end]
-    // Set when the turn starts; from then on it reports its own end.
-    let turnStarted = false
+    const { encoding, heartbeat: beat, metadata } = options
+    const turnId = metadata.turn_id ?? ""
+    let started = false
     return Effect.gen(function* () {
       const clock = yield* Clock.Clock
       // First, into an empty sink; `afterNextPoll` below lets the reader take
       // it alone before the turn starts, however fast the model is.
-      sink.trySend(encoding.item(options.metadata))
+      sink.trySend(encoding.metadata(metadata))
       const listener: Heartbeat.Listener = {
         lastSent: clock.currentTimeMillisUnsafe(),
         // Dropped when the reader is behind: a reader that far behind needs no ping.
-        ping: () => sink.trySend(encoding.item(heartbeat))
+        ping: () => sink.trySend(encoding.heartbeat)
       }
       yield* options.metadataSent(listener.lastSent)
-      const send = (item: StreamItem) => {
-        listener.lastSent = clock.currentTimeMillisUnsafe()
-        return sink.send(encoding.item(item))
-      }
       yield* afterNextPoll
-      turnStarted = true
+      yield* options.start
+      started = true
       yield* beat.watch(listener)
       yield* options
-        .turn((text) => send(ChatEvent.content(text)))
-        .pipe(
-          Effect.catch((error) => send(errorEventOf(error))),
-          Effect.ensuring(Effect.sync(() => beat.unwatch(listener)))
-        )
+        .follow((entry) => {
+          const frame = encoding.entry(turnId, entry)
+          if (frame === undefined) return Effect.void
+          listener.lastSent = clock.currentTimeMillisUnsafe()
+          return sink.send(frame)
+        })
+        .pipe(Effect.ensuring(Effect.sync(() => beat.unwatch(listener))))
     }).pipe(
       Effect.onExit((exit) => {
-        if (Exit.isSuccess(exit)) return sink.close(end)
+        if (Exit.isSuccess(exit)) return sink.close([])
         // Ended by shutdown: the reader learns why, if it still reads.
-        if (options.isShuttingDown()) {
-          return sink.close([encoding.item(errorEventOf(new ServerShutdown())), ...end])
-        }
-        return Effect.andThen(sink.close([]), turnStarted ? Effect.void : options.abandoned)
+        if (options.isShuttingDown()) return sink.close(encoding.cutShort(errorEventOf(new ServerShutdown())))
+        return Effect.andThen(sink.close([]), started ? Effect.void : options.abandoned)
       })
     )
   }

@@ -4,9 +4,9 @@
  *
  * A resumed conversation's history is read while this turn's user message is
  * stored (a new conversation was stored with it). The model's text goes to
- * the caller as it comes (`onText` may wait: that is a slow reader's
- * back-pressure reaching the model). The reply is stored when the turn ends:
- * `complete`, `partial` (client gone, shutdown) or `error` (model failure).
+ * the caller as it comes (`onText` may wait). The reply is stored when the
+ * turn ends: `complete`, `cancelled` (stopped, or its client went away),
+ * `interrupted` (shutdown) or `error` (model or store failure).
  * Messages go through the store in context, which has the outbox in front of
  * it (`OutboxStore`), so a store that fails mid-turn loses nothing.
  *
@@ -28,6 +28,8 @@ export interface Prepared {
   readonly model: string
   readonly resolution: Resolution
   readonly userMessage: NewMessage
+  /** The id to store the reply under; a fresh one when absent. */
+  readonly replyId?: string | undefined
 }
 
 /** How a turn can fail once it runs. */
@@ -37,18 +39,40 @@ export type TurnError = ModelError | StoreUnavailable | ServerShutdown
 export interface Turns {
   /**
    * Runs a turn on the current fiber, handing each non-empty text delta to
-   * `onText`. Interrupting the fiber ends the turn as `client_closed` (or as
-   * `shutdown` once `shutdown` ran) and stores what it has as `partial`.
+   * `onText`. Interrupting the fiber ends the turn as `interruptedAs` says
+   * (default `client_closed`; always `shutdown` once `shutdown` ran) and
+   * stores what it has.
    */
   readonly run: (
     context: TurnContext,
     prepared: Prepared,
-    onText: (text: string) => Effect.Effect<void>
+    onText: (text: string) => Effect.Effect<void>,
+    interruptedAs?: () => Interruption
   ) => Effect.Effect<void, TurnError>
   /** Whether `shutdown` has run: new turns fail with `ServerShutdown`. */
   readonly isShuttingDown: () => boolean
   /** Refuses new turns, interrupts the running ones and waits for them to store their replies. */
   readonly shutdown: Effect.Effect<void>
+}
+
+/** Why a turn was interrupted, as its outcome. */
+export type Interruption = "client_closed" | "cancelled"
+
+/** The status a reply is stored with, by how its turn ended. */
+export const statusOf = (outcome: Outcome): MessageStatus => {
+  switch (outcome) {
+    case "complete":
+      return "complete"
+    case "client_closed":
+    case "cancelled":
+      return "cancelled"
+    case "shutdown":
+    case "interrupted":
+      return "interrupted"
+    case "model_error":
+    case "store_error":
+      return "error"
+  }
 }
 
 /**
@@ -85,7 +109,7 @@ export const make = Effect.gen(function* () {
   const running = new Set<Fiber.Fiber<unknown, unknown>>()
   let down = false
 
-  const run: Turns["run"] = (context, prepared, onText) => {
+  const run: Turns["run"] = (context, prepared, onText, interruptedAs = () => "client_closed") => {
     const { conversation, source } = prepared.resolution
     const { userMessage } = prepared
     const userId = context.userId
@@ -159,7 +183,7 @@ export const make = Effect.gen(function* () {
     const outcomeOf = (exit: Exit.Exit<unknown, TurnError>): Outcome => {
       if (Exit.isSuccess(exit)) return "complete"
       const error = Cause.findErrorOption(exit.cause)
-      if (error._tag === "None") return down ? "shutdown" : "client_closed"
+      if (error._tag === "None") return down ? "shutdown" : interruptedAs()
       switch (error.value._tag) {
         case "ModelError":
           return "model_error"
@@ -172,11 +196,10 @@ export const make = Effect.gen(function* () {
 
     const storeReply = (outcome: Outcome) => {
       if (!userStored) return Effect.void
-      const status: MessageStatus =
-        outcome === "complete" ? "complete" : outcome === "model_error" ? "error" : "partial"
+      const status = statusOf(outcome)
       return Effect.gen(function* () {
         const assistant: NewMessage = {
-          id: yield* ids.next,
+          id: prepared.replyId ?? (yield* ids.next),
           role: "assistant",
           content: reply,
           status,

@@ -3,6 +3,8 @@
  *
  * - `GET    /api/v0.3/conversations?limit=&cursor=` — newest first, cursor paginated
  * - `GET    /api/v0.3/conversations/:id` — one conversation with its messages
+ *   (and, while a turn runs, its reply so far as a `streaming` message and
+ *   the turn in `running_turn`)
  * - `PATCH  /api/v0.3/conversations/:id` — `{"title": "..."}`
  * - `DELETE /api/v0.3/conversations/:id` — the conversation and its messages
  *
@@ -18,11 +20,13 @@ import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as ApiRouter from "./ApiRouter.ts"
 import { AuditLog } from "./AuditLog.ts"
 import { ConversationNotFound, InvalidRequest } from "./ChatError.ts"
+import { ChatService } from "./ChatService.ts"
 import { isUuid, titleFrom } from "./ConversationResolver.ts"
 import { type Conversation, ConversationStore, type Cursor, type Message } from "./ConversationStore.ts"
 import { Identity } from "./Identity.ts"
 import * as RequestBody from "./RequestBody.ts"
 import { RequestContext } from "./RequestContext.ts"
+import type { Snapshot } from "./TurnLog.ts"
 
 /** The path of the conversation collection. */
 export const CONVERSATIONS_PATH = "/api/v0.3/conversations"
@@ -62,6 +66,15 @@ const messageJson = (message: Message) => ({
   created_at: message.createdAt.toISOString()
 })
 
+/** The reply of a running turn, as far as it is logged. */
+const streamingMessageJson = ({ turn, content }: Snapshot) => ({
+  id: turn.replyId,
+  role: "assistant",
+  content,
+  status: "streaming",
+  created_at: new Date(turn.startedAt).toISOString()
+})
+
 /** Encodes a cursor as an opaque URL-safe token. */
 export const encodeCursor = (cursor: Cursor): string =>
   Base64Url.encode(JSON.stringify([cursor.updatedAt.toISOString(), cursor.id]))
@@ -89,9 +102,13 @@ const parseLimit = (raw: string | undefined): number | undefined => {
   return limit >= 1 && limit <= MAX_LIMIT ? limit : undefined
 }
 
-/** The routes, built once from the services in context. */
-export const routes = Effect.gen(function* () {
-  const identity = yield* Identity
+/**
+ * How a route finds the conversation its `:id` names for the caller: the
+ * conversation when the caller owns it, else the common 404. Another user's
+ * conversation answers exactly like a missing one (same body, same work on
+ * the request path); the attempt is audited in a detached fiber.
+ */
+export const makeOwnership = Effect.gen(function* () {
   const store = yield* ConversationStore
   const audit = yield* AuditLog
 
@@ -101,10 +118,7 @@ export const routes = Effect.gen(function* () {
     return id !== undefined && isUuid(id) ? id.toLowerCase() : undefined
   })
 
-  /**
-   * Answers a miss. When the id belongs to someone else the attempt is audited
-   * in a detached fiber, so the answer takes the same path either way.
-   */
+  /** Answers a miss, auditing an attempt on someone else's conversation in the background. */
   const notFound = (userId: string, id: string | undefined) =>
     Effect.gen(function* () {
       const { requestId } = yield* RequestContext
@@ -133,6 +147,26 @@ export const routes = Effect.gen(function* () {
       return yield* new ConversationNotFound()
     })
 
+  /** The conversation the route's `:id` names, when `userId` owns it. */
+  const owned = (userId: string) =>
+    Effect.gen(function* () {
+      const id = yield* idParam
+      const found = id === undefined ? Option.none() : yield* store.find({ userId, id })
+      if (Option.isNone(found)) return yield* notFound(userId, id)
+      return found.value
+    })
+
+  return { idParam, notFound, owned }
+})
+
+/** The routes, built once from the services in context. */
+export const routes = Effect.gen(function* () {
+  const identity = yield* Identity
+  const store = yield* ConversationStore
+  const audit = yield* AuditLog
+  const chat = yield* ChatService
+  const { idParam, notFound, owned } = yield* makeOwnership
+
   const list = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const principal = yield* identity.authenticate(request.headers)
@@ -158,13 +192,18 @@ export const routes = Effect.gen(function* () {
   const show = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const principal = yield* identity.authenticate(request.headers)
-    const id = yield* idParam
-    const found = id === undefined ? Option.none() : yield* store.find({ userId: principal.userId, id })
-    if (Option.isNone(found)) return yield* notFound(principal.userId, id)
-    const messages = yield* store.history({ userId: principal.userId, conversationId: found.value.id })
+    const conversation = yield* owned(principal.userId)
+    const scope = { userId: principal.userId, conversationId: conversation.id }
+    const [messages, running] = yield* Effect.all([store.history(scope), chat.runningTurn(scope)], {
+      concurrency: 2
+    })
     return HttpServerResponse.jsonUnsafe({
-      ...conversationJson(found.value),
-      messages: messages.map(messageJson)
+      ...conversationJson(conversation),
+      messages: [...messages.map(messageJson), ...Option.toArray(Option.map(running, streamingMessageJson))],
+      running_turn: Option.match(running, {
+        onNone: () => null,
+        onSome: ({ turn }) => ({ turn_id: turn.turnId, started_at: new Date(turn.startedAt).toISOString() })
+      })
     })
   })
 

@@ -23,10 +23,14 @@ export interface Conversation {
 export type Role = "user" | "assistant"
 
 /**
- * How a message ended: `complete`, cut short (`partial`: client gone, timeout,
- * shutdown) or ended by a model failure (`error`).
+ * How a message ended: `complete`; `cancelled` (stopped, or its client left
+ * and did not come back within the grace window); `interrupted` (the
+ * instance running it died or shut down); `error` (a model failure).
+ * `partial` is how rows written before those statuses existed say
+ * `cancelled` or `interrupted`; `streaming` is a reply still being written,
+ * which the conversation API shows while its turn runs.
  */
-export type MessageStatus = "complete" | "partial" | "error"
+export type MessageStatus = "complete" | "partial" | "cancelled" | "interrupted" | "error" | "streaming"
 
 /** One turn of a conversation. */
 export interface Message {

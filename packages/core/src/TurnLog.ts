@@ -76,6 +76,8 @@ export interface Snapshot {
   readonly running: boolean
   /** The lowest sequence number still kept (events before it were dropped); `1` when nothing was. */
   readonly firstSeq: number
+  /** The sequence number of the last logged event; `0` before the first. */
+  readonly lastSeq: number
   /** The reply's text as far as it is logged. */
   readonly content: string
 }
@@ -108,6 +110,8 @@ export interface Stats {
 export interface Service {
   /** `memory` or `redis`, for banners and `/health`. */
   readonly name: string
+  /** Whether other instances share the log: only then do leases lapse (`claimLapsed`). */
+  readonly shared: boolean
   /** Starts logging a turn; it becomes its conversation's current turn. Never waits on a remote store. */
   readonly begin: (turn: TurnInfo) => Effect.Effect<Writer>
   /** The conversation's latest turn, running or ended within the retention window. */
@@ -222,6 +226,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
       turn: buffer.turn,
       running: buffer.endedAt === undefined,
       firstSeq: buffer.firstSeq,
+      lastSeq: buffer.nextSeq - 1,
       content: contentOf(buffer.entries)
     })
 
@@ -296,6 +301,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
 
     return {
       name: "memory",
+      shared: false,
       begin,
       current: (conversationId) =>
         Effect.sync(() => {

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Stream } from "effect"
-import { ChatHooks, ChatService, ConversationStore } from "../src/index.ts"
+import { Deferred, Effect, Layer, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import { ChatConfig, ChatHooks, ChatService, ConversationStore } from "../src/index.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
 
@@ -13,7 +14,10 @@ const recorder = () => {
     conversationFailed: (event) => Effect.sync(() => seen.push(`failed:${event.reason}`)),
     metadataSent: (event) => Effect.sync(() => seen.push(`metadata:${event.temporary}`)),
     firstToken: () => Effect.sync(() => seen.push("firstToken")),
-    turnEnded: (event) => Effect.sync(() => seen.push(`ended:${event.outcome}`))
+    turnEnded: (event) => Effect.sync(() => seen.push(`ended:${event.outcome}`)),
+    turnResumed: (event) => Effect.sync(() => seen.push(`resumed:${event.outcome}`)),
+    stopRequested: (event) => Effect.sync(() => seen.push(`stop:${event.running}`)),
+    turnLogSize: () => Effect.void
   }
   return { seen, hooks }
 }
@@ -77,12 +81,17 @@ describe("ChatHooks", () => {
     )
   })
 
-  it.effect("reports a client that leaves as client_closed", () => {
+  it.effect("reports a client that leaves and is not back within the grace window as client_closed", () => {
     const { seen, hooks } = recorder()
     const model = TestModel.make(() => TestModel.endless("a", "b"))
     return run(model, hooks, (chat) =>
       Effect.gen(function* () {
         yield* Stream.runCollect(Stream.take(yield* chat.stream(input("hi")), 2))
+        // The turn goes on while the window is open.
+        assert.notInclude(seen, "ended:client_closed")
+        yield* TestClock.adjust(ChatConfig.defaults.disconnectGrace)
+        yield* Deferred.await(model.interrupted)
+        while (!seen.includes("ended:client_closed")) yield* Effect.yieldNow
         assert.strictEqual(seen.at(-1), "ended:client_closed")
       })
     )

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer } from "effect"
+import { Deferred, Duration, Effect, Layer } from "effect"
 import { ChatConfig, ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
@@ -69,12 +69,14 @@ describe("ChatHttp POST /api/v0.3/chat, stream: true", () => {
       assert.isTrue(body.endsWith("data: [DONE]\n\n"))
       const metadata = Sse.data(frames[0]!)
       assert.match(metadata.conversation_id, UUID_V4)
+      assert.match(metadata.turn_id, UUID_V4)
+      const turn = metadata.turn_id
       assert.deepStrictEqual(frames, [
-        `data: {"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":${metadata.timestamp}}`,
-        'data: {"type":"content","delta":{"content":"Echo #1:"}}',
-        'data: {"type":"content","delta":{"content":" Hello"}}',
-        'data: {"type":"content","delta":{"content":" there"}}',
-        "data: [DONE]"
+        `data: {"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":${metadata.timestamp},"turn_id":"${turn}"}`,
+        `id: ${turn}:1\ndata: {"type":"content","delta":{"content":"Echo #1:"}}`,
+        `id: ${turn}:2\ndata: {"type":"content","delta":{"content":" Hello"}}`,
+        `id: ${turn}:3\ndata: {"type":"content","delta":{"content":" there"}}`,
+        `id: ${turn}:4\ndata: [DONE]`
       ])
       assert.isTrue(Number.isInteger(metadata.timestamp))
     }))
@@ -91,7 +93,7 @@ describe("ChatHttp POST /api/v0.3/chat, stream: true", () => {
         const first = await reader.read()
         assert.match(
           new TextDecoder().decode(first.value),
-          /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+          /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+,"turn_id":"[0-9a-f-]{36}"\}\n\n$/
         )
         assert.strictEqual(model.pulled(), 0)
         Deferred.doneUnsafe(gate, Effect.void)
@@ -101,7 +103,7 @@ describe("ChatHttp POST /api/v0.3/chat, stream: true", () => {
           if (done) break
           rest += new TextDecoder().decode(value)
         }
-        assert.deepStrictEqual(Sse.frames(rest), [
+        assert.deepStrictEqual(Sse.frames(rest).map(Sse.withoutId), [
           'data: {"type":"content","delta":{"content":"Hi"}}',
           "data: [DONE]"
         ])
@@ -128,33 +130,38 @@ describe("ChatHttp POST /api/v0.3/chat, stream: true", () => {
         const response = await post(app, { message: "hello", stream: true })
         assert.strictEqual(response.status, 200)
         const frames = Sse.frames(await response.text())
+        const turn = Sse.data(frames[0]!).turn_id
         assert.deepStrictEqual(frames.slice(1), [
-          'data: {"type":"content","delta":{"content":"Hel"}}',
-          'data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
-          "data: [DONE]"
+          `id: ${turn}:1\ndata: {"type":"content","delta":{"content":"Hel"}}`,
+          `id: ${turn}:2\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`,
+          `id: ${turn}:3\ndata: [DONE]`
         ])
       }
     )
   })
 
-  it("cancelling the body's reader interrupts the stream and stores the partial reply", async () => {
+  it("with no grace window, cancelling the body's reader cancels the turn and stores the partial reply", async () => {
     const store = TestStore.make()
     const model = TestModel.make(() => TestModel.endless("Hel", "lo"))
-    await withApp(Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous("alice")), async (app) => {
-      const response = await post(app, { message: "hello", stream: true })
-      const reader = Sse.reader(response.body!)
-      const id = Sse.data((await reader.next())!).conversation_id
-      assert.strictEqual(Sse.data((await reader.next())!).delta.content, "Hel")
-      assert.strictEqual(Sse.data((await reader.next())!).delta.content, "lo")
-      await reader.cancel()
-      await Effect.runPromise(Deferred.await(model.interrupted))
-      const stored = await Effect.runPromise(Deferred.await(store.assistantStored))
-      assert.strictEqual(stored.status, "partial")
-      assert.deepStrictEqual(await Effect.runPromise(TestStore.transcript(store.service, "alice", id)), [
-        ["user", "complete", "hello"],
-        ["assistant", "partial", "Hello"]
-      ])
-    })
+    const noGrace = Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ disconnectGrace: Duration.zero }))
+    await withApp(
+      Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous("alice"), noGrace),
+      async (app) => {
+        const response = await post(app, { message: "hello", stream: true })
+        const reader = Sse.reader(response.body!)
+        const id = Sse.data((await reader.next())!).conversation_id
+        assert.strictEqual(Sse.data((await reader.next())!).delta.content, "Hel")
+        assert.strictEqual(Sse.data((await reader.next())!).delta.content, "lo")
+        await reader.cancel()
+        await Effect.runPromise(Deferred.await(model.interrupted))
+        const stored = await Effect.runPromise(Deferred.await(store.assistantStored))
+        assert.strictEqual(stored.status, "cancelled")
+        assert.deepStrictEqual(await Effect.runPromise(TestStore.transcript(store.service, "alice", id)), [
+          ["user", "complete", "hello"],
+          ["assistant", "cancelled", "Hello"]
+        ])
+      }
+    )
   })
 
   it("shutdown ends an open stream with a shutdown error event and [DONE]; new requests get 503", async () => {
@@ -166,12 +173,18 @@ describe("ChatHttp POST /api/v0.3/chat, stream: true", () => {
       await reader.next()
       await reader.next()
       await app.shutdown()
-      const error = Sse.data((await reader.next())!)
+      // Content the model produced before the shutdown may come first.
+      let frame = (await reader.next())!
+      while (Sse.data(frame).type === "content") frame = (await reader.next())!
+      const error = Sse.data(frame)
       assert.strictEqual(error.type, "error")
       assert.strictEqual(error.error.type, "shutdown")
-      assert.strictEqual(await reader.next(), "data: [DONE]")
+      assert.strictEqual(Sse.withoutId((await reader.next())!), "data: [DONE]")
       assert.strictEqual(await reader.next(), undefined)
-      assert.strictEqual((await Effect.runPromise(Deferred.await(store.assistantStored))).status, "partial")
+      assert.strictEqual(
+        (await Effect.runPromise(Deferred.await(store.assistantStored))).status,
+        "interrupted"
+      )
       const streaming = await errorBody(await post(app, { message: "again", stream: true }), 503)
       assert.strictEqual(streaming.type, "unavailable")
       const plain = await errorBody(await post(app, { message: "again" }), 503)
@@ -194,7 +207,7 @@ describe("ChatHttp POST /api/v0.3/chat, stream: false", () => {
       assert.isFalse(Number.isNaN(Date.parse(body.created_at)))
     }))
 
-  it("a client that aborts the request interrupts the model and the partial reply is stored", async () => {
+  it("a client that aborts the request interrupts the model and the partial reply is stored as cancelled", async () => {
     const store = TestStore.make()
     const handled = Deferred.makeUnsafe<void>()
     const model = TestModel.make(() => TestModel.endlessSignalling(handled, "Hel", "lo"))
@@ -215,7 +228,7 @@ describe("ChatHttp POST /api/v0.3/chat, stream: false", () => {
       controller.abort()
       await Effect.runPromise(Deferred.await(model.interrupted))
       const stored = await Effect.runPromise(Deferred.await(store.assistantStored))
-      assert.strictEqual(stored.status, "partial")
+      assert.strictEqual(stored.status, "cancelled")
       assert.strictEqual(stored.content, "Hello")
     })
   })

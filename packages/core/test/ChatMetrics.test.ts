@@ -1,7 +1,8 @@
 import * as Prometheus from "@convoke/prometheus-text"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Layer, Metric } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Metric } from "effect"
 import {
+  ChatConfig,
   ChatError,
   ChatExtension,
   ChatHooks,
@@ -27,6 +28,11 @@ const METRIC_NAMES = [
   "streams_active",
   "stream_outcomes_total",
   "model_time_to_first_token_seconds",
+  "turn_resumes_total",
+  "turn_stop_requests_total",
+  "turn_log_turns",
+  "turn_log_events",
+  "turn_log_dropped_events",
   "chat_requests_total"
 ]
 
@@ -58,8 +64,11 @@ const switchableStore = () => {
   return { failing, layer: Layer.succeed(ConversationStore.ConversationStore, service) }
 }
 
+/** Streams whose client leaves end at once here, so their outcome is counted when the client goes. */
+const noGrace = Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ disconnectGrace: Duration.zero }))
+
 const withApp = async <A>(layer: Layer.Layer<any, never, never>, body: (app: ChatHttp.App) => Promise<A>) => {
-  const app = await ChatHttp.makeApp(layer)
+  const app = await ChatHttp.makeApp(Layer.merge(layer, noGrace))
   try {
     return await body(app)
   } finally {
@@ -118,7 +127,7 @@ describe("ChatMetrics", () => {
       const streamOf = async (response: Response) => {
         assert.strictEqual(response.status, 200)
         const frames = Sse.frames(await response.text())
-        assert.strictEqual(frames.at(-1), "data: [DONE]")
+        assert.strictEqual(Sse.withoutId(frames.at(-1)!), "data: [DONE]")
         return frames
       }
       // Each step is one request and what it adds; a new case is one more step.
@@ -219,9 +228,11 @@ describe("ChatMetrics", () => {
       assert.deepStrictEqual(metrics.byLabel("stream_outcomes_total", "outcome"), {
         complete: 6,
         client_closed: 1,
+        cancelled: 0,
         model_error: 1,
         store_error: 0,
-        shutdown: 0
+        shutdown: 0,
+        interrupted: 0
       })
       // Every turn that produced text: six replies, the hung one, the failed one, the plain one.
       assert.strictEqual(metrics.count("model_time_to_first_token_seconds"), 9)

@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import {
+  ChatConfig,
   ChatError,
   type ChatEvent,
   type ChatRequest,
@@ -26,13 +27,25 @@ const withChat = <A, E>(
     readonly store: TestStore.TestStore
     readonly outbox: ConversationOutbox.Service
   }) => Effect.Effect<A, E>,
-  store: TestStore.TestStore = TestStore.make()
+  store: TestStore.TestStore = TestStore.make(),
+  config: Partial<ChatConfig.Settings> = {}
 ) =>
   Effect.gen(function* () {
     const chat = yield* ChatService.ChatService
     const outbox = yield* ConversationOutbox.ConversationOutbox
     return yield* body({ chat, store, outbox })
-  }).pipe(Effect.provide(ChatService.layer.pipe(Layer.provide(Layer.merge(model.layer, store.layer)))))
+  }).pipe(
+    Effect.provide(ChatService.layer.pipe(Layer.provide(Layer.merge(model.layer, store.layer)))),
+    Effect.provideService(ChatConfig.ChatConfig, ChatConfig.make(config))
+  )
+
+/** A frame without its `id:` line, and the id it had. */
+const splitId = (frame: string): { readonly id: string | undefined; readonly data: string } => {
+  const match = /^id: ([^\n]*)\n/.exec(frame)
+  return match === null
+    ? { id: undefined, data: frame }
+    : { id: match[1], data: frame.slice(match[0].length) }
+}
 
 const request = (message: string, extra: Omit<ChatRequest.ChatRequest, "message"> = {}) => ({
   message,
@@ -62,9 +75,10 @@ describe("ChatService.stream", () => {
         const items = yield* collect(chat, alice, request("hello"))
         const metadata = metadataOf(items)
         assert.match(metadata.conversation_id, UUID_V4)
+        assert.match(metadata.turn_id!, UUID_V4)
         assert.strictEqual(
           JSON.stringify(metadata),
-          `{"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":1764081000}`
+          `{"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":1764081000,"turn_id":"${metadata.turn_id}"}`
         )
         assert.isTrue(Number.isInteger(metadata.timestamp))
         // The metadata event is the only one of its kind.
@@ -196,11 +210,12 @@ describe("ChatService.stream", () => {
         const decoder = new TextDecoder()
         const frames = chunks.map((chunk) => decoder.decode(chunk))
         const metadata = JSON.parse(frames[0]!.slice("data: ".length))
+        const turn = metadata.turn_id
         assert.deepStrictEqual(frames, [
           `data: ${JSON.stringify(metadata)}\n\n`,
-          'data: {"type":"content","delta":{"content":"Hel"}}\n\n',
-          'data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n',
-          "data: [DONE]\n\n"
+          `id: ${turn}:1\ndata: {"type":"content","delta":{"content":"Hel"}}\n\n`,
+          `id: ${turn}:2\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n`,
+          `id: ${turn}:3\ndata: [DONE]\n\n`
         ])
       })
     )
@@ -314,7 +329,7 @@ describe("ChatService.stream", () => {
               ["user", "complete", "one"],
               ["assistant", "complete", "reply 1"],
               ["user", "complete", "two"],
-              ["assistant", "partial", ""]
+              ["assistant", "error", ""]
             ])
           }),
         store
@@ -356,42 +371,46 @@ describe("ChatService.stream", () => {
     )
   })
 
-  it.effect("interrupting the stream mid-reply stores the partial reply", () => {
-    const model = TestModel.make(() => TestModel.endless("Hel", "lo"))
-    const store = TestStore.make()
-    return withChat(
-      model,
-      ({ chat }) =>
-        Effect.gen(function* () {
-          const received: Array<ChatService.StreamItem> = []
-          const twoContents = yield* Deferred.make<void>()
-          const events = yield* chat.stream({ principal: alice, request: request("hi") })
-          const fiber = yield* events.pipe(
-            Stream.runForEach((item) =>
-              Effect.suspend(() => {
-                received.push(item)
-                return contents(received).length === 2
-                  ? Deferred.succeed(twoContents, undefined)
-                  : Effect.void
-              })
-            ),
-            Effect.forkChild
-          )
-          yield* Deferred.await(twoContents)
-          yield* Fiber.interrupt(fiber)
-          yield* Deferred.await(model.interrupted)
-          const stored = yield* Deferred.await(store.assistantStored)
-          assert.strictEqual(stored.status, "partial")
-          assert.strictEqual(stored.content, "Hello")
-          const id = metadataOf(received).conversation_id
-          assert.deepStrictEqual(yield* TestStore.transcript(store.service, "alice", id), [
-            ["user", "complete", "hi"],
-            ["assistant", "partial", "Hello"]
-          ])
-        }),
-      store
-    )
-  })
+  it.effect(
+    "with no grace window, interrupting the stream mid-reply cancels the turn and stores the partial reply",
+    () => {
+      const model = TestModel.make(() => TestModel.endless("Hel", "lo"))
+      const store = TestStore.make()
+      return withChat(
+        model,
+        ({ chat }) =>
+          Effect.gen(function* () {
+            const received: Array<ChatService.StreamItem> = []
+            const twoContents = yield* Deferred.make<void>()
+            const events = yield* chat.stream({ principal: alice, request: request("hi") })
+            const fiber = yield* events.pipe(
+              Stream.runForEach((item) =>
+                Effect.suspend(() => {
+                  received.push(item)
+                  return contents(received).length === 2
+                    ? Deferred.succeed(twoContents, undefined)
+                    : Effect.void
+                })
+              ),
+              Effect.forkChild
+            )
+            yield* Deferred.await(twoContents)
+            yield* Fiber.interrupt(fiber)
+            yield* Deferred.await(model.interrupted)
+            const stored = yield* Deferred.await(store.assistantStored)
+            assert.strictEqual(stored.status, "cancelled")
+            assert.strictEqual(stored.content, "Hello")
+            const id = metadataOf(received).conversation_id
+            assert.deepStrictEqual(yield* TestStore.transcript(store.service, "alice", id), [
+              ["user", "complete", "hi"],
+              ["assistant", "cancelled", "Hello"]
+            ])
+          }),
+        store,
+        { disconnectGrace: Duration.zero }
+      )
+    }
+  )
 
   it.effect("a model error mid-stream stores the partial text with status error", () => {
     const model = TestModel.make(() => TestModel.failAfter(["Hel", "lo"], TestModel.overloaded))
@@ -510,19 +529,32 @@ describe("ChatService.stream", () => {
           yield* chat.shutdown
           // The stream ends by itself: no interruption from the test.
           yield* Fiber.join(fiber)
-          assert.strictEqual(received.length, 5)
-          assert.deepStrictEqual(received.slice(1, 3), [
-            'data: {"type":"content","delta":{"content":"Hel"}}\n\n',
-            'data: {"type":"content","delta":{"content":"lo"}}\n\n'
-          ])
+          const split = received.map(splitId)
+          const turn = JSON.parse(received[0]!.slice("data: ".length)).turn_id
+          const contentFrames = split.slice(1, -2)
+          assert.isAtLeast(contentFrames.length, 2)
+          assert.deepStrictEqual(
+            contentFrames.map((frame) => frame.data),
+            contentFrames.map((_, index) =>
+              index % 2 === 0
+                ? 'data: {"type":"content","delta":{"content":"Hel"}}\n\n'
+                : 'data: {"type":"content","delta":{"content":"lo"}}\n\n'
+            )
+          )
           assert.match(
-            received[3]!,
+            split.at(-2)!.data,
             /^data: \{"type":"error","error":\{"type":"shutdown","message":"[^"]+"\}\}\n\n$/
           )
-          assert.strictEqual(received[4], "data: [DONE]\n\n")
+          assert.deepStrictEqual(split.at(-1), {
+            id: `${turn}:${received.length - 1}`,
+            data: "data: [DONE]\n\n"
+          })
           const stored = yield* Deferred.await(store.assistantStored)
-          assert.strictEqual(stored.status, "partial")
-          assert.strictEqual(stored.content, "Hello")
+          assert.strictEqual(stored.status, "interrupted")
+          assert.strictEqual(
+            stored.content,
+            contentFrames.map((frame) => JSON.parse(frame.data.slice("data: ".length)).delta.content).join("")
+          )
           const streamError = yield* chat
             .stream({ principal: alice, request: request("again") })
             .pipe(Effect.flip)
@@ -557,8 +589,8 @@ describe("ChatService.stream", () => {
             frames.push(...chunks.map((chunk) => new TextDecoder().decode(chunk)))
           }
           assert.isAtLeast(frames.length, 16)
-          assert.match(frames.at(-2)!, /^data: \{"type":"error","error":\{"type":"shutdown"/)
-          assert.strictEqual(frames.at(-1), "data: [DONE]\n\n")
+          assert.match(splitId(frames.at(-2)!).data, /^data: \{"type":"error","error":\{"type":"shutdown"/)
+          assert.strictEqual(splitId(frames.at(-1)!).data, "data: [DONE]\n\n")
         })
       )
     )
@@ -588,10 +620,11 @@ describe("ChatService.stream", () => {
         })
         assert.isTrue(closed)
         assert.match(frames[0]!, /^data: \{"type":"metadata"/)
+        const turn = JSON.parse(frames[0]!.slice("data: ".length)).turn_id
         assert.deepStrictEqual(frames.slice(1), [
-          'data: {"type":"content","delta":{"content":"Hel"}}\n\n',
-          'data: {"type":"content","delta":{"content":"lo"}}\n\n',
-          "data: [DONE]\n\n"
+          `id: ${turn}:1\ndata: {"type":"content","delta":{"content":"Hel"}}\n\n`,
+          `id: ${turn}:2\ndata: {"type":"content","delta":{"content":"lo"}}\n\n`,
+          `id: ${turn}:3\ndata: [DONE]\n\n`
         ])
         // The item stream has no producer to take over: it is only read.
         const items = yield* chat.stream({ principal: alice, request: request("hi") })

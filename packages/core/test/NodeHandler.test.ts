@@ -2,9 +2,9 @@ import { createServer, type IncomingMessage, type Server } from "node:http"
 import { type AddressInfo, connect } from "node:net"
 import { Readable, Writable } from "node:stream"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Stream } from "effect"
+import { Deferred, Duration, Effect, Layer, Stream } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
-import { ApiRouter, ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
+import { ApiRouter, ChatConfig, ChatExtension, ChatHttp, EchoLanguageModel, Identity } from "../src/index.ts"
 import { NodeHandler } from "../src/node.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
@@ -25,6 +25,9 @@ const close = async (server: Server) => {
   server.closeAllConnections()
   await new Promise<void>((resolve) => server.close(() => resolve()))
 }
+
+/** Turns whose client leaves are cancelled at once. */
+const noGrace = Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ disconnectGrace: Duration.zero }))
 
 /** Serves the app built from `layer` on a loopback port for the duration of `body`. */
 const withServer = async <A>(layer: Layer.Layer<any, never, never>, body: (served: Served) => Promise<A>) => {
@@ -48,7 +51,7 @@ const chat = (served: Served, body: unknown, init: RequestInit = {}) =>
   })
 
 const METADATA_FRAME =
-  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+,"turn_id":"[0-9a-f-]{36}"\}\n\n$/
 
 const METADATA_PREFIX = new RegExp(METADATA_FRAME.source.slice(0, -1))
 
@@ -79,7 +82,7 @@ describe("NodeHandler over node:http", () => {
           if (done) break
           rest += new TextDecoder().decode(value)
         }
-        assert.deepStrictEqual(Sse.frames(rest), [
+        assert.deepStrictEqual(Sse.frames(rest).map(Sse.withoutId), [
           'data: {"type":"content","delta":{"content":"Hel"}}',
           'data: {"type":"content","delta":{"content":"lo"}}',
           "data: [DONE]"
@@ -137,11 +140,11 @@ describe("NodeHandler over node:http", () => {
     )
   })
 
-  it("a client abort after the metadata event interrupts the stream and stores the partial reply", async () => {
+  it("with no grace window, a client abort after the metadata event cancels the turn and stores the partial reply", async () => {
     const store = TestStore.make()
     const model = TestModel.make(() => TestModel.endless("Hel", "lo"))
     await withServer(
-      Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous("alice")),
+      Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous("alice"), noGrace),
       async (served) => {
         const controller = new AbortController()
         const response = await chat(served, { message: "hi", stream: true }, { signal: controller.signal })
@@ -154,10 +157,10 @@ describe("NodeHandler over node:http", () => {
         // The model's stream is interrupted (it would never end by itself) and the reply is kept.
         await await_(model.interrupted)
         const stored = await await_(store.assistantStored)
-        assert.strictEqual(stored.status, "partial")
+        assert.strictEqual(stored.status, "cancelled")
         assert.deepStrictEqual(await Effect.runPromise(TestStore.transcript(store.service, "alice", id)), [
           ["user", "complete", "hi"],
-          ["assistant", "partial", "Hello"]
+          ["assistant", "cancelled", "Hello"]
         ])
       }
     )
@@ -168,7 +171,7 @@ describe("NodeHandler over node:http", () => {
     const BOUND = 64 // far above what socket and stream buffers hold, far below "unbounded"
     const model = TestModel.make(() => TestModel.forever(DELTA))
     await withServer(
-      Layer.mergeAll(TestStore.make().layer, model.layer, Identity.layerAnonymous()),
+      Layer.mergeAll(TestStore.make().layer, model.layer, Identity.layerAnonymous(), noGrace),
       async (served) => {
         const controller = new AbortController()
         const response = await chat(served, { message: "hi", stream: true }, { signal: controller.signal })
@@ -553,10 +556,12 @@ describe("NodeHandler.makeServe to any Writable", () => {
     }
   })
 
-  it("a destination stream that closes before the end interrupts the turn, whose partial reply is stored", async () => {
+  it("with no grace window, a destination stream that closes before the end cancels the turn, whose partial reply is stored", async () => {
     const store = TestStore.make()
     const model = TestModel.make(() => TestModel.endless("part", "ial"))
-    const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous()))
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(store.layer, model.layer, Identity.layerAnonymous(), noGrace)
+    )
     try {
       const target = recording()
       const served = NodeHandler.makeServe(app)(chatRequest("go on"), target.destination)
@@ -564,7 +569,7 @@ describe("NodeHandler.makeServe to any Writable", () => {
       target.stream.destroy()
       await served
       const reply = await await_(store.assistantStored)
-      assert.strictEqual(reply.status, "partial")
+      assert.strictEqual(reply.status, "cancelled")
       assert.strictEqual(reply.content, "partial")
     } finally {
       await app.dispose()

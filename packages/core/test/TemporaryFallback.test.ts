@@ -90,7 +90,7 @@ describe("temporary-id fallback", () => {
           assert.match(metadata.conversation_id, UUID_V4)
           assert.strictEqual(
             JSON.stringify(metadata),
-            `{"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":${metadata.timestamp},"temporary":true}`
+            `{"type":"metadata","conversation_id":"${metadata.conversation_id}","model":"unified-chat","timestamp":${metadata.timestamp},"turn_id":"${metadata.turn_id}","temporary":true}`
           )
           assert.strictEqual(textOf(items), "#1")
           assert.isAbove(outbox.stats().pending, 0)

@@ -142,6 +142,16 @@ export const migrations: Record<string, Effect.Effect<void, SqlError.SqlError, S
         last_used_at timestamptz
       )`
     yield* sql`CREATE INDEX convoke_api_keys_user_idx ON convoke_api_keys (user_id, created_at)`
+  }),
+  "0006_turn_statuses": Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    // A reply now ends `cancelled` (stopped, or its reader never came back) or
+    // `interrupted` (its instance died or shut down) instead of `partial`;
+    // rows written before keep `partial`, which stays valid.
+    yield* sql`ALTER TABLE convoke_messages DROP CONSTRAINT IF EXISTS convoke_messages_status_check`
+    yield* sql`
+      ALTER TABLE convoke_messages ADD CONSTRAINT convoke_messages_status_check
+        CHECK (status IN ('complete', 'partial', 'cancelled', 'interrupted', 'error', 'streaming'))`
   })
 }
 

@@ -1,0 +1,113 @@
+/**
+ * The turn routes of a conversation:
+ *
+ * - `GET  /api/v0.3/conversations/:id/stream` — resumes the conversation's
+ *   turn: the metadata event again (`"resumed":true`), every event after the
+ *   one `Last-Event-ID` (or `?last_event_id=`) names, then live events to
+ *   `[DONE]`; `204` when there is nothing to replay, `400` for an id this
+ *   server cannot have sent;
+ * - `POST /api/v0.3/conversations/:id/stop` — stops the running turn
+ *   wherever it runs: `202 {"turn_id"}`, or `204` when none runs.
+ *
+ * Both authenticate and count against the rate limits like the chat route,
+ * and answer another user's conversation exactly like a missing one.
+ *
+ * @since 0.3.0
+ */
+import { Effect, Option } from "effect"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as ApiRouter from "./ApiRouter.ts"
+import { InvalidRequest } from "./ChatError.ts"
+import * as ChatEvent from "./ChatEvent.ts"
+import { ChatHooks } from "./ChatHooks.ts"
+import { ChatRateLimit } from "./ChatRateLimit.ts"
+import { ChatService } from "./ChatService.ts"
+import { CONVERSATIONS_PATH, makeOwnership } from "./ConversationHttp.ts"
+import { Identity } from "./Identity.ts"
+import { RequestContext } from "./RequestContext.ts"
+
+/** Where a resume starts, from the header or the query parameter; `undefined` for the start. */
+const lastEventIdOf = (request: HttpServerRequest.HttpServerRequest) => {
+  const header = request.headers["last-event-id"]
+  const raw =
+    header !== undefined && header !== ""
+      ? header
+      : (new URL(request.url, "http://localhost").searchParams.get("last_event_id") ?? "")
+  if (raw === "") return Effect.succeed(undefined)
+  const parsed = ChatEvent.parseEventId(raw)
+  return parsed === undefined
+    ? Effect.fail(
+        new InvalidRequest({
+          message: "Last-Event-ID must be the id of an event this server sent (<turn_id>:<seq>)"
+        })
+      )
+    : Effect.succeed(parsed)
+}
+
+/** The routes, built once from the services in context. */
+export const routes = Effect.gen(function* () {
+  const chat = yield* ChatService
+  const identity = yield* Identity
+  const rateLimit = yield* ChatRateLimit
+  const hooks = yield* ChatHooks
+  const { idParam, owned } = yield* makeOwnership
+
+  /** Authenticates and admits the request like the chat route; the slot is held until the response ends. */
+  const admit = Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const { requestId, clientAddress: address } = yield* RequestContext
+    const principal = yield* identity
+      .authenticate(request.headers)
+      .pipe(Effect.tapError(() => rateLimit.rejected({ address })))
+    const admission = yield* rateLimit.admit({ principal, address })
+    yield* Effect.addFinalizer(() => admission.release)
+    return { request, requestId, principal, headers: { ...admission.headers, "x-request-id": requestId } }
+  })
+
+  const resume = Effect.gen(function* () {
+    const { request, requestId, principal, headers } = yield* admit
+    const after = yield* lastEventIdOf(request)
+    const userId = principal.userId
+    const conversation = yield* owned(userId).pipe(
+      Effect.tapError(() =>
+        Effect.flatMap(idParam, (id) =>
+          hooks.turnResumed({ userId, requestId, conversationId: id ?? "", outcome: "not_found" })
+        )
+      )
+    )
+    const conversationId = conversation.id
+    const stream = yield* chat.resume({ userId, conversationId, after })
+    yield* hooks.turnResumed({
+      userId,
+      requestId,
+      conversationId,
+      outcome: Option.isSome(stream) ? "replayed" : "no_turn"
+    })
+    return Option.match(stream, {
+      onNone: () => HttpServerResponse.empty({ status: 204, headers }),
+      onSome: (body) => HttpServerResponse.stream(body, { headers: { ...ChatEvent.SSE_HEADERS, ...headers } })
+    })
+  })
+
+  const stop = Effect.gen(function* () {
+    const { requestId, principal, headers } = yield* admit
+    const userId = principal.userId
+    const conversation = yield* owned(userId)
+    const stopped = yield* chat.stop({ userId, conversationId: conversation.id })
+    yield* hooks.stopRequested({
+      userId,
+      requestId,
+      conversationId: conversation.id,
+      running: Option.isSome(stopped)
+    })
+    return Option.match(stopped, {
+      onNone: () => HttpServerResponse.empty({ status: 204, headers }),
+      onSome: (turnId) => HttpServerResponse.jsonUnsafe({ turn_id: turnId }, { status: 202, headers })
+    })
+  })
+
+  return [
+    ApiRouter.route("GET", `${CONVERSATIONS_PATH}/:id/stream`, resume),
+    ApiRouter.route("POST", `${CONVERSATIONS_PATH}/:id/stop`, stop)
+  ]
+})

@@ -1,0 +1,264 @@
+/**
+ * Streamed turns, detached from the connections that read them.
+ *
+ * A turn runs on a fiber of its own and writes its events to the `TurnLog`;
+ * every stream of it — the request that started it, and any resume, here or
+ * on another instance — is a reader that follows the log. So a reader that
+ * goes away does not end the turn at once: when the last one leaves, the
+ * turn keeps going for the disconnect grace window and is cancelled only if
+ * no reader, on any instance, is back by then (a zero window cancels it at
+ * once). A stop request, from any instance, cancels it right away.
+ *
+ * However a turn ends, its last events are logged — the error event when it
+ * did not complete, then `done` — so every reader ends the same way. With a
+ * shared log, turns of an instance that died are claimed here once their
+ * lease lapses: their readers end with `interrupted` and the reply, as far
+ * as it was logged, is stored with that status.
+ *
+ * @since 0.3.0
+ */
+import { Cause, Clock, Deferred, Duration, Effect, Exit, type Fiber, Schedule } from "effect"
+import { ServerShutdown } from "./ChatError.ts"
+import * as ChatEvent from "./ChatEvent.ts"
+import { ChatHooks, type TurnContext } from "./ChatHooks.ts"
+import { errorEventOf } from "./ChatStream.ts"
+import type * as ChatTurn from "./ChatTurn.ts"
+import { ConversationStore } from "./ConversationStore.ts"
+import * as TurnLog from "./TurnLog.ts"
+
+/** The error event of a turn that was stopped, or whose readers never came back. */
+export const cancelledEvent = ChatEvent.error("cancelled", "The reply was stopped before it was complete")
+
+/** The error event of a turn whose instance went away while it ran. */
+export const interruptedEvent = ChatEvent.error(
+  "interrupted",
+  "The server running the reply went away; the reply is stored as far as it was streamed"
+)
+
+/** How often a shared log is asked for turns whose instance went away. */
+const LAPSE_CHECK_INTERVAL = Duration.millis(500)
+
+/** The turns of a chat service, as streams read them. */
+export interface TurnRunner {
+  /** Starts a turn on a fiber of its own; its events go to the log under `turn.turnId`. */
+  readonly start: (
+    context: TurnContext,
+    prepared: ChatTurn.Prepared,
+    turn: TurnLog.TurnInfo
+  ) => Effect.Effect<void>
+  /** Delivers a turn's events after `afterSeq`, counting as its reader while it runs. */
+  readonly follow: (
+    turnId: string,
+    afterSeq: number,
+    deliver: (entry: TurnLog.Entry) => Effect.Effect<void>
+  ) => Effect.Effect<TurnLog.FollowEnd>
+}
+
+/**
+ * How many events a reader here may fall behind the model before the model
+ * waits for it: a slow reader holds the model back instead of growing the log.
+ */
+const HIGH_WATER = 16
+
+/** A reader of a turn running here: the last event it took. */
+interface Reader {
+  seq: number
+}
+
+/** A turn running here. */
+interface Running {
+  readonly readers: Set<Reader>
+  /** The last event logged. */
+  lastSeq: number
+  /** Resolved once no reader is more than `HIGH_WATER` behind, while the model waits. */
+  caughtUp: Deferred.Deferred<void> | undefined
+  /** The fiber waiting out the grace window while nobody reads. */
+  grace: Fiber.Fiber<void> | undefined
+  readonly cancel: (reason: ChatTurn.Interruption) => void
+  readonly writer: TurnLog.Writer
+}
+
+const isLagging = (turn: Running): boolean => {
+  for (const reader of turn.readers) if (turn.lastSeq - reader.seq > HIGH_WATER) return true
+  return false
+}
+
+/** Lets the model go on once the readers caught up. */
+const release = (turn: Running) => {
+  if (turn.caughtUp === undefined || isLagging(turn)) return
+  Deferred.doneUnsafe(turn.caughtUp, Effect.void)
+  turn.caughtUp = undefined
+}
+
+/** Builds the runner on the turns, the log, the store and the hooks in context; its fibers live in the scope. */
+export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace: Duration.Duration }) =>
+  Effect.gen(function* () {
+    const log = yield* TurnLog.TurnLog
+    const store = yield* ConversationStore
+    const hooks = yield* ChatHooks
+    const scope = yield* Effect.scope
+    const clock = yield* Clock.Clock
+    const graceMillis = Duration.toMillis(options.disconnectGrace)
+    const running = new Map<string, Running>()
+
+    /** What a turn that ended this way logs before `done`. */
+    const lastEventOf = (
+      exit: Exit.Exit<void, ChatTurn.TurnError>,
+      reason: ChatTurn.Interruption | undefined
+    ): ChatEvent.ErrorEvent | undefined => {
+      if (Exit.isSuccess(exit)) return undefined
+      const error = Cause.findErrorOption(exit.cause)
+      if (error._tag === "Some") return errorEventOf(error.value)
+      if (turns.isShuttingDown() || reason === undefined) return errorEventOf(new ServerShutdown())
+      return cancelledEvent
+    }
+
+    const start: TurnRunner["start"] = (context, prepared, turn) =>
+      Effect.gen(function* () {
+        const writer = yield* log.begin(turn)
+        let reason: ChatTurn.Interruption | undefined
+        let fiber: Fiber.Fiber<void> | undefined
+        const entry: Running = {
+          readers: new Set(),
+          lastSeq: 0,
+          caughtUp: undefined,
+          grace: undefined,
+          writer,
+          cancel: (why) => {
+            reason ??= why
+            fiber?.interruptUnsafe()
+          }
+        }
+        const body = turns.run(
+          context,
+          { ...prepared, replyId: turn.replyId },
+          (text) =>
+            Effect.suspend(() => {
+              entry.lastSeq = writer.append(ChatEvent.content(text))
+              if (!isLagging(entry)) return Effect.void
+              entry.caughtUp ??= Deferred.makeUnsafe<void>()
+              return Deferred.await(entry.caughtUp)
+            }),
+          () => reason ?? "client_closed"
+        )
+        const finish = (exit: Exit.Exit<void, ChatTurn.TurnError>) =>
+          Effect.suspend(() => {
+            const last = lastEventOf(exit, reason)
+            if (last !== undefined) writer.append(last)
+            writer.append(TurnLog.done)
+            running.delete(turn.turnId)
+            entry.grace?.interruptUnsafe()
+            return Effect.andThen(
+              writer.end,
+              Effect.suspend(() => hooks.turnLogSize(log.stats()))
+            )
+          })
+        running.set(turn.turnId, entry)
+        // The turn's failure is in its log (the error event); the fiber itself just ends.
+        fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope, {
+          startImmediately: true
+        })
+        // A stop asked for anywhere ends the turn; this waiter ends with it.
+        const stopWaiter = yield* Effect.forkIn(
+          Effect.andThen(
+            writer.stopRequested,
+            Effect.sync(() => entry.cancel("cancelled"))
+          ),
+          scope
+        )
+        fiber.addObserver(() => stopWaiter.interruptUnsafe())
+      })
+
+    /** The last reader of a running turn left: cancel it unless one is back within the window. */
+    const awaitReaders = (entry: Running): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        while (true) {
+          if (graceMillis > 0) yield* Effect.sleep(Duration.millis(graceMillis))
+          // Readers on other instances count too.
+          if ((yield* entry.writer.readers) === 0) return entry.cancel("client_closed")
+          if (graceMillis === 0) yield* Effect.sleep(Duration.seconds(1))
+        }
+      })
+
+    const follow: TurnRunner["follow"] = (turnId, afterSeq, deliver) => {
+      const entry = running.get(turnId)
+      if (entry === undefined) return log.follow(turnId, afterSeq, deliver)
+      const reader: Reader = { seq: afterSeq }
+      return Effect.acquireUseRelease(
+        Effect.sync(() => {
+          entry.readers.add(reader)
+          entry.grace?.interruptUnsafe()
+          entry.grace = undefined
+        }),
+        () =>
+          log.follow(turnId, afterSeq, (logged) =>
+            Effect.map(deliver(logged), () => {
+              reader.seq = logged.seq
+              release(entry)
+            })
+          ),
+        () =>
+          Effect.suspend(() => {
+            entry.readers.delete(reader)
+            release(entry)
+            if (entry.readers.size > 0 || !running.has(turnId)) return Effect.void
+            return Effect.map(
+              Effect.forkIn(awaitReaders(entry), scope, { startImmediately: true }),
+              (grace) => {
+                if (entry.readers.size === 0 && running.has(turnId)) entry.grace = grace
+                else grace.interruptUnsafe()
+              }
+            )
+          })
+      )
+    }
+
+    /** Stores the replies of turns whose instance went away, as far as they were logged. */
+    const storeLapsed = Effect.gen(function* () {
+      for (const { turn, content } of yield* log.claimLapsed) {
+        const now = clock.currentTimeMillisUnsafe()
+        yield* store
+          .append({
+            userId: turn.userId,
+            conversationId: turn.conversationId,
+            messages: [
+              {
+                id: turn.replyId,
+                role: "assistant",
+                content,
+                status: "interrupted",
+                createdAt: new Date(now),
+                metadata: { model: turn.model }
+              }
+            ]
+          })
+          .pipe(
+            Effect.catchCause((cause) =>
+              Effect.logError("Could not store an interrupted reply", cause).pipe(
+                Effect.annotateLogs({ conversationId: turn.conversationId, turnId: turn.turnId })
+              )
+            )
+          )
+        yield* hooks.turnEnded({
+          userId: turn.userId,
+          requestId: undefined,
+          stream: true,
+          conversationId: turn.conversationId,
+          outcome: "interrupted",
+          durationMillis: now - turn.startedAt
+        })
+      }
+    })
+
+    if (log.shared) {
+      yield* Effect.forkIn(
+        storeLapsed.pipe(
+          Effect.catchCause((cause) => Effect.logWarning("Could not check for interrupted turns", cause)),
+          Effect.repeat(Schedule.spaced(LAPSE_CHECK_INTERVAL))
+        ),
+        scope
+      )
+    }
+
+    return { start, follow } satisfies TurnRunner
+  })
