@@ -9,7 +9,7 @@
 import { connect } from "node:net"
 import { NodeRedis } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Schedule, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Schedule, Scope } from "effect"
 import { Redis } from "effect/persistence"
 import fc from "fast-check"
 import { ChatEvent, RedisTurnLog, TurnLog } from "../src/index.ts"
@@ -61,9 +61,8 @@ const withRedis = <A, E>(body: (prefix: string) => Effect.Effect<A, E, Redis.Red
     return yield* body(prefix)
   }).pipe(Effect.scoped, Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
 
-/** The Redis service with every command and script call counted (round trips, less the one-off `SCRIPT LOAD`s). */
-const counting = Effect.gen(function* () {
-  const redis = yield* Redis.Redis
+/** `redis` with every command and script call counted: its round trips, less the one-off `SCRIPT LOAD`s. */
+const counting = (redis: Redis.Redis["Service"]) => {
   let calls = 0
   const counted = Redis.Redis.of({
     ...redis,
@@ -80,14 +79,28 @@ const counting = Effect.gen(function* () {
     }
   })
   return { redis: counted, calls: () => calls }
-})
+}
 
-/** A log instance, as one server of the deployment has, living in the current scope. */
-const instance = (options: RedisTurnLog.Options, redis?: Redis.Redis["Service"]) =>
+/**
+ * A log instance, as one server of the deployment has, with a Redis
+ * connection of its own (seen through `wrap`), both living in the current scope.
+ */
+const instance = (
+  options: RedisTurnLog.Options,
+  wrap: (redis: Redis.Redis["Service"]) => Redis.Redis["Service"] = (redis) => redis
+) =>
   Effect.gen(function* () {
-    const service = redis ?? (yield* Redis.Redis)
-    return yield* RedisTurnLog.make(options).pipe(Effect.provideService(Redis.Redis, service))
+    const connection = yield* Layer.build(NodeRedis.layer({ url: REDIS_URL }))
+    const redis = wrap(Context.get(connection, Redis.Redis))
+    return yield* RedisTurnLog.make(options).pipe(Effect.provideService(Redis.Redis, redis))
   })
+
+/** Redis server time in epoch millis, the clock that leases and presence are scored in. */
+const serverTime = Effect.gen(function* () {
+  const redis = yield* Redis.Redis
+  const [seconds, micros] = yield* redis.send<[string, string]>("TIME")
+  return Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000)
+})
 
 const turnInfo = (): TurnLog.TurnInfo => {
   const conversationId = crypto.randomUUID()
@@ -230,8 +243,12 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
   it.live("writes many appends in few round trips", () =>
     withRedis((prefix) =>
       Effect.gen(function* () {
-        const { redis, calls } = yield* counting
-        const a = yield* instance({ prefix }, redis)
+        let calls = () => 0
+        const a = yield* instance({ prefix }, (redis) => {
+          const counted = counting(redis)
+          calls = counted.calls
+          return counted.redis
+        })
         const b = yield* instance({ prefix })
         const turn = turnInfo()
         const before = calls()
@@ -286,11 +303,20 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
       )
   )
 
-  it.live("a stop asked for on another instance reaches the turn's writer", () =>
+  it.live("a stop asked for on another instance reaches the turn's writer by pub/sub", () =>
     withRedis((prefix) =>
       Effect.gen(function* () {
-        const a = yield* instance({ prefix })
-        const b = yield* instance({ prefix })
+        // The heartbeat, which also looks for stops, runs every third of the
+        // lease. With a two-minute lease it does not run during the test, so
+        // the stop can only arrive as a message.
+        const a = yield* instance({ prefix, lease: "2 minutes" })
+        const b = yield* instance({ prefix, lease: "2 minutes" })
+        const redis = yield* Redis.Redis
+        yield* eventually(
+          Effect.flatMap(redis.send<[string, number]>("PUBSUB", "NUMSUB", `${prefix}stop`), ([, count]) =>
+            count === 2 ? Effect.void : Effect.fail("not subscribed yet")
+          )
+        )
         const turn = turnInfo()
         const writer = yield* a.begin(turn)
         writer.append(ChatEvent.content("Hello"))
@@ -301,6 +327,23 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         yield* writer.end
         assert.isFalse(yield* b.requestStop(turn.turnId))
         assert.isFalse(yield* b.requestStop(crypto.randomUUID()))
+      })
+    )
+  )
+
+  it.live("a stop whose message was missed is found by the lease renewal", () =>
+    withRedis((prefix) =>
+      Effect.gen(function* () {
+        const a = yield* instance({ prefix, lease: "300 millis" })
+        const b = yield* instance({ prefix, lease: "300 millis" })
+        const turn = turnInfo()
+        const writer = yield* a.begin(turn)
+        writer.append(ChatEvent.content("Hello"))
+        yield* logged(b, turn, "Hello")
+        // The stop key alone, as if the message had been published while A was not subscribed.
+        const redis = yield* Redis.Redis
+        yield* redis.send("SET", `${prefix}${turn.turnId}:stop`, "1", "PX", "60000")
+        yield* writer.stopRequested
       })
     )
   )
@@ -324,6 +367,16 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         assert.strictEqual(yield* writer.readers, 1)
         yield* Fiber.interrupt(local.fiber)
         assert.strictEqual(yield* writer.readers, 0)
+        // A reader whose instance died without saying so counts until its presence expires.
+        const redis = yield* Redis.Redis
+        const now = yield* serverTime
+        yield* redis.send("ZADD", `${prefix}${turn.turnId}:readers`, String(now + 300), "crashed-reader")
+        assert.strictEqual(yield* writer.readers, 1)
+        yield* eventually(
+          Effect.flatMap(writer.readers, (count) =>
+            count === 0 ? Effect.void : Effect.fail("still present")
+          )
+        )
       })
     )
   )
@@ -332,7 +385,8 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
     withRedis((prefix) =>
       Effect.gen(function* () {
         const options: RedisTurnLog.Options = { prefix, lease: "300 millis" }
-        const crashed = yield* Scope.make()
+        // A's own scope, closed by the test, and by the test's scope if an assertion fails first.
+        const crashed = yield* Scope.fork(yield* Effect.scope)
         const a = yield* instance(options).pipe(Scope.provide(crashed))
         const b = yield* instance(options)
         const c = yield* instance(options)
@@ -372,6 +426,81 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         assert.strictEqual(error.type === "error" && error.error.type, "interrupted")
         const ended = yield* b.current(turn.conversationId)
         assert.isTrue(Option.isSome(ended) && !ended.value.running)
+      })
+    )
+  )
+
+  it.live("a lapsed turn that already logged done is ended without an interrupted error", () =>
+    withRedis((prefix) =>
+      Effect.gen(function* () {
+        const options: RedisTurnLog.Options = { prefix, lease: "300 millis" }
+        // A's own scope, closed by the test, and by the test's scope if an assertion fails first.
+        const crashed = yield* Scope.fork(yield* Effect.scope)
+        const a = yield* instance(options).pipe(Scope.provide(crashed))
+        const b = yield* instance(options)
+        const turn = turnInfo()
+        const writer = yield* a.begin(turn)
+        writer.append(ChatEvent.content("Hello"))
+        writer.append(TurnLog.done)
+        // Logged through done, but the instance went away before `end`.
+        yield* logged(b, turn, "Hello")
+        assert.strictEqual(yield* b.follow(turn.turnId, 0, () => Effect.void), "done")
+        yield* Scope.close(crashed, Exit.void)
+        const claimed = yield* eventually(
+          Effect.flatMap(b.claimLapsed, (lapsed) =>
+            lapsed.length > 0 ? Effect.succeed(lapsed) : Effect.fail("none")
+          )
+        )
+        assert.deepStrictEqual(claimed, [{ turn, content: "Hello" }])
+        const types: Array<string> = []
+        assert.strictEqual(
+          yield* b.follow(turn.turnId, 0, (entry) => Effect.sync(() => types.push(entry.event.type))),
+          "done"
+        )
+        assert.deepStrictEqual(types, ["content", "done"])
+        const ended = yield* b.current(turn.conversationId)
+        assert.isTrue(Option.isSome(ended) && !ended.value.running)
+      })
+    )
+  )
+
+  it.live("keeps a turn in the documented keys, expiring after the retention window once ended", () =>
+    withRedis((prefix) =>
+      Effect.gen(function* () {
+        const retention = 60_000
+        const lease = 3_000
+        const a = yield* instance({ prefix, retention: `${retention} millis`, lease: `${lease} millis` })
+        const b = yield* instance({ prefix })
+        const redis = yield* Redis.Redis
+        const turn = turnInfo()
+        const writer = yield* a.begin(turn)
+        writer.append(ChatEvent.content("Hello"))
+        yield* logged(b, turn, "Hello")
+        const events = `${prefix}${turn.turnId}:events`
+        const info = `${prefix}${turn.turnId}:info`
+        const conversation = `${prefix}conversation:${turn.conversationId}`
+        assert.strictEqual(yield* redis.send("TYPE", events), "stream")
+        assert.deepStrictEqual(yield* redis.send("XRANGE", events, "-", "+"), [
+          ["1-0", ["event", JSON.stringify(ChatEvent.content("Hello"))]]
+        ])
+        assert.strictEqual(yield* redis.send("HGET", info, "state"), "running")
+        assert.deepStrictEqual(JSON.parse(yield* redis.send<string>("HGET", info, "turn")), turn)
+        assert.strictEqual(yield* redis.send("GET", conversation), turn.turnId)
+        const leaseExpiry = Number(yield* redis.send<string>("ZSCORE", `${prefix}leases`, turn.turnId))
+        assert.isAbove(leaseExpiry, yield* serverTime)
+        // While the turn runs, its keys outlive the lease, so a turn nobody claims still goes away.
+        for (const key of [events, info, conversation]) {
+          const ttl = yield* redis.send<number>("PTTL", key)
+          assert.isTrue(ttl > lease && ttl <= retention + lease, `${key}: ${ttl}`)
+        }
+        writer.append(TurnLog.done)
+        yield* writer.end
+        assert.strictEqual(yield* redis.send("HGET", info, "state"), "ended")
+        assert.isNull(yield* redis.send("ZSCORE", `${prefix}leases`, turn.turnId))
+        for (const key of [events, info, conversation]) {
+          const ttl = yield* redis.send<number>("PTTL", key)
+          assert.isTrue(ttl > 0 && ttl <= retention, `${key}: ${ttl}`)
+        }
       })
     )
   )
