@@ -69,8 +69,10 @@ export const defaults = {
   lease: Duration.seconds(3)
 } as const
 
-// Spacing the writer's round trips caps them at 100 a second per instance
-// under load. When the instance is idle, the first append is still written at once.
+// The writer waits this long after a round trip, so that the events appended
+// in the meantime, by every turn, share the next one. This caps an instance at
+// 100 round trips a second, except when a backlog is written in full batches.
+// After a quiet spell, the first append is still written at once.
 const batchInterval = Duration.millis(10)
 // A round trip is limited to this many events, so one script never holds Redis up for long.
 const maxBatch = 1_000
@@ -107,13 +109,15 @@ const script = <Result>(lua: string) =>
   Redis.script((args: Args) => args, { numberOfKeys: 0, lua: prelude + lua }).withReturnType<Result>()
 
 // ARGV: prefix, lease, retention, maxEventsPerTurn, then for each turn: its
-// id, info JSON, conversation id, whether it ended (1/0), its entry count,
-// then each entry's seq and event JSON. Returns the turns that another
-// instance claimed, whose log is closed.
-const writeScript = script<ReadonlyArray<string>>(`
+// id, its info JSON (until the info is written, "" after), its conversation
+// id, whether it ended (1/0), its entry count, then each entry's seq and
+// event JSON. Returns the turns that another instance claimed, whose log is
+// closed, and the turns whose keys are missing, so the writer sends their
+// info again.
+const writeScript = script<readonly [taken: ReadonlyArray<string>, missing: ReadonlyArray<string>]>(`
 local lease, retention, maxLength = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local time = now()
-local taken = {}
+local taken, missing = {}, {}
 local i = 5
 while i <= #ARGV do
   local turnId, turn, conversationId, ended, count =
@@ -122,6 +126,9 @@ while i <= #ARGV do
   local state = redis.call("HGET", info, "state")
   if state == "ended" then
     taken[#taken + 1] = turnId
+  elseif not state and turn == "" then
+    -- Its keys expired while it ran (Redis was away for that long).
+    missing[#missing + 1] = turnId
   else
     if not state then
       redis.call("HSET", info, "turn", turn, "conversation", conversationId, "state", "running", "last", 0)
@@ -144,7 +151,7 @@ while i <= #ARGV do
   end
   i = i + 5 + 2 * count
 end
-return taken
+return { taken, missing }
 `)
 
 // ARGV: prefix, lease, retention, the number of local running turns, their
@@ -364,6 +371,7 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
       }
     })
 
+    /** Writes what the dirty turns appended, at most `maxBatch` events. Says whether the batch was full. */
     const writeRound = Effect.gen(function* () {
       const now = clock.currentTimeMillisUnsafe()
       const batch: Array<{
@@ -385,10 +393,12 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
         if (local.unwritten.length === 0) dirty.delete(local)
       }
       if (dirty.size === 0) pending.closeUnsafe()
-      if (batch.length === 0) return true
+      if (batch.length === 0) return "written" as const
       const args: Array<string | number> = [prefix, leaseMillis, retentionMillis, maxPerTurn]
       for (const { local, entries, ending } of batch) {
-        args.push(local.turn.turnId, local.json, local.turn.conversationId, ending ? 1 : 0, entries.length)
+        // The info goes with every round until it is written, not after: it is most of a round trip's bytes.
+        const json = local.begun ? "" : local.json
+        args.push(local.turn.turnId, json, local.turn.conversationId, ending ? 1 : 0, entries.length)
         for (const entry of entries) args.push(entry.seq, JSON.stringify(entry.event))
       }
       const result = yield* Effect.exit(bounded(write(args)))
@@ -403,25 +413,36 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
           "Turn log: writing to Redis failed; retrying, local readers are unaffected",
           result.cause
         )
-        return false
+        return "failed" as const
       }
       for (const { local, ending } of batch) {
         local.begun = true
         if (ending) close(local)
       }
-      yield* taken(result.value)
-      return true
+      const [claimed, missing] = result.value
+      yield* taken(claimed)
+      // The events of this round are lost with the keys: readers that need them are told the turn is gone.
+      for (const turnId of missing) {
+        const local = locals.get(turnId)
+        if (local === undefined) continue
+        local.begun = false
+        touch(local)
+      }
+      return room <= 0 ? ("full" as const) : ("written" as const)
     })
 
     yield* Effect.gen(function* () {
       let failures = 0
       while (true) {
         yield* pending.await
-        failures = (yield* writeRound) ? 0 : failures + 1
+        const outcome = yield* writeRound
+        failures = outcome === "failed" ? failures + 1 : 0
+        // A full batch means a backlog, which is written without waiting.
         // After a failure, back off so that a Redis in trouble is not hammered.
-        yield* Effect.sleep(
-          failures === 0 ? batchInterval : Duration.millis(Math.min(100 * 2 ** failures, leaseMillis))
-        )
+        if (outcome !== "full")
+          yield* Effect.sleep(
+            failures === 0 ? batchInterval : Duration.millis(Math.min(100 * 2 ** failures, leaseMillis))
+          )
       }
     }).pipe(Effect.forkScoped)
 

@@ -505,6 +505,44 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
     )
   )
 
+  it.live("a running turn whose keys expired meanwhile is logged again from its next events", () =>
+    withRedis((prefix) =>
+      Effect.gen(function* () {
+        const a = yield* instance({ prefix })
+        const b = yield* instance({ prefix })
+        const redis = yield* Redis.Redis
+        const turn = turnInfo()
+        const writer = yield* a.begin(turn)
+        writer.append(ChatEvent.content("Hello"))
+        yield* logged(b, turn, "Hello")
+        // As if Redis had been out of reach for longer than the keys live.
+        const info = `${prefix}${turn.turnId}:info`
+        yield* redis.send(
+          "DEL",
+          info,
+          `${prefix}${turn.turnId}:events`,
+          `${prefix}conversation:${turn.conversationId}`
+        )
+        writer.append(ChatEvent.content(" world"))
+        yield* eventually(
+          Effect.flatMap(redis.send<number>("EXISTS", info), (exists) =>
+            exists === 1 ? Effect.void : Effect.fail("not yet")
+          )
+        )
+        writer.append(ChatEvent.content("!"))
+        writer.append(TurnLog.done)
+        yield* writer.end
+        const snapshot = Option.getOrThrow(yield* b.current(turn.conversationId))
+        assert.deepStrictEqual(snapshot, { turn, running: false, firstSeq: 3, content: "!" })
+        assert.strictEqual(yield* b.follow(turn.turnId, 0, () => Effect.void), "gone")
+        const delivered: Array<number> = []
+        const keep = (entry: TurnLog.Entry) => Effect.sync(() => delivered.push(entry.seq))
+        assert.strictEqual(yield* b.follow(turn.turnId, 2, keep), "done")
+        assert.deepStrictEqual(delivered, [3, 4])
+      })
+    )
+  )
+
   it.live("a reader whose events were trimmed is told the turn is gone", () =>
     withRedis((prefix) =>
       Effect.gen(function* () {
