@@ -181,13 +181,15 @@ end
 return { stops, taken }
 `)
 
-// ARGV: prefix, turn id, reader token, presence. Registers the reader, or returns 0 if the turn is gone.
-const openScript = script<number>(`
-if redis.call("EXISTS", key(ARGV[2], "info")) == 0 then return 0 end
+// ARGV: prefix, turn id, reader token, presence. Registers the reader and
+// returns the turn's state, or nil if the turn is gone.
+const openScript = script<"running" | "ended" | null>(`
+local state = redis.call("HGET", key(ARGV[2], "info"), "state")
+if not state then return false end
 local readers = key(ARGV[2], "readers")
 redis.call("ZADD", readers, now() + tonumber(ARGV[4]), ARGV[3])
 redis.call("PEXPIRE", readers, ARGV[4])
-return 1
+return state
 `)
 
 // ARGV: prefix, turn id. Returns how many readers on other instances are present.
@@ -550,7 +552,8 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
             return Effect.ignore(bounded(redis.send("ZREM", keyOf(turnId, "readers"), token)))
           }
         )
-        if ((yield* bounded(open([prefix, turnId, token, leaseMillis]))) === 0) return "gone" as const
+        const state = yield* bounded(open([prefix, turnId, token, leaseMillis]))
+        if (state === null) return "gone" as const
 
         /** Delivers entries in order. Returns how following ended, or `undefined` if it goes on. */
         const deliverAll = Effect.fnUntraced(function* (raw: ReadonlyArray<StreamEntry>) {
@@ -582,6 +585,8 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
 
         const replayed = yield* replay
         if (replayed !== undefined) return replayed
+        // An ended turn's entries are all logged: nothing more will come.
+        if (state === "ended") return "gone" as const
         // Blocking reads get a connection of their own: on the shared one, they would hold up every other command.
         const connection = yield* redis.reserve
         while (true) {
@@ -603,9 +608,9 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
             continue
           }
           // A quiet turn may have expired, or ended without `done`.
-          const state = yield* bounded(redis.send<string | null>("HGET", keyOf(turnId, "info"), "state"))
-          if (state === null) return "gone" as const
-          if (state === "ended") return (yield* replay) ?? ("gone" as const)
+          const latest = yield* bounded(redis.send<string | null>("HGET", keyOf(turnId, "info"), "state"))
+          if (latest === null) return "gone" as const
+          if (latest === "ended") return (yield* replay) ?? ("gone" as const)
         }
       }).pipe(Effect.scoped)
 

@@ -293,6 +293,8 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
             firstSeq: 1,
             content: "Hello world"
           })
+          // A reader that saw everything, `done` included, has nothing more to wait for.
+          assert.strictEqual(yield* b.follow(turn.turnId, 3, () => Effect.die("nothing to deliver")), "gone")
           yield* eventually(
             Effect.flatMap(b.current(turn.conversationId), (snapshot) =>
               Option.isNone(snapshot) ? Effect.void : Effect.fail("still kept")
