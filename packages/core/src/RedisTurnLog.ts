@@ -209,8 +209,9 @@ return 1
 
 type StreamEntry = readonly [id: string, fields: ReadonlyArray<string>]
 
-// XREAD answers a stream → entries map. It arrives as an array of pairs over
-// RESP2, but as a Map or a plain object over RESP3, depending on the client.
+// XREAD answers with a map from stream to entries. RESP2 sends it as an array
+// of pairs, but node-redis hands it over as a plain object, and other clients
+// may use a Map. Only one stream is read here.
 type StreamsReply =
   | ReadonlyArray<readonly [string, ReadonlyArray<StreamEntry>]>
   | ReadonlyMap<string, ReadonlyArray<StreamEntry>>
