@@ -3,7 +3,8 @@
  * contract"): the metadata event first and alone, SSE headers, resume and
  * history, unknown and other users' ids, content types, malformed bodies,
  * 401, 405, a model failure as an event, back-pressure reaching the model,
- * and a disconnect interrupting it with the partial reply stored.
+ * and a disconnect ending it, once the grace window is over, with the partial
+ * reply stored.
  *
  * @since 0.1.0
  */
@@ -11,7 +12,7 @@ import { ChatHttp } from "@convoke/core"
 import { expect, it } from "vitest"
 import * as ConformanceModel from "./ConformanceModel.ts"
 import * as Sse from "./Sse.ts"
-import { METADATA_FRAME, type Suite, UUID_V4 } from "./Suite.ts"
+import { DISCONNECT_GRACE_MILLIS, METADATA_FRAME, type Suite, UUID_V4 } from "./Suite.ts"
 
 // Only the back-pressure test waits on time: it samples the model to see that
 // nothing more is pulled, which no event can signal.
@@ -37,6 +38,7 @@ export const define = (suite: Suite) => {
     expect(text).toMatch(METADATA_FRAME)
     const metadata = JSON.parse(text.slice(6))
     expect(metadata.conversation_id).toMatch(UUID_V4)
+    expect(metadata.turn_id).toMatch(UUID_V4)
     expect(Math.abs(metadata.timestamp - Date.now() / 1000)).toBeLessThan(600)
     model.release(gate)
     let rest = ""
@@ -47,6 +49,8 @@ export const define = (suite: Suite) => {
     }
     const payloads = Sse.frames(rest)
     expect(payloads.at(-1)).toBe("[DONE]")
+    // Every later event, [DONE] included, names its turn and its place in it, counting from 1.
+    expect(Sse.ids(rest)).toEqual(payloads.map((_, index) => `${metadata.turn_id}:${index + 1}`))
     const content = Sse.events(payloads).map((event) => {
       expect(event.type).toBe("content")
       return event.delta.content as string
@@ -224,9 +228,9 @@ export const define = (suite: Suite) => {
     const reader = response.body!.getReader()
     expect(new TextDecoder().decode((await reader.read()).value)).toMatch(METADATA_FRAME)
     // Read nothing more: the count of deltas pulled from the model must settle
-    // at a bound far above what sockets and stream buffers hold (64 MiB), far
-    // below "unbounded".
-    const BOUND = 64
+    // at a bound far above what sockets and stream buffers hold (about 64 MiB)
+    // plus the few events a reader may lag behind the turn, far below "unbounded".
+    const BOUND = 80
     let last = -1
     for (let unchanged = 0; unchanged < 10; ) {
       await sleep(20)
@@ -251,11 +255,13 @@ export const define = (suite: Suite) => {
     await model.interrupted(flood)
   })
 
-  it("interrupts the model when the client disconnects, and stores the partial reply", async () => {
+  it("stops the model once the client has been gone for the grace window, and stores the partial reply as cancelled", async () => {
+    const left = Date.now()
     const { metadata, message } = await suite.disconnectMidReply()
     const endless = message.slice("endless ".length)
-    // The model's stream never ends by itself: only the disconnect can end it.
+    // The model's stream never ends by itself: only the expired grace window can end it.
     await model.interrupted(endless)
+    expect(Date.now() - left).toBeGreaterThanOrEqual(DISCONNECT_GRACE_MILLIS)
     expect(model.calls(endless)).toBe(1)
     expect((await fetch(`${suite.target.url}/health`)).status).toBe(200)
     // Reported once the partial reply is stored: the rows are there to read.
@@ -263,7 +269,7 @@ export const define = (suite: Suite) => {
     if (suite.target.probe) {
       expect(await suite.target.probe.transcript(metadata.conversation_id)).toEqual([
         ["user", "complete", message],
-        ["assistant", "partial", "Echo partial"]
+        ["assistant", "cancelled", "Echo partial"]
       ])
     }
   })

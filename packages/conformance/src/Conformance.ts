@@ -28,6 +28,7 @@ import * as ConformanceModel from "./ConformanceModel.ts"
 import * as ConversationContract from "./ConversationContract.ts"
 import * as OperationsContract from "./OperationsContract.ts"
 import * as Suite from "./Suite.ts"
+import * as TurnContract from "./TurnContract.ts"
 import * as TurnObserver from "./TurnObserver.ts"
 
 export { type ApplicationFallback, KEYS, type SetupOptions, type Target, UUID_V4 } from "./Suite.ts"
@@ -50,7 +51,11 @@ export const describeConformance = (
           // turn's reported end means its reply is stored.
           Layer.succeed(
             ChatConfig.ChatConfig,
-            ChatConfig.make({ creationBudget: Duration.seconds(10), storeTimeout: Duration.seconds(10) })
+            ChatConfig.make({
+              creationBudget: Duration.seconds(10),
+              storeTimeout: Duration.seconds(10),
+              disconnectGrace: Duration.millis(Suite.DISCONNECT_GRACE_MILLIS)
+            })
           ),
           model.layer,
           turns.layer,
@@ -75,4 +80,5 @@ export const describeConformance = (
     ChatContract.define(suite)
     ConversationContract.define(suite)
     OperationsContract.define(suite)
+    TurnContract.define(suite)
   })

@@ -9,6 +9,9 @@
  * - `endless <token> …` — streams two deltas, then waits forever; the
  *   interruption of that stream is recorded, so a test observes that a client
  *   disconnect reached the model;
+ * - `halting <token>` — streams two deltas ("Echo", " partial"), waits for
+ *   `release(token)`, then streams " rest" and ends: a turn a test can cut
+ *   in the middle and finish later (its interruption is recorded too);
  * - `flood <token>` — streams 1 MiB deltas for as long as it is pulled,
  *   counting the pulls, so a test observes back-pressure reaching the model;
  * - `overloaded …` — streams one delta, then fails as an overloaded provider.
@@ -21,9 +24,9 @@ import { Effect, Exit, Layer, Stream } from "effect"
 /** A recording model and its controls. */
 export interface ConformanceModel {
   readonly layer: Layer.Layer<LanguageModel.LanguageModel>
-  /** Lets a `gated <token>` reply start. */
+  /** Lets a `gated <token>` reply start, or a `halting <token>` reply finish. */
   readonly release: (token: string) => void
-  /** Resolves when an `endless <token>` reply was interrupted. */
+  /** Resolves when an `endless`, `halting` or `flood` reply with this token was interrupted. */
   readonly interrupted: (token: string) => Promise<void>
   /** How many times the model was called with this token. */
   readonly calls: (token: string) => number
@@ -79,6 +82,15 @@ export const make = (): ConformanceModel => {
           return Stream.concat(Stream.fromIterable([delta("Echo"), delta(" partial")]), Stream.never).pipe(
             Stream.onExit(recordInterruption(token))
           )
+        case "halting":
+          return Stream.concat(
+            Stream.fromIterable([delta("Echo"), delta(" partial")]),
+            Stream.unwrap(
+              Effect.promise(() => entry(gates, token, deferred).promise).pipe(
+                Effect.as(Stream.make(delta(" rest"), { _tag: "Finish", stopReason: "end_turn" } as const))
+              )
+            )
+          ).pipe(Stream.onExit(recordInterruption(token)))
         case "flood":
           return Stream.forever(Stream.sync(() => flood)).pipe(
             Stream.tap(() => Effect.sync(() => pulls.set(token, (pulls.get(token) ?? 0) + 1))),

@@ -152,7 +152,9 @@ export const define = (suite: Suite) =>
           content,
           status,
           created_at: expect.stringMatching(ISO_DATE)
-        }))
+        })),
+        // No turn runs once its stream has ended.
+        running_turn: null
       })
       const messages: ReadonlyArray<{ id: string; created_at: string }> = shown.messages
       expect(new Set(messages.map((message) => message.id)).size).toBe(messages.length)
@@ -161,7 +163,7 @@ export const define = (suite: Suite) =>
       expect(Date.parse(shown.updated_at)).toBeGreaterThanOrEqual(times.at(-1)!)
     })
 
-    it("shows a reply cut short by a disconnect as partial", async () => {
+    it("shows a reply cut short by a disconnect as cancelled", async () => {
       const { metadata, message } = await suite.disconnectMidReply()
       expect(await suite.turns.ended(metadata.conversation_id)).toBe("client_closed")
       const shown = await show(metadata.conversation_id)
@@ -173,7 +175,7 @@ export const define = (suite: Suite) =>
         ])
       ).toEqual([
         ["user", message, "complete"],
-        ["assistant", "Echo partial", "partial"]
+        ["assistant", "Echo partial", "cancelled"]
       ])
     })
 

@@ -33,10 +33,15 @@ const DOCUMENTED_SERIES: ReadonlyArray<readonly [string, Record<string, string>?
   ["metadata_event_emission_total", { temporary: "false" }],
   ["stream_start_latency_seconds_count"],
   ["streams_active"],
-  ...["complete", "client_closed", "model_error", "store_error", "shutdown"].map(
+  ...["complete", "client_closed", "cancelled", "model_error", "store_error", "shutdown", "interrupted"].map(
     (outcome) => ["stream_outcomes_total", { outcome }] as const
   ),
   ["model_time_to_first_token_seconds_count"],
+  ...["replayed", "no_turn", "not_found"].map((outcome) => ["turn_resumes_total", { outcome }] as const),
+  ...["true", "false"].map((running) => ["turn_stop_requests_total", { running }] as const),
+  ["turn_log_turns"],
+  ["turn_log_events"],
+  ["turn_log_dropped_events"],
   ...["unity", "web", "mobile", "other"].map(
     (client) => ["chat_requests_total", { client, status: "200" }] as const
   )

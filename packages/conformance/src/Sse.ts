@@ -6,9 +6,17 @@
  */
 import { Sse as CoreSse } from "@convoke/core/testing"
 
-/** Splits an SSE body into its frames, each without the `data: ` prefix (comments keep their `:`). */
-export const frames = (text: string): Array<string> =>
-  CoreSse.frames(text).map((frame) => (frame.startsWith("data: ") ? frame.slice(6) : frame))
+/** A frame's payload: without its `id:` line and its `data: ` prefix (comments keep their `:`). */
+const payloadOf = (frame: string): string => {
+  const data = CoreSse.withoutId(frame)
+  return data.startsWith("data: ") ? data.slice(6) : data
+}
+
+/** Splits an SSE body into its frames' payloads (see `payloadOf`). */
+export const frames = (text: string): Array<string> => CoreSse.frames(text).map(payloadOf)
+
+/** The `id:` lines of an SSE body's frames, `undefined` for a frame without one. */
+export const ids = (text: string): Array<string | undefined> => CoreSse.frames(text).map(CoreSse.id)
 
 /** The parsed JSON events of a stream body (everything but `[DONE]` and comments). */
 export const events = (payloads: ReadonlyArray<string>): Array<Record<string, any>> =>
@@ -24,7 +32,7 @@ export const reader = (body: ReadableStream<Uint8Array>) => {
     /** The next frame's payload, or `undefined` when the body ended. */
     next: async (): Promise<string | undefined> => {
       const frame = await frames.next()
-      return frame?.startsWith("data: ") ? frame.slice(6) : frame
+      return frame === undefined ? undefined : payloadOf(frame)
     },
     cancel: frames.cancel
   }

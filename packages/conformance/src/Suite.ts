@@ -64,9 +64,16 @@ export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 /** The format of every date the API answers with (`created_at`, `updated_at`). */
 export const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/
 
-/** The first chunk of every stream: the metadata event, alone. */
+/** The first chunk of every stream: the metadata event, alone, its turn's id after the four fields. */
 export const METADATA_FRAME =
-  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+\}\n\n$/
+  /^data: \{"type":"metadata","conversation_id":"[0-9a-f-]{36}","model":"unified-chat","timestamp":\d+,"turn_id":"[0-9a-f-]{36}"\}\n\n$/
+
+/**
+ * How long a turn whose client left keeps going for a reader to come back,
+ * in every binding the suite runs: long enough for a resume to make it on a
+ * busy machine, short enough that the tests which wait it out stay quick.
+ */
+export const DISCONNECT_GRACE_MILLIS = 1500
 
 /** The answer to a conversation that is missing, or another user's: the same bytes either way. */
 export const CONVERSATION_NOT_FOUND = '{"error":{"type":"not_found","message":"Conversation not found"}}'
@@ -121,8 +128,9 @@ export interface Suite {
   readonly token: () => string
   /**
    * Starts a reply the model never ends (`endless <token>`), reads the
-   * metadata event and both deltas ("Echo", " partial"), then disconnects.
-   * Returns the metadata event and the message sent.
+   * metadata event and both deltas ("Echo", " partial"), then disconnects:
+   * the turn goes on for the grace window, then is cancelled. Returns the
+   * metadata event and the message sent.
    */
   readonly disconnectMidReply: () => Promise<{
     readonly metadata: Record<string, any>

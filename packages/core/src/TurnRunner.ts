@@ -58,7 +58,15 @@ export interface TurnRunner {
  * How many events a reader here may fall behind the model before the model
  * waits for it: a slow reader holds the model back instead of growing the log.
  */
-const HIGH_WATER = 16
+const HIGH_WATER = 8
+
+/**
+ * How much text a turn with no reader here may produce before the model
+ * waits for one to come (or for the grace window to end it): a client that
+ * left cannot make the log grow without bound. Replies are far shorter; a
+ * reader on another instance (shared log) reads a longer one only up to it.
+ */
+const MAX_UNREAD_CHARACTERS = 1 << 22
 
 /** A reader of a turn running here: the last event it took. */
 interface Reader {
@@ -70,6 +78,8 @@ interface Running {
   readonly readers: Set<Reader>
   /** The last event logged. */
   lastSeq: number
+  /** Text produced since the last reader here left. */
+  unread: number
   /** Resolved once no reader is more than `HIGH_WATER` behind, while the model waits. */
   caughtUp: Deferred.Deferred<void> | undefined
   /** The fiber waiting out the grace window while nobody reads. */
@@ -79,6 +89,7 @@ interface Running {
 }
 
 const isLagging = (turn: Running): boolean => {
+  if (turn.readers.size === 0) return turn.unread > MAX_UNREAD_CHARACTERS
   for (const reader of turn.readers) if (turn.lastSeq - reader.seq > HIGH_WATER) return true
   return false
 }
@@ -121,6 +132,7 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
         const entry: Running = {
           readers: new Set(),
           lastSeq: 0,
+          unread: 0,
           caughtUp: undefined,
           grace: undefined,
           writer,
@@ -135,6 +147,7 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
           (text) =>
             Effect.suspend(() => {
               entry.lastSeq = writer.append(ChatEvent.content(text))
+              if (entry.readers.size === 0) entry.unread += text.length
               if (!isLagging(entry)) return Effect.void
               entry.caughtUp ??= Deferred.makeUnsafe<void>()
               return Deferred.await(entry.caughtUp)
@@ -187,6 +200,7 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
       return Effect.acquireUseRelease(
         Effect.sync(() => {
           entry.readers.add(reader)
+          entry.unread = 0
           entry.grace?.interruptUnsafe()
           entry.grace = undefined
         }),
