@@ -202,6 +202,14 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Wait for the database before a stream starts on a temporary id"
   },
   {
+    flag: "disconnect-grace-ms",
+    env: "CONVOKE_DISCONNECT_GRACE_MS",
+    type: "string",
+    fallback: "10000",
+    description:
+      "How long a reply goes on after its client left, for the client to resume it (0: stop at once)"
+  },
+  {
     flag: "outbox-capacity",
     env: "CONVOKE_OUTBOX_CAPACITY",
     type: "string",

@@ -18,7 +18,9 @@ import {
   EchoLanguageModel,
   HttpSecurity,
   Identity,
-  type LanguageModel
+  type LanguageModel,
+  RedisTurnLog,
+  TurnLog
 } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgApiKeyStore, PgConversationStore, PgEmbedded } from "@convoke/store-pg"
@@ -149,15 +151,21 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
     })
   )
 
-const rateLimitLayer = (settings: Settings) => {
+/** One Redis connection for everything the server keeps there; built once, however often it is provided. */
+const redisLayer = (settings: Settings) =>
+  settings.redisUrl === undefined ? undefined : NodeRedis.layer({ url: settings.redisUrl }).pipe(Layer.orDie)
+
+const rateLimitLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) => {
   const { user, address, concurrent } = settings.rateLimit
   if (user.limit === 0 && address.limit === 0 && concurrent === 0) return Layer.empty
-  return settings.redisUrl === undefined
+  return redis === undefined
     ? ChatRateLimit.layerMemory(settings.rateLimit)
-    : ChatRateLimit.layerRedis(settings.rateLimit).pipe(
-        Layer.provide(NodeRedis.layer({ url: settings.redisUrl }))
-      )
+    : ChatRateLimit.layerRedis(settings.rateLimit).pipe(Layer.provide(redis))
 }
+
+/** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
+const turnLogLayer = (redis: ReturnType<typeof redisLayer>) =>
+  redis === undefined ? TurnLog.layerMemory() : RedisTurnLog.layer().pipe(Layer.provide(redis))
 
 /** Options of `start` beyond the settings. */
 export interface StartOptions {
@@ -185,6 +193,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
           abandonedAfter: Duration.hours(settings.abandonedAfterHours)
         }).pipe(Layer.provide(store))
   const observability = Observability.fromSettings(settings)
+  const redis = redisLayer(settings)
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
       observability.layer,
@@ -192,11 +201,11 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       cleanup,
       modelLayer(settings),
       Layer.succeed(ChatConfig.ChatConfig, settings.chat),
-      rateLimitLayer(settings),
+      rateLimitLayer(settings, redis),
       Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
       options.layer ?? Layer.empty
     ),
-    { outbox: { capacity: settings.outboxCapacity } }
+    { outbox: { capacity: settings.outboxCapacity }, turnLog: turnLogLayer(redis) }
   )
   if (state.refusal !== undefined) {
     await app.dispose()
@@ -290,6 +299,10 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     [
       "cors",
       settings.security.cors === undefined ? "off" : [settings.security.cors.allowedOrigins].flat().join(", ")
+    ],
+    [
+      "turns",
+      `resumable for ${Duration.toMinutes(TurnLog.defaults.retention)} min, ${Duration.toMillis(settings.chat.disconnectGrace)} ms grace after a disconnect; ${redis === undefined ? "in memory (this instance only)" : `Redis ${redactUrl(settings.redisUrl!)} (shared by every instance)`}`
     ],
     ["public model", settings.chat.publicModel],
     ["metrics", metricsUrl ?? "off"],

@@ -44,11 +44,12 @@ export const chat = (
     ...(init.signal === undefined ? {} : { signal: init.signal })
   })
 
-/** Splits an SSE body into its `data:` payloads (and comments, as `:...`). */
+/** Splits an SSE body into its `data:` payloads (and comments, as `:...`), without their `id:` lines. */
 export const frames = (text: string): Array<string> =>
   text
     .split("\n\n")
     .filter((frame) => frame !== "")
+    .map((frame) => frame.replace(/^id: [^\n]*\n/, ""))
     .map((frame) => (frame.startsWith("data: ") ? frame.slice(6) : frame))
 
 /** Reads a whole stream and returns its data payloads. */
