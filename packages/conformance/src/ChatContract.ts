@@ -228,9 +228,9 @@ export const define = (suite: Suite) => {
     const reader = response.body!.getReader()
     expect(new TextDecoder().decode((await reader.read()).value)).toMatch(METADATA_FRAME)
     // Read nothing more: the count of deltas pulled from the model must settle
-    // at a bound far above what sockets and stream buffers hold (about 64 MiB)
-    // plus the few events a reader may lag behind the turn, far below "unbounded".
-    const BOUND = 80
+    // at a bound far above what sockets and stream buffers hold (64 MiB), far
+    // below "unbounded".
+    const BOUND = 64
     let last = -1
     for (let unchanged = 0; unchanged < 10; ) {
       await sleep(20)

@@ -96,9 +96,11 @@ const isLagging = (turn: Running): boolean => {
 
 /** Lets the model go on once the readers caught up. */
 const release = (turn: Running) => {
-  if (turn.caughtUp === undefined || isLagging(turn)) return
-  Deferred.doneUnsafe(turn.caughtUp, Effect.void)
+  const caughtUp = turn.caughtUp
+  if (caughtUp === undefined || isLagging(turn)) return
+  // Cleared first: resolving it may run the model on at once, and it must then wait on a new one.
   turn.caughtUp = undefined
+  Deferred.doneUnsafe(caughtUp, Effect.void)
 }
 
 /** Builds the runner on the turns, the log, the store and the hooks in context; its fibers live in the scope. */
@@ -168,9 +170,8 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
           })
         running.set(turn.turnId, entry)
         // The turn's failure is in its log (the error event); the fiber itself just ends.
-        fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope, {
-          startImmediately: true
-        })
+        // Started on the next tick, so the stream that started it is its reader before it logs anything.
+        fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope)
         // A stop asked for anywhere ends the turn; this waiter ends with it.
         const stopWaiter = yield* Effect.forkIn(
           Effect.andThen(

@@ -596,6 +596,30 @@ describe("ChatService.stream", () => {
     )
   })
 
+  it.effect("a reader that takes no more frames holds the model back within a few events", () => {
+    const model = TestModel.make(() => TestModel.forever("x"))
+    return withChat(model, ({ chat }) =>
+      Effect.gen(function* () {
+        const produce = StreamSink.producerOf(yield* chat.sse({ principal: alice, request: request("hi") }))!
+        const stuck = yield* Deferred.make<void>()
+        let sent = 0
+        // Takes the metadata event and two content events, then never another.
+        yield* Effect.forkChild(
+          produce({
+            send: () =>
+              ++sent <= 2 ? Effect.void : Effect.andThen(Deferred.succeed(stuck, undefined), Effect.never),
+            trySend: () => true,
+            close: () => Effect.void
+          })
+        )
+        yield* Deferred.await(stuck)
+        for (let turn = 0; turn < 200; turn++) yield* Effect.yieldNow
+        // Two taken, one held by the reader, and a few more logged before the model waits.
+        assert.isAtMost(model.pulled(), 16)
+      })
+    )
+  })
+
   it.effect("sse carries its producer, which writes the same frames into a sink", () => {
     const model = TestModel.make(() => TestModel.reply("Hel", "lo"))
     return withChat(model, ({ chat }) =>
