@@ -13,10 +13,11 @@ import { join } from "node:path"
 import { TestObserver } from "@convoke/core/testing"
 import * as Prometheus from "@convoke/prometheus-text"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
+import { Duration } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { load, SettingsError } from "../src/Settings.ts"
-import { chat, events, frames, readAll, startServer } from "./helpers.ts"
+import { chat, events, frames, readAll, startServer, testSettings } from "./helpers.ts"
 
 const hasPromtool = (() => {
   try {
@@ -53,7 +54,16 @@ describe("GET /metrics on the chat port (CONVOKE_METRICS=on, the default)", () =
   const observer = TestObserver.make()
   beforeAll(async () => {
     dataDir = await withDataDir()
-    server = await startServer({ dataDir, logFormat: "off", shutdownGraceMs: 200 }, { layer: observer.layer })
+    server = await startServer(
+      {
+        dataDir,
+        logFormat: "off",
+        shutdownGraceMs: 200,
+        // A client that leaves ends its turn at once: the scripted disconnect counts as client_closed.
+        chat: { ...testSettings().chat, disconnectGrace: Duration.zero }
+      },
+      { layer: observer.layer }
+    )
   })
   afterAll(async () => {
     await server?.close()
@@ -139,9 +149,11 @@ describe("GET /metrics on the chat port (CONVOKE_METRICS=on, the default)", () =
     expect(metrics.byLabel("stream_outcomes_total", "outcome")).toEqual({
       complete: 5,
       client_closed: 1,
+      cancelled: 0,
       model_error: 0,
       store_error: 0,
-      shutdown: 0
+      shutdown: 0,
+      interrupted: 0
     })
     expect(metrics.count("model_time_to_first_token_seconds")).toBe(6)
     expect(metrics.value("streams_active")).toBe(0)

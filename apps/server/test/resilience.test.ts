@@ -39,7 +39,11 @@ const streamed = async (body: object) => {
     rest += decoder.decode(value, { stream: true })
   }
   const metadata = JSON.parse(first.replace(/^data: /, ""))
-  const payloads = rest.split("\n\n").filter(Boolean)
+  // Each event's `data:` line, without the `id:` line before it.
+  const payloads = rest
+    .split("\n\n")
+    .filter(Boolean)
+    .map((frame) => frame.replace(/^id: [^\n]*\n/, ""))
   return { metadata, firstEventMillis, payloads }
 }
 
@@ -113,7 +117,8 @@ describe("reference server during a database outage", () => {
         type: "metadata",
         conversation_id: metadata.conversation_id,
         model: "unified-chat",
-        timestamp: expect.any(Number)
+        timestamp: expect.any(Number),
+        turn_id: expect.stringMatching(UUID_V4)
       })
       expect(
         resumed

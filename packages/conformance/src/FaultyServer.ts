@@ -16,6 +16,7 @@
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import {
+  ChatConfig,
   ChatError,
   ChatHooks,
   ChatHttp,
@@ -107,10 +108,18 @@ export interface Server {
 /** Starts the server on a free loopback port; see the module documentation. */
 export const start = async (options: {
   readonly keys: ReadonlyArray<{ readonly key: string; readonly userId: string }>
+  /** How long a turn whose client left keeps going (default: none, it ends at once). */
+  readonly disconnectGrace?: Duration.Input | undefined
 }): Promise<Server> => {
   const turns = makeTurnRecorder()
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
+      Layer.succeed(
+        ChatConfig.ChatConfig,
+        ChatConfig.make({
+          disconnectGrace: Duration.fromInputUnsafe(options.disconnectGrace ?? Duration.zero)
+        })
+      ),
       turns.layer,
       ConversationStore.layerMemory,
       failingModel,

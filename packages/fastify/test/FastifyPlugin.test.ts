@@ -179,7 +179,10 @@ describe("FastifyPlugin on fastify.close()", () => {
       body += decoder.decode(value, { stream: true })
     }
     await closed
-    const frames = body.split("\n\n").filter(Boolean)
+    const frames = body
+      .split("\n\n")
+      .filter(Boolean)
+      .map((frame) => frame.replace(/^id: [^\n]*\n/, ""))
     expect(frames.at(-1)).toBe("data: [DONE]")
     expect(JSON.parse(frames.at(-2)!.slice(6))).toMatchObject({ type: "error", error: { type: "shutdown" } })
   })
