@@ -119,6 +119,12 @@ export interface App {
   readonly http: HttpApp
   /** Ends open streams with an error event and `[DONE]`; new requests get 503. */
   readonly shutdown: () => Promise<void>
+  /**
+   * Resolves once no streamed turn runs: a turn whose client left keeps going
+   * for the disconnect grace window. AWS Lambda's handlers wait for it, since
+   * the runtime freezes the process once an invocation returns.
+   */
+  readonly settled: () => Promise<void>
   /** Releases every resource of the layers (database connections, servers). */
   readonly dispose: () => Promise<void>
 }
@@ -154,6 +160,7 @@ export const makeApp = async <A, E>(
       handler: toWebHandler(http),
       http,
       shutdown: () => Effect.runPromise(chat.shutdown),
+      settled: () => Effect.runPromise(chat.idle),
       dispose: () => (disposing ??= Effect.runPromise(Scope.close(scope, Exit.void)))
     }
   } catch (error) {

@@ -98,6 +98,12 @@ export interface Service {
     readonly userId: string
     readonly conversationId: string
   }) => Effect.Effect<Option.Option<TurnLog.Snapshot>>
+  /**
+   * Resolves once no streamed turn runs on this instance — a turn whose
+   * client left keeps going for the disconnect grace window. A runtime that
+   * freezes the process between requests (AWS Lambda) waits for it.
+   */
+  readonly idle: Effect.Effect<void>
   /** Runs a whole turn and returns the reply (the `stream: false` path). */
   readonly complete: (input: ChatInput) => Effect.Effect<Completion, ChatError | ServerShutdown>
   /**
@@ -268,6 +274,7 @@ export const make = Effect.gen(function* () {
       ),
     resume,
     stop,
+    idle: runner.idle,
     runningTurn: ({ userId, conversationId }) =>
       Effect.map(
         turnOf(userId, conversationId),

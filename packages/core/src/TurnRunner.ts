@@ -52,6 +52,8 @@ export interface TurnRunner {
     afterSeq: number,
     deliver: (entry: TurnLog.Entry) => Effect.Effect<void>
   ) => Effect.Effect<TurnLog.FollowEnd>
+  /** Resolves once no turn runs here (at once when none does). */
+  readonly idle: Effect.Effect<void>
 }
 
 /**
@@ -113,6 +115,8 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
     const clock = yield* Clock.Clock
     const graceMillis = Duration.toMillis(options.disconnectGrace)
     const running = new Map<string, Running>()
+    // Resolved whenever the last running turn ends.
+    let idle = Deferred.makeUnsafe<void>()
 
     /** What a turn that ended this way logs before `done`. */
     const lastEventOf = (
@@ -162,6 +166,11 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
             if (last !== undefined) writer.append(last)
             writer.append(TurnLog.done)
             running.delete(turn.turnId)
+            if (running.size === 0) {
+              const wasIdle = idle
+              idle = Deferred.makeUnsafe<void>()
+              Deferred.doneUnsafe(wasIdle, Effect.void)
+            }
             entry.grace?.interruptUnsafe()
             return Effect.andThen(
               writer.end,
@@ -275,5 +284,9 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
       )
     }
 
-    return { start, follow } satisfies TurnRunner
+    return {
+      start,
+      follow,
+      idle: Effect.suspend(() => (running.size === 0 ? Effect.void : Deferred.await(idle)))
+    } satisfies TurnRunner
   })

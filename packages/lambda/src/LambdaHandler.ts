@@ -11,6 +11,13 @@
  * The app — the Effect runtime and its layers, database pool included — is
  * built once per container, at init, and reused by every invocation.
  *
+ * An invocation returns once no turn runs (`App.settled`), not when its
+ * response ends: Lambda freezes the process between invocations, and a turn
+ * whose client went away keeps going for the disconnect grace window (to be
+ * resumed through `GET …/stream`, which another invocation serves when the
+ * turn log is shared, `RedisTurnLog`). With no reader back in time the turn
+ * is cancelled and the invocation ends; a zero grace ends it at once.
+ *
  * @since 0.1.0
  */
 import type { OutgoingHttpHeaders } from "node:http"
@@ -38,12 +45,15 @@ const build = (source: Source): Promise<ChatHttp.App> =>
 
 /** Serves one event to a destination, the app built on first use; a failed build is retried next time. */
 const serveEvents = (source: Source, options: Options) => {
-  let serve: Promise<NodeHandler.Serve> | undefined
+  let serve: Promise<{ readonly app: ChatHttp.App; readonly serve: NodeHandler.Serve }> | undefined
   const forget = (error: unknown) => {
     serve = undefined
     throw error
   }
-  const get = () => (serve ??= build(source).then(NodeHandler.makeServe).catch(forget))
+  const get = () =>
+    (serve ??= build(source)
+      .then((app) => ({ app, serve: NodeHandler.makeServe(app) }))
+      .catch(forget))
   // Start during the init phase; an invocation awaits the same promise.
   get().catch((error: unknown) =>
     console.error("Convoke: building the app failed; retrying on the next request", error)
@@ -58,14 +68,16 @@ const serveEvents = (source: Source, options: Options) => {
     } catch {
       return NodeHandler.writeErrorTo(destination, 400, "Not an HTTP event of payload format 1.0 or 2.0")
     }
-    return ready(request, destination)
+    await ready.serve(request, destination)
+    await ready.app.settled()
   }
 }
 
 /**
  * The streaming handler: `export const handler = LambdaHandler.streaming(layer)`.
- * A client that goes away destroys the response stream, which interrupts
- * the request and the model (the partial reply is stored).
+ * A client that goes away destroys the response stream; the turn goes on for
+ * the grace window, then is cancelled (the partial reply is stored) unless a
+ * reader came back.
  */
 export const streaming = (source: Source, options: Options = {}) => {
   const awslambda = LambdaRuntime.get()

@@ -7,6 +7,7 @@
 import { describeConformance, StoreProbe } from "@convoke/conformance"
 import {
   ApiRouter,
+  ChatConfig,
   ChatExtension,
   ChatHttp,
   ChatRateLimit,
@@ -14,7 +15,8 @@ import {
   EchoLanguageModel,
   Identity
 } from "@convoke/core"
-import { Effect, Layer, Option } from "effect"
+import { TestModel, TestStore } from "@convoke/core/testing"
+import { Deferred, Duration, Effect, Layer, Option } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LambdaEvent, LambdaHandler } from "../src/index.ts"
@@ -188,6 +190,36 @@ describe("LambdaHandler.streaming", () => {
       expect(served.violations).toEqual([])
     } finally {
       await served.close()
+    }
+  })
+
+  it("keeps the invocation running while a turn whose client left goes on, until the grace window ends it", async () => {
+    const store = TestStore.make()
+    const model = TestModel.make(() => TestModel.endless("Hel", "lo"))
+    const app = await ChatHttp.makeApp(
+      Layer.mergeAll(
+        store.layer,
+        model.layer,
+        Identity.layerAnonymous(),
+        Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ disconnectGrace: Duration.millis(100) }))
+      )
+    )
+    try {
+      let text = ""
+      const stream: LambdaHarness.ResponseStream = new LambdaHarness.ResponseStream((chunk, done) => {
+        text += chunk.toString("utf8")
+        done()
+        // The client leaves once it has the whole reply so far.
+        if (text.includes('"content":"lo"')) stream.destroy(new Error("The client closed the connection"))
+      })
+      stream.on("error", () => {})
+      await LambdaHandler.streaming(app)(v2(JSON.stringify({ message: "hi", stream: true })), stream, {})
+      // The invocation returned only once the turn ended: cancelled when the window closed, its reply stored.
+      expect(Effect.runSync(Deferred.isDone(model.interrupted))).toBe(true)
+      const stored = await Effect.runPromise(Deferred.await(store.assistantStored))
+      expect([stored.status, stored.content]).toEqual(["cancelled", "Hello"])
+    } finally {
+      await app.dispose()
     }
   })
 
