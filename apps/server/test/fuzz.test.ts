@@ -130,6 +130,11 @@ const path = fc.oneof(
       "/api/v0.3/chat/../chat",
       "/api/v0.3/conversations",
       "/api/v0.3/conversations/00000000-0000-4000-8000-000000000000",
+      "/api/v0.3/conversations/00000000-0000-4000-8000-000000000000/stream",
+      "/api/v0.3/conversations/00000000-0000-4000-8000-000000000000/stream?last_event_id=%00:1",
+      "/api/v0.3/conversations/00000000-0000-4000-8000-000000000000/stop",
+      "/api/v0.3/conversations/not-a-uuid/stream",
+      "/api/v0.3/conversations//stop",
       "/%00",
       "/..%2f..%2fetc%2fpasswd",
       "/%E2%82%AC%F0%9F%98%80",
@@ -178,14 +183,27 @@ const credential = fc.oneof(
   { weight: 1, arbitrary: headerValue.map((value) => ({ authorization: value })) }
 )
 
-const extraHeaders = fc.dictionary(
-  token.filter(
-    (name) =>
-      !["content-length", "transfer-encoding", "host", "connection", "expect"].includes(name.toLowerCase())
-  ),
-  headerValue,
-  { maxKeys: 4 }
-)
+const extraHeaders = fc
+  .tuple(
+    fc.dictionary(
+      token.filter(
+        (name) =>
+          !["content-length", "transfer-encoding", "host", "connection", "expect"].includes(
+            name.toLowerCase()
+          )
+      ),
+      headerValue,
+      { maxKeys: 4 }
+    ),
+    // The resume route reads it; any value must get a 4xx at worst.
+    fc.option(
+      fc.oneof(headerValue, fc.constantFrom("00000000-0000-4000-8000-000000000000:1", ":", "x:99999999999")),
+      { nil: undefined }
+    )
+  )
+  .map(([headers, lastEventId]) =>
+    lastEventId === undefined ? headers : { ...headers, "last-event-id": lastEventId }
+  )
 
 const unicode = fc.string({ unit: "binary", maxLength: 300 })
 const weirdString = fc.oneof(

@@ -123,6 +123,25 @@ describe("ChatRateLimit", () => {
       await other.text()
     }))
 
+  it("counts resume and stop requests against the same per-user budget as chats", () =>
+    withApp({ limits: { ...off, user: { limit: 3, window: "1 minute" } } }, async (app) => {
+      const chat = await post(app, { message: "hi", stream: true }, alice)
+      const id = JSON.parse((await chat.text()).split("\n\n")[0]!.slice("data: ".length)).conversation_id
+      const base = `http://localhost/api/v0.3/conversations/${id}`
+      const resumed = await app.handler(new Request(`${base}/stream`, { headers: alice }))
+      assert.strictEqual(resumed.status, 200)
+      assert.strictEqual(resumed.headers.get("ratelimit-remaining"), "1")
+      await resumed.text()
+      const stopped = await app.handler(new Request(`${base}/stop`, { method: "POST", headers: alice }))
+      assert.strictEqual(stopped.status, 204)
+      const limited = await app.handler(new Request(`${base}/stream`, { headers: alice }))
+      assert.strictEqual(limited.status, 429)
+      assert.strictEqual((await limited.json()).error.type, "rate_limited")
+      assert.isNotNull(limited.headers.get("retry-after"))
+      const limitedStop = await app.handler(new Request(`${base}/stop`, { method: "POST", headers: alice }))
+      assert.strictEqual(limitedStop.status, 429)
+    }))
+
   it("counts failed authentications per address, so guessing keys meets a 429", () =>
     withApp({ limits: { ...off, address: { limit: 2, window: "1 minute" } } }, async (app) => {
       const guess = () => post(app, { message: "hi" }, { authorization: "Bearer wrong" })
