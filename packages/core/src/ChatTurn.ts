@@ -137,12 +137,14 @@ export const make = Effect.gen(function* () {
       )
     }
 
-    const storeUserMessage = Effect.andThen(
-      store.append({ userId, conversationId, messages: [userMessage] }),
-      Effect.sync(() => {
-        userStored = true
-      })
-    )
+    // Detached: a turn cancelled while the write is on its way lets it finish (a database
+    // commits it anyway), then stores its reply after it — see `storeReply`.
+    let userWrite: Fiber.Fiber<boolean, StoreUnavailable> | undefined
+    const storeUserMessage = Effect.gen(function* () {
+      userWrite = yield* Effect.forkDetach(store.append({ userId, conversationId, messages: [userMessage] }))
+      yield* Fiber.join(userWrite)
+      userStored = true
+    })
 
     /**
      * The history the model gets, once this turn's user message is stored. A
@@ -194,8 +196,14 @@ export const make = Effect.gen(function* () {
       }
     }
 
+    /** Whether this turn's user message is stored, waiting for its write if the turn ended during it. */
+    const userMessageStored: Effect.Effect<boolean> = Effect.suspend(() =>
+      userStored || userWrite === undefined
+        ? Effect.succeed(userStored)
+        : Effect.map(Fiber.await(userWrite), Exit.isSuccess)
+    )
+
     const storeReply = (outcome: Outcome) => {
-      if (!userStored) return Effect.void
       const status = statusOf(outcome)
       return Effect.gen(function* () {
         const assistant: NewMessage = {
@@ -216,7 +224,10 @@ export const make = Effect.gen(function* () {
           Effect.logError("Could not store the assistant reply", cause).pipe(
             Effect.annotateLogs({ conversationId, status })
           )
-        )
+        ),
+        // No reply without its user message before it.
+        Effect.when(userMessageStored),
+        Effect.asVoid
       )
     }
 

@@ -194,9 +194,14 @@ export const routes = Effect.gen(function* () {
     const principal = yield* identity.authenticate(request.headers)
     const conversation = yield* owned(principal.userId)
     const scope = { userId: principal.userId, conversationId: conversation.id }
-    const [messages, running] = yield* Effect.all([store.history(scope), chat.runningTurn(scope)], {
+    const [messages, runningTurn] = yield* Effect.all([store.history(scope), chat.runningTurn(scope)], {
       concurrency: 2
     })
+    // A reply already stored has ended, though a shared log may not say so yet.
+    const running = Option.filter(
+      runningTurn,
+      ({ turn }) => !messages.some((message) => message.id === turn.replyId)
+    )
     return HttpServerResponse.jsonUnsafe({
       ...conversationJson(conversation),
       messages: [...messages.map(messageJson), ...Option.toArray(Option.map(running, streamingMessageJson))],

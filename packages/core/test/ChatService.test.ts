@@ -337,6 +337,54 @@ describe("ChatService.stream", () => {
     }
   )
 
+  it.effect(
+    "a turn cancelled while its user message is being written still stores its reply after it",
+    () => {
+      const model = TestModel.make((_request, call) =>
+        call === 1 ? TestModel.reply("first") : TestModel.endless("never seen")
+      )
+      const inner = TestStore.make()
+      const gate = Deferred.makeUnsafe<void>()
+      const writing = Deferred.makeUnsafe<void>()
+      let gated = false
+      const service: ConversationStore.Service = {
+        ...inner.service,
+        // A database write in flight commits whatever happens to the fiber waiting for it.
+        append: (input) =>
+          gated && input.messages[0]?.role === "user"
+            ? Effect.flatMap(
+                Effect.forkDetach(Effect.andThen(Deferred.await(gate), inner.service.append(input))),
+                (write) => Effect.andThen(Deferred.succeed(writing, undefined), Fiber.join(write))
+              )
+            : inner.service.append(input)
+      }
+      return withChat(
+        model,
+        ({ chat }) =>
+          Effect.gen(function* () {
+            const id = metadataOf(yield* collect(chat, alice, request("one"))).conversation_id
+            gated = true
+            const reader = yield* Effect.forkChild(
+              Stream.runDrain(
+                yield* chat.stream({ principal: alice, request: request("two", { conversation_id: id }) })
+              )
+            )
+            yield* Deferred.await(writing)
+            // The client leaves (no grace window) while the user message is on its way to the database.
+            yield* Fiber.interrupt(reader)
+            yield* Deferred.succeed(gate, undefined)
+            for (let turn = 0; turn < 200; turn++) yield* Effect.yieldNow
+            assert.deepStrictEqual((yield* TestStore.transcript(inner.service, "alice", id)).slice(2), [
+              ["user", "complete", "two"],
+              ["assistant", "cancelled", ""]
+            ])
+          }),
+        TestStore.withService(inner, service),
+        { disconnectGrace: Duration.zero }
+      )
+    }
+  )
+
   it.effect("a failed turn is excluded from the model's history", () => {
     const model = TestModel.make((_request, call) =>
       call === 2
