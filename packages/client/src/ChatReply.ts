@@ -8,7 +8,8 @@
  *   they arrive; every iteration sees every delta from the start, so it
  *   does not matter when you begin;
  * - `text` resolves with the whole reply once the stream ends;
- * - `abort()` stops it (the server stores the partial reply).
+ * - `abort()` closes the connection (the server keeps the turn going for its
+ *   disconnect grace window, then stores the reply so far as `cancelled`).
  *
  * When the request fails, each of these rejects with the same error
  * (`ConvokeHttpError` before the stream, `ConvokeStreamError` during it, …).

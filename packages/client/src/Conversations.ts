@@ -24,7 +24,11 @@ export interface ConversationMessage {
   readonly id: string
   readonly role: "user" | "assistant"
   readonly content: string
-  /** `complete`, or `partial` (cut short) / `error` for replies that did not finish. */
+  /**
+   * `complete`; for replies that did not finish `cancelled` (stopped, or the
+   * client did not come back), `interrupted` (the server stopped) or `error`;
+   * `partial` on older rows; `streaming` for the reply of a turn still running.
+   */
   readonly status: string
   readonly createdAt: string
 }
