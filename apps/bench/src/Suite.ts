@@ -11,6 +11,7 @@
 
 import { randomUUID } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
+import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -47,6 +48,12 @@ export interface Plan {
     readonly rounds: number
   }>
   readonly pglite: { readonly concurrency: ReadonlyArray<number>; readonly requests: number }
+  /** The turn log in Redis against the in-memory one (skipped without Redis). */
+  readonly turnLog: ReadonlyArray<{
+    readonly concurrency: number
+    readonly requests: number
+    readonly rounds: number
+  }>
   /** Streams held open to measure memory per stream, on both servers. */
   readonly memoryStreams: number
   /** Streams held open on one Convoke instance (0 skips the scenario). */
@@ -66,6 +73,10 @@ export const FULL: Plan = {
     { concurrency: 64, requests: 1_500, rounds: 2 }
   ],
   pglite: { concurrency: [1, 64], requests: 600 },
+  turnLog: [
+    { concurrency: 1, requests: 400, rounds: 2 },
+    { concurrency: 64, requests: 3_000, rounds: 2 }
+  ],
   memoryStreams: 1_000,
   manyStreams: 10_000
 }
@@ -78,6 +89,7 @@ export const SMOKE: Plan = {
   ],
   adapters: [{ concurrency: 4, requests: 40, rounds: 1 }],
   pglite: { concurrency: [4], requests: 40 },
+  turnLog: [{ concurrency: 4, requests: 40, rounds: 1 }],
   memoryStreams: 100,
   manyStreams: 0
 }
@@ -152,11 +164,20 @@ const convokeEnv = (databaseUrl: string | undefined, delayMs: number): Record<st
   CONVOKE_CLEANUP_INTERVAL_MINUTES: "0"
 })
 
-const startConvoke = (databaseUrl: string | undefined, delayMs: number, extra: Array<string> = []) =>
+/** Redis for the turn-log scenario: the bench's own `REDIS_URL`, else the local default. */
+const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
+
+const startConvoke = (
+  databaseUrl: string | undefined,
+  delayMs: number,
+  extra: Array<string> = [],
+  options: { readonly name?: string; readonly redisUrl?: string } = {}
+) =>
   ServerProcess.start({
-    name: "Convoke",
+    name: options.name ?? "Convoke",
     args: [SERVER_BIN, "--port", "0", ...extra],
-    env: convokeEnv(databaseUrl, delayMs),
+    // Without Redis unless asked: every other scenario measures the in-memory turn log.
+    env: { ...convokeEnv(databaseUrl, delayMs), REDIS_URL: options.redisUrl ?? "" },
     ready: READY
   })
 
@@ -343,6 +364,21 @@ const timeInsert = async (databaseUrl: string, count: number) => {
   return { p50: Load.percentile(times, 50), p99: Load.percentile(times, 99) }
 }
 
+/** Whether Redis answers at `url`: one PING over a bare socket. */
+const redisReachable = (url: string): Promise<boolean> =>
+  new Promise((resolve) => {
+    const { hostname, port } = new URL(url)
+    const socket = connect({ host: hostname, port: Number(port || 6379) })
+    const done = (reachable: boolean) => {
+      socket.destroy()
+      resolve(reachable)
+    }
+    socket.setTimeout(1_000, () => done(false))
+    socket.once("error", () => done(false))
+    socket.once("connect", () => socket.write("PING\r\n"))
+    socket.once("data", (data) => done(data.toString().startsWith("+PONG")))
+  })
+
 /** What to clean up if the run is stopped from outside (a signal): set while a run holds a database. */
 export let onAbort: (() => Promise<void>) | undefined
 
@@ -381,6 +417,32 @@ export const run = async (plan: Plan): Promise<Report> => {
       roundRatios: postgres.roundRatios
     })
     await stopAll()
+
+    if (await redisReachable(REDIS_URL)) {
+      log("Turn log: Redis vs in memory")
+      const withRedis = keep(
+        await startConvoke(database.url, SHORT_DELAY_MS, [], {
+          name: "Convoke (Redis log)",
+          redisUrl: REDIS_URL
+        })
+      )
+      const inMemory = keep(
+        await startConvoke(database.url, SHORT_DELAY_MS, [], { name: "Convoke (memory log)" })
+      )
+      const baselineAgain = keep(await startBaseline(database.url, SHORT_DELAY_MS))
+      for (const server of [withRedis, inMemory, baselineAgain]) await warm(server, plan.smoke)
+      const turnLog = await alternate([withRedis, baselineAgain, inMemory], plan.turnLog)
+      tables.push({
+        title: "Turn log: Redis vs in memory",
+        note: `The reference server with \`REDIS_URL\` (${REDIS_URL}: the turn log in Redis Streams, written in the background in batches) against the same server with the in-memory log, and the baseline, alternating rounds.`,
+        rows: turnLog.rows,
+        reference: "Convoke (memory log)",
+        roundRatios: turnLog.roundRatios
+      })
+      await stopAll()
+    } else {
+      log(`Turn log: skipped, no Redis at ${REDIS_URL}`)
+    }
 
     log("Adapters: plain Node handler vs Express, Fastify, Lambda")
     const adapters: Array<ServerProcess.ServerProcess> = []
