@@ -89,7 +89,8 @@ export const makeCutProxy = async (target: string, options: CutProxyOptions = {}
         client.write(chunk)
         return
       }
-      let take = chunk.length
+      // How much of this chunk passes.
+      let take = remaining === undefined ? chunk.length : 0
       if (remaining === undefined) {
         for (let index = 0; index < chunk.length; index++) {
           const byte = chunk[index]!

@@ -183,6 +183,7 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
     it("a stream the network drops after any number of events, at any byte, resumes on the other instance with exactly the rest, once, in order; the stored reply is all of it", async () => {
       let runs = 0
       let resumedLive = 0
+      let cutInFrame = 0
       const startedAt = performance.now()
       await fc.assert(
         fc.asyncProperty(
@@ -203,6 +204,10 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
               const first = await startTurn(proxy.url, message)
               const failure = await first.reader.rest()
               const turnId = first.metadata.turn_id
+              // The frames up to the cut, and perhaps one more that the extra bytes completed.
+              expect(first.reader.frames.length).toBeGreaterThanOrEqual(frames)
+              expect(first.reader.frames.length).toBeLessThanOrEqual(frames + 1)
+              if (first.reader.partial() !== "") cutInFrame++
               const delivered = first.reader.frames.slice(1)
               const last = delivered.at(-1)
               const sawDone = last !== undefined && eventOf(last) === "[DONE]"
@@ -238,7 +243,7 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
         { numRuns: 15 }
       )
       console.info(
-        `resume after a cut: ${runs} runs in ${(performance.now() - startedAt).toFixed(0)} ms, ${resumedLive} still running when resumed`
+        `resume after a cut: ${runs} runs in ${(performance.now() - startedAt).toFixed(0)} ms, ${cutInFrame} cut inside a frame, ${resumedLive} still running when resumed`
       )
     })
 
@@ -252,8 +257,8 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
       expect(await whole.rest()).toBeUndefined()
       expect(whole.frames).toEqual([resumedFrame(metadata), ...original.slice(1)])
 
-      const query = `?last_event_id=${encodeURIComponent(`${metadata.turn_id}:2`)}`
-      const after = await fetch(`${b.url}${CONVERSATIONS}/${conversationId}/stream${query}`, {
+      const parameter = `?last_event_id=${encodeURIComponent(`${metadata.turn_id}:2`)}`
+      const after = await fetch(`${b.url}${CONVERSATIONS}/${conversationId}/stream${parameter}`, {
         headers: as("alice")
       })
       expect(after.status).toBe(200)
