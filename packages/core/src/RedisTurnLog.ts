@@ -645,7 +645,8 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
       const entries = yield* decodeEntries(raw)
       return Option.some<TurnLog.Snapshot>({
         turn: yield* decodeTurn(json),
-        running: state !== "ended",
+        // `done` is written in the round before the end when the writer was idle: the turn is over either way.
+        running: state !== "ended" && entries.at(-1)?.event.type !== "done",
         firstSeq: entries[0]?.seq ?? 1,
         lastSeq: entries.at(-1)?.seq ?? 0,
         content: TurnLog.contentOf(entries)

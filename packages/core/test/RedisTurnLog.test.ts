@@ -240,6 +240,46 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
     )
   )
 
+  it.live("another instance reads a turn as ended once its done is in Redis, before its end is written", () =>
+    withRedis((prefix) =>
+      Effect.gen(function* () {
+        const a = yield* instance({ prefix })
+        const b = yield* instance({ prefix })
+        const redis = yield* Redis.Redis
+        const turn = turnInfo()
+        const writer = yield* a.begin(turn)
+        writer.append(word(1))
+        yield* logged(b, turn, "w1 ")
+        // The writer waits 10 ms after a round before it takes more: after this it idles until the next
+        // append, which it then writes in a round of its own, before `end` has been called.
+        yield* Effect.sleep("50 millis")
+        // What another instance sees the moment done is in Redis: a blocking read, then its current turn.
+        const seen = yield* Effect.forkChild(
+          Effect.gen(function* () {
+            const connection = yield* redis.reserve
+            yield* connection.send(
+              "XREAD",
+              "BLOCK",
+              "5000",
+              "STREAMS",
+              `${prefix}${turn.turnId}:events`,
+              "1-0"
+            )
+            return yield* b.current(turn.conversationId)
+          }).pipe(Effect.scoped)
+        )
+        // As a turn ends (TurnRunner): done, then end, with nothing between.
+        yield* Effect.suspend(() => {
+          writer.append(TurnLog.done)
+          return writer.end
+        })
+        const snapshot = yield* Fiber.join(seen)
+        assert.isTrue(Option.isSome(snapshot))
+        assert.include(Option.getOrThrow(snapshot), { lastSeq: 2, running: false })
+      })
+    )
+  )
+
   it.live("writes many appends in few round trips", () =>
     withRedis((prefix) =>
       Effect.gen(function* () {
@@ -445,8 +485,8 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         const writer = yield* a.begin(turn)
         writer.append(ChatEvent.content("Hello"))
         writer.append(TurnLog.done)
-        // Logged through done, but the instance went away before `end`.
-        yield* logged(b, turn, "Hello")
+        // Logged through done, but the instance went away before `end`: it reads as ended already.
+        yield* logged(b, turn, "Hello", false)
         assert.strictEqual(yield* b.follow(turn.turnId, 0, () => Effect.void), "done")
         yield* Scope.close(crashed, Exit.void)
         const claimed = yield* eventually(
