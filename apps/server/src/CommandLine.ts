@@ -101,7 +101,15 @@ export const OPTIONS: ReadonlyArray<Option> = [
     flag: "redis-url",
     env: "REDIS_URL",
     type: "string",
-    description: "Redis URL; rate limits are then shared by every instance using it"
+    description:
+      "Redis URL; rate limits and the turn log (resume, stop) are then shared by every instance using it"
+  },
+  {
+    flag: "turn-log-prefix",
+    env: "CONVOKE_TURN_LOG_PREFIX",
+    type: "string",
+    fallback: "convoke:turns:",
+    description: "Key prefix of the turn log in Redis"
   },
   {
     flag: "redis-prefix",

@@ -164,8 +164,10 @@ const rateLimitLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>
 }
 
 /** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
-const turnLogLayer = (redis: ReturnType<typeof redisLayer>) =>
-  redis === undefined ? TurnLog.layerMemory() : RedisTurnLog.layer().pipe(Layer.provide(redis))
+const turnLogLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) =>
+  redis === undefined
+    ? TurnLog.layerMemory()
+    : RedisTurnLog.layer({ prefix: settings.turnLogPrefix }).pipe(Layer.provide(redis))
 
 /** Options of `start` beyond the settings. */
 export interface StartOptions {
@@ -205,7 +207,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
       options.layer ?? Layer.empty
     ),
-    { outbox: { capacity: settings.outboxCapacity }, turnLog: turnLogLayer(redis) }
+    { outbox: { capacity: settings.outboxCapacity }, turnLog: turnLogLayer(settings, redis) }
   )
   if (state.refusal !== undefined) {
     await app.dispose()

@@ -55,8 +55,10 @@ export interface Settings {
   readonly otlpUrl: string | undefined
   /** JWT verification; `undefined` when neither a secret nor a JWKS URL is set. */
   readonly jwt: JwtSettings | undefined
-  /** Redis for shared rate limits; `undefined` keeps them in memory. */
+  /** Redis for shared rate limits and the turn log; `undefined` keeps them in memory. */
   readonly redisUrl: string | undefined
+  /** Key prefix of the turn log in Redis: deployments sharing one Redis need their own. */
+  readonly turnLogPrefix: string
   /** Largest accepted request head (request line and headers); larger is a 431. */
   readonly maxHeaderBytes: number
 }
@@ -276,6 +278,7 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   redisUrl: optional(
     text("REDIS_URL", (raw) => /^rediss?:\/\//.test(raw) || "must be a redis:// or rediss:// URL")
   ),
+  turnLogPrefix: Config.String("CONVOKE_TURN_LOG_PREFIX").pipe(Config.withDefault("convoke:turns:")),
   rateLimit: ChatRateLimit.config,
   chat: ChatConfig.config,
   maxHeaderBytes: wholeNumber("CONVOKE_MAX_HEADER_BYTES", { min: 1024, max: 1024 * 1024 }).pipe(

@@ -248,17 +248,25 @@ describe.skipIf(!redisReachable)("two instances sharing Redis", () => {
       expect((await drain(await post())).status).toBe(200)
       expect((await drain(await post())).status).toBe(200)
       expect((await drain(await post())).status).toBe(429)
-      const [, keys] = await Effect.runPromise(
+      const keys = await Effect.runPromise(
         Effect.gen(function* () {
           const redis = yield* Redis.Redis
-          return yield* redis.send<[string, Array<string>]>(
-            "SCAN",
-            "0",
-            "MATCH",
-            `${prefix}config:*`,
-            "COUNT",
-            "1000"
-          )
+          // A whole SCAN: one call sees only part of a database other tests fill.
+          const found: Array<string> = []
+          let cursor = "0"
+          do {
+            const [next, page] = yield* redis.send<[string, Array<string>]>(
+              "SCAN",
+              cursor,
+              "MATCH",
+              `${prefix}config:*`,
+              "COUNT",
+              "1000"
+            )
+            cursor = next
+            found.push(...page)
+          } while (cursor !== "0")
+          return found
         }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
       )
       expect(keys.length).toBeGreaterThan(0)
