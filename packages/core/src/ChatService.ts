@@ -214,10 +214,9 @@ export const make = Effect.gen(function* () {
       const { turn, running, firstSeq, lastSeq } = found.value
       if (after !== undefined && after.turnId !== turn.turnId) return Option.none()
       const afterSeq = after?.seq ?? 0
-      // Events after `afterSeq` must all be kept, and an ended turn must have some left.
-      if (afterSeq + 1 < firstSeq || afterSeq > lastSeq || (!running && afterSeq >= lastSeq)) {
-        return Option.none()
-      }
+      // Events after `afterSeq` must all be kept, and an ended turn must have some left. A
+      // running turn may be behind the id in a shared log (written in the background): follow it.
+      if (afterSeq + 1 < firstSeq || (!running && afterSeq >= lastSeq)) return Option.none()
       const produce = ChatStream.producer({
         metadata: ChatEvent.resumed(turn.metadata),
         encoding: ChatStream.asSse,
