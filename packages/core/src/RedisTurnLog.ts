@@ -523,7 +523,7 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
                 `Turn log: turn ${turn.turnId} ended before Redis had all of it; still writing`
               )
           }),
-          stopRequested: writer.stopRequested,
+          onStop: writer.onStop,
           readers: Effect.gen(function* () {
             const here = yield* writer.readers
             const elsewhere = yield* Effect.exit(bounded(countReaders([prefix, turn.turnId])))

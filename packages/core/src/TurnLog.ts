@@ -63,8 +63,12 @@ export interface Writer {
   readonly append: (event: TurnEvent) => number
   /** Writes what is pending, marks the turn ended (kept for the retention window) and lets go of its lease. */
   readonly end: Effect.Effect<void>
-  /** Resolves when a stop was asked for, from any instance. */
-  readonly stopRequested: Effect.Effect<void>
+  /**
+   * Calls `listener` once a stop is asked for, from any instance (at once if
+   * one was already). A callback, not an effect to wait on: no fiber per turn
+   * waits for a stop that rarely comes.
+   */
+  readonly onStop: (listener: () => void) => void
   /** How many readers follow the turn now, on any instance. */
   readonly readers: Effect.Effect<number>
 }
@@ -173,9 +177,11 @@ interface Buffer {
   nextSeq: number
   endedAt: number | undefined
   readers: number
-  readonly stop: Deferred.Deferred<void>
-  /** Resolved and replaced on every append, so waiting readers wake. */
-  appended: Deferred.Deferred<void>
+  /** Set once a stop was asked for. */
+  stopped: boolean
+  onStop: (() => void) | undefined
+  /** What readers that caught up wait on; resolved and cleared by the next append. */
+  appended: Deferred.Deferred<void> | undefined
 }
 
 /** A log kept in this process. */
@@ -218,7 +224,9 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
 
     const wake = (buffer: Buffer) => {
       const appended = buffer.appended
-      buffer.appended = Deferred.makeUnsafe<void>()
+      if (appended === undefined) return
+      // Cleared first: a reader it wakes may wait again at once.
+      buffer.appended = undefined
       Deferred.doneUnsafe(appended, Effect.void)
     }
 
@@ -240,8 +248,9 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
           nextSeq: 1,
           endedAt: undefined,
           readers: 0,
-          stop: Deferred.makeUnsafe<void>(),
-          appended: Deferred.makeUnsafe<void>()
+          stopped: false,
+          onStop: undefined,
+          appended: undefined
         }
         turns.set(turn.turnId, buffer)
         latest.set(turn.conversationId, turn.turnId)
@@ -266,7 +275,10 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
             wake(buffer)
             sweep()
           }),
-          stopRequested: Deferred.await(buffer.stop),
+          onStop: (listener) => {
+            if (buffer.stopped) listener()
+            else buffer.onStop = listener
+          },
           readers: Effect.sync(() => buffer.readers)
         }
       })
@@ -285,6 +297,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
             return Effect.andThen(deliver(entry), loop)
           }
           if (buffer.endedAt !== undefined) return Effect.succeed("gone" as const)
+          buffer.appended ??= Deferred.makeUnsafe<void>()
           return Effect.andThen(Deferred.await(buffer.appended), loop)
         })
         return Effect.acquireUseRelease(
@@ -315,7 +328,10 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
         Effect.sync(() => {
           const buffer = turns.get(turnId)
           if (buffer === undefined || buffer.endedAt !== undefined) return false
-          Deferred.doneUnsafe(buffer.stop, Effect.void)
+          if (!buffer.stopped) {
+            buffer.stopped = true
+            buffer.onStop?.()
+          }
           return true
         }),
       claimLapsed: Effect.succeed([]),

@@ -181,15 +181,8 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
         // The turn's failure is in its log (the error event); the fiber itself just ends.
         // Started on the next tick, so the stream that started it is its reader before it logs anything.
         fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope)
-        // A stop asked for anywhere ends the turn; this waiter ends with it.
-        const stopWaiter = yield* Effect.forkIn(
-          Effect.andThen(
-            writer.stopRequested,
-            Effect.sync(() => entry.cancel("cancelled"))
-          ),
-          scope
-        )
-        fiber.addObserver(() => stopWaiter.interruptUnsafe())
+        // A stop asked for anywhere ends the turn.
+        writer.onStop(() => entry.cancel("cancelled"))
       })
 
     /** The last reader of a running turn left: cancel it unless one is back within the window. */

@@ -365,7 +365,7 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         writer.append(ChatEvent.content("Hello"))
         yield* logged(b, turn, "Hello")
         assert.isTrue(yield* b.requestStop(turn.turnId))
-        yield* writer.stopRequested
+        yield* stopHeard(writer)
         writer.append(TurnLog.done)
         yield* writer.end
         assert.isFalse(yield* b.requestStop(turn.turnId))
@@ -386,7 +386,7 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         // The stop key alone, as if the message had been published while A was not subscribed.
         const redis = yield* Redis.Redis
         yield* redis.send("SET", `${prefix}${turn.turnId}:stop`, "1", "PX", "60000")
-        yield* writer.stopRequested
+        yield* stopHeard(writer)
       })
     )
   )
@@ -609,6 +609,12 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
     )
   )
 })
+
+/** Resolves once the writer hears a stop. */
+const stopHeard = (writer: TurnLog.Writer) =>
+  Effect.callback<void>((resume) => {
+    writer.onStop(() => resume(Effect.void))
+  })
 
 describe("RedisTurnLog without an answering Redis", () => {
   // A Redis that accepts commands and never replies: a partitioned or overloaded server.
