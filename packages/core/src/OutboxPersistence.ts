@@ -100,7 +100,7 @@ export const OutboxPersistence = Context.Reference<Service>("@convoke/core/Outbo
 })
 
 /** The in-memory persistence, for saying so explicitly. */
-export const layerMemory: Layer.Layer<never> = Layer.sync(OutboxPersistence, makeMemory)
+export const layerMemory = Layer.sync(OutboxPersistence, makeMemory)
 
 // Entries hold dates (a conversation's `createdAt`, a message's) that JSON
 // would turn into strings. They are written as `{"$date": epochMillis}` and
