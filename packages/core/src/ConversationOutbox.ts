@@ -368,23 +368,27 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   // Registered before the drain fiber starts, so it runs once that fiber has stopped.
   yield* Effect.addFinalizer(() =>
-    Effect.andThen(
-      persistence.release,
-      waiting.length === 0
-        ? Effect.void
-        : (persistence.durable
-            ? Effect.logWarning(
-                "Stopping with writes still in the outbox; they are kept and written after a restart (or by another instance sharing them)"
-              )
-            : Effect.logError("Stopping with writes still in the outbox; they are lost")
-          ).pipe(
-            Effect.annotateLogs({
-              persistence: persistence.name,
-              pending: waiting.length,
-              conversations: [...conversations.keys()].join(",")
-            })
+    Effect.gen(function* () {
+      yield* persistence.release
+      if (shared) {
+        // Others may have written entries since the last poll: the log below says what still waits.
+        polledAt = 0
+        yield* poll
+      }
+      if (waiting.length === 0) return
+      const log = persistence.durable
+        ? Effect.logWarning(
+            "Stopping with writes still in the outbox; they are kept and written after a restart (or by another instance sharing them)"
           )
-    )
+        : Effect.logError("Stopping with writes still in the outbox; they are lost")
+      yield* log.pipe(
+        Effect.annotateLogs({
+          persistence: persistence.name,
+          pending: waiting.length,
+          conversations: [...conversations.keys()].join(",")
+        })
+      )
+    })
   )
   yield* Effect.forkScoped(drainLoop)
 
