@@ -190,9 +190,10 @@ const outboxSummary = (settings: Settings, stats: ConversationOutbox.Stats): str
       : settings.dataDir.startsWith("memory://")
         ? "in memory (lost on a crash: the data directory is in memory)"
         : `journal in ${outboxDirectory(settings)} (survives a crash; replayed at start)`
+  const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`
   const found = [
-    ...(stats.recovered > 0 ? [`${stats.recovered} queued writes recovered`] : []),
-    ...(stats.skipped > 0 ? [`${stats.skipped} damaged records skipped`] : [])
+    ...(stats.recovered > 0 ? [`${count(stats.recovered, "queued write")} recovered`] : []),
+    ...(stats.skipped > 0 ? [`${count(stats.skipped, "damaged record")} skipped`] : [])
   ]
   return `${settings.outboxCapacity} writes at most, ${where}${found.length > 0 ? `; ${found.join(", ")}` : ""}`
 }
