@@ -193,6 +193,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     })
 
   const timed = <A, E>(effect: Effect.Effect<A, E>) => Effect.result(Deadline.within(attemptTimeout)(effect))
+  const release = Effect.asVoid(timed(persistence.release))
 
   const enqueue = (entry: Entry): Effect.Effect<boolean> =>
     Effect.suspend(() => {
@@ -211,7 +212,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           return Effect.succeed(true)
         }
         droppedCount++
-        // Not on disk (or in Redis): the caller is told it was not queued rather than promised a write a crash would lose.
+        // Not on disk (or in Redis): the caller is told it was not queued rather than
+        // promised a write a crash would lose. An append that lands after its deadline is
+        // written all the same (at the next start, or once a poll finds it): harmless.
         return Effect.logError("The outbox could not persist a write; it was dropped", result.failure).pipe(
           Effect.annotateLogs({ conversationId: conversationIdOf(entry), persistence: persistence.name }),
           Effect.as(false)
@@ -338,7 +341,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         backoff = 50
       } else {
         storeAvailable = false
-        yield* persistence.release
+        yield* release
         yield* retryLater
       }
     }
@@ -369,7 +372,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   // Registered before the drain fiber starts, so it runs once that fiber has stopped.
   yield* Effect.addFinalizer(() =>
     Effect.gen(function* () {
-      yield* persistence.release
+      yield* release
       if (shared) {
         // Others may have written entries since the last poll: the log below says what still waits.
         polledAt = 0

@@ -31,6 +31,7 @@
 import { Duration, Effect, Layer } from "effect"
 import { Redis } from "effect/persistence"
 import type { Entry } from "./ConversationOutbox.ts"
+import * as Deadline from "./Deadline.ts"
 import {
   type Changes,
   decode,
@@ -214,7 +215,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   })
 
   const release = Effect.ignore(releaseEval(keys.lease, token))
-  yield* Effect.addFinalizer(() => release)
+  // Bounded: a Redis that does not answer must not hold up a shutdown (the lease lapses on its own).
+  yield* Effect.addFinalizer(() => Effect.ignore(Deadline.within(Duration.seconds(1))(release)))
 
   return {
     name: "redis",
