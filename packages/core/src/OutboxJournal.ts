@@ -77,17 +77,18 @@ export interface OutboxJournal extends Service {
 const NEWLINE = 0x0a
 const SPACE = 0x20
 
+/** What a line holds: an entry queued, or a tombstone saying entry `done` was written. */
+type JournalRecord = { readonly add: number; readonly entry: Entry } | { readonly done: number }
+
 /** A record as one framed line. */
-const frame = (record: { readonly add: number; readonly entry: Entry } | { readonly done: number }) => {
+const frame = (record: JournalRecord) => {
   const json = Buffer.from(encode(record))
   const header = `${json.length} ${crc32(json).toString(16).padStart(8, "0")} `
   return Buffer.concat([Buffer.from(header, "latin1"), json, Buffer.of(NEWLINE)])
 }
 
-type Record = { readonly add: number; readonly entry: Entry } | { readonly done: number }
-
 /** The record on a line (without its newline), or `undefined` when the line is damaged. */
-const unframe = (line: Buffer): Record | undefined => {
+const unframe = (line: Buffer): JournalRecord | undefined => {
   const lengthEnd = line.indexOf(SPACE)
   const checksumEnd = lengthEnd + 9
   if (lengthEnd <= 0 || line[checksumEnd] !== SPACE) return undefined
@@ -98,8 +99,8 @@ const unframe = (line: Buffer): Record | undefined => {
   if (!/^[0-9a-f]{8}$/.test(checksum) || Number.parseInt(checksum, 16) !== crc32(json)) return undefined
   const value = decode(json.toString("utf8")) as Partial<{ add: unknown; entry: unknown; done: unknown }>
   if (typeof value !== "object" || value === null) return undefined
-  if (Number.isSafeInteger(value.add) && isEntry(value.entry)) return value as Record
-  if (Number.isSafeInteger(value.done)) return value as Record
+  if (Number.isSafeInteger(value.add) && isEntry(value.entry)) return value as JournalRecord
+  if (Number.isSafeInteger(value.done)) return value as JournalRecord
   return undefined
 }
 
@@ -225,7 +226,7 @@ const writeAll = async (handle: FileHandle, bytes: Buffer) => {
 
 /** A line waiting for the writer. */
 interface Pending {
-  readonly record: Record
+  readonly record: JournalRecord
   readonly line: Buffer
   readonly done: Deferred.Deferred<void, OutboxPersistenceError>
 }
@@ -373,7 +374,7 @@ export const make = Effect.fnUntraced(function* (
   )
   yield* Effect.forkScoped(writer)
 
-  const submit = (record: Record) =>
+  const submit = (record: JournalRecord) =>
     Effect.suspend(() => {
       const done = Deferred.makeUnsafe<void, OutboxPersistenceError>()
       pending.push({ record, line: frame(record), done })

@@ -222,7 +222,7 @@ describe("OutboxJournal", () => {
         added.map(({ entry }) => entry),
         [1, 2, 3, 4].map(create)
       )
-      // The number of the lost record is not reused... as far as the file can tell: it continues after what it read.
+      // Numbering goes on after the last record read: the torn one's number is used again, harmlessly, as nothing refers to it.
       assert.strictEqual(yield* second.journal.append(create(6)), 5)
       yield* second.close
 
