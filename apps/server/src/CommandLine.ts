@@ -44,7 +44,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "CONVOKE_DATA_DIR",
     type: "string",
     fallback: "./.convoke/data",
-    description: "Directory of the embedded database"
+    description: "Directory of the embedded database, and of the outbox journal without Redis"
   },
   {
     flag: "api-keys",
@@ -102,7 +102,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "REDIS_URL",
     type: "string",
     description:
-      "Redis URL; rate limits and the turn log (resume, stop) are then shared by every instance using it"
+      "Redis URL; rate limits, the turn log (resume, stop) and the outbox are then shared by every instance using it"
   },
   {
     flag: "turn-log-prefix",
@@ -222,7 +222,14 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "CONVOKE_OUTBOX_CAPACITY",
     type: "string",
     fallback: "10000",
-    description: "Writes kept in memory while the database is unavailable"
+    description: "Writes kept while the database is unavailable"
+  },
+  {
+    flag: "outbox-prefix",
+    env: "CONVOKE_OUTBOX_PREFIX",
+    type: "string",
+    fallback: "convoke:outbox:",
+    description: "Key prefix of the outbox in Redis; instances sharing it write each other's queued writes"
   },
   {
     flag: "cleanup-interval-minutes",

@@ -15,18 +15,20 @@ import {
   ChatHttp,
   ChatRateLimit,
   ConversationCleanup,
+  ConversationOutbox,
   EchoLanguageModel,
   HttpSecurity,
   Identity,
   type LanguageModel,
+  OutboxRedis,
   RedisTurnLog,
   TurnLog
 } from "@convoke/core"
-import { NodeHandler } from "@convoke/core/node"
+import { NodeHandler, OutboxJournal } from "@convoke/core/node"
 import { PgApiKeyStore, PgConversationStore, PgEmbedded } from "@convoke/store-pg"
 import { NodeRedis } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Redacted } from "effect"
+import { Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import * as Observability from "./Observability.ts"
 import { checkAnonymous, type Settings } from "./Settings.ts"
@@ -163,6 +165,39 @@ const rateLimitLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>
     : ChatRateLimit.layerRedis(settings.rateLimit).pipe(Layer.provide(redis))
 }
 
+/** Where the outbox journal lives without Redis: beside the embedded database, in the data directory. */
+export const outboxDirectory = (settings: Pick<Settings, "dataDir">): string =>
+  join(resolve(settings.dataDir), "outbox")
+
+/**
+ * Where writes queued while the database is down are kept: in Redis when it
+ * is configured (any instance drains them), else in a journal in the data
+ * directory (replayed at the next start), in memory only when the data
+ * directory itself is (`memory://`).
+ */
+const outboxLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) => {
+  if (redis !== undefined)
+    return OutboxRedis.layer({ prefix: settings.outboxPrefix }).pipe(Layer.provide(redis))
+  if (settings.dataDir.startsWith("memory://")) return Layer.empty
+  return OutboxJournal.layer({ directory: outboxDirectory(settings) })
+}
+
+/** The banner's outbox line: where writes wait, and what was found at start. */
+const outboxSummary = (settings: Settings, stats: ConversationOutbox.Stats): string => {
+  const where =
+    settings.redisUrl !== undefined
+      ? `Redis ${redactUrl(settings.redisUrl)}, prefix ${settings.outboxPrefix} (survives a crash; any instance with the prefix writes it)`
+      : settings.dataDir.startsWith("memory://")
+        ? "in memory (lost on a crash: the data directory is in memory)"
+        : `journal in ${outboxDirectory(settings)} (survives a crash; replayed at start)`
+  const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`
+  const found = [
+    ...(stats.recovered > 0 ? [`${count(stats.recovered, "queued write")} recovered`] : []),
+    ...(stats.skipped > 0 ? [`${count(stats.skipped, "damaged record")} skipped`] : [])
+  ]
+  return `${settings.outboxCapacity} writes at most, ${where}${found.length > 0 ? `; ${found.join(", ")}` : ""}`
+}
+
 /** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
 const turnLogLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) =>
   redis === undefined
@@ -204,6 +239,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       modelLayer(settings),
       Layer.succeed(ChatConfig.ChatConfig, settings.chat),
       rateLimitLayer(settings, redis),
+      outboxLayer(settings, redis),
       Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
       options.layer ?? Layer.empty
     ),
@@ -305,6 +341,13 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     [
       "turns",
       `resumable for ${Duration.toMinutes(TurnLog.defaults.retention)} min, ${Duration.toMillis(settings.chat.disconnectGrace)} ms grace after a disconnect; ${redis === undefined ? "in memory (this instance only)" : `Redis ${redactUrl(settings.redisUrl!)} (shared by every instance)`}`
+    ],
+    [
+      "outbox",
+      outboxSummary(
+        settings,
+        Context.getUnsafe(app.http.context, ConversationOutbox.ConversationOutbox).stats()
+      )
     ],
     ["public model", settings.chat.publicModel],
     ["metrics", metricsUrl ?? "off"],

@@ -22,7 +22,7 @@ export interface Settings {
   readonly port: number
   /** PostgreSQL URL; when absent the embedded PGlite store is used. */
   readonly databaseUrl: string | undefined
-  /** Where the embedded store keeps its files. */
+  /** Where the embedded store keeps its files, and the outbox its journal (`outbox/`) without Redis. */
   readonly dataDir: string
   /** API keys and the user id each maps to; empty means no key auth. */
   readonly apiKeys: ReadonlyArray<{ readonly key: string; readonly userId: string }>
@@ -39,6 +39,8 @@ export interface Settings {
   readonly shutdownGraceMs: number
   /** Most writes kept while the database is unavailable. */
   readonly outboxCapacity: number
+  /** Key prefix of the outbox's entries in Redis (with `redisUrl`); instances sharing it drain each other's writes. */
+  readonly outboxPrefix: string
   /** Minutes between cleanups of abandoned conversations; 0 turns the job off. */
   readonly cleanupIntervalMinutes: number
   /** Hours after which an unanswered conversation counts as abandoned. */
@@ -55,7 +57,10 @@ export interface Settings {
   readonly otlpUrl: string | undefined
   /** JWT verification; `undefined` when neither a secret nor a JWKS URL is set. */
   readonly jwt: JwtSettings | undefined
-  /** Redis for shared rate limits and the turn log; `undefined` keeps them in memory. */
+  /**
+   * Redis for shared rate limits, the turn log and the outbox; `undefined`
+   * keeps them in the process (the outbox in a journal).
+   */
   readonly redisUrl: string | undefined
   /** Key prefix of the turn log in Redis: deployments sharing one Redis need their own. */
   readonly turnLogPrefix: string
@@ -291,6 +296,7 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   outboxCapacity: wholeNumber("CONVOKE_OUTBOX_CAPACITY", { min: 0, max: 10_000_000 }).pipe(
     Config.withDefault(10_000)
   ),
+  outboxPrefix: text("CONVOKE_OUTBOX_PREFIX", notBlank).pipe(Config.withDefault("convoke:outbox:")),
   cleanupIntervalMinutes: wholeNumber("CONVOKE_CLEANUP_INTERVAL_MINUTES", { min: 0, max: 10_080 }).pipe(
     Config.withDefault(10)
   ),

@@ -29,6 +29,8 @@ const settingsFor = (env: Record<string, string>) =>
   load([], {
     PORT: "0",
     DATABASE_URL: database.url,
+    // Two servers in one process: each with its outbox in memory, not both on one journal.
+    CONVOKE_DATA_DIR: "memory://",
     ANTHROPIC_API_KEY: API_KEY,
     ANTHROPIC_BASE_URL: fake.url,
     ANTHROPIC_SYSTEM_PROMPT: SYSTEM,

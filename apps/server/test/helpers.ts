@@ -3,6 +3,7 @@
  * real sockets, and query the database the server writes to.
  */
 import type { ChildProcessByStdio } from "node:child_process"
+import { randomUUID } from "node:crypto"
 import { connect } from "node:net"
 import type { Readable } from "node:stream"
 import { PgClient } from "@effect/sql-pg"
@@ -24,6 +25,10 @@ export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
     CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
     CONVOKE_RATE_LIMIT_CONCURRENT: "0"
   }),
+  // Servers of parallel test files must not share an outbox: in memory unless a test gives a data
+  // directory, and under a key prefix of their own when a test gives Redis.
+  dataDir: "memory://",
+  outboxPrefix: `convoke:test:outbox:${randomUUID()}:`,
   ...overrides
 })
 

@@ -13,18 +13,31 @@
  * `OutboxStore` puts the outbox in front of a `ConversationStore`, so the
  * code that stores messages never needs to know whether the store is up.
  *
- * The outbox is bounded and lives in memory: entries still waiting when the
- * process stops are retried until the shutdown deadline, then logged (with
- * their ids, never their content) and lost. A crash while the store is down
- * loses them too.
+ * Where the entries are kept is the `OutboxPersistence` in context:
+ *
+ * - in memory by default: entries still waiting when the process stops are
+ *   retried until the shutdown deadline, then logged (with their ids, never
+ *   their content) and lost, as they are on a crash;
+ * - in a journal file (`OutboxJournal` from `@convoke/core/node`): an entry
+ *   counts as queued once it is on disk, and a restart replays what was
+ *   still waiting;
+ * - in Redis (`OutboxRedis`): any instance sharing the key prefix writes
+ *   what another queued, after a crash or while that one cannot reach the
+ *   store.
+ *
+ * The outbox keeps a view of what waits — what it queued, what it found at
+ * start and, with Redis, what other instances queued — so reads see queued
+ * writes (`held`, `pendingMessages`). An entry that cannot be persisted is
+ * not queued: `enqueue` answers `false`, as when the outbox is full.
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Latch, Layer } from "effect"
+import { Clock, Context, Duration, Effect, Latch, Layer, Result } from "effect"
 import { AuditLog } from "./AuditLog.ts"
 import { ChatHooks } from "./ChatHooks.ts"
 import { type Conversation, ConversationStore, type Message, type NewMessage } from "./ConversationStore.ts"
 import * as Deadline from "./Deadline.ts"
+import { type Changes, OutboxPersistence, type Stored } from "./OutboxPersistence.ts"
 
 /** One write waiting for the store. */
 export type Entry =
@@ -48,15 +61,22 @@ export interface Stats {
   readonly pending: number
   /** Entries written since start. */
   readonly drained: number
-  /** Entries given up on: the outbox was full, or the store refused them. */
+  /** Entries given up on: the outbox was full, could not persist them, or the store refused them. */
   readonly dropped: number
+  /** Entries found waiting in the persistence at start (a journal replayed, Redis read). */
+  readonly recovered: number
+  /** Records of the persistence that could not be read (a torn or corrupt journal tail), skipped. */
+  readonly skipped: number
 }
 
 /** Options of the outbox. */
 export interface Options {
   /** Most entries kept at once (default 10,000); beyond it new entries are dropped. */
   readonly capacity?: number | undefined
-  /** Longest wait for one store write before it counts as failed (default 2 s). */
+  /**
+   * Longest wait for one store write, or one call to the persistence, before
+   * it counts as failed (default 2 s).
+   */
   readonly attemptTimeout?: Duration.Input | undefined
   /** Longest pause between retries while the store is down (default 5 s). */
   readonly maxBackoff?: Duration.Input | undefined
@@ -98,11 +118,25 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const attemptTimeout = Duration.fromInputUnsafe(options.attemptTimeout ?? Duration.seconds(2))
   const maxBackoff = Duration.toMillis(Duration.fromInputUnsafe(options.maxBackoff ?? Duration.seconds(5)))
 
-  const queue: Array<Entry> = []
+  const persistence = yield* OutboxPersistence
+  const shared = persistence.pollInterval !== undefined
+  const pollInterval = persistence.pollInterval ?? Duration.millis(50)
+
+  // The view of what waits, oldest first: what this process queued, what it
+  // found at start and, with a shared persistence, what others queued.
+  const waiting: Array<Stored> = []
+  const known = new Set<number>()
   const conversations = new Map<string, { conversation?: Conversation; entries: number }>()
+  // Entries numbered below this one are known to be written (shared persistences).
+  let doneBelow = 0
+  // Appends in flight count against the capacity.
+  let appending = 0
   let drainedCount = 0
   let droppedCount = 0
+  let recoveredCount = 0
+  let skippedCount = 0
   let storeAvailable = true
+  let persistenceAvailable = true
   const work = Latch.makeUnsafe(false)
   const idle = Latch.makeUnsafe(true)
 
@@ -111,35 +145,84 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const userIdOf = (entry: Entry) => (entry._tag === "Create" ? entry.conversation.userId : entry.userId)
 
-  const settle = (entry: Entry) => {
+  const add = (stored: Stored) => {
+    if (stored.sequence < doneBelow || known.has(stored.sequence)) return
+    known.add(stored.sequence)
+    // In order of sequence; appends that finish together may arrive out of it.
+    let index = waiting.length
+    while (index > 0 && waiting[index - 1]!.sequence > stored.sequence) index--
+    waiting.splice(index, 0, stored)
+    const { entry } = stored
+    const id = conversationIdOf(entry)
+    const held = conversations.get(id) ?? { entries: 0 }
+    held.entries++
+    if (entry._tag === "Create") held.conversation = entry.conversation
+    conversations.set(id, held)
+    idle.closeUnsafe()
+    work.openUnsafe()
+  }
+
+  const settle = (sequence: number) => {
+    if (!known.delete(sequence)) return
+    const index = waiting.findIndex((stored) => stored.sequence === sequence)
+    const [{ entry }] = waiting.splice(index, 1) as [Stored]
     const id = conversationIdOf(entry)
     const held = conversations.get(id)
     if (held !== undefined && --held.entries === 0) conversations.delete(id)
   }
 
-  const enqueue = (entry: Entry) =>
-    Effect.sync(() => {
-      if (queue.length >= capacity) {
+  /** Takes in what a poll found: new entries, and those another process wrote. */
+  const apply = (changes: Changes) => {
+    skippedCount += changes.skipped
+    doneBelow = Math.max(doneBelow, changes.doneBelow)
+    while (waiting.length > 0 && waiting[0]!.sequence < doneBelow) settle(waiting[0]!.sequence)
+    for (const stored of changes.added) add(stored)
+  }
+
+  /** Logs the persistence failing, or coming back, once per change rather than per attempt. */
+  const persistenceOutcome = <A>(result: Result.Result<A, unknown>, doing: string) =>
+    Effect.suspend(() => {
+      const ok = Result.isSuccess(result)
+      if (ok === persistenceAvailable) return Effect.void
+      persistenceAvailable = ok
+      return (
+        ok
+          ? Effect.logInfo("The outbox's persistence answers again")
+          : Effect.logError(`The outbox's persistence failed while ${doing}`, result.failure)
+      ).pipe(Effect.annotateLogs({ persistence: persistence.name }))
+    })
+
+  const timed = <A, E>(effect: Effect.Effect<A, E>) => Effect.result(Deadline.within(attemptTimeout)(effect))
+  const release = Effect.asVoid(timed(persistence.release))
+
+  const enqueue = (entry: Entry): Effect.Effect<boolean> =>
+    Effect.suspend(() => {
+      if (waiting.length + appending >= capacity) {
         droppedCount++
-        return false
+        return Effect.logError("The outbox is full; a write was dropped").pipe(
+          Effect.annotateLogs({ conversationId: conversationIdOf(entry), capacity }),
+          Effect.as(false)
+        )
       }
-      queue.push(entry)
-      const id = conversationIdOf(entry)
-      const held = conversations.get(id) ?? { entries: 0 }
-      held.entries++
-      if (entry._tag === "Create") held.conversation = entry.conversation
-      conversations.set(id, held)
-      idle.closeUnsafe()
-      work.openUnsafe()
-      return true
+      appending++
+      return Effect.flatMap(timed(persistence.append(entry)), (result) => {
+        appending--
+        if (Result.isSuccess(result)) {
+          add({ sequence: result.success, entry })
+          return Effect.succeed(true)
+        }
+        droppedCount++
+        // Not on disk (or in Redis): the caller is told it was not queued rather than
+        // promised a write a crash would lose. An append that lands after its deadline is
+        // written all the same (at the next start, or once a poll finds it): harmless.
+        return Effect.logError("The outbox could not persist a write; it was dropped", result.failure).pipe(
+          Effect.annotateLogs({ conversationId: conversationIdOf(entry), persistence: persistence.name }),
+          Effect.as(false)
+        )
+      })
     }).pipe(
-      Effect.tap((queued) =>
-        queued
-          ? Effect.void
-          : Effect.logError("The outbox is full; a write was dropped").pipe(
-              Effect.annotateLogs({ conversationId: conversationIdOf(entry), capacity })
-            )
-      )
+      // Once persisted, an entry must reach the view, or it would wait unseen until the next start.
+      Effect.uninterruptible
     )
 
   /** Writes one entry; `true` when done (written or given up), `false` to retry later. */
@@ -207,62 +290,141 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     )
   }
 
+  /** Takes in what the persistence has that this process has not seen, at most once per poll interval while busy. */
+  let polledAt = 0
+  const poll = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    waiting.length > 0 && now - polledAt < Duration.toMillis(pollInterval)
+      ? Effect.void
+      : Effect.flatMap(timed(persistence.poll), (result) => {
+          polledAt = now
+          if (Result.isSuccess(result)) apply(result.success)
+          return persistenceOutcome(result, "reading entries")
+        })
+  )
+
+  // Local persistences wake on new entries; shared ones also look for what other processes queued.
+  const waitForWork = shared ? Effect.raceFirst(work.await, Effect.sleep(pollInterval)) : work.await
+
   const drainLoop = Effect.gen(function* () {
     let backoff = 50
+    const retryLater = Effect.suspend(() => {
+      const pause = backoff
+      backoff = Math.min(backoff * 2, maxBackoff)
+      return Effect.sleep(Duration.millis(pause))
+    })
     while (true) {
-      yield* work.await
-      const entry = queue[0]
-      if (entry === undefined) {
+      yield* waitForWork
+      if (shared) yield* poll
+      if (waiting.length === 0) {
         work.closeUnsafe()
         idle.openUnsafe()
         continue
       }
-      if (yield* write(entry)) {
-        queue.shift()
-        settle(entry)
+      const turn = yield* timed(persistence.next(waiting[0]))
+      yield* persistenceOutcome(turn, "choosing the next entry")
+      if (Result.isFailure(turn)) {
+        yield* retryLater
+        continue
+      }
+      const stored = turn.success
+      if (stored === undefined) {
+        // Another process holds the turn to write; its progress shows in the next poll.
+        yield* Effect.sleep(pollInterval)
+        continue
+      }
+      if (yield* write(stored.entry)) {
+        // Were the record of it lost, the entry would be written again: harmless, every write is idempotent.
+        yield* persistenceOutcome(yield* timed(persistence.complete(stored.sequence)), "recording a write")
+        settle(stored.sequence)
         drainedCount++
         storeAvailable = true
         backoff = 50
       } else {
         storeAvailable = false
-        yield* Effect.sleep(Duration.millis(backoff))
-        backoff = Math.min(backoff * 2, maxBackoff)
+        yield* release
+        yield* retryLater
       }
     }
   })
 
-  yield* Effect.forkScoped(drainLoop)
+  const found = yield* timed(persistence.poll)
+  yield* persistenceOutcome(found, "reading entries at start")
+  if (Result.isSuccess(found)) {
+    apply(found.success)
+    recoveredCount = found.success.added.length
+    if (recoveredCount > 0 || found.success.skipped > 0) {
+      const ids = [...new Set(found.success.added.map((stored) => conversationIdOf(stored.entry)))]
+      yield* Effect.logWarning(
+        "Writes queued before this start were found in the outbox; they are written once the store answers"
+      ).pipe(
+        Effect.annotateLogs({
+          persistence: persistence.name,
+          recovered: recoveredCount,
+          skipped: found.success.skipped,
+          conversations: ids.length,
+          // Ids only, never content; a long list is cut short.
+          conversationIds: ids.slice(0, 100).join(",") + (ids.length > 100 ? ",…" : "")
+        })
+      )
+    }
+  }
+
+  // Registered before the drain fiber starts, so it runs once that fiber has stopped.
   yield* Effect.addFinalizer(() =>
-    queue.length === 0
-      ? Effect.void
-      : Effect.logError("Stopping with writes still in the outbox; they are lost").pipe(
-          Effect.annotateLogs({
-            pending: queue.length,
-            conversations: [...new Set(queue.map(conversationIdOf))].join(",")
-          })
-        )
+    Effect.gen(function* () {
+      yield* release
+      if (shared) {
+        // Others may have written entries since the last poll: the log below says what still waits.
+        polledAt = 0
+        yield* poll
+      }
+      if (waiting.length === 0) return
+      const log = persistence.durable
+        ? Effect.logWarning(
+            "Stopping with writes still in the outbox; they are kept and written after a restart (or by another instance sharing them)"
+          )
+        : Effect.logError("Stopping with writes still in the outbox; they are lost")
+      yield* log.pipe(
+        Effect.annotateLogs({
+          persistence: persistence.name,
+          pending: waiting.length,
+          conversations: [...conversations.keys()].join(",")
+        })
+      )
+    })
   )
+  yield* Effect.forkScoped(drainLoop)
 
   return ConversationOutbox.of({
     enqueue,
-    hasRoom: () => queue.length < capacity,
+    hasRoom: () => waiting.length + appending < capacity,
     held: (userId, conversationId) => {
       const conversation = conversations.get(conversationId)?.conversation
       return conversation !== undefined && conversation.userId === userId ? conversation : undefined
     },
     holds: (conversationId) => conversations.has(conversationId),
     pendingMessages: (userId, conversationId) =>
-      queue.flatMap((entry) =>
+      waiting.flatMap(({ entry }) =>
         conversationIdOf(entry) === conversationId && userIdOf(entry) === userId
           ? (entry.messages ?? []).map((message) => ({ ...message, conversationId }))
           : []
       ),
-    stats: () => ({ pending: queue.length, drained: drainedCount, dropped: droppedCount }),
+    stats: () => ({
+      pending: waiting.length,
+      drained: drainedCount,
+      dropped: droppedCount,
+      recovered: recoveredCount,
+      skipped: skippedCount
+    }),
     drained: idle.await,
     storeAvailable: () => storeAvailable
   })
 })
 
-/** The outbox as a layer; its drain fiber runs for the layer's lifetime. */
+/**
+ * The outbox as a layer; its drain fiber runs for the layer's lifetime. It
+ * keeps its entries in the `OutboxPersistence` in context: in memory unless
+ * a layer such as `OutboxJournal.layer` or `OutboxRedis.layer` provides one.
+ */
 export const layer = (options?: Options): Layer.Layer<ConversationOutbox, never, ConversationStore> =>
   Layer.effect(ConversationOutbox, make(options))

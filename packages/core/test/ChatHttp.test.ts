@@ -466,7 +466,7 @@ describe("ChatHttp GET /health", () => {
         model: "echo",
         store: "memory",
         identity: "anonymous",
-        outbox: { pending: 0, drained: 0, dropped: 0 }
+        outbox: { pending: 0, drained: 0, dropped: 0, recovered: 0, skipped: 0 }
       })
     }))
 })

@@ -97,7 +97,13 @@ describe("temporary-id fallback", () => {
 
           store.mode = "up"
           yield* outbox.drained
-          assert.deepStrictEqual(outbox.stats(), { pending: 0, drained: 2, dropped: 0 })
+          assert.deepStrictEqual(outbox.stats(), {
+            pending: 0,
+            drained: 2,
+            dropped: 0,
+            recovered: 0,
+            skipped: 0
+          })
           const stored = yield* store.service.find({ userId: "alice", id: metadata.conversation_id })
           assert.strictEqual(stored._tag, "Some")
           assert.deepStrictEqual(
