@@ -265,11 +265,6 @@ end
 return claimed
 `)
 
-const interrupted = ChatEvent.error(
-  "interrupted",
-  "The instance running this turn stopped; the reply ends where it was logged."
-)
-
 // Parsing can fail only on data that this module did not write. Such data is treated like a Redis failure.
 const decodeEntries = (raw: ReadonlyArray<StreamEntry>) =>
   Effect.try({
@@ -687,7 +682,7 @@ export const make: (options?: Options) => Effect.Effect<TurnLog.Service, never, 
           prefix,
           retentionMillis,
           maxPerTurn,
-          JSON.stringify(interrupted),
+          JSON.stringify(TurnLog.interruptedEvent),
           JSON.stringify(TurnLog.done),
           ...locals.keys()
         ]

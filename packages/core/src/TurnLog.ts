@@ -45,6 +45,18 @@ export interface DoneEvent {
 /** The `done` event. */
 export const done: DoneEvent = { type: "done" }
 
+/**
+ * The error event a shared log ends a turn with when the instance running it
+ * went away (`claimLapsed`).
+ */
+export const interruptedEvent = {
+  type: "error",
+  error: {
+    type: "interrupted",
+    message: "The server running the reply went away; the reply is stored as far as it was streamed"
+  }
+} as const satisfies ChatEvent.ErrorEvent
+
 /** What a turn logs: its content, at most one error, then `done`. */
 export type TurnEvent = ChatEvent.ContentEvent | ChatEvent.ErrorEvent | DoneEvent
 

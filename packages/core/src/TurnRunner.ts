@@ -29,12 +29,6 @@ import * as TurnLog from "./TurnLog.ts"
 /** The error event of a turn that was stopped, or whose readers never came back. */
 export const cancelledEvent = ChatEvent.error("cancelled", "The reply was stopped before it was complete")
 
-/** The error event of a turn whose instance went away while it ran. */
-export const interruptedEvent = ChatEvent.error(
-  "interrupted",
-  "The server running the reply went away; the reply is stored as far as it was streamed"
-)
-
 /** How often a shared log is asked for turns whose instance went away. */
 const LAPSE_CHECK_INTERVAL = Duration.millis(500)
 
