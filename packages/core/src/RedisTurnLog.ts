@@ -48,7 +48,6 @@ import {
   type Scope
 } from "effect"
 import { Redis } from "effect/persistence"
-import * as ChatEvent from "./ChatEvent.ts"
 import * as TurnLog from "./TurnLog.ts"
 
 /** Options of the Redis log: the in-memory log's options, which bound the local part here, plus where and how long. */
