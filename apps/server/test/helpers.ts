@@ -4,7 +4,6 @@
  */
 import type { ChildProcessByStdio } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { connect } from "node:net"
 import type { Readable } from "node:stream"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
@@ -136,22 +135,7 @@ export const query = <A extends object>(url: string, text: string, params: Reado
  * `PING` counts, an authentication error too: the server is there. Pass the
  * answer to `requireService` from `@convoke/core/testing`.
  */
-export const isRedisReachable = (url: string): Promise<boolean> =>
-  new Promise((resolve) => {
-    const { hostname, port } = new URL(url)
-    const socket = connect({
-      host: hostname.replace(/^\[|\]$/g, "") || "127.0.0.1",
-      port: Number(port || 6379)
-    })
-    const answer = (reachable: boolean) => {
-      socket.destroy()
-      resolve(reachable)
-    }
-    socket.setTimeout(2_000, () => answer(false))
-    socket.once("error", () => answer(false))
-    socket.once("connect", () => socket.write("PING\r\n"))
-    socket.once("data", () => answer(true))
-  })
+export { isRedisReachable } from "@convoke/core/testing"
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 

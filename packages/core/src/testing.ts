@@ -7,6 +7,8 @@
  *
  * @since 0.2.0
  */
+
+export { isRedisReachable, REDIS_URL } from "./testing/RequiredRedis.ts"
 export {
   isCi,
   type Options as RequiredServiceOptions,

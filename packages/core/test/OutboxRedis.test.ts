@@ -6,7 +6,6 @@
  * that stalls past its lease hands over without an entry being lost.
  */
 import { randomUUID } from "node:crypto"
-import { connect } from "node:net"
 import { NodeRedis } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, type Duration, Effect, Exit, Layer, Scope } from "effect"
@@ -14,23 +13,7 @@ import { Redis } from "effect/persistence"
 import { afterAll } from "vitest"
 import { ConversationOutbox, ConversationStore, OutboxRedis } from "../src/index.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
-import { requireService } from "../src/testing.ts"
-
-const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
-
-const isRedisReachable = (url: string): Promise<boolean> =>
-  new Promise((resolve) => {
-    const { hostname, port } = new URL(url)
-    const socket = connect({ host: hostname || "127.0.0.1", port: Number(port || 6379) })
-    const answer = (reachable: boolean) => {
-      socket.destroy()
-      resolve(reachable)
-    }
-    socket.setTimeout(2_000, () => answer(false))
-    socket.once("error", () => answer(false))
-    socket.once("connect", () => socket.write("PING\r\n"))
-    socket.once("data", () => answer(true))
-  })
+import { isRedisReachable, REDIS_URL, requireService } from "../src/testing.ts"
 
 const reachable = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, await isRedisReachable(REDIS_URL))
 

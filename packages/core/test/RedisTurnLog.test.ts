@@ -6,34 +6,16 @@
  * never on a fixed sleep. The one exception is the short leases and retention
  * that must run out.
  */
-import { connect } from "node:net"
 import { NodeRedis } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Schedule, Scope } from "effect"
 import { Redis } from "effect/persistence"
 import fc from "fast-check"
 import { ChatEvent, RedisTurnLog, TurnLog } from "../src/index.ts"
-import { requireService } from "../src/testing.ts"
-
-const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
-
-/** Whether something answers `PING` at `url` within two seconds. */
-const isReachable = (url: string): Promise<boolean> =>
-  new Promise((resolve) => {
-    const { hostname, port } = new URL(url)
-    const socket = connect({ host: hostname || "127.0.0.1", port: Number(port || 6379) })
-    const answer = (reachable: boolean) => {
-      socket.destroy()
-      resolve(reachable)
-    }
-    socket.setTimeout(2_000, () => answer(false))
-    socket.once("error", () => answer(false))
-    socket.once("connect", () => socket.write("PING\r\n"))
-    socket.once("data", () => answer(true))
-  })
+import { isRedisReachable, REDIS_URL, requireService } from "../src/testing.ts"
 
 // Skipped on a machine without Redis; under CI its absence fails the run.
-const reachable = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, await isReachable(REDIS_URL))
+const reachable = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, await isRedisReachable(REDIS_URL))
 
 /** Runs a test with Redis, a key prefix of its own, and every key under it deleted afterwards. */
 const withRedis = <A, E>(body: (prefix: string) => Effect.Effect<A, E, Redis.Redis | Scope.Scope>) =>
