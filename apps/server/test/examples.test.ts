@@ -5,6 +5,7 @@
  * stops from the second a turn the first runs.
  */
 import { execFile } from "node:child_process"
+import { randomUUID } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { requireService } from "@convoke/core/testing"
@@ -22,6 +23,7 @@ const redisReachable = requireService(
 const example = fileURLToPath(new URL("../../../examples/two-instances/run.mjs", import.meta.url))
 
 let database: TestDatabase
+const run = randomUUID()
 
 beforeAll(async () => {
   if (redisReachable) database = await makeTestDatabase()
@@ -33,7 +35,14 @@ afterAll(async () => {
 describe.skipIf(!redisReachable)("examples/two-instances", () => {
   it("resumes on one instance a reply whose connection to the other dropped, and stops across instances", async () => {
     const { stdout } = await promisify(execFile)(process.execPath, [example], {
-      env: { ...process.env, DATABASE_URL: database.url, REDIS_URL },
+      // Keys of their own, so no other test's instances claim their turns or drain their writes.
+      env: {
+        ...process.env,
+        DATABASE_URL: database.url,
+        REDIS_URL,
+        CONVOKE_TURN_LOG_PREFIX: `convoke:test:${run}:turns:`,
+        CONVOKE_OUTBOX_PREFIX: `convoke:test:${run}:outbox:`
+      },
       timeout: 60_000
     })
     expect(stdout).toMatch(/B ← GET …\/stream, Last-Event-ID: [0-9a-f-]{36}:3 → 200/)
