@@ -201,6 +201,10 @@ export const make = Effect.gen(function* () {
     })
   })
 
+  /** A producer's SSE stream, which also carries the producer for bindings that write natively. */
+  const sseOf = (produce: StreamSink.Producer<Uint8Array>) =>
+    StreamSink.withProducer(ChatStream.buffered(produce, scope), produce)
+
   /** The user's turn of the conversation the log has, if any. */
   const turnOf = (userId: string, conversationId: string) =>
     Effect.map(
@@ -227,7 +231,7 @@ export const make = Effect.gen(function* () {
         abandoned: Effect.void,
         isShuttingDown: turns.isShuttingDown
       })
-      return Option.some(StreamSink.withProducer(ChatStream.buffered(produce, scope), produce))
+      return Option.some(sseOf(produce))
     })
 
   const stop: Service["stop"] = ({ userId, conversationId }) =>
@@ -267,10 +271,7 @@ export const make = Effect.gen(function* () {
   return ChatService.of({
     stream: (input) =>
       Effect.map(open(input, ChatStream.asItems), (produce) => ChatStream.buffered(produce, scope)),
-    sse: (input) =>
-      Effect.map(open(input, ChatStream.asSse), (produce) =>
-        StreamSink.withProducer(ChatStream.buffered(produce, scope), produce)
-      ),
+    sse: (input) => Effect.map(open(input, ChatStream.asSse), sseOf),
     resume,
     stop,
     idle: runner.idle,
