@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto"
 import { mkdtemp, rm, stat, truncate } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { requireService } from "@convoke/core/testing"
+import { deleteKeys, requireService } from "@convoke/core/testing"
 import {
   makeTcpProxy,
   makeTestDatabase,
@@ -23,7 +23,6 @@ import {
 } from "@convoke/store-pg/testing"
 import { NodeRedis } from "@effect/platform-node"
 import { Effect } from "effect"
-import { Redis } from "effect/persistence"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { chat, events, frames, isRedisReachable, query, watchOutput } from "./helpers.ts"
 
@@ -77,11 +76,7 @@ afterAll(async () => {
   if (prefixes.length > 0) {
     await Effect.runPromise(
       Effect.gen(function* () {
-        const redis = yield* Redis.Redis
-        for (const prefix of prefixes) {
-          const keys = yield* redis.send<Array<string>>("KEYS", `${prefix}*`)
-          if (keys.length > 0) yield* redis.send("DEL", ...keys)
-        }
+        for (const prefix of prefixes) yield* deleteKeys(prefix)
       }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })), Effect.ignore)
     )
   }

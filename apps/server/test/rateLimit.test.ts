@@ -8,11 +8,10 @@
  */
 import { randomUUID } from "node:crypto"
 import { ChatHttp, ChatRateLimit, ConversationStore, EchoLanguageModel, Identity } from "@convoke/core"
-import { requireService } from "@convoke/core/testing"
+import { deleteKeys, keysMatching, requireService } from "@convoke/core/testing"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import { NodeRedis } from "@effect/platform-node"
 import { ConfigProvider, Duration, Effect, Layer } from "effect"
-import { Redis } from "effect/persistence"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { chat, isRedisReachable, query, sleep, startServer } from "./helpers.ts"
@@ -156,24 +155,7 @@ describe.skipIf(!redisReachable)("two instances sharing Redis", () => {
 
   afterAll(async () => {
     // Remove this run's counters (they would expire on their own).
-    await Effect.runPromise(
-      Effect.gen(function* () {
-        const redis = yield* Redis.Redis
-        let cursor = "0"
-        do {
-          const [next, found] = yield* redis.send<[string, Array<string>]>(
-            "SCAN",
-            cursor,
-            "MATCH",
-            `${prefix}*`,
-            "COUNT",
-            "1000"
-          )
-          cursor = next
-          if (found.length > 0) yield* redis.send("DEL", ...found)
-        } while (cursor !== "0")
-      }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
-    )
+    await Effect.runPromise(deleteKeys(prefix).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL }))))
   })
 
   it("hold one request budget and one stream limit between them", async () => {
@@ -249,25 +231,7 @@ describe.skipIf(!redisReachable)("two instances sharing Redis", () => {
       expect((await drain(await post())).status).toBe(200)
       expect((await drain(await post())).status).toBe(429)
       const keys = await Effect.runPromise(
-        Effect.gen(function* () {
-          const redis = yield* Redis.Redis
-          // A whole SCAN: one call sees only part of a database other tests fill.
-          const found: Array<string> = []
-          let cursor = "0"
-          do {
-            const [next, page] = yield* redis.send<[string, Array<string>]>(
-              "SCAN",
-              cursor,
-              "MATCH",
-              `${prefix}config:*`,
-              "COUNT",
-              "1000"
-            )
-            cursor = next
-            found.push(...page)
-          } while (cursor !== "0")
-          return found
-        }).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
+        keysMatching(`${prefix}config:*`).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
       )
       expect(keys.length).toBeGreaterThan(0)
     } finally {

@@ -8,7 +8,13 @@
  * @since 0.2.0
  */
 
-export { isRedisReachable, REDIS_URL } from "./testing/RequiredRedis.ts"
+export {
+  deleteKeys,
+  isRedisReachable,
+  keysMatching,
+  REDIS_URL,
+  silentRedis
+} from "./testing/RequiredRedis.ts"
 export {
   isCi,
   type Options as RequiredServiceOptions,

@@ -1,8 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Duration, Effect, Layer } from "effect"
-import { RateLimiter, Redis } from "effect/persistence"
+import { RateLimiter } from "effect/persistence"
 import { ChatHttp, ChatRateLimit, ConcurrencyStore, EchoLanguageModel, Identity } from "../src/index.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
+import { silentRedis } from "../src/testing.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
 
@@ -196,15 +197,7 @@ describe("ChatRateLimit", () => {
 
   it("lets requests through when the counters' store does not answer", async () => {
     // A Redis that accepts commands and never replies: a partitioned or overloaded server.
-    const silent = Layer.succeed(
-      Redis.Redis,
-      Redis.Redis.of({
-        send: () => Effect.never,
-        eval: () => () => Effect.never,
-        subscribe: () => Effect.never,
-        reserve: Effect.never
-      })
-    )
+    const silent = silentRedis
     const limits = {
       user: { limit: 1, window: "1 minute" },
       concurrent: 1,

@@ -13,7 +13,7 @@ import { Redis } from "effect/persistence"
 import { afterAll } from "vitest"
 import { ConversationOutbox, ConversationStore, OutboxRedis } from "../src/index.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
-import { isRedisReachable, REDIS_URL, requireService } from "../src/testing.ts"
+import { deleteKeys, isRedisReachable, REDIS_URL, requireService } from "../src/testing.ts"
 
 const reachable = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, await isRedisReachable(REDIS_URL))
 
@@ -28,11 +28,7 @@ const freshPrefix = () => {
 afterAll(() =>
   Effect.runPromise(
     Effect.gen(function* () {
-      const redis = yield* Redis.Redis
-      for (const prefix of prefixes) {
-        const keys = yield* redis.send<Array<string>>("KEYS", `${prefix}*`)
-        if (keys.length > 0) yield* redis.send("DEL", ...keys)
-      }
+      for (const prefix of prefixes) yield* deleteKeys(prefix)
     }).pipe(Effect.provide(redisLayer), Effect.ignore)
   )
 )

@@ -12,7 +12,7 @@ import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Schedule
 import { Redis } from "effect/persistence"
 import fc from "fast-check"
 import { ChatEvent, RedisTurnLog, TurnLog } from "../src/index.ts"
-import { isRedisReachable, REDIS_URL, requireService } from "../src/testing.ts"
+import { deleteKeys, isRedisReachable, REDIS_URL, requireService, silentRedis } from "../src/testing.ts"
 
 // Skipped on a machine without Redis; under CI its absence fails the run.
 const reachable = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, await isRedisReachable(REDIS_URL))
@@ -24,21 +24,7 @@ const withRedis = <A, E>(body: (prefix: string) => Effect.Effect<A, E, Redis.Red
     const redis = yield* Redis.Redis
     // Added first, so it runs last: after the logs' fibers have stopped.
     yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        let cursor = "0"
-        do {
-          const [next, keys] = yield* redis.send<[string, Array<string>]>(
-            "SCAN",
-            cursor,
-            "MATCH",
-            `${prefix}*`,
-            "COUNT",
-            "1000"
-          )
-          if (keys.length > 0) yield* redis.send("DEL", ...keys)
-          cursor = next
-        } while (cursor !== "0")
-      }).pipe(Effect.orDie)
+      deleteKeys(prefix).pipe(Effect.provideService(Redis.Redis, redis), Effect.orDie)
     )
     return yield* body(prefix)
   }).pipe(Effect.scoped, Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
@@ -600,15 +586,7 @@ const stopHeard = (writer: TurnLog.Writer) =>
 
 describe("RedisTurnLog without an answering Redis", () => {
   // A Redis that accepts commands and never replies: a partitioned or overloaded server.
-  const silent = Layer.succeed(
-    Redis.Redis,
-    Redis.Redis.of({
-      send: () => Effect.never,
-      eval: () => () => Effect.never,
-      subscribe: () => Effect.never,
-      reserve: Effect.never
-    })
-  )
+  const silent = silentRedis
 
   it.live("runs turns from memory: begin, append, local readers, current and end do not wait on it", () => {
     const warnings: Array<string> = []
