@@ -247,7 +247,10 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
       running: buffer.endedAt === undefined,
       firstSeq: buffer.firstSeq,
       lastSeq: buffer.nextSeq - 1,
-      content: contentOf(buffer.entries)
+      // Joined only when read (as far as logged then): resume and stop never need the text.
+      get content() {
+        return contentOf(buffer.entries)
+      }
     })
 
     const begin = (turn: TurnInfo) =>
