@@ -19,7 +19,7 @@ import { join } from "node:path"
 import type { Readable } from "node:stream"
 import { FakeAnthropic } from "@convoke/anthropic/testing"
 import { RedisTurnLog } from "@convoke/core"
-import { requireService } from "@convoke/core/testing"
+import { CutProxy, requireService } from "@convoke/core/testing"
 import {
   makeTestDatabase,
   requireServer,
@@ -38,7 +38,6 @@ import {
   eventOf,
   frameReader,
   idOf,
-  makeCutProxy,
   type RedisDatabase,
   reserveRedisDatabase
 } from "./turnSupport.ts"
@@ -199,7 +198,7 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
             runs++
             const message = Array.from({ length: words }, (_, index) => `word${index}`).join(" ")
             const reply = `Echo #1: ${message}`
-            const proxy = await makeCutProxy(a.url, { cutAfterFrames: frames, extraBytes })
+            const proxy = await CutProxy.make(a.url, { cutAfterFrames: frames, extraBytes })
             try {
               const first = await startTurn(proxy.url, message)
               const failure = await first.reader.rest()
@@ -379,7 +378,7 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
     it("a client whose connection drops and who is back within the window gets the whole reply: the model never stopped", async () => {
       fake.enqueue(stallAfterHello())
       const arrived = fake.requestArrived(fake.requests.length + 1)
-      const proxy = await makeCutProxy(claude.url)
+      const proxy = await CutProxy.make(claude.url)
       try {
         const first = await startTurn(proxy.url, "Keep going without me")
         expect(await first.reader.nextEvent()).toEqual(hello)
@@ -407,7 +406,7 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
     it("with no reader back, the model request is aborted when the window ends, the reply is stored cancelled, and a late client learns it", async () => {
       fake.enqueue(stallAfterHello())
       const arrived = fake.requestArrived(fake.requests.length + 1)
-      const proxy = await makeCutProxy(claude.url)
+      const proxy = await CutProxy.make(claude.url)
       try {
         const first = await startTurn(proxy.url, "Nobody comes back")
         expect(await first.reader.nextEvent()).toEqual(hello)
@@ -440,7 +439,7 @@ describe.skipIf(!postgres || !redis)("turns across instances sharing PostgreSQL 
     it("with a window of 0, the model request is aborted as soon as the connection drops", async () => {
       fake.enqueue(stallAfterHello())
       const arrived = fake.requestArrived(fake.requests.length + 1)
-      const proxy = await makeCutProxy(claudeNoGrace.url)
+      const proxy = await CutProxy.make(claudeNoGrace.url)
       try {
         const first = await startTurn(proxy.url, "Stop when I go")
         expect(await first.reader.nextEvent()).toEqual(hello)
@@ -566,7 +565,7 @@ describe.skipIf(!postgres)("turns on one instance with the in-memory log", () =>
     expect(server.summary.find(([label]) => label === "turns")?.[1]).toContain("in memory")
     fake.enqueue(stallAfterHello())
     const arrived = fake.requestArrived(fake.requests.length + 1)
-    const proxy = await makeCutProxy(server.url)
+    const proxy = await CutProxy.make(server.url)
     try {
       const first = await startTurn(proxy.url, "Hello from memory")
       expect(await first.reader.nextEvent()).toEqual(hello)

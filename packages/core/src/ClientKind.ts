@@ -1,9 +1,12 @@
 /**
- * Which kind of client sent a request — `unity`, `web`, `mobile` or `other` —
- * for metrics such as the Unity adoption rate.
+ * Which kind of client sent a request — `unity`, `web`, `mobile`, `node` or
+ * `other` — for metrics such as the Unity adoption rate.
  *
  * Clients should say it with the `X-Convoke-Client` header (`unity`,
- * `unity/2.1.0`, `web`, `mobile`; the part before a `/` counts, case does not).
+ * `unity/2.1.0`, `web`, `mobile`, `node` for server-side programs; the part
+ * before a `/` counts, case does not). Convoke's own clients always send it:
+ * `@convoke/client` says `web/<version>` in browsers and `node/<version>`
+ * elsewhere, the Unity package `unity/<version>`.
  * Without the header the `User-Agent` decides: Unity's `UnityPlayer/…`, then
  * mobile platforms and HTTP stacks (`Android`, `iPhone`, `iPad`, `Mobile`,
  * `okhttp`, `CFNetwork`, `Dalvik`, `Dart`), then browsers (`Mozilla/…`);
@@ -15,7 +18,7 @@
  * @since 0.1.0
  */
 /** The kinds, in the order dashboards list them. */
-export const kinds = ["unity", "web", "mobile", "other"] as const
+export const kinds = ["unity", "web", "mobile", "node", "other"] as const
 
 /** A client kind. */
 export type ClientKind = (typeof kinds)[number]

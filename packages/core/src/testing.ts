@@ -8,6 +8,7 @@
  * @since 0.2.0
  */
 
+export * as CutProxy from "./testing/CutProxy.ts"
 export {
   deleteKeys,
   isRedisReachable,

@@ -110,6 +110,7 @@ const BROWSER = {
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 }
 const MOBILE = { "user-agent": "okhttp/4.12.0" }
+const NODE = { "x-convoke-client": "node/0.3.0", "user-agent": "node" }
 
 describe("ChatMetrics", () => {
   it("counts a scripted sequence of requests exactly", async () => {
@@ -182,8 +183,8 @@ describe("ChatMetrics", () => {
         assert.strictEqual(Sse.data(frames.at(-2)!).type, "error")
       })
       steps.push(async () => {
-        // not streaming, new conversation (other)
-        const response = await post(app, { message: "plain" })
+        // not streaming, new conversation (node)
+        const response = await post(app, { message: "plain" }, NODE)
         assert.strictEqual(response.status, 200)
         await response.json()
       })
@@ -249,7 +250,8 @@ describe("ChatMetrics", () => {
         "unity 200": 3,
         "web 200": 2,
         "mobile 200": 2,
-        "other 200": 2,
+        "node 200": 1,
+        "other 200": 1,
         "other 404": 1,
         "web 400": 1
       })

@@ -8,6 +8,7 @@ describe("ClientKind.detect", () => {
     assert.strictEqual(ClientKind.detect({ "x-convoke-client": "Unity/2.1.0" }), "unity")
     assert.strictEqual(ClientKind.detect({ "x-convoke-client": "mobile" }), "mobile")
     assert.strictEqual(ClientKind.detect({ "x-convoke-client": "web" }), "web")
+    assert.strictEqual(ClientKind.detect({ "x-convoke-client": "node/0.3.0" }), "node")
     assert.strictEqual(
       ClientKind.detect({ "x-convoke-client": "toaster/1.0", "user-agent": browser }),
       "other"
