@@ -457,7 +457,8 @@ namespace Convoke.Tests
             CountingTransport counting = new CountingTransport(new UnityWebRequestTransport());
             using (ConvokeClient client = Client(referenceUrl, counting))
             {
-                string words = string.Join(" ", Enumerable.Range(0, 40).Select(index => "w" + index).ToArray());
+                // About a second of streaming (5 ms a word): the stub's main thread is free long before it ends.
+                string words = string.Join(" ", Enumerable.Range(0, 200).Select(index => "w" + index).ToArray());
                 int piecesAtId = -1;
                 ChatStream stream = Chat(client, words);
                 stream.ConversationIdReceived += id => piecesAtId = counting.Pieces;

@@ -8,8 +8,9 @@
 // - The request really goes out (HttpClient on a worker thread, as Unity's
 //   native backend works off the main thread) with the method upper-cased,
 //   the headers set, and the upload handler's bytes as the body.
-// - responseCode and response headers (case-insensitive names, null when
-//   absent) are known before the first ReceiveData.
+// - responseCode and the response headers (GetResponseHeaders: a dictionary
+//   with case-insensitive names, null when there are none) are known before
+//   the first ReceiveData.
 // - ReceiveData, CompleteContent and the completed event run on the main
 //   thread (UnityStub.MainThread), in that order. Bytes that arrive while the
 //   main thread is busy are combined into one call, as Unity combines the
@@ -197,13 +198,15 @@ namespace UnityEngine.Networking
             }
         }
 
-        public string GetResponseHeader(string name)
+        /// <summary>The response headers, with case-insensitive names as in Unity; null before any.</summary>
+        public Dictionary<string, string> GetResponseHeaders()
         {
-            MainThread.Require("UnityWebRequest.GetResponseHeader");
+            MainThread.Require("UnityWebRequest.GetResponseHeaders");
             lock (gate)
             {
-                string value;
-                return responseHeaders != null && responseHeaders.TryGetValue(name, out value) ? value : null;
+                return responseHeaders == null || responseHeaders.Count == 0
+                    ? null
+                    : new Dictionary<string, string>(responseHeaders, StringComparer.OrdinalIgnoreCase);
             }
         }
 

@@ -39,7 +39,7 @@ namespace Convoke
                 DownloadRelay relay = new DownloadRelay(
                     receiver,
                     () => sent.responseCode,
-                    name => sent.GetResponseHeader(name),
+                    name => ResponseHeader(sent, name),
                     cancellationToken);
                 web.downloadHandler = new RelayingDownloadHandler(relay);
                 if (request.JsonBody != null)
@@ -71,6 +71,14 @@ namespace Convoke
                 early.SetException(error);
                 return early.Task;
             }
+        }
+
+        private static string ResponseHeader(UnityWebRequest web, string name)
+        {
+            // GetResponseHeaders matches names case-insensitively (HTTP/2 sends them in lower case).
+            Dictionary<string, string> headers = web.GetResponseHeaders();
+            string value;
+            return headers != null && headers.TryGetValue(name, out value) ? value : null;
         }
 
         /// <summary>Hands each piece to the relay as Unity delivers it (on the main thread).</summary>
