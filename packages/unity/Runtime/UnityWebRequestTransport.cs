@@ -1,7 +1,7 @@
 // The transport on UnityWebRequest with a DownloadHandlerScript, for when
 // Unity's own networking is preferred (some consoles and mobile setups route
-// through it; WebGL has no sockets for HttpClient, but see the README: WebGL
-// builds do not stream with it). Compiled only inside Unity; the streaming
+// through it; WebGL has no sockets for HttpClient, but see the README: do not
+// expect WebGL builds to stream with it). Compiled only inside Unity; the streaming
 // logic lives in DownloadRelay, tested without Unity.
 //
 // Unity runs ReceiveData and the operation's completed event on the main
