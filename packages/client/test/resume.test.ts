@@ -150,6 +150,25 @@ describe("resume and stop against the reference server, through a cutting proxy"
     }
   })
 
+  it("counts a reconnection that only sends the metadata again as failed: no endless loop", async () => {
+    // Every connection passes the metadata event, then drops.
+    const proxy = await CutProxy.make(server.url, { cutAfterFrames: 1 })
+    try {
+      const client = new ConvokeClient({ baseUrl: proxy.url, resume: { attempts: 3, baseDelayMs: 1 } })
+      const reply = client.chat({ message: words(40) })
+      const { states, deltas, iterated } = watch(reply, (state) => {
+        if (state === "reconnecting") proxy.heal()
+      })
+      const error = await iterated.catch((caught: unknown) => caught)
+      expect(error).toBeInstanceOf(ConvokeNetworkError)
+      expect(deltas).toEqual([])
+      expect(states.filter((state) => state === "reconnecting")).toHaveLength(3)
+      expect(states.at(-1)).toBe("failed")
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it("stop() ends the reply quietly with the text so far, and the server stores it as cancelled", async () => {
     const reply = direct.chat({ message: words(300) })
     const received: Array<string> = []
