@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { startFaultyServer, startReferenceServer } from "./servers.ts"
+import { startFaultyServer, startProxyControl, startReferenceServer } from "./servers.ts"
 
 const unity = fileURLToPath(new URL("../../unity/", import.meta.url))
 const sources = (folder: string) =>
@@ -63,8 +63,18 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
   beforeAll(async () => {
     if (compile?.status !== 0) return
     const [reference, faulty] = await Promise.all([startReferenceServer(), startFaultyServer()])
-    closers = [reference.close, faulty.close]
-    output = await runTests(["--reference", reference.url, "--faulty", faulty.url])
+    const control = await startProxyControl(reference.url)
+    closers = [control.close, reference.close, faulty.close]
+    output = await runTests([
+      "--reference",
+      reference.url,
+      "--faulty",
+      faulty.url,
+      "--proxies",
+      control.url,
+      "--metrics",
+      reference.metricsUrl ?? ""
+    ])
     for (const line of output.split("\n")) {
       const match = /^(PASS|FAIL|SKIP) (.*)$/.exec(line)
       if (match === null) continue
