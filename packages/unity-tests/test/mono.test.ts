@@ -35,6 +35,24 @@ const compile = hasMono
       { encoding: "utf8" }
     )
   : undefined
+// The Conversations sample and the PlayerPrefs store, as Unity would compile
+// them (UNITY_5_3_OR_NEWER), against a stub of the UnityEngine types they use.
+// The UnityWebRequest transport needs a real UnityEngine and is left out.
+const samples = hasMono
+  ? spawnSync(
+      "mcs",
+      [
+        "-target:library",
+        "-d:UNITY_5_3_OR_NEWER",
+        "-r:System.Net.Http.dll",
+        `-out:${join(build, "Samples.dll")}`,
+        ...sources("Runtime").filter((file) => !file.endsWith("UnityWebRequestTransport.cs")),
+        ...sources("Samples~/Conversations"),
+        fileURLToPath(new URL("../samples-stub/UnityEngine.cs", import.meta.url))
+      ],
+      { encoding: "utf8" }
+    )
+  : undefined
 const names =
   compile?.status === 0
     ? spawnSync("mono", [executable, "--list"], { encoding: "utf8" }).stdout.trim().split("\n")
@@ -94,6 +112,11 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
     expect(compile?.stderr ?? "", compile?.stdout ?? "").not.toMatch(/error CS/)
     expect(compile?.status).toBe(0)
     expect(names.length).toBeGreaterThan(0)
+  })
+
+  it("compiles the Conversations sample and the PlayerPrefs store against a UnityEngine stub", () => {
+    expect(samples?.stderr ?? "", samples?.stdout ?? "").not.toMatch(/error CS/)
+    expect(samples?.status).toBe(0)
   })
 
   it.each(names)("%s", (name) => {
