@@ -61,6 +61,7 @@ namespace Convoke.Tests
             Test("e2e: cut mid-reply, the stream reconnects and the whole reply arrives exactly once", EndToEndResumeAfterCut),
             Test("e2e: resuming after a cut reaches every request with Last-Event-ID and the client header", EndToEndResumeHeaders),
             Test("e2e: nothing left to replay (204), the stream finishes from the stored reply", EndToEndResumeFromStore),
+            Test("e2e: nothing left to replay (204) and a reply stored cancelled fail the stream as cancelled", EndToEndResumeFromStoreCancelled),
             Test("e2e: a cut with reconnection disabled fails with a ConvokeNetworkException", EndToEndResumeDisabled),
             Test("e2e: Stop ends the stream quietly and the reply is stored cancelled", EndToEndStop),
             Test("e2e: Stop before the metadata event cancels the request", EndToEndStopBeforeMetadata),

@@ -249,6 +249,43 @@ namespace Convoke.Tests
             }
         }
 
+        private static void EndToEndResumeFromStoreCancelled()
+        {
+            // As above, but the turn is stopped from elsewhere while the
+            // client is away: the stored reply says "cancelled", and so does
+            // the stream. The reply is far too long to finish first (4000
+            // words at 5 ms each; the grace window would cancel it too).
+            using (Proxy proxy = new Proxy(3, 0))
+            using (RecordingTransport transport = new RecordingTransport { ResumeGate = new TaskCompletionSource<bool>() })
+            using (ConvokeClient client = TurnClient(proxy.Url, transport, 3))
+            using (ConvokeClient other = TurnClient(referenceUrl))
+            {
+                string message = Words("c", 4000);
+                ChatStream stream = client.Chat(message);
+                Watch watch = new Watch(stream);
+                Await(transport.ResumeRequested.Task, "a resume request");
+                string conversationId = Await(stream.ConversationId, "id");
+                True(Await(other.Conversations.FetchAsync(conversationId), "conversation").RunningTurn != null, "the turn runs on");
+                using (HttpClient http = new HttpClient())
+                {
+                    HttpResponseMessage stopped = http.PostAsync(referenceUrl + Conversations.PathOf(conversationId) + "/stop", new StringContent("")).Result;
+                    Equal(202, (int)stopped.StatusCode, "stopped from elsewhere");
+                }
+                WaitForTurnEnd(conversationId);
+                Await(other.Chat("later", conversationId).Text, "the other device's reply");
+                proxy.Heal();
+                transport.ResumeGate.SetResult(true);
+                ConvokeStreamException error = Failure(stream.Text) as ConvokeStreamException;
+                True(error != null, "a ConvokeStreamException");
+                Equal("cancelled", error.Type, "type");
+                Equal(conversationId, error.ConversationId, "id");
+                string stored = Await(other.Conversations.FetchAsync(conversationId), "stored").Messages[1].Content;
+                Equal(stored, error.PartialText, "the partial text is the stored reply");
+                Equal(stored, watch.Deltas.ToString(), "every piece of it once");
+                Equal(ChatStreamState.Failed, stream.State, "state");
+            }
+        }
+
         private static void EndToEndResumeDisabled()
         {
             using (Proxy proxy = new Proxy(3, 0))
