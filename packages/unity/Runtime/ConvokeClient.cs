@@ -317,7 +317,7 @@ namespace Convoke
             Conversation conversation;
             try
             {
-                conversation = await conversations.FetchAsync(turn.ConversationId, token).ConfigureAwait(false);
+                conversation = await conversations.FetchAsync(turn.ConversationId, token);
             }
             catch (OperationCanceledException)
             {
@@ -390,8 +390,7 @@ namespace Convoke
             }
             try
             {
-                await SendJsonAsync("POST", Conversations.PathOf(conversationId) + "/stop", null, CancellationToken.None)
-                    .ConfigureAwait(false);
+                await SendJsonAsync("POST", Conversations.PathOf(conversationId) + "/stop", null, CancellationToken.None);
             }
             finally
             {
@@ -408,7 +407,9 @@ namespace Convoke
         /// <summary>
         /// Sends a request of the REST API and returns its parsed JSON body
         /// (null when empty); an error status is a ConvokeHttpException. 429
-        /// and 503 are retried like chats; network errors only for GET.
+        /// and 503 are retried like chats; network errors only for GET. Every
+        /// attempt starts on the caller's context (UnityWebRequest needs the
+        /// main thread), so nothing here uses ConfigureAwait(false).
         /// </summary>
         internal async Task<object> SendJsonAsync(string method, string path, string jsonBody, CancellationToken token)
         {
@@ -425,7 +426,7 @@ namespace Convoke
                 Exception failure;
                 try
                 {
-                    await transport.SendAsync(request, receiver, token).ConfigureAwait(false);
+                    await transport.SendAsync(request, receiver, token);
                     if (receiver.Status >= 200 && receiver.Status <= 299)
                     {
                         string text = receiver.Text();
@@ -458,7 +459,7 @@ namespace Convoke
                     ? RetryDelay(failure, attempt)
                     : null;
                 if (delay == null) throw failure;
-                await Task.Delay(delay.Value, token).ConfigureAwait(false);
+                await Task.Delay(delay.Value, token);
             }
         }
 
