@@ -63,6 +63,7 @@ namespace Convoke.Tests
             Test("e2e: nothing left to replay (204), the stream finishes from the stored reply", EndToEndResumeFromStore),
             Test("e2e: nothing left to replay (204) and a reply stored cancelled fail the stream as cancelled", EndToEndResumeFromStoreCancelled),
             Test("e2e: a cut with reconnection disabled fails with a ConvokeNetworkException", EndToEndResumeDisabled),
+            Test("e2e: events, states and the id store run on the caller's SynchronizationContext, reconnecting included", EndToEndContext),
             Test("e2e: Stop ends the stream quietly and the reply is stored cancelled", EndToEndStop),
             Test("e2e: Stop before the metadata event cancels the request", EndToEndStopBeforeMetadata),
             Test("e2e: conversations list in pages with a cursor, get with statuses, rename, delete, then 404", EndToEndConversations),

@@ -64,6 +64,9 @@ namespace Convoke.Tests
             /// <summary>Runs before each resume request is sent, e.g. to heal the proxy that cut the stream.</summary>
             public Action BeforeResume;
             public int Resumes;
+            /// <summary>When set, counts requests sent from another thread (UnityWebRequest needs the main thread).</summary>
+            public Thread Expected;
+            public int OffThread;
             /// <summary>When set, chat requests wait here (or for their cancellation) before they are sent.</summary>
             public TaskCompletionSource<bool> ChatGate;
             public readonly TaskCompletionSource<bool> ChatRequested = new TaskCompletionSource<bool>();
@@ -71,6 +74,7 @@ namespace Convoke.Tests
             public async Task SendAsync(TransportRequest request, ITransportReceiver receiver, CancellationToken cancellationToken)
             {
                 lock (Requests) Requests.Add(request);
+                if (Expected != null && Thread.CurrentThread != Expected) Interlocked.Increment(ref OffThread);
                 if (request.Method == "POST" && request.Url.EndsWith(ConvokeClient.ChatPath, StringComparison.Ordinal) && ChatGate != null)
                 {
                     ChatRequested.TrySetResult(true);
@@ -298,6 +302,110 @@ namespace Convoke.Tests
                 Equal(Await(stream.ConversationId, "id"), error.ConversationId, "the id is on the exception");
                 True(!watch.States.Contains(ChatStreamState.Reconnecting), "no Reconnecting");
                 Equal(ChatStreamState.Failed, stream.State, "state");
+            }
+        }
+
+        /// <summary>A SynchronizationContext on a thread of its own, like Unity's main thread.</summary>
+        private sealed class LoopContext : SynchronizationContext, IDisposable
+        {
+            private readonly System.Collections.Concurrent.BlockingCollection<KeyValuePair<SendOrPostCallback, object>> queue =
+                new System.Collections.Concurrent.BlockingCollection<KeyValuePair<SendOrPostCallback, object>>();
+
+            public LoopContext()
+            {
+                Thread = new Thread(() =>
+                {
+                    SetSynchronizationContext(this);
+                    foreach (KeyValuePair<SendOrPostCallback, object> item in queue.GetConsumingEnumerable()) item.Key(item.Value);
+                }) { IsBackground = true };
+                Thread.Start();
+            }
+
+            public Thread Thread { get; private set; }
+
+            public override void Post(SendOrPostCallback callback, object state)
+            {
+                queue.Add(new KeyValuePair<SendOrPostCallback, object>(callback, state));
+            }
+
+            /// <summary>Runs <paramref name="body"/> on the context's thread and returns its result.</summary>
+            public T Run<T>(Func<T> body)
+            {
+                TaskCompletionSource<T> result = new TaskCompletionSource<T>();
+                Post(_ =>
+                {
+                    try
+                    {
+                        result.SetResult(body());
+                    }
+                    catch (Exception error)
+                    {
+                        result.SetException(error);
+                    }
+                }, null);
+                return Await(result.Task, "the context ran the body");
+            }
+
+            public void Dispose()
+            {
+                queue.CompleteAdding();
+            }
+        }
+
+        /// <summary>A store that records whether it was called off the given thread.</summary>
+        private sealed class ThreadCheckingStore : IConversationIdStore
+        {
+            private readonly MemoryConversationIdStore inner = new MemoryConversationIdStore();
+            public Thread Expected;
+            public int Calls;
+            public int OffThread;
+
+            private void Check()
+            {
+                Interlocked.Increment(ref Calls);
+                if (Thread.CurrentThread != Expected) Interlocked.Increment(ref OffThread);
+            }
+
+            public string Get(string key) { Check(); return inner.Get(key); }
+            public void Set(string key, string conversationId) { Check(); inner.Set(key, conversationId); }
+            public void Clear(string key) { Check(); inner.Clear(key); }
+        }
+
+        private static void EndToEndContext()
+        {
+            using (LoopContext context = new LoopContext())
+            using (Proxy proxy = new Proxy(3, 0))
+            using (RecordingTransport transport = Healing(proxy))
+            {
+                ThreadCheckingStore store = new ThreadCheckingStore { Expected = context.Thread };
+                transport.Expected = context.Thread;
+                using (ConvokeClient client = TurnClient(proxy.Url, transport, 10, store))
+                {
+                    int offThread = 0;
+                    List<ChatStreamState> states = new List<ChatStreamState>();
+                    Action check = () => { if (Thread.CurrentThread != context.Thread) Interlocked.Increment(ref offThread); };
+                    ChatStream stream = context.Run(() =>
+                    {
+                        ChatStream started = client.Chat(Words("t", 12));
+                        started.StateChanged += state => { check(); states.Add(state); };
+                        started.MetadataReceived += metadata => check();
+                        started.DeltaReceived += delta => check();
+                        started.Completed += text => check();
+                        return started;
+                    });
+                    Equal("Echo #1: " + Words("t", 12), Await(stream.Text, "text"), "reply");
+                    True(transport.Resumes >= 1, "the stream was resumed");
+                    Equal(0, offThread, "handlers called off the context's thread");
+                    True(states.Contains(ChatStreamState.Reconnecting), "Reconnecting was raised");
+                    Equal(ChatStreamState.Completed, states.Last(), "last state");
+                    True(store.Calls >= 2, "the store was read and written");
+                    Equal(0, store.OffThread, "store calls off the context's thread");
+                    // Through the proxy, which may have cut again after [DONE]: only where it was sent from counts.
+                    string conversationId = Await(stream.ConversationId, "id");
+                    Task fetch = context.Run(() => client.Conversations.FetchAsync(conversationId));
+                    fetch.ContinueWith(finished => finished.Exception).Wait(Patience);
+                    Equal(0, transport.OffThread, "requests sent off the context's thread, resumes included");
+                }
             }
         }
 
