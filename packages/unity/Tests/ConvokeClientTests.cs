@@ -69,7 +69,7 @@ namespace Convoke.Tests
             Test("e2e: conversations list in pages with a cursor, get with statuses, rename, delete, then 404", EndToEndConversations),
             Test("e2e: the conversation cache serves gets until a rename, delete, chat or Invalidate", EndToEndConversationCache),
             Test("e2e: a new client with the same FileConversationIdStore continues the conversation", EndToEndPersistence),
-            Test("e2e: the server counts the chat as client=\"unity\" in /metrics", EndToEndClientMetrics),
+            Test("e2e: the server counts the chat as client=\"unity\" in /metrics, by X-Convoke-Client or the User-Agent alone", EndToEndClientMetrics),
             Test("file store: ids per key survive a new store, clear forgets one", FileStoreRoundTrip),
         };
 

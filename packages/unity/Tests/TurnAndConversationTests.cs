@@ -599,12 +599,43 @@ namespace Convoke.Tests
             }
         }
 
+        /// <summary>Reads a response to its end.</summary>
+        private sealed class DrainingReceiver : ITransportReceiver
+        {
+            public int Status;
+
+            public void OnResponse(int status, string contentType, string retryAfter)
+            {
+                Status = status;
+            }
+
+            public bool OnData(byte[] buffer, int offset, int count)
+            {
+                return true;
+            }
+        }
+
         private static void EndToEndClientMetrics()
         {
             double before = UnityChatRequests();
             using (ConvokeClient client = TurnClient(referenceUrl))
                 Await(client.Chat("count me").Text, "text");
-            Equal(before + 1, UnityChatRequests(), "chat_requests_total{client=\"unity\"}");
+            Equal(before + 1, UnityChatRequests(), "chat_requests_total{client=\"unity\"} after a chat");
+            // Without X-Convoke-Client, the transport's User-Agent alone says Unity.
+            using (HttpClientTransport transport = new HttpClientTransport())
+            {
+                DrainingReceiver receiver = new DrainingReceiver();
+                TransportRequest request = new TransportRequest
+                {
+                    Method = "POST",
+                    Url = referenceUrl + ConvokeClient.ChatPath,
+                    Headers = new Dictionary<string, string> { { "Accept", "text/event-stream" } },
+                    JsonBody = "{\"message\":\"user agent only\",\"stream\":true}"
+                };
+                Await(transport.SendAsync(request, receiver, CancellationToken.None).ContinueWith(task => { if (task.IsFaulted) throw task.Exception; return true; }), "plain request");
+                Equal(200, receiver.Status, "status");
+            }
+            Equal(before + 2, UnityChatRequests(), "chat_requests_total{client=\"unity\"} after a request with only the User-Agent");
         }
 
         private static void FileStoreRoundTrip()
