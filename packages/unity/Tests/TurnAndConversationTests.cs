@@ -415,7 +415,8 @@ namespace Convoke.Tests
         {
             using (ConvokeClient client = TurnClient(referenceUrl))
             {
-                ChatStream stream = client.Chat(Words("w", 400));
+                // Far too long to finish before the stop (4000 words at 5 ms each).
+                ChatStream stream = client.Chat(Words("w", 4000));
                 Watch watch = new Watch(stream);
                 watch.WaitForDeltas(3);
                 string completedWith = null;
@@ -427,7 +428,7 @@ namespace Convoke.Tests
                 Equal(text, completedWith, "Completed with the text so far");
                 Equal(watch.Deltas.ToString(), text, "the text is what arrived");
                 True(watch.Failure == null, "Failed was not raised");
-                True(text.Length < ("Echo #1: " + Words("w", 400)).Length, "the reply was cut short");
+                True(text.Length < ("Echo #1: " + Words("w", 4000)).Length, "the reply was cut short");
                 string conversationId = Await(stream.ConversationId, "id");
                 WaitForTurnEnd(conversationId);
                 Conversation stored = Await(client.Conversations.GetAsync(conversationId), "stored");
