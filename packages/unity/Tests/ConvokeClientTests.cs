@@ -59,7 +59,7 @@ namespace Convoke.Tests
             Test("e2e: 503, 429 and a dropped connection are retried before the first event", EndToEndRetries),
             Test("e2e: an unreachable server is a ConvokeNetworkException", EndToEndUnreachable),
             Test("e2e: cut mid-reply, the stream reconnects and the whole reply arrives exactly once", EndToEndResumeAfterCut),
-            Test("e2e: resuming after a cut reaches every request with Last-Event-ID and the client header", EndToEndResumeHeaders),
+            Test("e2e: a reconnection sends the Last-Event-ID received last; every request sends X-Convoke-Client", EndToEndResumeHeaders),
             Test("e2e: nothing left to replay (204), the stream finishes from the stored reply", EndToEndResumeFromStore),
             Test("e2e: nothing left to replay (204) and a reply stored cancelled fail the stream as cancelled", EndToEndResumeFromStoreCancelled),
             Test("e2e: a cut with reconnection disabled fails with a ConvokeNetworkException", EndToEndResumeDisabled),
