@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { startFaultyServer, startReferenceServer } from "./servers.ts"
+import { startFaultyServer, startProxyControl, startReferenceServer } from "./servers.ts"
 
 const unity = fileURLToPath(new URL("../../unity/", import.meta.url))
 const sources = (folder: string) =>
@@ -32,6 +32,24 @@ const compile = hasMono
   ? spawnSync(
       "mcs",
       ["-r:System.Net.Http.dll", `-out:${executable}`, ...sources("Runtime"), ...sources("Tests")],
+      { encoding: "utf8" }
+    )
+  : undefined
+// The Conversations sample and the PlayerPrefs store, as Unity would compile
+// them (UNITY_5_3_OR_NEWER), against a stub of the UnityEngine types they use.
+// The UnityWebRequest transport needs a real UnityEngine and is left out.
+const samples = hasMono
+  ? spawnSync(
+      "mcs",
+      [
+        "-target:library",
+        "-d:UNITY_5_3_OR_NEWER",
+        "-r:System.Net.Http.dll",
+        `-out:${join(build, "Samples.dll")}`,
+        ...sources("Runtime").filter((file) => !file.endsWith("UnityWebRequestTransport.cs")),
+        ...sources("Samples~/Conversations"),
+        fileURLToPath(new URL("../samples-stub/UnityEngine.cs", import.meta.url))
+      ],
       { encoding: "utf8" }
     )
   : undefined
@@ -63,8 +81,18 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
   beforeAll(async () => {
     if (compile?.status !== 0) return
     const [reference, faulty] = await Promise.all([startReferenceServer(), startFaultyServer()])
-    closers = [reference.close, faulty.close]
-    output = await runTests(["--reference", reference.url, "--faulty", faulty.url])
+    const control = await startProxyControl(reference.url)
+    closers = [control.close, reference.close, faulty.close]
+    output = await runTests([
+      "--reference",
+      reference.url,
+      "--faulty",
+      faulty.url,
+      "--proxies",
+      control.url,
+      "--metrics",
+      reference.metricsUrl ?? ""
+    ])
     for (const line of output.split("\n")) {
       const match = /^(PASS|FAIL|SKIP) (.*)$/.exec(line)
       if (match === null) continue
@@ -84,6 +112,11 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
     expect(compile?.stderr ?? "", compile?.stdout ?? "").not.toMatch(/error CS/)
     expect(compile?.status).toBe(0)
     expect(names.length).toBeGreaterThan(0)
+  })
+
+  it("compiles the Conversations sample and the PlayerPrefs store against a UnityEngine stub", () => {
+    expect(samples?.stderr ?? "", samples?.stdout ?? "").not.toMatch(/error CS/)
+    expect(samples?.status).toBe(0)
   })
 
   it.each(names)("%s", (name) => {

@@ -2,7 +2,9 @@
  * The Unity package's shape: what Unity's Package Manager needs to import it
  * from a git URL (a manifest, and a `.meta` with a unique GUID beside every
  * asset, since git packages are read-only and Unity ignores assets without
- * one), and the rule that only the UnityWebRequest transport touches UnityEngine.
+ * one), the rule that only the Unity-only files (the UnityWebRequest transport
+ * and the PlayerPrefs store) touch UnityEngine, and the version the client
+ * reports in `X-Convoke-Client` and `User-Agent`.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs"
 import { join, relative } from "node:path"
@@ -42,11 +44,12 @@ describe("Unity package layout", () => {
     expect(guids.size).toBeGreaterThan(10)
   })
 
-  it("uses UnityEngine only in the UnityWebRequest transport, inside #if UNITY_5_3_OR_NEWER", () => {
+  it("uses UnityEngine only in the Unity-only files, inside #if UNITY_5_3_OR_NEWER", () => {
     const runtime = join(unity, "Runtime")
+    const unityOnly = ["UnityWebRequestTransport.cs", "PlayerPrefsConversationIdStore.cs"]
     for (const file of readdirSync(runtime).filter((name) => name.endsWith(".cs"))) {
       const source = readFileSync(join(runtime, file), "utf8")
-      if (file === "UnityWebRequestTransport.cs") {
+      if (unityOnly.includes(file)) {
         const guard = source.indexOf("#if UNITY_5_3_OR_NEWER")
         expect(guard).toBeGreaterThanOrEqual(0)
         expect(source.indexOf("using UnityEngine")).toBeGreaterThan(guard)
@@ -55,5 +58,11 @@ describe("Unity package layout", () => {
         expect(source, file).not.toMatch(/UnityEngine/)
       }
     }
+  })
+
+  it("reports the package.json version in X-Convoke-Client", () => {
+    const manifest = JSON.parse(readFileSync(join(unity, "package.json"), "utf8"))
+    const client = readFileSync(join(unity, "Runtime", "ConvokeClient.cs"), "utf8")
+    expect(/public const string Version = "([^"]+)";/.exec(client)?.[1]).toBe(manifest.version)
   })
 })

@@ -24,11 +24,16 @@ namespace Convoke
     public sealed class ChatMetadata
     {
         public ChatMetadata(string conversationId, string model, long timestamp, bool temporary)
+            : this(conversationId, model, timestamp, temporary, null, false) { }
+
+        public ChatMetadata(string conversationId, string model, long timestamp, bool temporary, string turnId, bool resumed)
         {
             ConversationId = conversationId;
             Model = model;
             Timestamp = timestamp;
             Temporary = temporary;
+            TurnId = turnId;
+            Resumed = resumed;
         }
 
         public string ConversationId { get; private set; }
@@ -38,6 +43,10 @@ namespace Convoke
         public long Timestamp { get; private set; }
         /// <summary>True when the server could not store the conversation yet (it will, under this id).</summary>
         public bool Temporary { get; private set; }
+        /// <summary>The turn this stream carries (servers before turns send none): later events' ids name it.</summary>
+        public string TurnId { get; private set; }
+        /// <summary>True on the metadata event of a resumed stream (it repeats the first one).</summary>
+        public bool Resumed { get; private set; }
     }
 
     /// <summary>One decoded v0.3 event.</summary>
@@ -80,11 +89,14 @@ namespace Convoke
                     if (string.IsNullOrEmpty(id)) throw new ConvokeProtocolException("The metadata event has no conversation_id");
                     object timestamp;
                     object temporary;
+                    object resumed;
                     long seconds = map.TryGetValue("timestamp", out timestamp) && timestamp is double ? (long)(double)timestamp : 0;
                     bool isTemporary = map.TryGetValue("temporary", out temporary) && temporary is bool && (bool)temporary;
+                    bool isResumed = map.TryGetValue("resumed", out resumed) && resumed is bool && (bool)resumed;
+                    string turnId = Json.GetString(parsed, "turn_id");
                     return new ChatEvent(ChatEventType.Metadata)
                     {
-                        Metadata = new ChatMetadata(id, Json.GetString(parsed, "model"), seconds, isTemporary)
+                        Metadata = new ChatMetadata(id, Json.GetString(parsed, "model"), seconds, isTemporary, turnId, isResumed)
                     };
                 }
                 case "content":

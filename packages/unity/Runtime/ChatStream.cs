@@ -5,6 +5,10 @@
 // task (ConversationId, Text) completes. Handlers run on the SynchronizationContext
 // that called Chat (Unity's main thread in a MonoBehaviour), or on the reading
 // thread when there is none.
+//
+// A stream whose connection breaks after the metadata event reconnects to the
+// turn (State becomes Reconnecting, then Streaming again) and goes on raising
+// the same events: nothing is repeated and nothing is missed.
 using System;
 using System.Collections.Generic;
 using System.Text;
@@ -13,6 +17,25 @@ using System.Threading.Tasks;
 
 namespace Convoke
 {
+    /// <summary>Where a <see cref="ChatStream"/> is; see <see cref="ChatStream.StateChanged"/>.</summary>
+    public enum ChatStreamState
+    {
+        /// <summary>The request is on its way; no metadata event yet (retries happen here).</summary>
+        Connecting,
+        /// <summary>The metadata event arrived and the reply is streaming.</summary>
+        Streaming,
+        /// <summary>The connection broke mid-reply; the client is reconnecting to the turn. Show it, e.g. "reconnecting…".</summary>
+        Reconnecting,
+        /// <summary>The reply ended with [DONE]; <see cref="ChatStream.Text"/> has it.</summary>
+        Completed,
+        /// <summary><see cref="ChatStream.Stop"/> ended the reply; <see cref="ChatStream.Text"/> has the text so far.</summary>
+        Stopped,
+        /// <summary>The reply failed; see <see cref="ChatStream.Failed"/>.</summary>
+        Failed,
+        /// <summary><see cref="ChatStream.Cancel"/> or the cancellation token ended the stream.</summary>
+        Cancelled
+    }
+
     /// <summary>A reply being streamed; see the file comment for threading and late subscription.</summary>
     public sealed class ChatStream
     {
@@ -33,6 +56,9 @@ namespace Convoke
         private Action<string> deltaReceived;
         private Action<string> completed;
         private Action<Exception> failed;
+        private Action<ChatStreamState> stateChanged;
+        private ChatStreamState state = ChatStreamState.Connecting;
+        private Func<Task> stopper;
 
         internal ChatStream(SynchronizationContext context, CancellationTokenSource cancellation)
         {
@@ -55,6 +81,9 @@ namespace Convoke
 
         /// <summary>The metadata, if it has arrived.</summary>
         public ChatMetadata CurrentMetadata { get { lock (gate) return metadata; } }
+
+        /// <summary>Where the stream is now (as of the last <see cref="StateChanged"/> raised).</summary>
+        public ChatStreamState State { get { lock (gate) return state; } }
 
         /// <summary>The text received so far.</summary>
         public string PartialText { get { lock (gate) return string.Concat(deltas.ToArray()); } }
@@ -126,8 +155,51 @@ namespace Convoke
         }
 
         /// <summary>
-        /// Stops the reply. Before the metadata event nothing is created; after
-        /// it the server keeps the partial reply. Pending tasks become cancelled.
+        /// Raised when <see cref="State"/> changes, e.g. to Reconnecting while a
+        /// broken connection is resumed and back to Streaming. A late subscriber
+        /// is called at once with the current state.
+        /// </summary>
+        public event Action<ChatStreamState> StateChanged
+        {
+            add
+            {
+                lock (gate)
+                {
+                    stateChanged += value;
+                    value(state);
+                }
+            }
+            remove { lock (gate) stateChanged -= value; }
+        }
+
+        /// <summary>
+        /// Stops the reply for good: asks the server to end the turn (it keeps
+        /// the partial reply with status "cancelled") and ends this stream
+        /// quietly: <see cref="Completed"/> and <see cref="Text"/> get the text
+        /// so far and the state becomes Stopped. Before the metadata event there
+        /// is no turn to stop: the request is cancelled as by <see cref="Cancel"/>.
+        /// The task completes once the server answered; it fails (the stream has
+        /// ended anyway) when the server could not be told.
+        /// </summary>
+        public Task Stop()
+        {
+            Func<Task> stop;
+            lock (gate)
+            {
+                // A reply that already ended has nothing left to stop.
+                if (IsFinished) return Task.FromResult(true);
+                stop = stopper;
+            }
+            if (stop != null) return stop();
+            Cancel();
+            return Task.FromResult(true);
+        }
+
+        /// <summary>
+        /// Disconnects. Before the metadata event nothing is created; after it
+        /// the server keeps the turn going for a short grace window (a client
+        /// may resume it), then keeps the partial reply. Pending tasks become
+        /// cancelled. To end the turn on the server at once, use <see cref="Stop"/>.
         /// </summary>
         public void Cancel()
         {
@@ -141,12 +213,27 @@ namespace Convoke
             }
         }
 
+        internal void SetStopper(Func<Task> stop)
+        {
+            lock (gate) stopper = stop;
+        }
+
+        internal void OnStateChanged(ChatStreamState next)
+        {
+            Dispatch(() =>
+            {
+                if (IsFinished) return;
+                SetState(next);
+            });
+        }
+
         internal void OnMetadata(ChatMetadata received)
         {
             Dispatch(() =>
             {
                 if (metadata != null || IsFinished) return;
                 metadata = received;
+                SetState(ChatStreamState.Streaming);
                 Invoke(metadataReceived, received);
                 metadataSource.TrySetResult(received);
                 conversationIdSource.TrySetResult(received.ConversationId);
@@ -169,6 +256,20 @@ namespace Convoke
             {
                 if (IsFinished) return;
                 finalText = string.Concat(deltas.ToArray());
+                SetState(ChatStreamState.Completed);
+                Invoke(completed, finalText);
+                textSource.TrySetResult(finalText);
+            });
+        }
+
+        /// <summary>Ends the stream quietly after <see cref="Stop"/>: completed with the text so far.</summary>
+        internal void OnStopped()
+        {
+            Dispatch(() =>
+            {
+                if (IsFinished) return;
+                finalText = string.Concat(deltas.ToArray());
+                SetState(ChatStreamState.Stopped);
                 Invoke(completed, finalText);
                 textSource.TrySetResult(finalText);
             });
@@ -180,6 +281,7 @@ namespace Convoke
             {
                 if (IsFinished) return;
                 failure = error;
+                SetState(error is OperationCanceledException ? ChatStreamState.Cancelled : ChatStreamState.Failed);
                 Invoke(failed, error);
                 if (error is OperationCanceledException)
                 {
@@ -197,6 +299,14 @@ namespace Convoke
         }
 
         private bool IsFinished { get { return finalText != null || failure != null; } }
+
+        // Called under the gate, on the caller's context, like every event.
+        private void SetState(ChatStreamState next)
+        {
+            if (state == next) return;
+            state = next;
+            Invoke(stateChanged, next);
+        }
 
         // Handlers run before the matching task completes, so code awaiting a
         // task sees every handler's effect. A throwing handler must not break

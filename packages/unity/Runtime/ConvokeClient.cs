@@ -1,6 +1,7 @@
 // The Convoke client for Unity and .NET: Chat() streams a reply and raises
 // the conversation id as soon as the first Server-Sent Event arrives. Parsing,
-// retries and errors live here once; transports only move bytes.
+// retries, resuming a broken stream and errors live here once; transports
+// only move bytes.
 using System;
 using System.Collections.Generic;
 using System.Globalization;
@@ -18,6 +19,10 @@ namespace Convoke
             MaxRetries = 2;
             RetryBaseDelay = TimeSpan.FromMilliseconds(250);
             MaxRetryDelay = TimeSpan.FromSeconds(10);
+            ResumeAttempts = 5;
+            ResumeBaseDelay = TimeSpan.FromMilliseconds(250);
+            MaxResumeDelay = TimeSpan.FromSeconds(8);
+            ConversationKey = "default";
         }
 
         /// <summary>The server, e.g. "https://chat.example.com".</summary>
@@ -40,6 +45,30 @@ namespace Convoke
 
         /// <summary>Longest wait between attempts; a longer Retry-After is not waited for (default 10 s).</summary>
         public TimeSpan MaxRetryDelay { get; set; }
+
+        /// <summary>
+        /// Reconnections to a reply whose connection broke after the metadata
+        /// event (the stream's state is Reconnecting meanwhile); each one that
+        /// gets the stream going again starts the count afresh. Default 5; 0
+        /// disables: the stream then fails with a ConvokeNetworkException.
+        /// </summary>
+        public int ResumeAttempts { get; set; }
+
+        /// <summary>First wait before reconnecting, doubled each attempt, with jitter (default 250 ms).</summary>
+        public TimeSpan ResumeBaseDelay { get; set; }
+
+        /// <summary>Longest wait between reconnections (default 8 s).</summary>
+        public TimeSpan MaxResumeDelay { get; set; }
+
+        /// <summary>
+        /// Remembers the current conversation: Chat() without an id continues
+        /// the stored one, and each reply's conversation id is stored. Null
+        /// (the default) remembers nothing.
+        /// </summary>
+        public IConversationIdStore ConversationIdStore { get; set; }
+
+        /// <summary>The key under which <see cref="ConversationIdStore"/> keeps the id (default "default").</summary>
+        public string ConversationKey { get; set; }
     }
 
     /// <summary>Talks to a Convoke server; create one and reuse it.</summary>
@@ -48,11 +77,21 @@ namespace Convoke
         /// <summary>The chat path of the v0.3 API.</summary>
         public const string ChatPath = "/api/v0.3/chat";
 
+        /// <summary>This package's version (package.json's "version").</summary>
+        public const string Version = "0.1.0";
+
+        /// <summary>The header that tells the server which kind of client calls (counted in its metrics).</summary>
+        public const string ClientHeader = "X-Convoke-Client";
+
+        /// <summary>The value of <see cref="ClientHeader"/> on every request: "unity/&lt;version&gt;".</summary>
+        public const string ClientHeaderValue = "unity/" + Version;
+
         private readonly ConvokeClientOptions options;
         private readonly IChatTransport transport;
         private readonly bool ownsTransport;
         private readonly string baseUrl;
         private readonly Random jitter = new Random();
+        private readonly Conversations conversations;
 
         /// <summary>A client for the server at <paramref name="baseUrl"/>, with default options.</summary>
         public ConvokeClient(string baseUrl) : this(new ConvokeClientOptions { BaseUrl = baseUrl }) { }
@@ -65,6 +104,33 @@ namespace Convoke
             baseUrl = options.BaseUrl.TrimEnd('/');
             ownsTransport = options.Transport == null;
             transport = options.Transport ?? new HttpClientTransport();
+            conversations = new Conversations(this);
+        }
+
+        /// <summary>List, read, rename and delete conversations; fetched ones are cached.</summary>
+        public Conversations Conversations { get { return conversations; } }
+
+        /// <summary>The remembered conversation id for <paramref name="key"/> (default: the options' key), or null.</summary>
+        public string CurrentConversationId(string key = null)
+        {
+            IConversationIdStore store = options.ConversationIdStore;
+            if (store == null) return null;
+            try
+            {
+                return store.Get(key ?? options.ConversationKey);
+            }
+            catch (Exception error)
+            {
+                System.Diagnostics.Trace.TraceWarning("Convoke: the conversation id store failed: " + error.Message);
+                return null;
+            }
+        }
+
+        /// <summary>Forgets the remembered conversation: the next Chat() without an id starts a new one.</summary>
+        public void ForgetConversation(string key = null)
+        {
+            IConversationIdStore store = options.ConversationIdStore;
+            if (store != null) store.Clear(key ?? options.ConversationKey);
         }
 
         /// <summary>
@@ -73,8 +139,10 @@ namespace Convoke
         /// </summary>
         /// <param name="message">The user's message.</param>
         /// <param name="conversationId">
-        /// The conversation to continue (null or "new" starts one). An id the
-        /// server does not know starts a new conversation: compare the id you get.
+        /// The conversation to continue; "new" starts one. Null continues the
+        /// conversation remembered by <see cref="ConvokeClientOptions.ConversationIdStore"/>,
+        /// or starts one when there is none. An id the server does not know
+        /// starts a new conversation: compare the id you get.
         /// </param>
         /// <param name="model">A model from the server's allow-list, or null.</param>
         /// <param name="cancellationToken">Cancels like <see cref="ChatStream.Cancel"/>.</param>
@@ -87,23 +155,47 @@ namespace Convoke
             if (message == null) throw new ArgumentNullException("message");
             CancellationTokenSource linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             ChatStream stream = new ChatStream(SynchronizationContext.Current, linked);
+            Turn turn = new Turn(message);
+            if (conversationId == null) conversationId = CurrentConversationId();
             StringBuilder body = new StringBuilder();
             body.Append("{\"message\":").Append(Json.Quote(message)).Append(",\"stream\":true");
             if (conversationId != null) body.Append(",\"conversation_id\":").Append(Json.Quote(conversationId));
             if (model != null) body.Append(",\"model\":").Append(Json.Quote(model));
             body.Append('}');
-            RunAsync(stream, body.ToString(), linked);
+            IConversationIdStore store = options.ConversationIdStore;
+            string key = options.ConversationKey;
+            // Handlers run on the caller's context: Unity's PlayerPrefs must be used on the main thread.
+            stream.MetadataReceived += received =>
+            {
+                conversations.Invalidate(received.ConversationId);
+                if (store == null) return;
+                try
+                {
+                    store.Set(key, received.ConversationId);
+                }
+                catch (Exception error)
+                {
+                    System.Diagnostics.Trace.TraceWarning("Convoke: the conversation id store failed: " + error.Message);
+                }
+            };
+            stream.SetStopper(() => StopAsync(stream, turn, linked));
+            RunAsync(stream, turn, body.ToString(), linked);
             return stream;
         }
 
-        private async void RunAsync(ChatStream stream, string body, CancellationTokenSource cancellation)
+        private async void RunAsync(ChatStream stream, Turn turn, string body, CancellationTokenSource cancellation)
         {
             // async void is deliberate: every outcome is delivered through the
             // stream, and nothing here may throw past this method.
             try
             {
-                Exception failure = await RunAttemptsAsync(stream, body, cancellation.Token);
-                if (failure == null) stream.OnCompleted();
+                CancellationToken token = cancellation.Token;
+                Exception failure = await RunAttemptsAsync(stream, turn, body, token);
+                if (failure is ConvokeNetworkException && turn.TurnId != null && !turn.Stopping && options.ResumeAttempts > 0)
+                    failure = await ResumeAsync(stream, turn, (ConvokeNetworkException)failure, token);
+                conversations.Invalidate(turn.ConversationId);
+                if (turn.Stopping) stream.OnStopped();
+                else if (failure == null) stream.OnCompleted();
                 else stream.OnFailed(failure);
             }
             catch (Exception unexpected)
@@ -116,43 +208,22 @@ namespace Convoke
             }
         }
 
-        private async Task<Exception> RunAttemptsAsync(ChatStream stream, string body, CancellationToken token)
+        private async Task<Exception> RunAttemptsAsync(ChatStream stream, Turn turn, string body, CancellationToken token)
         {
-            Dictionary<string, string> headers = new Dictionary<string, string> { { "Accept", "text/event-stream" } };
-            if (!string.IsNullOrEmpty(options.ApiKey)) headers["Authorization"] = "Bearer " + options.ApiKey;
             TransportRequest request = new TransportRequest
             {
                 Method = "POST",
                 Url = baseUrl + ChatPath,
-                Headers = headers,
+                Headers = Headers("text/event-stream"),
                 JsonBody = body
             };
             for (int attempt = 0; ; attempt++)
             {
-                ChatReceiver receiver = new ChatReceiver(stream);
-                Exception failure;
-                try
-                {
-                    await transport.SendAsync(request, receiver, token);
-                    failure = receiver.Outcome();
-                }
-                catch (OperationCanceledException) when (token.IsCancellationRequested)
-                {
-                    return new OperationCanceledException(token);
-                }
-                catch (ConvokeException error)
-                {
-                    return error;
-                }
-                catch (Exception error)
-                {
-                    if (token.IsCancellationRequested) return new OperationCanceledException(token);
-                    failure = new ConvokeNetworkException(
-                        "Request failed: " + error.Message, error, receiver.ConversationId);
-                }
-                if (failure == null) return null;
+                ChatReceiver receiver = new ChatReceiver(stream, turn, false);
+                Exception failure = await ReceiveAsync(request, receiver, turn, token);
+                if (failure == null || failure is OperationCanceledException) return failure;
                 // The receiver, not the stream, knows: the stream may see events later, on its context.
-                TimeSpan? delay = receiver.ConversationId == null && attempt < options.MaxRetries
+                TimeSpan? delay = !receiver.SawMetadata && attempt < options.MaxRetries
                     ? RetryDelay(failure, attempt)
                     : null;
                 if (delay == null) return failure;
@@ -167,13 +238,254 @@ namespace Convoke
             }
         }
 
-        private TimeSpan? RetryDelay(Exception failure, int attempt)
+        /// <summary>Sends one streaming request; null when the reply completed, else why it did not.</summary>
+        private async Task<Exception> ReceiveAsync(TransportRequest request, ChatReceiver receiver, Turn turn, CancellationToken token)
+        {
+            try
+            {
+                await transport.SendAsync(request, receiver, token);
+                return receiver.Outcome();
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return new OperationCanceledException(token);
+            }
+            catch (ConvokeException error)
+            {
+                return error;
+            }
+            catch (Exception error)
+            {
+                if (token.IsCancellationRequested) return new OperationCanceledException(token);
+                return new ConvokeNetworkException("Request failed: " + error.Message, error, turn.ConversationId);
+            }
+        }
+
+        /// <summary>
+        /// Reconnects to the turn after its connection broke: the resume
+        /// endpoint replays what came after the last event received, then the
+        /// live events. A 204 (nothing left to replay) finishes from the stored reply.
+        /// </summary>
+        private async Task<Exception> ResumeAsync(ChatStream stream, Turn turn, ConvokeNetworkException broken, CancellationToken token)
+        {
+            Exception failure = broken;
+            stream.OnStateChanged(ChatStreamState.Reconnecting);
+            for (int attempt = 0; attempt < options.ResumeAttempts; attempt++)
+            {
+                try
+                {
+                    await Task.Delay(Backoff(options.ResumeBaseDelay, options.MaxResumeDelay, attempt), token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return new OperationCanceledException(token);
+                }
+                if (turn.Stopping) return null;
+                Dictionary<string, string> headers = Headers("text/event-stream");
+                headers["Last-Event-ID"] = turn.LastEventId ?? turn.TurnId + ":0";
+                TransportRequest request = new TransportRequest
+                {
+                    Method = "GET",
+                    Url = baseUrl + Conversations.PathOf(turn.ConversationId) + "/stream",
+                    Headers = headers
+                };
+                ChatReceiver receiver = new ChatReceiver(stream, turn, true);
+                long seqBefore = turn.LastSeq;
+                failure = await ReceiveAsync(request, receiver, turn, token);
+                if (receiver.Status == 204) return await FinishFromStoreAsync(stream, turn, token);
+                if (failure == null || failure is OperationCanceledException || failure is ConvokeStreamException) return failure;
+                ConvokeHttpException http = failure as ConvokeHttpException;
+                if (http != null && http.Status != 429 && http.Status != 503) return failure;
+                if (failure is ConvokeProtocolException) return failure;
+                if (receiver.SawMetadata)
+                {
+                    // The stream got going again before it broke: start counting afresh.
+                    if (turn.LastSeq > seqBefore) attempt = -1;
+                    stream.OnStateChanged(ChatStreamState.Reconnecting);
+                }
+            }
+            return failure;
+        }
+
+        /// <summary>
+        /// Nothing is left to replay (the turn ended long ago, or another turn
+        /// started since): the reply is read from the conversation, and what of
+        /// it had not arrived is delivered as one last delta.
+        /// </summary>
+        private async Task<Exception> FinishFromStoreAsync(ChatStream stream, Turn turn, CancellationToken token)
+        {
+            Conversation conversation;
+            try
+            {
+                conversation = await conversations.FetchAsync(turn.ConversationId, token);
+            }
+            catch (OperationCanceledException)
+            {
+                return new OperationCanceledException(token);
+            }
+            catch (ConvokeException error)
+            {
+                return error;
+            }
+            catch (Exception error)
+            {
+                return new ConvokeNetworkException("Reading the stored reply failed: " + error.Message, error, turn.ConversationId);
+            }
+            ConversationMessage reply = StoredReply(conversation.Messages, turn.Message);
+            if (reply == null || reply.Status == MessageStatus.Streaming)
+                return new ConvokeNetworkException("The connection broke and the reply is not stored yet", null, turn.ConversationId);
+            string received = turn.Text.ToString();
+            if (!reply.Content.StartsWith(received, StringComparison.Ordinal))
+                return new ConvokeProtocolException("The stored reply does not continue the text received");
+            string rest = reply.Content.Substring(received.Length);
+            if (rest.Length > 0)
+            {
+                turn.Text.Append(rest);
+                stream.OnDelta(rest);
+            }
+            if (reply.Status == MessageStatus.Complete || reply.Status == MessageStatus.Partial) return null;
+            return new ConvokeStreamException(
+                reply.Status,
+                "The reply ended with status \"" + reply.Status + "\"",
+                turn.ConversationId,
+                turn.Text.ToString());
+        }
+
+        // The reply to the message sent: the assistant message after the last
+        // user message with that text, else the last assistant message that
+        // is not streaming (a newer turn may have come after it).
+        private static ConversationMessage StoredReply(IList<ConversationMessage> messages, string sent)
+        {
+            for (int index = messages.Count - 2; index >= 0; index--)
+            {
+                if (messages[index].Role == "user" && messages[index].Content == sent && messages[index + 1].Role == "assistant")
+                    return messages[index + 1];
+            }
+            for (int index = messages.Count - 1; index >= 0; index--)
+            {
+                if (messages[index].Role == "assistant" && messages[index].Status != MessageStatus.Streaming)
+                    return messages[index];
+            }
+            return null;
+        }
+
+        private async Task StopAsync(ChatStream stream, Turn turn, CancellationTokenSource cancellation)
+        {
+            string conversationId = turn.ConversationId;
+            if (conversationId == null)
+            {
+                // No turn yet: nothing to stop on the server, the request is cancelled.
+                stream.Cancel();
+                return;
+            }
+            turn.Stopping = true;
+            stream.OnStopped();
+            try
+            {
+                cancellation.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The stream has already finished.
+            }
+            try
+            {
+                await SendJsonAsync("POST", Conversations.PathOf(conversationId) + "/stop", null, CancellationToken.None);
+            }
+            finally
+            {
+                conversations.Invalidate(conversationId);
+            }
+        }
+
+        /// <summary>GETs a JSON resource of the API.</summary>
+        internal Task<object> GetJsonAsync(string path, CancellationToken token)
+        {
+            return SendJsonAsync("GET", path, null, token);
+        }
+
+        /// <summary>
+        /// Sends a request of the REST API and returns its parsed JSON body
+        /// (null when empty); an error status is a ConvokeHttpException. 429
+        /// and 503 are retried like chats; network errors only for GET. Every
+        /// attempt starts on the caller's context (UnityWebRequest needs the
+        /// main thread), so nothing here uses ConfigureAwait(false).
+        /// </summary>
+        internal async Task<object> SendJsonAsync(string method, string path, string jsonBody, CancellationToken token)
+        {
+            TransportRequest request = new TransportRequest
+            {
+                Method = method,
+                Url = baseUrl + path,
+                Headers = Headers("application/json"),
+                JsonBody = jsonBody
+            };
+            for (int attempt = 0; ; attempt++)
+            {
+                BufferingReceiver receiver = new BufferingReceiver();
+                Exception failure;
+                try
+                {
+                    await transport.SendAsync(request, receiver, token);
+                    if (receiver.Status >= 200 && receiver.Status <= 299)
+                    {
+                        string text = receiver.Text();
+                        if (text.Trim().Length == 0) return null;
+                        try
+                        {
+                            return Json.Parse(text);
+                        }
+                        catch (FormatException error)
+                        {
+                            throw new ConvokeProtocolException("The response is not JSON: " + error.Message);
+                        }
+                    }
+                    failure = HttpError(receiver.Status, receiver.Text(), receiver.RetryAfter);
+                }
+                catch (OperationCanceledException) when (token.IsCancellationRequested)
+                {
+                    throw;
+                }
+                catch (ConvokeException)
+                {
+                    throw;
+                }
+                catch (Exception error)
+                {
+                    if (token.IsCancellationRequested) throw new OperationCanceledException(token);
+                    failure = new ConvokeNetworkException("Request failed: " + error.Message, error, null);
+                }
+                TimeSpan? delay = attempt < options.MaxRetries && (method == "GET" || !(failure is ConvokeNetworkException))
+                    ? RetryDelay(failure, attempt)
+                    : null;
+                if (delay == null) throw failure;
+                await Task.Delay(delay.Value, token);
+            }
+        }
+
+        private Dictionary<string, string> Headers(string accept)
+        {
+            Dictionary<string, string> headers = new Dictionary<string, string>
+            {
+                { "Accept", accept },
+                { ClientHeader, ClientHeaderValue }
+            };
+            if (!string.IsNullOrEmpty(options.ApiKey)) headers["Authorization"] = "Bearer " + options.ApiKey;
+            return headers;
+        }
+
+        private TimeSpan Backoff(TimeSpan baseDelay, TimeSpan maxDelay, int attempt)
         {
             double factor;
             lock (jitter) factor = 0.5 + jitter.NextDouble() / 2;
-            TimeSpan backoff = TimeSpan.FromMilliseconds(Math.Min(
-                options.MaxRetryDelay.TotalMilliseconds,
-                options.RetryBaseDelay.TotalMilliseconds * Math.Pow(2, attempt) * factor));
+            return TimeSpan.FromMilliseconds(Math.Min(
+                maxDelay.TotalMilliseconds,
+                baseDelay.TotalMilliseconds * Math.Pow(2, Math.Min(attempt, 30)) * factor));
+        }
+
+        private TimeSpan? RetryDelay(Exception failure, int attempt)
+        {
+            TimeSpan backoff = Backoff(options.RetryBaseDelay, options.MaxRetryDelay, attempt);
             ConvokeHttpException http = failure as ConvokeHttpException;
             if (http != null)
             {
@@ -197,32 +509,127 @@ namespace Convoke
             return null;
         }
 
+        /// <summary>The exception of an error status with the common body <c>{"error":{"type","message"}}</c>.</summary>
+        internal static ConvokeHttpException HttpError(int status, string bodyText, string retryAfter)
+        {
+            string type = null;
+            string message = null;
+            try
+            {
+                Dictionary<string, object> errorObject = Json.GetObject(Json.Parse(bodyText), "error");
+                type = Json.GetString(errorObject, "type");
+                message = Json.GetString(errorObject, "message");
+            }
+            catch (FormatException)
+            {
+                // Not the common body (a proxy's page, or none): fall back to the status.
+            }
+            return new ConvokeHttpException(
+                status,
+                type ?? "http_" + status,
+                message ?? "HTTP " + status,
+                ParseRetryAfter(retryAfter));
+        }
+
         public void Dispose()
         {
             IDisposable disposable = transport as IDisposable;
             if (ownsTransport && disposable != null) disposable.Dispose();
         }
 
-        /// <summary>Turns one response into stream events or an error; one per attempt.</summary>
+        /// <summary>One turn as the client follows it, across the connections of its reply.</summary>
+        private sealed class Turn
+        {
+            private readonly object gate = new object();
+            private string conversationId;
+            private bool stopping;
+
+            public Turn(string message)
+            {
+                Message = message;
+                Text = new StringBuilder();
+            }
+
+            /// <summary>The user's message.</summary>
+            public string Message { get; private set; }
+
+            /// <summary>Set by the metadata event; read by Stop from any thread.</summary>
+            public string ConversationId
+            {
+                get { lock (gate) return conversationId; }
+                set { lock (gate) conversationId = value; }
+            }
+
+            /// <summary>Set once Stop was called: every ending is then quiet.</summary>
+            public bool Stopping
+            {
+                get { lock (gate) return stopping; }
+                set { lock (gate) stopping = value; }
+            }
+
+            // Read and written by the connection being read, one at a time.
+            public string TurnId;
+            public string LastEventId;
+            public long LastSeq;
+            public readonly StringBuilder Text;
+        }
+
+        /// <summary>Collects a small response (REST calls and error bodies; at most 16 MiB).</summary>
+        private sealed class BufferingReceiver : ITransportReceiver
+        {
+            private readonly List<byte> body = new List<byte>();
+
+            public int Status { get; private set; }
+            public string RetryAfter { get; private set; }
+
+            public void OnResponse(int status, string contentType, string retryAfter)
+            {
+                Status = status;
+                RetryAfter = retryAfter;
+            }
+
+            public bool OnData(byte[] buffer, int offset, int count)
+            {
+                if (body.Count + count > 16 * 1024 * 1024) throw new ConvokeProtocolException("The response is too large");
+                for (int index = offset; index < offset + count; index++) body.Add(buffer[index]);
+                return true;
+            }
+
+            public string Text()
+            {
+                return Encoding.UTF8.GetString(body.ToArray());
+            }
+        }
+
+        /// <summary>Turns one response into stream events or an error; one per connection.</summary>
         private sealed class ChatReceiver : ITransportReceiver
         {
             private readonly ChatStream stream;
+            private readonly Turn turn;
+            private readonly bool resuming;
             private readonly SseParser parser = new SseParser();
             private readonly List<byte> errorBody = new List<byte>();
-            private readonly StringBuilder text = new StringBuilder();
             private int status;
             private string retryAfter;
             private bool eventStream;
-            private string conversationId;
+            private bool sawMetadata;
             private bool done;
             private ChatEvent error;
             private ConvokeProtocolException protocolError;
 
-            public ChatReceiver(ChatStream stream)
+            public ChatReceiver(ChatStream stream, Turn turn, bool resuming)
             {
                 this.stream = stream;
+                this.turn = turn;
+                this.resuming = resuming;
                 parser.EventParsed += OnEvent;
             }
+
+            /// <summary>The status of the response, once it arrived (0 before).</summary>
+            public int Status { get { return status; } }
+
+            /// <summary>Whether this connection delivered its metadata event.</summary>
+            public bool SawMetadata { get { return sawMetadata; } }
 
             public void OnResponse(int status, string contentType, string retryAfter)
             {
@@ -258,20 +665,31 @@ namespace Convoke
                     protocolError = invalid;
                     return;
                 }
-                if (conversationId == null && chatEvent.Type != ChatEventType.Metadata)
+                if (!sawMetadata && chatEvent.Type != ChatEventType.Metadata)
                 {
                     protocolError = new ConvokeProtocolException("The first event is not the metadata event");
                     return;
                 }
+                if (chatEvent.Type != ChatEventType.Metadata && !IsNew(received.Id)) return;
                 switch (chatEvent.Type)
                 {
                     case ChatEventType.Metadata:
-                        if (conversationId != null) return;
-                        conversationId = chatEvent.Metadata.ConversationId;
+                        if (sawMetadata) return;
+                        sawMetadata = true;
+                        if (resuming)
+                        {
+                            if (chatEvent.Metadata.TurnId != null && chatEvent.Metadata.TurnId != turn.TurnId)
+                                protocolError = new ConvokeProtocolException("The resumed stream carries another turn");
+                            else
+                                stream.OnStateChanged(ChatStreamState.Streaming);
+                            return;
+                        }
+                        turn.ConversationId = chatEvent.Metadata.ConversationId;
+                        turn.TurnId = chatEvent.Metadata.TurnId;
                         stream.OnMetadata(chatEvent.Metadata);
                         break;
                     case ChatEventType.Content:
-                        text.Append(chatEvent.Delta);
+                        turn.Text.Append(chatEvent.Delta);
                         stream.OnDelta(chatEvent.Delta);
                         break;
                     case ChatEventType.Error:
@@ -283,42 +701,39 @@ namespace Convoke
                 }
             }
 
-            /// <summary>The id from the metadata event, once it arrived in this attempt.</summary>
-            public string ConversationId { get { return conversationId; } }
+            // Events carry "<turn_id>:<seq>": one at or before the last seen is
+            // not delivered twice (the server never resends one; this is a guard).
+            private bool IsNew(string id)
+            {
+                if (id == null || turn.TurnId == null) return true;
+                int colon = id.LastIndexOf(':');
+                long seq;
+                if (colon < 0 || id.Substring(0, colon) != turn.TurnId
+                    || !long.TryParse(id.Substring(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out seq))
+                    return true;
+                if (seq <= turn.LastSeq) return false;
+                turn.LastSeq = seq;
+                turn.LastEventId = id;
+                return true;
+            }
 
             /// <summary>Null when the reply completed, else why it did not.</summary>
             public Exception Outcome()
             {
                 if (status < 200 || status > 299)
-                {
-                    string bodyText = Encoding.UTF8.GetString(errorBody.ToArray());
-                    string type = null;
-                    string message = null;
-                    try
-                    {
-                        Dictionary<string, object> errorObject = Json.GetObject(Json.Parse(bodyText), "error");
-                        type = Json.GetString(errorObject, "type");
-                        message = Json.GetString(errorObject, "message");
-                    }
-                    catch (FormatException)
-                    {
-                        // Not the common body (a proxy's page): fall back to the status.
-                    }
-                    return new ConvokeHttpException(
-                        status,
-                        type ?? "http_" + status,
-                        message ?? "HTTP " + status,
-                        ParseRetryAfter(retryAfter));
-                }
+                    return HttpError(status, Encoding.UTF8.GetString(errorBody.ToArray()), retryAfter);
                 if (!eventStream) return new ConvokeProtocolException("Expected an event stream");
                 if (protocolError != null) return protocolError;
                 if (error != null)
-                    return new ConvokeStreamException(error.ErrorType, error.ErrorMessage, conversationId, text.ToString());
+                {
+                    if (turn.Stopping && error.ErrorType == "cancelled") return null;
+                    return new ConvokeStreamException(error.ErrorType, error.ErrorMessage, turn.ConversationId, turn.Text.ToString());
+                }
                 if (!done)
                     return new ConvokeNetworkException(
-                        conversationId != null ? "The connection closed before the reply was complete" : "The stream ended before its first event",
+                        turn.ConversationId != null ? "The connection closed before the reply was complete" : "The stream ended before its first event",
                         null,
-                        conversationId);
+                        turn.ConversationId);
                 return null;
             }
         }

@@ -24,6 +24,9 @@ namespace Convoke
     /// <summary>Streams responses with <see cref="HttpClient"/>; reuse one per application.</summary>
     public sealed class HttpClientTransport : IChatTransport, IDisposable
     {
+        /// <summary>The User-Agent sent when the HttpClient has none of its own.</summary>
+        public const string UserAgent = "Convoke-Unity/" + ConvokeClient.Version;
+
         private readonly HttpClient client;
         private readonly bool ownsClient;
 
@@ -54,6 +57,8 @@ namespace Convoke
                     foreach (KeyValuePair<string, string> header in request.Headers)
                         message.Headers.TryAddWithoutValidation(header.Key, header.Value);
                 }
+                if (client.DefaultRequestHeaders.UserAgent.Count == 0 && !message.Headers.Contains("User-Agent"))
+                    message.Headers.TryAddWithoutValidation("User-Agent", UserAgent);
                 if (request.JsonBody != null)
                     message.Content = new StringContent(request.JsonBody, Encoding.UTF8, "application/json");
                 using (HttpResponseMessage response = await client

@@ -13,11 +13,13 @@ using System.Threading.Tasks;
 
 namespace Convoke.Tests
 {
-    public static class ConvokeClientTests
+    public static partial class ConvokeClientTests
     {
         private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
         private static string referenceUrl;
         private static string faultyUrl;
+        private static string proxiesUrl;
+        private static string metricsUrl;
 
         private const string Stream =
             "data: {\"type\":\"metadata\",\"conversation_id\":\"c-1\",\"model\":\"unified-chat\",\"timestamp\":1764081000}\n\n" +
@@ -56,6 +58,19 @@ namespace Convoke.Tests
             Test("e2e: an error event is a ConvokeStreamException after the id", EndToEndStreamError),
             Test("e2e: 503, 429 and a dropped connection are retried before the first event", EndToEndRetries),
             Test("e2e: an unreachable server is a ConvokeNetworkException", EndToEndUnreachable),
+            Test("e2e: cut mid-reply, the stream reconnects and the whole reply arrives exactly once", EndToEndResumeAfterCut),
+            Test("e2e: a reconnection sends the Last-Event-ID received last; every request sends X-Convoke-Client", EndToEndResumeHeaders),
+            Test("e2e: nothing left to replay (204), the stream finishes from the stored reply", EndToEndResumeFromStore),
+            Test("e2e: nothing left to replay (204) and a reply stored cancelled fail the stream as cancelled", EndToEndResumeFromStoreCancelled),
+            Test("e2e: a cut with reconnection disabled fails with a ConvokeNetworkException", EndToEndResumeDisabled),
+            Test("e2e: events, states and the id store run on the caller's SynchronizationContext, reconnecting included", EndToEndContext),
+            Test("e2e: Stop ends the stream quietly and the reply is stored cancelled", EndToEndStop),
+            Test("e2e: Stop before the metadata event cancels the request", EndToEndStopBeforeMetadata),
+            Test("e2e: conversations list in pages with a cursor, get with statuses, rename, delete, then 404", EndToEndConversations),
+            Test("e2e: the conversation cache serves gets until a rename, delete, chat or Invalidate", EndToEndConversationCache),
+            Test("e2e: a new client with the same FileConversationIdStore continues the conversation", EndToEndPersistence),
+            Test("e2e: the server counts the chat as client=\"unity\" in /metrics, by X-Convoke-Client or the User-Agent alone", EndToEndClientMetrics),
+            Test("file store: ids per key survive a new store, clear forgets one", FileStoreRoundTrip),
         };
 
         public static int Main(string[] args)
@@ -69,6 +84,8 @@ namespace Convoke.Tests
             {
                 if (args[index] == "--reference") referenceUrl = args[index + 1];
                 if (args[index] == "--faulty") faultyUrl = args[index + 1];
+                if (args[index] == "--proxies") proxiesUrl = args[index + 1];
+                if (args[index] == "--metrics") metricsUrl = args[index + 1];
             }
             int passed = 0;
             int failed = 0;
@@ -76,9 +93,9 @@ namespace Convoke.Tests
             foreach (KeyValuePair<string, Action> test in Tests)
             {
                 bool endToEnd = test.Key.StartsWith("e2e:", StringComparison.Ordinal);
-                if (endToEnd && (referenceUrl == null || faultyUrl == null))
+                if (endToEnd && (referenceUrl == null || faultyUrl == null || proxiesUrl == null || metricsUrl == null))
                 {
-                    Console.WriteLine("SKIP " + test.Key + ": pass --reference URL --faulty URL");
+                    Console.WriteLine("SKIP " + test.Key + ": pass --reference URL --faulty URL --proxies URL --metrics URL");
                     skipped++;
                     continue;
                 }
