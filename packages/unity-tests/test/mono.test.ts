@@ -35,9 +35,12 @@ const compile = hasMono
       { encoding: "utf8" }
     )
   : undefined
-// The Conversations sample and the PlayerPrefs store, as Unity would compile
-// them (UNITY_5_3_OR_NEWER), against a stub of the UnityEngine types they use.
-// The UnityWebRequest transport needs a real UnityEngine and is left out.
+// The samples and the Unity-only runtime (the PlayerPrefs store, the
+// UnityWebRequest transport), as Unity would compile them
+// (UNITY_5_3_OR_NEWER), against the stubs of the UnityEngine types they use.
+const stubs = readdirSync(fileURLToPath(new URL("../stubs/", import.meta.url)))
+  .filter((file) => file.endsWith(".cs"))
+  .map((file) => fileURLToPath(new URL(`../stubs/${file}`, import.meta.url)))
 const samples = hasMono
   ? spawnSync(
       "mcs",
@@ -46,9 +49,10 @@ const samples = hasMono
         "-d:UNITY_5_3_OR_NEWER",
         "-r:System.Net.Http.dll",
         `-out:${join(build, "Samples.dll")}`,
-        ...sources("Runtime").filter((file) => !file.endsWith("UnityWebRequestTransport.cs")),
+        ...sources("Runtime"),
         ...sources("Samples~/Conversations"),
-        fileURLToPath(new URL("../samples-stub/UnityEngine.cs", import.meta.url))
+        ...sources("Samples~/BasicChat"),
+        ...stubs
       ],
       { encoding: "utf8" }
     )
@@ -114,7 +118,7 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
     expect(names.length).toBeGreaterThan(0)
   })
 
-  it("compiles the Conversations sample and the PlayerPrefs store against a UnityEngine stub", () => {
+  it("compiles the samples, the PlayerPrefs store and the UnityWebRequest transport against the UnityEngine stubs", () => {
     expect(samples?.stderr ?? "", samples?.stdout ?? "").not.toMatch(/error CS/)
     expect(samples?.status).toBe(0)
   })

@@ -1,6 +1,6 @@
-// The few UnityEngine types the Conversations sample and the PlayerPrefs
-// store use, so that mcs can compile them outside Unity (mono.test.ts). Only
-// shapes: nothing here runs.
+// The few UnityEngine types the samples and the PlayerPrefs store use, so
+// that mcs can compile them outside Unity (mono.test.ts). Only shapes:
+// nothing here runs.
 using System;
 
 namespace UnityEngine
@@ -18,6 +18,16 @@ namespace UnityEngine
         public static void Log(object message) { }
         public static void LogWarning(object message) { }
         public static void LogError(object message) { }
+    }
+
+    public static class Time
+    {
+        public static float realtimeSinceStartup { get { return 0f; } }
+    }
+
+    public static class Mathf
+    {
+        public static int RoundToInt(float value) { return (int)Math.Round(value); }
     }
 
     public static class PlayerPrefs
