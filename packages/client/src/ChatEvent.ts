@@ -15,6 +15,10 @@ export interface MetadataEvent {
   readonly timestamp: number
   /** `true` when the server could not store the conversation yet (it will). */
   readonly temporary?: boolean
+  /** The turn this stream belongs to; later events carry `id: <turn_id>:<seq>`. */
+  readonly turn_id?: string
+  /** `true` on the resume endpoint, where the metadata event is sent again. */
+  readonly resumed?: boolean
 }
 
 /** A piece of the reply. */
@@ -65,15 +69,23 @@ const decodeEvent = (data: string): ChatEvent | undefined => {
   }
 }
 
+/** The parts of an event id `<turn_id>:<seq>`, or `undefined` when it is not one. */
+export const parseEventId = (id: string): { readonly turnId: string; readonly seq: number } | undefined => {
+  const colon = id.lastIndexOf(":")
+  if (colon <= 0) return undefined
+  const seq = id.slice(colon + 1)
+  return /^\d+$/.test(seq) ? { turnId: id.slice(0, colon), seq: Number(seq) } : undefined
+}
+
 /**
- * Reads a `text/event-stream` body and calls `onEvent` for each event as it
- * arrives, stopping after `[DONE]`. Resolves `true` when `[DONE]` was seen,
+ * Reads a `text/event-stream` body and calls `onEvent` for each event (with
+ * its `id:` line, if any) as it arrives, stopping after `[DONE]`. Resolves `true` when `[DONE]` was seen,
  * `false` when the body ended without it. Rejects with the reader's error
  * (network failure, abort) or a `ConvokeProtocolError`.
  */
 export const read = async (
   body: ReadableStream<Uint8Array>,
-  onEvent: (event: ChatEvent) => void
+  onEvent: (event: ChatEvent, id: string | undefined) => void
 ): Promise<boolean> => {
   const reader = body.getReader()
   const decoder = new TextDecoder()
@@ -86,7 +98,7 @@ export const read = async (
         const event = decodeEvent(message.data)
         if (event === undefined) return
         if (event.type === "done") done = true
-        onEvent(event)
+        onEvent(event, message.id)
       } catch (error) {
         failure = error
       }

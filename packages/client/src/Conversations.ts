@@ -33,9 +33,18 @@ export interface ConversationMessage {
   readonly createdAt: string
 }
 
+/** The turn a conversation is running: its reply is the `streaming` message. */
+export interface RunningTurn {
+  readonly turnId: string
+  /** ISO 8601. */
+  readonly startedAt: string
+}
+
 /** A conversation with its messages, oldest first. */
 export interface Conversation extends ConversationSummary {
   readonly messages: ReadonlyArray<ConversationMessage>
+  /** The turn running now, if any (`null` from servers before turns). */
+  readonly runningTurn: RunningTurn | null
 }
 
 /** One page of `list`. */
@@ -74,7 +83,11 @@ const conversation = (raw: any): Conversation => ({
     content: String(message.content ?? ""),
     status: String(message.status ?? "complete"),
     createdAt: String(message.created_at ?? "")
-  }))
+  })),
+  runningTurn:
+    typeof raw?.running_turn?.turn_id === "string"
+      ? { turnId: raw.running_turn.turn_id, startedAt: String(raw.running_turn.started_at ?? "") }
+      : null
 })
 
 const never = new AbortController().signal
@@ -142,6 +155,26 @@ export class Conversations {
       signal: options.signal ?? never
     })
     return summary(await response.json())
+  }
+
+  /**
+   * Stops the conversation's running turn, wherever it runs: the reply so far
+   * is stored as `cancelled` and every open stream of the turn ends. Resolves
+   * with the stopped turn's id, or `undefined` when no turn was running.
+   */
+  async stop(id: string, options: { readonly signal?: AbortSignal } = {}): Promise<string | undefined> {
+    const response = await this.#send({
+      method: "POST",
+      path: `${CONVERSATIONS_PATH}/${encodeURIComponent(id)}/stop`,
+      accept: "application/json",
+      signal: options.signal ?? never
+    })
+    if (response.status === 204) {
+      await response.body?.cancel().catch(() => {})
+      return undefined
+    }
+    const body: any = await response.json().catch(() => undefined)
+    return typeof body?.turn_id === "string" ? body.turn_id : undefined
   }
 
   /** Deletes a conversation and its messages. */

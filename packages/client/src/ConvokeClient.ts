@@ -13,7 +13,7 @@
 import * as ChatEvent from "./ChatEvent.ts"
 import { type ChatMetadata, ChatReply, type ReplySink } from "./ChatReply.ts"
 import type { ConversationStorage } from "./ConversationStorage.ts"
-import { Conversations } from "./Conversations.ts"
+import { CONVERSATIONS_PATH, Conversations } from "./Conversations.ts"
 import {
   ConvokeAbortError,
   ConvokeError,
@@ -22,6 +22,7 @@ import {
   ConvokeProtocolError,
   ConvokeStreamError
 } from "./ConvokeError.ts"
+import { VERSION } from "./version.ts"
 
 /** The chat path of the v0.3 API. */
 export const CHAT_PATH = "/api/v0.3/chat"
@@ -37,6 +38,37 @@ export interface RetryOptions {
    * this is not waited for: the error is thrown instead.
    */
   readonly maxDelayMs?: number
+}
+
+/**
+ * How a reply whose connection drops after the first event is resumed: the
+ * client reconnects to the resume endpoint with the last event id it saw,
+ * waiting `baseDelayMs`, doubling each time (with jitter) up to `maxDelayMs`,
+ * and gives up after `attempts` failures in a row (a reconnection that works
+ * starts the count again).
+ */
+export interface ResumeOptions {
+  /** Reconnection attempts in a row before the reply fails (default 5). */
+  readonly attempts?: number
+  /** First wait before reconnecting (default 250 ms). */
+  readonly baseDelayMs?: number
+  /** Longest wait between attempts (default 5 s). */
+  readonly maxDelayMs?: number
+}
+
+/** Options of `client.resume(...)`. */
+export interface ResumeTurnOptions {
+  /** The conversation whose running (or recently ended) turn to follow. */
+  readonly conversationId: string
+  /**
+   * The last event id seen (`reply.lastEventId`): only later events are sent.
+   * Without it the turn is replayed from its first event.
+   */
+  readonly lastEventId?: string | undefined
+  /** Aborts the request, like `reply.abort()`. */
+  readonly signal?: AbortSignal | undefined
+  /** Overrides the client's `resume` option for this reply. */
+  readonly resume?: ResumeOptions | false | undefined
 }
 
 /** Options of `new ConvokeClient(...)`. */
@@ -55,6 +87,12 @@ export interface ClientOptions {
    * so a reply is never sent twice. Default `{ retries: 2 }`; `false` disables.
    */
   readonly retry?: RetryOptions | false
+  /**
+   * Resuming a reply whose connection drops after the first event. Default
+   * `{ attempts: 5, baseDelayMs: 250, maxDelayMs: 5000 }`; `false` lets the
+   * reply fail with `ConvokeNetworkError` instead.
+   */
+  readonly resume?: ResumeOptions | false
   /** Remembers the current conversation per key; see `ChatOptions.key`. */
   readonly storage?: ConversationStorage
   /** The `fetch` to use (default `globalThis.fetch`). */
@@ -78,9 +116,30 @@ export interface ChatOptions {
   readonly signal?: AbortSignal | undefined
   /** Which remembered conversation to use and update (default `"default"`). */
   readonly key?: string | undefined
+  /** Overrides the client's `resume` option for this reply. */
+  readonly resume?: ResumeOptions | false | undefined
 }
 
 const DEFAULT_KEY = "default"
+
+/** The client kind and version sent as `X-Convoke-Client`: `web/…` in a page, `node/…` elsewhere. */
+const CLIENT_HEADER = `${typeof document === "undefined" ? "node" : "web"}/${VERSION}`
+
+/** Where a reply's stream is: its turn and the last event delivered. */
+interface Cursor {
+  turnId: string | undefined
+  lastSeq: number
+}
+
+/** Thrown when a resumed stream belongs to another turn than the reply's. */
+class OtherTurn extends Error {}
+
+const streamPath = (conversationId: string) =>
+  `${CONVERSATIONS_PATH}/${encodeURIComponent(conversationId)}/stream`
+
+/** Whether `error` is the network's doing: a dropped connection, a reset, an unreachable server. */
+const isNetworkFailure = (error: unknown) =>
+  error instanceof ConvokeNetworkError || (error instanceof TypeError && !(error instanceof ConvokeError))
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -98,12 +157,33 @@ const sleep = (ms: number, signal: AbortSignal) =>
 
 const isRetryableStatus = (status: number) => status === 429 || status === 503
 
+/** A controller that also aborts when the caller's `signal` does. */
+const linkedController = (external: AbortSignal | undefined): AbortController => {
+  const controller = new AbortController()
+  if (external !== undefined) {
+    if (external.aborted) controller.abort(external.reason)
+    else external.addEventListener("abort", () => controller.abort(external.reason), { once: true })
+  }
+  return controller
+}
+
+/** The reply's view of a metadata event. */
+const metadataOf = (event: ChatEvent.MetadataEvent): ChatMetadata => ({
+  conversationId: event.conversation_id,
+  model: event.model,
+  timestamp: event.timestamp,
+  temporary: event.temporary === true,
+  turnId: event.turn_id
+})
+
 /** A request the transport sends; the body is JSON. */
 export interface TransportRequest {
   readonly method: "GET" | "POST" | "PATCH" | "DELETE"
   readonly path: string
   readonly body?: unknown
   readonly accept?: string
+  /** Extra headers for this request. */
+  readonly headers?: Readonly<Record<string, string>>
   readonly signal: AbortSignal
 }
 
@@ -137,17 +217,67 @@ export class ConvokeClient {
    * in the background. See `ChatReply` for what the result offers.
    */
   chat(options: ChatOptions): ChatReply {
-    const controller = new AbortController()
-    const external = options.signal
-    if (external !== undefined) {
-      if (external.aborted) controller.abort(external.reason)
-      else external.addEventListener("abort", () => controller.abort(external.reason), { once: true })
+    const controller = linkedController(options.signal)
+    return new ChatReply(
+      controller,
+      (sink) => {
+        this.#runChat(options, controller.signal, sink).then(sink.finish, (error: unknown) =>
+          sink.fail(this.#normalise(error, controller.signal, sink))
+        )
+      },
+      (conversationId) => this.conversations.stop(conversationId)
+    )
+  }
+
+  /**
+   * Follows a conversation's running turn from outside the reply that started
+   * it — after a page reload, or on another device. Resolves `undefined` when
+   * the server has nothing to replay (no turn running or recently ended, or
+   * `lastEventId` names an earlier turn: read the conversation instead), and
+   * otherwise a `ChatReply` that has its metadata and streams the rest of the
+   * reply (from `lastEventId` on), resuming and stopping like any other.
+   * Rejects with `ConvokeHttpError` for 400 (a malformed `lastEventId`) or 404.
+   */
+  async resume(options: ResumeTurnOptions): Promise<ChatReply | undefined> {
+    const controller = linkedController(options.signal)
+    const signal = controller.signal
+    const after = options.lastEventId === undefined ? undefined : ChatEvent.parseEventId(options.lastEventId)
+    const response = await this.withRetry(signal, () =>
+      this.send({
+        method: "GET",
+        path: streamPath(options.conversationId),
+        accept: "text/event-stream",
+        ...(options.lastEventId === undefined ? {} : { headers: { "last-event-id": options.lastEventId } }),
+        signal
+      })
+    )
+    if (response.status === 204) {
+      await response.body?.cancel().catch(() => {})
+      return undefined
     }
-    return new ChatReply(controller, (sink) => {
-      this.#runChat(options, controller.signal, sink).then(sink.finish, (error: unknown) =>
-        sink.fail(this.#normalise(error, controller.signal, sink))
-      )
-    })
+    const cursor: Cursor = { turnId: after?.turnId, lastSeq: after?.seq ?? 0 }
+    const resume = this.#resumeOptions(options.resume)
+    const reply = new ChatReply(
+      controller,
+      (sink) => {
+        if (options.lastEventId !== undefined) sink.eventId(options.lastEventId)
+        const run = async () => {
+          try {
+            await this.#readStream(response, sink, cursor, (event) => {
+              cursor.turnId = event.turn_id ?? cursor.turnId
+              sink.metadata(metadataOf(event))
+            })
+          } catch (error) {
+            return this.#recover(error, sink, cursor, resume, signal)
+          }
+        }
+        run().then(sink.finish, (error: unknown) => sink.fail(this.#normalise(error, signal, sink)))
+      },
+      (conversationId) => this.conversations.stop(conversationId)
+    )
+    // Errors before the first event are the caller's to see, as for any request.
+    await reply.metadata
+    return reply
   }
 
   /** The remembered conversation id for `key`, if the client has storage and one is stored. */
@@ -173,6 +303,8 @@ export class ConvokeClient {
     if (conversationId !== undefined) body.conversation_id = conversationId
     if (options.model !== undefined) body.model = options.model
 
+    const cursor: Cursor = { turnId: undefined, lastSeq: 0 }
+    const resume = this.#resumeOptions(options.resume)
     // Retries happen only while no metadata event has arrived: after it the
     // server has started the turn, and sending the message again would repeat it.
     for (let attempt = 0; ; attempt++) {
@@ -185,67 +317,212 @@ export class ConvokeClient {
           accept: "text/event-stream",
           signal
         })
-        const contentType = response.headers.get("content-type") ?? ""
-        if (!contentType.startsWith("text/event-stream") || response.body === null) {
-          await response.body?.cancel().catch(() => {})
-          throw new ConvokeProtocolError(`Expected an event stream, got "${contentType}"`)
-        }
-        let metadata: ChatMetadata | undefined
-        let failure: ChatEvent.ErrorEvent | undefined
-        const completed = await ChatEvent.read(response.body, (event) => {
-          if (metadata === undefined && event.type !== "metadata") {
-            throw new ConvokeProtocolError(`The first event is "${event.type}", not "metadata"`)
+        await this.#readStream(response, sink, cursor, (event) => {
+          const metadata = metadataOf(event)
+          cursor.turnId = metadata.turnId
+          if (storage !== undefined) {
+            // Best effort: a storage failure must not break the reply.
+            Promise.resolve()
+              .then(() => storage.set(key, metadata.conversationId))
+              .catch(() => {})
           }
-          switch (event.type) {
-            case "metadata":
-              if (metadata !== undefined) return
-              metadata = {
-                conversationId: event.conversation_id,
-                model: event.model,
-                timestamp: event.timestamp,
-                temporary: event.temporary === true
-              }
-              if (storage !== undefined) {
-                // Best effort: a storage failure must not break the reply.
-                Promise.resolve()
-                  .then(() => storage.set(key, metadata!.conversationId))
-                  .catch(() => {})
-              }
-              sink.metadata(metadata)
-              return
-            case "content":
-              sink.delta(event.delta.content)
-              return
-            case "error":
-              failure = event
-              return
-          }
+          sink.metadata(metadata)
         })
-        if (failure !== undefined) {
-          throw new ConvokeStreamError({
-            type: failure.error.type,
-            message: failure.error.message,
-            conversationId: metadata!.conversationId,
-            partialText: sink.partialText()
-          })
-        }
-        if (!completed) {
-          if (metadata === undefined) throw new TypeError("The stream ended before its first event")
-          throw new ConvokeNetworkError("The connection closed before the reply was complete", {
-            conversationId: metadata.conversationId,
-            partialText: sink.partialText()
-          })
-        }
         return
       } catch (error) {
-        if (signal.aborted || sink.conversationId() !== undefined || attempt >= this.#retry.retries) {
-          throw error
-        }
+        // After the metadata event the turn runs on the server: resume it, never send it again.
+        if (sink.conversationId() !== undefined) return this.#recover(error, sink, cursor, resume, signal)
+        if (signal.aborted || attempt >= this.#retry.retries) throw error
         delayMs = this.#retryDelay(error, attempt)
         if (delayMs === undefined) throw error
       }
       await sleep(delayMs, signal)
     }
+  }
+
+  #resumeOptions(override: ResumeOptions | false | undefined): Required<ResumeOptions> | false {
+    const options = override === undefined ? this.#options.resume : override
+    if (options === false) return false
+    return {
+      attempts: options?.attempts ?? 5,
+      baseDelayMs: options?.baseDelayMs ?? 250,
+      maxDelayMs: options?.maxDelayMs ?? 5000
+    }
+  }
+
+  /**
+   * Reads one event stream into the reply: the first event must be metadata
+   * (handed to `onMetadata`); later events already delivered (by their id)
+   * are skipped. Resolves on `[DONE]`; rejects with the stream's error event
+   * as `ConvokeStreamError`, or with a network error when the body breaks.
+   */
+  async #readStream(
+    response: Response,
+    sink: ReplySink,
+    cursor: Cursor,
+    onMetadata: (event: ChatEvent.MetadataEvent) => void
+  ): Promise<void> {
+    const contentType = response.headers.get("content-type") ?? ""
+    if (!contentType.startsWith("text/event-stream") || response.body === null) {
+      await response.body?.cancel().catch(() => {})
+      throw new ConvokeProtocolError(`Expected an event stream, got "${contentType}"`)
+    }
+    let started = false
+    let failure: ChatEvent.ErrorEvent | undefined
+    const completed = await ChatEvent.read(response.body, (event, id) => {
+      if (!started) {
+        if (event.type !== "metadata") {
+          throw new ConvokeProtocolError(`The first event is "${event.type}", not "metadata"`)
+        }
+        started = true
+        onMetadata(event)
+        return
+      }
+      if (event.type === "metadata") return
+      const parsed = id === undefined ? undefined : ChatEvent.parseEventId(id)
+      if (parsed !== undefined && (cursor.turnId === undefined || parsed.turnId === cursor.turnId)) {
+        // Defensive: an event at or before the last one delivered is not delivered again.
+        if (parsed.seq <= cursor.lastSeq) return
+        cursor.lastSeq = parsed.seq
+        sink.eventId(id!)
+      }
+      switch (event.type) {
+        case "content":
+          sink.delta(event.delta.content)
+          return
+        case "error":
+          failure = event
+          return
+      }
+    })
+    if (failure !== undefined) {
+      throw new ConvokeStreamError({
+        type: failure.error.type,
+        message: failure.error.message,
+        conversationId: sink.conversationId() ?? "",
+        partialText: sink.partialText()
+      })
+    }
+    if (!completed) {
+      const conversationId = sink.conversationId()
+      if (!started || conversationId === undefined)
+        throw new TypeError("The stream ended before its first event")
+      throw new ConvokeNetworkError("The connection closed before the reply was complete", {
+        conversationId,
+        partialText: sink.partialText()
+      })
+    }
+  }
+
+  /**
+   * After the metadata event, a dropped connection is resumed through the
+   * resume endpoint (with the last event id), with backoff, until the reply
+   * ends or `attempts` reconnections in a row have failed. When the server
+   * has nothing to replay (204), the reply is finished from the stored
+   * conversation. Anything but a network failure is the reply's error.
+   */
+  async #recover(
+    error: unknown,
+    sink: ReplySink,
+    cursor: Cursor,
+    resume: Required<ResumeOptions> | false,
+    signal: AbortSignal
+  ): Promise<void> {
+    const conversationId = sink.conversationId()
+    if (sink.stopping()) return
+    if (
+      resume === false ||
+      signal.aborted ||
+      conversationId === undefined ||
+      cursor.turnId === undefined ||
+      !isNetworkFailure(error)
+    ) {
+      throw error
+    }
+    let lastError = error
+    let failures = 0
+    while (true) {
+      if (failures >= resume.attempts) throw lastError
+      sink.state("reconnecting")
+      await sleep(
+        Math.min(resume.maxDelayMs, resume.baseDelayMs * 2 ** failures * (0.5 + Math.random() / 2)),
+        signal
+      )
+      failures++
+      try {
+        const lastEventId = `${cursor.turnId}:${cursor.lastSeq}`
+        const response = await this.send({
+          method: "GET",
+          path: streamPath(conversationId),
+          accept: "text/event-stream",
+          ...(cursor.lastSeq > 0 ? { headers: { "last-event-id": lastEventId } } : {}),
+          signal
+        })
+        if (response.status === 204) {
+          await response.body?.cancel().catch(() => {})
+          if (await this.#finishFromStore(sink, cursor, conversationId, signal)) return
+          lastError = new ConvokeNetworkError(
+            "The turn is still running but the server has nothing to replay",
+            {
+              conversationId,
+              partialText: sink.partialText()
+            }
+          )
+          continue
+        }
+        await this.#readStream(response, sink, cursor, (event) => {
+          if (event.turn_id !== cursor.turnId) throw new OtherTurn()
+          failures = 0
+          sink.state("streaming")
+        })
+        return
+      } catch (caught) {
+        if (signal.aborted || sink.stopping()) throw caught
+        if (caught instanceof OtherTurn) {
+          if (await this.#finishFromStore(sink, cursor, conversationId, signal)) return
+          continue
+        }
+        const transient =
+          isNetworkFailure(caught) ||
+          (caught instanceof ConvokeHttpError && (caught.status === 429 || caught.status >= 500))
+        if (!transient) throw caught
+        lastError = caught
+      }
+    }
+  }
+
+  /**
+   * Ends the reply from the stored conversation: the text beyond what was
+   * received is delivered as one delta, and the stored status decides how
+   * the reply ends. Resolves `false` when the turn is still running (or its
+   * reply is not stored yet): worth another reconnection.
+   */
+  async #finishFromStore(
+    sink: ReplySink,
+    cursor: Cursor,
+    conversationId: string,
+    signal: AbortSignal
+  ): Promise<boolean> {
+    const conversation = await this.conversations.get(conversationId, { signal })
+    if (conversation.runningTurn?.turnId === cursor.turnId) return false
+    const stored = conversation.messages.findLast(
+      (message) => message.role === "assistant" && message.status !== "streaming"
+    )
+    if (stored === undefined) return false
+    const received = sink.partialText()
+    // Text that does not continue what was received belongs to something else: deliver nothing.
+    if (stored.content.startsWith(received) && stored.content.length > received.length) {
+      sink.delta(stored.content.slice(received.length))
+    }
+    if (stored.status === "cancelled" || stored.status === "interrupted" || stored.status === "error") {
+      throw new ConvokeStreamError({
+        type: stored.status,
+        message: `The reply ended as ${stored.status}`,
+        conversationId,
+        partialText: sink.partialText()
+      })
+    }
+    return true
   }
 
   /** Milliseconds before the next attempt, or `undefined` when `error` is not worth retrying. */
@@ -294,7 +571,11 @@ export class ConvokeClient {
    * otherwise. No retries here (see `chat` and `Conversations`).
    */
   async send(request: TransportRequest): Promise<Response> {
-    const headers: Record<string, string> = { ...this.#options.headers }
+    const headers: Record<string, string> = { ...this.#options.headers, ...request.headers }
+    // The caller's own X-Convoke-Client, in any case, wins.
+    if (!Object.keys(headers).some((name) => name.toLowerCase() === "x-convoke-client")) {
+      headers["x-convoke-client"] = CLIENT_HEADER
+    }
     if (request.accept !== undefined) headers.accept = request.accept
     if (request.body !== undefined) headers["content-type"] = "application/json"
     const apiKey = this.#options.apiKey

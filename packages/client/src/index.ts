@@ -9,7 +9,7 @@
  * for await (const delta of reply) console.log(delta)
  */
 export * as ChatEvent from "./ChatEvent.ts"
-export { type ChatMetadata, ChatReply } from "./ChatReply.ts"
+export { type ChatMetadata, ChatReply, type ChatReplyState } from "./ChatReply.ts"
 export * as ConversationStorage from "./ConversationStorage.ts"
 export {
   type Conversation,
@@ -17,13 +17,16 @@ export {
   type ConversationPage,
   type ConversationSummary,
   Conversations,
-  type ListOptions
+  type ListOptions,
+  type RunningTurn
 } from "./Conversations.ts"
 export {
   CHAT_PATH,
   type ChatOptions,
   type ClientOptions,
   ConvokeClient,
+  type ResumeOptions,
+  type ResumeTurnOptions,
   type RetryOptions
 } from "./ConvokeClient.ts"
 export {
@@ -35,3 +38,4 @@ export {
   ConvokeStreamError,
   type ErrorBody
 } from "./ConvokeError.ts"
+export { VERSION } from "./version.ts"
