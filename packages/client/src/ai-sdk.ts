@@ -149,7 +149,8 @@ export const toUIMessageChunks = (
       } catch (error) {
         endText()
         if (error instanceof ConvokeStreamError && error.type === "cancelled") {
-          controller.enqueue({ type: "abort", reason: error.message })
+          // No `reason`: ai 5's abort chunk has none.
+          controller.enqueue({ type: "abort" })
         } else {
           controller.enqueue({
             type: "error",
