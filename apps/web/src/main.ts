@@ -1,9 +1,11 @@
 /**
  * The Convoke demo page: send a message, see the conversation id the moment
- * the first event arrives (with the time it took), watch the reply stream,
- * stop it, and list and reopen conversations. Everything goes through
- * `@convoke/client`; the page is served by the reference server, so requests
- * are same-origin.
+ * the first event arrives (with the time it took), watch the reply stream
+ * (through network drops: "reconnecting…" shows while the client resumes it),
+ * stop it, and list and reopen conversations — a conversation whose reply is
+ * still running (after a reload) picks the stream up again. Everything goes
+ * through `@convoke/client`; the page is served by the reference server, so
+ * requests are same-origin.
  */
 import {
   type ChatReply,
@@ -20,6 +22,7 @@ const client = new ConvokeClient()
 const element = <T extends HTMLElement>(id: string) => document.getElementById(id) as T
 const conversationIdView = element<HTMLElement>("conversation-id")
 const timingView = element<HTMLElement>("timing")
+const connectionView = element<HTMLElement>("connection")
 const messagesView = element<HTMLOListElement>("messages")
 const listView = element<HTMLUListElement>("conversations")
 const listNote = element<HTMLParagraphElement>("list-note")
@@ -121,9 +124,18 @@ const openConversation = async (id: string) => {
   try {
     const conversation = await client.conversations.get(id)
     messagesView.replaceChildren()
-    for (const message of conversation.messages) addMessage(message.role, message.content, message.status)
+    // A reply still running (the page was reloaded mid-reply) is followed live instead of shown as stored.
+    const running = conversation.runningTurn !== null
+    for (const message of conversation.messages) {
+      if (!(running && message.status === "streaming"))
+        addMessage(message.role, message.content, message.status)
+    }
     timingView.textContent = ""
     showConversation(conversation.id)
+    if (running && current === undefined) {
+      const reply = await client.resume({ conversationId: conversation.id })
+      if (reply !== undefined) await follow(reply, addMessage("assistant", "", "streaming"))
+    }
   } catch (error) {
     showError(`Could not open the conversation: ${describe(error)}`)
   }
@@ -133,11 +145,8 @@ const send = async (message: string) => {
   showError(undefined)
   addMessage("user", message)
   const replyView = addMessage("assistant", "", "streaming")
-  sendButton.disabled = true
-  stopButton.disabled = false
   const startedAt = performance.now()
   const reply = client.chat({ message, conversationId })
-  current = reply
   const timings: Array<string> = []
   const showTimings = () => {
     timingView.textContent = timings.join(" · ")
@@ -158,20 +167,53 @@ const send = async (message: string) => {
     },
     () => {}
   )
+  await follow(reply, replyView, {
+    firstDelta: () => {
+      timings.push(`first text after ${milliseconds(performance.now() - startedAt)}`)
+      showTimings()
+    },
+    complete: () => {
+      timings.push(`complete after ${milliseconds(performance.now() - startedAt)}`)
+      showTimings()
+    }
+  })
+}
+
+/**
+ * Shows a reply as it streams into `replyView`, "reconnecting…" while the
+ * client resumes a dropped connection, and how it ended.
+ */
+const follow = async (
+  reply: ChatReply,
+  replyView: HTMLElement,
+  on: { readonly firstDelta?: () => void; readonly complete?: () => void } = {}
+) => {
+  current = reply
+  sendButton.disabled = true
+  stopButton.disabled = false
+  const showState = () => {
+    const reconnecting = reply.state === "reconnecting"
+    connectionView.hidden = !reconnecting
+    if (reconnecting) replyView.dataset.state = "reconnecting"
+    else if (reply.state === "streaming") replyView.dataset.state = "streaming"
+  }
+  const unsubscribe = reply.onStateChange(showState)
   try {
     let first = true
     for await (const delta of reply) {
       if (first) {
         first = false
-        timings.push(`first text after ${milliseconds(performance.now() - startedAt)}`)
-        showTimings()
+        on.firstDelta?.()
       }
       replyView.textContent += delta
       replyView.scrollIntoView({ block: "end" })
     }
-    replyView.dataset.state = "complete"
-    timings.push(`complete after ${milliseconds(performance.now() - startedAt)}`)
-    showTimings()
+    if (reply.state === "stopped") {
+      replyView.dataset.state = "stopped"
+    } else {
+      on.complete?.()
+      replyView.dataset.state = "complete"
+    }
   } catch (error) {
     if (error instanceof ConvokeAbortError) {
       replyView.dataset.state = "stopped"
@@ -180,6 +222,8 @@ const send = async (message: string) => {
       showError(describe(error))
     }
   } finally {
+    unsubscribe()
+    connectionView.hidden = true
     current = undefined
     sendButton.disabled = false
     stopButton.disabled = true
@@ -202,7 +246,12 @@ input.addEventListener("keydown", (event) => {
   }
 })
 
-stopButton.addEventListener("click", () => current?.abort())
+stopButton.addEventListener("click", () => {
+  // Ends the turn on the server too (stored as cancelled); the reply ends quietly with what arrived.
+  current
+    ?.stop()
+    .catch((error: unknown) => showError(`Could not stop the reply on the server: ${describe(error)}`))
+})
 
 newButton.addEventListener("click", () => {
   if (current !== undefined) return

@@ -1,8 +1,10 @@
 /**
  * The demo page, built with Vite and served by the reference server, driven in
  * headless Chromium: send a message and see the id before the reply is done,
- * stop a reply, reopen a conversation, and run the README's browser snippet
- * verbatim in the page.
+ * stop a reply (stored as cancelled), see "reconnecting…" through a real
+ * network drop (a `CutProxy` between the page and the server) and the whole
+ * reply once after it, reopen a conversation, and run the README's browser
+ * snippet verbatim in the page.
  *
  * The README snippet calls `http://127.0.0.1:3000`; Chromium's host resolver
  * maps that address to the test server (which listens on a free port), so the
@@ -13,6 +15,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { ConvokeClient } from "@convoke/client"
+import { CutProxy } from "@convoke/core/testing"
 import { type RunningServer, start } from "@convoke/server/src/Server.ts"
 import { load } from "@convoke/server/src/Settings.ts"
 import { type Browser, chromium, type Page } from "playwright-core"
@@ -153,6 +157,54 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("web demo in Chromium"
     expect(stopped.startsWith("Echo #1: w0")).toBe(true)
     expect(stopped.length).toBeLessThan(300 * 4)
     expect(await page.isDisabled("#stop")).toBe(true)
+    // Stop ends the turn on the server, which stores what it had as cancelled.
+    const id = (await page.textContent("#conversation-id"))!
+    const client = new ConvokeClient({ baseUrl: server.url })
+    let stored = (await client.conversations.get(id)).messages.at(-1)
+    while (stored?.status === "streaming") stored = (await client.conversations.get(id)).messages.at(-1)
+    expect(stored).toMatchObject({ role: "assistant", status: "cancelled" })
+    expect(stored!.content.startsWith(stopped)).toBe(true)
+  })
+
+  it("shows reconnecting… while the network is down, then the whole reply exactly once", async () => {
+    const proxy = await CutProxy.make(server.url)
+    try {
+      // The page and its requests go through the proxy (its own origin).
+      await page.goto(`${proxy.url}/`)
+      await page.evaluate(() => {
+        const connection = document.getElementById("connection")!
+        new MutationObserver(() => {
+          if (!connection.hidden) (window as any).sawReconnecting = true
+        }).observe(connection, { attributes: true })
+      })
+      const words = Array.from({ length: 150 }, (_, index) => `w${index}`).join(" ")
+      await send(words)
+      await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
+      proxy.cut()
+      await page.locator("#connection").waitFor({ state: "visible" })
+      expect(await page.textContent("#connection")).toBe("reconnecting…")
+      proxy.heal()
+      await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
+      expect(await lastReply().textContent()).toBe(`Echo #1: ${words}`)
+      expect(await page.evaluate(() => (window as any).sawReconnecting)).toBe(true)
+      expect(await page.isHidden("#connection")).toBe(true)
+      expect(await page.locator('#messages li[data-role="assistant"]').count()).toBe(1)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it("picks a running reply up again after a reload", async () => {
+    await page.goto(`${ORIGIN}/`)
+    const words = Array.from({ length: 300 }, (_, index) => `w${index}`).join(" ")
+    await send(words)
+    await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
+    const id = (await page.textContent("#conversation-id"))!
+    // The reload drops the stream; the server keeps the turn going for its grace window.
+    await page.reload()
+    await expect.poll(() => page.textContent("#conversation-id")).toBe(id)
+    await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
+    expect(await page.locator("#messages li").allTextContents()).toEqual([words, `Echo #1: ${words}`])
   })
 
   it("lists conversations and reopens one with its messages, then continues it", async () => {

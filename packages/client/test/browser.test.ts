@@ -6,6 +6,7 @@
  */
 import type { Browser, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { VERSION } from "../src/index.ts"
 import { bundleClient, hasChromium, launchChromium } from "./browser.ts"
 import { startReferenceServer } from "./servers.ts"
 
@@ -126,5 +127,34 @@ describe.skipIf(!hasChromium && !process.env.CI)("in Chromium", () => {
       }
     })
     expect(error).toEqual({ isHttp: true, status: 400, type: "invalid_request" })
+  })
+
+  it("says X-Convoke-Client: web/<version>, and the server counts it as web", async () => {
+    const count = async () => {
+      const metrics = await (await fetch(`${server.url}/metrics`)).text()
+      return metrics
+        .split("\n")
+        .filter((line) => line.startsWith("chat_requests_total{") && line.includes('client="web"'))
+        .reduce((sum, line) => sum + Number(line.split(" ").at(-1)), 0)
+    }
+    const before = await count()
+    const sent: Array<string | undefined> = []
+    const record = (request: import("playwright-core").Request) => {
+      if (new URL(request.url()).pathname.startsWith("/api/"))
+        sent.push(request.headers()["x-convoke-client"])
+    }
+    page.on("request", record)
+    try {
+      await page.evaluate(async () => {
+        const { ConvokeClient } = (window as any).Convoke
+        const client = new ConvokeClient()
+        await client.chat({ message: "count me as web" }).text
+        await client.conversations.list()
+      })
+    } finally {
+      page.off("request", record)
+    }
+    expect(sent).toEqual([`web/${VERSION}`, `web/${VERSION}`])
+    expect(await count()).toBe(before + 1)
   })
 })
