@@ -11,9 +11,9 @@
  *   event's `{ conversationId, model, turnId }` as `messageMetadata`, the
  *   moment the first event arrives), `text-start`, `text-delta`s, `text-end`
  *   and `finish`; a failure is an `error` chunk.
- * - `reconnectToStream` (`useChat({ resume: true })`) replays the running or
- *   just-finished turn of the remembered conversation from its start, then
- *   follows it live; `null` when nothing is running or no conversation is known.
+ * - `reconnectToStream` (`useChat({ resume: true })`) replays the running
+ *   turn of the remembered conversation from its start, then follows it
+ *   live; `null` when nothing is running or no conversation is known.
  * - The AI SDK's `stop()` ends the turn on the server (`reply.stop()`): the
  *   partial reply is stored as `cancelled`. Pass `stopOnAbort: false` to only
  *   close the connection instead (the server then keeps the turn going for
@@ -214,8 +214,9 @@ export class ConvokeChatTransport<UI_MESSAGE extends UIMessage = ConvokeUIMessag
   }
 
   /**
-   * Follows the running (or just finished) turn of the chat's conversation
-   * from its start; `null` when there is none or no conversation is known.
+   * Follows the running turn of the chat's conversation from its start;
+   * `null` when no turn is running (a finished reply is in the conversation's
+   * messages, as the AI SDK expects) or no conversation is known.
    */
   reconnectToStream = async (options: ReconnectOptions): Promise<ReadableStream<UIMessageChunk> | null> => {
     const { chatId, abortSignal } = options
@@ -230,6 +231,10 @@ export class ConvokeChatTransport<UI_MESSAGE extends UIMessage = ConvokeUIMessag
     let reply: ChatReply | undefined
     let metadata: ChatMetadata
     try {
+      // The resume endpoint also replays a turn that ended minutes ago; useChat
+      // has that reply already (from the page's stored messages), so ask first.
+      const conversation = await this.#client.conversations.get(conversationId, { signal: connecting.signal })
+      if (conversation.runningTurn === null) return null
       reply = await this.#client.resume({ conversationId, signal: connecting.signal })
       if (reply === undefined) return null
       metadata = await metadataOf(reply, abortSignal)
