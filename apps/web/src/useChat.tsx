@@ -4,20 +4,20 @@
  * the first event's message metadata, the reply streams in, Stop ends the
  * turn on the server, and a reload mid-reply resumes it (`resume: true`).
  * The chat id lives in `localStorage`, and the client remembers each chat's
- * conversation there too, so a reload continues the same conversation.
+ * conversation there too, so a reload continues the same conversation: the
+ * page starts from the stored messages and resumes the reply still running.
  */
 import { useChat } from "@ai-sdk/react"
 import { ConversationStorage, ConvokeClient } from "@convoke/client"
 import { ConvokeChatTransport, type ConvokeUIMessage } from "@convoke/client/ai-sdk"
-import { type FormEvent, StrictMode, useState } from "react"
+import { type FormEvent, StrictMode, useEffect, useState } from "react"
 import { createRoot } from "react-dom/client"
 import "./style.css"
 
 const CHAT_KEY = "convoke-demo:use-chat-id"
 
-const transport = new ConvokeChatTransport({
-  client: new ConvokeClient({ storage: ConversationStorage.localStorage() })
-})
+const client = new ConvokeClient({ storage: ConversationStorage.localStorage() })
+const transport = new ConvokeChatTransport({ client })
 
 const storedChatId = (): string => {
   const found = localStorage.getItem(CHAT_KEY)
@@ -30,16 +30,52 @@ const storedChatId = (): string => {
 const textOf = (message: ConvokeUIMessage): string =>
   message.parts.flatMap((part) => (part.type === "text" ? [part.text] : [])).join("")
 
-const Chat = ({ chatId, onNewChat }: { chatId: string; onNewChat: () => void }) => {
+/** What a chat starts from: its conversation's stored messages, if it has one. */
+interface Stored {
+  readonly conversationId: string | undefined
+  readonly messages: Array<ConvokeUIMessage>
+  /** Status of each stored message (`complete`, `cancelled`, …), by id. */
+  readonly statuses: ReadonlyMap<string, string>
+}
+
+const empty: Stored = { conversationId: undefined, messages: [], statuses: new Map() }
+
+/**
+ * The chat's stored messages, without the reply of a running turn: `useChat`
+ * gets that one, from its start, by resuming the turn.
+ */
+const loadStored = async (chatId: string): Promise<Stored> => {
+  const conversationId = await transport.conversationId(chatId)
+  if (conversationId === undefined) return empty
+  try {
+    const conversation = await client.conversations.get(conversationId)
+    const messages = conversation.messages.filter((message) => message.status !== "streaming")
+    return {
+      conversationId,
+      messages: messages.map((message) => ({
+        id: message.id,
+        role: message.role,
+        parts: [{ type: "text", text: message.content }]
+      })),
+      statuses: new Map(messages.map((message) => [message.id, message.status]))
+    }
+  } catch {
+    return empty
+  }
+}
+
+const Chat = ({ chatId, stored, onNewChat }: { chatId: string; stored: Stored; onNewChat: () => void }) => {
   const { messages, sendMessage, status, stop, error } = useChat<ConvokeUIMessage>({
     id: chatId,
+    messages: stored.messages,
     transport,
     resume: true
   })
   const [input, setInput] = useState("")
   const busy = status === "submitted" || status === "streaming"
-  const conversationId = messages.findLast((message) => message.metadata !== undefined)?.metadata
-    ?.conversationId
+  // From the first event of the latest reply streamed here, else from the stored conversation.
+  const streamedId = messages.findLast((message) => message.metadata !== undefined)?.metadata?.conversationId
+  const conversationId = streamedId ?? stored.conversationId
   const last = messages.at(-1)
 
   const submit = (event: FormEvent) => {
@@ -64,7 +100,11 @@ const Chat = ({ chatId, onNewChat }: { chatId: string; onNewChat: () => void }) 
         <section className="status" aria-live="polite">
           <div>
             Conversation{" "}
-            <code id="conversation-id" data-state={conversationId === undefined ? "none" : "known"}>
+            <code
+              id="conversation-id"
+              data-state={conversationId === undefined ? "none" : "known"}
+              data-source={streamedId === undefined ? "stored" : "stream"}
+            >
               {conversationId ?? "none yet"}
             </code>
           </div>
@@ -78,13 +118,14 @@ const Chat = ({ chatId, onNewChat }: { chatId: string; onNewChat: () => void }) 
               key={message.id}
               data-role={message.role}
               data-state={
-                message.role === "user"
+                stored.statuses.get(message.id) ??
+                (message.role === "user"
                   ? "complete"
                   : message === last && busy
                     ? "streaming"
                     : message === last && status === "error"
                       ? "error"
-                      : "complete"
+                      : "complete")
               }
             >
               {textOf(message)}
@@ -123,12 +164,23 @@ const Chat = ({ chatId, onNewChat }: { chatId: string; onNewChat: () => void }) 
 
 const App = () => {
   const [chatId, setChatId] = useState(storedChatId)
+  const [stored, setStored] = useState<{ chatId: string; stored: Stored }>()
+  useEffect(() => {
+    let current = true
+    loadStored(chatId).then((found) => {
+      if (current) setStored({ chatId, stored: found })
+    })
+    return () => {
+      current = false
+    }
+  }, [chatId])
   const newChat = () => {
     const created = crypto.randomUUID()
     localStorage.setItem(CHAT_KEY, created)
     setChatId(created)
   }
-  return <Chat key={chatId} chatId={chatId} onNewChat={newChat} />
+  if (stored?.chatId !== chatId) return <p className="note">Loading…</p>
+  return <Chat key={chatId} chatId={chatId} stored={stored.stored} onNewChat={newChat} />
 }
 
 createRoot(document.getElementById("root")!).render(

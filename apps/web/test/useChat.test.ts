@@ -3,8 +3,9 @@
  * `@convoke/client/ai-sdk`'s transport), built with Vite and served by the
  * reference server, driven in headless Chromium: it is linked from the main
  * page, shows the conversation id from the first event before the reply is
- * done, stops a reply (stored as `cancelled`), and resumes a reply still
- * running after `page.reload()`, ending with the whole of it.
+ * done, starts from the stored messages after a reload, stops a reply
+ * (stored as `cancelled`), and resumes a reply still running after
+ * `page.reload()`, ending with the whole of it.
  *
  * The echo model waits 25 ms before each word, so a reply of a few hundred
  * words is still running when the page reloads; the tests wait on what the
@@ -153,6 +154,13 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chrom
       ["user", message, "complete"],
       ["assistant", final, "complete"]
     ])
+
+    // A reload starts from the stored messages; the finished reply is not replayed a second time.
+    await page.reload()
+    await expect.poll(() => page.locator("#messages li").allTextContents()).toEqual([message, final])
+    expect(await page.getAttribute("#conversation-id", "data-source")).toBe("stored")
+    expect(await page.textContent("#conversation-id")).toBe(id)
+    expect(await status()).toBe("ready")
   })
 
   it("resumes a reply still running after page.reload() and ends with all of it", async () => {
@@ -165,17 +173,20 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chrom
     expect(id).toMatch(UUID_V4)
     await page.reload()
 
-    // After the reload the page knows the conversation again (from the resumed
-    // stream's first event) and shows part of the reply while the turn still runs.
-    await expect.poll(() => page.textContent("#conversation-id")).toBe(id)
+    // After the reload the page shows the stored user message, learns the
+    // conversation id again from the resumed stream's first event, and shows
+    // part of the reply while the turn still runs.
+    await expect.poll(() => page.getAttribute("#conversation-id", "data-source")).toBe("stream")
+    expect(await page.textContent("#conversation-id")).toBe(id)
     await expect.poll(replyText).toContain(" w20 ")
+    expect(await page.locator('#messages li[data-role="user"]').allTextContents()).toEqual([message])
     const during = await stored(id)
     expect(during.running_turn).not.toBeNull()
     expect((await replyText()).length).toBeLessThan(final.length)
 
     await expect.poll(replyText, { timeout: 25_000 }).toBe(final)
     await expect.poll(status).toBe("ready")
-    expect(await page.locator('#messages li[data-role="assistant"]').count()).toBe(1)
+    expect(await page.locator("#messages li").allTextContents()).toEqual([message, final])
     const after = await stored(id)
     expect(after.running_turn).toBeNull()
     expect(after.messages.at(-1)).toMatchObject({ role: "assistant", content: final, status: "complete" })
