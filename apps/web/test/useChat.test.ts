@@ -11,7 +11,7 @@
  * words is still running when the page reloads; the tests wait on what the
  * page shows and what the server says, never on time.
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -22,6 +22,7 @@ import { build } from "vite"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const root = fileURLToPath(new URL("../../../", import.meta.url))
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
 interface StoredConversation {
@@ -186,6 +187,8 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chrom
 
     await expect.poll(replyText, { timeout: 25_000 }).toBe(final)
     await expect.poll(status).toBe("ready")
+    mkdirSync(join(root, "test-results"), { recursive: true })
+    await page.screenshot({ path: join(root, "test-results", "use-chat.png"), fullPage: true })
     expect(await page.locator("#messages li").allTextContents()).toEqual([message, final])
     const after = await stored(id)
     expect(after.running_turn).toBeNull()
