@@ -69,8 +69,13 @@ const Chat = ({ chatId, stored, onNewChat }: { chatId: string; stored: Stored; o
     id: chatId,
     messages: stored.messages,
     transport,
-    resume: true
+    resume: true,
+    // Replies stopped here show as such (the server stores them as `cancelled`).
+    onFinish: ({ message, isAbort }) => {
+      if (isAbort) setStopped((ids) => new Set(ids).add(message.id))
+    }
   })
+  const [stopped, setStopped] = useState<ReadonlySet<string>>(new Set())
   const [input, setInput] = useState("")
   const busy = status === "submitted" || status === "streaming"
   // From the first event of the latest reply streamed here, else from the stored conversation.
@@ -119,6 +124,7 @@ const Chat = ({ chatId, stored, onNewChat }: { chatId: string; stored: Stored; o
               data-role={message.role}
               data-state={
                 stored.statuses.get(message.id) ??
+                (stopped.has(message.id) ? "stopped" : undefined) ??
                 (message.role === "user"
                   ? "complete"
                   : message === last && busy

@@ -202,6 +202,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chrom
     const id = (await page.textContent("#conversation-id"))!
     await page.click("#stop")
     await expect.poll(status).toBe("ready")
+    await expect.poll(() => lastReply().getAttribute("data-state")).toBe("stopped")
     expect(await page.isDisabled("#stop")).toBe(true)
     const shown = await replyText()
     expect(shown.startsWith("Echo #1: w0 w1")).toBe(true)
