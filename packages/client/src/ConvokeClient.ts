@@ -44,8 +44,8 @@ export interface RetryOptions {
  * How a reply whose connection drops after the first event is resumed: the
  * client reconnects to the resume endpoint with the last event id it saw,
  * waiting `baseDelayMs`, doubling each time (with jitter) up to `maxDelayMs`,
- * and gives up after `attempts` failures in a row (a reconnection that works
- * starts the count again).
+ * and gives up after `attempts` failures in a row (a reconnection that
+ * delivers an event starts the count again).
  */
 export interface ResumeOptions {
   /** Reconnection attempts in a row before the reply fails (default 5). */
@@ -470,11 +470,17 @@ export class ConvokeClient {
           )
           continue
         }
-        await this.#readStream(response, sink, cursor, (event) => {
-          if (event.turn_id !== cursor.turnId) throw new OtherTurn()
-          failures = 0
-          sink.state("streaming")
-        })
+        const seqBefore = cursor.lastSeq
+        try {
+          await this.#readStream(response, sink, cursor, (event) => {
+            if (event.turn_id !== cursor.turnId) throw new OtherTurn()
+            sink.state("streaming")
+          })
+        } finally {
+          // A reconnection that delivered something worked: the count starts again. One that
+          // only sent the metadata again did not, or a link that drops at once would loop forever.
+          if (cursor.lastSeq > seqBefore) failures = 0
+        }
         return
       } catch (caught) {
         if (signal.aborted || sink.stopping()) throw caught

@@ -81,3 +81,25 @@ describe("ChatEvent.read", () => {
     expect(seen).toEqual(EXPECTED)
   })
 })
+
+describe("event ids", () => {
+  it("hands each event its id, and parses <turn_id>:<seq>", async () => {
+    const ids: Array<string | undefined> = []
+    await ChatEvent.read(
+      bodyOf([
+        'data: {"type":"metadata","conversation_id":"c","model":"m","timestamp":1,"turn_id":"t"}\n\n',
+        'id: t:1\ndata: {"type":"content","delta":{"content":"a"}}\n\n',
+        "id: t:2\ndata: [DONE]\n\n"
+      ]),
+      (_event, id) => ids.push(id)
+    )
+    expect(ids).toEqual([undefined, "t:1", "t:2"])
+    expect(ChatEvent.parseEventId("1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed:42")).toEqual({
+      turnId: "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed",
+      seq: 42
+    })
+    expect(ChatEvent.parseEventId("no-seq")).toBeUndefined()
+    expect(ChatEvent.parseEventId("t:x")).toBeUndefined()
+    expect(ChatEvent.parseEventId(":3")).toBeUndefined()
+  })
+})

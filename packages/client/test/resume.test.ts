@@ -15,11 +15,12 @@ import {
   ConversationStore,
   EchoLanguageModel,
   Identity,
+  LanguageModel,
   TurnLog
 } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { CutProxy } from "@convoke/core/testing"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   type ChatReply,
@@ -145,6 +146,25 @@ describe("resume and stop against the reference server, through a cutting proxy"
       const error = await iterated.catch((caught: unknown) => caught)
       expect(error).toBeInstanceOf(ConvokeNetworkError)
       expect(states).toEqual(["connecting", "streaming", "reconnecting", "failed"])
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it("counts a reconnection that only sends the metadata again as failed: no endless loop", async () => {
+    // Every connection passes the metadata event, then drops.
+    const proxy = await CutProxy.make(server.url, { cutAfterFrames: 1 })
+    try {
+      const client = new ConvokeClient({ baseUrl: proxy.url, resume: { attempts: 3, baseDelayMs: 1 } })
+      const reply = client.chat({ message: words(40) })
+      const { states, deltas, iterated } = watch(reply, (state) => {
+        if (state === "reconnecting") proxy.heal()
+      })
+      const error = await iterated.catch((caught: unknown) => caught)
+      expect(error).toBeInstanceOf(ConvokeNetworkError)
+      expect(deltas).toEqual([])
+      expect(states.filter((state) => state === "reconnecting")).toHaveLength(3)
+      expect(states.at(-1)).toBe("failed")
     } finally {
       await proxy.close()
     }
@@ -295,7 +315,13 @@ describe("resume and stop against the reference server, through a cutting proxy"
  * from the stored conversation. Its `turnEnded` hook (run once the reply is
  * stored) is the signal the tests wait on.
  */
-const startForgetfulServer = async (disconnectGrace: Duration.Input) => {
+const startForgetfulServer = async (
+  disconnectGrace: Duration.Input,
+  options: {
+    readonly model?: Layer.Layer<LanguageModel.LanguageModel>
+    readonly maxEventsPerTurn?: number
+  } = {}
+) => {
   const ended = new Map<string, (outcome: string) => void>()
   const endings = new Map<string, Promise<string>>()
   const turnEnded = (conversationId: string) => {
@@ -323,10 +349,10 @@ const startForgetfulServer = async (disconnectGrace: Duration.Input) => {
         })
       ),
       ConversationStore.layerMemory,
-      EchoLanguageModel.layer({ delay: Duration.millis(2) }),
+      options.model ?? EchoLanguageModel.layer({ delay: Duration.millis(2) }),
       Identity.layerAnonymous()
     ),
-    { turnLog: TurnLog.layerMemory({ retention: Duration.zero }) }
+    { turnLog: TurnLog.layerMemory({ retention: Duration.zero, maxEventsPerTurn: options.maxEventsPerTurn }) }
   )
   const handler = NodeHandler.toNodeHandler(app)
   const http = createServer((request, response) => handler(request, response))
@@ -402,6 +428,62 @@ describe("finishing from the stored conversation when there is nothing to replay
       expect(error).toMatchObject({ type: "cancelled", conversationId: id })
       expect((error as ConvokeStreamError).partialText.startsWith(deltas.join(""))).toBe(true)
       expect(reply.state).toBe("failed")
+    } finally {
+      await proxy.close()
+      await server.close()
+    }
+  })
+
+  it("treats a 204 while the stored conversation still runs the turn as transient, and retries", async () => {
+    // The echo model, holding its sixth word until the test lets it go.
+    let release!: () => void
+    const released = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const echo = EchoLanguageModel.make({ delay: Duration.zero })
+    const held = Layer.succeed(LanguageModel.LanguageModel, {
+      ...echo,
+      streamText: (request) => {
+        let words = 0
+        return echo
+          .streamText(request)
+          .pipe(
+            Stream.tap((part) =>
+              part._tag === "TextDelta" && ++words === 6 ? Effect.promise(() => released) : Effect.void
+            )
+          )
+      }
+    })
+    // The log keeps one event per turn: events 1-4 are gone by the time the client is back (204).
+    const server = await startForgetfulServer(Duration.minutes(1), { model: held, maxEventsPerTurn: 1 })
+    const proxy = await CutProxy.make(server.url, { cutAfterFrames: 3 })
+    try {
+      let sawRunning = false
+      const client = new ConvokeClient({
+        baseUrl: proxy.url,
+        resume: { attempts: 1000, baseDelayMs: 1, maxDelayMs: 5 },
+        fetch: async (input, init) => {
+          const response = await fetch(input, init)
+          if (/\/conversations\/[^/]+$/.test(new URL(String(input)).pathname)) {
+            const body = await response.clone().json()
+            // The turn is still running: now let it finish.
+            if (body.running_turn !== null && !sawRunning) {
+              sawRunning = true
+              release()
+            }
+          }
+          return response
+        }
+      })
+      const message = words(20)
+      const reply = client.chat({ message })
+      const { states, deltas, iterated } = watch(reply, (state) => {
+        if (state === "reconnecting") proxy.heal()
+      })
+      await iterated
+      expect(sawRunning).toBe(true)
+      expect(deltas.join("")).toBe(`Echo #1: ${message}`)
+      expect(states.at(-1)).toBe("done")
     } finally {
       await proxy.close()
       await server.close()

@@ -45,7 +45,8 @@ export const HttpSecurity = Context.Reference<Settings>("@convoke/core/HttpSecur
 })
 
 /** Request headers a browser may send cross-origin. */
-export const ALLOWED_HEADERS = "authorization, content-type, x-api-key, x-request-id, accept, last-event-id"
+export const ALLOWED_HEADERS =
+  "authorization, content-type, x-api-key, x-request-id, accept, last-event-id, x-convoke-client"
 
 /** Response headers a cross-origin script may read. */
 export const EXPOSED_HEADERS =

@@ -1,12 +1,17 @@
-// The transport on UnityWebRequest with a DownloadHandlerScript, for platforms
-// where Unity's own networking is preferred (WebGL has no HttpClient sockets;
-// some consoles and mobile setups route through it). Compiled only inside
-// Unity. Use it from the main thread, as UnityWebRequest requires; cancel from
-// the main thread too.
+// The transport on UnityWebRequest with a DownloadHandlerScript, for when
+// Unity's own networking is preferred (some consoles and mobile setups route
+// through it; WebGL has no sockets for HttpClient, but see the README: do not
+// expect WebGL builds to stream with it). Compiled only inside Unity; the streaming
+// logic lives in DownloadRelay, tested without Unity.
+//
+// Unity runs ReceiveData and the operation's completed event on the main
+// thread, and most UnityWebRequest members may only be called there: call
+// SendAsync on the main thread (ConvokeClient does when Chat is called from a
+// MonoBehaviour). Cancelling may happen on any thread: it calls Abort, which
+// Unity marks thread-safe.
 #if UNITY_5_3_OR_NEWER
 using System;
 using System.Collections.Generic;
-using System.IO;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -17,122 +22,79 @@ namespace Convoke
     /// <summary>Streams responses with UnityWebRequest; pass it as <see cref="ConvokeClientOptions.Transport"/>.</summary>
     public sealed class UnityWebRequestTransport : IChatTransport
     {
+        /// <summary>Sends any method, with the JSON body when there is one. Call it on the main thread.</summary>
         public Task SendAsync(TransportRequest request, ITransportReceiver receiver, CancellationToken cancellationToken)
         {
-            TaskCompletionSource<bool> completion = new TaskCompletionSource<bool>();
+            TaskCompletionSource<bool> early = new TaskCompletionSource<bool>();
             if (cancellationToken.IsCancellationRequested)
             {
-                completion.SetCanceled();
-                return completion.Task;
+                early.SetCanceled();
+                return early.Task;
             }
-            UnityWebRequest web = new UnityWebRequest(request.Url, request.Method);
-            StreamingDownloadHandler handler = new StreamingDownloadHandler(web, receiver);
-            web.downloadHandler = handler;
-            if (request.JsonBody != null)
+            UnityWebRequest web = null;
+            try
             {
-                web.uploadHandler = new UploadHandlerRaw(Encoding.UTF8.GetBytes(request.JsonBody));
-                web.SetRequestHeader("Content-Type", "application/json");
+                web = new UnityWebRequest(request.Url, request.Method);
+                UnityWebRequest sent = web;
+                DownloadRelay relay = new DownloadRelay(
+                    receiver,
+                    () => sent.responseCode,
+                    name => ResponseHeader(sent, name),
+                    cancellationToken);
+                web.downloadHandler = new RelayingDownloadHandler(relay);
+                if (request.JsonBody != null)
+                {
+                    web.uploadHandler = new UploadHandlerRaw(Encoding.UTF8.GetBytes(request.JsonBody));
+                    web.SetRequestHeader("Content-Type", "application/json");
+                }
+                if (request.Headers != null)
+                {
+                    foreach (KeyValuePair<string, string> header in request.Headers) web.SetRequestHeader(header.Key, header.Value);
+                }
+                UnityWebRequestAsyncOperation operation = web.SendWebRequest();
+                // Registered after sending, so an Abort never reaches a request that was not sent.
+                CancellationTokenRegistration registration = cancellationToken.Register(sent.Abort);
+                operation.completed += _ =>
+                {
+                    // Disposing the registration waits for a running Abort, so Dispose never races it.
+                    registration.Dispose();
+                    UnityWebRequest.Result result = sent.result;
+                    bool connectionError = result != UnityWebRequest.Result.Success && result != UnityWebRequest.Result.ProtocolError;
+                    relay.Finish(connectionError, connectionError ? sent.error : null, sent.Dispose);
+                };
+                return relay.Task;
             }
-            if (request.Headers != null)
+            catch (Exception error)
             {
-                foreach (KeyValuePair<string, string> header in request.Headers) web.SetRequestHeader(header.Key, header.Value);
+                // E.g. a header Unity refuses, or http:// when the player settings allow only HTTPS.
+                if (web != null) web.Dispose();
+                early.SetException(error);
+                return early.Task;
             }
-            CancellationTokenRegistration registration = cancellationToken.Register(() => web.Abort());
-            UnityWebRequestAsyncOperation operation = web.SendWebRequest();
-            operation.completed += _ =>
-            {
-                registration.Dispose();
-                try
-                {
-                    if (cancellationToken.IsCancellationRequested)
-                    {
-                        completion.TrySetCanceled();
-                    }
-                    else if (handler.Failure != null)
-                    {
-                        completion.TrySetException(handler.Failure);
-                    }
-                    else if (handler.Stopped)
-                    {
-                        completion.TrySetResult(true);
-                    }
-                    else if (IsConnectionError(web))
-                    {
-                        completion.TrySetException(new IOException(web.error ?? "Connection error"));
-                    }
-                    else
-                    {
-                        // A body-less response (e.g. 204) never called ReceiveData.
-                        handler.EnsureResponse();
-                        completion.TrySetResult(true);
-                    }
-                }
-                catch (Exception error)
-                {
-                    completion.TrySetException(error);
-                }
-                finally
-                {
-                    web.Dispose();
-                }
-            };
-            return completion.Task;
         }
 
-        private static bool IsConnectionError(UnityWebRequest web)
+        private static string ResponseHeader(UnityWebRequest web, string name)
         {
-#if UNITY_2020_2_OR_NEWER
-            return web.result == UnityWebRequest.Result.ConnectionError;
-#else
-            return web.isNetworkError;
-#endif
+            // GetResponseHeaders matches names case-insensitively (HTTP/2 sends them in lower case).
+            Dictionary<string, string> headers = web.GetResponseHeaders();
+            string value;
+            return headers != null && headers.TryGetValue(name, out value) ? value : null;
         }
 
-        /// <summary>Hands each received piece to the receiver as it arrives.</summary>
-        private sealed class StreamingDownloadHandler : DownloadHandlerScript
+        /// <summary>Hands each piece to the relay as Unity delivers it (on the main thread).</summary>
+        private sealed class RelayingDownloadHandler : DownloadHandlerScript
         {
-            private readonly UnityWebRequest web;
-            private readonly ITransportReceiver receiver;
-            private bool started;
+            private readonly DownloadRelay relay;
 
-            public StreamingDownloadHandler(UnityWebRequest web, ITransportReceiver receiver)
-                : base(new byte[8192])
+            // A preallocated buffer: Unity reuses it for every call instead of allocating one per piece.
+            public RelayingDownloadHandler(DownloadRelay relay) : base(new byte[8192])
             {
-                this.web = web;
-                this.receiver = receiver;
-            }
-
-            /// <summary>True when the receiver asked to stop (after [DONE]).</summary>
-            public bool Stopped { get; private set; }
-
-            /// <summary>An exception the receiver threw (a protocol error), reported on completion.</summary>
-            public Exception Failure { get; private set; }
-
-            public void EnsureResponse()
-            {
-                if (started) return;
-                started = true;
-                receiver.OnResponse(
-                    (int)web.responseCode,
-                    web.GetResponseHeader("Content-Type") ?? "",
-                    web.GetResponseHeader("Retry-After"));
+                this.relay = relay;
             }
 
             protected override bool ReceiveData(byte[] data, int dataLength)
             {
-                if (data == null || dataLength == 0) return true;
-                try
-                {
-                    EnsureResponse();
-                    if (receiver.OnData(data, 0, dataLength)) return true;
-                    Stopped = true;
-                    return false;
-                }
-                catch (Exception error)
-                {
-                    Failure = error;
-                    return false;
-                }
+                return relay.Receive(data, dataLength);
             }
         }
     }
