@@ -37,7 +37,9 @@ const newest = (path) => {
   if (!info.isDirectory()) return info.mtimeMs
   return Math.max(info.mtimeMs, ...readdirSync(path).map((name) => newest(join(path, name))))
 }
-const webSources = ["index.html", "vite.config.ts", "src", "package.json"].map((name) => join(web, name))
+const webSources = ["index.html", "use-chat.html", "vite.config.ts", "src", "package.json"].map((name) =>
+  join(web, name)
+)
 const clientSources = join(root, "packages", "client", "src")
 if (
   existsSync(join(web, "index.html")) &&
