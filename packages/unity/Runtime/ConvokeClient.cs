@@ -21,7 +21,7 @@ namespace Convoke
             MaxRetryDelay = TimeSpan.FromSeconds(10);
             ResumeAttempts = 5;
             ResumeBaseDelay = TimeSpan.FromMilliseconds(250);
-            MaxResumeDelay = TimeSpan.FromSeconds(8);
+            MaxResumeDelay = TimeSpan.FromSeconds(5);
             ConversationKey = "default";
         }
 
