@@ -57,7 +57,7 @@ namespace Convoke
         /// <summary>First wait before reconnecting, doubled each attempt, with jitter (default 250 ms).</summary>
         public TimeSpan ResumeBaseDelay { get; set; }
 
-        /// <summary>Longest wait between reconnections (default 8 s).</summary>
+        /// <summary>Longest wait between reconnections (default 5 s).</summary>
         public TimeSpan MaxResumeDelay { get; set; }
 
         /// <summary>
