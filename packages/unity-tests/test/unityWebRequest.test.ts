@@ -18,6 +18,8 @@ const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 
 const runtime = sources(here("../../unity/Runtime/"))
 const stubs = sources(here("../stubs/"))
+// The runner and the assertions the package's own C# tests use.
+const support = here("../../unity/Tests/TestSupport.cs")
 const tests = sources(here("../csharp/"))
 
 const build = mkdtempSync(join(tmpdir(), "convoke-uwr-"))
@@ -30,6 +32,7 @@ const compile = hasMono
       `-out:${executable}`,
       ...runtime,
       ...stubs,
+      support,
       ...tests
     ])
   : undefined
