@@ -492,25 +492,16 @@ namespace Convoke.Tests
             }
         }
 
-        private static void Faults(string faults)
-        {
-            using (HttpClient http = new HttpClient())
-            {
-                HttpResponseMessage response = http.PostAsync(faultyUrl + "/__faults", new StringContent(faults)).Result;
-                Equal(204, (int)response.StatusCode, "fault queue accepted");
-            }
-        }
-
         private static void EndToEndRetries()
         {
-            Faults("503,429,drop");
+            Faults(faultyUrl, "503,429,drop");
             CountingTransport counting = new CountingTransport(new UnityWebRequestTransport());
             using (ConvokeClient client = Client(faultyUrl, counting, 3))
                 Equal("Echo #1: eventually", Await(Chat(client, "eventually").Text, "text"), "reply after retries");
             List<Task> sends = counting.Sends;
             Equal(4, sends.Count, "attempts");
             True(Failure(sends[2]) is IOException, "the dropped connection was an IOException");
-            Faults("503,503");
+            Faults(faultyUrl, "503,503");
             using (ConvokeClient client = Client(faultyUrl, new UnityWebRequestTransport(), 1))
             {
                 ConvokeHttpException error = Failure(Chat(client, "give up").Text) as ConvokeHttpException;

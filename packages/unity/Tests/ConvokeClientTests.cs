@@ -395,21 +395,12 @@ namespace Convoke.Tests
             }
         }
 
-        private static void Faults(string faults)
-        {
-            using (HttpClient http = new HttpClient())
-            {
-                HttpResponseMessage response = http.PostAsync(faultyUrl + "/__faults", new StringContent(faults)).Result;
-                Equal(204, (int)response.StatusCode, "fault queue accepted");
-            }
-        }
-
         private static void EndToEndRetries()
         {
-            Faults("503,429,drop");
+            Faults(faultyUrl, "503,429,drop");
             using (ConvokeClient client = Client(faultyUrl, 3))
                 Equal("Echo #1: eventually", Await(client.Chat("eventually").Text, "text"), "reply after retries");
-            Faults("503,503");
+            Faults(faultyUrl, "503,503");
             using (ConvokeClient client = Client(faultyUrl, 1))
             {
                 ConvokeHttpException error = Failure(client.Chat("give up").Text) as ConvokeHttpException;

@@ -1,11 +1,12 @@
-// The runner and the assertions shared by the package's C# test programs:
-// ConvokeClientTests here, and the UnityWebRequest transport's tests in
-// packages/unity-tests/csharp, which compile this file too. A program lists
-// its tests with Test(name, body), reads its options with Option and hands
-// both to Run from its Main; the tests use the assertions with
-// "using static Convoke.Tests.TestSupport;".
+// The runner, the assertions and the faulty server's fault queue shared by
+// the package's C# test programs: ConvokeClientTests here, and the
+// UnityWebRequest transport's tests in packages/unity-tests/csharp, which
+// compile this file too. A program lists its tests with Test(name, body),
+// reads its options with Option and hands both to Run from its Main; the
+// tests use the rest with "using static Convoke.Tests.TestSupport;".
 using System;
 using System.Collections.Generic;
+using System.Net.Http;
 using System.Threading.Tasks;
 
 namespace Convoke.Tests
@@ -107,6 +108,16 @@ namespace Convoke.Tests
                 return error.InnerException;
             }
             throw new Exception("expected the task to fail, it succeeded");
+        }
+
+        /// <summary>Queues answers ("503,429,drop") on the faulty server for its next chat requests.</summary>
+        public static void Faults(string faultyUrl, string faults)
+        {
+            using (HttpClient http = new HttpClient())
+            {
+                HttpResponseMessage response = http.PostAsync(faultyUrl + "/__faults", new StringContent(faults)).Result;
+                Equal(204, (int)response.StatusCode, "fault queue accepted");
+            }
         }
     }
 }
