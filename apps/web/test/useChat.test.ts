@@ -11,19 +11,10 @@
  * words is still running when the page reloads; the tests wait on what the
  * page shows and what the server says, never on time.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { type RunningServer, start } from "@convoke/server/src/Server.ts"
-import { load } from "@convoke/server/src/Settings.ts"
-import { type Browser, chromium, type Page } from "playwright-core"
-import { build } from "vite"
+import type { RunningServer } from "@convoke/server/src/Server.ts"
+import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
-const root = fileURLToPath(new URL("../../../", import.meta.url))
-const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+import { type Demo, runnable, screenshot, startDemo, UUID_V4 } from "./support.ts"
 
 interface StoredConversation {
   readonly messages: ReadonlyArray<{
@@ -36,44 +27,15 @@ interface StoredConversation {
 
 const words = (count: number) => Array.from({ length: count }, (_, index) => `w${index}`).join(" ")
 
-// Chromium comes from Debian's packages, installed by .ci/run; a developer
-// machine without it skips these tests, CI never does.
-describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chromium", () => {
+describe.skipIf(!runnable)("useChat page in Chromium", () => {
+  let demo: Demo
   let server: RunningServer
-  let browser: Browser
   let page: Page
-  const dataDir = mkdtempSync(join(tmpdir(), "convoke-use-chat-data-"))
-  const webDir = mkdtempSync(join(tmpdir(), "convoke-use-chat-dist-"))
 
   beforeAll(async () => {
-    await build({
-      root: fileURLToPath(new URL("../", import.meta.url)),
-      configFile: fileURLToPath(new URL("../vite.config.ts", import.meta.url)),
-      logLevel: "silent",
-      build: { outDir: webDir, emptyOutDir: true }
-    })
-    server = await start(
-      load([], {
-        PORT: "0",
-        CONVOKE_ECHO_DELAY_MS: "25",
-        CONVOKE_DATA_DIR: dataDir,
-        CONVOKE_WEB_DIR: webDir
-      })
-    )
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync"
-      ]
-    })
-    page = await browser.newPage({ viewport: { width: 1000, height: 720 } })
+    demo = await startDemo({ name: "use-chat", echoDelayMs: 25 })
+    server = demo.server
+    page = await demo.browser.newPage({ viewport: { width: 1000, height: 720 } })
     // Records, in the page, the reply's length when the id first shows and when the reply is done.
     await page.addInitScript(() => {
       const timeline: Array<{ what: string; replyLength: number }> = []
@@ -99,10 +61,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chrom
   }, 120_000)
 
   afterAll(async () => {
-    await browser?.close()
-    await server?.close()
-    rmSync(dataDir, { recursive: true, force: true })
-    rmSync(webDir, { recursive: true, force: true })
+    await demo?.close()
   })
 
   const open = async () => {
@@ -187,8 +146,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("useChat page in Chrom
 
     await expect.poll(replyText, { timeout: 25_000 }).toBe(final)
     await expect.poll(status).toBe("ready")
-    mkdirSync(join(root, "test-results"), { recursive: true })
-    await page.screenshot({ path: join(root, "test-results", "use-chat.png"), fullPage: true })
+    await screenshot(page, "use-chat.png")
     expect(await page.locator("#messages li").allTextContents()).toEqual([message, final])
     const after = await stored(id)
     expect(after.running_turn).toBeNull()

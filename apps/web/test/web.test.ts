@@ -11,22 +11,16 @@
  * page, the snippet and the server share one origin, as they do for a user who
  * ran `npm start`.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { ConvokeClient } from "@convoke/client"
 import { CutProxy } from "@convoke/core/testing"
-import { type RunningServer, start } from "@convoke/server/src/Server.ts"
-import { load } from "@convoke/server/src/Settings.ts"
-import { type Browser, chromium, type Page } from "playwright-core"
-import { build } from "vite"
+import type { RunningServer } from "@convoke/server/src/Server.ts"
+import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { type Demo, root, runnable, screenshot, startDemo, UUID_V4 } from "./support.ts"
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
 const ORIGIN = "http://127.0.0.1:3000"
-const root = fileURLToPath(new URL("../../../", import.meta.url))
-const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
 /** The README's browser snippet: the js block of the quick start that reads the first chunk. */
 const readmeSnippet = () => {
@@ -38,45 +32,20 @@ const readmeSnippet = () => {
   return block
 }
 
-// Chromium comes from Debian's packages, installed by .ci/run; a developer
-// machine without it skips these tests, CI never does.
-describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("web demo in Chromium", () => {
+describe.skipIf(!runnable)("web demo in Chromium", () => {
+  let demo: Demo
   let server: RunningServer
-  let browser: Browser
   let page: Page
-  const dataDir = mkdtempSync(join(tmpdir(), "convoke-web-data-"))
-  const webDir = mkdtempSync(join(tmpdir(), "convoke-web-dist-"))
 
   beforeAll(async () => {
-    await build({
-      root: fileURLToPath(new URL("../", import.meta.url)),
-      configFile: fileURLToPath(new URL("../vite.config.ts", import.meta.url)),
-      logLevel: "silent",
-      build: { outDir: webDir, emptyOutDir: true }
+    demo = await startDemo({
+      name: "web",
+      echoDelayMs: 10,
+      // The README snippet's address, on the test server's port.
+      chromiumArgs: (server) => [`--host-resolver-rules=MAP 127.0.0.1:3000 127.0.0.1:${server.port}`]
     })
-    server = await start(
-      load([], {
-        PORT: "0",
-        CONVOKE_ECHO_DELAY_MS: "10",
-        CONVOKE_DATA_DIR: dataDir,
-        CONVOKE_WEB_DIR: webDir
-      })
-    )
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        `--host-resolver-rules=MAP 127.0.0.1:3000 127.0.0.1:${server.port}`
-      ]
-    })
-    page = await browser.newPage({ viewport: { width: 1100, height: 720 } })
+    server = demo.server
+    page = await demo.browser.newPage({ viewport: { width: 1100, height: 720 } })
     // Records, in the page, the order in which the id and the finished reply appear.
     await page.addInitScript(() => {
       const timeline: Array<{ what: string; replyLength: number }> = []
@@ -100,10 +69,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("web demo in Chromium"
   }, 120_000)
 
   afterAll(async () => {
-    await browser?.close()
-    await server?.close()
-    rmSync(dataDir, { recursive: true, force: true })
-    rmSync(webDir, { recursive: true, force: true })
+    await demo?.close()
   })
 
   const send = async (message: string) => {
@@ -143,8 +109,7 @@ describe.skipIf(!existsSync(CHROMIUM) && !process.env.CI)("web demo in Chromium"
       /^id after [\d.]+ ms · first text after [\d.]+ ms · complete after [\d.]+ ms$/
     )
     expect(page.url()).toBe(`${ORIGIN}/#/conversations/${id}`)
-    mkdirSync(join(root, "test-results"), { recursive: true })
-    await page.screenshot({ path: join(root, "test-results", "web-demo.png"), fullPage: true })
+    await screenshot(page, "web-demo.png")
   })
 
   it("stops a reply and keeps what arrived", async () => {

@@ -2,8 +2,10 @@
 // then the transport itself, compiled with UNITY_5_3_OR_NEWER against the
 // UnityEngine stub (../stubs), streaming real bytes from the reference server
 // and the faulty server. Scene code runs on the stub's main thread, as in a
-// MonoBehaviour; the test thread only waits. Prints PASS/FAIL per test and
-// "N passed, N failed, N skipped"; exits non-zero on any failure.
+// MonoBehaviour; the test thread only waits. Runs with the runner and the
+// assertions of packages/unity/Tests/TestSupport.cs, compiled in: prints
+// PASS/FAIL per test and "N passed, N failed, N skipped"; exits non-zero on
+// any failure.
 using System;
 using System.Collections.Generic;
 using System.IO;
@@ -14,12 +16,12 @@ using System.Threading;
 using System.Threading.Tasks;
 using UnityEngine.Networking;
 using UnityStub;
+using static Convoke.Tests.TestSupport;
 
 namespace Convoke.Tests
 {
     public static class UnityWebRequestTransportTests
     {
-        private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
         private const string ApiKey = "alice-key-0123456789abcdef";
         private static string referenceUrl;
         private static string faultyUrl;
@@ -45,87 +47,31 @@ namespace Convoke.Tests
 
         public static int Main(string[] args)
         {
-            if (args.Length > 0 && args[0] == "--list")
+            referenceUrl = Option(args, "--reference");
+            faultyUrl = Option(args, "--faulty");
+            List<KeyValuePair<string, Action>> tests = Tests.Select(test => Test(test.Key, FailingOnMainThreadErrors(test.Value))).ToList();
+            return Run(tests, args, referenceUrl != null && faultyUrl != null, "pass --reference URL --faulty URL");
+        }
+
+        /// <summary>
+        /// The test, then the exceptions thrown on the stub's main thread meanwhile: Unity would log
+        /// these and carry on; here they fail the test that caused them.
+        /// </summary>
+        private static Action FailingOnMainThreadErrors(Action body)
+        {
+            return () =>
             {
-                foreach (KeyValuePair<string, Action> test in Tests) Console.WriteLine(test.Key);
-                return 0;
-            }
-            for (int index = 0; index + 1 < args.Length; index += 2)
-            {
-                if (args[index] == "--reference") referenceUrl = args[index + 1];
-                if (args[index] == "--faulty") faultyUrl = args[index + 1];
-            }
-            int passed = 0;
-            int failed = 0;
-            int skipped = 0;
-            foreach (KeyValuePair<string, Action> test in Tests)
-            {
-                if (test.Key.StartsWith("e2e:", StringComparison.Ordinal) && (referenceUrl == null || faultyUrl == null))
-                {
-                    Console.WriteLine("SKIP " + test.Key + ": pass --reference URL --faulty URL");
-                    skipped++;
-                    continue;
-                }
+                List<Exception> escaped;
                 try
                 {
-                    test.Value();
-                    // Unity would log these and carry on; here they fail the test that caused them.
-                    List<Exception> escaped = MainThread.TakeErrors();
-                    if (escaped.Count > 0) throw new Exception("on the main thread: " + escaped[0]);
-                    Console.WriteLine("PASS " + test.Key);
-                    passed++;
+                    body();
                 }
-                catch (Exception error)
+                finally
                 {
-                    MainThread.TakeErrors();
-                    Exception inner = error is AggregateException ? error.InnerException : error;
-                    Console.WriteLine("FAIL " + test.Key + ": " + inner.GetType().Name + ": " + inner.Message.Replace('\n', ' '));
-                    failed++;
+                    escaped = MainThread.TakeErrors();
                 }
-            }
-            Console.WriteLine(passed + " passed, " + failed + " failed, " + skipped + " skipped");
-            return failed == 0 ? 0 : 1;
-        }
-
-        private static KeyValuePair<string, Action> Test(string name, Action body)
-        {
-            return new KeyValuePair<string, Action>(name, body);
-        }
-
-        private static void Equal<T>(T expected, T actual, string what)
-        {
-            if (!EqualityComparer<T>.Default.Equals(expected, actual))
-                throw new Exception(what + ": expected <" + expected + "> but got <" + actual + ">");
-        }
-
-        private static void True(bool condition, string what)
-        {
-            if (!condition) throw new Exception(what);
-        }
-
-        private static T Await<T>(Task<T> task, string what)
-        {
-            if (!task.Wait(Patience)) throw new Exception(what + ": no result within " + Patience.TotalSeconds + " s");
-            return task.Result;
-        }
-
-        private static void Await(Task task, string what)
-        {
-            if (!task.Wait(Patience)) throw new Exception(what + ": no result within " + Patience.TotalSeconds + " s");
-        }
-
-        /// <summary>How the task ended: its exception, or a TaskCanceledException when cancelled.</summary>
-        private static Exception Failure(Task task)
-        {
-            try
-            {
-                if (!task.Wait(Patience)) throw new Exception("the task did not finish");
-            }
-            catch (AggregateException error)
-            {
-                return error.InnerException;
-            }
-            throw new Exception("expected the task to fail, it succeeded");
+                if (escaped.Count > 0) throw new Exception("on the main thread: " + escaped[0]);
+            };
         }
 
         /// <summary>Records what a transport hands over, from whichever thread.</summary>
@@ -546,25 +492,16 @@ namespace Convoke.Tests
             }
         }
 
-        private static void Faults(string faults)
-        {
-            using (HttpClient http = new HttpClient())
-            {
-                HttpResponseMessage response = http.PostAsync(faultyUrl + "/__faults", new StringContent(faults)).Result;
-                Equal(204, (int)response.StatusCode, "fault queue accepted");
-            }
-        }
-
         private static void EndToEndRetries()
         {
-            Faults("503,429,drop");
+            Faults(faultyUrl, "503,429,drop");
             CountingTransport counting = new CountingTransport(new UnityWebRequestTransport());
             using (ConvokeClient client = Client(faultyUrl, counting, 3))
                 Equal("Echo #1: eventually", Await(Chat(client, "eventually").Text, "text"), "reply after retries");
             List<Task> sends = counting.Sends;
             Equal(4, sends.Count, "attempts");
             True(Failure(sends[2]) is IOException, "the dropped connection was an IOException");
-            Faults("503,503");
+            Faults(faultyUrl, "503,503");
             using (ConvokeClient client = Client(faultyUrl, new UnityWebRequestTransport(), 1))
             {
                 ConvokeHttpException error = Failure(Chat(client, "give up").Text) as ConvokeHttpException;

@@ -6,35 +6,25 @@
  * test here. Also checks that the ordinary build, without the define, leaves
  * the transport and UnityEngine out.
  */
-import { spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { hasMono, listTests, mcs, notRun, resultOf, runnable, runTests, sources } from "./csharp.ts"
 import { startFaultyServer, startReferenceServer } from "./servers.ts"
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
-const sources = (folder: string) =>
-  readdirSync(folder)
-    .filter((file) => file.endsWith(".cs"))
-    .map((file) => join(folder, file))
 
 const runtime = sources(here("../../unity/Runtime/"))
 const stubs = sources(here("../stubs/"))
+// The runner and the assertions the package's own C# tests use.
+const support = here("../../unity/Tests/TestSupport.cs")
 const tests = sources(here("../csharp/"))
-
-const hasMono =
-  spawnSync("mcs", ["--version"], { stdio: "ignore" }).status === 0 &&
-  spawnSync("mono", ["--version"], { stdio: "ignore" }).status === 0
-
-// As in mono.test.ts: a developer machine without Mono skips, CI never does.
-const runnable = hasMono || process.env.CI !== undefined
 
 const build = mkdtempSync(join(tmpdir(), "convoke-uwr-"))
 const executable = join(build, "UnityWebRequestTransportTests.exe")
 const library = join(build, "Convoke.Client.dll")
-const mcs = (args: ReadonlyArray<string>) => spawnSync("mcs", args, { encoding: "utf8" })
 const compile = hasMono
   ? mcs([
       "-define:UNITY_5_3_OR_NEWER",
@@ -42,46 +32,21 @@ const compile = hasMono
       `-out:${executable}`,
       ...runtime,
       ...stubs,
+      support,
       ...tests
     ])
   : undefined
-const names =
-  compile?.status === 0
-    ? spawnSync("mono", [executable, "--list"], { encoding: "utf8" }).stdout.trim().split("\n")
-    : []
-
-const runTests = (args: ReadonlyArray<string>) =>
-  new Promise<string>((resolve, reject) => {
-    // Asynchronous on purpose: the servers run in this process.
-    const child = spawn("mono", [executable, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-    let output = ""
-    child.stdout.on("data", (chunk) => {
-      output += chunk
-    })
-    child.stderr.on("data", (chunk) => {
-      output += chunk
-    })
-    child.on("error", reject)
-    child.on("close", () => resolve(output))
-  })
+const names = compile?.status === 0 ? listTests(executable) : []
 
 describe.skipIf(!runnable)("Unity package: UnityWebRequest transport under Mono", () => {
-  const results = new Map<string, string>()
-  let output = ""
+  let run = notRun
   let closers: Array<() => Promise<void>> = []
 
   beforeAll(async () => {
     if (compile?.status !== 0) return
     const [reference, faulty] = await Promise.all([startReferenceServer(), startFaultyServer()])
     closers = [reference.close, faulty.close]
-    output = await runTests(["--reference", reference.url, "--faulty", faulty.url])
-    for (const line of output.split("\n")) {
-      const match = /^(PASS|FAIL|SKIP) (.*)$/.exec(line)
-      if (match === null) continue
-      const rest = match[2]!
-      const name = names.find((candidate) => rest === candidate || rest.startsWith(`${candidate}: `))
-      if (name !== undefined) results.set(name, match[1] === "PASS" ? "PASS" : line)
-    }
+    run = await runTests(executable, names, ["--reference", reference.url, "--faulty", faulty.url])
   })
 
   afterAll(async () => {
@@ -110,6 +75,6 @@ describe.skipIf(!runnable)("Unity package: UnityWebRequest transport under Mono"
   })
 
   it.each(names)("%s", (name) => {
-    expect(results.get(name) ?? `no result; output:\n${output}`).toBe("PASS")
+    expect(resultOf(run, name)).toBe("PASS")
   })
 })

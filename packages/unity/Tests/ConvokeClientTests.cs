@@ -2,7 +2,8 @@
 // body can be cut, the JSON reader, the event model, and end-to-end chats
 // against a running server. Under Mono: compile with mcs and run the program
 // (see the package README); it prints PASS/FAIL per test and
-// "N passed, N failed", and exits non-zero on any failure.
+// "N passed, N failed, N skipped", and exits non-zero on any failure
+// (TestSupport.cs).
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -10,12 +11,12 @@ using System.Net.Http;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
+using static Convoke.Tests.TestSupport;
 
 namespace Convoke.Tests
 {
     public static partial class ConvokeClientTests
     {
-        private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
         private static string referenceUrl;
         private static string faultyUrl;
         private static string proxiesUrl;
@@ -75,80 +76,12 @@ namespace Convoke.Tests
 
         public static int Main(string[] args)
         {
-            if (args.Length > 0 && args[0] == "--list")
-            {
-                foreach (KeyValuePair<string, Action> test in Tests) Console.WriteLine(test.Key);
-                return 0;
-            }
-            for (int index = 0; index + 1 < args.Length; index += 2)
-            {
-                if (args[index] == "--reference") referenceUrl = args[index + 1];
-                if (args[index] == "--faulty") faultyUrl = args[index + 1];
-                if (args[index] == "--proxies") proxiesUrl = args[index + 1];
-                if (args[index] == "--metrics") metricsUrl = args[index + 1];
-            }
-            int passed = 0;
-            int failed = 0;
-            int skipped = 0;
-            foreach (KeyValuePair<string, Action> test in Tests)
-            {
-                bool endToEnd = test.Key.StartsWith("e2e:", StringComparison.Ordinal);
-                if (endToEnd && (referenceUrl == null || faultyUrl == null || proxiesUrl == null || metricsUrl == null))
-                {
-                    Console.WriteLine("SKIP " + test.Key + ": pass --reference URL --faulty URL --proxies URL --metrics URL");
-                    skipped++;
-                    continue;
-                }
-                try
-                {
-                    test.Value();
-                    Console.WriteLine("PASS " + test.Key);
-                    passed++;
-                }
-                catch (Exception error)
-                {
-                    Exception inner = error is AggregateException ? error.InnerException : error;
-                    Console.WriteLine("FAIL " + test.Key + ": " + inner.GetType().Name + ": " + inner.Message.Replace('\n', ' '));
-                    failed++;
-                }
-            }
-            Console.WriteLine(passed + " passed, " + failed + " failed, " + skipped + " skipped");
-            return failed == 0 ? 0 : 1;
-        }
-
-        private static KeyValuePair<string, Action> Test(string name, Action body)
-        {
-            return new KeyValuePair<string, Action>(name, body);
-        }
-
-        private static void Equal<T>(T expected, T actual, string what)
-        {
-            if (!EqualityComparer<T>.Default.Equals(expected, actual))
-                throw new Exception(what + ": expected <" + expected + "> but got <" + actual + ">");
-        }
-
-        private static void True(bool condition, string what)
-        {
-            if (!condition) throw new Exception(what);
-        }
-
-        private static T Await<T>(Task<T> task, string what)
-        {
-            if (!task.Wait(Patience)) throw new Exception(what + ": no result within " + Patience.TotalSeconds + " s");
-            return task.Result;
-        }
-
-        private static Exception Failure(Task task)
-        {
-            try
-            {
-                if (!task.Wait(Patience)) throw new Exception("the task did not finish");
-            }
-            catch (AggregateException error)
-            {
-                return error.InnerException;
-            }
-            throw new Exception("expected the task to fail, it succeeded");
+            referenceUrl = Option(args, "--reference");
+            faultyUrl = Option(args, "--faulty");
+            proxiesUrl = Option(args, "--proxies");
+            metricsUrl = Option(args, "--metrics");
+            bool servers = referenceUrl != null && faultyUrl != null && proxiesUrl != null && metricsUrl != null;
+            return Run(Tests, args, servers, "pass --reference URL --faulty URL --proxies URL --metrics URL");
         }
 
         // ---- SSE parser ----
@@ -462,21 +395,12 @@ namespace Convoke.Tests
             }
         }
 
-        private static void Faults(string faults)
-        {
-            using (HttpClient http = new HttpClient())
-            {
-                HttpResponseMessage response = http.PostAsync(faultyUrl + "/__faults", new StringContent(faults)).Result;
-                Equal(204, (int)response.StatusCode, "fault queue accepted");
-            }
-        }
-
         private static void EndToEndRetries()
         {
-            Faults("503,429,drop");
+            Faults(faultyUrl, "503,429,drop");
             using (ConvokeClient client = Client(faultyUrl, 3))
                 Equal("Echo #1: eventually", Await(client.Chat("eventually").Text, "text"), "reply after retries");
-            Faults("503,503");
+            Faults(faultyUrl, "503,503");
             using (ConvokeClient client = Client(faultyUrl, 1))
             {
                 ConvokeHttpException error = Failure(client.Chat("give up").Text) as ConvokeHttpException;

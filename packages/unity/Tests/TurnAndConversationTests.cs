@@ -12,6 +12,7 @@ using System.Net.Http;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
+using static Convoke.Tests.TestSupport;
 
 namespace Convoke.Tests
 {
