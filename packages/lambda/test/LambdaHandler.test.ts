@@ -328,6 +328,20 @@ describe("LambdaEvent.toServerRequest", () => {
 
   it("throws on an event with no valid URL", () => {
     expect(() => LambdaEvent.toServerRequest(v2("{}", { headers: { host: "bad host" } }))).toThrow()
+    // A Host that would carry a path, query, fragment or credentials into the URL is no host.
+    for (const host of ["evil.example/x", "evil.example?x", "evil.example#x", "user@evil.example"])
+      expect(() => LambdaEvent.toServerRequest(v2("{}", { headers: { host } })), host).toThrow()
+  })
+
+  it("reads a path that starts with // or /\\ as a path on this host, never as another host", () => {
+    for (const rawPath of [`//evil.example${ChatHttp.CHAT_PATH}`, `/\\evil.example${ChatHttp.CHAT_PATH}`]) {
+      for (const event of [v2("{}", { rawPath, rawQueryString: "a=1" }), v1("{}", { path: rawPath })]) {
+        const request = LambdaEvent.toServerRequest(event)
+        expect(request.url, rawPath).not.toBe(ChatHttp.CHAT_PATH)
+        expect(request.url.startsWith("//"), rawPath).toBe(true)
+        expect(request.url, rawPath).toContain("evil.example")
+      }
+    }
   })
 })
 
