@@ -144,10 +144,12 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
           state.refusal = refusal
         }
         state.anonymous = true
-        return {
-          name: "anonymous",
-          authenticate: () => Effect.succeed({ userId: "anonymous", anonymous: true })
-        }
+        // Loopback Host names only, so a DNS-rebound page cannot reach it, unless anonymous
+        // access off loopback was asked for; foreign browser origins are refused either way.
+        return Identity.makeAnonymous({
+          hosts: settings.insecureAnonymous ? "any" : "loopback",
+          allowedOrigins: settings.security.cors?.allowedOrigins
+        })
       }
       return Identity.any(providers)
     })

@@ -3,6 +3,7 @@
  * validated, and the refusal of anonymous access off loopback.
  */
 import { mkdtemp, rm } from "node:fs/promises"
+import { request as httpRequest } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Duration } from "effect"
@@ -11,6 +12,27 @@ import * as Keys from "../src/Keys.ts"
 import { start } from "../src/Server.ts"
 import { load, SettingsError } from "../src/Settings.ts"
 import { testSettings } from "./helpers.ts"
+
+/** One request over a real socket with the headers given, `Host` included (fetch would set its own). */
+const send = (
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string
+): Promise<{ readonly status: number; readonly body: string }> =>
+  new Promise((resolve, reject) => {
+    const request = httpRequest({ host: "127.0.0.1", port, method, path, headers }, (response) => {
+      const chunks: Array<Buffer> = []
+      response.on("data", (chunk: Buffer) => chunks.push(chunk))
+      response.on("end", () =>
+        resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() })
+      )
+      response.on("error", reject)
+    })
+    request.on("error", reject)
+    request.end(body)
+  })
 
 const problems = (env: Record<string, string>) => {
   try {
@@ -75,6 +97,51 @@ describe("security settings", () => {
     expect(found.join("\n")).toMatch(/REDIS_URL \(--redis-url\) must be/)
     expect(found.join("\n")).toMatch(/CONVOKE_RATE_LIMIT_REQUESTS \(--rate-limit-requests\) must be/)
     expect(found.join("\n")).toMatch(/CONVOKE_MAX_HEADER_BYTES \(--max-header-bytes\) must be/)
+  })
+
+  it("serve anonymous requests to loopback hosts and same-origin pages only (DNS rebinding, CSRF)", async () => {
+    const server = await start(
+      testSettings({ security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } } })
+    )
+    try {
+      expect(server.anonymous).toBe(true)
+      const own = `http://127.0.0.1:${server.port}`
+      const post = (headers: Record<string, string>) =>
+        send(
+          server.port,
+          "POST",
+          "/api/v0.3/chat",
+          { "content-type": "application/json", ...headers },
+          '{"message":"hi"}'
+        )
+      const get = (headers: Record<string, string>) =>
+        send(server.port, "GET", "/api/v0.3/conversations", headers)
+      // A page rebound to 127.0.0.1 still names its own host: refused, reading and writing alike.
+      for (const answer of [
+        await get({ host: "evil.example" }),
+        await get({ host: `evil.example:${server.port}` }),
+        await post({ host: "evil.example", origin: "http://evil.example" })
+      ]) {
+        expect(answer.status).toBe(403)
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { type: "forbidden" } })
+      }
+      // Another site's page posting to the loopback server (CSRF): refused, and nothing is stored.
+      const csrf = await post({ host: `127.0.0.1:${server.port}`, origin: "https://evil.example" })
+      expect(csrf.status).toBe(403)
+      expect(JSON.parse(csrf.body)).toMatchObject({ error: { type: "forbidden" } })
+      expect(JSON.parse((await get({ host: `127.0.0.1:${server.port}` })).body).data).toEqual([])
+      // The server's own pages, the CORS allow-list, and clients that send no Origin are served.
+      expect((await post({ host: `127.0.0.1:${server.port}`, origin: own })).status).toBe(200)
+      expect(
+        (await post({ host: `localhost:${server.port}`, origin: `http://localhost:${server.port}` })).status
+      ).toBe(200)
+      expect((await post({ host: `127.0.0.1:${server.port}`, origin: "https://app.example" })).status).toBe(
+        200
+      )
+      expect((await post({ host: `[::1]:${server.port}` })).status).toBe(200)
+    } finally {
+      await server.close()
+    }
   })
 
   it("refuse anonymous access off loopback before listening, and leave loopback anonymous", async () => {
