@@ -70,12 +70,17 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     description: "Accept RS/PS/ES/EdDSA JWTs signed by a key of this JWKS URL"
   },
-  { flag: "jwt-issuer", env: "CONVOKE_JWT_ISSUER", type: "string", description: "Required JWT iss claim" },
+  {
+    flag: "jwt-issuer",
+    env: "CONVOKE_JWT_ISSUER",
+    type: "string",
+    description: "Required JWT iss claim (must be set with --jwks-url)"
+  },
   {
     flag: "jwt-audience",
     env: "CONVOKE_JWT_AUDIENCE",
     type: "string",
-    description: "Required JWT aud claim"
+    description: "Required JWT aud claim (must be set with --jwks-url)"
   },
   {
     flag: "jwt-user-claim",
@@ -83,6 +88,14 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     fallback: "sub",
     description: "JWT claim holding the user id"
+  },
+  {
+    flag: "jwt-user-ids",
+    env: "CONVOKE_JWT_USER_IDS",
+    type: "string",
+    fallback: "namespaced",
+    description:
+      "namespaced: a JWT user is jwt:<iss>:<claim>, never an API key's user; claim: the claim alone, shared with API key users"
   },
   {
     flag: "jwks-cooldown-seconds",

@@ -72,6 +72,7 @@ beforeAll(async () => {
       issuer: ISSUER,
       audience: AUDIENCE,
       userClaim: "sub",
+      userIds: "namespaced",
       jwksCooldownSeconds: 0
     },
     security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } }
@@ -307,6 +308,51 @@ describe("isolation: Bob can neither read, resume, rename nor delete Alice's con
     const response = await chat(server, { message: "still mine", conversation_id: aliceConversation }, alice)
     expect(response.status).toBe(200)
     expect((await response.json()).conversation_id).toBe(aliceConversation)
+  })
+})
+
+describe("identities: a JWT whose subject names an API key's user is another user", () => {
+  it("cannot read, list or resume the key user's conversation: 404 exactly like a missing one", async () => {
+    const storedKey = bearer((await keys("create", "--user", "alice")).stdout.trim())
+    for (const [owner, sub] of [
+      [storedKey, "alice"],
+      [bearer(CONFIGURED_KEY), "configured-user"]
+    ] as const) {
+      const created = await chat(server, { message: "the key user's notes" }, owner)
+      expect(created.status).toBe(200)
+      const id = (await created.json()).conversation_id as string
+      for (const token of [
+        await hs256({ sub, iss: ISSUER, aud: AUDIENCE }),
+        await rs256({ sub, iss: ISSUER, aud: AUDIENCE }, published[0]!.kid!)
+      ]) {
+        const impostor = bearer(token)
+        const theirs = await api(`/api/v0.3/conversations/${id}`, "GET", impostor)
+        const missing = await api(`/api/v0.3/conversations/${crypto.randomUUID()}`, "GET", impostor)
+        expect(theirs.status, sub).toBe(404)
+        expect(await theirs.text(), sub).toBe(await missing.text())
+        expect(await (await api("/api/v0.3/conversations", "GET", impostor)).text(), sub).not.toContain(id)
+        const resumed = await chat(server, { message: "mine now?", conversation_id: id }, impostor)
+        expect(resumed.status, sub).toBe(404)
+        await resumed.arrayBuffer()
+      }
+      // The key user still owns it.
+      expect((await api(`/api/v0.3/conversations/${id}`, "GET", owner)).status).toBe(200)
+    }
+  })
+
+  it("stores a JWT user under an id namespaced by provider and issuer", async () => {
+    const response = await chat(
+      server,
+      { message: "who am I" },
+      bearer(await hs256({ sub: "ns-user", iss: ISSUER, aud: AUDIENCE }))
+    )
+    const id = (await response.json()).conversation_id as string
+    const rows = await query<{ user_id: string }>(
+      database.url,
+      "SELECT user_id FROM convoke_conversations WHERE id = $1",
+      [id]
+    )
+    expect(rows).toEqual([{ user_id: `jwt:${encodeURIComponent(ISSUER)}:ns-user` }])
   })
 })
 

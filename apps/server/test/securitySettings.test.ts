@@ -63,6 +63,7 @@ describe("security settings", () => {
   it("read JWT, CORS and Redis options from flags and environment", () => {
     const settings = load(["--cors-origins", "https://a.example, https://b.example:8443"], {
       CONVOKE_JWKS_URL: "https://login.example/.well-known/jwks.json",
+      CONVOKE_JWT_ISSUER: "https://login.example/",
       CONVOKE_JWT_AUDIENCE: "convoke",
       CONVOKE_JWT_USER_CLAIM: "uid",
       REDIS_URL: "redis://127.0.0.1:6379"
@@ -72,8 +73,10 @@ describe("security settings", () => {
     })
     expect(settings.jwt).toMatchObject({
       jwksUrl: "https://login.example/.well-known/jwks.json",
+      issuer: "https://login.example/",
       audience: "convoke",
       userClaim: "uid",
+      userIds: "namespaced",
       secret: undefined
     })
     expect(settings.redisUrl).toBe("redis://127.0.0.1:6379")
@@ -91,6 +94,15 @@ describe("security settings", () => {
     })
     expect(found.join("\n")).toMatch(/CONVOKE_JWT_SECRET \(--jwt-secret\) is too short/)
     expect(found.join("\n")).toMatch(/CONVOKE_JWKS_URL \(--jwks-url\) must be/)
+    // With a JWKS, the accepted issuer and audience must be set.
+    expect(found.join("\n")).toMatch(/CONVOKE_JWT_ISSUER \(--jwt-issuer\) must be set/)
+    expect(found.join("\n")).toMatch(/CONVOKE_JWT_AUDIENCE \(--jwt-audience\) must be set/)
+    expect(
+      problems({ CONVOKE_JWT_SECRET: "x".repeat(32), CONVOKE_JWT_USER_IDS: "mixed" }).join("\n")
+    ).toMatch(/CONVOKE_JWT_USER_IDS \(--jwt-user-ids\) must be namespaced or claim/)
+    expect(load([], { CONVOKE_JWT_SECRET: "x".repeat(32), CONVOKE_JWT_USER_IDS: "claim" }).jwt?.userIds).toBe(
+      "claim"
+    )
     expect(found.join("\n")).toMatch(
       /CONVOKE_CORS_ORIGINS \(--cors-origins\) .*"https:\/\/bad\.example\/path" is not an origin/
     )
