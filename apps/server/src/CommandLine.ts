@@ -419,8 +419,12 @@ const parse = (argv: ReadonlyArray<string>) =>
     allowPositionals: false
   }).values as Record<string, string | boolean | undefined>
 
-/** A secret file's content, without the line end editors and `echo` leave at its end. */
-const readSecret = (path: string, source: string): string => {
+/**
+ * A secret file's content, without the line end editors and `echo` leave at
+ * its end; throws a `TypeError` naming `source` (the variable or flag) when
+ * the file cannot be read.
+ */
+export const readSecret = (path: string, source: string): string => {
   try {
     return readFileSync(path, "utf8").replace(/[\r\n]+$/, "")
   } catch (error) {

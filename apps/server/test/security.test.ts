@@ -5,9 +5,12 @@
  * rotation), user isolation on every conversation endpoint, CORS, security
  * headers and header limits.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { connect } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import * as jose from "jose"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -128,6 +131,27 @@ describe("stored API keys, managed with `convoke keys`", () => {
     }
     expect((await keys("revoke", id)).code).toBe(1)
     expect((await keys("list")).stdout).toMatch(/revoked/)
+  })
+
+  it("reads the database URL from a file, as the server does", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "convoke-keys-"))
+    try {
+      const path = join(directory, "database-url")
+      await writeFile(path, `${database.url}\n`)
+      for (const [argv, env] of [
+        [["list"], { DATABASE_URL_FILE: path }],
+        [["list", "--database-url-file", path], {}]
+      ] as const) {
+        const listed = await Keys.run(argv, env)
+        expect(listed.stderr).toBe("")
+        expect(listed.code).toBe(0)
+      }
+      expect((await Keys.run(["list"], { DATABASE_URL_FILE: join(directory, "missing") })).stderr).toMatch(
+        /DATABASE_URL_FILE: .* cannot be read/
+      )
+    } finally {
+      await rm(directory, { recursive: true, force: true })
+    }
   })
 
   it("explains its usage", async () => {
