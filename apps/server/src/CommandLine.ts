@@ -4,6 +4,7 @@
  * front of the environment, so a flag wins over its variable and the settings
  * are read the same way from either.
  */
+import { readFileSync } from "node:fs"
 import { relative } from "node:path"
 import { parseArgs } from "node:util"
 import { AnthropicModels } from "@convoke/anthropic"
@@ -21,6 +22,13 @@ export interface Option {
   readonly fallback?: string
   /** Read from the environment only (secrets stay out of the process list). */
   readonly envOnly?: boolean
+  /**
+   * Holds a secret (`always`), or a URL that does when it carries a password
+   * (`password`). Also read from a file: `--<flag>-file <path>` or
+   * `<VARIABLE>_FILE=<path>`. The flag itself is shown by `ps` to every user
+   * of the machine: still accepted, with a warning (`secretWarnings`).
+   */
+  readonly secret?: "always" | "password"
 }
 
 /** Every setting, in the order the help text lists them. */
@@ -36,6 +44,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
   {
     flag: "database-url",
     env: "DATABASE_URL",
+    secret: "password",
     type: "string",
     description: "PostgreSQL URL; without it an embedded PGlite database is used"
   },
@@ -49,6 +58,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
   {
     flag: "api-keys",
     env: "CONVOKE_API_KEYS",
+    secret: "always",
     type: "string",
     description: "Comma-separated key:user-id pairs; requests must send one (Bearer or X-API-Key)"
   },
@@ -61,6 +71,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
   {
     flag: "jwt-secret",
     env: "CONVOKE_JWT_SECRET",
+    secret: "always",
     type: "string",
     description: "Accept HS256 JWTs signed with this secret (at least 32 bytes)"
   },
@@ -70,12 +81,17 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     description: "Accept RS/PS/ES/EdDSA JWTs signed by a key of this JWKS URL"
   },
-  { flag: "jwt-issuer", env: "CONVOKE_JWT_ISSUER", type: "string", description: "Required JWT iss claim" },
+  {
+    flag: "jwt-issuer",
+    env: "CONVOKE_JWT_ISSUER",
+    type: "string",
+    description: "Required JWT iss claim (must be set with --jwks-url)"
+  },
   {
     flag: "jwt-audience",
     env: "CONVOKE_JWT_AUDIENCE",
     type: "string",
-    description: "Required JWT aud claim"
+    description: "Required JWT aud claim (must be set with --jwks-url)"
   },
   {
     flag: "jwt-user-claim",
@@ -83,6 +99,14 @@ export const OPTIONS: ReadonlyArray<Option> = [
     type: "string",
     fallback: "sub",
     description: "JWT claim holding the user id"
+  },
+  {
+    flag: "jwt-user-ids",
+    env: "CONVOKE_JWT_USER_IDS",
+    type: "string",
+    fallback: "namespaced",
+    description:
+      "namespaced: a JWT user is jwt:<iss>:<claim>, never an API key's user; claim: the claim alone, shared with API key users"
   },
   {
     flag: "jwks-cooldown-seconds",
@@ -100,6 +124,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
   {
     flag: "redis-url",
     env: "REDIS_URL",
+    secret: "password",
     type: "string",
     description:
       "Redis URL; rate limits, the turn log (resume, stop) and the outbox are then shared by every instance using it"
@@ -248,6 +273,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
   {
     flag: "anthropic-api-key",
     env: "ANTHROPIC_API_KEY",
+    secret: "always",
     type: "string",
     envOnly: true,
     description: "Anthropic API key; when set, replies come from Claude instead of the echo model"
@@ -355,27 +381,81 @@ export const provider = (
   argv: ReadonlyArray<string>,
   env: Readonly<Record<string, string | undefined>>
 ): ConfigProvider.ConfigProvider => {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: Object.fromEntries(
-      OPTIONS.filter((option) => option.envOnly !== true).map((option) => [
-        option.flag,
-        { type: option.type }
-      ])
-    ),
-    strict: true,
-    allowPositionals: false
-  })
+  const values = parse(argv)
   const fromFlags: Record<string, string> = {}
   for (const option of OPTIONS) {
     const value = values[option.flag]
     if (typeof value === "string") fromFlags[option.env] = value
     else if (value === true) fromFlags[option.env] = "true"
   }
-  return ConfigProvider.orElse(
-    ConfigProvider.fromEnvRecord(fromFlags),
-    ConfigProvider.fromEnvRecord({ ...env })
-  )
+  const fromEnv: Record<string, string | undefined> = { ...env }
+  for (const option of OPTIONS.filter((candidate) => candidate.secret !== undefined)) {
+    const fileFlag = values[`${option.flag}-file`]
+    if (typeof fileFlag === "string") {
+      if (fromFlags[option.env] !== undefined)
+        throw new TypeError(`--${option.flag} and --${option.flag}-file both give ${option.env}: use one`)
+      fromFlags[option.env] = readSecret(fileFlag, `--${option.flag}-file`)
+    }
+    const fileVariable = env[`${option.env}_FILE`]
+    if (fileVariable !== undefined && fileVariable !== "") {
+      if (env[option.env] !== undefined && env[option.env] !== "")
+        throw new TypeError(`${option.env} and ${option.env}_FILE are both set: use one`)
+      fromEnv[option.env] = readSecret(fileVariable, `${option.env}_FILE`)
+    }
+  }
+  return ConfigProvider.orElse(ConfigProvider.fromEnvRecord(fromFlags), ConfigProvider.fromEnvRecord(fromEnv))
+}
+
+const parse = (argv: ReadonlyArray<string>) =>
+  parseArgs({
+    args: [...argv],
+    options: Object.fromEntries(
+      OPTIONS.flatMap((option) => [
+        ...(option.envOnly === true ? [] : [[option.flag, { type: option.type }] as const]),
+        ...(option.secret === undefined ? [] : [[`${option.flag}-file`, { type: "string" }] as const])
+      ])
+    ),
+    strict: true,
+    allowPositionals: false
+  }).values as Record<string, string | boolean | undefined>
+
+/**
+ * A secret file's content, without the line end editors and `echo` leave at
+ * its end; throws a `TypeError` naming `source` (the variable or flag) when
+ * the file cannot be read.
+ */
+export const readSecret = (path: string, source: string): string => {
+  try {
+    return readFileSync(path, "utf8").replace(/[\r\n]+$/, "")
+  } catch (error) {
+    throw new TypeError(
+      `${source}: ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? error})`
+    )
+  }
+}
+
+const hasPassword = (raw: string): boolean => {
+  try {
+    return new URL(raw).password !== ""
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Warnings for the secrets given as flags: `ps` shows a process's arguments
+ * to every user of the machine. The value is never repeated.
+ */
+export const secretWarnings = (argv: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const values = parse(argv)
+  return OPTIONS.flatMap((option) => {
+    const value = values[option.flag]
+    if (option.secret === undefined || typeof value !== "string") return []
+    if (option.secret === "password" && !hasPassword(value)) return []
+    return [
+      `--${option.flag} puts a secret in the process list, where every user of this machine can read it: set ${option.env} or ${option.env}_FILE, or pass --${option.flag}-file, instead`
+    ]
+  })
 }
 
 /**
@@ -398,7 +478,7 @@ export const help = (): string =>
     "",
     ...OPTIONS.map(
       (option) =>
-        `  ${option.envOnly === true ? "(environment only)".padEnd(28) : `--${option.flag.padEnd(26)}`} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}`
+        `  ${option.envOnly === true ? "(environment only)".padEnd(28) : `--${option.flag.padEnd(26)}`} ${option.env.padEnd(34)} ${option.description}${option.fallback === undefined ? "" : ` (default ${option.fallback})`}${option.secret === undefined ? "" : `; from a file: --${option.flag}-file or ${option.env}_FILE`}`
     ),
     "  --help                     Show this help"
   ].join("\n")

@@ -15,6 +15,7 @@
 import { parseArgs } from "node:util"
 import { PgApiKeyStore } from "@convoke/store-pg"
 import { Effect } from "effect"
+import { readSecret } from "./CommandLine.ts"
 import { databaseLayer } from "./Server.ts"
 
 /** The help text of `convoke keys`. */
@@ -29,6 +30,7 @@ export const help = (): string =>
     "  revoke <id>                           Revoke a key; requests with it fail from then on",
     "",
     "  --database-url <url>                  PostgreSQL URL (DATABASE_URL)",
+    "  --database-url-file <path>            File holding the PostgreSQL URL (DATABASE_URL_FILE)",
     "  --data-dir <dir>                      Embedded database directory (CONVOKE_DATA_DIR, default ./.convoke/data)"
   ].join("\n")
 
@@ -59,7 +61,19 @@ export const run = async (
   if (values.help === true || command === undefined || command === "help") {
     return { code: command === undefined && values.help !== true ? 2 : 0, stdout: `${help()}\n`, stderr: "" }
   }
-  const databaseUrl = values["database-url"] ?? (env.DATABASE_URL || undefined)
+  let databaseUrl: string | undefined
+  try {
+    // As the server reads it: the flag, its file, the variable, its file.
+    const fileFlag = values["database-url-file"]
+    const fileVariable = env.DATABASE_URL_FILE || undefined
+    databaseUrl =
+      values["database-url"] ??
+      (fileFlag === undefined ? undefined : readSecret(fileFlag, "--database-url-file")) ??
+      (env.DATABASE_URL || undefined) ??
+      (fileVariable === undefined ? undefined : readSecret(fileVariable, "DATABASE_URL_FILE"))
+  } catch (error) {
+    return usage((error as Error).message)
+  }
   const dataDir = values["data-dir"] ?? (env.CONVOKE_DATA_DIR || "./.convoke/data")
 
   let program: Effect.Effect<Outcome, unknown, PgApiKeyStore.PgApiKeyStore>
@@ -144,6 +158,7 @@ const parse = (argv: ReadonlyArray<string>) =>
       user: { type: "string" },
       label: { type: "string" },
       "database-url": { type: "string" },
+      "database-url-file": { type: "string" },
       "data-dir": { type: "string" },
       help: { type: "boolean", short: "h" }
     },

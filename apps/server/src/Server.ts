@@ -125,7 +125,7 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
       const providers: Array<Identity.Service> = [yield* PgApiKeyStore.identity]
       if (settings.apiKeys.length > 0) providers.push(yield* Identity.makeApiKeys(settings.apiKeys))
       if (settings.jwt !== undefined) {
-        const { secret, jwksUrl, issuer, audience, userClaim, jwksCooldownSeconds } = settings.jwt
+        const { secret, jwksUrl, issuer, audience, userClaim, userIds, jwksCooldownSeconds } = settings.jwt
         providers.push(
           yield* JwtIdentity.make({
             secret,
@@ -133,6 +133,7 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
             issuer,
             audience,
             userClaim,
+            userIds,
             jwksCooldownMillis: jwksCooldownSeconds * 1000
           })
         )
@@ -144,10 +145,12 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
           state.refusal = refusal
         }
         state.anonymous = true
-        return {
-          name: "anonymous",
-          authenticate: () => Effect.succeed({ userId: "anonymous", anonymous: true })
-        }
+        // Loopback Host names only, so a DNS-rebound page cannot reach it, unless anonymous
+        // access off loopback was asked for; foreign browser origins are refused either way.
+        return Identity.makeAnonymous({
+          hosts: settings.insecureAnonymous ? "any" : "loopback",
+          allowedOrigins: settings.security.cors?.allowedOrigins
+        })
       }
       return Identity.any(providers)
     })

@@ -92,6 +92,8 @@ export interface JwtSettings {
   readonly issuer: string | undefined
   readonly audience: string | undefined
   readonly userClaim: string
+  /** `namespaced` (`jwt:<iss>:<claim>`, the default) or `claim` (shared with API key users). */
+  readonly userIds: "namespaced" | "claim"
   /** Least time between JWKS refetches caused by unknown `kid`s. */
   readonly jwksCooldownSeconds: number
 }
@@ -204,9 +206,25 @@ const jwt: Config.Config<JwtSettings | undefined> = Config.all([
           jwksUrl: optional(
             text(jwksUrlName, (raw) => /^https?:\/\//.test(raw) || "must be an http:// or https:// URL")
           ),
-          issuer: optional(text("CONVOKE_JWT_ISSUER")),
-          audience: optional(text("CONVOKE_JWT_AUDIENCE")),
+          // A JWKS signs for every application of its identity provider: with one, the
+          // tokens meant for this server are told apart by their issuer and audience.
+          issuer:
+            jwksUrl === undefined
+              ? optional(text("CONVOKE_JWT_ISSUER"))
+              : text("CONVOKE_JWT_ISSUER", notBlank),
+          audience:
+            jwksUrl === undefined
+              ? optional(text("CONVOKE_JWT_AUDIENCE"))
+              : text("CONVOKE_JWT_AUDIENCE", notBlank),
           userClaim: text("CONVOKE_JWT_USER_CLAIM", notBlank).pipe(Config.withDefault("sub")),
+          userIds: text(
+            "CONVOKE_JWT_USER_IDS",
+            (raw) =>
+              ["namespaced", "claim"].includes(raw.trim()) || `must be namespaced or claim, got "${raw}"`
+          ).pipe(
+            Config.map((raw) => raw.trim() as "namespaced" | "claim"),
+            Config.withDefault("namespaced" as const)
+          ),
           jwksCooldownSeconds: wholeNumber("CONVOKE_JWKS_COOLDOWN_SECONDS", { min: 0, max: 86_400 }).pipe(
             Config.withDefault(30)
           )

@@ -4,7 +4,7 @@
  * embedded database, the echo model and anonymous access on 127.0.0.1:3000.
  * `convoke keys …` manages the stored API keys (see `Keys.ts`).
  */
-import { help } from "./CommandLine.ts"
+import { help, secretWarnings } from "./CommandLine.ts"
 import { start } from "./Server.ts"
 import { load, SettingsError } from "./Settings.ts"
 
@@ -24,6 +24,7 @@ if (argv.includes("--help") || argv.includes("-h")) {
 let settings: ReturnType<typeof load>
 try {
   settings = load(argv, process.env)
+  for (const warning of secretWarnings(argv)) console.warn(`WARNING: ${warning}`)
 } catch (error) {
   console.error(
     error instanceof SettingsError ? error.message : `Invalid arguments: ${(error as Error).message}`

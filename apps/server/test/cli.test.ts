@@ -109,6 +109,16 @@ describe("convoke CLI", () => {
     expect(server.output().stderr).toContain("Refusing anonymous access on 0.0.0.0")
   })
 
+  it("warns when a secret is given as a flag, without repeating it", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "convoke-cli-"))
+    dirs.push(dataDir)
+    const server = run(["--api-keys", "cli-flag-key-0123456789:alice"], { CONVOKE_DATA_DIR: dataDir })
+    await server.waitFor("stderr", /WARNING: --api-keys puts a secret in the process list/)
+    await server.listening()
+    const { stdout, stderr } = server.output()
+    expect(stdout + stderr).not.toContain("cli-flag-key")
+  })
+
   it("lists every configuration problem at once", async () => {
     const server = run(["--port", "70000"], {
       CONVOKE_MAX_BODY_BYTES: "lots",

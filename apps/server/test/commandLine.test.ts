@@ -4,10 +4,12 @@
  * and a line in `--help` and in the README, the defaults the help shows are
  * the ones the configs apply, and a flag wins over its variable.
  */
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { ConfigProvider, Effect } from "effect"
 import { describe, expect, it } from "vitest"
-import { describeProblem, help, OPTIONS } from "../src/CommandLine.ts"
+import { describeProblem, help, OPTIONS, secretWarnings } from "../src/CommandLine.ts"
 import { config, load, type SettingsError } from "../src/Settings.ts"
 
 // Set so that the settings read only with a key or a JWT source are read too.
@@ -100,5 +102,105 @@ describe("the command line", () => {
     expect(describeProblem({ variable: "PORT", message: "must be a port" })).toBe(
       "PORT (--port) must be a port"
     )
+  })
+})
+
+describe("secrets on the command line", () => {
+  const SECRETS = ["DATABASE_URL", "CONVOKE_API_KEYS", "CONVOKE_JWT_SECRET", "REDIS_URL", "ANTHROPIC_API_KEY"]
+  const withFiles = (body: (write: (name: string, content: string) => string) => void) => {
+    const directory = mkdtempSync(join(tmpdir(), "convoke-secrets-"))
+    try {
+      body((name, content) => {
+        const path = join(directory, name)
+        writeFileSync(path, content)
+        return path
+      })
+    } finally {
+      rmSync(directory, { recursive: true, force: true })
+    }
+  }
+
+  it("are the API keys, the JWT secret, the database and Redis URLs, and the Anthropic key", () => {
+    expect(OPTIONS.filter((option) => option.secret !== undefined).map((option) => option.env)).toEqual(
+      SECRETS
+    )
+  })
+
+  it("are read from a file named by --<flag>-file or <VARIABLE>_FILE, without the final newline", () => {
+    withFiles((write) => {
+      const jwtSecret = write("jwt", "a-secret-of-at-least-thirty-two-bytes!\n")
+      const keys = write("keys", "key-from-a-file-0123456789:alice\r\n")
+      const database = write("database", "postgres://convoke:hunter2@db.internal/convoke\n")
+      const redis = write("redis", "redis://:hunter2@cache.internal:6379\n")
+      const anthropic = write("anthropic", "sk-ant-from-a-file\n")
+      const fromFlags = load(
+        [
+          "--jwt-secret-file",
+          jwtSecret,
+          "--api-keys-file",
+          keys,
+          "--database-url-file",
+          database,
+          "--redis-url-file",
+          redis,
+          "--anthropic-api-key-file",
+          anthropic
+        ],
+        {}
+      )
+      const fromEnv = load([], {
+        CONVOKE_JWT_SECRET_FILE: jwtSecret,
+        CONVOKE_API_KEYS_FILE: keys,
+        DATABASE_URL_FILE: database,
+        REDIS_URL_FILE: redis,
+        ANTHROPIC_API_KEY_FILE: anthropic
+      })
+      for (const settings of [fromFlags, fromEnv]) {
+        expect(settings.jwt?.secret).toBe("a-secret-of-at-least-thirty-two-bytes!")
+        expect(settings.apiKeys).toEqual([{ key: "key-from-a-file-0123456789", userId: "alice" }])
+        expect(settings.databaseUrl).toBe("postgres://convoke:hunter2@db.internal/convoke")
+        expect(settings.redisUrl).toBe("redis://:hunter2@cache.internal:6379")
+        expect(settings.anthropic?.apiKey.toString()).not.toContain("sk-ant")
+      }
+      expect(secretWarnings(["--jwt-secret-file", jwtSecret, "--database-url-file", database])).toEqual([])
+      // A secret and its file at once is a mistake, and a file that cannot be read is named.
+      expect(() =>
+        load([], { CONVOKE_JWT_SECRET: "x".repeat(32), CONVOKE_JWT_SECRET_FILE: jwtSecret })
+      ).toThrow(/CONVOKE_JWT_SECRET and CONVOKE_JWT_SECRET_FILE/)
+      expect(() => load(["--jwt-secret", "x".repeat(32), "--jwt-secret-file", jwtSecret], {})).toThrow(
+        /--jwt-secret and --jwt-secret-file/
+      )
+      expect(() => load([], { REDIS_URL_FILE: join(jwtSecret, "nope") })).toThrow(
+        /REDIS_URL_FILE.*cannot be read/
+      )
+    })
+  })
+
+  it("warn when given as flags, which every user of the machine sees in ps; URLs only with a password", () => {
+    const warnings = secretWarnings([
+      "--jwt-secret",
+      "a-secret-of-at-least-thirty-two-bytes",
+      "--api-keys",
+      "k:alice",
+      "--database-url",
+      "postgres://convoke:hunter2@db.internal/convoke",
+      "--redis-url",
+      "redis://127.0.0.1:6379",
+      "--port",
+      "0"
+    ])
+    expect(warnings.map((warning) => warning.split(" ")[0])).toEqual([
+      "--database-url",
+      "--api-keys",
+      "--jwt-secret"
+    ])
+    expect(warnings[2]).toMatch(/process list.*CONVOKE_JWT_SECRET_FILE.*--jwt-secret-file/)
+    expect(warnings.join("\n")).not.toContain("hunter2")
+    // Still accepted, so no deployment breaks on upgrade.
+    expect(load(["--jwt-secret", "a-secret-of-at-least-thirty-two-bytes"], {}).jwt?.secret).toBe(
+      "a-secret-of-at-least-thirty-two-bytes"
+    )
+    // The Anthropic key has no flag at all, only its file.
+    expect(() => load(["--anthropic-api-key", "sk-ant-x"], {})).toThrow()
   })
 })

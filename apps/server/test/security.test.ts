@@ -5,9 +5,12 @@
  * rotation), user isolation on every conversation endpoint, CORS, security
  * headers and header limits.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { connect } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { makeTestDatabase, type TestDatabase } from "@convoke/store-pg/testing"
 import * as jose from "jose"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -72,6 +75,7 @@ beforeAll(async () => {
       issuer: ISSUER,
       audience: AUDIENCE,
       userClaim: "sub",
+      userIds: "namespaced",
       jwksCooldownSeconds: 0
     },
     security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } }
@@ -127,6 +131,27 @@ describe("stored API keys, managed with `convoke keys`", () => {
     }
     expect((await keys("revoke", id)).code).toBe(1)
     expect((await keys("list")).stdout).toMatch(/revoked/)
+  })
+
+  it("reads the database URL from a file, as the server does", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "convoke-keys-"))
+    try {
+      const path = join(directory, "database-url")
+      await writeFile(path, `${database.url}\n`)
+      for (const [argv, env] of [
+        [["list"], { DATABASE_URL_FILE: path }],
+        [["list", "--database-url-file", path], {}]
+      ] as const) {
+        const listed = await Keys.run(argv, env)
+        expect(listed.stderr).toBe("")
+        expect(listed.code).toBe(0)
+      }
+      expect((await Keys.run(["list"], { DATABASE_URL_FILE: join(directory, "missing") })).stderr).toMatch(
+        /DATABASE_URL_FILE: .* cannot be read/
+      )
+    } finally {
+      await rm(directory, { recursive: true, force: true })
+    }
   })
 
   it("explains its usage", async () => {
@@ -307,6 +332,51 @@ describe("isolation: Bob can neither read, resume, rename nor delete Alice's con
     const response = await chat(server, { message: "still mine", conversation_id: aliceConversation }, alice)
     expect(response.status).toBe(200)
     expect((await response.json()).conversation_id).toBe(aliceConversation)
+  })
+})
+
+describe("identities: a JWT whose subject names an API key's user is another user", () => {
+  it("cannot read, list or resume the key user's conversation: 404 exactly like a missing one", async () => {
+    const storedKey = bearer((await keys("create", "--user", "alice")).stdout.trim())
+    for (const [owner, sub] of [
+      [storedKey, "alice"],
+      [bearer(CONFIGURED_KEY), "configured-user"]
+    ] as const) {
+      const created = await chat(server, { message: "the key user's notes" }, owner)
+      expect(created.status).toBe(200)
+      const id = (await created.json()).conversation_id as string
+      for (const token of [
+        await hs256({ sub, iss: ISSUER, aud: AUDIENCE }),
+        await rs256({ sub, iss: ISSUER, aud: AUDIENCE }, published[0]!.kid!)
+      ]) {
+        const impostor = bearer(token)
+        const theirs = await api(`/api/v0.3/conversations/${id}`, "GET", impostor)
+        const missing = await api(`/api/v0.3/conversations/${crypto.randomUUID()}`, "GET", impostor)
+        expect(theirs.status, sub).toBe(404)
+        expect(await theirs.text(), sub).toBe(await missing.text())
+        expect(await (await api("/api/v0.3/conversations", "GET", impostor)).text(), sub).not.toContain(id)
+        const resumed = await chat(server, { message: "mine now?", conversation_id: id }, impostor)
+        expect(resumed.status, sub).toBe(404)
+        await resumed.arrayBuffer()
+      }
+      // The key user still owns it.
+      expect((await api(`/api/v0.3/conversations/${id}`, "GET", owner)).status).toBe(200)
+    }
+  })
+
+  it("stores a JWT user under an id namespaced by provider and issuer", async () => {
+    const response = await chat(
+      server,
+      { message: "who am I" },
+      bearer(await hs256({ sub: "ns-user", iss: ISSUER, aud: AUDIENCE }))
+    )
+    const id = (await response.json()).conversation_id as string
+    const rows = await query<{ user_id: string }>(
+      database.url,
+      "SELECT user_id FROM convoke_conversations WHERE id = $1",
+      [id]
+    )
+    expect(rows).toEqual([{ user_id: `jwt:${encodeURIComponent(ISSUER)}:ns-user` }])
   })
 })
 

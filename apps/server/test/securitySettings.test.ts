@@ -3,6 +3,7 @@
  * validated, and the refusal of anonymous access off loopback.
  */
 import { mkdtemp, rm } from "node:fs/promises"
+import { request as httpRequest } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Duration } from "effect"
@@ -11,6 +12,27 @@ import * as Keys from "../src/Keys.ts"
 import { start } from "../src/Server.ts"
 import { load, SettingsError } from "../src/Settings.ts"
 import { testSettings } from "./helpers.ts"
+
+/** One request over a real socket with the headers given, `Host` included (fetch would set its own). */
+const send = (
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string
+): Promise<{ readonly status: number; readonly body: string }> =>
+  new Promise((resolve, reject) => {
+    const request = httpRequest({ host: "127.0.0.1", port, method, path, headers }, (response) => {
+      const chunks: Array<Buffer> = []
+      response.on("data", (chunk: Buffer) => chunks.push(chunk))
+      response.on("end", () =>
+        resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() })
+      )
+      response.on("error", reject)
+    })
+    request.on("error", reject)
+    request.end(body)
+  })
 
 const problems = (env: Record<string, string>) => {
   try {
@@ -41,6 +63,7 @@ describe("security settings", () => {
   it("read JWT, CORS and Redis options from flags and environment", () => {
     const settings = load(["--cors-origins", "https://a.example, https://b.example:8443"], {
       CONVOKE_JWKS_URL: "https://login.example/.well-known/jwks.json",
+      CONVOKE_JWT_ISSUER: "https://login.example/",
       CONVOKE_JWT_AUDIENCE: "convoke",
       CONVOKE_JWT_USER_CLAIM: "uid",
       REDIS_URL: "redis://127.0.0.1:6379"
@@ -50,8 +73,10 @@ describe("security settings", () => {
     })
     expect(settings.jwt).toMatchObject({
       jwksUrl: "https://login.example/.well-known/jwks.json",
+      issuer: "https://login.example/",
       audience: "convoke",
       userClaim: "uid",
+      userIds: "namespaced",
       secret: undefined
     })
     expect(settings.redisUrl).toBe("redis://127.0.0.1:6379")
@@ -69,12 +94,66 @@ describe("security settings", () => {
     })
     expect(found.join("\n")).toMatch(/CONVOKE_JWT_SECRET \(--jwt-secret\) is too short/)
     expect(found.join("\n")).toMatch(/CONVOKE_JWKS_URL \(--jwks-url\) must be/)
+    // With a JWKS, the accepted issuer and audience must be set.
+    expect(found.join("\n")).toMatch(/CONVOKE_JWT_ISSUER \(--jwt-issuer\) must be set/)
+    expect(found.join("\n")).toMatch(/CONVOKE_JWT_AUDIENCE \(--jwt-audience\) must be set/)
+    expect(
+      problems({ CONVOKE_JWT_SECRET: "x".repeat(32), CONVOKE_JWT_USER_IDS: "mixed" }).join("\n")
+    ).toMatch(/CONVOKE_JWT_USER_IDS \(--jwt-user-ids\) must be namespaced or claim/)
+    expect(load([], { CONVOKE_JWT_SECRET: "x".repeat(32), CONVOKE_JWT_USER_IDS: "claim" }).jwt?.userIds).toBe(
+      "claim"
+    )
     expect(found.join("\n")).toMatch(
       /CONVOKE_CORS_ORIGINS \(--cors-origins\) .*"https:\/\/bad\.example\/path" is not an origin/
     )
     expect(found.join("\n")).toMatch(/REDIS_URL \(--redis-url\) must be/)
     expect(found.join("\n")).toMatch(/CONVOKE_RATE_LIMIT_REQUESTS \(--rate-limit-requests\) must be/)
     expect(found.join("\n")).toMatch(/CONVOKE_MAX_HEADER_BYTES \(--max-header-bytes\) must be/)
+  })
+
+  it("serve anonymous requests to loopback hosts and same-origin pages only (DNS rebinding, CSRF)", async () => {
+    const server = await start(
+      testSettings({ security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } } })
+    )
+    try {
+      expect(server.anonymous).toBe(true)
+      const own = `http://127.0.0.1:${server.port}`
+      const post = (headers: Record<string, string>) =>
+        send(
+          server.port,
+          "POST",
+          "/api/v0.3/chat",
+          { "content-type": "application/json", ...headers },
+          '{"message":"hi"}'
+        )
+      const get = (headers: Record<string, string>) =>
+        send(server.port, "GET", "/api/v0.3/conversations", headers)
+      // A page rebound to 127.0.0.1 still names its own host: refused, reading and writing alike.
+      for (const answer of [
+        await get({ host: "evil.example" }),
+        await get({ host: `evil.example:${server.port}` }),
+        await post({ host: "evil.example", origin: "http://evil.example" })
+      ]) {
+        expect(answer.status).toBe(403)
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { type: "forbidden" } })
+      }
+      // Another site's page posting to the loopback server (CSRF): refused, and nothing is stored.
+      const csrf = await post({ host: `127.0.0.1:${server.port}`, origin: "https://evil.example" })
+      expect(csrf.status).toBe(403)
+      expect(JSON.parse(csrf.body)).toMatchObject({ error: { type: "forbidden" } })
+      expect(JSON.parse((await get({ host: `127.0.0.1:${server.port}` })).body).data).toEqual([])
+      // The server's own pages, the CORS allow-list, and clients that send no Origin are served.
+      expect((await post({ host: `127.0.0.1:${server.port}`, origin: own })).status).toBe(200)
+      expect(
+        (await post({ host: `localhost:${server.port}`, origin: `http://localhost:${server.port}` })).status
+      ).toBe(200)
+      expect((await post({ host: `127.0.0.1:${server.port}`, origin: "https://app.example" })).status).toBe(
+        200
+      )
+      expect((await post({ host: `[::1]:${server.port}` })).status).toBe(200)
+    } finally {
+      await server.close()
+    }
   })
 
   it("refuse anonymous access off loopback before listening, and leave loopback anonymous", async () => {

@@ -7,8 +7,10 @@
  * when a token names a `kid` the cache does not know (key rotation). Each
  * algorithm family is tied to its key source, so a token cannot pass an RSA
  * public key off as an HMAC secret. `exp` is required; `nbf`, `iss` and `aud`
- * are checked, all with a small clock tolerance. The user id comes from a
- * configurable claim (`sub` by default).
+ * are checked, all with a small clock tolerance (with a JWKS, `iss` and `aud`
+ * must be configured). The user id comes from a configurable claim (`sub` by
+ * default), namespaced by provider and issuer (`jwt:<iss>:<sub>`) unless
+ * `userIds: "claim"` says otherwise.
  *
  * Invalid, expired and misaddressed tokens are `401`; a JWKS endpoint that
  * cannot be reached is `503`, so clients retry rather than drop their token.
@@ -25,12 +27,32 @@ export interface Options {
   readonly secret?: Redacted.Redacted<string> | string | undefined
   /** URL of a JSON Web Key Set with the issuer's public keys (RS*, PS*, ES*, EdDSA). */
   readonly jwksUrl?: string | URL | undefined
-  /** Accepted `iss` value(s); unchecked when absent. */
+  /**
+   * Accepted `iss` value(s). Required with `jwksUrl` (unless `requireIssuer`
+   * is `false`): a JWKS is often an identity provider's, whose keys sign
+   * tokens for every application it serves. Unchecked when absent.
+   */
   readonly issuer?: string | ReadonlyArray<string> | undefined
-  /** Accepted `aud` value(s); unchecked when absent. */
+  /** Accepted `aud` value(s). Required with `jwksUrl` (unless `requireAudience` is `false`); unchecked when absent. */
   readonly audience?: string | ReadonlyArray<string> | undefined
+  /** Whether `issuer` must be given (default: `true` with `jwksUrl`, `false` with a secret alone). */
+  readonly requireIssuer?: boolean | undefined
+  /** Whether `audience` must be given (default: `true` with `jwksUrl`, `false` with a secret alone). */
+  readonly requireAudience?: boolean | undefined
   /** The claim holding the user id (default `sub`); must be a non-empty string. */
   readonly userClaim?: string | undefined
+  /**
+   * How a token's user id is made (default `namespaced`):
+   *
+   * - `namespaced`: `jwt:<iss, percent-encoded>:<claim>` (`jwt::<claim>`
+   *   without `iss`), so a token's subject `alice` is never the API key user
+   *   `alice`, nor the `alice` of another accepted issuer;
+   * - `claim`: the claim as it is, shared with every other provider's ids.
+   *   Only when the issuer's ids are meant to be those users (or nothing
+   *   else authenticates anyone), e.g. to keep the ids of a deployment made
+   *   before ids were namespaced.
+   */
+  readonly userIds?: "namespaced" | "claim" | undefined
   /** Tolerated clock difference for `exp`, `nbf` and `iat`, in seconds (default 30). */
   readonly clockToleranceSeconds?: number | undefined
   /**
@@ -66,6 +88,14 @@ export const looksLikeJwt = (credential: string): boolean =>
 
 /** A user id PostgreSQL can store as it is: no NUL, no unpaired surrogate. */
 const isStorable = (text: string): boolean => !text.includes("\u0000") && !/\p{Cs}/u.test(text)
+
+/**
+ * The namespaced user id of a token's subject: `jwt:<iss, percent-encoded>:<subject>`,
+ * `jwt::<subject>` without `iss`. The issuer is encoded, so the first colon
+ * after it ends it and no two (issuer, subject) pairs share an id.
+ */
+export const userIdOf = (issuer: string | undefined, subject: string): string =>
+  `jwt:${encodeURIComponent(issuer ?? "")}:${subject}`
 
 /** The configuration is unusable; thrown by `make` at start, never per request. */
 export class JwtConfigurationError extends Data.TaggedError("JwtConfigurationError")<{
@@ -134,6 +164,20 @@ export const make = (options: Options): Effect.Effect<Identity.Service, JwtConfi
         timeoutDuration: options.jwksTimeoutMillis ?? 5_000
       })
     }
+    const requireIssuer = options.requireIssuer ?? jwks !== undefined
+    const requireAudience = options.requireAudience ?? jwks !== undefined
+    const missingClaims = [
+      ...(requireIssuer && options.issuer === undefined ? ["issuer"] : []),
+      ...(requireAudience && options.audience === undefined ? ["audience"] : [])
+    ]
+    if (missingClaims.length > 0) {
+      return Effect.fail(
+        new JwtConfigurationError({
+          message: `JWTs verified with a JWKS need the accepted ${missingClaims.join(" and ")}: tokens the provider signs for other applications would pass otherwise`
+        })
+      )
+    }
+    const namespaced = (options.userIds ?? "namespaced") === "namespaced"
     const algorithms = [
       ...(secret === undefined ? [] : HMAC_ALGORITHMS),
       ...(jwks === undefined ? [] : ASYMMETRIC_ALGORITHMS)
@@ -173,10 +217,10 @@ export const make = (options: Options): Effect.Effect<Identity.Service, JwtConfi
           catch: describe
         }).pipe(
           Effect.flatMap(({ payload }) => {
-            const userId = payload[userClaim]
-            return typeof userId === "string" && userId !== "" && isStorable(userId)
-              ? Effect.succeed({ userId })
-              : Effect.fail(unauthenticated(`Invalid token: no "${userClaim}" claim with a user id`))
+            const claim = payload[userClaim]
+            if (typeof claim !== "string" || claim === "" || !isStorable(claim))
+              return Effect.fail(unauthenticated(`Invalid token: no "${userClaim}" claim with a user id`))
+            return Effect.succeed({ userId: namespaced ? userIdOf(payload.iss, claim) : claim })
           })
         )
       }

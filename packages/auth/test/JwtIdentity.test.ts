@@ -9,6 +9,7 @@ import * as jose from "jose"
 
 const SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 const secretKey = new TextEncoder().encode(SECRET)
+const ISSUER = "https://login.example"
 
 const sign = (
   claims: jose.JWTPayload,
@@ -47,11 +48,15 @@ describe("JwtIdentity with an HS256 secret", () => {
   const identity = JwtIdentity.make({ secret: SECRET, issuer: "https://issuer.example", audience: "convoke" })
   const valid = { sub: "alice", iss: "https://issuer.example", aud: "convoke" }
 
-  it.live("accepts a valid token from either header, with the user id from sub", () =>
+  it.live("accepts a valid token from either header, with the user id from sub, namespaced by issuer", () =>
     Effect.gen(function* () {
       const token = yield* Effect.promise(() => sign(valid))
-      assert.deepStrictEqual(yield* authenticate(identity, token), { userId: "alice" })
-      assert.deepStrictEqual(yield* authenticate(identity, token, "x-api-key"), { userId: "alice" })
+      assert.deepStrictEqual(yield* authenticate(identity, token), {
+        userId: "jwt:https%3A%2F%2Fissuer.example:alice"
+      })
+      assert.deepStrictEqual(yield* authenticate(identity, token, "x-api-key"), {
+        userId: "jwt:https%3A%2F%2Fissuer.example:alice"
+      })
     })
   )
 
@@ -84,7 +89,9 @@ describe("JwtIdentity with an HS256 secret", () => {
   it.live("tolerates a little clock skew", () =>
     Effect.gen(function* () {
       const token = yield* Effect.promise(() => sign({ ...valid, exp: Math.floor(Date.now() / 1000) - 5 }))
-      assert.deepStrictEqual(yield* authenticate(identity, token), { userId: "alice" })
+      assert.deepStrictEqual(yield* authenticate(identity, token), {
+        userId: "jwt:https%3A%2F%2Fissuer.example:alice"
+      })
     })
   )
 
@@ -92,7 +99,24 @@ describe("JwtIdentity with an HS256 secret", () => {
     Effect.gen(function* () {
       const custom = JwtIdentity.make({ secret: SECRET, userClaim: "uid" })
       const token = yield* Effect.promise(() => sign({ sub: "ignored", uid: "u-42" }))
-      assert.deepStrictEqual(yield* authenticate(custom, token), { userId: "u-42" })
+      assert.deepStrictEqual(yield* authenticate(custom, token), { userId: "jwt::u-42" })
+    })
+  )
+
+  it.live("gives each issuer its own users, and shares the claim itself only when told to", () =>
+    Effect.gen(function* () {
+      const two = JwtIdentity.make({ secret: SECRET, issuer: ["https://a.example", "https://b.example"] })
+      const fromA = yield* Effect.promise(() => sign({ sub: "alice", iss: "https://a.example" }))
+      const fromB = yield* Effect.promise(() => sign({ sub: "alice", iss: "https://b.example" }))
+      const a = yield* authenticate(two, fromA)
+      const b = yield* authenticate(two, fromB)
+      assert.notStrictEqual(a.userId, b.userId)
+      assert.notStrictEqual(a.userId, "alice")
+      // An issuer holding a colon cannot pass for another issuer's subject.
+      assert.notStrictEqual(JwtIdentity.userIdOf("x", "y:z"), JwtIdentity.userIdOf("x:y", "z"))
+      assert.strictEqual(JwtIdentity.userIdOf(undefined, "alice"), "jwt::alice")
+      const shared = JwtIdentity.make({ secret: SECRET, userIds: "claim" })
+      assert.deepStrictEqual(yield* authenticate(shared, fromA), { userId: "alice" })
     })
   )
 
@@ -100,6 +124,16 @@ describe("JwtIdentity with an HS256 secret", () => {
     Effect.gen(function* () {
       assert.strictEqual((yield* Effect.flip(JwtIdentity.make({})))._tag, "JwtConfigurationError")
       assert.match((yield* Effect.flip(JwtIdentity.make({ secret: "short" }))).message, /32 bytes/)
+      // A JWKS signs for every application of its provider: issuer and audience are required.
+      const jwksUrl = "https://login.example/.well-known/jwks.json"
+      assert.match((yield* Effect.flip(JwtIdentity.make({ jwksUrl }))).message, /issuer and audience/)
+      assert.match(
+        (yield* Effect.flip(JwtIdentity.make({ jwksUrl, issuer: "https://login.example" }))).message,
+        /audience/
+      )
+      assert.match((yield* Effect.flip(JwtIdentity.make({ jwksUrl, audience: "convoke" }))).message, /issuer/)
+      yield* JwtIdentity.make({ jwksUrl, issuer: "https://login.example", audience: "convoke" })
+      yield* JwtIdentity.make({ jwksUrl, requireIssuer: false, requireAudience: false })
     })
   )
 })
@@ -151,18 +185,30 @@ describe("JwtIdentity with a JWKS URL", () => {
     "verifies RS256 and ES256 tokens, refetches on an unknown kid after rotation, and refuses HS256",
     () =>
       Effect.gen(function* () {
-        const identity = yield* JwtIdentity.make({ jwksUrl: url, audience: "convoke", jwksCooldownMillis: 0 })
+        const identity = yield* JwtIdentity.make({
+          jwksUrl: url,
+          issuer: ISSUER,
+          audience: "convoke",
+          jwksCooldownMillis: 0
+        })
         const rsa = yield* Effect.promise(() =>
           sign(
-            { sub: "alice", aud: "convoke" },
+            { sub: "alice", iss: ISSUER, aud: "convoke" },
             { key: pairs["rsa-1"]!.privateKey, alg: "RS256", kid: "rsa-1" }
           )
         )
         const ec = yield* Effect.promise(() =>
-          sign({ sub: "bob", aud: "convoke" }, { key: pairs["ec-1"]!.privateKey, alg: "ES256", kid: "ec-1" })
+          sign(
+            { sub: "bob", iss: ISSUER, aud: "convoke" },
+            { key: pairs["ec-1"]!.privateKey, alg: "ES256", kid: "ec-1" }
+          )
         )
-        assert.deepStrictEqual(yield* authenticate(Effect.succeed(identity), rsa), { userId: "alice" })
-        assert.deepStrictEqual(yield* authenticate(Effect.succeed(identity), ec), { userId: "bob" })
+        assert.deepStrictEqual(yield* authenticate(Effect.succeed(identity), rsa), {
+          userId: JwtIdentity.userIdOf(ISSUER, "alice")
+        })
+        assert.deepStrictEqual(yield* authenticate(Effect.succeed(identity), ec), {
+          userId: JwtIdentity.userIdOf(ISSUER, "bob")
+        })
         const afterFirst = fetches
         // Cached: a second verification fetches nothing.
         yield* authenticate(Effect.succeed(identity), rsa)
@@ -172,21 +218,26 @@ describe("JwtIdentity with a JWKS URL", () => {
         yield* Effect.promise(() => rotate())
         const rotated = yield* Effect.promise(() =>
           sign(
-            { sub: "carol", aud: "convoke" },
+            { sub: "carol", iss: ISSUER, aud: "convoke" },
             { key: pairs["rsa-2"]!.privateKey, alg: "RS256", kid: "rsa-2" }
           )
         )
-        assert.deepStrictEqual(yield* authenticate(Effect.succeed(identity), rotated), { userId: "carol" })
+        assert.deepStrictEqual(yield* authenticate(Effect.succeed(identity), rotated), {
+          userId: JwtIdentity.userIdOf(ISSUER, "carol")
+        })
         assert.isAbove(fetches, afterFirst)
 
         // A token signed by a key the issuer never published fails, as does HS256 (no secret configured).
         const stranger = yield* Effect.promise(() => jose.generateKeyPair("RS256"))
         const forged = yield* Effect.promise(() =>
-          sign({ sub: "mallory", aud: "convoke" }, { key: stranger.privateKey, alg: "RS256", kid: "rsa-2" })
+          sign(
+            { sub: "mallory", iss: ISSUER, aud: "convoke" },
+            { key: stranger.privateKey, alg: "RS256", kid: "rsa-2" }
+          )
         )
         const forgedError = yield* Effect.flip(authenticate(Effect.succeed(identity), forged))
         assert.strictEqual(forgedError._tag, "Unauthenticated")
-        const hmac = yield* Effect.promise(() => sign({ sub: "mallory", aud: "convoke" }))
+        const hmac = yield* Effect.promise(() => sign({ sub: "mallory", iss: ISSUER, aud: "convoke" }))
         const hmacError = yield* Effect.flip(authenticate(Effect.succeed(identity), hmac))
         assert.strictEqual(hmacError._tag, "Unauthenticated")
         assert.match(hmacError.message, /algorithm/)
@@ -198,11 +249,16 @@ describe("JwtIdentity with a JWKS URL", () => {
       failing = true
       const identity = yield* JwtIdentity.make({
         jwksUrl: url,
+        issuer: ISSUER,
+        audience: "convoke",
         jwksCooldownMillis: 0,
         jwksTimeoutMillis: 2000
       })
       const token = yield* Effect.promise(() =>
-        sign({ sub: "alice" }, { key: pairs["rsa-2"]!.privateKey, alg: "RS256", kid: "rsa-2" })
+        sign(
+          { sub: "alice", iss: ISSUER, aud: "convoke" },
+          { key: pairs["rsa-2"]!.privateKey, alg: "RS256", kid: "rsa-2" }
+        )
       )
       const error = yield* Effect.flip(authenticate(Effect.succeed(identity), token))
       failing = false

@@ -137,7 +137,11 @@ export const define = (suite: Suite) =>
         ["GET", "/no-such-route"],
         ["GET", "/api/v0.3/no-such-route"],
         ["POST", "/api/v0.3/no-such-route"],
-        ["GET", `/api/v0.3/conversations/${crypto.randomUUID()}/no-such-route`]
+        ["GET", `/api/v0.3/conversations/${crypto.randomUUID()}/no-such-route`],
+        // A path that starts with `//` is a path on this server, never a URL of another host
+        // (`new URL("//evil.example/health", base)` would route it as `/health`).
+        ["GET", "//evil.example/health"],
+        ["POST", `//evil.example${ChatHttp.CHAT_PATH}`]
       ] as const) {
         const label = `${method} ${path}`
         const response = await suite.request(path, { method })

@@ -8,7 +8,8 @@
  */
 import { Context, Effect, Layer, Redacted } from "effect"
 import type { Headers } from "effect/http"
-import { type StoreUnavailable, Unauthenticated } from "./ChatError.ts"
+import { Forbidden, type StoreUnavailable, Unauthenticated } from "./ChatError.ts"
+import { HttpSecurity } from "./HttpSecurity.ts"
 
 /** The authenticated caller. Conversations are isolated by `userId`. */
 export interface Principal {
@@ -22,12 +23,14 @@ export interface Service {
   /** A short description for banners and `/health` (`anonymous`, `api-keys`). */
   readonly name: string
   /**
-   * `Unauthenticated` for missing or invalid credentials (401);
-   * `StoreUnavailable` when the credentials could not be checked (503).
+   * `Unauthenticated` for missing or invalid credentials (401); `Forbidden`
+   * for a request the provider will not serve whoever asks (403: the
+   * anonymous identity's foreign `Host` or `Origin`); `StoreUnavailable`
+   * when the credentials could not be checked (503).
    */
   readonly authenticate: (
     headers: Headers.Headers
-  ) => Effect.Effect<Principal, Unauthenticated | StoreUnavailable>
+  ) => Effect.Effect<Principal, Unauthenticated | Forbidden | StoreUnavailable>
   /**
    * Whether this provider recognises the kind of credential (a JWT, a key with
    * a known prefix). `any` asks the providers that recognise it first.
@@ -38,15 +41,84 @@ export interface Service {
 /** The identity service. */
 export class Identity extends Context.Service<Identity, Service>()("@convoke/core/Identity") {}
 
+/** Options of the anonymous identity. */
+export interface AnonymousOptions {
+  /** The one user everyone is (default `anonymous`). */
+  readonly userId?: string | undefined
+  /**
+   * Which `Host` headers are served: `loopback` (the default: `localhost`,
+   * `127.0.0.0/8`, `[::1]`, any port) or `any`, for a deliberate deployment
+   * of anonymous access off loopback. A request without `Host` is served
+   * either way: browsers always send one.
+   */
+  readonly hosts?: "loopback" | "any" | undefined
+  /**
+   * Origins a browser may call from besides the server's own (the one its
+   * `Host` names). Default: the CORS allow-list of `HttpSecurity`, read per
+   * request, so the origins allowed to read answers are the ones allowed to
+   * ask.
+   */
+  readonly allowedOrigins?: ReadonlyArray<string> | "*" | undefined
+}
+
+const LOOPBACK_HOST = /^(?:localhost|127(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}|\[::1\])(?::\d{1,5})?$/i
+
+/** Whether a `Host` header names the loopback interface: `localhost`, `127.0.0.0/8` or `[::1]`, with any port. */
+export const isLoopbackHost = (host: string): boolean => LOOPBACK_HOST.test(host)
+
+// The origin a `Host` header makes for a browser page of the same scheme.
+const sameOrigin = (origin: string, host: string): boolean => {
+  try {
+    const parsed = new URL(origin)
+    if (parsed.origin !== origin) return false
+    return new URL(`${parsed.protocol}//${host}`).origin === origin
+  } catch {
+    return false
+  }
+}
+
 /**
- * Everyone is the same user. Only for local development: the reference server
- * allows it on a loopback bind alone and warns loudly.
+ * Everyone is the same user: for local development, and nothing a web page
+ * can reach. Requests whose `Host` is not a loopback name (DNS rebinding
+ * gives an attacker's page a loopback address under its own host name) and
+ * browser requests from a foreign `Origin` (another site's page posting
+ * chats) fail with `Forbidden` (403). The reference server allows anonymous
+ * mode on a loopback bind alone and warns loudly.
  */
-export const layerAnonymous = (userId = "anonymous"): Layer.Layer<Identity> =>
-  Layer.succeed(Identity, {
+export const makeAnonymous = (options: AnonymousOptions = {}): Service => {
+  const principal: Principal = { userId: options.userId ?? "anonymous", anonymous: true }
+  return {
     name: "anonymous",
-    authenticate: () => Effect.succeed({ userId, anonymous: true })
-  })
+    authenticate: (headers) =>
+      Effect.gen(function* () {
+        const host = headers.host
+        if (host !== undefined && options.hosts !== "any" && !isLoopbackHost(host.trim())) {
+          return yield* new Forbidden({
+            message: `Anonymous access is served to loopback hosts only (localhost, 127.0.0.1, [::1]), not to Host ${JSON.stringify(host)}; configure API keys or JWTs to serve other hosts`
+          })
+        }
+        const origin = headers.origin
+        if (origin === undefined) return principal
+        const allowed = options.allowedOrigins ?? (yield* HttpSecurity).cors?.allowedOrigins ?? []
+        if (
+          (host !== undefined && sameOrigin(origin, host.trim())) ||
+          allowed === "*" ||
+          allowed.includes(origin)
+        )
+          return principal
+        return yield* new Forbidden({
+          message: `Anonymous access from a page of Origin ${JSON.stringify(origin)} is refused: only the server's own pages and the CORS allow-list may call it`
+        })
+      })
+  }
+}
+
+/**
+ * The anonymous identity (`makeAnonymous`) as a layer; a string is the user
+ * id, as in earlier versions.
+ */
+export const layerAnonymous = (options: AnonymousOptions | string = {}): Layer.Layer<Identity> =>
+  Layer.succeed(Identity, makeAnonymous(typeof options === "string" ? { userId: options } : options))
 
 /** The credential a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`. */
 export const credentialFrom = (headers: Headers.Headers): string | undefined => {
@@ -125,7 +197,7 @@ export const any = (providers: ReadonlyArray<Service>): Service => {
       const recognising = providers.filter((provider) => provider.accepts?.(credential) === true)
       const ordered = [...recognising, ...providers.filter((provider) => !recognising.includes(provider))]
       return Effect.gen(function* () {
-        let failure: Unauthenticated | StoreUnavailable | undefined
+        let failure: Unauthenticated | Forbidden | StoreUnavailable | undefined
         for (const provider of ordered) {
           const result = yield* Effect.result(provider.authenticate(headers))
           if (result._tag === "Success") return result.success

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { Headers } from "effect/http"
-import { ChatError, Identity } from "../src/index.ts"
+import { ChatError, HttpSecurity, Identity } from "../src/index.ts"
 
 const headers = (input: Record<string, string>) => Headers.fromInput(input)
 
@@ -77,6 +77,107 @@ describe("Identity.layerAnonymous", () => {
         userId: "anonymous",
         anonymous: true
       })
+    })
+  )
+})
+
+describe("Identity.layerAnonymous: loopback hosts and same-origin browsers only", () => {
+  const refused = (layer: ReturnType<typeof Identity.layerAnonymous>, input: Record<string, string>) =>
+    Effect.flip(authenticate(layer, input))
+  const anonymous = { userId: "anonymous", anonymous: true }
+
+  it.effect("serves a loopback Host with any port, and a request without Host (no browser sends one)", () =>
+    Effect.gen(function* () {
+      const layer = Identity.layerAnonymous()
+      for (const host of [
+        "localhost",
+        "LOCALHOST:3000",
+        "127.0.0.1",
+        "127.0.0.1:3000",
+        "127.1.2.3:80",
+        "[::1]",
+        "[::1]:3000"
+      ])
+        assert.deepStrictEqual(yield* authenticate(layer, { host }), anonymous, host)
+      assert.deepStrictEqual(yield* authenticate(layer, {}), anonymous)
+    })
+  )
+
+  it.effect("refuses any other Host with 403: a DNS-rebound page names the attacker's host", () =>
+    Effect.gen(function* () {
+      const layer = Identity.layerAnonymous()
+      for (const host of [
+        "evil.example",
+        "evil.example:3000",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+        "128.0.0.1",
+        "0.0.0.0:3000",
+        "[::2]:3000",
+        "192.168.1.10",
+        "localhost:abc",
+        ""
+      ]) {
+        const error = yield* refused(layer, { host })
+        assert.instanceOf(error, ChatError.Forbidden, host)
+        assert.include(error.message, "loopback", host)
+      }
+    })
+  )
+
+  it.effect("refuses a foreign Origin with 403, serves its own origin and the CORS allow-list", () =>
+    Effect.gen(function* () {
+      const layer = Identity.layerAnonymous()
+      const host = "127.0.0.1:4000"
+      assert.deepStrictEqual(yield* authenticate(layer, { host, origin: "http://127.0.0.1:4000" }), anonymous)
+      assert.deepStrictEqual(
+        yield* authenticate(layer, { host: "localhost", origin: "http://localhost" }),
+        anonymous
+      )
+      for (const origin of [
+        "https://evil.example",
+        "http://localhost:4000",
+        "http://127.0.0.1:4001",
+        "null",
+        "not an origin"
+      ]) {
+        const error = yield* refused(layer, { host, origin })
+        assert.instanceOf(error, ChatError.Forbidden, origin)
+        assert.include(error.message, "Origin", origin)
+      }
+      // The CORS allow-list of the application (`HttpSecurity`, read per request) admits its origins.
+      const withCors = Effect.provideService(HttpSecurity.HttpSecurity, {
+        securityHeaders: true,
+        cors: { allowedOrigins: ["https://app.example"] }
+      })
+      assert.deepStrictEqual(
+        yield* withCors(authenticate(layer, { host, origin: "https://app.example" })),
+        anonymous
+      )
+      assert.instanceOf(
+        yield* withCors(refused(layer, { host, origin: "https://evil.example" })),
+        ChatError.Forbidden
+      )
+      const explicit = Identity.layerAnonymous({ allowedOrigins: "*" })
+      assert.deepStrictEqual(
+        yield* authenticate(explicit, { host, origin: "https://any.example" }),
+        anonymous
+      )
+    })
+  )
+
+  it.effect("serves any Host when told to (a deliberate non-loopback deployment), Origin still checked", () =>
+    Effect.gen(function* () {
+      const layer = Identity.layerAnonymous({ hosts: "any" })
+      assert.deepStrictEqual(yield* authenticate(layer, { host: "chat.internal:3000" }), anonymous)
+      assert.deepStrictEqual(
+        yield* authenticate(layer, { host: "chat.internal:3000", origin: "http://chat.internal:3000" }),
+        anonymous
+      )
+      assert.instanceOf(
+        yield* refused(layer, { host: "chat.internal:3000", origin: "https://evil.example" }),
+        ChatError.Forbidden
+      )
     })
   )
 })

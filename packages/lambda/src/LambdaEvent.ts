@@ -115,7 +115,13 @@ export const toServerRequest = (
   const query = v2 ? (event.rawQueryString ?? "") : new URLSearchParams(params).toString()
   const path = stripBase(v2 ? event.rawPath : event.path, options.basePath)
   const host = headers.host ?? event.requestContext?.domainName ?? "lambda.invalid"
-  const url = new URL(`${path}${query === "" ? "" : `?${query}`}`, `https://${host}`)
+  // A host name and port only: a `/`, `?`, `#`, `@` or `\` would move the path into the authority.
+  if (/[/?#@\\\s]/.test(host)) throw new TypeError(`Invalid Host header: ${JSON.stringify(host)}`)
+  // The path is appended to the origin, never resolved against it: `//evil.example/x` (or
+  // `/\evil.example/x`) stays a path on this host instead of naming another one.
+  const url = new URL(
+    `https://${host}${path.startsWith("/") ? "" : "/"}${path}${query === "" ? "" : `?${query}`}`
+  )
   let client = HttpClientRequest.make(method as HttpMethod.HttpMethod)(url.href)
   if (event.body != null && method !== "GET" && method !== "HEAD") {
     const bytes = Buffer.from(event.body, event.isBase64Encoded === true ? "base64" : "utf8")

@@ -52,7 +52,8 @@ const counting = () => {
   const layer = Layer.mergeAll(
     ConversationStore.layerMemory,
     EchoLanguageModel.layer({ delay: 0 }),
-    Identity.layerAnonymous(),
+    // A Function URL's Host is not loopback: anonymous access there must be asked for.
+    Identity.layerAnonymous({ hosts: "any" }),
     Layer.effectDiscard(
       Effect.sync(() => {
         counter.builds++
@@ -124,6 +125,19 @@ describe("LambdaHandler.buffered (API Gateway HTTP API)", () => {
     expect(second.multiValueHeaders).toEqual({})
     expect(JSON.parse(second.body).message.content).toBe("Echo #2: again")
     expect(counter.builds).toBe(1)
+  })
+
+  it("refuses the default anonymous identity behind a Function URL, whose Host is not loopback", async () => {
+    const handler = LambdaHandler.buffered(
+      Layer.mergeAll(
+        ConversationStore.layerMemory,
+        EchoLanguageModel.layer({ delay: 0 }),
+        Identity.layerAnonymous()
+      )
+    )
+    const result = await handler(v2(JSON.stringify({ message: "hello" })))
+    expect(result.statusCode).toBe(403)
+    expect(JSON.parse(result.body)).toMatchObject({ error: { type: "forbidden" } })
   })
 
   it("buffers a whole SSE stream into one result, metadata first", async () => {
@@ -200,7 +214,7 @@ describe("LambdaHandler.streaming", () => {
       Layer.mergeAll(
         store.layer,
         model.layer,
-        Identity.layerAnonymous(),
+        Identity.layerAnonymous({ hosts: "any" }),
         Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ disconnectGrace: Duration.millis(100) }))
       )
     )
@@ -264,7 +278,7 @@ describe("LambdaHandler.streaming", () => {
       Layer.mergeAll(
         ConversationStore.layerMemory,
         EchoLanguageModel.layer({ delay: 0 }),
-        Identity.layerAnonymous(),
+        Identity.layerAnonymous({ hosts: "any" }),
         ChatRateLimit.layerMemory({ address: { limit: 1, window: "1 minute" } })
       )
     )
@@ -328,6 +342,20 @@ describe("LambdaEvent.toServerRequest", () => {
 
   it("throws on an event with no valid URL", () => {
     expect(() => LambdaEvent.toServerRequest(v2("{}", { headers: { host: "bad host" } }))).toThrow()
+    // A Host that would carry a path, query, fragment or credentials into the URL is no host.
+    for (const host of ["evil.example/x", "evil.example?x", "evil.example#x", "user@evil.example"])
+      expect(() => LambdaEvent.toServerRequest(v2("{}", { headers: { host } })), host).toThrow()
+  })
+
+  it("reads a path that starts with // or /\\ as a path on this host, never as another host", () => {
+    for (const rawPath of [`//evil.example${ChatHttp.CHAT_PATH}`, `/\\evil.example${ChatHttp.CHAT_PATH}`]) {
+      for (const event of [v2("{}", { rawPath, rawQueryString: "a=1" }), v1("{}", { path: rawPath })]) {
+        const request = LambdaEvent.toServerRequest(event)
+        expect(request.url, rawPath).not.toBe(ChatHttp.CHAT_PATH)
+        expect(request.url.startsWith("//"), rawPath).toBe(true)
+        expect(request.url, rawPath).toContain("evil.example")
+      }
+    }
   })
 })
 

@@ -97,7 +97,11 @@ const TEXT = /^(text\/|application\/([\w.+-]+\+)?json)/i
 
 /** Builds the event the front door would send for an HTTP request. */
 const toEvent = (request: IncomingMessage, body: Buffer, payload: "1.0" | "2.0"): LambdaEvent.Event => {
-  const url = new URL(request.url ?? "/", "http://localhost")
+  // The target as the front door passes it: `//evil.example/x` is a path, not another host.
+  const target = request.url ?? "/"
+  const mark = target.indexOf("?")
+  const rawPath = mark === -1 ? target : target.slice(0, mark)
+  const rawQuery = mark === -1 ? "" : target.slice(mark + 1)
   const multi: Record<string, Array<string>> = {}
   for (let index = 0; index < request.rawHeaders.length; index += 2) {
     const name = request.rawHeaders[index]!.toLowerCase()
@@ -111,8 +115,8 @@ const toEvent = (request: IncomingMessage, body: Buffer, payload: "1.0" | "2.0")
     const headers = Object.fromEntries(Object.entries(rest).map(([name, values]) => [name, values.join(",")]))
     return {
       version: "2.0",
-      rawPath: url.pathname,
-      rawQueryString: url.search.slice(1),
+      rawPath,
+      rawQueryString: rawQuery,
       headers,
       ...(cookie ? { cookies: cookie.flatMap((line) => line.split(/;\s*/)) } : {}),
       requestContext: {
@@ -125,10 +129,10 @@ const toEvent = (request: IncomingMessage, body: Buffer, payload: "1.0" | "2.0")
   }
   return {
     httpMethod: request.method!,
-    path: url.pathname,
+    path: rawPath,
     headers: Object.fromEntries(Object.entries(multi).map(([name, values]) => [name, values.at(-1)!])),
     multiValueHeaders: multi,
-    queryStringParameters: url.search === "" ? null : Object.fromEntries(url.searchParams),
+    queryStringParameters: rawQuery === "" ? null : Object.fromEntries(new URLSearchParams(rawQuery)),
     multiValueQueryStringParameters: null,
     requestContext: {
       domainName: "harness.execute-api.localhost",
