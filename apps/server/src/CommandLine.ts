@@ -225,6 +225,13 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Writes kept while the database is unavailable"
   },
   {
+    flag: "outbox-user-capacity",
+    env: "CONVOKE_OUTBOX_USER_CAPACITY",
+    type: "string",
+    description:
+      "Writes one user may have in the outbox (default a tenth of the capacity; 0: only the capacity bounds them)"
+  },
+  {
     flag: "outbox-prefix",
     env: "CONVOKE_OUTBOX_PREFIX",
     type: "string",

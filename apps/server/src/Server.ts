@@ -195,7 +195,10 @@ const outboxSummary = (settings: Settings, stats: ConversationOutbox.Stats): str
     ...(stats.recovered > 0 ? [`${count(stats.recovered, "queued write")} recovered`] : []),
     ...(stats.skipped > 0 ? [`${count(stats.skipped, "damaged record")} skipped`] : [])
   ]
-  return `${settings.outboxCapacity} writes at most, ${where}${found.length > 0 ? `; ${found.join(", ")}` : ""}`
+  const userCapacity =
+    settings.outboxUserCapacity ?? ConversationOutbox.defaultUserCapacity(settings.outboxCapacity)
+  const share = userCapacity === 0 ? "" : ` (${userCapacity} per user)`
+  return `${settings.outboxCapacity} writes at most${share}, ${where}${found.length > 0 ? `; ${found.join(", ")}` : ""}`
 }
 
 /** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
@@ -243,7 +246,10 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
       options.layer ?? Layer.empty
     ),
-    { outbox: { capacity: settings.outboxCapacity }, turnLog: turnLogLayer(settings, redis) }
+    {
+      outbox: { capacity: settings.outboxCapacity, userCapacity: settings.outboxUserCapacity },
+      turnLog: turnLogLayer(settings, redis)
+    }
   )
   if (state.refusal !== undefined) {
     await app.dispose()

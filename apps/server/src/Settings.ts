@@ -39,6 +39,8 @@ export interface Settings {
   readonly shutdownGraceMs: number
   /** Most writes kept while the database is unavailable. */
   readonly outboxCapacity: number
+  /** Most writes one user may have in the outbox; `undefined`: a tenth of the capacity; 0: no share. */
+  readonly outboxUserCapacity: number | undefined
   /** Key prefix of the outbox's entries in Redis (with `redisUrl`); instances sharing it drain each other's writes. */
   readonly outboxPrefix: string
   /** Minutes between cleanups of abandoned conversations; 0 turns the job off. */
@@ -296,6 +298,7 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   outboxCapacity: wholeNumber("CONVOKE_OUTBOX_CAPACITY", { min: 0, max: 10_000_000 }).pipe(
     Config.withDefault(10_000)
   ),
+  outboxUserCapacity: optional(wholeNumber("CONVOKE_OUTBOX_USER_CAPACITY", { min: 0, max: 10_000_000 })),
   outboxPrefix: text("CONVOKE_OUTBOX_PREFIX", notBlank).pipe(Config.withDefault("convoke:outbox:")),
   cleanupIntervalMinutes: wholeNumber("CONVOKE_CLEANUP_INTERVAL_MINUTES", { min: 0, max: 10_080 }).pipe(
     Config.withDefault(10)
