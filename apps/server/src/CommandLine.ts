@@ -326,11 +326,20 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Most characters of history sent to Claude (oldest dropped first)"
   },
   {
+    flag: "admin-token",
+    env: "CONVOKE_ADMIN_TOKEN",
+    type: "string",
+    envOnly: true,
+    description:
+      "Bearer token for the details of /health and for /metrics on the chat port (at least 16 characters)"
+  },
+  {
     flag: "metrics",
     env: "CONVOKE_METRICS",
     type: "string",
     fallback: "on",
-    description: "Prometheus /metrics: on (chat port), off, or [host:]port to serve it alone there"
+    description:
+      "Prometheus /metrics: on (chat port), off, or [host:]port to serve it, with the details of /health, alone there (the admin port)"
   },
   {
     flag: "log-format",

@@ -10,6 +10,7 @@ import { join, resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
 import { JwtIdentity } from "@convoke/auth"
 import {
+  AdminAccess,
   ChatConfig,
   type ChatError,
   ChatHttp,
@@ -244,6 +245,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       rateLimitLayer(settings, redis),
       outboxLayer(settings, redis),
       Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
+      AdminAccess.layer({ token: settings.adminToken }),
       options.layer ?? Layer.empty
     ),
     {
@@ -292,7 +294,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   let metricsServer: Observability.MetricsServer | undefined
   if (observability.metrics !== undefined && typeof settings.metrics === "object") {
     try {
-      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics)
+      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics, app.http)
     } catch (error) {
       await new Promise<void>((done) => http.close(() => done()))
       await app.dispose()
@@ -356,7 +358,20 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       )
     ],
     ["public model", settings.chat.publicModel],
-    ["metrics", metricsUrl ?? "off"],
+    [
+      "metrics",
+      metricsUrl === undefined
+        ? "off"
+        : `${metricsUrl}${settings.metrics === "on" ? (settings.adminToken === undefined ? " (open to anyone who reaches the chat port: set CONVOKE_ADMIN_TOKEN, or CONVOKE_METRICS=[host:]port)" : " (admin token)") : ""}`
+    ],
+    [
+      "health details",
+      metricsServer !== undefined
+        ? `${metricsServer.healthUrl}${settings.adminToken === undefined ? "" : `, and ${url}/health with the admin token`}`
+        : settings.adminToken === undefined
+          ? `off (${url}/health answers only its status; set CONVOKE_ADMIN_TOKEN or CONVOKE_METRICS=[host:]port)`
+          : `${url}/health with the admin token`
+    ],
     ...observability.summary
   ]
   if (settings.webDir !== undefined) {

@@ -10,7 +10,7 @@
 import { isIP } from "node:net"
 import { resolve } from "node:path"
 import { AnthropicModels } from "@convoke/anthropic"
-import { ChatConfig, ChatRateLimit, HttpSecurity } from "@convoke/core"
+import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity } from "@convoke/core"
 import { Config, Effect, Redacted, Result, Schema } from "effect"
 import * as CommandLine from "./CommandLine.ts"
 import * as ConfigProblems from "./ConfigProblems.ts"
@@ -51,8 +51,16 @@ export interface Settings {
   readonly webDir: string | undefined
   /** Claude settings; present when `ANTHROPIC_API_KEY` is set, else the echo model is used. */
   readonly anthropic: AnthropicSettings | undefined
-  /** `/metrics` on the chat port (`on`), nowhere (`off`), or alone on another address. */
+  /**
+   * `/metrics` on the chat port (`on`), nowhere (`off`), or alone on another
+   * address, the admin port, which also serves the details of `/health`.
+   */
   readonly metrics: "on" | "off" | { readonly host: string; readonly port: number }
+  /**
+   * The admin token: with it, `/health` on the chat port answers its details
+   * and `/metrics` there answers only requests that send it.
+   */
+  readonly adminToken: Redacted.Redacted<string> | undefined
   /** Request and turn logs: human-readable, one JSON object per line, or none. */
   readonly logFormat: "pretty" | "json" | "off"
   /** OTLP/HTTP endpoint traces are exported to (`<url>/v1/traces`); none by default. */
@@ -282,6 +290,7 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   insecureAnonymous: flag("CONVOKE_INSECURE_ALLOW_ANONYMOUS"),
   jwt,
   security: HttpSecurity.config,
+  adminToken: AdminAccess.config,
   redisUrl: optional(
     text("REDIS_URL", (raw) => /^rediss?:\/\//.test(raw) || "must be a redis:// or rediss:// URL")
   ),

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { start } from "../src/Server.ts"
 import { load } from "../src/Settings.ts"
-import { chat, events, frames, query, readAll } from "./helpers.ts"
+import { ADMIN_TOKEN, chat, events, frames, healthDetails, query, readAll } from "./helpers.ts"
 
 const API_KEY = "sk-ant-test-server-0123456789abcdef"
 const SYSTEM = "You are a terse assistant."
@@ -43,6 +43,7 @@ const settingsFor = (env: Record<string, string>) =>
     CONVOKE_MODEL_RETRY_DELAY_MS: "1",
     // A client that leaves is waited for briefly, so the test that waits it out stays quick.
     CONVOKE_DISCONNECT_GRACE_MS: "200",
+    CONVOKE_ADMIN_TOKEN: ADMIN_TOKEN,
     ...env
   })
 
@@ -95,7 +96,7 @@ describe("reference server with Claude", () => {
   it("says so in its banner and /health", async () => {
     expect(server.summary.find(([label]) => label === "model")![1]).toContain("anthropic claude-sonnet-5-5")
     expect(server.summary.flat().join(" ")).not.toContain(API_KEY)
-    const health = await (await fetch(`${server.url}/health`)).json()
+    const health = await healthDetails(server)
     expect(health.model).toBe("anthropic")
   })
 
