@@ -1,6 +1,7 @@
 /**
  * `GET /health`: the application is up. Anyone gets only its status,
- * `{"status":"ok"}` — load balancers and uptime checks need nothing more.
+ * `{"status":"ok"}` (or `503 {"status":"shutting_down"}` once it shuts
+ * down) — load balancers and uptime checks need nothing more.
  * The details — the model, the store, the identity provider, the outbox's
  * counts and the latest cleanup report — tell an attacker how the server
  * authenticates and what it runs on, so they go only to a request with the
@@ -13,6 +14,7 @@ import { Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
 import * as AdminAccess from "./AdminAccess.ts"
 import * as ApiRouter from "./ApiRouter.ts"
+import { ChatService } from "./ChatService.ts"
 import * as ConversationCleanup from "./ConversationCleanup.ts"
 import { ConversationOutbox } from "./ConversationOutbox.ts"
 import { ConversationStore } from "./ConversationStore.ts"
@@ -51,11 +53,19 @@ const details = Effect.gen(function* () {
   }
 })
 
-/** The health route of the API: its status to anyone, the details with the admin token. */
+/**
+ * The health route of the API: its status to anyone — `200 {"status":"ok"}`,
+ * or `503 {"status":"shutting_down"}` once the application shuts down, so a
+ * load balancer stops sending it requests — and the details with the admin
+ * token.
+ */
 export const routes = Effect.gen(function* () {
   const body = yield* details
+  const chat = yield* ChatService
   const health = Effect.map(AdminAccess.isAdmin, (admin) =>
-    HttpServerResponse.jsonUnsafe(admin ? body() : { status: "ok" })
+    chat.isShuttingDown()
+      ? HttpServerResponse.jsonUnsafe({ status: "shutting_down" }, { status: 503 })
+      : HttpServerResponse.jsonUnsafe(admin ? body() : { status: "ok" })
   )
   return [ApiRouter.route("GET", HEALTH_PATH, health)]
 })

@@ -510,6 +510,18 @@ describe("ChatHttp GET /health", () => {
       }
     }))
 
+  it("answers 503 with its status once the application shuts down, so load balancers stop sending", async () => {
+    const app = await ChatHttp.makeApp(echoLayer())
+    try {
+      await app.shutdown()
+      const response = await app.handler(new Request("http://localhost/health"))
+      assert.strictEqual(response.status, 503)
+      assert.deepStrictEqual(await response.json(), { status: "shutting_down" })
+    } finally {
+      await app.dispose()
+    }
+  })
+
   it("serves the details to anyone on an application of its own (an admin port)", async () => {
     const app = await ChatHttp.makeApp(echoLayer())
     try {
