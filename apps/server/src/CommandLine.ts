@@ -250,6 +250,13 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Writes kept while the database is unavailable"
   },
   {
+    flag: "outbox-user-capacity",
+    env: "CONVOKE_OUTBOX_USER_CAPACITY",
+    type: "string",
+    description:
+      "Writes one user may have in the outbox (default a tenth of the capacity; 0: only the capacity bounds them)"
+  },
+  {
     flag: "outbox-prefix",
     env: "CONVOKE_OUTBOX_PREFIX",
     type: "string",
@@ -345,11 +352,20 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Most characters of history sent to Claude (oldest dropped first)"
   },
   {
+    flag: "admin-token",
+    env: "CONVOKE_ADMIN_TOKEN",
+    type: "string",
+    envOnly: true,
+    description:
+      "Bearer token for the details of /health and for /metrics on the chat port (at least 16 characters)"
+  },
+  {
     flag: "metrics",
     env: "CONVOKE_METRICS",
     type: "string",
     fallback: "on",
-    description: "Prometheus /metrics: on (chat port), off, or [host:]port to serve it alone there"
+    description:
+      "Prometheus /metrics: on (chat port), off, or [host:]port to serve it, with the details of /health, alone there (the admin port)"
   },
   {
     flag: "log-format",

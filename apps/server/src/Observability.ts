@@ -1,12 +1,13 @@
 /**
  * The reference server's metrics, logs and traces, chosen from settings:
- * Prometheus `/metrics` on the chat port, alone on another address, or off;
+ * Prometheus `/metrics` on the chat port, on an admin port of its own (with
+ * the details of `/health`), or off;
  * request and turn logs, human-readable or one JSON object per line; OTLP
  * trace export when an endpoint is configured.
  */
 import { createServer, type Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { type ChatError, ChatHttp, ChatLog, ChatMetrics } from "@convoke/core"
+import { type ChatError, ChatHttp, ChatLog, ChatMetrics, Health } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStatistics } from "@convoke/store-pg"
 import { Effect, Layer, Logger, References } from "effect"
@@ -90,18 +91,30 @@ export const fromSettings = (settings: Settings): Observability => {
   }
 }
 
-/** A metrics endpoint on an address of its own. */
+/** The admin port: the metrics and the details of `/health`, on an address of their own. */
 export interface MetricsServer {
+  /** Where Prometheus scrapes. */
   readonly url: string
+  /** Where the details of `/health` are. */
+  readonly healthUrl: string
   readonly close: () => Promise<void>
 }
 
-/** Serves `GET /metrics` alone on `host:port`. */
+/**
+ * Serves `GET /metrics` and `GET /health` with its details, for anyone who
+ * reaches `host:port`: bind it where only operators and Prometheus can.
+ */
 export const listenMetrics = async (
   metrics: ChatMetrics.ChatMetrics,
-  address: { readonly host: string; readonly port: number }
+  address: { readonly host: string; readonly port: number },
+  chat: ChatHttp.HttpApp
 ): Promise<MetricsServer> => {
-  const app = await Effect.runPromise(ChatHttp.fromRoutes([ChatMetrics.route(metrics)]))
+  const app = await Effect.runPromise(
+    ChatHttp.withServicesOf(
+      chat,
+      Effect.map(Health.detailsRoutes, (health) => [ChatMetrics.route(metrics), ...health])
+    )
+  )
   const http: HttpServer = createServer(NodeHandler.toNodeHandler(app))
   await new Promise<void>((resolve, reject) => {
     http.once("error", reject)
@@ -114,6 +127,7 @@ export const listenMetrics = async (
   const host = address.host.includes(":") ? `[${address.host}]` : address.host
   return {
     url: `http://${host}:${port}${ChatMetrics.DEFAULT_PATH}`,
+    healthUrl: `http://${host}:${port}${Health.HEALTH_PATH}`,
     close: () =>
       new Promise<void>((resolve) => {
         http.close(() => resolve())

@@ -10,6 +10,7 @@ import { join, resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
 import { JwtIdentity } from "@convoke/auth"
 import {
+  AdminAccess,
   ChatConfig,
   type ChatError,
   ChatHttp,
@@ -198,7 +199,10 @@ const outboxSummary = (settings: Settings, stats: ConversationOutbox.Stats): str
     ...(stats.recovered > 0 ? [`${count(stats.recovered, "queued write")} recovered`] : []),
     ...(stats.skipped > 0 ? [`${count(stats.skipped, "damaged record")} skipped`] : [])
   ]
-  return `${settings.outboxCapacity} writes at most, ${where}${found.length > 0 ? `; ${found.join(", ")}` : ""}`
+  const userCapacity =
+    settings.outboxUserCapacity ?? ConversationOutbox.defaultUserCapacity(settings.outboxCapacity)
+  const share = userCapacity === 0 ? "" : ` (${userCapacity} per user)`
+  return `${settings.outboxCapacity} writes at most${share}, ${where}${found.length > 0 ? `; ${found.join(", ")}` : ""}`
 }
 
 /** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
@@ -244,9 +248,13 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       rateLimitLayer(settings, redis),
       outboxLayer(settings, redis),
       Layer.succeed(HttpSecurity.HttpSecurity, settings.security),
+      AdminAccess.layer({ token: settings.adminToken }),
       options.layer ?? Layer.empty
     ),
-    { outbox: { capacity: settings.outboxCapacity }, turnLog: turnLogLayer(settings, redis) }
+    {
+      outbox: { capacity: settings.outboxCapacity, userCapacity: settings.outboxUserCapacity },
+      turnLog: turnLogLayer(settings, redis)
+    }
   )
   if (state.refusal !== undefined) {
     await app.dispose()
@@ -289,7 +297,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   let metricsServer: Observability.MetricsServer | undefined
   if (observability.metrics !== undefined && typeof settings.metrics === "object") {
     try {
-      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics)
+      metricsServer = await Observability.listenMetrics(observability.metrics, settings.metrics, app.http)
     } catch (error) {
       await new Promise<void>((done) => http.close(() => done()))
       await app.dispose()
@@ -353,7 +361,20 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       )
     ],
     ["public model", settings.chat.publicModel],
-    ["metrics", metricsUrl ?? "off"],
+    [
+      "metrics",
+      metricsUrl === undefined
+        ? "off"
+        : `${metricsUrl}${settings.metrics === "on" ? (settings.adminToken === undefined ? " (open to anyone who reaches the chat port: set CONVOKE_ADMIN_TOKEN, or CONVOKE_METRICS=[host:]port)" : " (admin token)") : ""}`
+    ],
+    [
+      "health details",
+      metricsServer !== undefined
+        ? `${metricsServer.healthUrl}${settings.adminToken === undefined ? "" : `, and ${url}/health with the admin token`}`
+        : settings.adminToken === undefined
+          ? `off (${url}/health answers only its status; set CONVOKE_ADMIN_TOKEN or CONVOKE_METRICS=[host:]port)`
+          : `${url}/health with the admin token`
+    ],
     ...observability.summary
   ]
   if (settings.webDir !== undefined) {

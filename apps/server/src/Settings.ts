@@ -10,7 +10,7 @@
 import { isIP } from "node:net"
 import { resolve } from "node:path"
 import { AnthropicModels } from "@convoke/anthropic"
-import { ChatConfig, ChatRateLimit, HttpSecurity } from "@convoke/core"
+import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity } from "@convoke/core"
 import { Config, Effect, Redacted, Result, Schema } from "effect"
 import * as CommandLine from "./CommandLine.ts"
 import * as ConfigProblems from "./ConfigProblems.ts"
@@ -39,6 +39,8 @@ export interface Settings {
   readonly shutdownGraceMs: number
   /** Most writes kept while the database is unavailable. */
   readonly outboxCapacity: number
+  /** Most writes one user may have in the outbox; `undefined`: a tenth of the capacity; 0: no share. */
+  readonly outboxUserCapacity: number | undefined
   /** Key prefix of the outbox's entries in Redis (with `redisUrl`); instances sharing it drain each other's writes. */
   readonly outboxPrefix: string
   /** Minutes between cleanups of abandoned conversations; 0 turns the job off. */
@@ -49,8 +51,16 @@ export interface Settings {
   readonly webDir: string | undefined
   /** Claude settings; present when `ANTHROPIC_API_KEY` is set, else the echo model is used. */
   readonly anthropic: AnthropicSettings | undefined
-  /** `/metrics` on the chat port (`on`), nowhere (`off`), or alone on another address. */
+  /**
+   * `/metrics` on the chat port (`on`), nowhere (`off`), or alone on another
+   * address, the admin port, which also serves the details of `/health`.
+   */
   readonly metrics: "on" | "off" | { readonly host: string; readonly port: number }
+  /**
+   * The admin token: with it, `/health` on the chat port answers its details
+   * and `/metrics` there answers only requests that send it.
+   */
+  readonly adminToken: Redacted.Redacted<string> | undefined
   /** Request and turn logs: human-readable, one JSON object per line, or none. */
   readonly logFormat: "pretty" | "json" | "off"
   /** OTLP/HTTP endpoint traces are exported to (`<url>/v1/traces`); none by default. */
@@ -298,6 +308,7 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   insecureAnonymous: flag("CONVOKE_INSECURE_ALLOW_ANONYMOUS"),
   jwt,
   security: HttpSecurity.config,
+  adminToken: AdminAccess.config,
   redisUrl: optional(
     text("REDIS_URL", (raw) => /^rediss?:\/\//.test(raw) || "must be a redis:// or rediss:// URL")
   ),
@@ -314,6 +325,7 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   outboxCapacity: wholeNumber("CONVOKE_OUTBOX_CAPACITY", { min: 0, max: 10_000_000 }).pipe(
     Config.withDefault(10_000)
   ),
+  outboxUserCapacity: optional(wholeNumber("CONVOKE_OUTBOX_USER_CAPACITY", { min: 0, max: 10_000_000 })),
   outboxPrefix: text("CONVOKE_OUTBOX_PREFIX", notBlank).pipe(Config.withDefault("convoke:outbox:")),
   cleanupIntervalMinutes: wholeNumber("CONVOKE_CLEANUP_INTERVAL_MINUTES", { min: 0, max: 10_080 }).pipe(
     Config.withDefault(10)

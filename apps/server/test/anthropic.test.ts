@@ -9,11 +9,12 @@
 
 import { FakeAnthropic } from "@convoke/anthropic/testing"
 import { makeTestDatabase, type WriteWatch, watchWrites } from "@convoke/store-pg/testing"
+import { Logger } from "effect"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { start } from "../src/Server.ts"
 import { load } from "../src/Settings.ts"
-import { chat, events, frames, query, readAll } from "./helpers.ts"
+import { ADMIN_TOKEN, chat, events, frames, healthDetails, query, readAll } from "./helpers.ts"
 
 const API_KEY = "sk-ant-test-server-0123456789abcdef"
 const SYSTEM = "You are a terse assistant."
@@ -24,6 +25,11 @@ let server: RunningServer
 let stallServer: RunningServer
 let messageWrites: WriteWatch
 let firstRequest = 0
+/** Everything the main server logs: messages and annotations, one string per line. */
+const logged: Array<string> = []
+const recorder = Logger.map(Logger.formatStructured, (entry) => {
+  logged.push(JSON.stringify(entry))
+})
 
 const settingsFor = (env: Record<string, string>) =>
   load([], {
@@ -37,13 +43,14 @@ const settingsFor = (env: Record<string, string>) =>
     CONVOKE_MODEL_RETRY_DELAY_MS: "1",
     // A client that leaves is waited for briefly, so the test that waits it out stays quick.
     CONVOKE_DISCONNECT_GRACE_MS: "200",
+    CONVOKE_ADMIN_TOKEN: ADMIN_TOKEN,
     ...env
   })
 
 beforeAll(async () => {
   fake = await FakeAnthropic.start()
   database = await makeTestDatabase()
-  server = await start(settingsFor({}))
+  server = await start(settingsFor({}), { layer: Logger.layer([recorder], { mergeWithExisting: true }) })
   stallServer = await start(settingsFor({ CONVOKE_MODEL_IDLE_TIMEOUT_MS: "1000" }))
   // Started once the servers have migrated the database, before any message is written.
   messageWrites = await watchWrites(database.url, "convoke_messages", ["conversation_id", "role"])
@@ -89,7 +96,7 @@ describe("reference server with Claude", () => {
   it("says so in its banner and /health", async () => {
     expect(server.summary.find(([label]) => label === "model")![1]).toContain("anthropic claude-sonnet-5-5")
     expect(server.summary.flat().join(" ")).not.toContain(API_KEY)
-    const health = await (await fetch(`${server.url}/health`)).json()
+    const health = await healthDetails(server)
     expect(health.model).toBe("anthropic")
   })
 
@@ -163,7 +170,9 @@ describe("reference server with Claude", () => {
     fake.enqueue(overloaded(), overloaded(), overloaded())
     const response = await chat(server, { message: "Hi" })
     expect(response.status).toBe(503)
-    expect(await response.json()).toEqual({ error: { type: "overloaded_error", message: "Overloaded" } })
+    expect(await response.json()).toEqual({
+      error: { type: "overloaded_error", message: "The model is overloaded; try again later" }
+    })
     expect(received()).toHaveLength(3)
   })
 
@@ -172,7 +181,10 @@ describe("reference server with Claude", () => {
     const payloads = await readAll(await chat(server, { message: "Hi", stream: true }))
     const [metadata, error] = events(payloads)
     expect(metadata!.type).toBe("metadata")
-    expect(error).toEqual({ type: "error", error: { type: "overloaded_error", message: "Overloaded" } })
+    expect(error).toEqual({
+      type: "error",
+      error: { type: "overloaded_error", message: "The model is overloaded; try again later" }
+    })
     expect(payloads.at(-1)).toBe("[DONE]")
     expect(received()).toHaveLength(3)
   })
@@ -184,7 +196,10 @@ describe("reference server with Claude", () => {
     expect(rest).toEqual([
       { type: "content", delta: { content: "The first" } },
       { type: "content", delta: { content: " half" } },
-      { type: "error", error: { type: "overloaded_error", message: "Overloaded" } }
+      {
+        type: "error",
+        error: { type: "overloaded_error", message: "The model is overloaded; try again later" }
+      }
     ])
     expect(payloads.at(-1)).toBe("[DONE]")
     expect(received()).toHaveLength(1)
@@ -218,6 +233,40 @@ describe("reference server with Claude", () => {
     await received()[0]!.connectionClosed
     const stored = await storedReply(metadata!.conversation_id)
     expect(stored.at(-1)).toMatchObject({ content: "Hello", status: "error" })
+  })
+
+  it("sends a fixed message per error type, never the upstream text, which goes to the log only", async () => {
+    const secret = "internal-db.corp:5432 token=tok_9f8e7d6c5b4a"
+    const upstream = (type: string, status: number): FakeAnthropic.Reply => ({
+      status,
+      body: JSON.stringify({ type: "error", error: { type, message: `${type}: ${secret}` } })
+    })
+    // Before the stream starts (not retried), as the status and body of a non-streaming request.
+    fake.enqueue(upstream("invalid_request_error", 400))
+    const response = await chat(server, { message: "Hi" })
+    const body = await response.json()
+    expect(body.error.type).toBe("invalid_request_error")
+    expect(JSON.stringify(body)).not.toContain("tok_9f8e7d6c5b4a")
+    expect(JSON.stringify(body)).not.toContain("internal-db")
+
+    // As the SSE error event: before the first delta, and mid-stream.
+    fake.enqueue(upstream("permission_error", 403))
+    const early = events(await readAll(await chat(server, { message: "Hi", stream: true })))
+    expect(early.at(-1)).toMatchObject({ type: "error", error: { type: "permission_error" } })
+    expect(JSON.stringify(early)).not.toContain("tok_9f8e7d6c5b4a")
+    const midStream = FakeAnthropic.frames("error-mid-stream.sse")
+    midStream[midStream.length - 1] =
+      `event: error\ndata: ${JSON.stringify({ type: "error", error: { type: "overloaded_error", message: `Overloaded near ${secret}` } })}\n\n`
+    fake.enqueue({ frames: midStream })
+    const late = events(await readAll(await chat(server, { message: "Hi", stream: true })))
+    expect(late.at(-1)).toMatchObject({ type: "error", error: { type: "overloaded_error" } })
+    expect(JSON.stringify(late)).not.toContain("tok_9f8e7d6c5b4a")
+
+    // The log has what the API said, for the operator.
+    const log = logged.join("\n")
+    expect(log).toContain(`invalid_request_error: ${secret}`)
+    expect(log).toContain(`permission_error: ${secret}`)
+    expect(log).toContain(`Overloaded near ${secret}`)
   })
 
   it("never shows the API key in responses or events", async () => {

@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { FakeAnthropic } from "@convoke/anthropic/testing"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { afterEach, describe, expect, it } from "vitest"
-import { chat, frames, watchOutput } from "./helpers.ts"
+import { ADMIN_TOKEN, chat, frames, healthDetails, watchOutput } from "./helpers.ts"
 
 const bin = join(import.meta.dirname, "..", "src", "bin.ts")
 const children: Array<ChildProcess> = []
@@ -46,7 +46,11 @@ describe("convoke CLI", () => {
   it("starts with no configuration, says what is active, and shuts down gracefully on SIGTERM", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "convoke-cli-"))
     dirs.push(dataDir)
-    const server = run([], { CONVOKE_DATA_DIR: dataDir, CONVOKE_ECHO_DELAY_MS: "200" })
+    const server = run([], {
+      CONVOKE_DATA_DIR: dataDir,
+      CONVOKE_ECHO_DELAY_MS: "200",
+      CONVOKE_ADMIN_TOKEN: ADMIN_TOKEN
+    })
     const url = await server.listening()
     // The warning goes to stderr, a pipe of its own that may be read after stdout's.
     await server.waitFor("stderr", /WARNING: anonymous mode/)
@@ -55,7 +59,8 @@ describe("convoke CLI", () => {
     expect(stdout).toContain("echo")
     expect(stdout).toContain("ANONYMOUS")
 
-    const health = await (await fetch(`${url}/health`)).json()
+    expect(await (await fetch(`${url}/health`)).json()).toEqual({ status: "ok" })
+    const health = await healthDetails({ url })
     expect(health).toMatchObject({ status: "ok", model: "echo", store: "pglite", identity: "anonymous" })
 
     const response = await chat({ url }, { message: "a long message that takes a while", stream: true })
@@ -84,11 +89,12 @@ describe("convoke CLI", () => {
       const server = run([], {
         ANTHROPIC_API_KEY: key,
         ANTHROPIC_BASE_URL: fake.url,
-        DATABASE_URL: database.url
+        DATABASE_URL: database.url,
+        CONVOKE_ADMIN_TOKEN: ADMIN_TOKEN
       })
       const url = await server.listening()
       expect(server.output().stdout).toMatch(/model\s+anthropic claude-sonnet-5-5 via http:\/\/127\.0\.0\.1/)
-      expect((await (await fetch(`${url}/health`)).json()).model).toBe("anthropic")
+      expect((await healthDetails({ url })).model).toBe("anthropic")
       const reply = await (await chat({ url }, { message: "Hi" })).json()
       expect(reply.message.content).toBe("Hello there, how can I help?")
       server.child.kill("SIGTERM")

@@ -12,6 +12,7 @@ import { describe, expect, it } from "vitest"
 const root = new URL("../../../", import.meta.url)
 const rulesText = readFileSync(new URL("deploy/prometheus/convoke-rules.yml", root), "utf8")
 const dashboard = JSON.parse(readFileSync(new URL("deploy/grafana/convoke.json", root), "utf8"))
+const scrapeConfig = readFileSync(new URL("deploy/prometheus/prometheus.yml", root), "utf8")
 
 /** The `expr:` values of a rules file, inline or folded (`expr: >`). */
 const ruleExpressions = (text: string): Array<string> => {
@@ -122,5 +123,18 @@ describe("deploy/", () => {
     expect(
       [...families].filter((family) => !shown.has(family) && !shown.has(viaRules.get(family) ?? ""))
     ).toEqual([])
+  })
+
+  it("the example scrape config reads the rules beside it and scrapes /metrics on the admin port", () => {
+    // Uncommented lines only: the token variant is a comment.
+    const active = scrapeConfig
+      .split("\n")
+      .filter((line) => !line.trimStart().startsWith("#"))
+      .join("\n")
+    expect(active).toContain("rule_files: [convoke-rules.yml]")
+    expect(active).toMatch(/metrics_path: \/metrics/)
+    expect(active).toMatch(/targets: \["[^"]+:9464"/)
+    // The variant with the admin token sends it as Prometheus sends a bearer token.
+    expect(scrapeConfig).toMatch(/#\s+authorization:\n\s*#\s+type: Bearer/)
   })
 })

@@ -8,6 +8,13 @@
  * The properties: no 5xx, every error is the common body, nothing crashes,
  * every conversation row belongs to a request that succeeded, and the server
  * still answers correctly afterwards.
+ *
+ * A second fuzz aims at the conversation API (list, get, rename, delete),
+ * resume (`GET …/stream` with random `Last-Event-ID`s and `?last_event_id=`)
+ * and stop, with ids of the fuzzer's own conversations, another user's, and
+ * random and malformed ones: no 5xx, the common error body, and no row
+ * created, changed or deleted that should not be — the other user's
+ * conversations come out exactly as they went in.
  */
 import { Agent, request as httpRequest } from "node:http"
 import { connect } from "node:net"
@@ -19,7 +26,9 @@ import type { RunningServer } from "../src/Server.ts"
 import { chat, events, query, readAll, startServer, testSettings, UUID_V4 } from "./helpers.ts"
 
 const KEY = "fuzz-key-0123456789abcdef"
+const VICTIM_KEY = "fuzz-victim-key-0123456789"
 const REQUESTS = 10_000
+const CONVERSATION_REQUESTS = 2_000
 const CONCURRENCY = 8
 const RAW_REQUESTS = 300
 
@@ -31,7 +40,10 @@ beforeAll(async () => {
   database = await makeTestDatabase()
   server = await startServer({
     databaseUrl: database.url,
-    apiKeys: [{ key: KEY, userId: "fuzzer" }],
+    apiKeys: [
+      { key: KEY, userId: "fuzzer" },
+      { key: VICTIM_KEY, userId: "victim" }
+    ],
     echoDelayMs: 0,
     security: { securityHeaders: true, cors: { allowedOrigins: ["https://app.example"] } },
     chat: { ...testSettings().chat, maxMessageCharacters: 2000 },
@@ -406,4 +418,282 @@ describe("fuzzing the reference server", () => {
       throw new Error(`${String(failure.errorInstance).slice(0, 2000)}\nseed ${failure.seed}`)
     expect((await fetch(`${server.url}/health`)).status).toBe(200)
   }, 120_000)
+
+  it(`answers ${CONVERSATION_REQUESTS} random conversation, resume and stop requests without a 5xx or a stray row`, async () => {
+    /** Starts a conversation for a user (two turns, so resume has events to name) and returns its ids. */
+    const converse = async (key: string, message: string) => {
+      const headers = { authorization: `Bearer ${key}` }
+      const first = events(await readAll(await chat(server, { message, stream: true }, { headers })))[0]!
+      const second = events(
+        await readAll(
+          await chat(
+            server,
+            { message: `${message} again`, stream: true, conversation_id: first.conversation_id },
+            { headers }
+          )
+        )
+      )[0]!
+      return {
+        id: first.conversation_id as string,
+        turns: [first.turn_id as string, second.turn_id as string]
+      }
+    }
+    const before = new Set(
+      (await query<{ id: string }>(database.url, "SELECT id::text FROM convoke_conversations")).map(
+        (row) => row.id
+      )
+    )
+    const own = await Promise.all(Array.from({ length: 12 }, (_, index) => converse(KEY, `mine ${index}`)))
+    const theirs = await Promise.all(
+      Array.from({ length: 3 }, (_, index) => converse(VICTIM_KEY, `theirs ${index}`))
+    )
+    /** The other user's conversations as stored: they must come out of the fuzz unchanged. */
+    const snapshot = () =>
+      query<{ id: string; title: string; updated_at: string; messages: string }>(
+        database.url,
+        `SELECT c.id::text, c.title, c.updated_at::text,
+                (SELECT string_agg(m.role || ':' || m.status || ':' || m.content, '|' ORDER BY m.seq)
+                   FROM convoke_messages m WHERE m.conversation_id = c.id) AS messages
+           FROM convoke_conversations c WHERE c.id::text = ANY($1::text[]) ORDER BY c.id`,
+        [theirs.map((conversation) => conversation.id)]
+      )
+    const victimBefore = await snapshot()
+    expect(victimBefore).toHaveLength(theirs.length)
+
+    const turnIds = [...own, ...theirs].flatMap((conversation) => conversation.turns)
+    const conversationId = fc.oneof(
+      { weight: 4, arbitrary: fc.constantFrom(...own.map((conversation) => conversation.id)) },
+      { weight: 3, arbitrary: fc.constantFrom(...theirs.map((conversation) => conversation.id)) },
+      { weight: 1, arbitrary: fc.uuid() },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom(
+          "not-a-uuid",
+          "00000000-0000-0000-0000-000000000000",
+          "FFFFFFFF-FFFF-4FFF-BFFF-FFFFFFFFFFFF",
+          "%00",
+          "..",
+          "%2e%2e",
+          "'%20OR%201=1--",
+          "a".repeat(300)
+        )
+      },
+      { weight: 1, arbitrary: fc.webSegment() }
+    )
+    const lastEventId = fc.oneof(
+      fc
+        .tuple(
+          fc.constantFrom(...turnIds),
+          fc.oneof(fc.nat({ max: 40 }), fc.integer(), fc.constant(Number.MAX_SAFE_INTEGER))
+        )
+        .map(([turn, seq]) => `${turn}:${seq}`),
+      fc.tuple(fc.uuid(), fc.nat()).map(([turn, seq]) => `${turn}:${seq}`),
+      fc.constantFrom(...turnIds).map((turn) => `${turn}:`),
+      fc.constantFrom(
+        "",
+        ":",
+        ":1",
+        "x:1",
+        "1e3",
+        "-1",
+        `${turnIds[0]}:1.5`,
+        `${turnIds[0]}:0x10`,
+        `${turnIds[0]}:1:2`
+      ),
+      headerValue
+    )
+    const title = fc.oneof(
+      weirdString,
+      fc.constantFrom("renamed", " ", "a".repeat(200), "a".repeat(201), "\u0000x"),
+      fc.jsonValue()
+    )
+    const patchBody = fc.oneof(
+      {
+        weight: 4,
+        arbitrary: fc
+          .record({ title, extra: fc.jsonValue({ maxDepth: 2 }) }, { requiredKeys: [] })
+          .map((value) => text(JSON.stringify(value)))
+      },
+      { weight: 1, arbitrary: fc.jsonValue().map((value) => text(JSON.stringify(value))) },
+      { weight: 1, arbitrary: fc.uint8Array({ maxLength: 256 }) },
+      { weight: 1, arbitrary: fc.constant(undefined) }
+    )
+    const query_ = fc.oneof(
+      fc.constant(""),
+      fc
+        .record(
+          {
+            limit: fc.oneof(
+              fc.integer({ min: -5, max: 200 }).map(String),
+              headerValue,
+              fc.constantFrom("1e1", "0x10", "2.5", "")
+            ),
+            cursor: fc.oneof(headerValue, fc.base64String({ maxLength: 80 }), fc.constant("WyIyMDI2IiwieCJd"))
+          },
+          { requiredKeys: [] }
+        )
+        .map((parameters) => `?${new URLSearchParams(parameters as Record<string, string>).toString()}`)
+    )
+    const conversationRequest: fc.Arbitrary<Sent> = fc
+      .record({
+        // Deletes are rarer, so the fuzzer's conversations last long enough for the other routes to meet them.
+        kind: fc.constantFrom("list", "get", "rename", "delete", "resume", "stop", "other"),
+        id: conversationId,
+        // Deletes reach only some of the fuzzer's own conversations, so the others last for the other routes.
+        deleteId: fc.oneof(
+          {
+            weight: 1,
+            arbitrary: fc.constantFrom(...own.slice(0, 4).map((conversation) => conversation.id))
+          },
+          {
+            weight: 3,
+            arbitrary: conversationId.filter(
+              (id) => !own.slice(4).some((conversation) => conversation.id === id)
+            )
+          }
+        ),
+        query: query_,
+        lastEventId: fc.option(lastEventId, { nil: undefined }),
+        inQuery: fc.boolean(),
+        body: patchBody,
+        contentType,
+        credential,
+        method
+      })
+      .map(({ kind, id, deleteId, query, lastEventId, inQuery, body, contentType, credential, method }) => {
+        const headers: Record<string, string> = { ...credential }
+        if (contentType !== undefined) headers["content-type"] = contentType
+        const base = `/api/v0.3/conversations/${id}`
+        const framed = (verb: string, path: string, payload: Uint8Array | undefined): Sent => {
+          if (payload !== undefined && verb !== "GET" && verb !== "HEAD")
+            headers["content-length"] = String(payload.byteLength)
+          return {
+            method: verb,
+            path,
+            headers,
+            body: verb === "GET" || verb === "HEAD" ? undefined : payload
+          }
+        }
+        switch (kind) {
+          case "list":
+            return framed("GET", `/api/v0.3/conversations${query}`, undefined)
+          case "get":
+            return framed("GET", `${base}${query}`, undefined)
+          case "rename":
+            return framed("PATCH", base, body)
+          case "delete":
+            return framed("DELETE", `/api/v0.3/conversations/${deleteId}`, body)
+          case "resume":
+            if (lastEventId !== undefined && inQuery) {
+              return framed(
+                "GET",
+                `${base}/stream?last_event_id=${encodeURIComponent(lastEventId)}`,
+                undefined
+              )
+            }
+            if (lastEventId !== undefined) headers["last-event-id"] = lastEventId
+            return framed("GET", `${base}/stream`, undefined)
+          case "stop":
+            return framed("POST", `${base}/stop`, body)
+          default:
+            // Any method but DELETE on any of the routes: 405 with Allow, or the route's own answer.
+            return framed(
+              method === "DELETE" ? "PUT" : method,
+              [base, `${base}/stream`, `${base}/stop`, "/api/v0.3/conversations"][id.length % 4]!,
+              body
+            )
+        }
+      })
+
+    // Chats on the fuzzer's own conversations run beside the fuzz, so stop and resume meet running turns.
+    const chatting = fc.constantFrom(...own.map((conversation) => conversation.id)).map((id): Sent => {
+      const payload = text(JSON.stringify({ message: "more", stream: true, conversation_id: id }))
+      return {
+        method: "POST",
+        path: "/api/v0.3/chat",
+        headers: {
+          authorization: `Bearer ${KEY}`,
+          "content-type": "application/json",
+          "content-length": String(payload.byteLength)
+        },
+        body: payload
+      }
+    })
+    const anyRequest = fc.oneof(
+      { weight: 9, arbitrary: conversationRequest },
+      { weight: 1, arbitrary: chatting }
+    )
+
+    const statuses = new Map<number, number>()
+    const created = new Set<string>()
+    const deleted = new Set<string>()
+    let sent = 0
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(anyRequest, { minLength: CONCURRENCY, maxLength: CONCURRENCY }),
+        async (batch) => {
+          const responses = await Promise.all(batch.map((request) => send(request)))
+          sent += batch.length
+          responses.forEach((response, index) => {
+            const request = batch[index]!
+            statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
+            const label = `${request.method} ${request.path.slice(0, 120)} ${JSON.stringify(request.headers).slice(0, 200)} (${request.body?.byteLength ?? "no"} bytes) → ${response.status} ${response.body.slice(0, 200)}`
+            expect(response.status, label).toBeGreaterThanOrEqual(200)
+            expect(response.status, label).toBeLessThan(500)
+            expect(response.headers["x-content-type-options"], label).toBe("nosniff")
+            if (response.status >= 400 && request.method !== "HEAD") {
+              expect(isErrorBody(JSON.parse(response.body)), label).toBe(true)
+            }
+            if (response.status === 204 && request.method === "DELETE") {
+              deleted.add(decodeURIComponent(request.path.split("/")[4]!).toLowerCase())
+            }
+            if (response.status === 200 && request.path === "/api/v0.3/chat") {
+              created.add(JSON.parse(response.body.slice(6, response.body.indexOf("\n\n"))).conversation_id)
+            }
+          })
+        }
+      ),
+      {
+        numRuns: CONVERSATION_REQUESTS / CONCURRENCY,
+        seed: Number(process.env.CONVOKE_FUZZ_SEED ?? 20261206),
+        endOnFailure: true
+      }
+    )
+    expect(sent).toBe(CONVERSATION_REQUESTS)
+    console.info(
+      `fuzz (conversations): ${sent} requests; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}; ${deleted.size} deleted`
+    )
+
+    // The other user's conversations: not one renamed, deleted or written to.
+    expect(await snapshot()).toEqual(victimBefore)
+    expect([...deleted].filter((id) => theirs.some((conversation) => conversation.id === id))).toEqual([])
+    // Every conversation is one that existed, or one a chat that succeeded created; the fuzzer's
+    // own are gone exactly when a delete of them succeeded.
+    const after = new Set(
+      (await query<{ id: string }>(database.url, "SELECT id::text FROM convoke_conversations")).map(
+        (row) => row.id
+      )
+    )
+    const expected = new Set(
+      [
+        ...before,
+        ...own.map((conversation) => conversation.id),
+        ...theirs.map((conversation) => conversation.id),
+        ...created
+      ].filter((id) => !deleted.has(id))
+    )
+    expect(after).toEqual(expected)
+    const strays = await query<{ count: string }>(
+      database.url,
+      "SELECT count(*)::text AS count FROM convoke_messages WHERE conversation_id::text <> ALL($1::text[])",
+      [[...after]]
+    )
+    expect(strays[0]!.count).toBe("0")
+    // Sanity: the fuzz reached the routes' successes and their rejections.
+    for (const status of [200, 204, 400, 401, 404])
+      expect(statuses.get(status) ?? 0, String(status)).toBeGreaterThan(0)
+
+    expect(server.http.listening).toBe(true)
+    expect((await fetch(`${server.url}/health`)).status).toBe(200)
+  }, 180_000)
 })

@@ -10,6 +10,13 @@ import { Effect, Redacted } from "effect"
 import { type RunningServer, type StartOptions, start } from "../src/Server.ts"
 import { load, type Settings } from "../src/Settings.ts"
 
+/** The admin token of the tests that read the details of `/health`. */
+export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+/** The details of `/health`, read with the admin token. */
+export const healthDetails = async (server: { readonly url: string }): Promise<any> =>
+  (await fetch(`${server.url}/health`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()
+
 /** Settings for a test server on a free loopback port. */
 export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
   // Rate limits are off unless a test turns them on: suites send many requests from one address.

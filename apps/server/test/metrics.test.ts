@@ -13,11 +13,20 @@ import { join } from "node:path"
 import { TestObserver } from "@convoke/core/testing"
 import * as Prometheus from "@convoke/prometheus-text"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
-import { Duration } from "effect"
+import { Duration, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { load, SettingsError } from "../src/Settings.ts"
-import { chat, events, frames, readAll, startServer, testSettings } from "./helpers.ts"
+import {
+  ADMIN_TOKEN,
+  chat,
+  events,
+  frames,
+  healthDetails,
+  readAll,
+  startServer,
+  testSettings
+} from "./helpers.ts"
 
 const hasPromtool = (() => {
   try {
@@ -189,10 +198,53 @@ describe("CONVOKE_METRICS=host:port", () => {
       expect(metrics.value("chat_requests_total", { client: "other", status: "200" })).toBe(1)
       const elsewhere = await fetch(new URL("/other", server.metricsUrl!))
       expect(elsewhere.status).toBe(404)
+      // The admin port has the details of /health; the chat port only its status.
+      const details = await (await fetch(new URL("/health", server.metricsUrl!))).json()
+      expect(details).toMatchObject({ status: "ok", model: "echo", store: "pglite", identity: "anonymous" })
+      expect(await (await fetch(`${server.url}/health`)).json()).toEqual({ status: "ok" })
     } finally {
       await server.close()
       await rm(dataDir, { recursive: true, force: true })
     }
+  })
+})
+
+describe("CONVOKE_ADMIN_TOKEN", () => {
+  it("guards /metrics on the chat port and opens the details of /health to the token only", async () => {
+    const dataDir = await withDataDir()
+    const server = await startServer({
+      dataDir,
+      logFormat: "off",
+      shutdownGraceMs: 200,
+      adminToken: Redacted.make(ADMIN_TOKEN)
+    })
+    const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } })
+    try {
+      const anonymous = await fetch(`${server.url}/metrics`)
+      expect(anonymous.status).toBe(401)
+      expect((await anonymous.json()).error.type).toBe("unauthenticated")
+      expect((await fetch(`${server.url}/metrics`, bearer("not-the-admin-token"))).status).toBe(401)
+      const scraped = await fetch(`${server.url}/metrics`, bearer(ADMIN_TOKEN))
+      expect(scraped.status).toBe(200)
+      expect(await scraped.text()).toContain("conversations_created_total")
+      expect(await (await fetch(`${server.url}/health`)).json()).toEqual({ status: "ok" })
+      expect(await (await fetch(`${server.url}/health`, bearer("not-the-admin-token"))).json()).toEqual({
+        status: "ok"
+      })
+      expect(await healthDetails(server)).toMatchObject({ status: "ok", identity: "anonymous" })
+      expect(server.summary.find(([label]) => label === "metrics")![1]).toContain("admin token")
+      expect(server.summary.flat().join(" ")).not.toContain(ADMIN_TOKEN)
+    } finally {
+      await server.close()
+      await rm(dataDir, { recursive: true, force: true })
+    }
+  })
+
+  it("must be at least 16 characters without spaces, and is read from the environment only", () => {
+    expect(load([], {}).adminToken).toBeUndefined()
+    expect(Redacted.value(load([], { CONVOKE_ADMIN_TOKEN: ADMIN_TOKEN }).adminToken!)).toBe(ADMIN_TOKEN)
+    expect(() => load([], { CONVOKE_ADMIN_TOKEN: "short" })).toThrow(/CONVOKE_ADMIN_TOKEN/)
+    expect(() => load(["--admin-token", ADMIN_TOKEN], {})).toThrow()
   })
 })
 

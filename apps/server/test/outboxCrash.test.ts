@@ -24,7 +24,16 @@ import {
 import { NodeRedis } from "@effect/platform-node"
 import { Effect } from "effect"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { chat, events, frames, isRedisReachable, query, watchOutput } from "./helpers.ts"
+import {
+  ADMIN_TOKEN,
+  chat,
+  events,
+  frames,
+  healthDetails,
+  isRedisReachable,
+  query,
+  watchOutput
+} from "./helpers.ts"
 
 const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
 const postgresReachable = await requireServer(it)
@@ -104,6 +113,7 @@ const startServer = async (env: Record<string, string>) => {
       CONVOKE_METRICS: "off",
       CONVOKE_WEB_DIR: "off",
       CONVOKE_LOG_FORMAT: "json",
+      CONVOKE_ADMIN_TOKEN: ADMIN_TOKEN,
       ...env
     },
     stdio: ["ignore", "pipe", "pipe"]
@@ -114,7 +124,7 @@ const startServer = async (env: Record<string, string>) => {
   return { child, url: url!, output }
 }
 
-const health = async (url: string) => (await (await fetch(`${url}/health`)).json()).outbox
+const health = async (url: string) => (await healthDetails({ url })).outbox
 
 /**
  * Cuts PostgreSQL off, runs `STREAMS` streams to `[DONE]` (each on a

@@ -4,10 +4,20 @@
  * proxy the test cuts, blackholes and restores.
  */
 import { makeTcpProxy, makeTestDatabase, type WriteWatch, watchWrites } from "@convoke/store-pg/testing"
-import { Duration } from "effect"
+import { Duration, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
-import { chat, events, query, readAll, startServer, testSettings, UUID_V4 } from "./helpers.ts"
+import {
+  ADMIN_TOKEN,
+  chat,
+  events,
+  healthDetails,
+  query,
+  readAll,
+  startServer,
+  testSettings,
+  UUID_V4
+} from "./helpers.ts"
 
 type Proxy = Awaited<ReturnType<typeof makeTcpProxy>>
 
@@ -22,7 +32,7 @@ const direct = <A extends object>(text: string, params: ReadonlyArray<unknown> =
   query<A>(database.url, text, params)
 
 /** The outbox's counters, from `/health`. */
-const outbox = async () => (await (await fetch(`${server.url}/health`)).json()).outbox
+const outbox = async () => (await healthDetails(server)).outbox
 
 /** Reads the first chunk of a stream, then the rest. */
 const streamed = async (body: object) => {
@@ -57,7 +67,8 @@ beforeAll(async () => {
   server = await startServer({
     databaseUrl: throughProxy.toString(),
     chat: { ...testSettings().chat, creationBudget: Duration.millis(100) },
-    cleanupIntervalMinutes: 0
+    cleanupIntervalMinutes: 0,
+    adminToken: Redacted.make(ADMIN_TOKEN)
   })
   // The server has migrated the database: the tables exist.
   messageWrites = await watchWrites(database.url, "convoke_messages", ["conversation_id"])

@@ -179,3 +179,22 @@ describe("security settings", () => {
     }
   })
 })
+
+describe("the outbox's share per user", () => {
+  it("defaults to a tenth of the capacity, reads CONVOKE_OUTBOX_USER_CAPACITY, and shows in the banner", async () => {
+    expect(load([], {}).outboxUserCapacity).toBeUndefined()
+    expect(load(["--outbox-user-capacity", "50"], {}).outboxUserCapacity).toBe(50)
+    expect(load([], { CONVOKE_OUTBOX_USER_CAPACITY: "0" }).outboxUserCapacity).toBe(0)
+    expect(problems({ CONVOKE_OUTBOX_USER_CAPACITY: "-1" }).join(" ")).toContain(
+      "CONVOKE_OUTBOX_USER_CAPACITY"
+    )
+    const server = await start(testSettings({ outboxCapacity: 300 }))
+    try {
+      expect(server.summary.find(([label]) => label === "outbox")![1]).toContain(
+        "300 writes at most (30 per user)"
+      )
+    } finally {
+      await server.close()
+    }
+  })
+})

@@ -3,10 +3,14 @@
  *
  * `type` keeps Anthropic's own names (`overloaded_error`, `rate_limit_error`,
  * `api_error`, `timeout_error`, `authentication_error`, …), so a client sees
- * in the error event what the API said. `retryable` tells whether trying
- * again later can help; `retryAfterSeconds` carries the API's `retry-after`.
- * Messages never contain the API key: every text that leaves this module is
- * scrubbed of it.
+ * in the error event what kind of failure it was; a type the API does not
+ * document is `api_error`. The message a client sees is fixed per type
+ * (`messages`): the API's own text can name accounts, organisations, request
+ * ids or whatever a compromised gateway puts there, so it goes in `detail`,
+ * which the model logs and no client ever sees. `retryable` tells whether
+ * trying again later can help; `retryAfterSeconds` carries the API's
+ * `retry-after`. No text from this module contains the API key: each is
+ * scrubbed of it, `detail` included.
  *
  * @since 0.1.0
  */
@@ -15,6 +19,20 @@ import { ChatError } from "@convoke/core"
 
 /** Anthropic error types worth trying again later. */
 const retryableTypes = new Set(["overloaded_error", "rate_limit_error", "api_error", "timeout_error"])
+
+/** The message a client sees for each Anthropic error type; the API's own text is logged instead. */
+export const messages: Readonly<Record<string, string>> = {
+  invalid_request_error: "The model API rejected the request",
+  authentication_error: "The server could not authenticate with the model API",
+  billing_error: "The model API refused the request for billing reasons",
+  permission_error: "The server is not allowed to use this model",
+  not_found_error: "The model API could not find the model",
+  request_too_large: "The request is too large for the model",
+  rate_limit_error: "The model API is rate limiting requests; try again later",
+  api_error: "The model API failed",
+  overloaded_error: "The model is overloaded; try again later",
+  timeout_error: "The model API did not answer in time"
+}
 
 /** The Anthropic error type of an HTTP status, when the body did not name one. */
 const typeOfStatus = (status: number): string => {
@@ -73,6 +91,29 @@ export const make = (
     ...(options.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: options.retryAfterSeconds })
   })
 
+/**
+ * Builds a `ModelError` from what the API said: the client's message is the
+ * fixed one of the type, the API's text goes in `detail` for the log. A type
+ * the API does not document becomes `api_error`.
+ */
+export const fromUpstream = (
+  upstreamType: string,
+  upstreamMessage: string,
+  options: { readonly secret?: string | undefined; readonly retryAfterSeconds?: number | undefined } = {}
+): ChatError.ModelError => {
+  const type = Object.hasOwn(messages, upstreamType) ? upstreamType : "api_error"
+  return new ChatError.ModelError({
+    type,
+    message: messages[type]!,
+    retryable: retryableTypes.has(type),
+    detail: scrub(
+      type === upstreamType ? upstreamMessage : `${upstreamType}: ${upstreamMessage}`,
+      options.secret
+    ),
+    ...(options.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: options.retryAfterSeconds })
+  })
+}
+
 /** The error an upstream stall ends the stream with. */
 export const stalled = (idleMillis: number): ChatError.ModelError =>
   make("timeout_error", `The model sent nothing for ${Math.round(idleMillis / 100) / 10} s`)
@@ -93,7 +134,7 @@ export const fromEventData = (data: string, secret?: string): ChatError.ModelErr
     typeof body?.error?.message === "string" && body.error.message !== ""
       ? body.error.message
       : "The model stream reported an error"
-  return make(type, message, { secret })
+  return fromUpstream(type, message, { secret })
 }
 
 /** Any failure of an SDK call as a `ModelError`. */
@@ -108,9 +149,9 @@ export const fromUnknown = (error: unknown, secret?: string): ChatError.ModelErr
   if (error instanceof APIError) {
     const type = error.type ?? (error.status === undefined ? "api_error" : typeOfStatus(error.status))
     const message = error.apiMessage ?? `The model API answered with status ${error.status ?? "unknown"}`
-    return make(type, message, { secret, retryAfterSeconds: retryAfterSeconds(error.headers) })
+    return fromUpstream(type, message, { secret, retryAfterSeconds: retryAfterSeconds(error.headers) })
   }
-  if (error instanceof AnthropicError) return make("api_error", error.message, { secret })
+  if (error instanceof AnthropicError) return fromUpstream("api_error", error.message, { secret })
   return make("api_error", "The model stream failed", { secret })
 }
 

@@ -17,6 +17,8 @@
  * - A stall — no event, pings included, for `idleTimeout` — ends the stream
  *   with a `timeout_error`.
  * - The API key is held as `Redacted` and never appears in errors or logs.
+ * - An error the API sends reaches the client as its type and a fixed
+ *   message; the API's own text is logged (a warning), never sent on.
  *
  * @since 0.1.0
  */
@@ -251,7 +253,12 @@ export const make = (options: Options): LanguageModel.Service => {
         ),
         Schedule.tap(({ input, attempt, duration }) =>
           Effect.logDebug("Retrying the model request").pipe(
-            Effect.annotateLogs({ type: input.type, attempt, delayMillis: Duration.toMillis(duration) })
+            Effect.annotateLogs({
+              type: input.type,
+              attempt,
+              delayMillis: Duration.toMillis(duration),
+              ...(input.detail === undefined ? {} : { upstreamMessage: input.detail })
+            })
           )
         )
       )
@@ -261,7 +268,15 @@ export const make = (options: Options): LanguageModel.Service => {
             delivered = true
           })
         ),
-        Stream.retry(schedule)
+        Stream.retry(schedule),
+        // What the API said reaches the operator here; the client gets the fixed message of its type.
+        Stream.tapError((error) =>
+          error.detail === undefined
+            ? Effect.void
+            : Effect.logWarning("The model API answered with an error").pipe(
+                Effect.annotateLogs({ type: error.type, upstreamMessage: error.detail })
+              )
+        )
       )
     })
 

@@ -18,7 +18,12 @@ describe("AnthropicError", () => {
       AnthropicError.fromEventData(
         '{"type":"error","error":{"type":"rate_limit_error","message":"Slow down"}}'
       )
-    ).toMatchObject({ type: "rate_limit_error", message: "Slow down", retryable: true })
+    ).toMatchObject({
+      type: "rate_limit_error",
+      message: AnthropicError.messages.rate_limit_error,
+      detail: "Slow down",
+      retryable: true
+    })
     expect(AnthropicError.fromEventData("not json")).toMatchObject({ type: "api_error", retryable: true })
     expect(
       AnthropicError.fromEventData(
@@ -32,5 +37,24 @@ describe("AnthropicError", () => {
     expect(AnthropicError.make("api_error", `key ${secret} rejected`, { secret }).message).toBe(
       "key [redacted] rejected"
     )
+    expect(AnthropicError.fromUpstream("api_error", `key ${secret} rejected`, { secret }).detail).toBe(
+      "key [redacted] rejected"
+    )
+  })
+
+  it("gives clients a fixed message per type and keeps the API's text in detail, for the log", () => {
+    const error = AnthropicError.fromUpstream("permission_error", "org org_123 cannot use this model")
+    expect(error).toMatchObject({
+      type: "permission_error",
+      message: "The server is not allowed to use this model",
+      detail: "org org_123 cannot use this model",
+      retryable: false
+    })
+    // A type the API does not document is not passed on either.
+    expect(AnthropicError.fromUpstream("weird<script>", "text")).toMatchObject({
+      type: "api_error",
+      message: AnthropicError.messages.api_error,
+      detail: "weird<script>: text"
+    })
   })
 })

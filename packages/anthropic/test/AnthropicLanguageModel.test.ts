@@ -153,7 +153,8 @@ describe("AnthropicLanguageModel", () => {
     expect(error).toMatchObject({
       _tag: "ModelError",
       type: "overloaded_error",
-      message: "Overloaded",
+      message: "The model is overloaded; try again later",
+      detail: "Overloaded",
       retryable: true
     })
     expect(received()).toHaveLength(3)
@@ -178,7 +179,8 @@ describe("AnthropicLanguageModel", () => {
     expect(received()).toHaveLength(1)
     expect(JSON.stringify(error)).not.toContain(API_KEY)
     expect(String(error)).not.toContain(API_KEY)
-    expect(error.message).toContain("[redacted]")
+    expect(error.message).toBe("The server could not authenticate with the model API")
+    expect(error.detail).toContain("[redacted]")
   })
 
   it("ends with the SSE error after the first delta, without retrying", async () => {
@@ -190,7 +192,12 @@ describe("AnthropicLanguageModel", () => {
         .pipe(Stream.tap((part) => Effect.sync(() => parts.push(part))))
     )
     expect(text(parts)).toBe("The first half")
-    expect(failure(exit)).toMatchObject({ type: "overloaded_error", message: "Overloaded", retryable: true })
+    expect(failure(exit)).toMatchObject({
+      type: "overloaded_error",
+      message: "The model is overloaded; try again later",
+      detail: "Overloaded",
+      retryable: true
+    })
     expect(received()).toHaveLength(1)
   })
 

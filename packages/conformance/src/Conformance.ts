@@ -20,7 +20,7 @@
  *
  * @since 0.1.0
  */
-import { ChatConfig, ChatMetrics, Identity } from "@convoke/core"
+import { AdminAccess, ChatConfig, ChatMetrics, Identity } from "@convoke/core"
 import { Duration, Layer } from "effect"
 import { afterAll, beforeAll, describe } from "vitest"
 import * as ChatContract from "./ChatContract.ts"
@@ -31,7 +31,14 @@ import * as Suite from "./Suite.ts"
 import * as TurnContract from "./TurnContract.ts"
 import * as TurnObserver from "./TurnObserver.ts"
 
-export { type ApplicationFallback, KEYS, type SetupOptions, type Target, UUID_V4 } from "./Suite.ts"
+export {
+  ADMIN_TOKEN,
+  type ApplicationFallback,
+  KEYS,
+  type SetupOptions,
+  type Target,
+  UUID_V4
+} from "./Suite.ts"
 
 /** Runs the wire contract against the binding that `setup` starts. */
 export const describeConformance = (
@@ -61,6 +68,7 @@ export const describeConformance = (
           turns.layer,
           // Served as `GET /metrics` by every binding; counted from this binding's requests only.
           ChatMetrics.layer(),
+          AdminAccess.layer({ token: Suite.ADMIN_TOKEN }),
           Identity.layerApiKeys(Object.entries(Suite.KEYS).map(([userId, key]) => ({ key, userId })))
         )
       })

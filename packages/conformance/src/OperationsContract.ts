@@ -12,7 +12,7 @@ import { ChatHttp } from "@convoke/core"
 import * as PrometheusText from "@convoke/prometheus-text"
 import { describe, expect, it } from "vitest"
 import * as Sse from "./Sse.ts"
-import { expectError, ISO_DATE, type Suite } from "./Suite.ts"
+import { ADMIN_HEADERS, ADMIN_TOKEN, expectError, ISO_DATE, type Suite } from "./Suite.ts"
 
 /** Convoke's answer to a path it does not serve. */
 const NOT_FOUND = '{"error":{"type":"not_found","message":"Not found"}}'
@@ -50,8 +50,30 @@ const DOCUMENTED_SERIES: ReadonlyArray<readonly [string, Record<string, string>?
 /** Defines the operational tests in a `describe` block of their own. */
 export const define = (suite: Suite) =>
   describe("health, metrics and the route table", () => {
-    it("answers /health with 200 JSON: status ok and the documented fields", async () => {
-      const response = await suite.request("/health", { user: null })
+    it("answers /health with only its status to anyone, a user's key and a wrong token included", async () => {
+      for (const [label, options] of [
+        ["no credentials", { user: null }],
+        ["a user's key", { user: "alice" }],
+        ["a wrong token", { user: null, headers: { authorization: `Bearer ${ADMIN_TOKEN}x` } }]
+      ] as const) {
+        const response = await suite.request("/health", options)
+        expect(response.status, label).toBe(200)
+        expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
+        expect(await response.text(), label).toBe('{"status":"ok"}')
+      }
+    })
+
+    it("answers /metrics only to the admin token: 401 with the common body otherwise", async () => {
+      for (const [label, options] of [
+        ["no credentials", { user: null }],
+        ["a user's key", { user: "alice" }]
+      ] as const) {
+        await expectError(await suite.request("/metrics", options), 401, "unauthenticated", label)
+      }
+    })
+
+    it("answers /health with the admin token: status ok and the documented fields", async () => {
+      const response = await suite.request("/health", { user: null, headers: ADMIN_HEADERS })
       expect(response.status, "GET /health").toBe(200)
       expect(response.headers.get("content-type")).toMatch(/^application\/json/)
       const health = await response.json()
@@ -85,8 +107,8 @@ export const define = (suite: Suite) =>
 
     it("serves /metrics in the Prometheus text format, counting this binding's chats in the documented series", async () => {
       const scrape = async () => {
-        // Scraped as Prometheus does, without credentials.
-        const response = await suite.request("/metrics", { user: null })
+        // Scraped as Prometheus does, with the admin token as its bearer token.
+        const response = await suite.request("/metrics", { user: null, headers: ADMIN_HEADERS })
         expect(response.status, "GET /metrics").toBe(200)
         expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8")
         return PrometheusText.parse(await response.text())

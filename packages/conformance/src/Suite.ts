@@ -21,6 +21,15 @@ export const KEYS = {
   carol: "carol-key-0123456789abcdef"
 } as const
 
+/**
+ * The admin token every binding is served with (`AdminAccess`): the details
+ * of `/health` and `/metrics` answer only requests that send it.
+ */
+export const ADMIN_TOKEN = "conformance-admin-token-0123456789"
+
+/** The `authorization` header of the operator. */
+export const ADMIN_HEADERS = { authorization: `Bearer ${ADMIN_TOKEN}` } as const
+
 /** One of the suite's users. */
 export type User = keyof typeof KEYS
 
@@ -28,8 +37,8 @@ export type User = keyof typeof KEYS
 export interface SetupOptions {
   /**
    * The suite's model, identity (`alice`, `bob` and `carol` by API key),
-   * settings, turn observer and metrics (`ChatMetrics.layer()`, which serves
-   * `GET /metrics`). The binding adds a store, builds the app and serves it;
+   * settings, turn observer, admin token (`ADMIN_TOKEN`) and metrics
+   * (`ChatMetrics.layer()`, which serves `GET /metrics` to the admin token). The binding adds a store, builds the app and serves it;
    * it must not add metrics of its own (two would claim `/metrics`).
    */
   readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>

@@ -59,13 +59,16 @@ export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("St
 /**
  * The language model failed. `type` follows the provider's names
  * (`overloaded_error`, `rate_limit_error`, `api_error`, `timeout_error`, …) and
- * is what clients see in a mid-stream error event.
+ * is what clients see in a mid-stream error event, with `message`. What the
+ * provider itself said goes in `detail`, for the server's log only: it may
+ * name internal hosts, accounts or request ids, and is never sent to a client.
  */
 export class ModelError extends Schema.TaggedError<ModelError>()("ModelError", {
   type: Schema.String,
   message: Schema.String,
   retryable: Schema.Boolean,
-  retryAfterSeconds: Schema.optional(Schema.Number)
+  retryAfterSeconds: Schema.optional(Schema.Number),
+  detail: Schema.optional(Schema.String)
 }) {}
 
 /** The server is shutting down: new turns are refused and open streams end. */

@@ -62,6 +62,17 @@ export const routes = Effect.gen(function* () {
   ]
 })
 
+/**
+ * An application of more routes on the services of `app`, e.g. the admin
+ * routes (`Health.detailsRoutes`, `ChatMetrics.route`) for a port only
+ * operators reach.
+ */
+export const withServicesOf = <E>(
+  app: HttpApp,
+  routes: Effect.Effect<ReadonlyArray<ApiRouter.Route<RequestContext.RequestContext>>, E, Requirements>
+): Effect.Effect<HttpApp, E> =>
+  Effect.flatMap(routes, fromRoutes).pipe(Effect.provideContext(app.context as Context.Context<Requirements>))
+
 /** An HTTP application ready to serve, one request at a time. */
 export interface HttpApp {
   readonly effect: Effect.Effect<

@@ -32,6 +32,7 @@
 import { Clock, Context, Duration, Effect, Layer, Metric, Schedule } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
+import * as AdminAccess from "./AdminAccess.ts"
 import * as ApiRouter from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
@@ -344,7 +345,9 @@ export const route = (metrics: ChatMetrics, path: `/${string}` = DEFAULT_PATH): 
  * ```
  *
  * To serve them elsewhere (a port that is not exposed), pass `path: false`
- * and serve `ChatHttp.fromRoutes([ChatMetrics.route(metrics)])` there.
+ * and serve `ChatHttp.fromRoutes([ChatMetrics.route(metrics)])` there. On the
+ * application, the route answers only requests with the admin token when one
+ * is set (`AdminAccess`).
  */
 export const layer = (options: LayerOptions = {}): Layer.Layer<never> => {
   const metrics = options.metrics ?? make()
@@ -352,7 +355,7 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<never> => {
   return ChatExtension.layer({
     hooks: metrics.observer,
     middleware: metrics.middleware,
-    ...(path === false ? {} : { routes: [route(metrics, path)] })
+    ...(path === false ? {} : { routes: [AdminAccess.protect(route(metrics, path))] })
   })
 }
 

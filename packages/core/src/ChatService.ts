@@ -111,6 +111,8 @@ export interface Service {
    * Then waits, up to `outboxFlushTimeout`, for queued writes to reach the store.
    */
   readonly shutdown: Effect.Effect<void>
+  /** Whether `shutdown` has begun: `/health` then answers `503`. */
+  readonly isShuttingDown: () => boolean
 }
 
 /** The chat service tag. */
@@ -285,7 +287,8 @@ export const make = Effect.gen(function* () {
     shutdown: Effect.andThen(turns.shutdown, outbox.drained).pipe(
       Effect.timeout(config.outboxFlushTimeout),
       Effect.ignore
-    )
+    ),
+    isShuttingDown: turns.isShuttingDown
   })
 })
 

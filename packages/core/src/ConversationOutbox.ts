@@ -30,6 +30,12 @@
  * writes (`held`, `pendingMessages`). An entry that cannot be persisted is
  * not queued: `enqueue` answers `false`, as when the outbox is full.
  *
+ * Each user may hold at most a share of the capacity (`userCapacity`, a
+ * tenth of it by default), counted over every entry the outbox sees, so one
+ * user writing fast during an outage cannot fill it for everyone: past their
+ * share, their writes are refused as when the outbox is full, and other users
+ * are not affected.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Duration, Effect, Latch, Layer, Result } from "effect"
@@ -74,6 +80,13 @@ export interface Options {
   /** Most entries kept at once (default 10,000); beyond it new entries are dropped. */
   readonly capacity?: number | undefined
   /**
+   * Most entries one user may have waiting at once (default a tenth of the
+   * capacity, at least 2: a turn's conversation and its reply); beyond it
+   * that user's new entries are dropped. `0` leaves users unbounded but by
+   * the capacity.
+   */
+  readonly userCapacity?: number | undefined
+  /**
    * Longest wait for one store write, or one call to the persistence, before
    * it counts as failed (default 2 s).
    */
@@ -86,8 +99,8 @@ export interface Options {
 export interface Service {
   /** Queues an entry; `false` when the outbox is full and the entry was dropped. */
   readonly enqueue: (entry: Entry) => Effect.Effect<boolean>
-  /** Whether there is room for a new temporary conversation and its messages. */
-  readonly hasRoom: () => boolean
+  /** Whether there is room, within the user's share, for a new temporary conversation and its messages. */
+  readonly hasRoom: (userId: string) => boolean
   /** The conversation, when it is waiting in the outbox for this user. */
   readonly held: (userId: string, conversationId: string) => Conversation | undefined
   /** Whether writes to the conversation must go through the outbox to keep their order. */
@@ -109,12 +122,16 @@ export class ConversationOutbox extends Context.Service<ConversationOutbox, Serv
   "@convoke/core/ConversationOutbox"
 ) {}
 
+/** A user's share of `capacity` when none is given: a tenth of it, at least 2 (a turn's two writes). */
+export const defaultUserCapacity = (capacity: number): number => Math.max(2, Math.ceil(capacity / 10))
+
 /** Builds the outbox and starts its drain fiber in the current scope. */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const store = yield* ConversationStore
   const audit = yield* AuditLog
   const hooks = yield* ChatHooks
   const capacity = options.capacity ?? 10_000
+  const userCapacity = options.userCapacity ?? defaultUserCapacity(capacity)
   const attemptTimeout = Duration.fromInputUnsafe(options.attemptTimeout ?? Duration.seconds(2))
   const maxBackoff = Duration.toMillis(Duration.fromInputUnsafe(options.maxBackoff ?? Duration.seconds(5)))
 
@@ -131,6 +148,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   let doneBelow = 0
   // Appends in flight count against the capacity.
   let appending = 0
+  // Entries waiting or being appended, per user: each holds at most `userCapacity`.
+  const perUser = new Map<string, number>()
+  const count = (userId: string, change: number) => {
+    const next = (perUser.get(userId) ?? 0) + change
+    if (next <= 0) perUser.delete(userId)
+    else perUser.set(userId, next)
+  }
+  const userHasRoom = (userId: string) => userCapacity === 0 || (perUser.get(userId) ?? 0) < userCapacity
   let drainedCount = 0
   let droppedCount = 0
   let recoveredCount = 0
@@ -153,6 +178,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     while (index > 0 && waiting[index - 1]!.sequence > stored.sequence) index--
     waiting.splice(index, 0, stored)
     const { entry } = stored
+    count(userIdOf(entry), 1)
     const id = conversationIdOf(entry)
     const held = conversations.get(id) ?? { entries: 0 }
     held.entries++
@@ -166,6 +192,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (!known.delete(sequence)) return
     const index = waiting.findIndex((stored) => stored.sequence === sequence)
     const [{ entry }] = waiting.splice(index, 1) as [Stored]
+    count(userIdOf(entry), -1)
     const id = conversationIdOf(entry)
     const held = conversations.get(id)
     if (held !== undefined && --held.entries === 0) conversations.delete(id)
@@ -204,9 +231,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           Effect.as(false)
         )
       }
+      const userId = userIdOf(entry)
+      if (!userHasRoom(userId)) {
+        droppedCount++
+        return Effect.logError("A user's share of the outbox is full; a write was dropped").pipe(
+          Effect.annotateLogs({ conversationId: conversationIdOf(entry), userId, userCapacity }),
+          Effect.as(false)
+        )
+      }
       appending++
+      count(userId, 1)
       return Effect.flatMap(timed(persistence.append(entry)), (result) => {
         appending--
+        count(userId, -1)
         if (Result.isSuccess(result)) {
           add({ sequence: result.success, entry })
           return Effect.succeed(true)
@@ -397,7 +434,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   return ConversationOutbox.of({
     enqueue,
-    hasRoom: () => waiting.length + appending < capacity,
+    hasRoom: (userId) => waiting.length + appending < capacity && userHasRoom(userId),
     held: (userId, conversationId) => {
       const conversation = conversations.get(conversationId)?.conversation
       return conversation !== undefined && conversation.userId === userId ? conversation : undefined

@@ -169,7 +169,7 @@ export const make = Effect.gen(function* () {
   const temporary = Effect.fnUntraced(function* (input: Input, id: string) {
     const conversation = conversationFor(input, id)
     const queued =
-      outbox.hasRoom() &&
+      outbox.hasRoom(input.principal.userId) &&
       (yield* outbox.enqueue({
         _tag: "Create",
         conversation,

@@ -1,13 +1,20 @@
 /**
- * `GET /health`: the application is up, with what it runs on — the model,
- * the store, the identity — the outbox's counts, and the latest cleanup
- * report when the cleanup job runs.
+ * `GET /health`: the application is up. Anyone gets only its status,
+ * `{"status":"ok"}` (or `503 {"status":"shutting_down"}` once it shuts
+ * down) — load balancers and uptime checks need nothing more.
+ * The details — the model, the store, the identity provider, the outbox's
+ * counts and the latest cleanup report — tell an attacker how the server
+ * authenticates and what it runs on, so they go only to a request with the
+ * admin token (`AdminAccess`), or to anyone on an application of their own
+ * (`detailsRoutes`, for a port only operators reach).
  *
  * @since 0.3.0
  */
 import { Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
+import * as AdminAccess from "./AdminAccess.ts"
 import * as ApiRouter from "./ApiRouter.ts"
+import { ChatService } from "./ChatService.ts"
 import * as ConversationCleanup from "./ConversationCleanup.ts"
 import { ConversationOutbox } from "./ConversationOutbox.ts"
 import { ConversationStore } from "./ConversationStore.ts"
@@ -17,18 +24,17 @@ import { LanguageModel } from "./LanguageModel.ts"
 /** The path of the health route. */
 export const HEALTH_PATH = "/health"
 
-/** The health route, built once from the services in context. */
-export const routes = Effect.gen(function* () {
+/** The body of the details, built once from the services in context. */
+const details = Effect.gen(function* () {
   const model = yield* LanguageModel
   const store = yield* ConversationStore
   const identity = yield* Identity
   const outbox = yield* ConversationOutbox
   // Present only when the application runs the cleanup job.
   const cleanup = yield* Effect.serviceOption(ConversationCleanup.ConversationCleanup)
-
-  const health = Effect.sync(() => {
+  return () => {
     const latest = cleanup._tag === "Some" ? cleanup.value.latest() : undefined
-    return HttpServerResponse.jsonUnsafe({
+    return {
       status: "ok",
       model: model.name,
       store: store.name,
@@ -43,8 +49,39 @@ export const routes = Effect.gen(function* () {
               abandonment_ratio: latest.abandonmentRatio
             }
           })
-    })
-  })
+    }
+  }
+})
 
+/**
+ * The health route of the API: its status to anyone — `200 {"status":"ok"}`,
+ * or `503 {"status":"shutting_down"}` once the application shuts down, so a
+ * load balancer stops sending it requests — and the details with the admin
+ * token.
+ */
+export const routes = Effect.gen(function* () {
+  const body = yield* details
+  const chat = yield* ChatService
+  const health = Effect.map(AdminAccess.isAdmin, (admin) =>
+    chat.isShuttingDown()
+      ? HttpServerResponse.jsonUnsafe({ status: "shutting_down" }, { status: 503 })
+      : HttpServerResponse.jsonUnsafe(admin ? body() : { status: "ok" })
+  )
   return [ApiRouter.route("GET", HEALTH_PATH, health)]
+})
+
+/**
+ * The health route with its details for anyone: serve it only where
+ * operators alone can reach, e.g. beside `ChatMetrics.route` on an admin
+ * port (`ChatHttp.fromRoutes`).
+ */
+export const detailsRoutes = Effect.gen(function* () {
+  const body = yield* details
+  return [
+    ApiRouter.route(
+      "GET",
+      HEALTH_PATH,
+      Effect.sync(() => HttpServerResponse.jsonUnsafe(body()))
+    )
+  ]
 })

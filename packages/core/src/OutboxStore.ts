@@ -7,7 +7,7 @@
  *   and are written, in order, once the store answers. While a conversation
  *   has writes waiting, every later write of it waits behind them, so its
  *   messages keep their order. Fails with `StoreUnavailable` only when the
- *   outbox is full.
+ *   outbox is full, or the user's share of it is.
  * - `find` sees a conversation that waits in the outbox (a temporary id a
  *   client already holds) as its owner's, and `history` adds the messages
  *   still waiting to the stored ones.

@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+export * as AdminAccess from "./AdminAccess.ts"
 export * as ApiRouter from "./ApiRouter.ts"
 export * as AuditLog from "./AuditLog.ts"
 export * as ChatConfig from "./ChatConfig.ts"

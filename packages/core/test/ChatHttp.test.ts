@@ -1,6 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Layer } from "effect"
-import { ChatConfig, ChatHttp, ConversationStore, EchoLanguageModel, Identity } from "../src/index.ts"
+import {
+  AdminAccess,
+  ChatConfig,
+  ChatHttp,
+  ChatMetrics,
+  ConversationStore,
+  EchoLanguageModel,
+  Health,
+  Identity
+} from "../src/index.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
@@ -456,19 +465,93 @@ describe("ChatHttp with API keys", () => {
     }))
 })
 
+const ADMIN_TOKEN = "admin-token-0123456789abcdef"
+const DETAILS = {
+  status: "ok",
+  model: "echo",
+  store: "memory",
+  identity: "anonymous",
+  outbox: { pending: 0, drained: 0, dropped: 0, recovered: 0, skipped: 0 }
+}
+
 describe("ChatHttp GET /health", () => {
-  it("names the model, the store and the identity", () =>
+  it("answers only its status to anyone", () =>
     withApp(echoLayer(), async (app) => {
       const response = await app.handler(new Request("http://localhost/health"))
       assert.strictEqual(response.status, 200)
-      assert.deepStrictEqual(await response.json(), {
-        status: "ok",
-        model: "echo",
-        store: "memory",
-        identity: "anonymous",
-        outbox: { pending: 0, drained: 0, dropped: 0, recovered: 0, skipped: 0 }
-      })
+      assert.deepStrictEqual(await response.json(), { status: "ok" })
+      // A token means nothing while none is configured.
+      const guessed = await app.handler(
+        new Request("http://localhost/health", { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+      )
+      assert.deepStrictEqual(await guessed.json(), { status: "ok" })
     }))
+
+  it("names the model, the store, the identity and the outbox to the admin token only", () =>
+    withApp(Layer.merge(echoLayer(), AdminAccess.layer({ token: ADMIN_TOKEN })), async (app) => {
+      const details = await app.handler(
+        new Request("http://localhost/health", { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+      )
+      assert.strictEqual(details.status, 200)
+      assert.deepStrictEqual(await details.json(), DETAILS)
+      for (const authorization of [
+        undefined,
+        "Bearer wrong-token-0123456789abcdef",
+        `Basic ${ADMIN_TOKEN}`
+      ]) {
+        const response = await app.handler(
+          new Request(
+            "http://localhost/health",
+            authorization === undefined ? {} : { headers: { authorization } }
+          )
+        )
+        assert.strictEqual(response.status, 200)
+        assert.deepStrictEqual(await response.json(), { status: "ok" }, authorization)
+      }
+    }))
+
+  it("answers 503 with its status once the application shuts down, so load balancers stop sending", async () => {
+    const app = await ChatHttp.makeApp(echoLayer())
+    try {
+      await app.shutdown()
+      const response = await app.handler(new Request("http://localhost/health"))
+      assert.strictEqual(response.status, 503)
+      assert.deepStrictEqual(await response.json(), { status: "shutting_down" })
+    } finally {
+      await app.dispose()
+    }
+  })
+
+  it("serves the details to anyone on an application of its own (an admin port)", async () => {
+    const app = await ChatHttp.makeApp(echoLayer())
+    try {
+      const admin = await Effect.runPromise(ChatHttp.withServicesOf(app.http, Health.detailsRoutes))
+      const response = await ChatHttp.toWebHandler(admin)(new Request("http://localhost/health"))
+      assert.deepStrictEqual(await response.json(), DETAILS)
+    } finally {
+      await app.dispose()
+    }
+  })
+})
+
+describe("ChatHttp GET /metrics with an admin token", () => {
+  it("answers 401 without the token and the metrics with it", () =>
+    withApp(
+      Layer.mergeAll(echoLayer(), ChatMetrics.layer(), AdminAccess.layer({ token: ADMIN_TOKEN })),
+      async (app) => {
+        const anonymous = await app.handler(new Request("http://localhost/metrics"))
+        await errorBody(anonymous, 401)
+        const wrong = await app.handler(
+          new Request("http://localhost/metrics", { headers: { authorization: "Bearer nope" } })
+        )
+        await errorBody(wrong, 401)
+        const scraped = await app.handler(
+          new Request("http://localhost/metrics", { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+        )
+        assert.strictEqual(scraped.status, 200)
+        assert.include(await scraped.text(), "conversations_created_total")
+      }
+    ))
 })
 
 describe("ChatHttp.makeApp lifetime", () => {

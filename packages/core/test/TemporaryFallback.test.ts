@@ -32,7 +32,11 @@ const withChat = <A, E>(
     outbox: ConversationOutbox.Service,
     audit: ReturnType<typeof AuditLog.makeMemory>
   ) => Effect.Effect<A, E>,
-  options: { readonly capacity?: number; readonly model?: TestModel.TestModel } = {}
+  options: {
+    readonly capacity?: number
+    readonly userCapacity?: number
+    readonly model?: TestModel.TestModel
+  } = {}
 ) => {
   const audit = AuditLog.makeMemory()
   const model = options.model ?? TestModel.make((request) => TestModel.reply(`#${request.messages.length}`))
@@ -43,6 +47,7 @@ const withChat = <A, E>(
       ChatService.layerWith({
         outbox: {
           capacity: options.capacity,
+          userCapacity: options.userCapacity,
           attemptTimeout: Duration.millis(50),
           maxBackoff: Duration.millis(20)
         }
@@ -209,6 +214,38 @@ describe("temporary-id fallback", () => {
       { capacity: 2 }
     )
   })
+
+  it.live(
+    "one user cannot fill the outbox for everyone: another user's stream still starts on a temporary id",
+    () => {
+      const store = TestStore.flaky()
+      store.mode = "down"
+      return withChat(
+        store,
+        (chat, outbox) =>
+          Effect.gen(function* () {
+            // Alice streams until the outbox turns her away.
+            let refused: string | undefined
+            for (let turn = 0; turn < 10 && refused === undefined; turn++) {
+              const attempt = yield* Effect.result(collect(chat, request(`alice ${turn}`)))
+              if (attempt._tag === "Failure") refused = attempt.failure._tag
+            }
+            assert.strictEqual(refused, "StoreUnavailable")
+            // Her share: one turn (its conversation with the user message, and the reply).
+            assert.strictEqual(outbox.stats().pending, 2)
+            const items = yield* Effect.flatMap(
+              chat.stream({ principal: { userId: "bob" }, request: request("bob too") }),
+              Stream.runCollect
+            )
+            assert.isTrue(metadataOf(items).temporary)
+            assert.strictEqual(textOf(items), "#1")
+            // Bob's writes were kept: two more.
+            assert.strictEqual(outbox.stats().pending, 4)
+          }),
+        { capacity: 6, userCapacity: 2 }
+      )
+    }
+  )
 
   it.live("a creation that commits after the budget is not duplicated", () => {
     // The insert is slow, not lost: it commits after the stream already

@@ -122,7 +122,7 @@ describe("FastifyPlugin inside a Fastify app", () => {
     expect(stream.headers.get("content-encoding")).toBeNull()
     expect((await stream.text()).endsWith("data: [DONE]\n\n")).toBe(true)
     const health = await fetch(`${url}/convoke/health`)
-    expect(await health.json()).toMatchObject({ status: "ok", model: "echo" })
+    expect(await health.json()).toEqual({ status: "ok" })
     // Nothing of Convoke's is served outside its prefix.
     expect((await fetch(`${url}${ChatHttp.CHAT_PATH}`, { method: "POST", body: "{}" })).status).toBe(404)
   })
