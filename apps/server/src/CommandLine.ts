@@ -354,6 +354,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
   {
     flag: "admin-token",
     env: "CONVOKE_ADMIN_TOKEN",
+    secret: "always",
     type: "string",
     envOnly: true,
     description:

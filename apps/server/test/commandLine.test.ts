@@ -7,7 +7,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { ConfigProvider, Effect } from "effect"
+import { ConfigProvider, Effect, Redacted } from "effect"
 import { describe, expect, it } from "vitest"
 import { describeProblem, help, OPTIONS, secretWarnings } from "../src/CommandLine.ts"
 import { config, load, type SettingsError } from "../src/Settings.ts"
@@ -106,7 +106,14 @@ describe("the command line", () => {
 })
 
 describe("secrets on the command line", () => {
-  const SECRETS = ["DATABASE_URL", "CONVOKE_API_KEYS", "CONVOKE_JWT_SECRET", "REDIS_URL", "ANTHROPIC_API_KEY"]
+  const SECRETS = [
+    "DATABASE_URL",
+    "CONVOKE_API_KEYS",
+    "CONVOKE_JWT_SECRET",
+    "REDIS_URL",
+    "ANTHROPIC_API_KEY",
+    "CONVOKE_ADMIN_TOKEN"
+  ]
   const withFiles = (body: (write: (name: string, content: string) => string) => void) => {
     const directory = mkdtempSync(join(tmpdir(), "convoke-secrets-"))
     try {
@@ -120,7 +127,7 @@ describe("secrets on the command line", () => {
     }
   }
 
-  it("are the API keys, the JWT secret, the database and Redis URLs, and the Anthropic key", () => {
+  it("are the API keys, the JWT secret, the database and Redis URLs, the Anthropic key and the admin token", () => {
     expect(OPTIONS.filter((option) => option.secret !== undefined).map((option) => option.env)).toEqual(
       SECRETS
     )
@@ -133,6 +140,7 @@ describe("secrets on the command line", () => {
       const database = write("database", "postgres://convoke:hunter2@db.internal/convoke\n")
       const redis = write("redis", "redis://:hunter2@cache.internal:6379\n")
       const anthropic = write("anthropic", "sk-ant-from-a-file\n")
+      const admin = write("admin", "an-admin-token-from-a-file\n")
       const fromFlags = load(
         [
           "--jwt-secret-file",
@@ -144,7 +152,9 @@ describe("secrets on the command line", () => {
           "--redis-url-file",
           redis,
           "--anthropic-api-key-file",
-          anthropic
+          anthropic,
+          "--admin-token-file",
+          admin
         ],
         {}
       )
@@ -153,7 +163,8 @@ describe("secrets on the command line", () => {
         CONVOKE_API_KEYS_FILE: keys,
         DATABASE_URL_FILE: database,
         REDIS_URL_FILE: redis,
-        ANTHROPIC_API_KEY_FILE: anthropic
+        ANTHROPIC_API_KEY_FILE: anthropic,
+        CONVOKE_ADMIN_TOKEN_FILE: admin
       })
       for (const settings of [fromFlags, fromEnv]) {
         expect(settings.jwt?.secret).toBe("a-secret-of-at-least-thirty-two-bytes!")
@@ -161,6 +172,9 @@ describe("secrets on the command line", () => {
         expect(settings.databaseUrl).toBe("postgres://convoke:hunter2@db.internal/convoke")
         expect(settings.redisUrl).toBe("redis://:hunter2@cache.internal:6379")
         expect(settings.anthropic?.apiKey.toString()).not.toContain("sk-ant")
+        expect(settings.adminToken === undefined ? undefined : Redacted.value(settings.adminToken)).toBe(
+          "an-admin-token-from-a-file"
+        )
       }
       expect(secretWarnings(["--jwt-secret-file", jwtSecret, "--database-url-file", database])).toEqual([])
       // A secret and its file at once is a mistake, and a file that cannot be read is named.
