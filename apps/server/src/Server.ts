@@ -321,6 +321,8 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   // the common error body, not a bare status line.
   http.on("clientError", NodeHandler.onClientError)
   const refused = capConnections(http, settings.maxConnections)
+  // Past it the last answer says `Connection: close`; Node answers more requests on it with 503.
+  http.maxRequestsPerSocket = settings.maxRequestsPerSocket
   try {
     await new Promise<void>((resolveListen, reject) => {
       http.once("error", reject)

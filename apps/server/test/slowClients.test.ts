@@ -27,7 +27,7 @@ const observer = TestObserver.make()
 const model = TestModel.make(() => TestModel.forever("x".repeat(16 * 1024)))
 /** Short limits on heads, bodies and readers; static files. */
 let slow: RunningServer
-/** One chat in flight per user, and the default (long) body timeout. */
+/** One chat in flight per user, the default (long) body timeout, two requests per connection. */
 let limited: RunningServer
 /** One connection at most. */
 let capped: RunningServer
@@ -51,6 +51,7 @@ beforeAll(async () => {
   )
   limited = await startServer({
     shutdownGraceMs: 100,
+    maxRequestsPerSocket: 2,
     rateLimit: {
       user: { limit: 0, window: Duration.minutes(1) },
       address: { limit: 0, window: Duration.minutes(1) },
@@ -135,6 +136,20 @@ describe("slow clients", () => {
     expect(response.status).toBe(503)
     expect(response.body).toEqual({ error: { type: "unavailable", message: expect.any(String) } })
     first.socket.destroy()
+  })
+
+  it("ends keep-alive after a connection's last allowed request, and refuses more on it", async () => {
+    const connection = await rawConnection(limited.port)
+    const health = "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+    connection.socket.write(health)
+    expect(await connection.until("\r\n\r\n{")).toContain("Connection: keep-alive")
+    connection.socket.write(health)
+    // The second and last answer says so (Node leaves closing the socket to the client)…
+    await connection.until("Connection: close")
+    // …and a request past the limit is refused.
+    connection.socket.write(health)
+    expect(await connection.until("HTTP/1.1 503")).toContain("HTTP/1.1 503")
+    connection.socket.destroy()
   })
 
   it("closes a connection whose request to a static file was not read to its end", async () => {
