@@ -75,6 +75,15 @@ const targets = (report: Report): Array<string> => {
       `| ${row.server} TTFE p50 ≤ 1.15× the Node handler at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= 1.15)} |`
     )
   }
+  const slowloris = report.tables.find((table) => table.reference === "Convoke (idle)")
+  const idle = slowloris?.rows.find((row) => row.server === "Convoke (idle)")
+  const attacked = slowloris?.rows.find((row) => row !== idle)
+  if (idle !== undefined && attacked !== undefined) {
+    const p50 = attacked.p50 / idle.p50
+    lines.push(
+      `| TTFE p50 under slowloris ≤ 2× idle | ${p50.toFixed(2)}× | ${verdict(p50 <= 2 && attacked.errors === 0)} |`
+    )
+  }
   lines.push("")
   return lines
 }

@@ -58,6 +58,11 @@ export interface Plan {
   readonly memoryStreams: number
   /** Streams held open on one Convoke instance (0 skips the scenario). */
   readonly manyStreams: number
+  /**
+   * Slowloris: TTFE at concurrency 1 while `attackers` connections trickle a
+   * request head that never ends, against the same server idle, in rounds.
+   */
+  readonly slowloris: { readonly attackers: number; readonly requests: number; readonly rounds: number }
 }
 
 export const FULL: Plan = {
@@ -78,7 +83,8 @@ export const FULL: Plan = {
     { concurrency: 64, requests: 3_000, rounds: 2 }
   ],
   memoryStreams: 1_000,
-  manyStreams: 10_000
+  manyStreams: 10_000,
+  slowloris: { attackers: 200, requests: 200, rounds: 3 }
 }
 
 export const SMOKE: Plan = {
@@ -91,7 +97,8 @@ export const SMOKE: Plan = {
   pglite: { concurrency: [4], requests: 40 },
   turnLog: [{ concurrency: 4, requests: 40, rounds: 1 }],
   memoryStreams: 100,
-  manyStreams: 0
+  manyStreams: 0,
+  slowloris: { attackers: 50, requests: 20, rounds: 1 }
 }
 
 /** One measured row of a table. */
@@ -364,6 +371,70 @@ const timeInsert = async (databaseUrl: string, count: number) => {
   return { p50: Load.percentile(times, 50), p99: Load.percentile(times, 99) }
 }
 
+/** Each slowloris connection sends one more byte of its request head this often. */
+const TRICKLE_MS = 300
+
+/**
+ * Opens `count` connections to `url` that each send a request head a byte at
+ * a time and never finish it; `stop` closes them all.
+ */
+const slowlorisAttack = async (url: string, count: number) => {
+  const { hostname, port } = new URL(url)
+  const sockets = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof connect>>((resolve) => {
+          const socket = connect({ host: hostname, port: Number(port) })
+          // The server answers a head that takes too long with a 408 and closes: that is its defence.
+          socket.on("error", () => {})
+          socket.once("connect", () => {
+            socket.write("POST /api/v0.3/chat HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
+            resolve(socket)
+          })
+        })
+    )
+  )
+  const trickle = setInterval(() => {
+    for (const socket of sockets) if (!socket.destroyed) socket.write("a")
+  }, TRICKLE_MS)
+  return {
+    stop: () => {
+      clearInterval(trickle)
+      for (const socket of sockets) socket.destroy()
+    }
+  }
+}
+
+/** TTFE of one server idle and under a slowloris attack, in alternating rounds. */
+const underSlowloris = async (
+  server: ServerProcess.ServerProcess,
+  plan: Plan["slowloris"]
+): Promise<ReadonlyArray<Row>> => {
+  const idle = new Accumulator()
+  const attacked = new Accumulator()
+  for (let round = 0; round < plan.rounds; round++) {
+    const first = await measure(server, 1, plan.requests)
+    idle.add(first.result, 1, first.peakRss)
+    const attack = await slowlorisAttack(server.url, plan.attackers)
+    try {
+      const second = await measure(server, 1, plan.requests)
+      attacked.add(second.result, 1, second.peakRss)
+    } finally {
+      attack.stop()
+    }
+    log(
+      `  round ${round + 1}: TTFE p50 idle ${Load.percentile(
+        first.result.samples.map((sample) => sample.ttfe),
+        50
+      ).toFixed(2)} ms, under attack ${Load.percentile(attacked.ttfe.slice(-plan.requests), 50).toFixed(
+        2
+      )} ms`
+    )
+  }
+  return [idle.row("Convoke (idle)", 1), attacked.row(`Convoke (${plan.attackers} slowloris)`, 1)]
+}
+
 /** Whether Redis answers at `url`: one PING over a bare socket. */
 const redisReachable = (url: string): Promise<boolean> =>
   new Promise((resolve) => {
@@ -476,6 +547,17 @@ export const run = async (plan: Plan): Promise<Report> => {
       title: "Embedded PGlite (Convoke only)",
       note: "The reference server with no `DATABASE_URL`: PGlite in-process, reached through pglite-socket. PGlite serves one query at a time.",
       rows: pglite.rows
+    })
+    await stopAll()
+
+    log(`Slowloris: ${plan.slowloris.attackers} connections trickling request heads`)
+    const target = keep(await startConvoke(database.url, SHORT_DELAY_MS))
+    await warm(target, plan.smoke)
+    tables.push({
+      title: "Slowloris: TTFE under attack",
+      note: `The reference server at concurrency 1, idle and while ${plan.slowloris.attackers} connections each send a byte of a request head every ${TRICKLE_MS} ms and never finish it (the server's header timeout, 20 s by default, answers them with a 408), alternating rounds.`,
+      rows: await underSlowloris(target, plan.slowloris),
+      reference: "Convoke (idle)"
     })
     await stopAll()
 

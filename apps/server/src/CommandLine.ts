@@ -193,6 +193,48 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Largest accepted request line and headers (431 past it)"
   },
   {
+    flag: "headers-timeout-ms",
+    env: "CONVOKE_HEADERS_TIMEOUT_MS",
+    type: "string",
+    fallback: "20000",
+    description: "Longest time a request line and headers may take to arrive (408 past it)"
+  },
+  {
+    flag: "body-timeout-ms",
+    env: "CONVOKE_BODY_TIMEOUT_MS",
+    type: "string",
+    fallback: "60000",
+    description: "Longest time a request body may take to arrive (408 past it)"
+  },
+  {
+    flag: "drain-timeout-ms",
+    env: "CONVOKE_DRAIN_TIMEOUT_MS",
+    type: "string",
+    fallback: "30000",
+    description: "How long a stream waits for a client that reads nothing before disconnecting it"
+  },
+  {
+    flag: "max-connections",
+    env: "CONVOKE_MAX_CONNECTIONS",
+    type: "string",
+    fallback: "10000",
+    description: "Most open connections (one more gets a 503)"
+  },
+  {
+    flag: "keep-alive-timeout-ms",
+    env: "CONVOKE_KEEP_ALIVE_TIMEOUT_MS",
+    type: "string",
+    fallback: "65000",
+    description: "How long an idle keep-alive connection is kept open"
+  },
+  {
+    flag: "max-requests-per-socket",
+    env: "CONVOKE_MAX_REQUESTS_PER_SOCKET",
+    type: "string",
+    fallback: "1000",
+    description: "Most requests one keep-alive connection carries (0: no limit)"
+  },
+  {
     flag: "public-model",
     env: "CONVOKE_PUBLIC_MODEL",
     type: "string",

@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs"
 import { createServer, type Server as HttpServer } from "node:http"
-import type { AddressInfo } from "node:net"
+import type { AddressInfo, Socket } from "node:net"
 import { join, resolve } from "node:path"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
 import { JwtIdentity } from "@convoke/auth"
@@ -211,6 +211,54 @@ const turnLogLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) 
     ? TurnLog.layerMemory()
     : RedisTurnLog.layer({ prefix: settings.turnLogPrefix }).pipe(Layer.provide(redis))
 
+/**
+ * The listener's limits on slow and idle clients. A request head must arrive
+ * within `headersTimeout` (else a 408); the body's own limit is the core's
+ * (`ChatConfig.bodyTimeout`, a 408 too), and Node's `requestTimeout` is only
+ * the backstop for a request whose body nobody reads. Neither applies once a
+ * request is in: a stream may last as long as its reply.
+ */
+export const listenerOptions = (
+  settings: Pick<Settings, "headersTimeoutMs" | "keepAliveTimeoutMs" | "chat">
+): {
+  readonly headersTimeout: number
+  readonly requestTimeout: number
+  readonly keepAliveTimeout: number
+  readonly connectionsCheckingInterval: number
+} => {
+  const headersTimeout = settings.headersTimeoutMs
+  const bodyTimeout = Duration.toMillis(settings.chat.bodyTimeout)
+  return {
+    headersTimeout,
+    requestTimeout: headersTimeout + bodyTimeout + 1000,
+    keepAliveTimeout: settings.keepAliveTimeoutMs,
+    // Node looks for expired requests this often: a fraction of the shortest limit.
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(headersTimeout / 4)))
+  }
+}
+
+/**
+ * Caps the open connections of a server at `max`: one more is answered with a
+ * 503 and the common error body, and closed. (Node's own `maxConnections`
+ * drops it without a word.) Returns the refused sockets, whose requests the
+ * handler must ignore.
+ */
+const capConnections = (http: HttpServer, max: number): WeakSet<Socket> => {
+  const refused = new WeakSet<Socket>()
+  let open = 0
+  http.prependListener("connection", (socket: Socket) => {
+    open++
+    socket.once("close", () => {
+      open--
+    })
+    if (open <= max) return
+    refused.add(socket)
+    socket.end(NodeHandler.rawError(503, "Too many connections; try again later"))
+    socket.once("finish", () => socket.destroy())
+  })
+  return refused
+}
+
 /** Options of `start` beyond the settings. */
 export interface StartOptions {
   /**
@@ -265,8 +313,13 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   const staticFiles =
     settings.webDir === undefined ? undefined : StaticFiles.make(settings.webDir, app.http.claims)
   const http = createServer(
-    { keepAliveTimeout: 65_000, maxHeaderSize: settings.maxHeaderBytes },
+    {
+      maxHeaderSize: settings.maxHeaderBytes,
+      ...listenerOptions(settings)
+    },
     (request, response) => {
+      // Past the connection cap: already answered with a 503 and closing.
+      if (refused.has(request.socket)) return
       if (staticFiles === undefined || (request.method !== "GET" && request.method !== "HEAD")) {
         return chatHandler(request, response)
       }
@@ -275,10 +328,12 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       )
     }
   )
-  // Malformed requests and oversized headers get the common error body, not a bare status line.
+  // Malformed requests, oversized headers and heads that arrive too slowly get
+  // the common error body, not a bare status line.
   http.on("clientError", NodeHandler.onClientError)
-  // Long-lived streams must not be cut by Node's default request timeout.
-  http.requestTimeout = 0
+  const refused = capConnections(http, settings.maxConnections)
+  // Past it the last answer says `Connection: close`; Node answers more requests on it with 503.
+  http.maxRequestsPerSocket = settings.maxRequestsPerSocket
   try {
     await new Promise<void>((resolveListen, reject) => {
       http.once("error", reject)

@@ -76,6 +76,14 @@ export interface Settings {
   readonly turnLogPrefix: string
   /** Largest accepted request head (request line and headers); larger is a 431. */
   readonly maxHeaderBytes: number
+  /** Longest time a request head (request line and headers) may take to arrive; past it a 408. */
+  readonly headersTimeoutMs: number
+  /** Most open connections; one more is answered with a 503 and closed. */
+  readonly maxConnections: number
+  /** How long an idle keep-alive connection is kept for its next request. */
+  readonly keepAliveTimeoutMs: number
+  /** Most requests one keep-alive connection carries before it is closed (0: no limit). */
+  readonly maxRequestsPerSocket: number
 }
 
 /** Settings of the Claude model. */
@@ -317,6 +325,18 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
   chat: ChatConfig.config,
   maxHeaderBytes: wholeNumber("CONVOKE_MAX_HEADER_BYTES", { min: 1024, max: 1024 * 1024 }).pipe(
     Config.withDefault(16_384)
+  ),
+  headersTimeoutMs: wholeNumber("CONVOKE_HEADERS_TIMEOUT_MS", { min: 1, max: 3_600_000 }).pipe(
+    Config.withDefault(20_000)
+  ),
+  maxConnections: wholeNumber("CONVOKE_MAX_CONNECTIONS", { min: 1, max: 1_000_000 }).pipe(
+    Config.withDefault(10_000)
+  ),
+  keepAliveTimeoutMs: wholeNumber("CONVOKE_KEEP_ALIVE_TIMEOUT_MS", { min: 1, max: 3_600_000 }).pipe(
+    Config.withDefault(65_000)
+  ),
+  maxRequestsPerSocket: wholeNumber("CONVOKE_MAX_REQUESTS_PER_SOCKET", { min: 0, max: 1_000_000 }).pipe(
+    Config.withDefault(1000)
   ),
   echoDelayMs: wholeNumber("CONVOKE_ECHO_DELAY_MS", { min: 0, max: 60_000 }).pipe(Config.withDefault(20)),
   shutdownGraceMs: wholeNumber("CONVOKE_SHUTDOWN_GRACE_MS", { min: 0, max: 600_000 }).pipe(

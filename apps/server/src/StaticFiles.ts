@@ -54,6 +54,9 @@ export const make =
     if (!file.startsWith(base)) return false
     const info = await stat(file).catch(() => undefined)
     if (info === undefined || !info.isFile()) return false
+    // A request whose body is still arriving cannot be followed by another on
+    // this connection: close it after the answer instead of waiting for the rest.
+    if (!request.complete && request.httpVersionMajor === 1) response.shouldKeepAlive = false
     response.writeHead(200, {
       ...SECURITY_HEADERS,
       "content-type": TYPES[extname(file)] ?? "application/octet-stream",

@@ -61,7 +61,8 @@ export const describeConformance = (
             ChatConfig.make({
               creationBudget: Duration.seconds(10),
               storeTimeout: Duration.seconds(10),
-              disconnectGrace: Duration.millis(Suite.DISCONNECT_GRACE_MILLIS)
+              disconnectGrace: Duration.millis(Suite.DISCONNECT_GRACE_MILLIS),
+              bodyTimeout: Duration.millis(Suite.BODY_TIMEOUT_MILLIS)
             })
           ),
           model.layer,

@@ -4,15 +4,17 @@
  * `/health` with its documented fields, `/metrics` in the Prometheus text
  * format counting the binding's own chats, a path Convoke does not serve
  * (Convoke's 404, or the application's own fallback where the binding is
- * mounted beside the application's routes), and wrong methods on known paths.
+ * mounted beside the application's routes), wrong methods on known paths,
+ * and a request body that stops arriving (408, connection closed).
  *
  * @since 0.1.0
  */
+import { connect } from "node:net"
 import { ChatHttp } from "@convoke/core"
 import * as PrometheusText from "@convoke/prometheus-text"
 import { describe, expect, it } from "vitest"
 import * as Sse from "./Sse.ts"
-import { ADMIN_HEADERS, ADMIN_TOKEN, expectError, ISO_DATE, type Suite } from "./Suite.ts"
+import { ADMIN_HEADERS, ADMIN_TOKEN, expectError, ISO_DATE, KEYS, type Suite } from "./Suite.ts"
 
 /** Convoke's answer to a path it does not serve. */
 const NOT_FOUND = '{"error":{"type":"not_found","message":"Not found"}}'
@@ -179,6 +181,38 @@ export const define = (suite: Suite) =>
           expect(body, label).toBe(fallback.body)
         }
       }
+    })
+
+    it("answers a chat body that stops arriving with 408 and the common body, then closes the connection", async (context) => {
+      if (suite.target.bufferedBody === true) return context.skip()
+      const url = new URL(`${suite.target.url}${ChatHttp.CHAT_PATH}`)
+      // Sent as text/plain, as the seed's browser snippet does: a framework's JSON
+      // parser (express.json()) leaves it to Convoke.
+      const head = [
+        `POST ${url.pathname} HTTP/1.1`,
+        `host: ${url.host}`,
+        `authorization: Bearer ${KEYS.alice}`,
+        "content-type: text/plain",
+        "content-length: 100",
+        "",
+        ""
+      ].join("\r\n")
+      const received = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(url.port), url.hostname)
+        let text = ""
+        socket.setEncoding("utf8")
+        socket.on("data", (chunk: string) => {
+          text += chunk
+        })
+        socket.on("error", reject)
+        socket.once("close", () => resolve(text))
+        // Part of the body, then nothing.
+        socket.once("connect", () => socket.write(`${head}{"message":"he`))
+      })
+      expect(received).toMatch(/^HTTP\/1\.1 408 /)
+      const body = received.slice(received.indexOf("\r\n\r\n") + 4)
+      // Chunked or not, the common body is in there.
+      expect(body).toMatch(/\{"error":\{"type":"request_timeout","message":"[^"]+"\}\}/)
     })
 
     it("answers a wrong method on a known path with 405, Allow and the common body", async () => {

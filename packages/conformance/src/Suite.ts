@@ -63,6 +63,12 @@ export interface Target {
    * answers such a path itself, `404` with the common error body.
    */
   readonly applicationFallback?: ApplicationFallback | undefined
+  /**
+   * Set by bindings whose runtime reads the whole request body before Convoke
+   * sees it (Lambda): a body that stops arriving is the runtime's to time out,
+   * so the suite's slow-body test is skipped.
+   */
+  readonly bufferedBody?: boolean | undefined
   /** Stops the binding and releases its resources. */
   readonly close: () => Promise<void>
 }
@@ -83,6 +89,9 @@ export const METADATA_FRAME =
  * busy machine, short enough that the tests which wait it out stay quick.
  */
 export const DISCONNECT_GRACE_MILLIS = 1500
+
+/** How long every binding the suite runs waits for a request body: short, so the slow-body test is quick. */
+export const BODY_TIMEOUT_MILLIS = 1000
 
 /** The answer to a conversation that is missing, or another user's: the same bytes either way. */
 export const CONVERSATION_NOT_FOUND = '{"error":{"type":"not_found","message":"Conversation not found"}}'

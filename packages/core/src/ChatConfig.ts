@@ -36,6 +36,19 @@ export interface Settings {
    * cancels it as soon as the last reader leaves.
    */
   readonly disconnectGrace: Duration.Duration
+  /**
+   * Longest time a request body may take to arrive, from when the route starts
+   * reading it (default 60 s); past it the answer is a 408 and the connection
+   * is closed. Node bindings only: other runtimes bound their own bodies.
+   */
+  readonly bodyTimeout: Duration.Duration
+  /**
+   * Longest time a response waits for a reader that takes nothing once the
+   * socket's buffers are full (default 30 s); past it the connection is
+   * closed, which counts as the client leaving (`disconnectGrace` applies).
+   * Node bindings only.
+   */
+  readonly drainTimeout: Duration.Duration
 }
 
 /** The defaults. */
@@ -48,7 +61,9 @@ export const defaults: Settings = {
   outboxFlushTimeout: Duration.seconds(5),
   maxMessageCharacters: 32 * 1024,
   maxJsonDepth: 16,
-  disconnectGrace: Duration.seconds(10)
+  disconnectGrace: Duration.seconds(10),
+  bodyTimeout: Duration.seconds(60),
+  drainTimeout: Duration.seconds(30)
 }
 
 /** The chat settings; provide a value to change them (`Layer.succeed(ChatConfig, {...})`). */
@@ -113,6 +128,14 @@ export const config: { readonly [K in keyof Settings]: Config.Config<Settings[K]
   disconnectGrace: wholeNumber("CONVOKE_DISCONNECT_GRACE_MS", { min: 0, max: 3_600_000 }).pipe(
     Config.map(Duration.millis),
     Config.withDefault(defaults.disconnectGrace)
+  ),
+  bodyTimeout: wholeNumber("CONVOKE_BODY_TIMEOUT_MS", { min: 1, max: 3_600_000 }).pipe(
+    Config.map(Duration.millis),
+    Config.withDefault(defaults.bodyTimeout)
+  ),
+  drainTimeout: wholeNumber("CONVOKE_DRAIN_TIMEOUT_MS", { min: 1, max: 3_600_000 }).pipe(
+    Config.map(Duration.millis),
+    Config.withDefault(defaults.drainTimeout)
   )
 }
 

@@ -18,6 +18,14 @@ export class RequestTooLarge extends Schema.TaggedError<RequestTooLarge>()("Requ
   limitBytes: Schema.Number
 }) {}
 
+/**
+ * The request body did not arrive in time: the client sent it too slowly, or
+ * stopped sending it. The connection is closed after the answer.
+ */
+export class RequestTimeout extends Schema.TaggedError<RequestTimeout>()("RequestTimeout", {
+  timeoutMillis: Schema.Number
+}) {}
+
 /** The request body has a content type Convoke does not read. */
 export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()("UnsupportedMediaType", {
   contentType: Schema.String
@@ -86,6 +94,7 @@ export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()("Me
 export type ChatError =
   | InvalidRequest
   | RequestTooLarge
+  | RequestTimeout
   | UnsupportedMediaType
   | Unauthenticated
   | Forbidden

@@ -2,11 +2,13 @@
  * Rate limits of the chat endpoint: requests per window and chat turns in
  * flight, per user, and per client address for callers without an identity.
  *
- * The HTTP layer asks `admit` after authentication and before it reads the
- * body or touches a conversation, so a refused request is a `429` that wrote
- * nothing. An admission holds one in-flight slot until `release`; the HTTP
- * layer releases it when the response ends for any reason — completion,
- * error, or the client going away.
+ * The HTTP layer asks `admit` after authentication and before it touches a
+ * conversation, so a refused request is a `429` that wrote nothing. An
+ * admission holds one in-flight slot until `release`; the HTTP layer releases
+ * it when the response ends for any reason — completion, error, or the client
+ * going away. A route that reads a body counts the request (`count`) before
+ * reading it and takes the slot (`acquire`) only once it is read, so uploads
+ * that stall hold no slot.
  *
  * The default allows everything. `layerMemory` keeps counters in the process;
  * `layerRedis` keeps them in Redis (through `effect/persistence`'s
@@ -42,8 +44,15 @@ export interface Admission {
 export interface Service {
   /** A short description for banners and `/health` (`none`, `memory`, `redis`). */
   readonly name: string
-  /** Counts one request against the subject's budget, or fails with `RateLimited`. */
+  /**
+   * Counts one request against the subject's budget and takes an in-flight
+   * slot (`count`, then `acquire`), or fails with `RateLimited`.
+   */
   readonly admit: (subject: Subject) => Effect.Effect<Admission, RateLimited>
+  /** Counts one request against the subject's budget; the `RateLimit-*` headers, or `RateLimited`. */
+  readonly count: (subject: Subject) => Effect.Effect<Readonly<Record<string, string>>, RateLimited>
+  /** Takes an in-flight slot for the subject, held until `release`, or fails with `RateLimited`. */
+  readonly acquire: (subject: Subject) => Effect.Effect<Admission, RateLimited>
   /**
    * Counts a failed authentication against the address's budget, so guessing
    * credentials is throttled too; fails with `RateLimited` once it is spent.
@@ -57,6 +66,8 @@ const unlimitedAdmission: Admission = { headers: {}, release: Effect.void }
 export const unlimited: Service = {
   name: "none",
   admit: () => Effect.succeed(unlimitedAdmission),
+  count: () => Effect.succeed({}),
+  acquire: () => Effect.succeed(unlimitedAdmission),
   rejected: () => Effect.void
 }
 
@@ -160,10 +171,17 @@ export const make = (
       )
     }
 
-    const admit = (subject: Subject): Effect.Effect<Admission, RateLimited> =>
+    const count = (subject: Subject): Effect.Effect<Record<string, string>, RateLimited> => {
+      const { key, budget } = keyOf(subject)
+      return budget.limit > 0 ? consume(key, budget) : Effect.succeed({})
+    }
+
+    const acquire = (
+      subject: Subject,
+      headers: Record<string, string> = {}
+    ): Effect.Effect<Admission, RateLimited> =>
       Effect.gen(function* () {
-        const { key, budget } = keyOf(subject)
-        const headers = budget.limit > 0 ? yield* consume(key, budget) : {}
+        const { key } = keyOf(subject)
         if (concurrent <= 0) return { headers, release: Effect.void }
         const token = crypto.randomUUID()
         const acquired = yield* store.acquire(key, token, concurrent).pipe(
@@ -205,7 +223,10 @@ export const make = (
         ? Effect.asVoid(consume(`address:${subject.address ?? "unknown"}`, address))
         : Effect.void
 
-    return { name: options.name, admit, rejected }
+    const admit = (subject: Subject): Effect.Effect<Admission, RateLimited> =>
+      Effect.flatMap(count(subject), (headers) => acquire(subject, headers))
+
+    return { name: options.name, admit, count, acquire: (subject) => acquire(subject), rejected }
   })
 
 /** Rate limits kept in this process: right for a single instance. */

@@ -6,7 +6,12 @@
 import { Effect, Schema } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import type * as ChatConfig from "./ChatConfig.ts"
-import { InvalidRequest, type RequestTooLarge, type UnsupportedMediaType } from "./ChatError.ts"
+import {
+  InvalidRequest,
+  type RequestTimeout,
+  type RequestTooLarge,
+  type UnsupportedMediaType
+} from "./ChatError.ts"
 import * as RequestBody from "./RequestBody.ts"
 
 /**
@@ -66,7 +71,7 @@ export const parse = (text: string, limits: Limits = {}): Effect.Effect<ChatRequ
 export const read = (
   request: HttpServerRequest.HttpServerRequest,
   settings: Pick<ChatConfig.Settings, "maxBodyBytes" | "maxJsonDepth" | "maxMessageCharacters">
-): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge | UnsupportedMediaType> =>
+): Effect.Effect<ChatRequest, InvalidRequest | RequestTooLarge | RequestTimeout | UnsupportedMediaType> =>
   RequestBody.read(request, {
     maxBodyBytes: settings.maxBodyBytes,
     decode: (text) => parse(text, settings)

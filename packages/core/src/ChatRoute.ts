@@ -1,6 +1,6 @@
 /**
  * `POST /api/v0.3/chat`: authenticate, count against the rate limits, read
- * the body, then answer with the metadata-first SSE stream (`stream: true`)
+ * the body, take an in-flight slot, then answer with the metadata-first SSE stream (`stream: true`)
  * or with the whole reply as one JSON object.
  *
  * @since 0.3.0
@@ -33,14 +33,17 @@ export const routes = Effect.gen(function* () {
     const principal = yield* identity
       .authenticate(request.headers)
       .pipe(Effect.tapError(() => rateLimit.rejected({ address })))
-    // Before the body is read or a conversation touched: a 429 writes nothing. The
-    // in-flight slot is released when the request scope closes, which for a stream
-    // is when the stream ends — completion, failure or disconnect.
-    const admission = yield* rateLimit.admit({ principal, address })
-    yield* Effect.addFinalizer(() => admission.release)
+    // The request counts before its body is read, so a flood of bodies is throttled
+    // too; a 429 writes nothing.
+    const budget = yield* rateLimit.count({ principal, address })
     const body = yield* ChatRequest.read(request, config)
+    // The in-flight slot only once the body is in, so uploads that stall hold none.
+    // It is released when the request scope closes, which for a stream is when the
+    // stream ends — completion, failure or disconnect.
+    const admission = yield* rateLimit.acquire({ principal, address })
+    yield* Effect.addFinalizer(() => admission.release)
     const input = { principal, request: body, receivedAtMillis, requestId }
-    const headers = { ...admission.headers, "x-request-id": requestId }
+    const headers = { ...budget, ...admission.headers, "x-request-id": requestId }
     if (body.stream === true) {
       return HttpServerResponse.stream(yield* chat.sse(input), {
         headers: { ...ChatEvent.SSE_HEADERS, ...headers }

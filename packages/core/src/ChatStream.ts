@@ -130,10 +130,14 @@ export const producer =
       // First, into an empty sink; `afterNextPoll` below lets the reader take
       // it alone before the turn starts, however fast the model is.
       sink.trySend(encoding.metadata(metadata))
+      // Set once the terminator is on its way: nothing may follow `[DONE]`.
+      let ended = false
       const listener: Heartbeat.Listener = {
         lastSent: clock.currentTimeMillisUnsafe(),
         // Dropped when the reader is behind: a reader that far behind needs no ping.
-        ping: () => sink.trySend(encoding.heartbeat)
+        ping: () => {
+          if (!ended) sink.trySend(encoding.heartbeat)
+        }
       }
       yield* options.metadataSent(listener.lastSent)
       yield* afterNextPoll
@@ -142,6 +146,11 @@ export const producer =
       yield* beat.watch(listener)
       yield* options
         .follow((entry) => {
+          if (entry.event.type === "done") {
+            // The heartbeat's fiber may wake while `[DONE]` waits for the reader.
+            ended = true
+            beat.unwatch(listener)
+          }
           const frame = encoding.entry(turnId, entry)
           if (frame === undefined) return Effect.void
           listener.lastSent = clock.currentTimeMillisUnsafe()

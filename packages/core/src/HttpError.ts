@@ -9,7 +9,8 @@
  */
 import { Cause, Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
-import type { ApiError } from "./ChatError.ts"
+import { type ApiError, RequestTimeout } from "./ChatError.ts"
+import { BodyTimedOut } from "./NodeBody.ts"
 
 /** The common error body. */
 export interface ErrorBody {
@@ -67,6 +68,8 @@ export const fromError = (error: ApiError): ErrorResponse => {
       return make(400, "invalid_request", error.message)
     case "RequestTooLarge":
       return make(413, "request_too_large", `Request body exceeds ${error.limitBytes} bytes`)
+    case "RequestTimeout":
+      return make(408, "request_timeout", `Request body not received within ${error.timeoutMillis} ms`)
     case "UnsupportedMediaType":
       return make(
         415,
@@ -133,6 +136,7 @@ export const toResponse = (error: ErrorResponse): HttpServerResponse.HttpServerR
 const TAGS: ReadonlySet<string> = new Set<ApiError["_tag"]>([
   "InvalidRequest",
   "RequestTooLarge",
+  "RequestTimeout",
   "UnsupportedMediaType",
   "Unauthenticated",
   "Forbidden",
@@ -151,8 +155,8 @@ export const isApiError = (error: unknown): error is ApiError =>
 
 /**
  * Turns any failure of an HTTP effect into a response with the common body:
- * typed errors by `fromError`, a body Effect's reader could not read as 400
- * or 413, and anything else (a defect) as a logged 500 that reveals nothing.
+ * typed errors by `fromError`, a body Effect's reader could not read as 400,
+ * 408 or 413, and anything else (a defect) as a logged 500 that reveals nothing.
  */
 export const catchAll = <R>(
   effect: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, R>
@@ -163,13 +167,16 @@ export const catchAll = <R>(
     if (failure._tag === "Some") {
       const error = failure.value
       if (isApiError(error)) return Effect.succeed(toResponse(fromError(error)))
-      const reason = (error as { reason?: { _tag?: string; reason?: string } } | undefined)?.reason
+      const reason = (error as { reason?: { _tag?: string; reason?: string; cause?: unknown } } | undefined)
+        ?.reason
       if (reason?._tag === "RequestParseError") {
         return Effect.succeed(
           toResponse(
             reason.reason === "BodyTooLarge"
               ? ofStatus(413, "Request body too large")
-              : ofStatus(400, "Could not read the request")
+              : reason.cause instanceof BodyTimedOut
+                ? fromError(new RequestTimeout({ timeoutMillis: reason.cause.timeoutMillis }))
+                : ofStatus(400, "Could not read the request")
           )
         )
       }

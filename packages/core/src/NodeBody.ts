@@ -10,17 +10,33 @@ import type { Readable } from "node:stream"
 import { Effect, type Exit } from "effect"
 import type { HttpServerError } from "effect/http"
 
-/** Why a body could not be read: the stream failed or closed early, or it is past the limit. */
-export type ReadFailure = "Parse" | "BodyTooLarge"
+/**
+ * Why a body could not be read: the stream failed or closed early, it is past
+ * the limit, or it did not end in time.
+ */
+export type ReadFailure = "Parse" | "BodyTooLarge" | "Timeout"
+
+/**
+ * The cause of the parse error of a body that did not end in time: the
+ * routes answer it with a 408 (`RequestBody.bytes`).
+ */
+export class BodyTimedOut {
+  readonly timeoutMillis: number
+  constructor(timeoutMillis: number) {
+    this.timeoutMillis = timeoutMillis
+  }
+}
 
 /**
  * Reads a Node stream to its end, failing past `limit` bytes without reading
- * on, and calls `done` once with the body or why there is none.
+ * on, or once `timeoutMillis` have passed without its end, and calls `done`
+ * once with the body or why there is none.
  */
 export const readAll = (
   stream: Readable,
   limit: number | undefined,
-  done: (outcome: Uint8Array | ReadFailure) => void
+  done: (outcome: Uint8Array | ReadFailure) => void,
+  timeoutMillis?: number | undefined
 ): void => {
   if (stream.readableEnded || stream.destroyed) {
     done(stream.readableEnded ? new Uint8Array(0) : "Parse")
@@ -28,7 +44,17 @@ export const readAll = (
   }
   const chunks: Array<Buffer> = []
   let bytes = 0
+  // A client that sends its body a byte a minute, or stops halfway, is not waited for.
+  const timer =
+    timeoutMillis === undefined
+      ? undefined
+      : setTimeout(() => {
+          cleanup()
+          stream.pause()
+          done("Timeout")
+        }, timeoutMillis).unref()
   const cleanup = () => {
+    if (timer !== undefined) clearTimeout(timer)
     stream.off("data", onData)
     stream.off("end", onEnd)
     stream.off("error", onError)

@@ -11,8 +11,9 @@
  */
 import { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from "node:http"
 import type { Duplex, Readable, Writable } from "node:stream"
-import { Context, Effect } from "effect"
+import { Context, Duration, Effect } from "effect"
 import { HttpEffect, HttpServerError, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { ChatConfig } from "./ChatConfig.ts"
 import type { App, HttpApp } from "./ChatHttp.ts"
 import * as HttpError from "./HttpError.ts"
 import * as NodeRequest from "./NodeRequest.ts"
@@ -184,7 +185,10 @@ export const toNodeHandler = (app: Servable, options: NodeHandlerOptions = {}): 
   }
 }
 
-/** Writes an application's response to the destination of its request. */
+/**
+ * Writes an application's response to the destination of its request; a
+ * reader that takes nothing for `ChatConfig`'s `drainTimeout` is cut off.
+ */
 const writeResponse = (
   request: HttpServerRequest.HttpServerRequest,
   serverResponse: HttpServerResponse.HttpServerResponse
@@ -192,20 +196,25 @@ const writeResponse = (
   Effect.flatMap(ResponseDestination, (destination) => {
     if (destination.stream.writableEnded || destination.stream.destroyed) return Effect.void
     const response = destination.start(serverResponse.status, NodeResponse.headersOf(serverResponse))
-    return NodeResponse.writeBody(response, request.method, serverResponse)
+    return Effect.flatMap(ChatConfig, ({ drainTimeout }) =>
+      NodeResponse.writeBody(response, request.method, serverResponse, {
+        drainTimeoutMillis: Duration.toMillis(drainTimeout)
+      })
+    )
   })
 
 /** A whole HTTP/1.1 response with the common error body, for a socket no request was read from. */
-const rawError = (status: number, message: string): string => {
+export const rawError = (status: number, message: string): string => {
   const body = HttpError.toJson(HttpError.ofStatus(status, message))
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
 }
 
 /**
  * A `clientError` listener for `node:http` servers: a request Node's parser
- * rejects — headers over `maxHeaderSize` (431), a malformed request line or
- * header (400) — gets the common error body instead of a bare status line, and
- * the connection is closed. Install with `server.on("clientError", onClientError)`.
+ * rejects — headers over `maxHeaderSize` (431), a request head not received
+ * within `headersTimeout` (408), a malformed request line or header (400) —
+ * gets the common error body instead of a bare status line, and the
+ * connection is closed. Install with `server.on("clientError", onClientError)`.
  */
 export const onClientError = (error: Error & { readonly code?: string }, socket: Duplex): void => {
   // A response already under way on this socket cannot be followed by another.
@@ -216,6 +225,8 @@ export const onClientError = (error: Error & { readonly code?: string }, socket:
   const response =
     error.code === "HPE_HEADER_OVERFLOW"
       ? rawError(431, "Request headers are too large")
-      : rawError(400, "Malformed HTTP request")
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? rawError(408, "Request not received in time")
+        : rawError(400, "Malformed HTTP request")
   socket.end(response)
 }

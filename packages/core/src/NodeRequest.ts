@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage } from "node:http"
 import type { Readable } from "node:stream"
-import { Effect, Exit, Inspectable, Option, type Schema, Stream } from "effect"
+import { Duration, Effect, Exit, Inspectable, Option, type Schema, Stream } from "effect"
 import {
   Cookies,
   Headers,
@@ -21,7 +21,8 @@ import {
   Multipart,
   UrlParams
 } from "effect/http"
-import { BodyRead, readAll } from "./NodeBody.ts"
+import { ChatConfig } from "./ChatConfig.ts"
+import { BodyRead, BodyTimedOut, readAll } from "./NodeBody.ts"
 
 /** What the request is read from, when a framework got to it first. */
 export interface Options {
@@ -124,13 +125,14 @@ class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.H
     if (started !== undefined) return started.await
     return Effect.withFiber((fiber) => {
       const max = fiber.getRef(HttpIncomingMessage.MaxBodySize)
-      this.#body.read ??= this.#startRead(max === undefined ? undefined : Number(max))
+      const timeout = Duration.toMillis(fiber.getRef(ChatConfig).bodyTimeout)
+      this.#body.read ??= this.#startRead(max === undefined ? undefined : Number(max), timeout)
       return this.#body.read.await
     })
   }
 
-  /** Starts the body's one read, with the limit of the first reader. */
-  #startRead(limit: number | undefined): BodyRead {
+  /** Starts the body's one read, with the limit and the time limit of the first reader. */
+  #startRead(limit: number | undefined, timeoutMillis: number): BodyRead {
     const read = new BodyRead()
     // Built only when needed: an error captures a stack trace.
     const tooLarge = () => Exit.fail(parseError(this, "BodyTooLarge"))
@@ -146,8 +148,18 @@ class NodeServerRequest extends Inspectable.Class implements HttpServerRequest.H
       read.settle(tooLarge())
       return read
     }
-    readAll(this.#options.body ?? this.source, limit, (outcome) =>
-      read.settle(typeof outcome === "string" ? Exit.fail(parseError(this, outcome)) : Exit.succeed(outcome))
+    readAll(
+      this.#options.body ?? this.source,
+      limit,
+      (outcome) =>
+        read.settle(
+          outcome === "Timeout"
+            ? Exit.fail(parseError(this, "Parse", new BodyTimedOut(timeoutMillis)))
+            : typeof outcome === "string"
+              ? Exit.fail(parseError(this, outcome))
+              : Exit.succeed(outcome)
+        ),
+      timeoutMillis
     )
     return read
   }

@@ -18,20 +18,27 @@ import { Effect, Fiber, Stream } from "effect"
 import { Cookies, type HttpServerResponse } from "effect/http"
 import * as StreamSink from "./StreamSink.ts"
 
-/** Waits until the socket takes more (`drain`) or is gone (`close`). */
-const awaitDrainOrClose = (response: Writable): Effect.Effect<void> =>
+/**
+ * Waits until the socket takes more (`drain`) or is gone (`close`). A reader
+ * that takes nothing for `timeoutMillis` is cut off: the response is
+ * destroyed, which the binding sees as the client leaving.
+ */
+const awaitDrainOrClose = (response: Writable, timeoutMillis: number | undefined): Effect.Effect<void> =>
   Effect.callback((resume) => {
+    const timer =
+      timeoutMillis === undefined ? undefined : setTimeout(() => response.destroy(), timeoutMillis).unref()
     const done = () => {
+      stop()
+      resume(Effect.void)
+    }
+    const stop = () => {
+      if (timer !== undefined) clearTimeout(timer)
       response.off("drain", done)
       response.off("close", done)
-      resume(Effect.void)
     }
     response.on("drain", done)
     response.on("close", done)
-    return Effect.sync(() => {
-      response.off("drain", done)
-      response.off("close", done)
-    })
+    return Effect.sync(stop)
   })
 
 /** A response's headers, its cookies as `set-cookie` lines. */
@@ -60,10 +67,23 @@ const writeFlushed = (response: Flushable, chunks: ReadonlyArray<Uint8Array>): b
   return room
 }
 
+/** Options of `writeBody`. */
+export interface WriteOptions {
+  /**
+   * Longest wait for a reader that takes nothing once the socket is full;
+   * past it the response is destroyed (a disconnect). No limit when absent.
+   */
+  readonly drainTimeoutMillis?: number | undefined
+}
+
 /** Writes chunks as they come, flushing each, waiting for `drain` when the socket is full. */
-const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unknown>): Effect.Effect<void> =>
+const writeChunks = (
+  response: Flushable,
+  stream: Stream.Stream<Uint8Array, unknown>,
+  options: WriteOptions
+): Effect.Effect<void> =>
   Stream.runForEachArray(stream, (chunks) =>
-    writeFlushed(response, chunks) ? Effect.void : awaitDrainOrClose(response)
+    writeFlushed(response, chunks) ? Effect.void : awaitDrainOrClose(response, options.drainTimeoutMillis)
   ).pipe(
     // The request's fiber runs uninterruptibly (`HttpEffect.toHandled`); a
     // client that leaves must be able to stop the body.
@@ -78,8 +98,9 @@ const writeChunks = (response: Flushable, stream: Stream.Stream<Uint8Array, unkn
   )
 
 /** The sink of a Node response: frames are written and flushed as they come. */
-const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => ({
-  send: (frame) => (writeFlushed(response, [frame]) ? Effect.void : awaitDrainOrClose(response)),
+const responseSink = (response: Flushable, options: WriteOptions): StreamSink.Sink<Uint8Array> => ({
+  send: (frame) =>
+    writeFlushed(response, [frame]) ? Effect.void : awaitDrainOrClose(response, options.drainTimeoutMillis),
   trySend: (frame) => {
     writeFlushed(response, [frame])
     return true
@@ -99,9 +120,16 @@ const responseSink = (response: Flushable): StreamSink.Sink<Uint8Array> => ({
  * a buffer, so `shutdown` ends the turn, not this request; a client that
  * leaves interrupts this request, which interrupts the producer.
  */
-const writeProduced = (response: Flushable, produce: StreamSink.Producer<Uint8Array>): Effect.Effect<void> =>
+const writeProduced = (
+  response: Flushable,
+  produce: StreamSink.Producer<Uint8Array>,
+  options: WriteOptions
+): Effect.Effect<void> =>
   Effect.flatMap(
-    Effect.forkDetach(produce(responseSink(response)), { startImmediately: true, uninterruptible: false }),
+    Effect.forkDetach(produce(responseSink(response, options)), {
+      startImmediately: true,
+      uninterruptible: false
+    }),
     (producer) =>
       Fiber.await(producer).pipe(
         Effect.interruptible,
@@ -128,7 +156,8 @@ const webBody = (body: ReadableStream<Uint8Array> | null): Stream.Stream<Uint8Ar
 export const writeBody = (
   response: Flushable,
   method: string,
-  serverResponse: HttpServerResponse.HttpServerResponse
+  serverResponse: HttpServerResponse.HttpServerResponse,
+  options: WriteOptions = {}
 ): Effect.Effect<void> => {
   const status = serverResponse.status
   const body = serverResponse.body
@@ -145,21 +174,24 @@ export const writeBody = (
       return Effect.void
     case "Stream": {
       const produce = StreamSink.producerOf(body.stream)
-      return produce === undefined ? writeChunks(response, body.stream) : writeProduced(response, produce)
+      return produce === undefined
+        ? writeChunks(response, body.stream, options)
+        : writeProduced(response, produce, options)
     }
     case "FormData":
-      return writeChunks(response, webBody(new Response(body.formData).body))
+      return writeChunks(response, webBody(new Response(body.formData).body), options)
     case "Raw": {
       const raw = body.body
       if (typeof raw === "string" || raw instanceof Uint8Array) {
         response.end(raw)
         return Effect.void
       }
-      if (raw instanceof ReadableStream) return writeChunks(response, webBody(raw))
+      if (raw instanceof ReadableStream) return writeChunks(response, webBody(raw), options)
       if (raw instanceof Readable)
         return writeChunks(
           response,
-          Stream.fromAsyncIterable(raw, (error) => error)
+          Stream.fromAsyncIterable(raw, (error) => error),
+          options
         )
       response.end()
       return Effect.void

@@ -9,7 +9,8 @@
 import { Effect, Schema, SchemaIssue } from "effect"
 import * as ByteSize from "effect/ByteSize"
 import { HttpIncomingMessage, type HttpServerRequest } from "effect/http"
-import { InvalidRequest, RequestTooLarge, UnsupportedMediaType } from "./ChatError.ts"
+import { InvalidRequest, RequestTimeout, RequestTooLarge, UnsupportedMediaType } from "./ChatError.ts"
+import { BodyTimedOut } from "./NodeBody.ts"
 
 /**
  * Whether a content type carries a JSON body. `text/plain` is accepted because
@@ -30,19 +31,24 @@ export const isAcceptedContentType = (contentType: string | undefined): boolean 
  * The body's bytes, at most `maxBodyBytes` of them. Readers that stream (a
  * Node request, a web `Request`) stop at the limit and refuse a declared
  * length past it without reading; a body already in memory (a Lambda event)
- * is measured here.
+ * is measured here. A Node request's body that does not end within
+ * `ChatConfig`'s `bodyTimeout` fails with `RequestTimeout`.
  */
 export const bytes = (
   request: HttpServerRequest.HttpServerRequest,
   maxBodyBytes: number
-): Effect.Effect<Uint8Array, RequestTooLarge | InvalidRequest> =>
+): Effect.Effect<Uint8Array, RequestTooLarge | RequestTimeout | InvalidRequest> =>
   request.arrayBuffer.pipe(
     Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(maxBodyBytes)),
-    Effect.mapError((error) =>
-      error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
-        ? new RequestTooLarge({ limitBytes: maxBodyBytes })
+    Effect.mapError((error) => {
+      if (error.reason._tag !== "RequestParseError")
+        return new InvalidRequest({ message: "Could not read the request body" })
+      if (error.reason.reason === "BodyTooLarge") return new RequestTooLarge({ limitBytes: maxBodyBytes })
+      const cause = error.reason.cause
+      return cause instanceof BodyTimedOut
+        ? new RequestTimeout({ timeoutMillis: cause.timeoutMillis })
         : new InvalidRequest({ message: "Could not read the request body" })
-    ),
+    }),
     Effect.flatMap((buffer) =>
       buffer.byteLength > maxBodyBytes
         ? Effect.fail(new RequestTooLarge({ limitBytes: maxBodyBytes }))
@@ -123,7 +129,7 @@ export const read = <A>(
     readonly maxBodyBytes: number
     readonly decode: (text: string) => Effect.Effect<A, InvalidRequest>
   }
-): Effect.Effect<A, InvalidRequest | RequestTooLarge | UnsupportedMediaType> => {
+): Effect.Effect<A, InvalidRequest | RequestTooLarge | RequestTimeout | UnsupportedMediaType> => {
   const contentType = request.headers["content-type"]
   if (!isAcceptedContentType(contentType)) {
     return Effect.fail(new UnsupportedMediaType({ contentType: contentType ?? "" }))

@@ -280,4 +280,26 @@ describe("ChatRateLimit.config", () => {
         assert.strictEqual((await post(app, { message: "one more" }, alice)).status, 429)
       }
     ))
+
+  it.effect("count spends the request budget without a slot; acquire takes a slot without spending it", () =>
+    Effect.gen(function* () {
+      const limits = yield* ChatRateLimit.ChatRateLimit
+      const subject = { principal: { userId: "carol" } }
+      const headers = yield* limits.count(subject)
+      assert.strictEqual(headers["ratelimit-remaining"], "1")
+      // Counting took no slot: the one slot is still free.
+      const first = yield* limits.acquire(subject)
+      // Taking the slot spent no request: one is left.
+      assert.strictEqual((yield* limits.count(subject))["ratelimit-remaining"], "0")
+      const refused = yield* Effect.flip(limits.acquire(subject))
+      assert.strictEqual(refused._tag, "RateLimited")
+      yield* first.release
+      const second = yield* limits.acquire(subject)
+      yield* second.release
+    }).pipe(
+      Effect.provide(
+        ChatRateLimit.layerMemory({ user: { limit: 2, window: Duration.minutes(1) }, concurrent: 1 })
+      )
+    )
+  )
 })

@@ -36,6 +36,8 @@ for (const [name, payload] of [
     return {
       url: served.url,
       probe: store.probe,
+      // The runtime hands the handler a whole body.
+      bufferedBody: true,
       close: async () => {
         await served.close()
         await app.dispose()
