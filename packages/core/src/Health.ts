@@ -46,5 +46,6 @@ export const routes = Effect.gen(function* () {
     })
   })
 
-  return [ApiRouter.route("GET", HEALTH_PATH, health)]
+  // Public: load balancers probe it without credentials, and are not counted.
+  return [ApiRouter.route("GET", HEALTH_PATH, health, "public")]
 })
