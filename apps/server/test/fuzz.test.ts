@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { chat, events, query, readAll, startServer, testSettings, UUID_V4 } from "./helpers.ts"
 
-const KEY = "fuzz-key-0123456789abcdef"
+const KEY = "fuzz-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
 const REQUESTS = 10_000
 const CONCURRENCY = 8
 const RAW_REQUESTS = 300

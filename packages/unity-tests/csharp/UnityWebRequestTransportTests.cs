@@ -20,7 +20,7 @@ namespace Convoke.Tests
     public static class UnityWebRequestTransportTests
     {
         private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
-        private const string ApiKey = "alice-key-0123456789abcdef";
+        private const string ApiKey = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz";
         private static string referenceUrl;
         private static string faultyUrl;
 
