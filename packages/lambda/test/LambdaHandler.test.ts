@@ -348,13 +348,13 @@ describe("the SAM example", () => {
       // The core's variables reach the example: a body past CONVOKE_MAX_BODY_BYTES is a 413.
       const large = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
         method: "POST",
-        headers: { "x-api-key": "example-key-0123456789" },
+        headers: { "x-api-key": "example-key-0123456789-abcdefghijklmnopqrstuvwxyz" },
         body: JSON.stringify({ message: "x".repeat(400) })
       })
       expect(large.status).toBe(413)
       const response = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
         method: "POST",
-        headers: { "x-api-key": "example-key-0123456789" },
+        headers: { "x-api-key": "example-key-0123456789-abcdefghijklmnopqrstuvwxyz" },
         body: JSON.stringify({ message: "Hello", stream: true })
       })
       const reader = response.body!.getReader()
