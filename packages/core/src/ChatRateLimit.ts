@@ -432,7 +432,8 @@ export const make = (
                     ? Effect.fail(refusal(failures, "failures", state.resetAfter))
                     : Effect.void
                 ),
-              { discard: true }
+              // One round trip to the store, not one per counter.
+              { discard: true, concurrency: "unbounded" }
             )
           )
 
@@ -440,7 +441,10 @@ export const make = (
       failures.limit <= 0
         ? Effect.void
         : Effect.flatMap(failureKeys(subject), (keys) =>
-            Effect.forEach(keys, (key) => consume(key, failures, "failures"), { discard: true })
+            Effect.forEach(keys, (key) => consume(key, failures, "failures"), {
+              discard: true,
+              concurrency: "unbounded"
+            })
           )
 
     return { name: options.name, admit, beforeAuthentication, rejected }

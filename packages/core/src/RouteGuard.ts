@@ -17,7 +17,7 @@
  */
 import { Effect } from "effect"
 import { HttpServerRequest } from "effect/http"
-import type * as ApiRouter from "./ApiRouter.ts"
+import * as ApiRouter from "./ApiRouter.ts"
 import type { RateLimited } from "./ChatError.ts"
 import type * as ChatHooks from "./ChatHooks.ts"
 import type * as ChatRateLimit from "./ChatRateLimit.ts"
@@ -38,7 +38,7 @@ export const make = (options: {
       const request = yield* HttpServerRequest.HttpServerRequest
       const { clientAddress: address } = yield* RequestContext
       const subject = { address, credential: credentialFrom(request.headers) }
-      const path = new URL(request.url, "http://localhost").pathname
+      const path = ApiRouter.pathOf(request.url)
       yield* rateLimit.beforeAuthentication(subject).pipe(Effect.tapError(refused(path)))
       const principal = yield* identity
         .authenticate(request.headers)
