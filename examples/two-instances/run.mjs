@@ -13,7 +13,7 @@ import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
 const bin = fileURLToPath(new URL("../../apps/server/src/bin.ts", import.meta.url))
-const KEY = "two-instances-demo-key-0123456789"
+const KEY = "two-instances-demo-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 const env = {
   ...process.env,
   DATABASE_URL: process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",

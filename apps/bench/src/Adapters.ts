@@ -10,7 +10,7 @@
  */
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { ChatConfig, ChatHttp, EchoLanguageModel, Identity } from "@convoke/core"
+import { ChatConfig, ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { ExpressMiddleware } from "@convoke/express"
 import { FastifyPlugin } from "@convoke/fastify"
@@ -31,6 +31,8 @@ const layerOf = (databaseUrl: string, echoDelayMs: number) =>
     PgConversationStore.layerUrl(databaseUrl),
     EchoLanguageModel.layer({ delay: echoDelayMs }),
     Identity.layerAnonymous(),
+    // As the reference server in the suite (`CONVOKE_RATE_LIMIT_*=0`): the load comes from one address.
+    ChatRateLimit.layerUnlimited,
     // As the reference server in the suite: no id turns temporary because the machine is busy.
     Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ creationBudget: Duration.seconds(10) }))
   )

@@ -163,6 +163,7 @@ const convokeEnv = (databaseUrl: string | undefined, delayMs: number): Record<st
   CONVOKE_ECHO_DELAY_MS: String(delayMs),
   CONVOKE_RATE_LIMIT_REQUESTS: "0",
   CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+  CONVOKE_RATE_LIMIT_AUTH_FAILURES: "0",
   CONVOKE_RATE_LIMIT_CONCURRENT: "0",
   CONVOKE_LOG_FORMAT: "off",
   // Every id durable, as the baseline's: no stream may start on a temporary id

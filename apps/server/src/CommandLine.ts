@@ -148,14 +148,36 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "CONVOKE_RATE_LIMIT_REQUESTS",
     type: "string",
     fallback: "120",
-    description: "Chat requests per window per user (0: no limit)"
+    description: "Requests per window per user, on every route (0: no limit)"
   },
   {
     flag: "rate-limit-address-requests",
     env: "CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS",
     type: "string",
     fallback: "60",
-    description: "Chat requests per window per client address without an identity (0: no limit)"
+    description: "Requests per window per client address of anonymous callers (0: no limit)"
+  },
+  {
+    flag: "rate-limit-auth-failures",
+    env: "CONVOKE_RATE_LIMIT_AUTH_FAILURES",
+    type: "string",
+    fallback: "30",
+    description:
+      "Failed authentications per window per client address and per key prefix; past it, 429 before credentials are checked (0: no limit)"
+  },
+  {
+    flag: "rate-limit-ipv6-prefix",
+    env: "CONVOKE_RATE_LIMIT_IPV6_PREFIX",
+    type: "string",
+    fallback: "64",
+    description: "IPv6 clients are counted per network of this prefix length"
+  },
+  {
+    flag: "rate-limit-max-keys",
+    env: "CONVOKE_RATE_LIMIT_MAX_KEYS",
+    type: "string",
+    fallback: "100000",
+    description: "Most rate-limit counters kept in memory (idle ones are forgotten first)"
   },
   {
     flag: "rate-limit-window-seconds",
@@ -169,7 +191,7 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "CONVOKE_RATE_LIMIT_CONCURRENT",
     type: "string",
     fallback: "8",
-    description: "Chat requests in flight per user (0: no limit)"
+    description: "Chat turns (chat, resume) in flight per user (0: no limit)"
   },
   {
     flag: "max-message-characters",

@@ -162,8 +162,10 @@ const redisLayer = (settings: Settings) =>
   settings.redisUrl === undefined ? undefined : NodeRedis.layer({ url: settings.redisUrl }).pipe(Layer.orDie)
 
 const rateLimitLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) => {
-  const { user, address, concurrent } = settings.rateLimit
-  if (user.limit === 0 && address.limit === 0 && concurrent === 0) return Layer.empty
+  const { user, address, failures, concurrent } = settings.rateLimit
+  // Every limit set to 0 is an explicit choice: without a layer the core's defaults would apply.
+  if (user.limit === 0 && address.limit === 0 && failures.limit === 0 && concurrent === 0)
+    return ChatRateLimit.layerUnlimited
   return redis === undefined
     ? ChatRateLimit.layerMemory(settings.rateLimit)
     : ChatRateLimit.layerRedis(settings.rateLimit).pipe(Layer.provide(redis))
@@ -398,7 +400,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     ],
     [
       "rate limits",
-      `${settings.rateLimit.user.limit || "unlimited"} requests per user, ${settings.rateLimit.address.limit || "unlimited"} per address without identity, per ${Duration.toSeconds(Duration.fromInputUnsafe(settings.rateLimit.user.window))} s; ${settings.rateLimit.concurrent || "unlimited"} in flight per user; ${settings.redisUrl === undefined ? "in memory" : `Redis ${redactUrl(settings.redisUrl)}`}`
+      `${settings.rateLimit.user.limit || "unlimited"} requests per user, ${settings.rateLimit.address.limit || "unlimited"} per anonymous address, ${settings.rateLimit.failures.limit || "unlimited"} failed authentications per address or key prefix, per ${Duration.toSeconds(Duration.fromInputUnsafe(settings.rateLimit.user.window))} s; ${settings.rateLimit.concurrent || "unlimited"} in flight per user; ${settings.redisUrl === undefined ? "in memory" : `Redis ${redactUrl(settings.redisUrl)}`}`
     ],
     [
       "cors",

@@ -10,7 +10,7 @@
 import { isIP } from "node:net"
 import { resolve } from "node:path"
 import { AnthropicModels } from "@convoke/anthropic"
-import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity } from "@convoke/core"
+import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity, Identity } from "@convoke/core"
 import { Config, Effect, Redacted, Result, Schema } from "effect"
 import * as CommandLine from "./CommandLine.ts"
 import * as ConfigProblems from "./ConfigProblems.ts"
@@ -158,8 +158,10 @@ const apiKeyEntries = (raw: string) => {
     // Entries are described by length only: they hold secrets.
     if (separator <= 0 || key === "" || userId === "") {
       problems.push(`entries must look like key:user-id (got an entry of ${entry.length} characters)`)
-    } else if (key.length < 16) {
-      problems.push(`must hold keys of at least 16 characters: the API key for user "${userId}" is too short`)
+    } else if (Identity.keyProblem(key) !== undefined) {
+      problems.push(
+        `must hold keys as strong as generated ones: the key for user "${userId}" ${Identity.keyProblem(key)}`
+      )
     } else {
       keys.push({ key, userId })
     }

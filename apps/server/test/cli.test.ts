@@ -136,7 +136,7 @@ describe("convoke CLI", () => {
     expect(stderr).toContain("PORT (--port) must be a whole number from 0 to 65535")
     expect(stderr).toContain("CONVOKE_MAX_BODY_BYTES (--max-body-bytes) must be a whole number")
     expect(stderr).toContain("DATABASE_URL (--database-url) must be a postgres://")
-    expect(stderr).toContain('API key for user "alice" is too short')
+    expect(stderr).toContain('the key for user "alice" is 5 characters long')
   })
 
   it("rejects unknown flags and prints help on request", async () => {

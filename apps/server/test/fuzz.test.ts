@@ -25,8 +25,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import { chat, events, query, readAll, startServer, testSettings, UUID_V4 } from "./helpers.ts"
 
-const KEY = "fuzz-key-0123456789abcdef"
-const VICTIM_KEY = "fuzz-victim-key-0123456789"
+const KEY = "fuzz-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
+const VICTIM_KEY = "fuzz-victim-key-0123456789-ghijklmnopqrstuvwxyz"
 const REQUESTS = 10_000
 const CONVERSATION_REQUESTS = 2_000
 const CONCURRENCY = 8

@@ -29,6 +29,7 @@ export const testSettings = (overrides: Partial<Settings> = {}): Settings => ({
     CONVOKE_LOG_FORMAT: "off",
     CONVOKE_RATE_LIMIT_REQUESTS: "0",
     CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+    CONVOKE_RATE_LIMIT_AUTH_FAILURES: "0",
     CONVOKE_RATE_LIMIT_CONCURRENT: "0"
   }),
   // Servers of parallel test files must not share an outbox: in memory unless a test gives a data

@@ -23,7 +23,10 @@ const redisReachable = requireService(
   `Redis at ${new URL(REDIS_URL).host}`,
   await isRedisReachable(REDIS_URL)
 )
-const KEYS = { alice: "alice-rate-key-0123456789", bob: "bob-rate-key-0123456789ab" }
+const KEYS = {
+  alice: "alice-rate-key-0123456789abcdefghijklmnopqrstuvwxyz",
+  bob: "bob-rate-key-0123456789abcdefghijklmnopqrstuvwxyz"
+}
 const as = (user: keyof typeof KEYS) => ({ headers: { authorization: `Bearer ${KEYS[user]}` } })
 const apiKeys = [
   { key: KEYS.alice, userId: "alice" },
@@ -54,6 +57,7 @@ const start = async (
   limits: {
     readonly userRequests?: number
     readonly addressRequests?: number
+    readonly authFailures?: number
     readonly windowSeconds?: number
     readonly concurrent?: number
     readonly prefix?: string
@@ -67,6 +71,7 @@ const start = async (
     rateLimit: {
       user: { limit: limits.userRequests ?? 0, window },
       address: { limit: limits.addressRequests ?? 0, window },
+      failures: { limit: limits.authFailures ?? 0, window },
       concurrent: limits.concurrent ?? 0,
       prefix: limits.prefix ?? "convoke:ratelimit:"
     },
@@ -109,18 +114,17 @@ describe("one instance, in memory", () => {
     expect((await drain(await chat(server, { message: "again" }, as("alice")))).status).toBe(200)
   })
 
-  it("throttles unauthenticated traffic per address", async () => {
-    const server = await start({ addressRequests: 2 })
+  it("throttles failed authentications per address, on every route, before credentials are checked", async () => {
+    const server = await start({ authFailures: 2 })
     expect((await drain(await chat(server, { message: "hi" }))).status).toBe(401)
-    expect(
-      (await drain(await chat(server, { message: "hi" }, { headers: { "x-api-key": "guess" } }))).status
-    ).toBe(401)
+    const list = await fetch(`${server.url}/api/v0.3/conversations`, { headers: { "x-api-key": "guess" } })
+    expect((await drain(list)).status).toBe(401)
     const limited = await chat(server, { message: "hi" }, { headers: { "x-api-key": "guess-again" } })
     expect(limited.status).toBe(429)
     expect(limited.headers.get("retry-after")).not.toBeNull()
     await limited.arrayBuffer()
-    // Authenticated users are counted by user, not by address.
-    expect((await drain(await chat(server, { message: "hi" }, as("alice")))).status).toBe(200)
+    // The address is refused before its credentials are checked: a right guess learns nothing.
+    expect((await drain(await chat(server, { message: "hi" }, as("alice")))).status).toBe(429)
   })
 
   it("limits open streams per user and releases the slot when the client disconnects", async () => {
@@ -198,6 +202,18 @@ describe.skipIf(!redisReachable)("two instances sharing Redis", () => {
       if (status === 429) await sleep(20)
     }
     expect(status).toBe(200)
+  })
+
+  it("hold one budget of failed authentications between them", async () => {
+    const settings = { redisUrl: REDIS_URL }
+    const first = await start({ authFailures: 2, prefix: `${prefix}failures:` }, settings)
+    const second = await start({ authFailures: 2, prefix: `${prefix}failures:` }, settings)
+    const guess = (server: RunningServer) =>
+      chat(server, { message: "hi" }, { headers: { "x-api-key": `guess-${randomUUID()}` } }).then(drain)
+    expect((await guess(first)).status).toBe(401)
+    expect((await guess(second)).status).toBe(401)
+    expect((await guess(first)).status).toBe(429)
+    expect((await guess(second)).status).toBe(429)
   })
 
   it("are what ChatRateLimit.layerRedisConfig builds from the same variables", async () => {

@@ -21,7 +21,7 @@ import { chat, events, frames, query, readAll, startServer } from "./helpers.ts"
 const SECRET = "an-hs256-secret-for-the-security-tests"
 const ISSUER = "https://issuer.test"
 const AUDIENCE = "convoke-tests"
-const CONFIGURED_KEY = "configured-key-0123456789abcdef"
+const CONFIGURED_KEY = "configured-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
 
 let database: TestDatabase
 let server: RunningServer

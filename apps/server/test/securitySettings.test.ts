@@ -52,7 +52,10 @@ describe("security settings", () => {
     expect(settings.rateLimit).toEqual({
       user: { limit: 120, window: Duration.seconds(60) },
       address: { limit: 60, window: Duration.seconds(60) },
+      failures: { limit: 30, window: Duration.seconds(60) },
       concurrent: 8,
+      ipv6Prefix: 64,
+      maxKeys: 100_000,
       prefix: "convoke:ratelimit:"
     })
     expect(settings.maxHeaderBytes).toBe(16_384)
@@ -196,5 +199,35 @@ describe("the outbox's share per user", () => {
     } finally {
       await server.close()
     }
+  })
+})
+
+describe("rate-limit and API key settings", () => {
+  const STRONG = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+  it("refuse a configured API key weaker than a generated one, naming the problem and not the key", () => {
+    const weak = "sixteen-plus-but-short"
+    const found = problems({ CONVOKE_API_KEYS: `${weak}:alice,${STRONG}:bob,${"x".repeat(50)}:carol` }).join(
+      "\n"
+    )
+    expect(found).toContain(
+      'CONVOKE_API_KEYS (--api-keys) must hold keys as strong as generated ones: the key for user "alice" is 22 characters long; keys need at least 43 random characters'
+    )
+    expect(found).toContain('the key for user "carol" uses only 1 distinct characters')
+    expect(found).not.toContain(weak)
+    expect(found).not.toContain("bob")
+    expect(load([], { CONVOKE_API_KEYS: `${STRONG}:bob` }).apiKeys).toEqual([{ key: STRONG, userId: "bob" }])
+  })
+
+  it("read the failed-authentication budget, the IPv6 prefix and the counters' bound from flags and environment", () => {
+    const settings = load(["--rate-limit-auth-failures", "5", "--rate-limit-ipv6-prefix", "48"], {
+      CONVOKE_RATE_LIMIT_MAX_KEYS: "5000"
+    })
+    expect(settings.rateLimit.failures).toEqual({ limit: 5, window: Duration.seconds(60) })
+    expect(settings.rateLimit.ipv6Prefix).toBe(48)
+    expect(settings.rateLimit.maxKeys).toBe(5000)
+    expect(problems({ CONVOKE_RATE_LIMIT_IPV6_PREFIX: "8" }).join("\n")).toMatch(
+      /CONVOKE_RATE_LIMIT_IPV6_PREFIX \(--rate-limit-ipv6-prefix\) must be a whole number from 16 to 128/
+    )
   })
 })

@@ -55,6 +55,7 @@ beforeAll(async () => {
     rateLimit: {
       user: { limit: 0, window: Duration.minutes(1) },
       address: { limit: 0, window: Duration.minutes(1) },
+      failures: { limit: 0, window: Duration.minutes(1) },
       concurrent: 1,
       prefix: "unused:"
     }

@@ -48,7 +48,10 @@ const redis = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, await is
 
 const CONVERSATIONS = "/api/v0.3/conversations"
 const API_KEY = "sk-ant-turns-0123456789abcdef"
-const KEYS = { alice: "turns-alice-0123456789abcdef", bob: "turns-bob-0123456789abcdefgh" } as const
+const KEYS = {
+  alice: "turns-alice-0123456789abcdef-ghijklmnopqrstuvwxyz",
+  bob: "turns-bob-0123456789abcdefgh-ghijklmnopqrstuvwxyz"
+} as const
 type User = keyof typeof KEYS
 const apiKeys = Object.entries(KEYS).map(([userId, key]) => ({ key, userId }))
 const as = (user: User) => ({ authorization: `Bearer ${KEYS[user]}` })

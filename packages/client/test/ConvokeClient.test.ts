@@ -14,8 +14,8 @@ import {
 import { startReferenceServer, startTestServer } from "./servers.ts"
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
-const ALICE = "alice-key-0123456789abcdef"
-const BOB = "bob-key-0123456789abcdef00"
+const ALICE = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
+const BOB = "bob-key-0123456789abcdef00-ghijklmnopqrstuvwxyz"
 const fast = { retries: 3, baseDelayMs: 1, maxDelayMs: 50 }
 
 describe("against the reference server", () => {

@@ -14,7 +14,7 @@ import { ConversationStorage, ConvokeClient } from "../src/index.ts"
 import { startReferenceServer, startTestServer } from "./servers.ts"
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
-const ALICE = "alice-key-0123456789abcdef"
+const ALICE = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
 
 const userMessage = (text: string, id = "user-1"): UIMessage => ({
   id,

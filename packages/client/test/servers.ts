@@ -30,7 +30,7 @@ export const startReferenceServer = async (overrides: Record<string, string> = {
 export const startTestServer = (): Promise<FaultyServer.Server> =>
   FaultyServer.start({
     keys: [
-      { key: "alice-key-0123456789abcdef", userId: "alice" },
-      { key: "bob-key-0123456789abcdef00", userId: "bob" }
+      { key: "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz", userId: "alice" },
+      { key: "bob-key-0123456789abcdef00-ghijklmnopqrstuvwxyz", userId: "bob" }
     ]
   })

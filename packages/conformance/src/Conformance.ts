@@ -14,9 +14,10 @@
  * ```
  *
  * The tests are grouped by concept in their own modules: the chat endpoint
- * (`ChatContract`), the conversation API (`ConversationContract`), and
+ * (`ChatContract`), the conversation API (`ConversationContract`),
  * `/health`, `/metrics` and the edges of the route table
- * (`OperationsContract`).
+ * (`OperationsContract`), turns (`TurnContract`) and the rate limits of
+ * every route (`LimitContract`).
  *
  * @since 0.1.0
  */
@@ -26,6 +27,7 @@ import { afterAll, beforeAll, describe } from "vitest"
 import * as ChatContract from "./ChatContract.ts"
 import * as ConformanceModel from "./ConformanceModel.ts"
 import * as ConversationContract from "./ConversationContract.ts"
+import * as LimitContract from "./LimitContract.ts"
 import * as OperationsContract from "./OperationsContract.ts"
 import * as Suite from "./Suite.ts"
 import * as TurnContract from "./TurnContract.ts"
@@ -36,6 +38,7 @@ export {
   type ApplicationFallback,
   KEYS,
   type SetupOptions,
+  SPENT_CREDENTIAL_PREFIX,
   type Target,
   UUID_V4
 } from "./Suite.ts"
@@ -70,7 +73,11 @@ export const describeConformance = (
           // Served as `GET /metrics` by every binding; counted from this binding's requests only.
           ChatMetrics.layer(),
           AdminAccess.layer({ token: Suite.ADMIN_TOKEN }),
-          Identity.layerApiKeys(Object.entries(Suite.KEYS).map(([userId, key]) => ({ key, userId })))
+          // Over every binding's own: generous, but Dave is over budget (see LimitContract).
+          LimitContract.limits(),
+          Identity.layerApiKeys(Object.entries(Suite.KEYS).map(([userId, key]) => ({ key, userId }))).pipe(
+            Layer.orDie
+          )
         )
       })
     })
@@ -90,4 +97,5 @@ export const describeConformance = (
     ConversationContract.define(suite)
     OperationsContract.define(suite)
     TurnContract.define(suite)
+    LimitContract.define(suite)
   })

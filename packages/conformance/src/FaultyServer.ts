@@ -20,6 +20,7 @@ import {
   ChatError,
   ChatHooks,
   ChatHttp,
+  ChatRateLimit,
   ConversationStore,
   EchoLanguageModel,
   Identity,
@@ -123,7 +124,9 @@ export const start = async (options: {
       turns.layer,
       ConversationStore.layerMemory,
       failingModel,
-      Identity.layerApiKeys(options.keys)
+      // Clients retry on purpose here; rate limits are not what this server checks.
+      ChatRateLimit.layerUnlimited,
+      Identity.layerApiKeys(options.keys).pipe(Layer.orDie)
     )
   )
   const handler = NodeHandler.toNodeHandler(app)

@@ -44,6 +44,10 @@ const DOCUMENTED_SERIES: ReadonlyArray<readonly [string, Record<string, string>?
   ["turn_log_turns"],
   ["turn_log_events"],
   ["turn_log_dropped_events"],
+  ["authentication_failures_total"],
+  ...["user", "address", "failures", "concurrent"].map(
+    (limit) => ["rate_limited_requests_total", { limit }] as const
+  ),
   ...["unity", "web", "mobile", "other"].map(
     (client) => ["chat_requests_total", { client, status: "200" }] as const
   )

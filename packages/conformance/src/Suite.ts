@@ -15,10 +15,12 @@ import type * as TurnObserver from "./TurnObserver.ts"
 
 /** The API keys of the suite's users. */
 export const KEYS = {
-  alice: "alice-key-0123456789abcdef",
-  bob: "bob-key-0123456789abcdef00",
+  alice: "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz",
+  bob: "bob-key-0123456789abcdef00-ghijklmnopqrstuvwxyz",
   // Only the listing test acts as Carol, so her pages hold exactly the conversations it created.
-  carol: "carol-key-0123456789abcdef"
+  carol: "carol-key-0123456789abcdef-ghijklmnopqrstuvwxyz",
+  // The suite's rate limits hold Dave over his budget: every route answers him 429.
+  dave: "dave-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
 } as const
 
 /**
@@ -30,16 +32,24 @@ export const ADMIN_TOKEN = "conformance-admin-token-0123456789"
 /** The `authorization` header of the operator. */
 export const ADMIN_HEADERS = { authorization: `Bearer ${ADMIN_TOKEN}` } as const
 
+/**
+ * Credentials that start with this come, for the suite's rate limits, from an
+ * address that has spent its budget of failed authentications.
+ */
+export const SPENT_CREDENTIAL_PREFIX = "spent-"
+
 /** One of the suite's users. */
 export type User = keyof typeof KEYS
 
 /** What the suite hands a binding's setup. */
 export interface SetupOptions {
   /**
-   * The suite's model, identity (`alice`, `bob` and `carol` by API key),
-   * settings, turn observer, admin token (`ADMIN_TOKEN`) and metrics
-   * (`ChatMetrics.layer()`, which serves `GET /metrics` to the admin token). The binding adds a store, builds the app and serves it;
-   * it must not add metrics of its own (two would claim `/metrics`).
+   * The suite's model, identity (`alice`, `bob`, `carol` and `dave` by API
+   * key), settings, rate limits, turn observer, admin token (`ADMIN_TOKEN`)
+   * and metrics (`ChatMetrics.layer()`, which serves `GET /metrics` to the
+   * admin token). The binding adds a store, builds the app and serves it; it
+   * must not add metrics of its own (two would claim `/metrics`), and the
+   * suite's rate limits must win over any of its own.
    */
   readonly layer: Layer.Layer<LanguageModel.LanguageModel | Identity.Identity>
 }

@@ -7,6 +7,12 @@
  * routes asks `claims(path)` and hands everything else back to its framework,
  * so a route added here reaches every binding at once.
  *
+ * Every route acts for a user unless it says it is `public`: the router runs
+ * the application's `Guard` before it — authentication, then the rate
+ * limits (`RouteGuard`) — and hands the route the caller as `Caller`. A route
+ * added later, by the core or by an extension, is authenticated and counted
+ * without doing anything; only `/health` and `/metrics` opt out, by name.
+ *
  * A path the table knows, asked with a method it does not serve, is a `405`
  * whose `Allow` lists the methods it does serve; `HEAD` is served by `GET`.
  * An unknown path is a `404`. They fail with `MethodNotAllowed` and
@@ -15,14 +21,38 @@
  * @since 0.3.0
  */
 import { Context, Effect, type Scope } from "effect"
-import { FindMyWay, HttpServerRequest, type HttpServerResponse } from "effect/http"
+import { FindMyWay, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { MethodNotAllowed, RouteNotFound } from "./ChatError.ts"
+import type { Principal } from "./Identity.ts"
 
 /** The HTTP methods a route can serve. */
 export type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
 
+/**
+ * Who a route acts for, and so what the router does before it:
+ * - `user` (the default): authenticate the caller and count the request
+ *   against the rate limits; the handler reads the principal from `Caller`;
+ * - `turn`: the same, and the request holds an in-flight turn slot until its
+ *   response ends (resume); a route that starts a turn only once its body
+ *   is read (chat) is a `user` route that takes the slot itself (`TurnSlot`);
+ * - `public`: nothing — for `/health` and `/metrics` alone.
+ */
+export type Access = "user" | "turn" | "public"
+
+/** The authenticated caller of a route that acts for a user. */
+export class Caller extends Context.Service<Caller, Principal>()("@convoke/core/ApiRouter/Caller") {}
+
+/**
+ * Takes the caller's in-flight turn slot, held until the request's scope
+ * closes, or fails with `RateLimited` (429). For a route that starts a turn
+ * only once it has read its body, so an upload that stalls holds no slot.
+ */
+export class TurnSlot extends Context.Service<TurnSlot, Effect.Effect<void, unknown, Scope.Scope>>()(
+  "@convoke/core/ApiRouter/TurnSlot"
+) {}
+
 /** What a route's handler may use besides its own services. */
-export type HandlerContext = HttpServerRequest.HttpServerRequest | Params | Scope.Scope
+export type HandlerContext = HttpServerRequest.HttpServerRequest | Params | Scope.Scope | Caller | TurnSlot
 
 /** A route's handler: any failure it has is mapped to a response by `HttpError`. */
 export type Handler<R = never> = Effect.Effect<
@@ -37,18 +67,42 @@ export interface Route<R = never> {
   /** A path such as `/api/v0.3/conversations/:id`; `:name` segments become `Params`. */
   readonly path: `/${string}`
   readonly handler: Handler<R>
+  /** Who the route acts for; `user` when absent. */
+  readonly access?: Access | undefined
 }
 
-/** Builds a route; its handler may use the request, `Params` and the request's scope. */
+/**
+ * Builds a route; its handler may use the request, `Params`, the request's
+ * scope and — unless the route is `public` — the `Caller`.
+ */
 export const route = <R = never>(
   method: Method,
   path: `/${string}`,
-  handler: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, R>
+  handler: Effect.Effect<HttpServerResponse.HttpServerResponse, unknown, R>,
+  access: Access = "user"
 ): Route<Exclude<R, HandlerContext>> => ({
   method,
   path,
-  handler: handler as Handler<Exclude<R, HandlerContext>>
+  handler: handler as Handler<Exclude<R, HandlerContext>>,
+  access
 })
+
+/** A caller the guard let through, and the headers (`RateLimit-*`) its response carries. */
+export interface Admitted {
+  readonly principal: Principal
+  readonly headers: Readonly<Record<string, string>>
+  /** Takes the caller's turn slot for the rest of the request (`TurnSlot`). */
+  readonly turnSlot: Effect.Effect<void, unknown, Scope.Scope>
+}
+
+/**
+ * What the router runs before every route that is not `public`: it
+ * authenticates the caller and counts the request, or fails (401, 429…).
+ * Resources it holds (an in-flight slot) belong to the request's scope.
+ */
+export type Guard<R> = (
+  access: Exclude<Access, "public">
+) => Effect.Effect<Admitted, unknown, HttpServerRequest.HttpServerRequest | Scope.Scope | R>
 
 /** The path parameters of the matched route (`:id` → `params.id`). */
 export class Params extends Context.Service<Params, Readonly<Record<string, string | undefined>>>()(
@@ -75,13 +129,37 @@ type Methods<R> = Map<string, Handler<R>>
 // is what tells a 405 from a 404.
 const ANY = "GET"
 
-/** Builds the router of a route table. Two routes with the same method and path are a defect. */
-export const make = <R>(routes: ReadonlyArray<Route<R>>): Router<R> => {
+/** Runs the guard before a route, hands the route its `Caller`, and adds the guard's headers to its answer. */
+const guarded = <R>(route: Route<R>, guard: Guard<R> | undefined): Handler<R> => {
+  const access = route.access ?? "user"
+  if (access === "public") return route.handler
+  if (guard === undefined) {
+    throw new Error(
+      `${route.method} ${route.path} acts for a user: build the router with a guard (ChatHttp.fromRoutes does)`
+    )
+  }
+  return Effect.flatMap(guard(access), ({ principal, headers, turnSlot }) =>
+    route.handler.pipe(
+      Effect.provideService(Caller, principal),
+      Effect.provideService(TurnSlot, turnSlot),
+      Effect.map((response) => HttpServerResponse.setHeaders(response, headers))
+    )
+  )
+}
+
+/**
+ * Builds the router of a route table; `guard` runs before every route that
+ * is not `public` (a table with such a route and no guard is a defect, as
+ * are two routes with the same method and path).
+ */
+export const make = <R>(routes: ReadonlyArray<Route<R>>, guard?: Guard<R>): Router<R> => {
   // A parameter as long as a request line may be: an over-long id is the route's
   // to answer (a 404 like any unknown id), not a path that no binding claims.
   const table = FindMyWay.make<Methods<R>>({ ignoreTrailingSlash: false, maxParamLength: 16_384 })
   const byPath = new Map<string, Methods<R>>()
-  for (const { method, path, handler } of routes) {
+  for (const route of routes) {
+    const { method, path } = route
+    const handler = guarded(route, guard)
     let methods = byPath.get(path)
     if (methods === undefined) {
       methods = new Map()

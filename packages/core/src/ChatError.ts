@@ -55,7 +55,12 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
   retryAfterSeconds: Schema.Number,
   message: Schema.String,
   /** The request budget that was exceeded, for the `RateLimit-*` headers of the 429. */
-  limit: Schema.optional(Schema.Number)
+  limit: Schema.optional(Schema.Number),
+  /**
+   * Which limit refused the request: `user`, `address` (anonymous callers),
+   * `failures` (failed authentications) or `concurrent` (turns in flight).
+   */
+  scope: Schema.optional(Schema.Literals(["user", "address", "failures", "concurrent"]))
 }) {}
 
 /** The conversation store failed or did not answer in time. */

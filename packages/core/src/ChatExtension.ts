@@ -31,7 +31,11 @@ export type App = Effect.Effect<
 
 /** One extension; every part is optional. */
 export interface Extension {
-  /** Routes added to the API's table; their failures get the common error body. */
+  /**
+   * Routes added to the API's table; their failures get the common error
+   * body. Like every route, they are authenticated and rate-limited by the
+   * router unless they say they are `public`.
+   */
   readonly routes?: ReadonlyArray<ApiRouter.Route<RequestContext>> | undefined
   /**
    * Wraps the whole application, outside the error mapping, so it sees the

@@ -100,6 +100,18 @@ export interface TurnLogSize {
   readonly dropped: number
 }
 
+/**
+ * A request refused before its route ran: its credentials were missing or
+ * invalid (`401`), or a rate limit refused it (`429`, with the limit spent).
+ */
+export interface RequestRefused {
+  /** The request's path, without its query. */
+  readonly path: string
+  readonly reason: "unauthenticated" | "rate_limited"
+  /** Which limit refused it, for `rate_limited`. */
+  readonly scope?: "user" | "address" | "failures" | "concurrent" | undefined
+}
+
 /** The hooks. */
 export interface Service {
   readonly conversationResolved: (event: ConversationResolved) => Effect.Effect<void>
@@ -110,6 +122,7 @@ export interface Service {
   readonly turnResumed: (event: TurnResumed) => Effect.Effect<void>
   readonly stopRequested: (event: StopRequested) => Effect.Effect<void>
   readonly turnLogSize: (event: TurnLogSize) => Effect.Effect<void>
+  readonly requestRefused: (event: RequestRefused) => Effect.Effect<void>
 }
 
 const none = () => Effect.void
@@ -123,7 +136,8 @@ export const noop: Service = {
   turnEnded: none,
   turnResumed: none,
   stopRequested: none,
-  turnLogSize: none
+  turnLogSize: none,
+  requestRefused: none
 }
 
 /** The hooks in effect; nothing by default. */
@@ -158,6 +172,7 @@ export const combine = (...observers: ReadonlyArray<Partial<Service>>): Service 
     turnEnded: guarded("turnEnded", pick("turnEnded")),
     turnResumed: guarded("turnResumed", pick("turnResumed")),
     stopRequested: guarded("stopRequested", pick("stopRequested")),
-    turnLogSize: guarded("turnLogSize", pick("turnLogSize"))
+    turnLogSize: guarded("turnLogSize", pick("turnLogSize")),
+    requestRefused: guarded("requestRefused", pick("requestRefused"))
   }
 }

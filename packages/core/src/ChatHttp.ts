@@ -15,6 +15,8 @@ import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { HttpEffect, type HttpServerRequest, type HttpServerResponse } from "effect/http"
 import * as ApiRouter from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
+import * as ChatHooks from "./ChatHooks.ts"
+import * as ChatRateLimit from "./ChatRateLimit.ts"
 import * as ChatRoute from "./ChatRoute.ts"
 import * as ChatService from "./ChatService.ts"
 import * as ConversationHttp from "./ConversationHttp.ts"
@@ -23,9 +25,10 @@ import type { ConversationStore } from "./ConversationStore.ts"
 import * as Health from "./Health.ts"
 import * as HttpError from "./HttpError.ts"
 import * as HttpSecurity from "./HttpSecurity.ts"
-import type { Identity } from "./Identity.ts"
+import { Identity } from "./Identity.ts"
 import type { LanguageModel } from "./LanguageModel.ts"
 import * as RequestContext from "./RequestContext.ts"
+import * as RouteGuard from "./RouteGuard.ts"
 import * as TurnHttp from "./TurnHttp.ts"
 import type * as TurnLog from "./TurnLog.ts"
 
@@ -87,16 +90,30 @@ export interface HttpApp {
 }
 
 /**
- * An application of the given routes: the router, the error mapping, the
- * security headers (from `HttpSecurity` in context) and the middleware of
- * the extensions in context, every request with its `RequestContext`.
+ * An application of the given routes: the router with its guard (every route
+ * that is not `public` is authenticated by the `Identity` in context and
+ * counted against the `ChatRateLimit` in context — the defaults when none is
+ * provided), the error mapping, the security headers (from `HttpSecurity` in
+ * context) and the middleware of the extensions in context, every request
+ * with its `RequestContext`.
  */
 export const fromRoutes = (
   routes: ReadonlyArray<ApiRouter.Route<RequestContext.RequestContext>>
 ): Effect.Effect<HttpApp> =>
   Effect.gen(function* () {
     const context = yield* Effect.context<never>()
-    const router = ApiRouter.make(routes)
+    const identity = Context.getOption(context, Identity)
+    // Only an application with routes that act for a user needs an identity
+    // (a metrics-only application on its own port has none).
+    const guard =
+      identity._tag === "Some"
+        ? RouteGuard.make({
+            identity: identity.value,
+            rateLimit: ChatRateLimit.forApplication(yield* ChatRateLimit.ChatRateLimit),
+            hooks: yield* ChatHooks.ChatHooks
+          })
+        : undefined
+    const router = ApiRouter.make(routes, guard)
     const security = HttpSecurity.middleware(yield* HttpSecurity.HttpSecurity)
     const extensions = ChatExtension.fromContext(context)
     const effect = RequestContext.provide(

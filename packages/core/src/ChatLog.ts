@@ -98,7 +98,8 @@ export const observer: ChatHooks.Service = {
       conversationId: event.conversationId,
       running: event.running
     })),
-  turnLogSize: () => Effect.void
+  turnLogSize: () => Effect.void,
+  requestRefused: () => Effect.void
 }
 
 /**

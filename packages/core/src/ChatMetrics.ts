@@ -18,7 +18,9 @@
  *   from the request's arrival to the metadata event, the model's time to
  *   first token, the streams open right now and how they end;
  * - from the HTTP layer (`ChatExtension` middleware): chat requests by client
- *   kind (`ClientKind`) and status.
+ *   kind (`ClientKind`) and status;
+ * - from the router's guard (`ChatHooks.requestRefused`): failed
+ *   authentications, and requests refused by a rate limit, by the limit.
  *
  * Leaving the layer out leaves out everything: no route, no hooks, no
  * middleware, no registry.
@@ -72,6 +74,9 @@ export const RESUME_OUTCOMES: ReadonlyArray<ChatHooks.TurnResumed["outcome"]> = 
   "no_turn",
   "not_found"
 ]
+
+/** The limits that can refuse a request with a `429`; see `ChatRateLimit`. */
+export const LIMITS = ["user", "address", "failures", "concurrent"] as const
 
 /** Why creating or finding a conversation failed. */
 export const FAILURE_REASONS: ReadonlyArray<ChatHooks.ConversationFailed["reason"]> = ["store_unavailable"]
@@ -210,6 +215,18 @@ export const make = (options: Options = {}): ChatMetrics => {
     description:
       "Events the turn log dropped since start to stay within its bounds (a resume past them gets 204)"
   })
+  const authenticationFailures = Metric.counter("authentication_failures_total", {
+    description: "Requests whose credentials were missing or invalid (401), on every route",
+    incremental: true
+  })
+  const rateLimited = labelled(
+    Metric.counter("rate_limited_requests_total", {
+      description:
+        "Requests refused with 429, by the limit spent (user, address, failures: failed authentications, concurrent)",
+      incremental: true
+    }),
+    "limit"
+  )
   const requests = (client: ClientKind.ClientKind, status: number) =>
     Metric.withAttributes(requestsByClient(client), { status: String(status) })
 
@@ -228,6 +245,8 @@ export const make = (options: Options = {}): ChatMetrics => {
   register(logTurns)
   register(logEvents)
   register(logDropped)
+  register(authenticationFailures)
+  for (const limit of LIMITS) register(rateLimited(limit))
   // Requests are counted only once their status is known; the 200s are
   // registered up front so adoption-rate rules have every client's series.
   for (const client of ClientKind.kinds) register(requests(client, 200))
@@ -280,6 +299,11 @@ export const make = (options: Options = {}): ChatMetrics => {
         logTurns.updateUnsafe(event.turns, context)
         logEvents.updateUnsafe(event.events, context)
         logDropped.updateUnsafe(event.dropped, context)
+      }),
+    requestRefused: (event) =>
+      Effect.sync(() => {
+        if (event.reason === "unauthenticated") add(authenticationFailures)
+        else add(rateLimited(event.scope ?? "user"))
       })
   }
 
@@ -333,7 +357,9 @@ export const route = (metrics: ChatMetrics, path: `/${string}` = DEFAULT_PATH): 
   ApiRouter.route(
     "GET",
     path,
-    Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE }))
+    Effect.sync(() => HttpServerResponse.text(metrics.format(), { contentType: CONTENT_TYPE })),
+    // Public: scrapers send no credentials; serve it on a port that is not exposed to keep it private.
+    "public"
   )
 
 /**

@@ -1,7 +1,9 @@
 /**
- * `POST /api/v0.3/chat`: authenticate, count against the rate limits, read
- * the body, take an in-flight slot, then answer with the metadata-first SSE stream (`stream: true`)
- * or with the whole reply as one JSON object.
+ * `POST /api/v0.3/chat`: read the body, take an in-flight slot, then answer
+ * with the metadata-first SSE stream (`stream: true`) or with the whole reply
+ * as one JSON object. The router has authenticated the caller and counted
+ * the request before the body is read or a conversation touched, so a
+ * refused request wrote nothing; the slot is taken only once the body is in.
  *
  * @since 0.3.0
  */
@@ -10,10 +12,8 @@ import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as ApiRouter from "./ApiRouter.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import * as ChatEvent from "./ChatEvent.ts"
-import { ChatRateLimit } from "./ChatRateLimit.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import { ChatService } from "./ChatService.ts"
-import { Identity } from "./Identity.ts"
 import { RequestContext } from "./RequestContext.ts"
 
 /** The path of the chat endpoint. */
@@ -22,28 +22,19 @@ export const CHAT_PATH = "/api/v0.3/chat"
 /** The chat route, built once from the services in context. */
 export const routes = Effect.gen(function* () {
   const chat = yield* ChatService
-  const identity = yield* Identity
   const config = yield* ChatConfig
-  const rateLimit = yield* ChatRateLimit
 
   const postChat = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const { requestId, clientAddress: address, receivedAtMillis } = yield* RequestContext
-    // A failed authentication spends the address's budget, so guessing keys is throttled too.
-    const principal = yield* identity
-      .authenticate(request.headers)
-      .pipe(Effect.tapError(() => rateLimit.rejected({ address })))
-    // The request counts before its body is read, so a flood of bodies is throttled
-    // too; a 429 writes nothing.
-    const budget = yield* rateLimit.count({ principal, address })
+    const principal = yield* ApiRouter.Caller
+    const { requestId, receivedAtMillis } = yield* RequestContext
     const body = yield* ChatRequest.read(request, config)
     // The in-flight slot only once the body is in, so uploads that stall hold none.
     // It is released when the request scope closes, which for a stream is when the
     // stream ends — completion, failure or disconnect.
-    const admission = yield* rateLimit.acquire({ principal, address })
-    yield* Effect.addFinalizer(() => admission.release)
+    yield* yield* ApiRouter.TurnSlot
     const input = { principal, request: body, receivedAtMillis, requestId }
-    const headers = { ...budget, ...admission.headers, "x-request-id": requestId }
+    const headers = { "x-request-id": requestId }
     if (body.stream === true) {
       return HttpServerResponse.stream(yield* chat.sse(input), {
         headers: { ...ChatEvent.SSE_HEADERS, ...headers }
@@ -52,5 +43,6 @@ export const routes = Effect.gen(function* () {
     return HttpServerResponse.jsonUnsafe(yield* chat.complete(input), { headers })
   })
 
-  return [ApiRouter.route("POST", CHAT_PATH, postChat)]
+  // Counted by the router like any route; the turn's slot is taken above (`TurnSlot`), once the body is read.
+  return [ApiRouter.route("POST", CHAT_PATH, postChat, "user")]
 })

@@ -8,6 +8,9 @@
  * - `PATCH  /api/v0.3/conversations/:id` — `{"title": "..."}`
  * - `DELETE /api/v0.3/conversations/:id` — the conversation and its messages
  *
+ * The router authenticates every request and counts it against the rate
+ * limits before a route runs.
+ *
  * Another user's conversation answers exactly like a missing one (404, same
  * body, same work on the request path); the attempt is audited in the
  * background.
@@ -23,7 +26,6 @@ import { ConversationNotFound, InvalidRequest } from "./ChatError.ts"
 import { ChatService } from "./ChatService.ts"
 import { isUuid, titleFrom } from "./ConversationResolver.ts"
 import { type Conversation, ConversationStore, type Cursor, type Message } from "./ConversationStore.ts"
-import { Identity } from "./Identity.ts"
 import * as RequestBody from "./RequestBody.ts"
 import { RequestContext } from "./RequestContext.ts"
 import type { Snapshot } from "./TurnLog.ts"
@@ -161,7 +163,6 @@ export const makeOwnership = Effect.gen(function* () {
 
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
-  const identity = yield* Identity
   const store = yield* ConversationStore
   const audit = yield* AuditLog
   const chat = yield* ChatService
@@ -169,7 +170,7 @@ export const routes = Effect.gen(function* () {
 
   const list = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const principal = yield* identity.authenticate(request.headers)
+    const principal = yield* ApiRouter.Caller
     const url = new URL(request.url, "http://localhost")
     const limit = parseLimit(url.searchParams.get("limit") ?? undefined)
     if (limit === undefined) {
@@ -190,8 +191,7 @@ export const routes = Effect.gen(function* () {
   })
 
   const show = Effect.gen(function* () {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const principal = yield* identity.authenticate(request.headers)
+    const principal = yield* ApiRouter.Caller
     const conversation = yield* owned(principal.userId)
     const scope = { userId: principal.userId, conversationId: conversation.id }
     const [messages, runningTurn] = yield* Effect.all([store.history(scope), chat.runningTurn(scope)], {
@@ -214,7 +214,7 @@ export const routes = Effect.gen(function* () {
 
   const rename = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const principal = yield* identity.authenticate(request.headers)
+    const principal = yield* ApiRouter.Caller
     const id = yield* idParam
     const body = yield* RequestBody.read(request, {
       maxBodyBytes: MAX_RENAME_BODY_BYTES,
@@ -230,8 +230,7 @@ export const routes = Effect.gen(function* () {
   })
 
   const remove = Effect.gen(function* () {
-    const request = yield* HttpServerRequest.HttpServerRequest
-    const principal = yield* identity.authenticate(request.headers)
+    const principal = yield* ApiRouter.Caller
     const id = yield* idParam
     const removed = id === undefined ? false : yield* store.remove({ userId: principal.userId, id })
     if (!removed || id === undefined) return yield* notFound(principal.userId, id)

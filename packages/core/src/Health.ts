@@ -67,7 +67,8 @@ export const routes = Effect.gen(function* () {
       ? HttpServerResponse.jsonUnsafe({ status: "shutting_down" }, { status: 503 })
       : HttpServerResponse.jsonUnsafe(admin ? body() : { status: "ok" })
   )
-  return [ApiRouter.route("GET", HEALTH_PATH, health)]
+  // Public: load balancers probe it without credentials, and are not counted.
+  return [ApiRouter.route("GET", HEALTH_PATH, health, "public")]
 })
 
 /**
@@ -81,7 +82,8 @@ export const detailsRoutes = Effect.gen(function* () {
     ApiRouter.route(
       "GET",
       HEALTH_PATH,
-      Effect.sync(() => HttpServerResponse.jsonUnsafe(body()))
+      Effect.sync(() => HttpServerResponse.jsonUnsafe(body())),
+      "public"
     )
   ]
 })

@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Data, Effect, Layer, Redacted } from "effect"
 import type { Headers } from "effect/http"
 import { Forbidden, type StoreUnavailable, Unauthenticated } from "./ChatError.ts"
 import { HttpSecurity } from "./HttpSecurity.ts"
@@ -137,24 +137,74 @@ const sha256Hex = (text: string): Promise<string> =>
     )
 
 /**
+ * The shortest API key `layerApiKeys` accepts by default: as many characters
+ * as the random part of a generated key (`cvk_` and 43 base64url characters,
+ * 256 bits), so a configured key is no easier to guess than a generated one.
+ */
+export const MIN_KEY_LENGTH = 43
+
+/** The fewest distinct characters a key of `MIN_KEY_LENGTH` may use (a random hex key uses ~16). */
+export const MIN_DISTINCT_CHARACTERS = 10
+
+/** Options of `layerApiKeys` and `makeApiKeys`. */
+export interface ApiKeyOptions {
+  /**
+   * The shortest key accepted (default `MIN_KEY_LENGTH`). Lowering it is an
+   * explicit choice to accept keys that are easier to guess; `0` turns the
+   * rule off.
+   */
+  readonly minKeyLength?: number | undefined
+}
+
+/** A configured API key is weaker than a generated one. The message names the problem and the user, never the key. */
+export class WeakApiKey extends Data.TaggedError("WeakApiKey")<{
+  readonly userId: string
+  readonly message: string
+}> {}
+
+/**
+ * What makes a key weaker than a generated one, phrased to follow "the key"
+ * (`is 12 characters long; …`), or `undefined` when it is strong enough.
+ */
+export const keyProblem = (key: string, minKeyLength: number = MIN_KEY_LENGTH): string | undefined => {
+  if (minKeyLength <= 0) return undefined
+  const characters = [...key]
+  if (characters.length < minKeyLength) {
+    return `is ${characters.length} characters long; keys need at least ${minKeyLength} random characters (256 bits, as generated keys have: e.g. "openssl rand -hex 32")`
+  }
+  const distinct = new Set(characters).size
+  if (distinct < Math.min(MIN_DISTINCT_CHARACTERS, minKeyLength)) {
+    return `uses only ${distinct} distinct characters; keys must be random (e.g. "openssl rand -hex 32")`
+  }
+  return undefined
+}
+
+/**
  * API keys from configuration, each mapped to a user id. Keys are held only as
  * SHA-256 digests and looked up by digest, so the comparison does not depend
- * on how much of a guessed key matches.
+ * on how much of a guessed key matches. A key weaker than a generated one
+ * (shorter than `MIN_KEY_LENGTH`, or of few distinct characters) fails the
+ * layer with `WeakApiKey`, unless `minKeyLength` lowers the rule.
  */
 export const layerApiKeys = (
-  keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>
-): Layer.Layer<Identity> => Layer.effect(Identity, makeApiKeys(keys))
+  keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>,
+  options: ApiKeyOptions = {}
+): Layer.Layer<Identity, WeakApiKey> => Layer.effect(Identity, makeApiKeys(keys, options))
 
 /** The service behind `layerApiKeys`, for combining with others in `any`. */
 export const makeApiKeys = (
-  keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>
-): Effect.Effect<Service> =>
+  keys: ReadonlyArray<{ readonly key: Redacted.Redacted<string> | string; readonly userId: string }>,
+  options: ApiKeyOptions = {}
+): Effect.Effect<Service, WeakApiKey> =>
   Effect.gen(function* () {
     const byDigest = new Map<string, string>()
     for (const { key, userId } of keys) {
-      const digest = yield* Effect.promise(() =>
-        sha256Hex(Redacted.isRedacted(key) ? Redacted.value(key) : key)
-      )
+      const value = Redacted.isRedacted(key) ? Redacted.value(key) : key
+      const problem = keyProblem(value, options.minKeyLength)
+      if (problem !== undefined) {
+        return yield* new WeakApiKey({ userId, message: `The API key for user "${userId}" ${problem}` })
+      }
+      const digest = yield* Effect.promise(() => sha256Hex(value))
       byDigest.set(digest, userId)
     }
     const missing = new Unauthenticated({

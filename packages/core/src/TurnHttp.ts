@@ -9,8 +9,10 @@
  * - `POST /api/v0.3/conversations/:id/stop` — stops the running turn
  *   wherever it runs: `202 {"turn_id"}`, or `204` when none runs.
  *
- * Both authenticate and count against the rate limits like the chat route,
- * and answer another user's conversation exactly like a missing one.
+ * The router authenticates both and counts them against the rate limits;
+ * a resume is a turn (it holds an in-flight slot while it streams), a stop
+ * is not, so a user with every slot taken can still stop a turn. Both
+ * answer another user's conversation exactly like a missing one.
  *
  * @since 0.3.0
  */
@@ -20,10 +22,8 @@ import * as ApiRouter from "./ApiRouter.ts"
 import { InvalidRequest } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import { ChatHooks } from "./ChatHooks.ts"
-import { ChatRateLimit } from "./ChatRateLimit.ts"
 import { ChatService } from "./ChatService.ts"
 import { CONVERSATIONS_PATH, makeOwnership } from "./ConversationHttp.ts"
-import { Identity } from "./Identity.ts"
 import { RequestContext } from "./RequestContext.ts"
 
 /** Where a resume starts, from the header or the query parameter; `undefined` for the start. */
@@ -47,25 +47,19 @@ const lastEventIdOf = (request: HttpServerRequest.HttpServerRequest) => {
 /** The routes, built once from the services in context. */
 export const routes = Effect.gen(function* () {
   const chat = yield* ChatService
-  const identity = yield* Identity
-  const rateLimit = yield* ChatRateLimit
   const hooks = yield* ChatHooks
   const { idParam, owned } = yield* makeOwnership
 
-  /** Authenticates and admits the request like the chat route; the slot is held until the response ends. */
-  const admit = Effect.gen(function* () {
+  /** The request, its caller and the headers every answer carries. */
+  const admitted = Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const { requestId, clientAddress: address } = yield* RequestContext
-    const principal = yield* identity
-      .authenticate(request.headers)
-      .pipe(Effect.tapError(() => rateLimit.rejected({ address })))
-    const admission = yield* rateLimit.admit({ principal, address })
-    yield* Effect.addFinalizer(() => admission.release)
-    return { request, requestId, principal, headers: { ...admission.headers, "x-request-id": requestId } }
+    const principal = yield* ApiRouter.Caller
+    const { requestId } = yield* RequestContext
+    return { request, requestId, principal, headers: { "x-request-id": requestId } }
   })
 
   const resume = Effect.gen(function* () {
-    const { request, requestId, principal, headers } = yield* admit
+    const { request, requestId, principal, headers } = yield* admitted
     const after = yield* lastEventIdOf(request)
     const userId = principal.userId
     const conversation = yield* owned(userId).pipe(
@@ -90,7 +84,7 @@ export const routes = Effect.gen(function* () {
   })
 
   const stop = Effect.gen(function* () {
-    const { requestId, principal, headers } = yield* admit
+    const { requestId, principal, headers } = yield* admitted
     const userId = principal.userId
     const conversation = yield* owned(userId)
     const stopped = yield* chat.stop({ userId, conversationId: conversation.id })
@@ -107,7 +101,7 @@ export const routes = Effect.gen(function* () {
   })
 
   return [
-    ApiRouter.route("GET", `${CONVERSATIONS_PATH}/:id/stream`, resume),
+    ApiRouter.route("GET", `${CONVERSATIONS_PATH}/:id/stream`, resume, "turn"),
     ApiRouter.route("POST", `${CONVERSATIONS_PATH}/:id/stop`, stop)
   ]
 })

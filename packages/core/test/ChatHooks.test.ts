@@ -17,7 +17,8 @@ const recorder = () => {
     turnEnded: (event) => Effect.sync(() => seen.push(`ended:${event.outcome}`)),
     turnResumed: (event) => Effect.sync(() => seen.push(`resumed:${event.outcome}`)),
     stopRequested: (event) => Effect.sync(() => seen.push(`stop:${event.running}`)),
-    turnLogSize: () => Effect.void
+    turnLogSize: () => Effect.void,
+    requestRefused: () => Effect.void
   }
   return { seen, hooks }
 }

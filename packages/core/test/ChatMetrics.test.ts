@@ -33,6 +33,8 @@ const METRIC_NAMES = [
   "turn_log_turns",
   "turn_log_events",
   "turn_log_dropped_events",
+  "authentication_failures_total",
+  "rate_limited_requests_total",
   "chat_requests_total"
 ]
 

@@ -6,14 +6,22 @@ import * as TestStore from "../src/testing/TestStore.ts"
 import { silentRedis } from "../src/testing.ts"
 
 const CHAT_URL = "http://localhost/api/v0.3/chat"
+const ALICE_KEY = "alice-key-0123456789abcdefghijklmnopqrstuvwxyz"
+const BOB_KEY = "bob-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
-const post = (app: ChatHttp.App, body: unknown, headers: Record<string, string> = {}) =>
+const post = (
+  app: ChatHttp.App,
+  body: unknown,
+  headers: Record<string, string> = {},
+  remoteAddress?: string
+) =>
   app.handler(
     new Request(CHAT_URL, {
       method: "POST",
       headers: { "content-type": "application/json", ...headers },
       body: JSON.stringify(body)
-    })
+    }),
+    remoteAddress === undefined ? undefined : { remoteAddress }
   )
 
 const withApp = async <A>(
@@ -31,8 +39,8 @@ const withApp = async <A>(
       store.layer,
       EchoLanguageModel.layer({ delay: options.delay ?? 0 }),
       Identity.layerApiKeys([
-        { key: "alice-key", userId: "alice" },
-        { key: "bob-key", userId: "bob" }
+        { key: ALICE_KEY, userId: "alice" },
+        { key: BOB_KEY, userId: "bob" }
       ]),
       options.rateLimit ?? ChatRateLimit.layerMemory(options.limits)
     )
@@ -85,16 +93,17 @@ const countingReleases = (limits: ChatRateLimit.Options) => {
   return { layer, releases }
 }
 
-const alice = { authorization: "Bearer alice-key" }
-const bob = { "x-api-key": "bob-key" }
+const alice = { authorization: `Bearer ${ALICE_KEY}` }
+const bob = { "x-api-key": BOB_KEY }
 const off: ChatRateLimit.Options = {
   user: { limit: 0, window: "1 minute" },
   address: { limit: 0, window: "1 minute" },
+  failures: { limit: 0, window: "1 minute" },
   concurrent: 0
 }
 
 describe("ChatRateLimit", () => {
-  it("allows everything by default", async () => {
+  it("unlimited allows everything, by name", async () => {
     assert.strictEqual(ChatRateLimit.unlimited.name, "none")
   })
 
@@ -144,15 +153,17 @@ describe("ChatRateLimit", () => {
     }))
 
   it("counts failed authentications per address, so guessing keys meets a 429", () =>
-    withApp({ limits: { ...off, address: { limit: 2, window: "1 minute" } } }, async (app) => {
-      const guess = () => post(app, { message: "hi" }, { authorization: "Bearer wrong" })
+    withApp({ limits: { ...off, failures: { limit: 2, window: "1 minute" } } }, async (app) => {
+      const guess = () => post(app, { message: "hi" }, { authorization: "Bearer wrong" }, "192.0.2.1")
       assert.strictEqual((await guess()).status, 401)
       assert.strictEqual((await guess()).status, 401)
       const third = await guess()
       assert.strictEqual(third.status, 429)
       assert.strictEqual((await third.json()).error.type, "rate_limited")
-      // A valid user has its own budget and is not affected.
-      const valid = await post(app, { message: "hi" }, alice)
+      // The address is refused before its credentials are checked: a right guess learns nothing.
+      assert.strictEqual((await post(app, { message: "hi" }, alice, "192.0.2.1")).status, 429)
+      // A valid user elsewhere is not affected.
+      const valid = await post(app, { message: "hi" }, alice, "192.0.2.2")
       assert.strictEqual(valid.status, 200)
       await valid.text()
     }))
@@ -225,7 +236,10 @@ describe("ChatRateLimit.config", () => {
     assert.deepStrictEqual(await read({}), {
       user: { limit: 120, window: Duration.seconds(60) },
       address: { limit: 60, window: Duration.seconds(60) },
+      failures: { limit: 30, window: Duration.seconds(60) },
       concurrent: 8,
+      ipv6Prefix: 64,
+      maxKeys: 100_000,
       prefix: "convoke:ratelimit:"
     })
     assert.deepStrictEqual(
@@ -233,13 +247,19 @@ describe("ChatRateLimit.config", () => {
         CONVOKE_RATE_LIMIT_REQUESTS: "10",
         CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
         CONVOKE_RATE_LIMIT_WINDOW_SECONDS: "30",
+        CONVOKE_RATE_LIMIT_AUTH_FAILURES: "5",
         CONVOKE_RATE_LIMIT_CONCURRENT: "2",
+        CONVOKE_RATE_LIMIT_IPV6_PREFIX: "56",
+        CONVOKE_RATE_LIMIT_MAX_KEYS: "5000",
         CONVOKE_REDIS_PREFIX: "chat:"
       }),
       {
         user: { limit: 10, window: Duration.seconds(30) },
         address: { limit: 0, window: Duration.seconds(30) },
+        failures: { limit: 5, window: Duration.seconds(30) },
         concurrent: 2,
+        ipv6Prefix: 56,
+        maxKeys: 5000,
         prefix: "chat:"
       }
     )
@@ -281,25 +301,30 @@ describe("ChatRateLimit.config", () => {
       }
     ))
 
-  it.effect("count spends the request budget without a slot; acquire takes a slot without spending it", () =>
-    Effect.gen(function* () {
-      const limits = yield* ChatRateLimit.ChatRateLimit
-      const subject = { principal: { userId: "carol" } }
-      const headers = yield* limits.count(subject)
-      assert.strictEqual(headers["ratelimit-remaining"], "1")
-      // Counting took no slot: the one slot is still free.
-      const first = yield* limits.acquire(subject)
-      // Taking the slot spent no request: one is left.
-      assert.strictEqual((yield* limits.count(subject))["ratelimit-remaining"], "0")
-      const refused = yield* Effect.flip(limits.acquire(subject))
-      assert.strictEqual(refused._tag, "RateLimited")
-      yield* first.release
-      const second = yield* limits.acquire(subject)
-      yield* second.release
-    }).pipe(
-      Effect.provide(
-        ChatRateLimit.layerMemory({ user: { limit: 2, window: Duration.minutes(1) }, concurrent: 1 })
+  it.effect(
+    "admit without inFlight spends the request budget without a slot; acquire takes a slot without spending it",
+    () =>
+      Effect.gen(function* () {
+        const limits = yield* ChatRateLimit.ChatRateLimit
+        const subject = { principal: { userId: "carol" } }
+        const { headers } = yield* limits.admit(subject, { inFlight: false })
+        assert.strictEqual(headers["ratelimit-remaining"], "1")
+        // Counting took no slot: the one slot is still free.
+        const first = yield* limits.acquire(subject)
+        // Taking the slot spent no request: one is left.
+        assert.strictEqual(
+          (yield* limits.admit(subject, { inFlight: false })).headers["ratelimit-remaining"],
+          "0"
+        )
+        const refused = yield* Effect.flip(limits.acquire(subject))
+        assert.strictEqual(refused._tag, "RateLimited")
+        yield* first.release
+        const second = yield* limits.acquire(subject)
+        yield* second.release
+      }).pipe(
+        Effect.provide(
+          ChatRateLimit.layerMemory({ user: { limit: 2, window: Duration.minutes(1) }, concurrent: 1 })
+        )
       )
-    )
   )
 })

@@ -4,7 +4,10 @@ import { AuditLog, ChatHttp, ChatLog, EchoLanguageModel, Identity } from "../src
 import * as TestStore from "../src/testing/TestStore.ts"
 
 const BASE = "http://localhost/api/v0.3/conversations"
-const KEYS = { alice: "alice-key", bob: "bob-key" } as const
+const KEYS = {
+  alice: "alice-key-0123456789abcdefghijklmnopqrstuvwxyz",
+  bob: "bob-key-0123456789abcdefghijklmnopqrstuvwxyz"
+} as const
 
 /**
  * The memory audit log, and a wait for its entries: a cross-user access is

@@ -1,11 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
+import { Effect, type Layer, Redacted } from "effect"
 import { Headers } from "effect/http"
 import { ChatError, HttpSecurity, Identity } from "../src/index.ts"
 
 const headers = (input: Record<string, string>) => Headers.fromInput(input)
 
-const authenticate = (layer: ReturnType<typeof Identity.layerAnonymous>, input: Record<string, string>) =>
+const authenticate = (
+  layer: Layer.Layer<Identity.Identity, Identity.WeakApiKey>,
+  input: Record<string, string>
+) =>
   Effect.gen(function* () {
     const identity = yield* Identity.Identity
     return yield* identity.authenticate(headers(input))
@@ -31,10 +34,14 @@ describe("Identity.credentialFrom", () => {
 })
 
 describe("Identity.layerApiKeys", () => {
-  const layer = Identity.layerApiKeys([
-    { key: "k1", userId: "alice" },
-    { key: Redacted.make("k2"), userId: "bob" }
-  ])
+  const layer = Identity.layerApiKeys(
+    [
+      { key: "k1", userId: "alice" },
+      { key: Redacted.make("k2"), userId: "bob" }
+      // Short keys keep these tests readable: key strength is tested below.
+    ],
+    { minKeyLength: 0 }
+  )
 
   it.effect("maps each key to its user, from either header", () =>
     Effect.gen(function* () {
@@ -223,4 +230,40 @@ describe("Identity.any", () => {
       assert.strictEqual(error._tag, "StoreUnavailable")
     })
   )
+})
+
+describe("Identity.layerApiKeys key strength", () => {
+  const build = (key: string) =>
+    Effect.runPromiseExit(Effect.asVoid(Identity.makeApiKeys([{ key, userId: "alice" }])))
+
+  it("refuses a key shorter than a generated one, naming the problem and the user, not the key", async () => {
+    const error = await Effect.runPromise(
+      Effect.flip(Identity.makeApiKeys([{ key: "short-but-16-chars", userId: "alice" }]))
+    )
+    assert.instanceOf(error, Identity.WeakApiKey)
+    const message = error.message
+    assert.include(message, `at least ${Identity.MIN_KEY_LENGTH} random characters`)
+    assert.include(message, '"alice"')
+    assert.notInclude(message, "short-but-16-chars")
+  })
+
+  it("refuses a long key made of few distinct characters", async () => {
+    const exit = await build("a".repeat(64))
+    assert.strictEqual(exit._tag, "Failure")
+  })
+
+  it("accepts keys as strong as generated ones: 32 random bytes in base64url or hex", async () => {
+    assert.strictEqual((await build("Jq3vWc0rT9bYx2LkPzA7nE5uHs1dGf8iOm4aKe6tQyRw"))._tag, "Success")
+    assert.strictEqual(
+      (await build("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"))._tag,
+      "Success"
+    )
+  })
+
+  it("lets an embedder lower the rule explicitly", async () => {
+    const exit = await Effect.runPromiseExit(
+      Effect.asVoid(Identity.makeApiKeys([{ key: "k1", userId: "alice" }], { minKeyLength: 0 }))
+    )
+    assert.strictEqual(exit._tag, "Success")
+  })
 })

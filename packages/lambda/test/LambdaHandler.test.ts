@@ -365,7 +365,7 @@ describe("the SAM example", () => {
   it("serves the wire contract from its streaming handler, configured by environment", async () => {
     const store = await StoreProbe.postgres()
     process.env.DATABASE_URL = store.url
-    process.env.CONVOKE_API_KEYS = "example-key-0123456789:alice"
+    process.env.CONVOKE_API_KEYS = "example-key-0123456789-abcdefghijklmnopqrstuvwxyz:alice"
     process.env.CONVOKE_MAX_BODY_BYTES = "300"
     const { handler } = await import("../examples/sam/streaming.ts")
     const served = await LambdaHarness.serve(handler)
@@ -378,13 +378,13 @@ describe("the SAM example", () => {
       // The core's variables reach the example: a body past CONVOKE_MAX_BODY_BYTES is a 413.
       const large = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
         method: "POST",
-        headers: { "x-api-key": "example-key-0123456789" },
+        headers: { "x-api-key": "example-key-0123456789-abcdefghijklmnopqrstuvwxyz" },
         body: JSON.stringify({ message: "x".repeat(400) })
       })
       expect(large.status).toBe(413)
       const response = await fetch(`${served.url}${ChatHttp.CHAT_PATH}`, {
         method: "POST",
-        headers: { "x-api-key": "example-key-0123456789" },
+        headers: { "x-api-key": "example-key-0123456789-abcdefghijklmnopqrstuvwxyz" },
         body: JSON.stringify({ message: "Hello", stream: true })
       })
       const reader = response.body!.getReader()

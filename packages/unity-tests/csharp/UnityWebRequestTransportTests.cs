@@ -22,7 +22,7 @@ namespace Convoke.Tests
 {
     public static class UnityWebRequestTransportTests
     {
-        private const string ApiKey = "alice-key-0123456789abcdef";
+        private const string ApiKey = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz";
         private static string referenceUrl;
         private static string faultyUrl;
 

@@ -44,7 +44,7 @@ export const startReferenceServer = async () => {
 
 /** The faulty server (`FaultyServer` of the conformance package), with Alice's API key. */
 export const startFaultyServer = (): Promise<FaultyServer.Server> =>
-  FaultyServer.start({ keys: [{ key: "alice-key-0123456789abcdef", userId: "alice" }] })
+  FaultyServer.start({ keys: [{ key: "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz", userId: "alice" }] })
 
 /**
  * Makes and drives cut proxies to `target` for a program in another language:

@@ -238,7 +238,7 @@ namespace Convoke.Tests
             return new ConvokeClient(new ConvokeClientOptions
             {
                 BaseUrl = url,
-                ApiKey = "alice-key-0123456789abcdef",
+                ApiKey = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz",
                 MaxRetries = retries,
                 RetryBaseDelay = TimeSpan.FromMilliseconds(1),
                 MaxRetryDelay = TimeSpan.FromMilliseconds(100)

@@ -24,8 +24,8 @@ const apiKeys = Config.schema(
   Schema.String.check(
     Schema.makeFilter(
       (raw: string) =>
-        pairs(raw).every(({ key, userId }) => key.length >= 16 && userId !== "") ||
-        "must be key:user-id pairs, comma-separated, with keys of at least 16 characters"
+        pairs(raw).every(({ key, userId }) => Identity.keyProblem(key) === undefined && userId !== "") ||
+        `must be key:user-id pairs, comma-separated, with keys as strong as generated ones (at least ${Identity.MIN_KEY_LENGTH} random characters: e.g. "openssl rand -hex 32")`
     )
   ),
   "CONVOKE_API_KEYS"
