@@ -136,7 +136,7 @@ describe("secrets on the command line", () => {
   it("are read from a file named by --<flag>-file or <VARIABLE>_FILE, without the final newline", () => {
     withFiles((write) => {
       const jwtSecret = write("jwt", "a-secret-of-at-least-thirty-two-bytes!\n")
-      const keys = write("keys", "key-from-a-file-0123456789:alice\r\n")
+      const keys = write("keys", "key-from-a-file-0123456789-abcdefghijklmnopqrstuvwxyz:alice\r\n")
       const database = write("database", "postgres://convoke:hunter2@db.internal/convoke\n")
       const redis = write("redis", "redis://:hunter2@cache.internal:6379\n")
       const anthropic = write("anthropic", "sk-ant-from-a-file\n")
@@ -168,7 +168,7 @@ describe("secrets on the command line", () => {
       })
       for (const settings of [fromFlags, fromEnv]) {
         expect(settings.jwt?.secret).toBe("a-secret-of-at-least-thirty-two-bytes!")
-        expect(settings.apiKeys).toEqual([{ key: "key-from-a-file-0123456789", userId: "alice" }])
+        expect(settings.apiKeys).toEqual([{ key: "key-from-a-file-0123456789-abcdefghijklmnopqrstuvwxyz", userId: "alice" }])
         expect(settings.databaseUrl).toBe("postgres://convoke:hunter2@db.internal/convoke")
         expect(settings.redisUrl).toBe("redis://:hunter2@cache.internal:6379")
         expect(settings.anthropic?.apiKey.toString()).not.toContain("sk-ant")

@@ -36,6 +36,7 @@ import * as TurnObserver from "./TurnObserver.ts"
 export {
   ADMIN_TOKEN,
   type ApplicationFallback,
+  type Capabilities,
   KEYS,
   type SetupOptions,
   SPENT_CREDENTIAL_PREFIX,
@@ -46,7 +47,8 @@ export {
 /** Runs the wire contract against the binding that `setup` starts. */
 export const describeConformance = (
   name: string,
-  setup: (options: Suite.SetupOptions) => Promise<Suite.Target>
+  setup: (options: Suite.SetupOptions) => Promise<Suite.Target>,
+  capabilities: Suite.Capabilities = {}
 ) =>
   describe(`${name}: v0.3 wire contract`, () => {
     const model = ConformanceModel.make()
@@ -90,6 +92,7 @@ export const describeConformance = (
         if (target === undefined) throw new Error("The binding under test did not start")
         return target
       },
+      capabilities,
       model,
       turns
     })

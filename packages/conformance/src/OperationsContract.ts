@@ -187,37 +187,38 @@ export const define = (suite: Suite) =>
       }
     })
 
-    it("answers a chat body that stops arriving with 408 and the common body, then closes the connection", async (context) => {
-      if (suite.target.bufferedBody === true) return context.skip()
-      const url = new URL(`${suite.target.url}${ChatHttp.CHAT_PATH}`)
-      // Sent as text/plain, as the seed's browser snippet does: a framework's JSON
-      // parser (express.json()) leaves it to Convoke.
-      const head = [
-        `POST ${url.pathname} HTTP/1.1`,
-        `host: ${url.host}`,
-        `authorization: Bearer ${KEYS.alice}`,
-        "content-type: text/plain",
-        "content-length: 100",
-        "",
-        ""
-      ].join("\r\n")
-      const received = await new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(url.port), url.hostname)
-        let text = ""
-        socket.setEncoding("utf8")
-        socket.on("data", (chunk: string) => {
-          text += chunk
+    // Only where Convoke reads the body itself: a runtime that buffers it (Lambda) times it out on its own.
+    if (suite.capabilities.bufferedBody !== true)
+      it("answers a chat body that stops arriving with 408 and the common body, then closes the connection", async () => {
+        const url = new URL(`${suite.target.url}${ChatHttp.CHAT_PATH}`)
+        // Sent as text/plain, as the seed's browser snippet does: a framework's JSON
+        // parser (express.json()) leaves it to Convoke.
+        const head = [
+          `POST ${url.pathname} HTTP/1.1`,
+          `host: ${url.host}`,
+          `authorization: Bearer ${KEYS.alice}`,
+          "content-type: text/plain",
+          "content-length: 100",
+          "",
+          ""
+        ].join("\r\n")
+        const received = await new Promise<string>((resolve, reject) => {
+          const socket = connect(Number(url.port), url.hostname)
+          let text = ""
+          socket.setEncoding("utf8")
+          socket.on("data", (chunk: string) => {
+            text += chunk
+          })
+          socket.on("error", reject)
+          socket.once("close", () => resolve(text))
+          // Part of the body, then nothing.
+          socket.once("connect", () => socket.write(`${head}{"message":"he`))
         })
-        socket.on("error", reject)
-        socket.once("close", () => resolve(text))
-        // Part of the body, then nothing.
-        socket.once("connect", () => socket.write(`${head}{"message":"he`))
+        expect(received).toMatch(/^HTTP\/1\.1 408 /)
+        const body = received.slice(received.indexOf("\r\n\r\n") + 4)
+        // Chunked or not, the common body is in there.
+        expect(body).toMatch(/\{"error":\{"type":"request_timeout","message":"[^"]+"\}\}/)
       })
-      expect(received).toMatch(/^HTTP\/1\.1 408 /)
-      const body = received.slice(received.indexOf("\r\n\r\n") + 4)
-      // Chunked or not, the common body is in there.
-      expect(body).toMatch(/\{"error":\{"type":"request_timeout","message":"[^"]+"\}\}/)
-    })
 
     it("answers a wrong method on a known path with 405, Allow and the common body", async () => {
       for (const method of ["GET", "PUT", "PATCH", "DELETE"]) {

@@ -73,12 +73,6 @@ export interface Target {
    * answers such a path itself, `404` with the common error body.
    */
   readonly applicationFallback?: ApplicationFallback | undefined
-  /**
-   * Set by bindings whose runtime reads the whole request body before Convoke
-   * sees it (Lambda): a body that stops arriving is the runtime's to time out,
-   * so the suite's slow-body test is skipped.
-   */
-  readonly bufferedBody?: boolean | undefined
   /** Stops the binding and releases its resources. */
   readonly close: () => Promise<void>
 }
@@ -134,9 +128,21 @@ export interface RequestOptions {
 }
 
 /** The shared state and helpers the parts of the suite are written with. */
+/** What a binding cannot do by its nature, known before it starts: the suite leaves those tests out. */
+export interface Capabilities {
+  /**
+   * The runtime reads the whole request body before Convoke sees it
+   * (Lambda): a body that stops arriving is the runtime's to time out, so the
+   * suite has no slow-body test for it.
+   */
+  readonly bufferedBody?: boolean | undefined
+}
+
 export interface Suite {
   /** The binding under test; read it inside tests, once the suite's `beforeAll` has run. */
   readonly target: Target
+  /** What the binding cannot do by its nature (`describeConformance`'s third argument). */
+  readonly capabilities: Capabilities
   readonly model: ConformanceModel.ConformanceModel
   /** Resolves when a turn has ended and its reply is stored. */
   readonly turns: TurnObserver.TurnObserver
@@ -169,6 +175,7 @@ export interface Suite {
 /** The suite's helpers around the binding that `target` returns once it is up. */
 export const make = (options: {
   readonly target: () => Target
+  readonly capabilities?: Capabilities | undefined
   readonly model: ConformanceModel.ConformanceModel
   readonly turns: TurnObserver.TurnObserver
 }): Suite => {
@@ -216,6 +223,7 @@ export const make = (options: {
     get target() {
       return options.target()
     },
+    capabilities: options.capabilities ?? {},
     model: options.model,
     turns: options.turns,
     as,

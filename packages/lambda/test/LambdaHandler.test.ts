@@ -29,23 +29,26 @@ for (const [name, payload] of [
   ["Function URL (RESPONSE_STREAM, payload 2.0)", "2.0"],
   ["API Gateway REST streaming (payload 1.0)", "1.0"]
 ] as const) {
-  describeConformance(`Lambda streaming handler behind a ${name}`, async ({ layer }) => {
-    const store = await StoreProbe.postgres()
-    const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, layer))
-    const served = await LambdaHarness.serve(LambdaHandler.streaming(app), payload)
-    return {
-      url: served.url,
-      probe: store.probe,
-      // The runtime hands the handler a whole body.
-      bufferedBody: true,
-      close: async () => {
-        await served.close()
-        await app.dispose()
-        await store.drop()
-        expect(served.violations).toEqual([])
+  describeConformance(
+    `Lambda streaming handler behind a ${name}`,
+    async ({ layer }) => {
+      const store = await StoreProbe.postgres()
+      const app = await ChatHttp.makeApp(Layer.mergeAll(store.layer, layer))
+      const served = await LambdaHarness.serve(LambdaHandler.streaming(app), payload)
+      return {
+        url: served.url,
+        probe: store.probe,
+        close: async () => {
+          await served.close()
+          await app.dispose()
+          await store.drop()
+          expect(served.violations).toEqual([])
+        }
       }
-    }
-  })
+    },
+    // The runtime hands the handler a whole body.
+    { bufferedBody: true }
+  )
 }
 
 /** Counts how often the layers are built, to show one build per container. */
