@@ -118,7 +118,9 @@ describe("convoke CLI", () => {
   it("warns when a secret is given as a flag, without repeating it", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "convoke-cli-"))
     dirs.push(dataDir)
-    const server = run(["--api-keys", "cli-flag-key-0123456789-abcdefghijklmnopqrstuvwxyz:alice"], { CONVOKE_DATA_DIR: dataDir })
+    const server = run(["--api-keys", "cli-flag-key-0123456789-abcdefghijklmnopqrstuvwxyz:alice"], {
+      CONVOKE_DATA_DIR: dataDir
+    })
     await server.waitFor("stderr", /WARNING: --api-keys puts a secret in the process list/)
     await server.listening()
     const { stdout, stderr } = server.output()

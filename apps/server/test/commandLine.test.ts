@@ -168,7 +168,9 @@ describe("secrets on the command line", () => {
       })
       for (const settings of [fromFlags, fromEnv]) {
         expect(settings.jwt?.secret).toBe("a-secret-of-at-least-thirty-two-bytes!")
-        expect(settings.apiKeys).toEqual([{ key: "key-from-a-file-0123456789-abcdefghijklmnopqrstuvwxyz", userId: "alice" }])
+        expect(settings.apiKeys).toEqual([
+          { key: "key-from-a-file-0123456789-abcdefghijklmnopqrstuvwxyz", userId: "alice" }
+        ])
         expect(settings.databaseUrl).toBe("postgres://convoke:hunter2@db.internal/convoke")
         expect(settings.redisUrl).toBe("redis://:hunter2@cache.internal:6379")
         expect(settings.anthropic?.apiKey.toString()).not.toContain("sk-ant")
