@@ -289,6 +289,16 @@ const isErrorBody = (value: unknown): boolean => {
   )
 }
 
+/** What every answer must be, whatever was asked: no 5xx, `nosniff`, and errors in the common body. */
+const expectWellFormed = (response: Received, method: string, label: string) => {
+  expect(response.status, label).toBeGreaterThanOrEqual(200)
+  expect(response.status, label).toBeLessThan(500)
+  expect(response.headers["x-content-type-options"], label).toBe("nosniff")
+  if (response.status >= 400 && method !== "HEAD") {
+    expect(isErrorBody(JSON.parse(response.body)), label).toBe(true)
+  }
+}
+
 describe("fuzzing the reference server", () => {
   it(`answers ${REQUESTS} random requests without a 5xx or a stray row, and keeps working`, async () => {
     const statuses = new Map<number, number>()
@@ -304,12 +314,7 @@ describe("fuzzing the reference server", () => {
             const request = batch[index]!
             statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
             const label = `${request.method} ${request.path.slice(0, 60)} ${JSON.stringify(request.headers).slice(0, 200)} (${request.body?.byteLength ?? "no"} bytes) → ${response.status} ${response.body.slice(0, 200)}`
-            expect(response.status, label).toBeGreaterThanOrEqual(200)
-            expect(response.status, label).toBeLessThan(500)
-            expect(response.headers["x-content-type-options"], label).toBe("nosniff")
-            if (response.status >= 400 && request.method !== "HEAD") {
-              expect(isErrorBody(JSON.parse(response.body)), label).toBe(true)
-            }
+            expectWellFormed(response, request.method, label)
             // Every target that resolves to the chat endpoint (`/api/v0.3/chat/../chat` too) answers with an id.
             if (response.status === 200 && request.method === "POST" && !request.path.startsWith("/health")) {
               const contentType = String(response.headers["content-type"])
@@ -638,12 +643,7 @@ describe("fuzzing the reference server", () => {
             const request = batch[index]!
             statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1)
             const label = `${request.method} ${request.path.slice(0, 120)} ${JSON.stringify(request.headers).slice(0, 200)} (${request.body?.byteLength ?? "no"} bytes) → ${response.status} ${response.body.slice(0, 200)}`
-            expect(response.status, label).toBeGreaterThanOrEqual(200)
-            expect(response.status, label).toBeLessThan(500)
-            expect(response.headers["x-content-type-options"], label).toBe("nosniff")
-            if (response.status >= 400 && request.method !== "HEAD") {
-              expect(isErrorBody(JSON.parse(response.body)), label).toBe(true)
-            }
+            expectWellFormed(response, request.method, label)
             if (response.status === 204 && request.method === "DELETE") {
               deleted.add(decodeURIComponent(request.path.split("/")[4]!).toLowerCase())
             }
