@@ -243,18 +243,9 @@ export class ConvokeClient {
     const signal = controller.signal
     const after = options.lastEventId === undefined ? undefined : ChatEvent.parseEventId(options.lastEventId)
     const response = await this.withRetry(signal, () =>
-      this.send({
-        method: "GET",
-        path: streamPath(options.conversationId),
-        accept: "text/event-stream",
-        ...(options.lastEventId === undefined ? {} : { headers: { "last-event-id": options.lastEventId } }),
-        signal
-      })
+      this.#openStream(options.conversationId, options.lastEventId, signal)
     )
-    if (response.status === 204) {
-      await response.body?.cancel().catch(() => {})
-      return undefined
-    }
+    if (response === undefined) return undefined
     const cursor: Cursor = { turnId: after?.turnId, lastSeq: after?.seq ?? 0 }
     const resume = this.#resumeOptions(options.resume)
     const reply = new ChatReply(
@@ -450,16 +441,12 @@ export class ConvokeClient {
       )
       failures++
       try {
-        const lastEventId = `${cursor.turnId}:${cursor.lastSeq}`
-        const response = await this.send({
-          method: "GET",
-          path: streamPath(conversationId),
-          accept: "text/event-stream",
-          ...(cursor.lastSeq > 0 ? { headers: { "last-event-id": lastEventId } } : {}),
+        const response = await this.#openStream(
+          conversationId,
+          cursor.lastSeq > 0 ? `${cursor.turnId}:${cursor.lastSeq}` : undefined,
           signal
-        })
-        if (response.status === 204) {
-          await response.body?.cancel().catch(() => {})
+        )
+        if (response === undefined) {
           if (await this.#finishFromStore(sink, cursor, conversationId, signal)) return
           lastError = new ConvokeNetworkError(
             "The turn is still running but the server has nothing to replay",
@@ -495,6 +482,28 @@ export class ConvokeClient {
         lastError = caught
       }
     }
+  }
+
+  /**
+   * Opens the resume stream of a conversation, from after `lastEventId` (from
+   * the turn's start without it); `undefined` when the server has nothing to
+   * replay (204).
+   */
+  async #openStream(
+    conversationId: string,
+    lastEventId: string | undefined,
+    signal: AbortSignal
+  ): Promise<Response | undefined> {
+    const response = await this.send({
+      method: "GET",
+      path: streamPath(conversationId),
+      accept: "text/event-stream",
+      ...(lastEventId === undefined ? {} : { headers: { "last-event-id": lastEventId } }),
+      signal
+    })
+    if (response.status !== 204) return response
+    await response.body?.cancel().catch(() => {})
+    return undefined
   }
 
   /**
