@@ -19,6 +19,7 @@ import { makeTestDatabase } from "@convoke/store-pg/testing"
 import pg from "pg"
 import * as Load from "./Load.ts"
 import * as ServerProcess from "./ServerProcess.ts"
+import * as SocketLoad from "./SocketLoad.ts"
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 const SERVER_BIN = here("../../server/src/bin.ts")
@@ -63,6 +64,14 @@ export interface Plan {
    * request head that never ends, against the same server idle, in rounds.
    */
   readonly slowloris: { readonly attackers: number; readonly requests: number; readonly rounds: number }
+  /** The WebSocket transport against SSE on the same server, and the baseline. */
+  readonly websocket: ReadonlyArray<{
+    readonly concurrency: number
+    readonly requests: number
+    readonly rounds: number
+  }>
+  /** Frames per second: `replies` long replies of `words` words at once, no delay between words. */
+  readonly frames: { readonly replies: number; readonly words: number }
 }
 
 export const FULL: Plan = {
@@ -84,7 +93,12 @@ export const FULL: Plan = {
   ],
   memoryStreams: 1_000,
   manyStreams: 10_000,
-  slowloris: { attackers: 200, requests: 200, rounds: 3 }
+  slowloris: { attackers: 200, requests: 200, rounds: 3 },
+  websocket: [
+    { concurrency: 1, requests: 400, rounds: 3 },
+    { concurrency: 64, requests: 3_000, rounds: 3 }
+  ],
+  frames: { replies: 8, words: 5_000 }
 }
 
 export const SMOKE: Plan = {
@@ -98,7 +112,12 @@ export const SMOKE: Plan = {
   turnLog: [{ concurrency: 4, requests: 40, rounds: 1 }],
   memoryStreams: 100,
   manyStreams: 0,
-  slowloris: { attackers: 50, requests: 20, rounds: 1 }
+  slowloris: { attackers: 50, requests: 20, rounds: 1 },
+  websocket: [
+    { concurrency: 1, requests: 20, rounds: 1 },
+    { concurrency: 8, requests: 80, rounds: 1 }
+  ],
+  frames: { replies: 2, words: 200 }
 }
 
 /** One measured row of a table. */
@@ -258,9 +277,17 @@ class Accumulator {
 
 const log = (line: string) => console.log(line)
 
-const measure = async (server: ServerProcess.ServerProcess, concurrency: number, requests: number) => {
+/** A server under load, and how to load it: over HTTP (`Load.run`) unless said. */
+type Target = ServerProcess.ServerProcess & { readonly load?: typeof SocketLoad.run | undefined }
+
+const measure = async (server: Target, concurrency: number, requests: number) => {
   const peak = server.sampleRss()
-  const result = await Load.run({ url: server.url, concurrency, requests, message: SHORT_MESSAGE })
+  const result = await (server.load ?? Load.run)({
+    url: server.url,
+    concurrency,
+    requests,
+    message: SHORT_MESSAGE
+  })
   return { result, peakRss: peak() }
 }
 
@@ -269,7 +296,7 @@ const warm = (server: ServerProcess.ServerProcess, smoke: boolean) =>
 
 /** Runs servers in alternating rounds at each concurrency; one table row per server and concurrency. */
 const alternate = async (
-  servers: ReadonlyArray<ServerProcess.ServerProcess>,
+  servers: ReadonlyArray<Target>,
   steps: ReadonlyArray<{ readonly concurrency: number; readonly requests: number; readonly rounds: number }>
 ) => {
   const rows: Array<Row> = []
@@ -451,6 +478,46 @@ const redisReachable = (url: string): Promise<boolean> =>
     socket.once("data", (data) => done(data.toString().startsWith("+PONG")))
   })
 
+/**
+ * The WebSocket transport beside SSE on the same Convoke process and the
+ * baseline (SSE), alternating rounds; then frames per second of long replies
+ * on both transports, on a Convoke with no delay between words.
+ */
+export const webSocketTable = async (
+  plan: Plan,
+  databaseUrl: string,
+  keep: <A extends ServerProcess.ServerProcess>(server: A) => A = (server) => server
+): Promise<Table> => {
+  log("WebSocket vs SSE")
+  const convoke = keep(await startConvoke(databaseUrl, SHORT_DELAY_MS))
+  const baseline = keep(await startBaseline(databaseUrl, SHORT_DELAY_MS))
+  const overSocket: Target = { ...convoke, name: "Convoke (WebSocket)", load: SocketLoad.run }
+  const overSse: Target = { ...convoke, name: "Convoke (SSE)" }
+  for (const server of [overSocket, overSse, baseline]) await warm(server, plan.smoke)
+  const { rows, roundRatios } = await alternate([overSocket, overSse, baseline], plan.websocket)
+  const fast = keep(await startConvoke(databaseUrl, 0, [], { name: "Convoke (no delay)" }))
+  const long = Array.from({ length: plan.frames.words }, (_, index) => `w${index}`).join(" ")
+  await SocketLoad.framesSocket(fast.url, "warm up", 4)
+  const rates: Array<string> = []
+  for (const [name, measureFrames] of [
+    ["SSE", SocketLoad.framesSse],
+    ["WebSocket", SocketLoad.framesSocket],
+    ["SSE", SocketLoad.framesSse],
+    ["WebSocket", SocketLoad.framesSocket]
+  ] as const) {
+    const { frames, seconds } = await measureFrames(fast.url, long, plan.frames.replies)
+    rates.push(`${name} ${(frames / seconds).toFixed(0)}`)
+    log(`  frames/s ${name}: ${(frames / seconds).toFixed(0)} (${frames} frames in ${seconds.toFixed(2)} s)`)
+  }
+  return {
+    title: "WebSocket vs SSE",
+    note: `One Convoke process (PostgreSQL) read over WebSocket (\`concurrency\` sockets opened before the clock starts, one turn at a time each) and over SSE (keep-alive connections), and the baseline (SSE), alternating rounds. Frames per second, ${plan.frames.replies} replies of ${plan.frames.words} words at once with no delay between words (SSE: one connection each; WebSocket: one socket for all), two rounds each: ${rates.join(", ")}.`,
+    rows,
+    reference: "baseline",
+    roundRatios
+  }
+}
+
 /** What to clean up if the run is stopped from outside (a signal): set while a run holds a database. */
 export let onAbort: (() => Promise<void>) | undefined
 
@@ -515,6 +582,9 @@ export const run = async (plan: Plan): Promise<Report> => {
     } else {
       log(`Turn log: skipped, no Redis at ${REDIS_URL}`)
     }
+
+    tables.push(await webSocketTable(plan, database.url, keep))
+    await stopAll()
 
     log("Adapters: plain Node handler vs Express, Fastify, Lambda")
     const adapters: Array<ServerProcess.ServerProcess> = []

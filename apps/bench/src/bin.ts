@@ -3,11 +3,13 @@
  * `bench`: runs the benchmark suite and writes `docs/performance.md`.
  * `bench --smoke`: a few hundred requests in seconds, writing nothing; exits
  * non-zero only if a request failed or a server broke, never on timing.
+ * `bench --websocket`: the WebSocket table alone, printed, writing nothing.
  */
 import { mkdirSync, writeFileSync } from "node:fs"
 import { dirname } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
+import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { markdown } from "./Report.ts"
 import * as ServerProcess from "./ServerProcess.ts"
 import * as Suite from "./Suite.ts"
@@ -20,6 +22,31 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     const cleanup = Suite.onAbort?.() ?? Promise.resolve()
     cleanup.catch(() => {}).finally(() => process.exit(130))
   })
+}
+
+if (process.argv.includes("--websocket")) {
+  const database = await makeTestDatabase()
+  try {
+    const table = await Suite.webSocketTable(Suite.FULL, database.url)
+    const baseline = (concurrency: number) =>
+      table.rows.find((row) => row.server === "baseline" && row.concurrency === concurrency)!
+    console.log(table.note)
+    console.log(
+      "| server | C | TTFE p50 | TTFE p99 | turns/s | ratio p50 | ratio p99 | ratio turns/s | errors |"
+    )
+    console.log("|---|---|---|---|---|---|---|---|---|")
+    for (const row of table.rows) {
+      const reference = baseline(row.concurrency)
+      console.log(
+        `| ${row.server} | ${row.concurrency} | ${row.p50.toFixed(2)} ms | ${row.p99.toFixed(2)} ms | ${row.perSecond.toFixed(0)} | ×${(row.p50 / reference.p50).toFixed(2)} | ×${(row.p99 / reference.p99).toFixed(2)} | ×${(row.perSecond / reference.perSecond).toFixed(2)} | ${row.errors} |`
+      )
+    }
+    for (const line of table.roundRatios ?? []) console.log(`rounds ${line}`)
+  } finally {
+    ServerProcess.killAll()
+    await database.drop()
+  }
+  process.exit(0)
 }
 
 const smoke = process.argv.includes("--smoke")
