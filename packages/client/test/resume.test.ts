@@ -22,42 +22,9 @@ import { NodeHandler } from "@convoke/core/node"
 import { CutProxy } from "@convoke/core/testing"
 import { Duration, Effect, Layer, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import {
-  type ChatReply,
-  type ChatReplyState,
-  ConvokeClient,
-  ConvokeNetworkError,
-  ConvokeStreamError,
-  VERSION
-} from "../src/index.ts"
+import { ConvokeClient, ConvokeNetworkError, ConvokeStreamError, VERSION } from "../src/index.ts"
+import { quick, storedReply, watch, words } from "./replies.ts"
 import { startReferenceServer } from "./servers.ts"
-
-const words = (count: number) => Array.from({ length: count }, (_, index) => `w${index}`).join(" ")
-const quick = { attempts: 5, baseDelayMs: 1, maxDelayMs: 20 }
-
-/** Every state the reply goes through, and every delta, as the caller sees them. */
-const watch = (reply: ChatReply, onState: (state: ChatReplyState) => void = () => {}) => {
-  const states: Array<ChatReplyState> = [reply.state]
-  reply.onStateChange((state) => {
-    states.push(state)
-    onState(state)
-  })
-  const deltas: Array<string> = []
-  const iterated = (async () => {
-    for await (const delta of reply) deltas.push(delta)
-  })()
-  return { states, deltas, iterated }
-}
-
-/** The stored messages of a conversation once its reply is no longer streaming. */
-const storedReply = async (client: ConvokeClient, conversationId: string) => {
-  let messages = (await client.conversations.get(conversationId)).messages
-  // The stop is acknowledged before the reply is stored; read again until it is.
-  while (messages.at(-1)?.status === "streaming" || messages.at(-1)?.role !== "assistant") {
-    messages = (await client.conversations.get(conversationId)).messages
-  }
-  return messages.at(-1)!
-}
 
 describe("resume and stop against the reference server, through a cutting proxy", () => {
   let server: Awaited<ReturnType<typeof startReferenceServer>>
