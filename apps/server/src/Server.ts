@@ -4,9 +4,10 @@
  * the tests start in-process.
  */
 import { existsSync } from "node:fs"
-import { createServer, type Server as HttpServer } from "node:http"
+import { createServer, type Server as HttpServer, type IncomingMessage } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
 import { join, resolve } from "node:path"
+import type { Duplex } from "node:stream"
 import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
 import { JwtIdentity } from "@convoke/auth"
 import {
@@ -23,9 +24,10 @@ import {
   type LanguageModel,
   OutboxRedis,
   RedisTurnLog,
+  SocketTickets,
   TurnLog
 } from "@convoke/core"
-import { NodeHandler, OutboxJournal } from "@convoke/core/node"
+import { NodeHandler, NodeSocket, OutboxJournal } from "@convoke/core/node"
 import { PgApiKeyStore, PgConversationStore, PgEmbedded } from "@convoke/store-pg"
 import { NodeRedis } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
@@ -303,7 +305,8 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     ),
     {
       outbox: { capacity: settings.outboxCapacity, userCapacity: settings.outboxUserCapacity },
-      turnLog: turnLogLayer(settings, redis)
+      turnLog: turnLogLayer(settings, redis),
+      socketTickets: redis === undefined ? undefined : SocketTickets.layerRedis().pipe(Layer.provide(redis))
     }
   )
   if (state.refusal !== undefined) {
@@ -334,6 +337,14 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   // the common error body, not a bare status line.
   http.on("clientError", NodeHandler.onClientError)
   const refused = capConnections(http, settings.maxConnections)
+  // WebSockets (`GET /api/v0.3/ws`): upgraded sockets leave the HTTP server, so they are tracked here.
+  const upgradeHandler = NodeSocket.toUpgradeHandler(app)
+  const sockets = new Set<Duplex>()
+  http.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (refused.has(socket as Socket)) return
+    sockets.add(socket)
+    void upgradeHandler(request, socket, head).finally(() => sockets.delete(socket))
+  })
   // Past it the last answer says `Connection: close`; Node answers more requests on it with 503.
   http.maxRequestsPerSocket = settings.maxRequestsPerSocket
   try {
@@ -372,6 +383,8 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
       const grace = new Promise<void>((done) => setTimeout(done, settings.shutdownGraceMs).unref())
       await Promise.race([closed, grace])
       http.closeAllConnections()
+      // Sockets got their close frame (1001) at shutdown; any still open after the grace are cut.
+      for (const socket of sockets) socket.destroy()
       await closed
       await metricsServer?.close()
       await app.dispose()

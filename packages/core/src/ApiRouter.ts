@@ -22,7 +22,8 @@
  */
 import { Context, Effect, type Scope } from "effect"
 import { FindMyWay, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { MethodNotAllowed, RouteNotFound } from "./ChatError.ts"
+import { MethodNotAllowed, type RateLimited, RouteNotFound } from "./ChatError.ts"
+import type { Admission, AdmitOptions } from "./ChatRateLimit.ts"
 import type { Principal } from "./Identity.ts"
 
 /** The HTTP methods a route can serve. */
@@ -35,9 +36,12 @@ export type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
  * - `turn`: the same, and the request holds an in-flight turn slot until its
  *   response ends (resume); a route that starts a turn only once its body
  *   is read (chat) is a `user` route that takes the slot itself (`TurnSlot`);
+ * - `socket`: a `user` route that may also be opened with a single-use
+ *   ticket (`?ticket=`) instead of credentials in headers — the WebSocket
+ *   route, which browsers cannot give headers;
  * - `public`: nothing — for `/health` and `/metrics` alone.
  */
-export type Access = "user" | "turn" | "public"
+export type Access = "user" | "turn" | "socket" | "public"
 
 /** The authenticated caller of a route that acts for a user. */
 export class Caller extends Context.Service<Caller, Principal>()("@convoke/core/ApiRouter/Caller") {}
@@ -51,8 +55,26 @@ export class TurnSlot extends Context.Service<TurnSlot, Effect.Effect<void, unkn
   "@convoke/core/ApiRouter/TurnSlot"
 ) {}
 
+/**
+ * Counts one more request of the caller against the rate limits, as the
+ * guard counted this one; with `inFlight` it also takes a turn slot, held
+ * until the admission is released. For a route that carries many requests
+ * on one connection (the WebSocket route counts each frame that asks for
+ * something).
+ */
+export class Budget extends Context.Service<
+  Budget,
+  (options: AdmitOptions) => Effect.Effect<Admission, RateLimited>
+>()("@convoke/core/ApiRouter/Budget") {}
+
 /** What a route's handler may use besides its own services. */
-export type HandlerContext = HttpServerRequest.HttpServerRequest | Params | Scope.Scope | Caller | TurnSlot
+export type HandlerContext =
+  | HttpServerRequest.HttpServerRequest
+  | Params
+  | Scope.Scope
+  | Caller
+  | TurnSlot
+  | Budget
 
 /** A route's handler: any failure it has is mapped to a response by `HttpError`. */
 export type Handler<R = never> = Effect.Effect<
@@ -93,6 +115,8 @@ export interface Admitted {
   readonly headers: Readonly<Record<string, string>>
   /** Takes the caller's turn slot for the rest of the request (`TurnSlot`). */
   readonly turnSlot: Effect.Effect<void, unknown, Scope.Scope>
+  /** Counts more requests of the caller (`Budget`). */
+  readonly budget: Budget["Service"]
 }
 
 /**
@@ -138,10 +162,11 @@ const guarded = <R>(route: Route<R>, guard: Guard<R> | undefined): Handler<R> =>
       `${route.method} ${route.path} acts for a user: build the router with a guard (ChatHttp.fromRoutes does)`
     )
   }
-  return Effect.flatMap(guard(access), ({ principal, headers, turnSlot }) =>
+  return Effect.flatMap(guard(access), ({ principal, headers, turnSlot, budget }) =>
     route.handler.pipe(
       Effect.provideService(Caller, principal),
       Effect.provideService(TurnSlot, turnSlot),
+      Effect.provideService(Budget, budget),
       Effect.map((response) => HttpServerResponse.setHeaders(response, headers))
     )
   )

@@ -95,6 +95,9 @@ export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()("Me
   allow: Schema.Array(Schema.String)
 }) {}
 
+/** A request to the WebSocket route that is not an upgrade, or a runtime that cannot upgrade (AWS Lambda). */
+export class UpgradeRequired extends Schema.TaggedError<UpgradeRequired>()("UpgradeRequired", {}) {}
+
 /** Every error the chat endpoint can fail with before its stream starts. */
 export type ChatError =
   | InvalidRequest
@@ -109,4 +112,4 @@ export type ChatError =
   | ModelError
 
 /** Every typed error a route of the API can fail with. */
-export type ApiError = ChatError | ServerShutdown | RouteNotFound | MethodNotAllowed
+export type ApiError = ChatError | ServerShutdown | RouteNotFound | MethodNotAllowed | UpgradeRequired

@@ -10,11 +10,16 @@
 import { Context, Effect } from "effect"
 import type { Source } from "./ConversationResolver.ts"
 
+/** What carries a streamed turn to its client. */
+export type Transport = "sse" | "websocket"
+
 /** Who and which request a hook event belongs to. */
 export interface TurnContext {
   readonly userId: string
   readonly requestId: string | undefined
   readonly stream: boolean
+  /** What carries the stream, for a streamed turn. */
+  readonly transport?: Transport | undefined
 }
 
 /** A conversation was created or resumed for a request. */
@@ -112,6 +117,16 @@ export interface RequestRefused {
   readonly scope?: "user" | "address" | "failures" | "concurrent" | undefined
 }
 
+/**
+ * A WebSocket opened (`code` absent) or closed, with its close code (`1006`
+ * when the connection dropped without one).
+ */
+export interface SocketChanged {
+  readonly userId: string
+  readonly requestId: string | undefined
+  readonly code?: number | undefined
+}
+
 /** The hooks. */
 export interface Service {
   readonly conversationResolved: (event: ConversationResolved) => Effect.Effect<void>
@@ -123,6 +138,7 @@ export interface Service {
   readonly stopRequested: (event: StopRequested) => Effect.Effect<void>
   readonly turnLogSize: (event: TurnLogSize) => Effect.Effect<void>
   readonly requestRefused: (event: RequestRefused) => Effect.Effect<void>
+  readonly socketChanged: (event: SocketChanged) => Effect.Effect<void>
 }
 
 const none = () => Effect.void
@@ -137,7 +153,8 @@ export const noop: Service = {
   turnResumed: none,
   stopRequested: none,
   turnLogSize: none,
-  requestRefused: none
+  requestRefused: none,
+  socketChanged: none
 }
 
 /** The hooks in effect; nothing by default. */
@@ -173,6 +190,7 @@ export const combine = (...observers: ReadonlyArray<Partial<Service>>): Service 
     turnResumed: guarded("turnResumed", pick("turnResumed")),
     stopRequested: guarded("stopRequested", pick("stopRequested")),
     turnLogSize: guarded("turnLogSize", pick("turnLogSize")),
-    requestRefused: guarded("requestRefused", pick("requestRefused"))
+    requestRefused: guarded("requestRefused", pick("requestRefused")),
+    socketChanged: guarded("socketChanged", pick("socketChanged"))
   }
 }

@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
 import { HttpEffect, type HttpServerRequest, type HttpServerResponse } from "effect/http"
 import * as ApiRouter from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
@@ -29,6 +29,8 @@ import { Identity } from "./Identity.ts"
 import type { LanguageModel } from "./LanguageModel.ts"
 import * as RequestContext from "./RequestContext.ts"
 import * as RouteGuard from "./RouteGuard.ts"
+import * as SocketHttp from "./SocketHttp.ts"
+import { SocketTickets } from "./SocketTickets.ts"
 import * as TurnHttp from "./TurnHttp.ts"
 import type * as TurnLog from "./TurnLog.ts"
 
@@ -52,6 +54,7 @@ export type Requirements =
   | ConversationStore
   | ConversationOutbox.ConversationOutbox
   | TurnLog.TurnLog
+  | SocketTickets
 
 /** Every route of the API, built once from the services in context. */
 export const routes = Effect.gen(function* () {
@@ -60,6 +63,7 @@ export const routes = Effect.gen(function* () {
     ...(yield* ChatRoute.routes),
     ...(yield* ConversationHttp.routes),
     ...(yield* TurnHttp.routes),
+    ...(yield* SocketHttp.routes),
     ...(yield* Health.routes),
     ...extensions.flatMap((extension) => extension.routes ?? [])
   ]
@@ -110,7 +114,8 @@ export const fromRoutes = (
         ? RouteGuard.make({
             identity: identity.value,
             rateLimit: ChatRateLimit.forApplication(yield* ChatRateLimit.ChatRateLimit),
-            hooks: yield* ChatHooks.ChatHooks
+            hooks: yield* ChatHooks.ChatHooks,
+            tickets: Option.getOrUndefined(Context.getOption(context, SocketTickets))
           })
         : undefined
     const router = ApiRouter.make(routes, guard)

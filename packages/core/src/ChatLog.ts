@@ -99,7 +99,15 @@ export const observer: ChatHooks.Service = {
       running: event.running
     })),
   turnLogSize: () => Effect.void,
-  requestRefused: () => Effect.void
+  requestRefused: () => Effect.void,
+  socketChanged: (event) =>
+    event.code === undefined
+      ? Effect.void
+      : line("Info", "WebSocket closed", () => ({
+          userId: event.userId,
+          requestId: event.requestId,
+          code: event.code
+        }))
 }
 
 /**

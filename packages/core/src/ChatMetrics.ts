@@ -75,6 +75,9 @@ export const RESUME_OUTCOMES: ReadonlyArray<ChatHooks.TurnResumed["outcome"]> = 
   "not_found"
 ]
 
+/** What can carry a stream; see `ChatHooks.Transport`. */
+export const TRANSPORTS: ReadonlyArray<ChatHooks.Transport> = ["sse", "websocket"]
+
 /** The limits that can refuse a request with a `429`; see `ChatRateLimit`. */
 export const LIMITS = ["user", "address", "failures", "concurrent"] as const
 
@@ -170,6 +173,23 @@ export const make = (options: Options = {}): ChatMetrics => {
     description: "Time from the request's arrival to the metadata event",
     boundaries: Metric.boundariesFromIterable(SLOW_BUCKETS)
   })
+  const streamsStarted = labelled(
+    Metric.counter("streams_started_total", {
+      description: "Event streams started (metadata event sent), by transport: sse or websocket",
+      incremental: true
+    }),
+    "transport"
+  )
+  const socketsOpen = Metric.gauge("websocket_connections_active", {
+    description: "WebSocket connections open right now"
+  })
+  const socketsClosed = labelled(
+    Metric.counter("websocket_closes_total", {
+      description: "WebSocket connections closed, by close code (1006: dropped without one)",
+      incremental: true
+    }),
+    "code"
+  )
   const streamsActive = Metric.gauge("streams_active", {
     description: "Event streams being sent right now"
   })
@@ -238,6 +258,8 @@ export const make = (options: Options = {}): ChatMetrics => {
   for (const temporary of ["false", "true"]) register(metadataEmitted(temporary))
   register(streamStartLatency)
   register(streamsActive)
+  for (const transport of TRANSPORTS) register(streamsStarted(transport))
+  register(socketsOpen)
   for (const outcome of OUTCOMES) register(outcomes(outcome))
   register(firstToken)
   for (const outcome of RESUME_OUTCOMES) register(resumes(outcome))
@@ -282,6 +304,7 @@ export const make = (options: Options = {}): ChatMetrics => {
         add(metadataEmitted(String(event.temporary)))
         streamStartLatency.updateUnsafe(seconds(event.latencyMillis), context)
         streamsActive.modifyUnsafe(1, context)
+        add(streamsStarted(event.transport ?? "sse"))
       }),
     firstToken: (event) => Effect.sync(() => firstToken.updateUnsafe(seconds(event.latencyMillis), context)),
     turnEnded: (event) =>
@@ -299,6 +322,14 @@ export const make = (options: Options = {}): ChatMetrics => {
         logTurns.updateUnsafe(event.turns, context)
         logEvents.updateUnsafe(event.events, context)
         logDropped.updateUnsafe(event.dropped, context)
+      }),
+    socketChanged: (event) =>
+      Effect.sync(() => {
+        if (event.code === undefined) socketsOpen.modifyUnsafe(1, context)
+        else {
+          socketsOpen.modifyUnsafe(-1, context)
+          add(socketsClosed(String(event.code)))
+        }
       }),
     requestRefused: (event) =>
       Effect.sync(() => {

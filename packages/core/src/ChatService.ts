@@ -16,11 +16,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Fiber, Layer, Option, type Stream } from "effect"
+import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Option, type Stream } from "effect"
 import { ChatConfig } from "./ChatConfig.ts"
 import { type ChatError, ServerShutdown } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
-import { ChatHooks, type TurnContext } from "./ChatHooks.ts"
+import { ChatHooks, type Transport, type TurnContext } from "./ChatHooks.ts"
 import type { ChatRequest } from "./ChatRequest.ts"
 import * as ChatStream from "./ChatStream.ts"
 import * as ChatTurn from "./ChatTurn.ts"
@@ -32,6 +32,7 @@ import type { Principal } from "./Identity.ts"
 import { IdGenerator } from "./IdGenerator.ts"
 import { LanguageModel } from "./LanguageModel.ts"
 import * as OutboxStore from "./OutboxStore.ts"
+import * as SocketTickets from "./SocketTickets.ts"
 import * as StreamSink from "./StreamSink.ts"
 import * as TurnLog from "./TurnLog.ts"
 import * as TurnRunner from "./TurnRunner.ts"
@@ -48,6 +49,16 @@ export interface ChatInput {
   readonly receivedAtMillis?: number | undefined
   /** The request id, for logs and hooks. */
   readonly requestId?: string | undefined
+  /** What carries the stream, for metrics (default `sse`). */
+  readonly transport?: Transport | undefined
+}
+
+/** Where a turn to resume starts: its conversation and the event after which to go on. */
+export interface ResumeInput {
+  readonly userId: string
+  readonly conversationId: string
+  /** The last event the reader has; from the turn's start when absent. */
+  readonly after?: { readonly turnId: string; readonly seq: number } | undefined
 }
 
 /** The body of a non-streaming reply. */
@@ -80,11 +91,20 @@ export interface Service {
    * nothing to replay: no turn logged, `after` names another turn, or the
    * events after it are gone. The caller checks the conversation is the user's.
    */
-  readonly resume: (input: {
-    readonly userId: string
-    readonly conversationId: string
-    readonly after?: { readonly turnId: string; readonly seq: number } | undefined
-  }) => Effect.Effect<Option.Option<Stream.Stream<Uint8Array>>>
+  readonly resume: (input: ResumeInput) => Effect.Effect<Option.Option<Stream.Stream<Uint8Array>>>
+  /**
+   * `stream` as a producer of items in any encoding, for a transport that
+   * writes them itself (the WebSocket route).
+   */
+  readonly produce: <A>(
+    input: ChatInput,
+    encoding: ChatStream.Encoding<A>
+  ) => Effect.Effect<StreamSink.Producer<A>, ChatError | ServerShutdown>
+  /** `resume` as a producer of items in any encoding. */
+  readonly produceResume: <A>(
+    input: ResumeInput,
+    encoding: ChatStream.Encoding<A>
+  ) => Effect.Effect<Option.Option<StreamSink.Producer<A>>>
   /**
    * Stops the conversation's running turn, wherever it runs; its id, or
    * `None` when no turn was running. The caller checks the conversation is the user's.
@@ -113,6 +133,8 @@ export interface Service {
   readonly shutdown: Effect.Effect<void>
   /** Whether `shutdown` has begun: `/health` then answers `503`. */
   readonly isShuttingDown: () => boolean
+  /** Resolves once `shutdown` begins: a connection that carries many turns (a WebSocket) closes then. */
+  readonly awaitShutdown: Effect.Effect<void>
 }
 
 /** The chat service tag. */
@@ -133,11 +155,13 @@ export const make = Effect.gen(function* () {
   const scope = yield* Effect.scope
   const clock = yield* Clock.Clock
   const millis = () => clock.currentTimeMillisUnsafe()
+  const shuttingDown = yield* Deferred.make<void>()
 
   const contextOf = (input: ChatInput, stream: boolean): TurnContext => ({
     userId: input.principal.userId,
     requestId: input.requestId,
-    stream
+    stream,
+    ...(stream ? { transport: input.transport ?? "sse" } : {})
   })
 
   /** Checks the model, makes the user message and resolves the conversation. */
@@ -214,8 +238,11 @@ export const make = Effect.gen(function* () {
       Option.filter((snapshot) => snapshot.turn.userId === userId)
     )
 
-  const resume: Service["resume"] = ({ userId, conversationId, after }) =>
-    Effect.map(turnOf(userId, conversationId), (found) => {
+  const produceResume = <A>(
+    { userId, conversationId, after }: ResumeInput,
+    encoding: ChatStream.Encoding<A>
+  ) =>
+    Effect.map(turnOf(userId, conversationId), (found): Option.Option<StreamSink.Producer<A>> => {
       if (Option.isNone(found)) return Option.none()
       const { turn, running, firstSeq, lastSeq } = found.value
       if (after !== undefined && after.turnId !== turn.turnId) return Option.none()
@@ -223,18 +250,22 @@ export const make = Effect.gen(function* () {
       // Events after `afterSeq` must all be kept, and an ended turn must have some left. A
       // running turn may be behind the id in a shared log (written in the background): follow it.
       if (afterSeq + 1 < firstSeq || (!running && afterSeq >= lastSeq)) return Option.none()
-      const produce = ChatStream.producer({
-        metadata: ChatEvent.resumed(turn.metadata),
-        encoding: ChatStream.asSse,
-        start: Effect.void,
-        follow: (deliver) => runner.follow(turn.turnId, afterSeq, deliver),
-        heartbeat,
-        metadataSent: () => Effect.void,
-        abandoned: Effect.void,
-        isShuttingDown: turns.isShuttingDown
-      })
-      return Option.some(sseOf(produce))
+      return Option.some(
+        ChatStream.producer({
+          metadata: ChatEvent.resumed(turn.metadata),
+          encoding,
+          start: Effect.void,
+          follow: (deliver) => runner.follow(turn.turnId, afterSeq, deliver),
+          heartbeat,
+          metadataSent: () => Effect.void,
+          abandoned: Effect.void,
+          isShuttingDown: turns.isShuttingDown
+        })
+      )
     })
+
+  const resume: Service["resume"] = (input) =>
+    Effect.map(produceResume(input, ChatStream.asSse), Option.map(sseOf))
 
   const stop: Service["stop"] = ({ userId, conversationId }) =>
     Effect.flatMap(turnOf(userId, conversationId), (found) =>
@@ -275,6 +306,8 @@ export const make = Effect.gen(function* () {
       Effect.map(open(input, ChatStream.asItems), (produce) => ChatStream.buffered(produce, scope)),
     sse: (input) => Effect.map(open(input, ChatStream.asSse), sseOf),
     resume,
+    produce: open,
+    produceResume,
     stop,
     idle: runner.idle,
     runningTurn: ({ userId, conversationId }) =>
@@ -284,11 +317,13 @@ export const make = Effect.gen(function* () {
       ),
     complete,
     // The interrupted turns store their partial replies, then the outbox gets its chance to reach the store.
-    shutdown: Effect.andThen(turns.shutdown, outbox.drained).pipe(
+    shutdown: Effect.andThen(Deferred.succeed(shuttingDown, undefined), turns.shutdown).pipe(
+      Effect.andThen(outbox.drained),
       Effect.timeout(config.outboxFlushTimeout),
       Effect.ignore
     ),
-    isShuttingDown: turns.isShuttingDown
+    isShuttingDown: turns.isShuttingDown,
+    awaitShutdown: Deferred.await(shuttingDown)
   })
 })
 
@@ -301,18 +336,28 @@ export interface Options {
    * with every instance.
    */
   readonly turnLog?: Layer.Layer<TurnLog.TurnLog> | undefined
+  /**
+   * Where WebSocket tickets are kept: in memory by default
+   * (`SocketTickets.layerMemory()`); `SocketTickets.layerRedis()` lets any
+   * instance accept a ticket another one issued.
+   */
+  readonly socketTickets?: Layer.Layer<SocketTickets.SocketTickets> | undefined
 }
 
 /**
  * The chat service with its resolver and its outbox in front of the store in
- * context. Also provides the outbox, the turn log, and the store with the
+ * context. Also provides the outbox, the turn log, the WebSocket tickets, and the store with the
  * outbox in front of it, so the rest of the application sees what the chat
  * turns see.
  */
 export const layerWith = (
   options: Options = {}
 ): Layer.Layer<
-  ChatService | ConversationStore | ConversationOutbox.ConversationOutbox | TurnLog.TurnLog,
+  | ChatService
+  | ConversationStore
+  | ConversationOutbox.ConversationOutbox
+  | TurnLog.TurnLog
+  | SocketTickets.SocketTickets,
   never,
   ConversationStore | LanguageModel
 > =>
@@ -320,7 +365,8 @@ export const layerWith = (
     Layer.provide(ConversationResolver.layer),
     Layer.provideMerge(OutboxStore.layer),
     Layer.provideMerge(ConversationOutbox.layer(options.outbox)),
-    Layer.provideMerge(options.turnLog ?? TurnLog.layerMemory())
+    Layer.provideMerge(options.turnLog ?? TurnLog.layerMemory()),
+    Layer.provideMerge(options.socketTickets ?? SocketTickets.layerMemory())
   )
 
 /** The chat service with the default outbox; needs a store and a model. */

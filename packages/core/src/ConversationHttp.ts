@@ -114,11 +114,12 @@ export const makeOwnership = Effect.gen(function* () {
   const store = yield* ConversationStore
   const audit = yield* AuditLog
 
+  /** An id as the API takes it, when it can name a conversation at all. */
+  const normalized = (id: string | undefined) =>
+    id !== undefined && isUuid(id) ? id.toLowerCase() : undefined
+
   /** The `:id` of the route, when it can name a conversation at all. */
-  const idParam = Effect.map(ApiRouter.Params, (params) => {
-    const id = params.id
-    return id !== undefined && isUuid(id) ? id.toLowerCase() : undefined
-  })
+  const idParam = Effect.map(ApiRouter.Params, (params) => normalized(params.id))
 
   /** Answers a miss, auditing an attempt on someone else's conversation in the background. */
   const notFound = (userId: string, id: string | undefined) =>
@@ -149,16 +150,19 @@ export const makeOwnership = Effect.gen(function* () {
       return yield* new ConversationNotFound()
     })
 
-  /** The conversation the route's `:id` names, when `userId` owns it. */
-  const owned = (userId: string) =>
+  /** The conversation `rawId` names, when `userId` owns it; another user's answers as a missing one. */
+  const ownedById = (userId: string, rawId: string | undefined) =>
     Effect.gen(function* () {
-      const id = yield* idParam
+      const id = normalized(rawId)
       const found = id === undefined ? Option.none() : yield* store.find({ userId, id })
       if (Option.isNone(found)) return yield* notFound(userId, id)
       return found.value
     })
 
-  return { idParam, notFound, owned }
+  /** The conversation the route's `:id` names, when `userId` owns it. */
+  const owned = (userId: string) => Effect.flatMap(ApiRouter.Params, (params) => ownedById(userId, params.id))
+
+  return { idParam, notFound, owned, ownedById }
 })
 
 /** The routes, built once from the services in context. */

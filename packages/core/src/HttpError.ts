@@ -44,6 +44,7 @@ const TYPES: Readonly<Record<number, string>> = {
   408: "request_timeout",
   413: "request_too_large",
   415: "unsupported_media_type",
+  426: "upgrade_required",
   429: "rate_limited",
   431: "request_header_fields_too_large",
   500: "internal",
@@ -103,6 +104,10 @@ export const fromError = (error: ApiError): ErrorResponse => {
     }
     case "StoreUnavailable":
       return make(503, "unavailable", error.message, { "retry-after": "1" })
+    case "UpgradeRequired":
+      return make(426, "upgrade_required", "Open a WebSocket here: GET with Upgrade: websocket", {
+        upgrade: "websocket"
+      })
     case "ServerShutdown":
       return make(503, "unavailable", "The server is shutting down", { "retry-after": "1" })
     case "ModelError": {
@@ -146,7 +151,8 @@ const TAGS: ReadonlySet<string> = new Set<ApiError["_tag"]>([
   "RateLimited",
   "StoreUnavailable",
   "ServerShutdown",
-  "ModelError"
+  "ModelError",
+  "UpgradeRequired"
 ])
 
 /** Whether a failure is one of the typed errors `fromError` describes. */

@@ -57,6 +57,27 @@ const ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 const isAllowed = (cors: Cors, origin: string): boolean =>
   cors.allowedOrigins === "*" || cors.allowedOrigins.includes(origin)
 
+/**
+ * Whether a page of `origin` may open a WebSocket here: browsers send
+ * `Origin` on an upgrade but do not apply CORS to it, so the server checks
+ * it — against the CORS allow-list, or, without CORS, against its own
+ * origin (the request's `Host`). A request without `Origin` is not a
+ * browser's and is not checked.
+ */
+export const allowsSocketOrigin = (
+  settings: Settings,
+  origin: string | undefined,
+  host: string | undefined
+): boolean => {
+  if (origin === undefined) return true
+  if (settings.cors !== undefined) return isAllowed(settings.cors, origin)
+  try {
+    return host !== undefined && new URL(origin).host === host.toLowerCase()
+  } catch {
+    return false
+  }
+}
+
 const SECURITY_HEADERS: ReadonlyArray<readonly [string, string]> = [
   ["x-content-type-options", "nosniff"],
   ["referrer-policy", "no-referrer"],

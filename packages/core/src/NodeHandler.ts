@@ -107,8 +107,16 @@ const nodeDestination = (response: ServerResponse): Destination => ({
   }
 })
 
-/** Serves one request of an application to a destination; resolves once the response is over. */
-export type Serve = (request: HttpServerRequest.HttpServerRequest, destination: Destination) => Promise<void>
+/**
+ * Serves one request of an application to a destination; resolves once the
+ * response is over. `services` are provided to the request besides the
+ * application's (the socket upgrade, for an upgrade request).
+ */
+export type Serve = (
+  request: HttpServerRequest.HttpServerRequest,
+  destination: Destination,
+  services?: Context.Context<never>
+) => Promise<void>
 
 /**
  * Serves requests of an application natively: the app runs on each request
@@ -125,7 +133,7 @@ export const makeServe = (app: Servable): Serve => {
     never,
     HttpServerRequest.HttpServerRequest | ResponseDestination
   >
-  return (request, destination) => {
+  return (request, destination, services) => {
     let started = false
     const tracked: Destination = {
       stream: destination.stream,
@@ -135,7 +143,11 @@ export const makeServe = (app: Servable): Serve => {
       }
     }
     const context = Context.add(
-      Context.add(http.context, HttpServerRequest.HttpServerRequest, request),
+      Context.add(
+        services === undefined ? http.context : Context.merge(http.context, services),
+        HttpServerRequest.HttpServerRequest,
+        request
+      ),
       ResponseDestination,
       tracked
     )

@@ -5,4 +5,5 @@
  * @since 0.1.0
  */
 export * as NodeHandler from "./NodeHandler.ts"
+export * as NodeSocket from "./NodeSocket.ts"
 export * as OutboxJournal from "./OutboxJournal.ts"

@@ -18,7 +18,8 @@ const recorder = () => {
     turnResumed: (event) => Effect.sync(() => seen.push(`resumed:${event.outcome}`)),
     stopRequested: (event) => Effect.sync(() => seen.push(`stop:${event.running}`)),
     turnLogSize: () => Effect.void,
-    requestRefused: () => Effect.void
+    requestRefused: () => Effect.void,
+    socketChanged: () => Effect.void
   }
   return { seen, hooks }
 }

@@ -26,6 +26,8 @@ const METRIC_NAMES = [
   "metadata_event_emission_total",
   "stream_start_latency_seconds",
   "streams_active",
+  "streams_started_total",
+  "websocket_connections_active",
   "stream_outcomes_total",
   "model_time_to_first_token_seconds",
   "turn_resumes_total",
