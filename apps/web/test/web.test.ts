@@ -46,6 +46,9 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
     demo = await startDemo({
       name: "web",
       echoDelayMs: 10,
+      // Each test runs on both transports, and every ticket, socket and frame asking for a turn
+      // counts: the default budget (60 requests a minute) would run out.
+      settings: { CONVOKE_RATE_LIMIT_REQUESTS: "100000", CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "100000" },
       // The README snippet's address, on the test server's port.
       chromiumArgs: (server) => [`--host-resolver-rules=MAP 127.0.0.1:3000 127.0.0.1:${server.port}`]
     })

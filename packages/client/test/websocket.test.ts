@@ -3,11 +3,14 @@
  * server over loopback: one socket shared by every reply, the conversation id
  * before the first delta, two replies interleaved on one socket, stopping one
  * of them, errors before a turn starts, `client.resume()`, replies resumed
- * after the socket is cut (`CutProxy`) or goes silent (the heartbeat), and
- * authentication with headers or a single-use ticket. Nothing sleeps: tests
+ * after the socket is cut (`CutProxy`) or goes silent (the heartbeat) — and
+ * finished from the stored conversation when the server has nothing left to
+ * replay (`no_turn`) —, and authentication with headers or a single-use
+ * ticket. Nothing sleeps: tests
  * wait on reply states, deltas, frames sent and the proxy's cuts.
  */
 import { CutProxy } from "@convoke/core/testing"
+import { Duration } from "effect"
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest"
 import {
   type ChatReply,
@@ -17,10 +20,11 @@ import {
   ConvokeError,
   ConvokeHttpError,
   ConvokeNetworkError,
+  ConvokeStreamError,
   VERSION
 } from "../src/index.ts"
 import { quick, storedReply, watch, words } from "./replies.ts"
-import { startReferenceServer } from "./servers.ts"
+import { startForgetfulServer, startReferenceServer } from "./servers.ts"
 
 const ALICE = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
 const BOB = "bob-key-0123456789abcdef00-ghijklmnopqrstuvwxyz"
@@ -422,6 +426,67 @@ describe("WebSocket authentication against the reference server with API keys", 
       expect(error).toBeInstanceOf(ConvokeHttpError)
       expect(error).toMatchObject({ status: 401, type: "unauthenticated" })
       expect(reply.state).toBe("failed")
+    }
+  })
+})
+
+describe("finishing from the stored conversation when the server answers no_turn", () => {
+  /** Reconnects until the network is back, however long the turn takes to end. */
+  const patient = { attempts: 100_000, baseDelayMs: 1, maxDelayMs: 5 }
+
+  it("finishes a reply whose turn ended while the socket was down from the stored message", async () => {
+    const server = await startForgetfulServer(Duration.minutes(1))
+    const proxy = await CutProxy.make(server.url)
+    const recording = recordingWebSocket()
+    const client = new ConvokeClient({
+      baseUrl: proxy.url,
+      transport: "websocket",
+      WebSocket: recording.WebSocket,
+      resume: patient
+    })
+    try {
+      const message = words(40)
+      const reply = client.chat({ message })
+      const { states, deltas, iterated } = watch(reply)
+      await deltasArrived(reply, 3)
+      proxy.cut()
+      const id = await reply.conversationId
+      // The turn goes on without its reader, ends and is stored; the log forgets it.
+      expect(await server.turnEnded(id)).toBe("complete")
+      proxy.heal()
+      await iterated
+      expect(deltas.join("")).toBe(`Echo #1: ${message}`)
+      expect(states).toEqual(["connecting", "streaming", "reconnecting", "done"])
+      // The rest came from the stored conversation, in one delta, after the server said no_turn.
+      expect(recording.sent.filter((frame) => frame.type === "chat.resume")).toHaveLength(1)
+    } finally {
+      client.close()
+      await proxy.close()
+      await server.close()
+    }
+  })
+
+  it("fails with the stored status when the turn was cancelled while the socket was down", async () => {
+    const server = await startForgetfulServer(Duration.zero)
+    const proxy = await CutProxy.make(server.url)
+    const client = new ConvokeClient({ baseUrl: proxy.url, transport: "websocket", resume: patient })
+    try {
+      const reply = client.chat({ message: words(300) })
+      const { deltas, iterated } = watch(reply)
+      await deltasArrived(reply, 3)
+      proxy.cut()
+      const id = await reply.conversationId
+      expect(await server.turnEnded(id)).not.toBe("complete")
+      proxy.heal()
+      const error = await iterated.catch((caught: unknown) => caught)
+      expect(error).toBeInstanceOf(ConvokeStreamError)
+      expect(error).toMatchObject({ type: "cancelled", conversationId: id })
+      expect((error as ConvokeStreamError).partialText.startsWith(deltas.join(""))).toBe(true)
+      expect(reply.state).toBe("failed")
+    } finally {
+      client.close()
+      await proxy.close()
+      await server.close()
     }
   })
 })
