@@ -9,6 +9,12 @@
  * ticket. Nothing sleeps: tests
  * wait on reply states, deltas, frames sent and the proxy's cuts.
  */
+
+import { readFileSync } from "node:fs"
+import { mkdtemp, rm, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { pathToFileURL } from "node:url"
 import { CutProxy } from "@convoke/core/testing"
 import { Duration } from "effect"
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest"
@@ -327,6 +333,43 @@ describe("the WebSocket transport against the reference server", () => {
     // The server did answer the ping; the client never heard it.
     expect(recording.swallowed.some((frame) => frame.type === "pong")).toBe(true)
     expect(recording.opened).toHaveLength(2)
+  })
+
+  it("runs the README's WebSocket example verbatim", async () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
+    const example = /```js\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf("## WebSocket transport")))?.[1]
+    expect(example).toContain('transport: "websocket"')
+    const source = example!
+      .replace('"http://127.0.0.1:3000"', JSON.stringify(server.url))
+      .replace(
+        'from "@convoke/client"',
+        `from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "../src/index.ts")).href)}`
+      )
+    const folder = await mkdtemp(join(tmpdir(), "convoke-readme-"))
+    const logged: Array<string> = []
+    // The example's output; the server's own log lines go through console.log too.
+    const isServerLog = (text: string) => /^\[\d{2}:\d{2}:\d{2}\.\d{3}\] /.test(text)
+    const log = vi.spyOn(console, "log").mockImplementation((...values) => {
+      const line = values.join(" ")
+      if (!isServerLog(line)) logged.push(`${line}\n`)
+    })
+    const write = vi
+      .spyOn(process.stdout, "write")
+      .mockImplementation((chunk) => logged.push(String(chunk)) > 0)
+    try {
+      await writeFile(join(folder, "example.mjs"), source)
+      await import(pathToFileURL(join(folder, "example.mjs")).href)
+    } finally {
+      log.mockRestore()
+      write.mockRestore()
+      await rm(folder, { recursive: true, force: true })
+    }
+    const [ids, answer, story, ...rest] = logged.join("").split("\n")
+    expect(ids).toMatch(/^conversations [0-9a-f-]{36} [0-9a-f-]{36}$/)
+    expect(answer).toBe("Echo #1: What time is it?")
+    // The echo model may have finished the story before the stop.
+    expect(story).toMatch(/^story (done: Echo #1: Tell me a long story|stopped: Echo #1:.*)$/)
+    expect(rest).toEqual([""])
   })
 
   it("needs a WebSocket class where the runtime has none (Node 20)", () => {
