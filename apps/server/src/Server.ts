@@ -341,7 +341,11 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   const upgradeHandler = NodeSocket.toUpgradeHandler(app)
   const sockets = new Set<Duplex>()
   http.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (refused.has(socket as Socket)) return
+    if (refused.has(socket as Socket)) {
+      // Past the cap: answered with a 503 already; a reset must not throw out of the server.
+      socket.on("error", () => {})
+      return
+    }
     sockets.add(socket)
     void upgradeHandler(request, socket, head).finally(() => sockets.delete(socket))
   })

@@ -147,6 +147,9 @@ const path = fc.oneof(
       "/api/v0.3/conversations/00000000-0000-4000-8000-000000000000/stop",
       "/api/v0.3/conversations/not-a-uuid/stream",
       "/api/v0.3/conversations//stop",
+      "/api/v0.3/ws",
+      "/api/v0.3/ws?ticket=AAAA",
+      "/api/v0.3/ws/ticket",
       "/%00",
       "/..%2f..%2fetc%2fpasswd",
       "/%E2%82%AC%F0%9F%98%80",
@@ -388,6 +391,28 @@ describe("fuzzing the reference server", () => {
         .map(
           ({ name, value }) =>
             `POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\n${name}: ${value}\r\nContent-Length: 2\r\n\r\n{}`
+        ),
+      // WebSocket handshakes, with and without credentials, whole or broken: never a 5xx.
+      fc
+        .record({
+          target: fc.constantFrom(
+            "/api/v0.3/ws",
+            "/api/v0.3/ws?ticket=",
+            "/api/v0.3/ws?ticket=%ff",
+            "/api/v0.3/chat"
+          ),
+          version: fc.oneof(fc.constant("13"), fc.string({ maxLength: 4 })),
+          key: fc.oneof(fc.constant("dGhlIHNhbXBsZSBub25jZQ=="), fc.string({ maxLength: 30 })),
+          credentials: fc.constantFrom(
+            "",
+            `Authorization: Bearer ${KEY}\r\n`,
+            "Authorization: Bearer nope\r\n"
+          ),
+          origin: fc.constantFrom("", "Origin: https://evil.example\r\n", "Origin: %%%\r\n")
+        })
+        .map(
+          ({ target, version, key, credentials, origin }) =>
+            `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: ${version}\r\nSec-WebSocket-Key: ${key}\r\n${credentials}${origin}\r\n`
         ),
       fc.constantFrom(
         "POST /api/v0.3/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",

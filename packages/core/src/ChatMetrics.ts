@@ -75,6 +75,9 @@ export const RESUME_OUTCOMES: ReadonlyArray<ChatHooks.TurnResumed["outcome"]> = 
   "not_found"
 ]
 
+/** The close codes of the WebSocket protocol (`docs/websocket.md`), and 1006 for a socket that dropped. */
+export const CLOSE_CODES = [1000, 1001, 1003, 1006, 1007, 1008, 1009, 1011] as const
+
 /** What can carry a stream; see `ChatHooks.Transport`. */
 export const TRANSPORTS: ReadonlyArray<ChatHooks.Transport> = ["sse", "websocket"]
 
@@ -260,6 +263,7 @@ export const make = (options: Options = {}): ChatMetrics => {
   register(streamsActive)
   for (const transport of TRANSPORTS) register(streamsStarted(transport))
   register(socketsOpen)
+  for (const code of CLOSE_CODES) register(socketsClosed(String(code)))
   for (const outcome of OUTCOMES) register(outcomes(outcome))
   register(firstToken)
   for (const outcome of RESUME_OUTCOMES) register(resumes(outcome))

@@ -447,7 +447,10 @@ export const make = Effect.gen(function* () {
           if (inFlight.size === 0 && quietFor >= idleMillis) {
             return yield* close(CloseCode.normal, "idle")
           }
-          yield* Effect.sleep(Duration.millis(Math.max(idleMillis - quietFor, 1000)))
+          // Asleep until the quiet time could be up; with turns in flight, a whole timeout at a time.
+          yield* Effect.sleep(
+            Duration.millis(inFlight.size === 0 ? Math.max(idleMillis - quietFor, 1) : idleMillis)
+          )
         }
       })
 

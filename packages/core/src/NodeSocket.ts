@@ -27,6 +27,17 @@ export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Bu
 /** Options of `toUpgradeHandler`. */
 export interface UpgradeHandlerOptions extends NodeHandler.NodeHandlerOptions {}
 
+/**
+ * Node's HTTP server stops listening for errors on a socket it hands to
+ * `upgrade` listeners: a client that resets it (after a refusal, or
+ * instead of a handshake) would otherwise throw, unhandled, out of the
+ * process. Its `close` ends whatever is serving it.
+ */
+const guardErrors = (socket: Duplex) => {
+  if (!socket.listeners("error").includes(ignore)) socket.on("error", ignore)
+}
+const ignore = () => {}
+
 /** Bytes a socket may hold for a slow client before its turns wait for it. */
 const HIGH_WATER_BYTES = 64 * 1024
 
@@ -145,6 +156,7 @@ export const toUpgradeHandler = (
 ): UpgradeHandler => {
   const serve = NodeHandler.makeServe(app)
   return (request, socket, head) => {
+    guardErrors(socket)
     let serverRequest: ReturnType<typeof NodeRequest.make>
     try {
       serverRequest = NodeRequest.make(request, { url: options.url?.(request) })
@@ -216,6 +228,7 @@ export const attach = (
   }
   const handle = toUpgradeHandler(app, { url: pathOf })
   const listener = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    guardErrors(socket)
     const path = pathOf(request)
     if (path !== undefined && claims(path.split("?")[0]!)) {
       void handle(request, socket, head)

@@ -22,6 +22,7 @@ export {
   type RegisterTest,
   requireService
 } from "./testing/RequiredService.ts"
+export * as SocketClient from "./testing/SocketClient.ts"
 export * as Sse from "./testing/Sse.ts"
 export * as TestModel from "./testing/TestModel.ts"
 export * as TestObserver from "./testing/TestObserver.ts"

@@ -28,6 +28,7 @@ const METRIC_NAMES = [
   "streams_active",
   "streams_started_total",
   "websocket_connections_active",
+  "websocket_closes_total",
   "stream_outcomes_total",
   "model_time_to_first_token_seconds",
   "turn_resumes_total",
