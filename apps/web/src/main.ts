@@ -3,9 +3,11 @@
  * the first event arrives (with the time it took), watch the reply stream
  * (through network drops: "reconnecting…" shows while the client resumes it),
  * stop it, and list and reopen conversations — a conversation whose reply is
- * still running (after a reload) picks the stream up again. Everything goes
+ * still running (after a reload) picks the stream up again. Replies come over
+ * Server-Sent Events or over one WebSocket (the transport switch, remembered
+ * in `localStorage`); the page behaves the same on both. Everything goes
  * through `@convoke/client`; the page is served by the reference server, so
- * requests are same-origin.
+ * requests are same-origin (the WebSocket opens with a single-use ticket).
  */
 import {
   type ChatReply,
@@ -17,7 +19,18 @@ import {
 } from "@convoke/client"
 import "./style.css"
 
-const client = new ConvokeClient()
+type Transport = "sse" | "websocket"
+
+const TRANSPORT_KEY = "convoke-demo:transport"
+
+// One client per transport; the WebSocket one opens its socket with the first reply.
+const clients: Record<Transport, ConvokeClient> = {
+  sse: new ConvokeClient(),
+  websocket: new ConvokeClient({ transport: "websocket" })
+}
+let transport: Transport = localStorage.getItem(TRANSPORT_KEY) === "websocket" ? "websocket" : "sse"
+/** The client of the chosen transport; the conversation API is plain HTTP on both. */
+const client = () => clients[transport]
 
 const element = <T extends HTMLElement>(id: string) => document.getElementById(id) as T
 const conversationIdView = element<HTMLElement>("conversation-id")
@@ -32,6 +45,7 @@ const input = element<HTMLTextAreaElement>("message")
 const sendButton = element<HTMLButtonElement>("send")
 const stopButton = element<HTMLButtonElement>("stop")
 const newButton = element<HTMLButtonElement>("new-conversation")
+const transportInputs = [...document.querySelectorAll<HTMLInputElement>('input[name="transport"]')]
 
 let conversationId: string | undefined
 let current: ChatReply | undefined
@@ -108,7 +122,7 @@ const renderList = (conversations: ReadonlyArray<ConversationSummary>) => {
 
 const refreshList = async () => {
   try {
-    const page = await client.conversations.list({ limit: 50 })
+    const page = await client().conversations.list({ limit: 50 })
     listNote.hidden = true
     renderList(page.data)
   } catch (error) {
@@ -122,7 +136,7 @@ const openConversation = async (id: string) => {
   if (current !== undefined) return
   showError(undefined)
   try {
-    const conversation = await client.conversations.get(id)
+    const conversation = await client().conversations.get(id)
     messagesView.replaceChildren()
     // A reply still running (the page was reloaded mid-reply) is followed live instead of shown as stored.
     const running = conversation.runningTurn !== null
@@ -133,7 +147,7 @@ const openConversation = async (id: string) => {
     timingView.textContent = ""
     showConversation(conversation.id)
     if (running && current === undefined) {
-      const reply = await client.resume({ conversationId: conversation.id })
+      const reply = await client().resume({ conversationId: conversation.id })
       if (reply !== undefined) await follow(reply, addMessage("assistant", "", "streaming"))
     }
   } catch (error) {
@@ -146,7 +160,7 @@ const send = async (message: string) => {
   addMessage("user", message)
   const replyView = addMessage("assistant", "", "streaming")
   const startedAt = performance.now()
-  const reply = client.chat({ message, conversationId })
+  const reply = client().chat({ message, conversationId })
   const timings: Array<string> = []
   const showTimings = () => {
     timingView.textContent = timings.join(" · ")
@@ -189,6 +203,7 @@ const follow = async (
   on: { readonly firstDelta?: () => void; readonly complete?: () => void } = {}
 ) => {
   current = reply
+  replyView.dataset.transport = transport
   sendButton.disabled = true
   stopButton.disabled = false
   const showState = () => {
@@ -261,6 +276,16 @@ newButton.addEventListener("click", () => {
   showConversation(undefined)
   input.focus()
 })
+
+for (const input of transportInputs) {
+  input.checked = input.value === transport
+  input.addEventListener("change", () => {
+    if (!input.checked) return
+    // The next reply goes over the new transport; one streaming now keeps its own.
+    transport = input.value === "websocket" ? "websocket" : "sse"
+    localStorage.setItem(TRANSPORT_KEY, transport)
+  })
+}
 
 const fromHash = /^#\/conversations\/([\w-]+)$/.exec(location.hash)?.[1]
 void refreshList()

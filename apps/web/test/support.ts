@@ -34,7 +34,8 @@ export interface Demo {
 /**
  * Builds the demo pages into a temporary folder, serves them from the
  * reference server, whose echo model waits `echoDelayMs` before each word,
- * and launches Chromium with the flags `chromiumArgs` adds for that server.
+ * and launches Chromium with the flags `chromiumArgs` adds for that server;
+ * `settings` are more of the server's settings (environment variables).
  * `name` names the temporary folders. Cleans up after itself if any of it
  * fails.
  */
@@ -42,6 +43,7 @@ export const startDemo = async (options: {
   readonly name: string
   readonly echoDelayMs: number
   readonly chromiumArgs?: (server: RunningServer) => ReadonlyArray<string>
+  readonly settings?: Readonly<Record<string, string>>
 }): Promise<Demo> => {
   const dataDir = mkdtempSync(join(tmpdir(), `convoke-${options.name}-data-`))
   const webDir = mkdtempSync(join(tmpdir(), `convoke-${options.name}-dist-`))
@@ -65,7 +67,8 @@ export const startDemo = async (options: {
         PORT: "0",
         CONVOKE_ECHO_DELAY_MS: String(options.echoDelayMs),
         CONVOKE_DATA_DIR: dataDir,
-        CONVOKE_WEB_DIR: webDir
+        CONVOKE_WEB_DIR: webDir,
+        ...options.settings
       })
     )
     browser = await launchChromium(options.chromiumArgs?.(server) ?? [])

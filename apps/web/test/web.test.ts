@@ -3,7 +3,9 @@
  * headless Chromium: send a message and see the id before the reply is done,
  * stop a reply (stored as cancelled), see "reconnecting…" through a real
  * network drop (a `CutProxy` between the page and the server) and the whole
- * reply once after it, reopen a conversation, and run the README's browser
+ * reply once after it, and pick a running reply up after a reload — each over
+ * both transports the page can switch between (SSE, and one WebSocket opened
+ * with a ticket) —, reopen a conversation, and run the README's browser
  * snippet verbatim in the page.
  *
  * The README snippet calls `http://127.0.0.1:3000`; Chromium's host resolver
@@ -16,11 +18,14 @@ import { join } from "node:path"
 import { ConvokeClient } from "@convoke/client"
 import { CutProxy } from "@convoke/core/testing"
 import type { RunningServer } from "@convoke/server/src/Server.ts"
-import type { Page } from "playwright-core"
+import type { Page, WebSocket } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type Demo, root, runnable, screenshot, startDemo, UUID_V4 } from "./support.ts"
 
 const ORIGIN = "http://127.0.0.1:3000"
+
+const TRANSPORTS = ["sse", "websocket"] as const
+type Transport = (typeof TRANSPORTS)[number]
 
 /** The README's browser snippet: the js block of the quick start that reads the first chunk. */
 const readmeSnippet = () => {
@@ -41,6 +46,9 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
     demo = await startDemo({
       name: "web",
       echoDelayMs: 10,
+      // Each test runs on both transports, and every ticket, socket and frame asking for a turn
+      // counts: the default budget (60 requests a minute) would run out.
+      settings: { CONVOKE_RATE_LIMIT_REQUESTS: "100000", CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "100000" },
       // The README snippet's address, on the test server's port.
       chromiumArgs: (server) => [`--host-resolver-rules=MAP 127.0.0.1:3000 127.0.0.1:${server.port}`]
     })
@@ -72,6 +80,37 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
     await demo?.close()
   })
 
+  /**
+   * Opens the page at `url` with the transport switch set to `transport`, and
+   * records the WebSockets the page opens from then on.
+   */
+  const open = async (url: string, transport: Transport) => {
+    await page.goto(url)
+    await page.check(`input[name="transport"][value="${transport}"]`)
+    const sockets: Array<WebSocket> = []
+    const record = (socket: WebSocket) => sockets.push(socket)
+    page.on("websocket", record)
+    return {
+      sockets,
+      /** Stops recording; the sockets the page opened, by URL. */
+      done: () => {
+        page.off("websocket", record)
+        return sockets.map((socket) => socket.url())
+      }
+    }
+  }
+
+  /** What `open` recorded matches the transport: no socket for SSE, sockets opened with tickets for WebSocket. */
+  const expectSockets = (urls: ReadonlyArray<string>, transport: Transport, origin: string) => {
+    if (transport === "sse") return expect(urls).toEqual([])
+    expect(urls.length).toBeGreaterThan(0)
+    for (const url of urls) {
+      expect(url.startsWith(`${origin.replace(/^http/, "ws")}/api/v0.3/ws?ticket=`)).toBe(true)
+    }
+    // A fresh ticket for each socket.
+    expect(new Set(urls).size).toBe(urls.length)
+  }
+
   const send = async (message: string) => {
     await page.fill("#message", message)
     await page.click("#send")
@@ -91,29 +130,34 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
     expect(traversal.status).toBe(404)
   })
 
-  it("shows the conversation id, with its time, before the reply has finished", async () => {
-    await page.goto(`${ORIGIN}/`)
-    const words = Array.from({ length: 30 }, (_, index) => `word${index}`).join(" ")
-    await send(words)
-    await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
-    const timeline: Array<{ what: string; replyLength: number }> = await page.evaluate(
-      () => (window as any).timeline
-    )
-    const id = (await page.textContent("#conversation-id"))!
-    expect(id).toMatch(UUID_V4)
-    expect(timeline.map((entry) => entry.what)).toEqual([`id ${id}`, "complete"])
-    const final = `Echo #1: ${words}`
-    expect(timeline[0]!.replyLength).toBeLessThan(final.length)
-    expect(await lastReply().textContent()).toBe(final)
-    expect(await page.textContent("#timing")).toMatch(
-      /^id after [\d.]+ ms · first text after [\d.]+ ms · complete after [\d.]+ ms$/
-    )
-    expect(page.url()).toBe(`${ORIGIN}/#/conversations/${id}`)
-    await screenshot(page, "web-demo.png")
-  })
+  it.each(TRANSPORTS)(
+    "shows the conversation id, with its time, before the reply has finished (%s)",
+    async (transport) => {
+      const sockets = await open(`${ORIGIN}/`, transport)
+      const words = Array.from({ length: 30 }, (_, index) => `word${index}`).join(" ")
+      await send(words)
+      await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
+      const timeline: Array<{ what: string; replyLength: number }> = await page.evaluate(
+        () => (window as any).timeline
+      )
+      const id = (await page.textContent("#conversation-id"))!
+      expect(id).toMatch(UUID_V4)
+      expect(timeline.map((entry) => entry.what)).toEqual([`id ${id}`, "complete"])
+      const final = `Echo #1: ${words}`
+      expect(timeline[0]!.replyLength).toBeLessThan(final.length)
+      expect(await lastReply().textContent()).toBe(final)
+      expect(await page.textContent("#timing")).toMatch(
+        /^id after [\d.]+ ms · first text after [\d.]+ ms · complete after [\d.]+ ms$/
+      )
+      expect(page.url()).toBe(`${ORIGIN}/#/conversations/${id}`)
+      expect(await lastReply().getAttribute("data-transport")).toBe(transport)
+      expectSockets(sockets.done(), transport, ORIGIN)
+      await screenshot(page, transport === "sse" ? "web-demo.png" : "web-demo-websocket.png")
+    }
+  )
 
-  it("stops a reply and keeps what arrived", async () => {
-    await page.goto(`${ORIGIN}/`)
+  it.each(TRANSPORTS)("stops a reply and keeps what arrived (%s)", async (transport) => {
+    const sockets = await open(`${ORIGIN}/`, transport)
     await send(Array.from({ length: 300 }, (_, index) => `w${index}`).join(" "))
     await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
     await page.click("#stop")
@@ -129,38 +173,46 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
     while (stored?.status === "streaming") stored = (await client.conversations.get(id)).messages.at(-1)
     expect(stored).toMatchObject({ role: "assistant", status: "cancelled" })
     expect(stored!.content.startsWith(stopped)).toBe(true)
+    expectSockets(sockets.done(), transport, ORIGIN)
   })
 
-  it("shows reconnecting… while the network is down, then the whole reply exactly once", async () => {
-    const proxy = await CutProxy.make(server.url)
-    try {
-      // The page and its requests go through the proxy (its own origin).
-      await page.goto(`${proxy.url}/`)
-      await page.evaluate(() => {
-        const connection = document.getElementById("connection")!
-        new MutationObserver(() => {
-          if (!connection.hidden) (window as any).sawReconnecting = true
-        }).observe(connection, { attributes: true })
-      })
-      const words = Array.from({ length: 150 }, (_, index) => `w${index}`).join(" ")
-      await send(words)
-      await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
-      proxy.cut()
-      await page.locator("#connection").waitFor({ state: "visible" })
-      expect(await page.textContent("#connection")).toBe("reconnecting…")
-      proxy.heal()
-      await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
-      expect(await lastReply().textContent()).toBe(`Echo #1: ${words}`)
-      expect(await page.evaluate(() => (window as any).sawReconnecting)).toBe(true)
-      expect(await page.isHidden("#connection")).toBe(true)
-      expect(await page.locator('#messages li[data-role="assistant"]').count()).toBe(1)
-    } finally {
-      await proxy.close()
+  it.each(TRANSPORTS)(
+    "shows reconnecting… while the network is down, then the whole reply exactly once (%s)",
+    async (transport) => {
+      const proxy = await CutProxy.make(server.url)
+      try {
+        // The page and its requests go through the proxy (its own origin).
+        const sockets = await open(`${proxy.url}/`, transport)
+        await page.evaluate(() => {
+          const connection = document.getElementById("connection")!
+          new MutationObserver(() => {
+            if (!connection.hidden) (window as any).sawReconnecting = true
+          }).observe(connection, { attributes: true })
+        })
+        const words = Array.from({ length: 150 }, (_, index) => `w${index}`).join(" ")
+        await send(words)
+        await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
+        proxy.cut()
+        await page.locator("#connection").waitFor({ state: "visible" })
+        expect(await page.textContent("#connection")).toBe("reconnecting…")
+        proxy.heal()
+        await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
+        expect(await lastReply().textContent()).toBe(`Echo #1: ${words}`)
+        expect(await page.evaluate(() => (window as any).sawReconnecting)).toBe(true)
+        expect(await page.isHidden("#connection")).toBe(true)
+        expect(await page.locator('#messages li[data-role="assistant"]').count()).toBe(1)
+        const urls = sockets.done()
+        expectSockets(urls, transport, proxy.url)
+        // Over WebSocket the reply came back on a second socket.
+        if (transport === "websocket") expect(urls).toHaveLength(2)
+      } finally {
+        await proxy.close()
+      }
     }
-  })
+  )
 
-  it("picks a running reply up again after a reload", async () => {
-    await page.goto(`${ORIGIN}/`)
+  it.each(TRANSPORTS)("picks a running reply up again after a reload (%s)", async (transport) => {
+    const sockets = await open(`${ORIGIN}/`, transport)
     const words = Array.from({ length: 300 }, (_, index) => `w${index}`).join(" ")
     await send(words)
     await expect.poll(async () => (await lastReply().textContent())?.length ?? 0).toBeGreaterThan(20)
@@ -170,6 +222,11 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
     await expect.poll(() => page.textContent("#conversation-id")).toBe(id)
     await expect.poll(() => lastReply().getAttribute("data-state"), { timeout: 20_000 }).toBe("complete")
     expect(await page.locator("#messages li").allTextContents()).toEqual([words, `Echo #1: ${words}`])
+    // The switch is remembered across the reload, and the reply was picked up over the same transport.
+    expect(await page.isChecked(`input[name="transport"][value="${transport}"]`)).toBe(true)
+    const urls = sockets.done()
+    expectSockets(urls, transport, ORIGIN)
+    if (transport === "websocket") expect(urls).toHaveLength(2)
   })
 
   it("lists conversations and reopens one with its messages, then continues it", async () => {

@@ -38,13 +38,25 @@ export type ChatEvent = MetadataEvent | ContentEvent | ErrorEvent | { readonly t
 
 const decodeEvent = (data: string): ChatEvent | undefined => {
   if (data === "[DONE]") return { type: "done" }
-  let value: any
+  let value: unknown
   try {
     value = JSON.parse(data)
   } catch {
     throw new ConvokeProtocolError(`An event is not JSON: ${data.slice(0, 100)}`)
   }
+  const event = decode(value)
+  // On SSE the end is `[DONE]`, never an event of type "done".
+  return event?.type === "done" ? undefined : event
+}
+
+/**
+ * Checks one event already parsed from JSON (a WebSocket frame, whose extra
+ * fields are ignored): `undefined` for a type this client does not know.
+ */
+export const decode = (value: any): ChatEvent | undefined => {
   switch (value?.type) {
+    case "done":
+      return { type: "done" }
     case "metadata":
       if (typeof value.conversation_id !== "string" || value.conversation_id === "") {
         throw new ConvokeProtocolError("The metadata event has no conversation_id")

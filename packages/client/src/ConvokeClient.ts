@@ -3,6 +3,9 @@
  * id the moment the first event arrives; `conversations` lists, reads,
  * renames and deletes stored conversations. Works wherever `fetch` and
  * `ReadableStream` do: browsers, Node ≥ 20, Deno, Bun, web and service workers.
+ * Replies come over Server-Sent Events, one request each, or with
+ * `transport: "websocket"` over one WebSocket that every reply shares; the
+ * API is the same.
  *
  * @example
  * const client = new ConvokeClient({ baseUrl: "http://127.0.0.1:3000" })
@@ -12,6 +15,7 @@
  */
 import * as ChatEvent from "./ChatEvent.ts"
 import { type ChatMetadata, ChatReply, type ReplySink } from "./ChatReply.ts"
+import { ChatSocket, type Frame, SOCKET_PATH, TICKET_PATH, type WebSocketConstructor } from "./ChatSocket.ts"
 import type { ConversationStorage } from "./ConversationStorage.ts"
 import { CONVERSATIONS_PATH, Conversations } from "./Conversations.ts"
 import {
@@ -97,6 +101,34 @@ export interface ClientOptions {
   readonly storage?: ConversationStorage
   /** The `fetch` to use (default `globalThis.fetch`). */
   readonly fetch?: typeof fetch
+  /**
+   * How replies travel: `"sse"` (default), one streaming HTTP request per
+   * reply, or `"websocket"`, one socket for the whole client that every reply
+   * shares (`GET /api/v0.3/ws`). The API is the same; the conversation API
+   * (`client.conversations`) is HTTP either way. Close the socket with
+   * `client.close()` when done (it would keep a Node process running).
+   */
+  readonly transport?: "sse" | "websocket"
+  /**
+   * The WebSocket class (default `globalThis.WebSocket`). Node 20 has none:
+   * pass the `ws` package's (`import WebSocket from "ws"`).
+   */
+  readonly WebSocket?: WebSocketConstructor
+  /**
+   * How the socket is authenticated: `"headers"` sends the client's
+   * credentials and headers on the upgrade request (Node's `WebSocket` and
+   * `ws` allow it); `"ticket"` first gets a single-use ticket from
+   * `POST /api/v0.3/ws/ticket` and opens `…/ws?ticket=…`, a fresh one for
+   * each connection (browsers cannot set headers on a WebSocket). Default:
+   * `"headers"` in Node, Bun and Deno, `"ticket"` elsewhere.
+   */
+  readonly webSocketAuth?: "headers" | "ticket"
+  /**
+   * While replies stream over the socket, a link quiet this long gets a
+   * `ping`, and one still quiet after as long again counts as dropped (the
+   * replies resume on a new socket). Default 15 000 ms; `0` turns it off.
+   */
+  readonly heartbeatMs?: number
 }
 
 /** Options of `client.chat(...)`. */
@@ -121,6 +153,9 @@ export interface ChatOptions {
 }
 
 const DEFAULT_KEY = "default"
+
+/** Whether this runs in Node (or in Bun or Deno, which say so too), whose WebSocket takes headers. */
+const isNode = typeof process !== "undefined" && typeof process.versions?.node === "string"
 
 /** The client kind and version sent as `X-Convoke-Client`: `web/…` in a page, `node/…` elsewhere. */
 const CLIENT_HEADER = `${typeof document === "undefined" ? "node" : "web"}/${VERSION}`
@@ -176,6 +211,82 @@ const metadataOf = (event: ChatEvent.MetadataEvent): ChatMetadata => ({
   turnId: event.turn_id
 })
 
+/**
+ * Feeds one stream of a turn into the reply, whichever transport carries it:
+ * the first event must be metadata (handed to `onMetadata`); events already
+ * delivered (by their id) are skipped; an `error` event is kept for the end.
+ * `end` throws that error as `ConvokeStreamError`, or a network error when
+ * the stream stopped before its end.
+ */
+const turnReader = (
+  sink: ReplySink,
+  cursor: Cursor,
+  onMetadata: (event: ChatEvent.MetadataEvent) => void
+) => {
+  let started = false
+  let failure: ChatEvent.ErrorEvent | undefined
+  return {
+    event: (event: ChatEvent.ChatEvent, id: string | undefined): void => {
+      if (!started) {
+        if (event.type !== "metadata") {
+          throw new ConvokeProtocolError(`The first event is "${event.type}", not "metadata"`)
+        }
+        started = true
+        onMetadata(event)
+        return
+      }
+      if (event.type === "metadata") return
+      const parsed = id === undefined ? undefined : ChatEvent.parseEventId(id)
+      if (parsed !== undefined && (cursor.turnId === undefined || parsed.turnId === cursor.turnId)) {
+        // Defensive: an event at or before the last one delivered is not delivered again.
+        if (parsed.seq <= cursor.lastSeq) return
+        cursor.lastSeq = parsed.seq
+        sink.eventId(id!)
+      }
+      switch (event.type) {
+        case "content":
+          sink.delta(event.delta.content)
+          return
+        case "error":
+          failure = event
+          return
+      }
+    },
+    end: (completed: boolean): void => {
+      if (failure !== undefined) {
+        throw new ConvokeStreamError({
+          type: failure.error.type,
+          message: failure.error.message,
+          conversationId: sink.conversationId() ?? "",
+          partialText: sink.partialText()
+        })
+      }
+      if (!completed) {
+        const conversationId = sink.conversationId()
+        if (!started || conversationId === undefined)
+          throw new TypeError("The stream ended before its first event")
+        throw new ConvokeNetworkError("The connection closed before the reply was complete", {
+          conversationId,
+          partialText: sink.partialText()
+        })
+      }
+    }
+  }
+}
+
+/** A WebSocket error frame with a status (a request refused before its turn started), as the HTTP error it stands for. */
+const httpErrorOf = (frame: Frame): ConvokeHttpError => {
+  const status = frame.status as number
+  const error = frame.error as { type?: unknown; message?: unknown } | undefined
+  return new ConvokeHttpError({
+    status,
+    type: typeof error?.type === "string" ? error.type : `http_${status}`,
+    message: typeof error?.message === "string" ? error.message : `HTTP ${status}`,
+    retryAfterSeconds: typeof frame.retry_after === "number" ? frame.retry_after : undefined,
+    body: { error: frame.error }
+  })
+}
+
 /** A request the transport sends; the body is JSON. */
 export interface TransportRequest {
   readonly method: "GET" | "POST" | "PATCH" | "DELETE"
@@ -195,6 +306,8 @@ export class ConvokeClient {
   readonly #baseUrl: string
   readonly #options: ClientOptions
   readonly #retry: Required<RetryOptions>
+  /** The shared socket of `transport: "websocket"`. */
+  readonly #socket: ChatSocket | undefined
 
   constructor(options: ClientOptions = {}) {
     this.#options = options
@@ -210,6 +323,63 @@ export class ConvokeClient {
     this.conversations = new Conversations((request) =>
       this.withRetry(request.signal, () => this.send(request))
     )
+    this.#socket = options.transport === "websocket" ? this.#makeSocket(options) : undefined
+  }
+
+  #makeSocket(options: ClientOptions): ChatSocket {
+    const WebSocket = options.WebSocket ?? (globalThis.WebSocket as WebSocketConstructor | undefined)
+    if (WebSocket === undefined) {
+      throw new ConvokeError(
+        'This runtime has no global WebSocket (Node 20): pass one as the `WebSocket` option, e.g. `import WebSocket from "ws"`'
+      )
+    }
+    const auth = options.webSocketAuth ?? (isNode ? "headers" : "ticket")
+    const never = new AbortController().signal
+    return new ChatSocket({
+      WebSocket,
+      heartbeatMs: options.heartbeatMs ?? 15_000,
+      target: async () => {
+        const url = new URL(
+          `${this.#baseUrl}${SOCKET_PATH}`,
+          typeof location === "undefined" ? undefined : location.href
+        )
+        url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
+        if (auth === "headers") return { url: url.href, headers: await this.#headers() }
+        const response = await this.send({ method: "POST", path: TICKET_PATH, signal: never })
+        const body = (await response.json()) as { ticket?: unknown }
+        if (typeof body?.ticket !== "string")
+          throw new ConvokeProtocolError("The ticket answer has no ticket")
+        url.searchParams.set("ticket", body.ticket)
+        return { url: url.href }
+      },
+      diagnose: async () => {
+        // The same route over plain HTTP: a refusal (401, 403, 429, 503) is the socket's; 426 means it would open.
+        try {
+          await this.send({ method: "GET", path: SOCKET_PATH, signal: AbortSignal.timeout(10_000) })
+        } catch (error) {
+          if (error instanceof ConvokeHttpError && error.status !== 426) throw error
+        }
+      }
+    })
+  }
+
+  /** Asks the server to stop a conversation's running turn: over the socket with `transport: "websocket"`. */
+  #stop(conversationId: string): Promise<unknown> {
+    if (this.#socket === undefined) return this.conversations.stop(conversationId)
+    return this.#socket.request({ type: "chat.stop", conversation_id: conversationId }, (answer) => {
+      if (answer.type === "stopped") return true
+      if (answer.type === "error" && typeof answer.status === "number") throw httpErrorOf(answer)
+      return undefined
+    })
+  }
+
+  /**
+   * Closes the WebSocket of `transport: "websocket"`, if one is open: replies
+   * still streaming on it fail with `ConvokeAbortError` (their turns go on on
+   * the server). A later `chat` opens a new socket. Does nothing with SSE.
+   */
+  close(): void {
+    this.#socket?.close()
   }
 
   /**
@@ -225,7 +395,7 @@ export class ConvokeClient {
           sink.fail(this.#normalise(error, controller.signal, sink))
         )
       },
-      (conversationId) => this.conversations.stop(conversationId)
+      (conversationId) => this.#stop(conversationId)
     )
   }
 
@@ -239,6 +409,7 @@ export class ConvokeClient {
    * Rejects with `ConvokeHttpError` for 400 (a malformed `lastEventId`) or 404.
    */
   async resume(options: ResumeTurnOptions): Promise<ChatReply | undefined> {
+    if (this.#socket !== undefined) return this.#resumeOnSocket(options)
     const controller = linkedController(options.signal)
     const signal = controller.signal
     const after = options.lastEventId === undefined ? undefined : ChatEvent.parseEventId(options.lastEventId)
@@ -264,10 +435,46 @@ export class ConvokeClient {
         }
         run().then(sink.finish, (error: unknown) => sink.fail(this.#normalise(error, signal, sink)))
       },
-      (conversationId) => this.conversations.stop(conversationId)
+      (conversationId) => this.#stop(conversationId)
     )
     // Errors before the first event are the caller's to see, as for any request.
     await reply.metadata
+    return reply
+  }
+
+  /** `resume` over the socket: `chat.resume`, answered by the turn's frames or by `no_turn`. */
+  async #resumeOnSocket(options: ResumeTurnOptions): Promise<ChatReply | undefined> {
+    const controller = linkedController(options.signal)
+    const signal = controller.signal
+    const after = options.lastEventId === undefined ? undefined : ChatEvent.parseEventId(options.lastEventId)
+    const cursor: Cursor = { turnId: after?.turnId, lastSeq: after?.seq ?? 0 }
+    const resume = this.#resumeOptions(options.resume)
+    let nothingToReplay = false
+    const reply = new ChatReply(
+      controller,
+      (sink) => {
+        if (options.lastEventId !== undefined) sink.eventId(options.lastEventId)
+        const follow = () =>
+          this.#follow(options.conversationId, options.lastEventId, sink, cursor, signal, (event) => {
+            cursor.turnId = event.turn_id ?? cursor.turnId
+            sink.metadata(metadataOf(event))
+          })
+        this.#startTurn(follow, sink, cursor, resume, signal).then(
+          (followed) => {
+            if (followed === false) nothingToReplay = true
+            sink.finish()
+          },
+          (error: unknown) => sink.fail(this.#normalise(error, signal, sink))
+        )
+      },
+      (conversationId) => this.#stop(conversationId)
+    )
+    try {
+      await reply.metadata
+    } catch (error) {
+      if (nothingToReplay) return undefined
+      throw error
+    }
     return reply
   }
 
@@ -296,35 +503,68 @@ export class ConvokeClient {
 
     const cursor: Cursor = { turnId: undefined, lastSeq: 0 }
     const resume = this.#resumeOptions(options.resume)
-    // Retries happen only while no metadata event has arrived: after it the
-    // server has started the turn, and sending the message again would repeat it.
-    for (let attempt = 0; ; attempt++) {
+    const onMetadata = (event: ChatEvent.MetadataEvent) => {
+      const metadata = metadataOf(event)
+      cursor.turnId = metadata.turnId
+      if (storage !== undefined) {
+        // Best effort: a storage failure must not break the reply.
+        Promise.resolve()
+          .then(() => storage.set(key, metadata.conversationId))
+          .catch(() => {})
+      }
+      sink.metadata(metadata)
+    }
+    const socket = this.#socket
+    const attempt =
+      socket === undefined
+        ? async () => {
+            const response = await this.send({
+              method: "POST",
+              path: CHAT_PATH,
+              body,
+              accept: "text/event-stream",
+              signal
+            })
+            await this.#readStream(response, sink, cursor, onMetadata)
+          }
+        : async () => {
+            const { stream: _, ...fields } = body
+            await this.#readSocketTurn(
+              socket,
+              { type: "chat.send", ...fields },
+              sink,
+              cursor,
+              signal,
+              onMetadata
+            )
+          }
+    await this.#startTurn(attempt, sink, cursor, resume, signal)
+  }
+
+  /**
+   * Runs `attempt` (a request that starts or follows a turn) with the
+   * client's retry policy while no metadata event has arrived. After it the
+   * server has started the turn, and sending the message again would repeat
+   * it: a failure then is resumed (`#recover`), and resolves `undefined`.
+   */
+  async #startTurn<A>(
+    attempt: () => Promise<A>,
+    sink: ReplySink,
+    cursor: Cursor,
+    resume: Required<ResumeOptions> | false,
+    signal: AbortSignal
+  ): Promise<A | undefined> {
+    for (let count = 0; ; count++) {
       let delayMs: number | undefined
       try {
-        const response = await this.send({
-          method: "POST",
-          path: CHAT_PATH,
-          body,
-          accept: "text/event-stream",
-          signal
-        })
-        await this.#readStream(response, sink, cursor, (event) => {
-          const metadata = metadataOf(event)
-          cursor.turnId = metadata.turnId
-          if (storage !== undefined) {
-            // Best effort: a storage failure must not break the reply.
-            Promise.resolve()
-              .then(() => storage.set(key, metadata.conversationId))
-              .catch(() => {})
-          }
-          sink.metadata(metadata)
-        })
-        return
+        return await attempt()
       } catch (error) {
-        // After the metadata event the turn runs on the server: resume it, never send it again.
-        if (sink.conversationId() !== undefined) return this.#recover(error, sink, cursor, resume, signal)
-        if (signal.aborted || attempt >= this.#retry.retries) throw error
-        delayMs = this.#retryDelay(error, attempt)
+        if (sink.conversationId() !== undefined) {
+          await this.#recover(error, sink, cursor, resume, signal)
+          return undefined
+        }
+        if (signal.aborted || count >= this.#retry.retries) throw error
+        delayMs = this.#retryDelay(error, count)
         if (delayMs === undefined) throw error
       }
       await sleep(delayMs, signal)
@@ -358,51 +598,81 @@ export class ConvokeClient {
       await response.body?.cancel().catch(() => {})
       throw new ConvokeProtocolError(`Expected an event stream, got "${contentType}"`)
     }
-    let started = false
-    let failure: ChatEvent.ErrorEvent | undefined
-    const completed = await ChatEvent.read(response.body, (event, id) => {
-      if (!started) {
-        if (event.type !== "metadata") {
-          throw new ConvokeProtocolError(`The first event is "${event.type}", not "metadata"`)
-        }
-        started = true
-        onMetadata(event)
-        return
-      }
-      if (event.type === "metadata") return
-      const parsed = id === undefined ? undefined : ChatEvent.parseEventId(id)
-      if (parsed !== undefined && (cursor.turnId === undefined || parsed.turnId === cursor.turnId)) {
-        // Defensive: an event at or before the last one delivered is not delivered again.
-        if (parsed.seq <= cursor.lastSeq) return
-        cursor.lastSeq = parsed.seq
-        sink.eventId(id!)
-      }
-      switch (event.type) {
-        case "content":
-          sink.delta(event.delta.content)
-          return
-        case "error":
-          failure = event
-          return
-      }
-    })
-    if (failure !== undefined) {
-      throw new ConvokeStreamError({
-        type: failure.error.type,
-        message: failure.error.message,
-        conversationId: sink.conversationId() ?? "",
-        partialText: sink.partialText()
-      })
-    }
-    if (!completed) {
+    const reader = turnReader(sink, cursor, onMetadata)
+    reader.end(await ChatEvent.read(response.body, reader.event))
+  }
+
+  /**
+   * Runs one turn request (`chat.send` or `chat.resume`) on the socket into
+   * the reply, as `#readStream` reads an SSE body: resolves `true` after the
+   * turn's `done` frame, `false` when the server has nothing to replay
+   * (`no_turn`, HTTP's 204). Rejects with `ConvokeHttpError` for an error
+   * frame before the turn started, `ConvokeStreamError` for the turn's
+   * `error` event, `ConvokeNetworkError` when the socket drops.
+   */
+  async #readSocketTurn(
+    socket: ChatSocket,
+    frame: Record<string, unknown>,
+    sink: ReplySink,
+    cursor: Cursor,
+    signal: AbortSignal,
+    onMetadata: (event: ChatEvent.MetadataEvent) => void
+  ): Promise<boolean> {
+    const reader = turnReader(sink, cursor, onMetadata)
+    try {
+      return await socket.request(
+        frame,
+        (answer) => {
+          if (answer.type === "no_turn") return false
+          if (answer.type === "error" && typeof answer.status === "number") throw httpErrorOf(answer)
+          const event = ChatEvent.decode(answer)
+          if (event === undefined) return undefined
+          reader.event(event, typeof answer.event_id === "string" ? answer.event_id : undefined)
+          if (event.type !== "done") return undefined
+          reader.end(true)
+          return true
+        },
+        signal
+      )
+    } catch (error) {
       const conversationId = sink.conversationId()
-      if (!started || conversationId === undefined)
-        throw new TypeError("The stream ended before its first event")
-      throw new ConvokeNetworkError("The connection closed before the reply was complete", {
-        conversationId,
-        partialText: sink.partialText()
-      })
+      if (error instanceof ConvokeNetworkError && conversationId !== undefined) {
+        throw new ConvokeNetworkError(error.message, {
+          cause: error,
+          conversationId,
+          partialText: sink.partialText()
+        })
+      }
+      throw error
     }
+  }
+
+  /**
+   * Follows a conversation's turn from after `lastEventId` (from its start
+   * without it) on the client's transport: the resume endpoint, or
+   * `chat.resume` on the socket. Resolves `false` when the server has
+   * nothing to replay.
+   */
+  async #follow(
+    conversationId: string,
+    lastEventId: string | undefined,
+    sink: ReplySink,
+    cursor: Cursor,
+    signal: AbortSignal,
+    onMetadata: (event: ChatEvent.MetadataEvent) => void
+  ): Promise<boolean> {
+    if (this.#socket !== undefined) {
+      const frame = {
+        type: "chat.resume",
+        conversation_id: conversationId,
+        ...(lastEventId === undefined ? {} : { last_event_id: lastEventId })
+      }
+      return this.#readSocketTurn(this.#socket, frame, sink, cursor, signal, onMetadata)
+    }
+    const response = await this.#openStream(conversationId, lastEventId, signal)
+    if (response === undefined) return false
+    await this.#readStream(response, sink, cursor, onMetadata)
+    return true
   }
 
   /**
@@ -441,34 +711,34 @@ export class ConvokeClient {
       )
       failures++
       try {
-        const response = await this.#openStream(
-          conversationId,
-          cursor.lastSeq > 0 ? `${cursor.turnId}:${cursor.lastSeq}` : undefined,
-          signal
-        )
-        if (response === undefined) {
-          if (await this.#finishFromStore(sink, cursor, conversationId, signal)) return
-          lastError = new ConvokeNetworkError(
-            "The turn is still running but the server has nothing to replay",
-            {
-              conversationId,
-              partialText: sink.partialText()
+        const seqBefore = cursor.lastSeq
+        let followed: boolean
+        try {
+          followed = await this.#follow(
+            conversationId,
+            cursor.lastSeq > 0 ? `${cursor.turnId}:${cursor.lastSeq}` : undefined,
+            sink,
+            cursor,
+            signal,
+            (event) => {
+              if (event.turn_id !== cursor.turnId) throw new OtherTurn()
+              sink.state("streaming")
             }
           )
-          continue
-        }
-        const seqBefore = cursor.lastSeq
-        try {
-          await this.#readStream(response, sink, cursor, (event) => {
-            if (event.turn_id !== cursor.turnId) throw new OtherTurn()
-            sink.state("streaming")
-          })
         } finally {
           // A reconnection that delivered something worked: the count starts again. One that
           // only sent the metadata again did not, or a link that drops at once would loop forever.
           if (cursor.lastSeq > seqBefore) failures = 0
         }
-        return
+        if (followed) return
+        if (await this.#finishFromStore(sink, cursor, conversationId, signal)) return
+        lastError = new ConvokeNetworkError(
+          "The turn is still running but the server has nothing to replay",
+          {
+            conversationId,
+            partialText: sink.partialText()
+          }
+        )
       } catch (caught) {
         if (signal.aborted || sink.stopping()) throw caught
         if (caught instanceof OtherTurn) {
@@ -586,16 +856,9 @@ export class ConvokeClient {
    * otherwise. No retries here (see `chat` and `Conversations`).
    */
   async send(request: TransportRequest): Promise<Response> {
-    const headers: Record<string, string> = { ...this.#options.headers, ...request.headers }
-    // The caller's own X-Convoke-Client, in any case, wins.
-    if (!Object.keys(headers).some((name) => name.toLowerCase() === "x-convoke-client")) {
-      headers["x-convoke-client"] = CLIENT_HEADER
-    }
+    const headers = await this.#headers(request.headers)
     if (request.accept !== undefined) headers.accept = request.accept
     if (request.body !== undefined) headers["content-type"] = "application/json"
-    const apiKey = this.#options.apiKey
-    const key = typeof apiKey === "function" ? await apiKey() : apiKey
-    if (key !== undefined) headers.authorization = `Bearer ${key}`
     const fetchImpl = this.#options.fetch ?? globalThis.fetch
     const response = await fetchImpl(`${this.#baseUrl}${request.path}`, {
       method: request.method,
@@ -605,6 +868,19 @@ export class ConvokeClient {
     })
     if (!response.ok) throw await ConvokeHttpError.fromResponse(response)
     return response
+  }
+
+  /** The headers of every request: the client's own, `X-Convoke-Client` and the credentials. */
+  async #headers(extra?: Readonly<Record<string, string>>): Promise<Record<string, string>> {
+    const headers: Record<string, string> = { ...this.#options.headers, ...extra }
+    // The caller's own X-Convoke-Client, in any case, wins.
+    if (!Object.keys(headers).some((name) => name.toLowerCase() === "x-convoke-client")) {
+      headers["x-convoke-client"] = CLIENT_HEADER
+    }
+    const apiKey = this.#options.apiKey
+    const key = typeof apiKey === "function" ? await apiKey() : apiKey
+    if (key !== undefined) headers.authorization = `Bearer ${key}`
+    return headers
   }
 
   /** Runs `operation` with the client's retry policy (network errors, 429, 503). */

@@ -20,7 +20,10 @@ describe.skipIf(!hasChromium && !process.env.CI)("in Chromium", () => {
     const [started, bundle, launched] = await Promise.all([
       startReferenceServer(),
       bundleClient(),
-      launchChromium()
+      // The test page is a fulfilled route, not a response from the loopback server: Chromium's
+      // local network access checks would count it as a public page and block its WebSockets to
+      // 127.0.0.1 (a page the server serves itself is loopback, as the web demo's tests show).
+      launchChromium(["--disable-features=LocalNetworkAccessChecks"])
     ])
     server = started
     browser = launched
@@ -69,6 +72,49 @@ describe.skipIf(!hasChromium && !process.env.CI)("in Chromium", () => {
     expect(result.text).toBe("Echo #1: hello from chromium")
     expect(result.resumedId).toBe(result.id)
     expect(result.resumedText).toBe("Echo #2: again")
+  })
+
+  it("over a WebSocket opened with a ticket: the id before the first delta, two replies on one socket", async () => {
+    const sockets: Array<string> = []
+    const record = (socket: import("playwright-core").WebSocket) => sockets.push(socket.url())
+    page.on("websocket", record)
+    try {
+      const result = await page.evaluate(async () => {
+        const { ConvokeClient } = (window as any).Convoke
+        const client = new ConvokeClient({ transport: "websocket" })
+        const order: Array<string> = []
+        const reply = client.chat({ message: "hello over a socket" })
+        reply.conversationId.then(() => order.push("id"))
+        const deltas: Array<string> = []
+        for await (const delta of reply) {
+          if (deltas.length === 0) order.push("first delta")
+          deltas.push(delta)
+        }
+        const id = await reply.conversationId
+        const [again, other] = [
+          client.chat({ message: "again", conversationId: id }),
+          client.chat({ message: "another conversation" })
+        ]
+        const texts = await Promise.all([again.text, other.text])
+        const empty = await client
+          .chat({ message: "" })
+          .text.catch((error: any) => ({ name: error.name, status: error.status, type: error.type }))
+        client.close()
+        return { order, text: deltas.join(""), texts, sameId: (await again.conversationId) === id, empty }
+      })
+      expect(result.order).toEqual(["id", "first delta"])
+      expect(result.text).toBe("Echo #1: hello over a socket")
+      expect(result.texts).toEqual(["Echo #2: again", "Echo #1: another conversation"])
+      expect(result.sameId).toBe(true)
+      expect(result.empty).toEqual({ name: "ConvokeHttpError", status: 400, type: "invalid_request" })
+      // One socket for all three, opened with a ticket: a browser cannot send headers on it.
+      expect(sockets).toHaveLength(1)
+      expect(sockets[0]).toMatch(
+        new RegExp(`^${server.url.replace(/^http/, "ws")}/api/v0\\.3/ws\\?ticket=\\S+$`)
+      )
+    } finally {
+      page.off("websocket", record)
+    }
   })
 
   it("aborts mid-stream with an AbortError carrying the partial text", async () => {

@@ -6,58 +6,13 @@
  * the proxy's cuts and the server's own turn-ended signal.
  */
 import { readFileSync } from "node:fs"
-import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
-import {
-  ChatConfig,
-  ChatHooks,
-  ChatHttp,
-  ConversationStore,
-  EchoLanguageModel,
-  Identity,
-  LanguageModel,
-  TurnLog
-} from "@convoke/core"
-import { NodeHandler } from "@convoke/core/node"
+import { EchoLanguageModel, LanguageModel } from "@convoke/core"
 import { CutProxy } from "@convoke/core/testing"
 import { Duration, Effect, Layer, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import {
-  type ChatReply,
-  type ChatReplyState,
-  ConvokeClient,
-  ConvokeNetworkError,
-  ConvokeStreamError,
-  VERSION
-} from "../src/index.ts"
-import { startReferenceServer } from "./servers.ts"
-
-const words = (count: number) => Array.from({ length: count }, (_, index) => `w${index}`).join(" ")
-const quick = { attempts: 5, baseDelayMs: 1, maxDelayMs: 20 }
-
-/** Every state the reply goes through, and every delta, as the caller sees them. */
-const watch = (reply: ChatReply, onState: (state: ChatReplyState) => void = () => {}) => {
-  const states: Array<ChatReplyState> = [reply.state]
-  reply.onStateChange((state) => {
-    states.push(state)
-    onState(state)
-  })
-  const deltas: Array<string> = []
-  const iterated = (async () => {
-    for await (const delta of reply) deltas.push(delta)
-  })()
-  return { states, deltas, iterated }
-}
-
-/** The stored messages of a conversation once its reply is no longer streaming. */
-const storedReply = async (client: ConvokeClient, conversationId: string) => {
-  let messages = (await client.conversations.get(conversationId)).messages
-  // The stop is acknowledged before the reply is stored; read again until it is.
-  while (messages.at(-1)?.status === "streaming" || messages.at(-1)?.role !== "assistant") {
-    messages = (await client.conversations.get(conversationId)).messages
-  }
-  return messages.at(-1)!
-}
+import { ConvokeClient, ConvokeNetworkError, ConvokeStreamError, VERSION } from "../src/index.ts"
+import { quick, storedReply, watch, words } from "./replies.ts"
+import { startForgetfulServer, startReferenceServer } from "./servers.ts"
 
 describe("resume and stop against the reference server, through a cutting proxy", () => {
   let server: Awaited<ReturnType<typeof startReferenceServer>>
@@ -308,65 +263,6 @@ describe("resume and stop against the reference server, through a cutting proxy"
     expect(headers.at(-1)).toBe("unity/9.9.9")
   })
 })
-
-/**
- * A server built from the core whose turn log forgets a turn the moment it
- * ends, so a client that reconnects after the end gets 204 and must finish
- * from the stored conversation. Its `turnEnded` hook (run once the reply is
- * stored) is the signal the tests wait on.
- */
-const startForgetfulServer = async (
-  disconnectGrace: Duration.Input,
-  options: {
-    readonly model?: Layer.Layer<LanguageModel.LanguageModel>
-    readonly maxEventsPerTurn?: number
-  } = {}
-) => {
-  const ended = new Map<string, (outcome: string) => void>()
-  const endings = new Map<string, Promise<string>>()
-  const turnEnded = (conversationId: string) => {
-    let promise = endings.get(conversationId)
-    if (promise === undefined) {
-      promise = new Promise<string>((resolve) => ended.set(conversationId, resolve))
-      endings.set(conversationId, promise)
-    }
-    return promise
-  }
-  const app = await ChatHttp.makeApp(
-    Layer.mergeAll(
-      Layer.succeed(
-        ChatConfig.ChatConfig,
-        ChatConfig.make({ disconnectGrace: Duration.fromInputUnsafe(disconnectGrace) })
-      ),
-      Layer.succeed(
-        ChatHooks.ChatHooks,
-        ChatHooks.combine({
-          turnEnded: (event) =>
-            Effect.sync(() => {
-              void turnEnded(event.conversationId)
-              ended.get(event.conversationId)?.(event.outcome)
-            })
-        })
-      ),
-      ConversationStore.layerMemory,
-      options.model ?? EchoLanguageModel.layer({ delay: Duration.millis(2) }),
-      Identity.layerAnonymous()
-    ),
-    { turnLog: TurnLog.layerMemory({ retention: Duration.zero, maxEventsPerTurn: options.maxEventsPerTurn }) }
-  )
-  const handler = NodeHandler.toNodeHandler(app)
-  const http = createServer((request, response) => handler(request, response))
-  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve))
-  return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    turnEnded,
-    close: async () => {
-      http.closeAllConnections()
-      await new Promise<void>((resolve) => http.close(() => resolve()))
-      await app.dispose()
-    }
-  }
-}
 
 describe("finishing from the stored conversation when there is nothing to replay (204)", () => {
   /** A client whose reconnections wait until `open()`: the network stays down until the test says so. */
