@@ -105,16 +105,17 @@ namespace Convoke
 
         private Link Current()
         {
+            Link link;
             lock (gate)
             {
                 if (disposed) throw new ObjectDisposedException("ConvokeClient");
-                if (current == null || current.Closed)
-                {
-                    current = new Link(this);
-                    current.Start();
-                }
-                return current;
+                if (current != null && !current.Closed) return current;
+                link = new Link(this);
+                current = link;
             }
+            // Outside the lock: opening runs the factory and, for a ticket, an HTTP request.
+            link.Start();
+            return link;
         }
 
         private void Forget(Link link)
@@ -220,7 +221,8 @@ namespace Convoke
                 {
                     while (true)
                     {
-                        string text = await opened.ReceiveAsync(CancellationToken.None);
+                        // Off the caller's context: each stream raises its events on its own.
+                        string text = await opened.ReceiveAsync(CancellationToken.None).ConfigureAwait(false);
                         if (text == null)
                         {
                             reason = new ConvokeNetworkException("The server closed the WebSocket", null, null);

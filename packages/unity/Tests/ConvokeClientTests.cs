@@ -80,6 +80,7 @@ namespace Convoke.Tests
             Test("e2e: websocket: Stop sends chat.stop, ends the stream quietly, the reply is stored cancelled", SocketStop),
             Test("e2e: websocket: dropped mid-reply, chat.resume with the last event_id on a new socket; the reply arrives exactly once", SocketResumeAfterDrop),
             Test("e2e: websocket: no_turn after a drop finishes the stream from the stored reply, as HTTP's 204", SocketResumeNoTurn),
+            Test("e2e: websocket: events, states and the id store run on the caller's SynchronizationContext, reconnecting included", SocketContext),
             Test("e2e: websocket: a connection that cannot set headers opens with a ticket", SocketTicket),
             Test("e2e: websocket: the key travels as a header on the upgrade; a wrong or missing one is 401 unauthenticated, as on HTTP", SocketCredentials),
         };

@@ -116,7 +116,11 @@ namespace Convoke.Tests
             }
         }
 
-        private static ConvokeClient SocketClient(string url, SocketRecorder recorder = null, string apiKey = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz", int retries = 0)
+        private static ConvokeClient SocketClient(
+            string url,
+            SocketRecorder recorder = null,
+            string apiKey = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz",
+            IConversationIdStore store = null)
         {
             return new ConvokeClient(new ConvokeClientOptions
             {
@@ -124,12 +128,13 @@ namespace Convoke.Tests
                 ApiKey = apiKey,
                 UseWebSocket = true,
                 WebSocketFactory = recorder == null ? (Func<IWebSocketConnection>)null : recorder.Make,
-                MaxRetries = retries,
+                MaxRetries = 0,
                 RetryBaseDelay = TimeSpan.FromMilliseconds(1),
                 MaxRetryDelay = TimeSpan.FromMilliseconds(100),
                 ResumeAttempts = 10,
                 ResumeBaseDelay = TimeSpan.FromMilliseconds(5),
-                MaxResumeDelay = TimeSpan.FromMilliseconds(50)
+                MaxResumeDelay = TimeSpan.FromMilliseconds(50),
+                ConversationIdStore = store
             });
         }
 
@@ -353,6 +358,41 @@ namespace Convoke.Tests
                 string answer;
                 lock (recorder.Sockets[1].Received) answer = recorder.Sockets[1].Received.First();
                 Equal("no_turn", Json.GetString(Json.Parse(answer), "type"), "the server answered no_turn");
+            }
+        }
+
+        private static void SocketContext()
+        {
+            using (LoopContext context = new LoopContext())
+            using (Proxy proxy = new Proxy())
+            {
+                ThreadCheckingStore store = new ThreadCheckingStore { Expected = context.Thread };
+                using (ConvokeClient client = SocketClient(proxy.Url, null, null, store))
+                {
+                    int offThread = 0;
+                    List<ChatStreamState> states = new List<ChatStreamState>();
+                    Action check = () => { if (Thread.CurrentThread != context.Thread) Interlocked.Increment(ref offThread); };
+                    string message = Words("t", 200);
+                    ChatStream stream = context.Run(() =>
+                    {
+                        ChatStream started = client.Chat(message);
+                        started.StateChanged += state => { check(); states.Add(state); };
+                        started.MetadataReceived += metadata => check();
+                        started.DeltaReceived += delta => check();
+                        started.Completed += text => check();
+                        return started;
+                    });
+                    Watch watch = new Watch(stream);
+                    watch.WaitForDeltas(3);
+                    proxy.Cut();
+                    proxy.Heal();
+                    Equal("Echo #1: " + message, Await(stream.Text, "text"), "reply");
+                    Equal(0, offThread, "handlers called off the context's thread");
+                    True(states.Contains(ChatStreamState.Reconnecting), "Reconnecting was raised");
+                    Equal(ChatStreamState.Completed, states.Last(), "last state");
+                    True(store.Calls >= 2, "the store was read and written");
+                    Equal(0, store.OffThread, "store calls off the context's thread");
+                }
             }
         }
 
