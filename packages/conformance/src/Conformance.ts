@@ -29,6 +29,7 @@ import * as ConformanceModel from "./ConformanceModel.ts"
 import * as ConversationContract from "./ConversationContract.ts"
 import * as LimitContract from "./LimitContract.ts"
 import * as OperationsContract from "./OperationsContract.ts"
+import * as SocketContract from "./SocketContract.ts"
 import * as Suite from "./Suite.ts"
 import * as TurnContract from "./TurnContract.ts"
 import * as TurnObserver from "./TurnObserver.ts"
@@ -101,4 +102,5 @@ export const describeConformance = (
     OperationsContract.define(suite)
     TurnContract.define(suite)
     LimitContract.define(suite)
+    SocketContract.define(suite)
   })

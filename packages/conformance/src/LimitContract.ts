@@ -61,7 +61,9 @@ const ROUTES = [
   ["PATCH", `/api/v0.3/conversations/${SOME_ID}`, { title: "renamed" }],
   ["DELETE", `/api/v0.3/conversations/${SOME_ID}`, undefined],
   ["GET", `/api/v0.3/conversations/${SOME_ID}/stream`, undefined],
-  ["POST", `/api/v0.3/conversations/${SOME_ID}/stop`, undefined]
+  ["POST", `/api/v0.3/conversations/${SOME_ID}/stop`, undefined],
+  ["GET", "/api/v0.3/ws", undefined],
+  ["POST", "/api/v0.3/ws/ticket", undefined]
 ] as const
 
 const expectLimited = async (response: Response, label: string) => {

@@ -136,6 +136,11 @@ export interface Capabilities {
    * suite has no slow-body test for it.
    */
   readonly bufferedBody?: boolean | undefined
+  /**
+   * The runtime cannot upgrade a request to a WebSocket (Lambda): the suite
+   * checks that `GET /api/v0.3/ws` answers `426` and nothing more of it.
+   */
+  readonly noUpgrade?: boolean | undefined
 }
 
 export interface Suite {

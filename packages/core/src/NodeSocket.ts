@@ -11,7 +11,7 @@
  *
  * @since 0.3.0
  */
-import { type IncomingMessage, type OutgoingHttpHeaders, STATUS_CODES } from "node:http"
+import { type IncomingMessage, type OutgoingHttpHeaders, type Server, STATUS_CODES } from "node:http"
 import type { Duplex } from "node:stream"
 import { Writable } from "node:stream"
 import { Context, Duration, Effect } from "effect"
@@ -184,5 +184,48 @@ export const toUpgradeHandler = (
         })
     })
     return serve(serverRequest, destination, Context.make(SocketUpgrade, upgrade))
+  }
+}
+
+/** Options of `attach`. */
+export interface AttachOptions {
+  /** The path the application is mounted under (`app.use("/chat", …)`): upgrades under it reach the application. */
+  readonly prefix?: string | undefined
+}
+
+/**
+ * Serves an application's WebSocket route on a `node:http` (or `https`)
+ * server, for bindings whose framework does not upgrade itself (Express,
+ * Fastify): an upgrade to a path the application claims, under `prefix`, is
+ * served; any other is left to the server's other `upgrade` listeners.
+ * Returns the function that detaches it.
+ */
+export const attach = (
+  server: Pick<Server, "on" | "off" | "listenerCount">,
+  app: NodeHandler.Servable,
+  options: AttachOptions = {}
+): (() => void) => {
+  const prefix = (options.prefix ?? "").replace(/\/+$/, "")
+  const claims = ("http" in app ? app.http : app).claims
+  const pathOf = (request: IncomingMessage): string | undefined => {
+    const url = request.url ?? "/"
+    if (prefix === "") return url
+    if (url !== prefix && !url.startsWith(`${prefix}/`) && !url.startsWith(`${prefix}?`)) return undefined
+    const rest = url.slice(prefix.length)
+    return rest.startsWith("/") ? rest : `/${rest}`
+  }
+  const handle = toUpgradeHandler(app, { url: pathOf })
+  const listener = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = pathOf(request)
+    if (path !== undefined && claims(path.split("?")[0]!)) {
+      void handle(request, socket, head)
+      return
+    }
+    // Not ours. With no other listener, nothing would ever answer it: say so and close.
+    if (server.listenerCount("upgrade") === 1) socket.end(NodeHandler.rawError(404, "Not found"))
+  }
+  server.on("upgrade", listener)
+  return () => {
+    server.off("upgrade", listener)
   }
 }

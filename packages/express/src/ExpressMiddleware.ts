@@ -16,8 +16,9 @@
  *
  * @since 0.1.0
  */
+import type { Server } from "node:http"
 import type { ChatHttp } from "@convoke/core"
-import { NodeHandler } from "@convoke/core/node"
+import { NodeHandler, NodeSocket } from "@convoke/core/node"
 import type { ErrorRequestHandler, RequestHandler } from "express"
 
 /**
@@ -48,3 +49,20 @@ export const make = (app: ChatHttp.App): [RequestHandler, ErrorRequestHandler] =
     }
   ]
 }
+
+/**
+ * Serves the WebSocket route (`GET /api/v0.3/ws`, see the protocol in
+ * `docs/websocket.md`) on the app's HTTP server, which Express does not
+ * upgrade itself. `prefix` is the mount path given to `app.use`. Returns the
+ * function that detaches it.
+ *
+ * ```ts
+ * const server = app.listen(3000)
+ * ExpressMiddleware.attachWebSocket(server, convoke, { prefix: "/chat" })
+ * ```
+ */
+export const attachWebSocket = (
+  server: Pick<Server, "on" | "off" | "listenerCount">,
+  app: ChatHttp.App,
+  options: NodeSocket.AttachOptions = {}
+): (() => void) => NodeSocket.attach(server, app, options)

@@ -44,7 +44,7 @@ const listen = async (app: express.Express) => {
     server.closeAllConnections()
     await new Promise((resolve) => server.close(resolve))
   }
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, stop }
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, stop, server }
 }
 
 /** What the conformance apps answer, as their own last handler, for a path nobody serves. */
@@ -65,7 +65,8 @@ for (const [name, framework] of [
     application.use((_request, response) => {
       response.status(FALLBACK.status).type("application/json").send(FALLBACK.body)
     })
-    const { url, stop } = await listen(application)
+    const { url, stop, server } = await listen(application)
+    ExpressMiddleware.attachWebSocket(server, app, { prefix: "/chat" })
     return {
       url: `${url}/chat`,
       probe: store.probe,

@@ -21,11 +21,14 @@
  * Headers that hooks set on the reply (CORS, security headers) are copied to
  * the raw response first, so hijacking does not lose them.
  *
+ * The WebSocket route (`GET /api/v0.3/ws`) is served on `fastify.server`'s
+ * `upgrade` event, under the same prefix, with no other plugin needed.
+ *
  * @since 0.1.0
  */
 import type { Readable } from "node:stream"
 import { ChatHttp } from "@convoke/core"
-import { NodeHandler } from "@convoke/core/node"
+import { NodeHandler, NodeSocket } from "@convoke/core/node"
 import { Cause, Layer, Logger } from "effect"
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify"
 
@@ -87,6 +90,9 @@ export const plugin: FastifyPluginAsync<Options> = async (fastify, options) => {
   const prefix = fastify.prefix
   const url = (request: { readonly url?: string | undefined }) => request.url?.slice(prefix.length)
   const handle = NodeHandler.toNodeHandler(app, { url })
+  // WebSockets (`GET /api/v0.3/ws`): Fastify does not upgrade, so the upgrade is taken on its server.
+  const detach = NodeSocket.attach(fastify.server, app, { prefix })
+  fastify.addHook("onClose", async () => detach())
   fastify.route({
     method: METHODS,
     url: "/*",

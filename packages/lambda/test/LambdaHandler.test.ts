@@ -46,8 +46,8 @@ for (const [name, payload] of [
         }
       }
     },
-    // The runtime hands the handler a whole body.
-    { bufferedBody: true }
+    // The runtime hands the handler a whole body, and cannot upgrade to a WebSocket.
+    { bufferedBody: true, noUpgrade: true }
   )
 }
 
