@@ -1,7 +1,8 @@
 /**
  * The Unity package's runtime compiled without Unity by Mono's `mcs`, and its
  * C# tests (`packages/unity/Tests`) run by `mono` against the reference server
- * and a faulty server on loopback. Each C# test is one test here, so the
+ * (one without keys, one that checks them), a faulty server and cut proxies
+ * on loopback: HTTP/SSE and WebSocket transports alike. Each C# test is one test here, so the
  * totals count them.
  */
 import { mkdtempSync, rmSync } from "node:fs"
@@ -10,7 +11,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { hasMono, listTests, mcs, notRun, resultOf, runnable, runTests, sources } from "./csharp.ts"
-import { startFaultyServer, startProxyControl, startReferenceServer } from "./servers.ts"
+import { aliceKey, startFaultyServer, startProxyControl, startReferenceServer } from "./servers.ts"
 
 const unity = fileURLToPath(new URL("../../unity/", import.meta.url))
 const unitySources = (folder: string) => sources(join(unity, folder))
@@ -50,8 +51,12 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
   beforeAll(async () => {
     if (compile?.status !== 0) return
     const [reference, faulty] = await Promise.all([startReferenceServer(), startFaultyServer()])
+    closers = [reference.close, faulty.close]
+    // The keyed server checks API keys, on HTTP and on the WebSocket upgrade. Started after the
+    // first: embedded databases starting side by side can time out on a busy machine.
+    const keyed = await startReferenceServer({ CONVOKE_API_KEYS: `${aliceKey}:alice` })
     const control = await startProxyControl(reference.url)
-    closers = [control.close, reference.close, faulty.close]
+    closers = [control.close, ...closers, keyed.close]
     run = await runTests(executable, names, [
       "--reference",
       reference.url,
@@ -60,7 +65,9 @@ describe.skipIf(!runnable)("Unity package under Mono", () => {
       "--proxies",
       control.url,
       "--metrics",
-      reference.metricsUrl ?? ""
+      reference.metricsUrl ?? "",
+      "--keyed",
+      keyed.url
     ])
   })
 

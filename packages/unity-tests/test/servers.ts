@@ -17,11 +17,15 @@ import { CutProxy } from "@convoke/core/testing"
 import { start } from "@convoke/server/src/Server.ts"
 import { load } from "@convoke/server/src/Settings.ts"
 
+/** Alice's API key, on the faulty server and on the keyed reference server. */
+export const aliceKey = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
+
 /**
  * The reference server on a free port with its own embedded database, without
  * request-rate limits: resumed streams and paged lists make many requests.
+ * `env` adds settings (e.g. `CONVOKE_API_KEYS` for a server that checks keys).
  */
-export const startReferenceServer = async () => {
+export const startReferenceServer = async (env: Record<string, string> = {}) => {
   const dataDir = await mkdtemp(join(tmpdir(), "convoke-unity-"))
   const server = await start(
     load([], {
@@ -29,7 +33,8 @@ export const startReferenceServer = async () => {
       CONVOKE_ECHO_DELAY_MS: "5",
       CONVOKE_DATA_DIR: dataDir,
       CONVOKE_RATE_LIMIT_REQUESTS: "0",
-      CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0"
+      CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "0",
+      ...env
     })
   )
   return {
@@ -44,7 +49,7 @@ export const startReferenceServer = async () => {
 
 /** The faulty server (`FaultyServer` of the conformance package), with Alice's API key. */
 export const startFaultyServer = (): Promise<FaultyServer.Server> =>
-  FaultyServer.start({ keys: [{ key: "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz", userId: "alice" }] })
+  FaultyServer.start({ keys: [{ key: aliceKey, userId: "alice" }] })
 
 /**
  * Makes and drives cut proxies to `target` for a program in another language:

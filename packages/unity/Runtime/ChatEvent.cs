@@ -1,5 +1,6 @@
-// The v0.3 wire events, decoded from an SSE event's data. Shared by every
-// transport: a transport only moves bytes, this file gives them meaning.
+// The v0.3 wire events, decoded from an SSE event's data or a WebSocket
+// frame. Shared by every transport: a transport only moves bytes, this file
+// gives them meaning.
 using System;
 using System.Collections.Generic;
 
@@ -79,10 +80,22 @@ namespace Convoke
             {
                 throw new ConvokeProtocolException("An event is not JSON: " + error.Message);
             }
+            return FromJson(parsed, false);
+        }
+
+        /// <summary>
+        /// The event in parsed JSON: an SSE event's data, or a WebSocket frame
+        /// (<paramref name="frame"/>), where <c>{"type":"done"}</c> stands for [DONE].
+        /// </summary>
+        internal static ChatEvent FromJson(object parsed, bool frame)
+        {
             string type = Json.GetString(parsed, "type");
-            Dictionary<string, object> map = (Dictionary<string, object>)(parsed as Dictionary<string, object>);
+            Dictionary<string, object> map = parsed as Dictionary<string, object>;
+            if (map == null) throw new ConvokeProtocolException("An event is not a JSON object");
             switch (type)
             {
+                case "done":
+                    return new ChatEvent(frame ? ChatEventType.Done : ChatEventType.Unknown);
                 case "metadata":
                 {
                     string id = Json.GetString(parsed, "conversation_id");

@@ -1,7 +1,9 @@
 // The Convoke client for Unity and .NET: Chat() streams a reply and raises
-// the conversation id as soon as the first Server-Sent Event arrives. Parsing,
-// retries, resuming a broken stream and errors live here once; transports
-// only move bytes.
+// the conversation id as soon as the first event arrives. Parsing, retries,
+// resuming a broken stream and errors live here once, for both ways a turn
+// travels: a Server-Sent Events response per turn (IChatTransport; the
+// transports only move bytes), or frames on one shared WebSocket
+// (UseWebSocket; SocketChannel).
 using System;
 using System.Collections.Generic;
 using System.Globalization;
@@ -23,6 +25,7 @@ namespace Convoke
             ResumeBaseDelay = TimeSpan.FromMilliseconds(250);
             MaxResumeDelay = TimeSpan.FromSeconds(5);
             ConversationKey = "default";
+            WebSocketConnectTimeout = TimeSpan.FromSeconds(20);
         }
 
         /// <summary>The server, e.g. "https://chat.example.com".</summary>
@@ -31,8 +34,28 @@ namespace Convoke
         /// <summary>Sent as "Authorization: Bearer &lt;key&gt;" when set.</summary>
         public string ApiKey { get; set; }
 
-        /// <summary>How requests travel (default: a new <see cref="HttpClientTransport"/>).</summary>
+        /// <summary>
+        /// How HTTP requests travel (default: a new <see cref="HttpClientTransport"/>):
+        /// every request, or with <see cref="UseWebSocket"/> the REST calls only.
+        /// </summary>
         public IChatTransport Transport { get; set; }
+
+        /// <summary>
+        /// Streams turns over one WebSocket (<c>GET /api/v0.3/ws</c>) shared by
+        /// every turn, instead of one HTTP request per turn. The stream API is
+        /// the same; the conversations API stays on HTTP. Default false.
+        /// </summary>
+        public bool UseWebSocket { get; set; }
+
+        /// <summary>
+        /// Makes the WebSocket connections when <see cref="UseWebSocket"/> is
+        /// set (default: a new <see cref="ClientWebSocketConnection"/> each).
+        /// Unity WebGL needs one backed by the browser's WebSocket.
+        /// </summary>
+        public Func<IWebSocketConnection> WebSocketFactory { get; set; }
+
+        /// <summary>How long opening a WebSocket may take before it counts as a network error (default 20 s).</summary>
+        public TimeSpan WebSocketConnectTimeout { get; set; }
 
         /// <summary>
         /// Retries of network errors, 429 and 503, only before the metadata
@@ -77,6 +100,12 @@ namespace Convoke
         /// <summary>The chat path of the v0.3 API.</summary>
         public const string ChatPath = "/api/v0.3/chat";
 
+        /// <summary>The WebSocket path of the v0.3 API.</summary>
+        public const string SocketPath = "/api/v0.3/ws";
+
+        /// <summary>The path that issues WebSocket tickets, for connections that cannot set headers.</summary>
+        public const string TicketPath = "/api/v0.3/ws/ticket";
+
         /// <summary>This package's version (package.json's "version").</summary>
         public const string Version = "0.1.0";
 
@@ -92,6 +121,7 @@ namespace Convoke
         private readonly string baseUrl;
         private readonly Random jitter = new Random();
         private readonly Conversations conversations;
+        private readonly SocketChannel channel;
 
         /// <summary>A client for the server at <paramref name="baseUrl"/>, with default options.</summary>
         public ConvokeClient(string baseUrl) : this(new ConvokeClientOptions { BaseUrl = baseUrl }) { }
@@ -105,6 +135,22 @@ namespace Convoke
             ownsTransport = options.Transport == null;
             transport = options.Transport ?? new HttpClientTransport();
             conversations = new Conversations(this);
+            if (options.UseWebSocket)
+            {
+#if UNITY_WEBGL && !UNITY_EDITOR
+                if (options.WebSocketFactory == null)
+                    throw new NotSupportedException(
+                        "ClientWebSocket does not exist in WebGL builds: set WebSocketFactory to a connection on the browser's WebSocket (a .jslib bridge), or use the HTTP transport");
+#endif
+                Func<IWebSocketConnection> factory = options.WebSocketFactory ?? (() => new ClientWebSocketConnection());
+                channel = new SocketChannel(factory, new Opener(this), options.WebSocketConnectTimeout);
+            }
+        }
+
+        /// <summary>A client for the server at <paramref name="baseUrl"/> whose turns travel over one WebSocket.</summary>
+        public static ConvokeClient WithWebSocket(string baseUrl, string apiKey = null)
+        {
+            return new ConvokeClient(new ConvokeClientOptions { BaseUrl = baseUrl, ApiKey = apiKey, UseWebSocket = true });
         }
 
         /// <summary>List, read, rename and delete conversations; fetched ones are cached.</summary>
@@ -155,13 +201,8 @@ namespace Convoke
             if (message == null) throw new ArgumentNullException("message");
             CancellationTokenSource linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             ChatStream stream = new ChatStream(SynchronizationContext.Current, linked);
-            Turn turn = new Turn(message);
             if (conversationId == null) conversationId = CurrentConversationId();
-            StringBuilder body = new StringBuilder();
-            body.Append("{\"message\":").Append(Json.Quote(message)).Append(",\"stream\":true");
-            if (conversationId != null) body.Append(",\"conversation_id\":").Append(Json.Quote(conversationId));
-            if (model != null) body.Append(",\"model\":").Append(Json.Quote(model));
-            body.Append('}');
+            Turn turn = new Turn(message, conversationId, model);
             IConversationIdStore store = options.ConversationIdStore;
             string key = options.ConversationKey;
             // Handlers run on the caller's context: Unity's PlayerPrefs must be used on the main thread.
@@ -179,18 +220,18 @@ namespace Convoke
                 }
             };
             stream.SetStopper(() => StopAsync(stream, turn, linked));
-            RunAsync(stream, turn, body.ToString(), linked);
+            RunAsync(stream, turn, linked);
             return stream;
         }
 
-        private async void RunAsync(ChatStream stream, Turn turn, string body, CancellationTokenSource cancellation)
+        private async void RunAsync(ChatStream stream, Turn turn, CancellationTokenSource cancellation)
         {
             // async void is deliberate: every outcome is delivered through the
             // stream, and nothing here may throw past this method.
             try
             {
                 CancellationToken token = cancellation.Token;
-                Exception failure = await RunAttemptsAsync(stream, turn, body, token);
+                Exception failure = await RunAttemptsAsync(stream, turn, token);
                 if (failure is ConvokeNetworkException && turn.TurnId != null && !turn.Stopping && options.ResumeAttempts > 0)
                     failure = await ResumeAsync(stream, turn, (ConvokeNetworkException)failure, token);
                 conversations.Invalidate(turn.ConversationId);
@@ -208,22 +249,15 @@ namespace Convoke
             }
         }
 
-        private async Task<Exception> RunAttemptsAsync(ChatStream stream, Turn turn, string body, CancellationToken token)
+        private async Task<Exception> RunAttemptsAsync(ChatStream stream, Turn turn, CancellationToken token)
         {
-            TransportRequest request = new TransportRequest
-            {
-                Method = "POST",
-                Url = baseUrl + ChatPath,
-                Headers = Headers("text/event-stream"),
-                JsonBody = body
-            };
             for (int attempt = 0; ; attempt++)
             {
-                ChatReceiver receiver = new ChatReceiver(stream, turn, false);
-                Exception failure = await ReceiveAsync(request, receiver, turn, token);
+                Attempt sent = await SendOnceAsync(stream, turn, false, token);
+                Exception failure = sent.Failure;
                 if (failure == null || failure is OperationCanceledException) return failure;
-                // The receiver, not the stream, knows: the stream may see events later, on its context.
-                TimeSpan? delay = !receiver.SawMetadata && attempt < options.MaxRetries
+                // The attempt, not the stream, knows: the stream may see events later, on its context.
+                TimeSpan? delay = !sent.SawMetadata && attempt < options.MaxRetries
                     ? RetryDelay(failure, attempt)
                     : null;
                 if (delay == null) return failure;
@@ -235,6 +269,123 @@ namespace Convoke
                 {
                     return new OperationCanceledException(token);
                 }
+            }
+        }
+
+        /// <summary>What one connection of a turn came to.</summary>
+        private struct Attempt
+        {
+            /// <summary>Null when the reply completed (or, resuming, there was nothing to replay), else why not.</summary>
+            public Exception Failure;
+            /// <summary>Whether this connection delivered its metadata event.</summary>
+            public bool SawMetadata;
+            /// <summary>A resume found nothing to replay (HTTP's 204, the socket's no_turn).</summary>
+            public bool NoTurn;
+        }
+
+        /// <summary>
+        /// Sends the turn's message (or, <paramref name="resuming"/>, follows
+        /// it after the last event received) over one connection: an HTTP
+        /// request, or a request on the shared WebSocket.
+        /// </summary>
+        private Task<Attempt> SendOnceAsync(ChatStream stream, Turn turn, bool resuming, CancellationToken token)
+        {
+            return channel != null
+                ? SendOnSocketAsync(stream, turn, resuming, token)
+                : SendOverHttpAsync(stream, turn, resuming, token);
+        }
+
+        private async Task<Attempt> SendOverHttpAsync(ChatStream stream, Turn turn, bool resuming, CancellationToken token)
+        {
+            TransportRequest request;
+            if (resuming)
+            {
+                Dictionary<string, string> headers = Headers("text/event-stream");
+                headers["Last-Event-ID"] = turn.LastEventId ?? turn.TurnId + ":0";
+                request = new TransportRequest
+                {
+                    Method = "GET",
+                    Url = baseUrl + Conversations.PathOf(turn.ConversationId) + "/stream",
+                    Headers = headers
+                };
+            }
+            else
+            {
+                StringBuilder body = new StringBuilder();
+                body.Append("{\"message\":").Append(Json.Quote(turn.Message)).Append(",\"stream\":true");
+                AppendChatFields(body, turn);
+                body.Append('}');
+                request = new TransportRequest
+                {
+                    Method = "POST",
+                    Url = baseUrl + ChatPath,
+                    Headers = Headers("text/event-stream"),
+                    JsonBody = body.ToString()
+                };
+            }
+            ChatReceiver receiver = new ChatReceiver(new TurnReader(stream, turn, resuming));
+            Exception failure = await ReceiveAsync(request, receiver, turn, token);
+            return new Attempt { Failure = failure, SawMetadata = receiver.SawMetadata, NoTurn = receiver.Status == 204 };
+        }
+
+        private static void AppendChatFields(StringBuilder body, Turn turn)
+        {
+            if (turn.RequestedConversationId != null)
+                body.Append(",\"conversation_id\":").Append(Json.Quote(turn.RequestedConversationId));
+            if (turn.Model != null) body.Append(",\"model\":").Append(Json.Quote(turn.Model));
+        }
+
+        /// <summary>
+        /// One request on the shared socket: <c>chat.send</c>, or <c>chat.resume</c>
+        /// with the last event id. Cancelling stops listening to the request;
+        /// the socket stays open for the other turns.
+        /// </summary>
+        private async Task<Attempt> SendOnSocketAsync(ChatStream stream, Turn turn, bool resuming, CancellationToken token)
+        {
+            string requestId = channel.NextRequestId(resuming ? "resume" : "chat");
+            StringBuilder frame = new StringBuilder();
+            if (resuming)
+            {
+                frame.Append("{\"type\":\"chat.resume\",\"request_id\":").Append(Json.Quote(requestId))
+                    .Append(",\"conversation_id\":").Append(Json.Quote(turn.ConversationId))
+                    .Append(",\"last_event_id\":").Append(Json.Quote(turn.LastEventId ?? turn.TurnId + ":0"));
+            }
+            else
+            {
+                frame.Append("{\"type\":\"chat.send\",\"request_id\":").Append(Json.Quote(requestId))
+                    .Append(",\"message\":").Append(Json.Quote(turn.Message));
+                AppendChatFields(frame, turn);
+            }
+            frame.Append('}');
+            SocketReceiver receiver = new SocketReceiver(new TurnReader(stream, turn, resuming));
+            IDisposable registration = null;
+            try
+            {
+                registration = await channel.SendAsync(requestId, receiver, frame.ToString(), token);
+                TaskCompletionSource<bool> cancelled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+                using (token.Register(() => cancelled.TrySetResult(true)))
+                {
+                    await Task.WhenAny(receiver.Finished, cancelled.Task);
+                }
+                if (!receiver.Finished.IsCompleted) return new Attempt { Failure = new OperationCanceledException(token) };
+                return new Attempt { Failure = receiver.Outcome(), SawMetadata = receiver.SawMetadata, NoTurn = receiver.NoTurn };
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return new Attempt { Failure = new OperationCanceledException(token) };
+            }
+            catch (ConvokeException error)
+            {
+                return new Attempt { Failure = error };
+            }
+            catch (Exception error)
+            {
+                if (token.IsCancellationRequested) return new Attempt { Failure = new OperationCanceledException(token) };
+                return new Attempt { Failure = new ConvokeNetworkException("WebSocket request failed: " + error.Message, error, turn.ConversationId) };
+            }
+            finally
+            {
+                if (registration != null) registration.Dispose();
             }
         }
 
@@ -263,8 +414,9 @@ namespace Convoke
 
         /// <summary>
         /// Reconnects to the turn after its connection broke: the resume
-        /// endpoint replays what came after the last event received, then the
-        /// live events. A 204 (nothing left to replay) finishes from the stored reply.
+        /// endpoint (or chat.resume on a new socket) replays what came after
+        /// the last event received, then the live events. A 204 or no_turn
+        /// (nothing left to replay) finishes from the stored reply.
         /// </summary>
         private async Task<Exception> ResumeAsync(ChatStream stream, Turn turn, ConvokeNetworkException broken, CancellationToken token)
         {
@@ -281,23 +433,15 @@ namespace Convoke
                     return new OperationCanceledException(token);
                 }
                 if (turn.Stopping) return null;
-                Dictionary<string, string> headers = Headers("text/event-stream");
-                headers["Last-Event-ID"] = turn.LastEventId ?? turn.TurnId + ":0";
-                TransportRequest request = new TransportRequest
-                {
-                    Method = "GET",
-                    Url = baseUrl + Conversations.PathOf(turn.ConversationId) + "/stream",
-                    Headers = headers
-                };
-                ChatReceiver receiver = new ChatReceiver(stream, turn, true);
                 long seqBefore = turn.LastSeq;
-                failure = await ReceiveAsync(request, receiver, turn, token);
-                if (receiver.Status == 204) return await FinishFromStoreAsync(stream, turn, token);
+                Attempt resumed = await SendOnceAsync(stream, turn, true, token);
+                failure = resumed.Failure;
+                if (resumed.NoTurn) return await FinishFromStoreAsync(stream, turn, token);
                 if (failure == null || failure is OperationCanceledException || failure is ConvokeStreamException) return failure;
                 ConvokeHttpException http = failure as ConvokeHttpException;
                 if (http != null && http.Status != 429 && http.Status != 503) return failure;
                 if (failure is ConvokeProtocolException) return failure;
-                if (receiver.SawMetadata)
+                if (resumed.SawMetadata)
                 {
                     // The stream got going again before it broke: start counting afresh.
                     if (turn.LastSeq > seqBefore) attempt = -1;
@@ -390,11 +534,136 @@ namespace Convoke
             }
             try
             {
-                await SendJsonAsync("POST", Conversations.PathOf(conversationId) + "/stop", null, CancellationToken.None);
+                if (channel != null) await StopOnSocketAsync(conversationId);
+                else await SendJsonAsync("POST", Conversations.PathOf(conversationId) + "/stop", null, CancellationToken.None);
             }
             finally
             {
                 conversations.Invalidate(conversationId);
+            }
+        }
+
+        /// <summary>Sends chat.stop on the shared socket and waits for its answer; an error frame throws as its HTTP status would.</summary>
+        private async Task StopOnSocketAsync(string conversationId)
+        {
+            string requestId = channel.NextRequestId("stop");
+            string frame = "{\"type\":\"chat.stop\",\"request_id\":" + Json.Quote(requestId)
+                + ",\"conversation_id\":" + Json.Quote(conversationId) + "}";
+            AnswerListener answer = new AnswerListener();
+            using (await channel.SendAsync(requestId, answer, frame, CancellationToken.None))
+            {
+                Dictionary<string, object> received = await answer.Answer;
+                if (Json.GetString(received, "type") == "error") throw SocketError(received);
+            }
+        }
+
+        /// <summary>
+        /// The exception of an error frame for a request that failed before a
+        /// turn started: the status and error type the HTTP route would answer.
+        /// </summary>
+        internal static ConvokeHttpException SocketError(Dictionary<string, object> frame)
+        {
+            object status;
+            object retryAfter;
+            int code = frame.TryGetValue("status", out status) && status is double ? (int)(double)status : 0;
+            Dictionary<string, object> error = Json.GetObject(frame, "error");
+            return new ConvokeHttpException(
+                code,
+                Json.GetString(error, "type") ?? "http_" + code,
+                Json.GetString(error, "message") ?? "Error " + code,
+                frame.TryGetValue("retry_after", out retryAfter) && retryAfter is double ? (double?)(double)retryAfter : null);
+        }
+
+        /// <summary>The WebSocket URL: the base URL's scheme becomes ws or wss.</summary>
+        internal string SocketUrl()
+        {
+            if (baseUrl.StartsWith("https://", StringComparison.OrdinalIgnoreCase)) return "wss://" + baseUrl.Substring(8) + SocketPath;
+            if (baseUrl.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) return "ws://" + baseUrl.Substring(7) + SocketPath;
+            return baseUrl + SocketPath;
+        }
+
+        /// <summary>Opens sockets for the channel: headers, or a ticket where headers cannot be set.</summary>
+        private sealed class Opener : ISocketOpener
+        {
+            private readonly ConvokeClient client;
+
+            public Opener(ConvokeClient client)
+            {
+                this.client = client;
+            }
+
+            public async Task<SocketTarget> TargetAsync(bool canSetHeaders, CancellationToken cancellationToken)
+            {
+                if (canSetHeaders)
+                {
+                    Dictionary<string, string> headers = new Dictionary<string, string> { { ClientHeader, ClientHeaderValue } };
+                    if (!string.IsNullOrEmpty(client.options.ApiKey)) headers["Authorization"] = "Bearer " + client.options.ApiKey;
+                    return new SocketTarget { Uri = new Uri(client.SocketUrl()), Headers = headers };
+                }
+                // Browsers and Unity WebGL: a single-use ticket, bought with the credentials over HTTP.
+                object issued = await client.SendJsonAsync("POST", TicketPath, null, cancellationToken);
+                string ticket = Json.GetString(issued, "ticket");
+                if (string.IsNullOrEmpty(ticket)) throw new ConvokeProtocolException("The ticket response has no ticket");
+                return new SocketTarget
+                {
+                    Uri = new Uri(client.SocketUrl() + "?ticket=" + Uri.EscapeDataString(ticket)),
+                    Headers = new Dictionary<string, string>()
+                };
+            }
+
+            /// <summary>
+            /// ClientWebSocket does not say which status refused an upgrade, so
+            /// the same request is made once more without the upgrade: a refusal
+            /// of the credentials or the rate limits (401, 429) comes back with
+            /// its common body, as the HTTP transport raises it. A 426 means the
+            /// credentials passed (or the server cannot upgrade: AWS Lambda, a
+            /// proxy that drops the Upgrade header): a network error.
+            /// </summary>
+            public async Task<Exception> ExplainRefusalAsync(Exception failure)
+            {
+                TransportRequest probe = new TransportRequest
+                {
+                    Method = "GET",
+                    Url = client.baseUrl + SocketPath,
+                    Headers = client.Headers("application/json")
+                };
+                BufferingReceiver receiver = new BufferingReceiver();
+                try
+                {
+                    await client.transport.SendAsync(probe, receiver, CancellationToken.None);
+                }
+                catch (Exception)
+                {
+                    return new ConvokeNetworkException("Could not open the WebSocket: " + failure.Message, failure, null);
+                }
+                if (receiver.Status == 426 || (receiver.Status >= 200 && receiver.Status <= 299))
+                    return new ConvokeNetworkException(
+                        "The server refused the WebSocket upgrade (a server that cannot upgrade, or a proxy that drops the Upgrade header, answers 426): "
+                            + failure.Message,
+                        failure,
+                        null);
+                return HttpError(receiver.Status, receiver.Text(), receiver.RetryAfter);
+            }
+        }
+
+        /// <summary>Waits for the first frame of a request (the answer to chat.stop), or the socket's end.</summary>
+        private sealed class AnswerListener : ISocketListener
+        {
+            private readonly TaskCompletionSource<Dictionary<string, object>> answer =
+                new TaskCompletionSource<Dictionary<string, object>>(TaskCreationOptions.RunContinuationsAsynchronously);
+
+            public Task<Dictionary<string, object>> Answer { get { return answer.Task; } }
+
+            public void OnFrame(Dictionary<string, object> frame)
+            {
+                answer.TrySetResult(frame);
+            }
+
+            public void OnClosed(Exception reason)
+            {
+                answer.TrySetException(reason is ConvokeException
+                    ? reason
+                    : new ConvokeNetworkException("The WebSocket closed before the answer", reason, null));
             }
         }
 
@@ -533,6 +802,7 @@ namespace Convoke
 
         public void Dispose()
         {
+            if (channel != null) channel.Dispose();
             IDisposable disposable = transport as IDisposable;
             if (ownsTransport && disposable != null) disposable.Dispose();
         }
@@ -544,14 +814,22 @@ namespace Convoke
             private string conversationId;
             private bool stopping;
 
-            public Turn(string message)
+            public Turn(string message, string requestedConversationId, string model)
             {
                 Message = message;
+                RequestedConversationId = requestedConversationId;
+                Model = model;
                 Text = new StringBuilder();
             }
 
             /// <summary>The user's message.</summary>
             public string Message { get; private set; }
+
+            /// <summary>The conversation the message was sent to ("new", an id, or null for a new one).</summary>
+            public string RequestedConversationId { get; private set; }
+
+            /// <summary>The model asked for, or null.</summary>
+            public string Model { get; private set; }
 
             /// <summary>Set by the metadata event; read by Stop from any thread.</summary>
             public string ConversationId
@@ -601,76 +879,50 @@ namespace Convoke
             }
         }
 
-        /// <summary>Turns one response into stream events or an error; one per connection.</summary>
-        private sealed class ChatReceiver : ITransportReceiver
+        /// <summary>
+        /// Turns one connection's events into stream events, whatever carried
+        /// them (an SSE response, a request's frames on the socket); one per connection.
+        /// </summary>
+        private sealed class TurnReader
         {
             private readonly ChatStream stream;
             private readonly Turn turn;
             private readonly bool resuming;
-            private readonly SseParser parser = new SseParser();
-            private readonly List<byte> errorBody = new List<byte>();
-            private int status;
-            private string retryAfter;
-            private bool eventStream;
             private bool sawMetadata;
             private bool done;
             private ChatEvent error;
             private ConvokeProtocolException protocolError;
 
-            public ChatReceiver(ChatStream stream, Turn turn, bool resuming)
+            public TurnReader(ChatStream stream, Turn turn, bool resuming)
             {
                 this.stream = stream;
                 this.turn = turn;
                 this.resuming = resuming;
-                parser.EventParsed += OnEvent;
             }
-
-            /// <summary>The status of the response, once it arrived (0 before).</summary>
-            public int Status { get { return status; } }
 
             /// <summary>Whether this connection delivered its metadata event.</summary>
             public bool SawMetadata { get { return sawMetadata; } }
 
-            public void OnResponse(int status, string contentType, string retryAfter)
+            /// <summary>Whether nothing more is to be read: the end of the turn's events, or a protocol error.</summary>
+            public bool Finished { get { return done || protocolError != null; } }
+
+            public ConvokeProtocolException ProtocolError { get { return protocolError; } }
+
+            public void Fail(ConvokeProtocolException invalid)
             {
-                this.status = status;
-                this.retryAfter = retryAfter;
-                eventStream = contentType != null && contentType.StartsWith("text/event-stream", StringComparison.OrdinalIgnoreCase);
+                if (protocolError == null) protocolError = invalid;
             }
 
-            public bool OnData(byte[] buffer, int offset, int count)
+            /// <summary>One event, with its id ("&lt;turn_id&gt;:&lt;seq&gt;") when it has one.</summary>
+            public void OnEvent(ChatEvent chatEvent, string id)
             {
-                if (status < 200 || status > 299 || !eventStream)
-                {
-                    // Error bodies are small; keep at most 64 KiB of one.
-                    if (errorBody.Count < 65536)
-                        for (int index = offset; index < offset + count; index++) errorBody.Add(buffer[index]);
-                    return true;
-                }
-                parser.Feed(buffer, offset, count);
-                if (protocolError != null) throw protocolError;
-                return !done;
-            }
-
-            private void OnEvent(SseEvent received)
-            {
-                if (done || protocolError != null) return;
-                ChatEvent chatEvent;
-                try
-                {
-                    chatEvent = ChatEvent.Decode(received.Data);
-                }
-                catch (ConvokeProtocolException invalid)
-                {
-                    protocolError = invalid;
-                    return;
-                }
+                if (Finished) return;
                 if (!sawMetadata && chatEvent.Type != ChatEventType.Metadata)
                 {
                     protocolError = new ConvokeProtocolException("The first event is not the metadata event");
                     return;
                 }
-                if (chatEvent.Type != ChatEventType.Metadata && !IsNew(received.Id)) return;
+                if (chatEvent.Type != ChatEventType.Metadata && !IsNew(id)) return;
                 switch (chatEvent.Type)
                 {
                     case ChatEventType.Metadata:
@@ -717,12 +969,12 @@ namespace Convoke
                 return true;
             }
 
-            /// <summary>Null when the reply completed, else why it did not.</summary>
-            public Exception Outcome()
+            /// <summary>
+            /// Null when the reply completed, else why it did not; <paramref name="broken"/>
+            /// says how the connection ended when the events stopped short.
+            /// </summary>
+            public Exception Outcome(string broken, Exception cause)
             {
-                if (status < 200 || status > 299)
-                    return HttpError(status, Encoding.UTF8.GetString(errorBody.ToArray()), retryAfter);
-                if (!eventStream) return new ConvokeProtocolException("Expected an event stream");
                 if (protocolError != null) return protocolError;
                 if (error != null)
                 {
@@ -731,10 +983,158 @@ namespace Convoke
                 }
                 if (!done)
                     return new ConvokeNetworkException(
-                        turn.ConversationId != null ? "The connection closed before the reply was complete" : "The stream ended before its first event",
-                        null,
+                        turn.ConversationId != null ? broken : "The stream ended before its first event",
+                        cause,
                         turn.ConversationId);
                 return null;
+            }
+        }
+
+        /// <summary>Turns one SSE response into stream events or an error; one per connection.</summary>
+        private sealed class ChatReceiver : ITransportReceiver
+        {
+            private readonly TurnReader reader;
+            private readonly SseParser parser = new SseParser();
+            private readonly List<byte> errorBody = new List<byte>();
+            private int status;
+            private string retryAfter;
+            private bool eventStream;
+
+            public ChatReceiver(TurnReader reader)
+            {
+                this.reader = reader;
+                parser.EventParsed += OnEvent;
+            }
+
+            /// <summary>The status of the response, once it arrived (0 before).</summary>
+            public int Status { get { return status; } }
+
+            /// <summary>Whether this connection delivered its metadata event.</summary>
+            public bool SawMetadata { get { return reader.SawMetadata; } }
+
+            public void OnResponse(int status, string contentType, string retryAfter)
+            {
+                this.status = status;
+                this.retryAfter = retryAfter;
+                eventStream = contentType != null && contentType.StartsWith("text/event-stream", StringComparison.OrdinalIgnoreCase);
+            }
+
+            public bool OnData(byte[] buffer, int offset, int count)
+            {
+                if (status < 200 || status > 299 || !eventStream)
+                {
+                    // Error bodies are small; keep at most 64 KiB of one.
+                    if (errorBody.Count < 65536)
+                        for (int index = offset; index < offset + count; index++) errorBody.Add(buffer[index]);
+                    return true;
+                }
+                parser.Feed(buffer, offset, count);
+                if (reader.ProtocolError != null) throw reader.ProtocolError;
+                return !reader.Finished;
+            }
+
+            private void OnEvent(SseEvent received)
+            {
+                if (reader.Finished) return;
+                ChatEvent chatEvent;
+                try
+                {
+                    chatEvent = ChatEvent.Decode(received.Data);
+                }
+                catch (ConvokeProtocolException invalid)
+                {
+                    reader.Fail(invalid);
+                    return;
+                }
+                reader.OnEvent(chatEvent, received.Id);
+            }
+
+            /// <summary>Null when the reply completed, else why it did not.</summary>
+            public Exception Outcome()
+            {
+                if (status < 200 || status > 299)
+                    return HttpError(status, Encoding.UTF8.GetString(errorBody.ToArray()), retryAfter);
+                if (!eventStream) return new ConvokeProtocolException("Expected an event stream");
+                return reader.Outcome("The connection closed before the reply was complete", null);
+            }
+        }
+
+        /// <summary>
+        /// Turns one request's frames on the socket into stream events or an
+        /// error: an error frame with a status (before a turn started) is the
+        /// ConvokeHttpException of that status, no_turn is HTTP's 204, and the
+        /// socket's end before done is a network error (the turn resumes).
+        /// </summary>
+        private sealed class SocketReceiver : ISocketListener
+        {
+            private readonly object gate = new object();
+            private readonly TurnReader reader;
+            private readonly TaskCompletionSource<bool> finished =
+                new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            private ConvokeHttpException refused;
+            private Exception closed;
+            private bool noTurn;
+
+            public SocketReceiver(TurnReader reader)
+            {
+                this.reader = reader;
+            }
+
+            /// <summary>Completes when the request's frames have ended, or the socket did.</summary>
+            public Task Finished { get { return finished.Task; } }
+
+            public bool SawMetadata { get { lock (gate) return reader.SawMetadata; } }
+
+            public bool NoTurn { get { lock (gate) return noTurn; } }
+
+            public void OnFrame(Dictionary<string, object> frame)
+            {
+                lock (gate)
+                {
+                    if (finished.Task.IsCompleted) return;
+                    string type = Json.GetString(frame, "type");
+                    if (type == "error" && frame.ContainsKey("status"))
+                        refused = SocketError(frame);
+                    else if (type == "no_turn")
+                        noTurn = true;
+                    else
+                    {
+                        try
+                        {
+                            reader.OnEvent(ChatEvent.FromJson(frame, true), Json.GetString(frame, "event_id"));
+                        }
+                        catch (ConvokeProtocolException invalid)
+                        {
+                            reader.Fail(invalid);
+                        }
+                        if (!reader.Finished) return;
+                    }
+                }
+                finished.TrySetResult(true);
+            }
+
+            public void OnClosed(Exception reason)
+            {
+                lock (gate)
+                {
+                    if (finished.Task.IsCompleted) return;
+                    closed = reason;
+                }
+                finished.TrySetResult(true);
+            }
+
+            /// <summary>Null when the reply completed (or there was nothing to replay), else why it did not.</summary>
+            public Exception Outcome()
+            {
+                lock (gate)
+                {
+                    if (refused != null) return refused;
+                    if (noTurn) return null;
+                    if (closed != null && !(closed is ConvokeNetworkException) && !reader.Finished) return closed;
+                    return reader.Outcome(
+                        "The WebSocket closed before the reply was complete",
+                        closed != null ? closed.InnerException ?? closed : null);
+                }
             }
         }
     }

@@ -21,6 +21,7 @@ namespace Convoke.Tests
         private static string faultyUrl;
         private static string proxiesUrl;
         private static string metricsUrl;
+        private static string keyedUrl;
 
         private const string Stream =
             "data: {\"type\":\"metadata\",\"conversation_id\":\"c-1\",\"model\":\"unified-chat\",\"timestamp\":1764081000}\n\n" +
@@ -72,6 +73,16 @@ namespace Convoke.Tests
             Test("e2e: a new client with the same FileConversationIdStore continues the conversation", EndToEndPersistence),
             Test("e2e: the server counts the chat as client=\"unity\" in /metrics, by X-Convoke-Client or the User-Agent alone", EndToEndClientMetrics),
             Test("file store: ids per key survive a new store, clear forgets one", FileStoreRoundTrip),
+            Test("e2e: websocket: the id arrives before the first delta, then the full reply; turns share one socket", SocketIdFirst),
+            Test("e2e: websocket: turns started together interleave on one socket, each gets its own reply", SocketMultiplexed),
+            Test("e2e: websocket: an error frame before the turn is the ConvokeHttpException HTTP raises; the socket stays open", SocketPreStartError),
+            Test("e2e: websocket: cancelling ends the stream; the socket and the turn carry on", SocketCancel),
+            Test("e2e: websocket: Stop sends chat.stop, ends the stream quietly, the reply is stored cancelled", SocketStop),
+            Test("e2e: websocket: dropped mid-reply, chat.resume with the last event_id on a new socket; the reply arrives exactly once", SocketResumeAfterDrop),
+            Test("e2e: websocket: no_turn after a drop finishes the stream from the stored reply, as HTTP's 204", SocketResumeNoTurn),
+            Test("e2e: websocket: events, states and the id store run on the caller's SynchronizationContext, reconnecting included", SocketContext),
+            Test("e2e: websocket: a connection that cannot set headers opens with a ticket", SocketTicket),
+            Test("e2e: websocket: the key travels as a header on the upgrade; a wrong or missing one is 401 unauthenticated, as on HTTP", SocketCredentials),
         };
 
         public static int Main(string[] args)
@@ -80,8 +91,9 @@ namespace Convoke.Tests
             faultyUrl = Option(args, "--faulty");
             proxiesUrl = Option(args, "--proxies");
             metricsUrl = Option(args, "--metrics");
-            bool servers = referenceUrl != null && faultyUrl != null && proxiesUrl != null && metricsUrl != null;
-            return Run(Tests, args, servers, "pass --reference URL --faulty URL --proxies URL --metrics URL");
+            keyedUrl = Option(args, "--keyed");
+            bool servers = referenceUrl != null && faultyUrl != null && proxiesUrl != null && metricsUrl != null && keyedUrl != null;
+            return Run(Tests, args, servers, "pass --reference URL --faulty URL --proxies URL --metrics URL --keyed URL");
         }
 
         // ---- SSE parser ----

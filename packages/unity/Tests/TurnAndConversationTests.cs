@@ -26,9 +26,14 @@ namespace Convoke.Tests
             private readonly HttpClient http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
             private readonly string control;
 
+            /// <summary>A proxy that cuts only when told to (<see cref="Cut"/>).</summary>
+            public Proxy() : this("{}") { }
+
             public Proxy(int cutAfterFrames, int extraBytes)
+                : this("{\"cutAfterFrames\":" + cutAfterFrames + ",\"extraBytes\":" + extraBytes + "}") { }
+
+            private Proxy(string body)
             {
-                string body = "{\"cutAfterFrames\":" + cutAfterFrames + ",\"extraBytes\":" + extraBytes + "}";
                 HttpResponseMessage response = http.PostAsync(proxiesUrl + "/proxies", new StringContent(body)).Result;
                 object made = Json.Parse(response.Content.ReadAsStringAsync().Result);
                 control = proxiesUrl + "/proxies/" + Json.GetString(made, "id");
@@ -41,6 +46,12 @@ namespace Convoke.Tests
             public Task CutDone()
             {
                 return http.GetAsync(control + "/cut-done");
+            }
+
+            /// <summary>Drops every connection now (the answer comes once it has).</summary>
+            public void Cut()
+            {
+                Equal(204, (int)http.PostAsync(control + "/cut", new StringContent("")).Result.StatusCode, "cut");
             }
 
             public void Heal()
