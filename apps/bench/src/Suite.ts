@@ -495,6 +495,8 @@ export const webSocketTable = async (
   const overSse: Target = { ...convoke, name: "Convoke (SSE)" }
   for (const server of [overSocket, overSse, baseline]) await warm(server, plan.smoke)
   const { rows, roundRatios } = await alternate([overSocket, overSse, baseline], plan.websocket)
+  // One Convoke at a time: they share the outbox journal's directory.
+  await Promise.all([convoke.stop(), baseline.stop()])
   const fast = keep(await startConvoke(databaseUrl, 0, [], { name: "Convoke (no delay)" }))
   const long = Array.from({ length: plan.frames.words }, (_, index) => `w${index}`).join(" ")
   await SocketLoad.framesSocket(fast.url, "warm up", 4)
@@ -509,6 +511,7 @@ export const webSocketTable = async (
     rates.push(`${name} ${(frames / seconds).toFixed(0)}`)
     log(`  frames/s ${name}: ${(frames / seconds).toFixed(0)} (${frames} frames in ${seconds.toFixed(2)} s)`)
   }
+  await fast.stop()
   return {
     title: "WebSocket vs SSE",
     note: `One Convoke process (PostgreSQL) read over WebSocket (\`concurrency\` sockets opened before the clock starts, one turn at a time each) and over SSE (keep-alive connections), and the baseline (SSE), alternating rounds. Frames per second, ${plan.frames.replies} replies of ${plan.frames.words} words at once with no delay between words (SSE: one connection each; WebSocket: one socket for all), two rounds each: ${rates.join(", ")}.`,

@@ -116,6 +116,25 @@ export const expectError = async (response: Response, status: number, type: stri
   expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
 }
 
+/**
+ * How many deltas a `flood <token>` reply has had pulled once the count
+ * stopped growing while the client reads nothing: at most `bound` — far above
+ * what sockets and stream buffers hold, far below "unbounded" — and at least
+ * one. A count cannot be seen to stop but by watching it stand still a while.
+ */
+export const settledPulls = async (pulled: () => number, bound = 64): Promise<number> => {
+  let last = -1
+  for (let unchanged = 0; unchanged < 10; ) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const now = pulled()
+    expect(now, "the model kept being pulled while nobody read").toBeLessThanOrEqual(bound)
+    unchanged = now === last ? unchanged + 1 : 0
+    last = now
+  }
+  expect(last).toBeGreaterThanOrEqual(1)
+  return last
+}
+
 /** A request to the binding. */
 export interface RequestOptions {
   readonly method?: string | undefined
