@@ -78,6 +78,26 @@ describe("ChatSocket over the Node binding", () => {
     })
   })
 
+  it("pings the client, and cuts off one that stops answering pings", async () => {
+    await withServer({ socket: { pingInterval: Duration.millis(200) } }, async ({ url }) => {
+      // A client that answers pings stays connected through many of them.
+      const answering = await SocketClient.open(SocketClient.socketUrl(url), AUTH)
+      let pings = 0
+      await new Promise<void>((resolve) =>
+        answering.raw.on("ping", () => {
+          if (++pings === 3) resolve()
+        })
+      )
+      answering.send({ type: "ping" })
+      assert.deepStrictEqual(await answering.next(), { type: "pong" })
+      answering.close()
+      // One that never answers is dropped, without a close frame.
+      const silent = new WebSocket(SocketClient.socketUrl(url), { headers: AUTH, autoPong: false })
+      const code = await new Promise<number>((resolve) => silent.on("close", (closed) => resolve(closed)))
+      assert.strictEqual(code, 1006)
+    })
+  })
+
   it("answers each invalid frame with an error frame, and closes after too many in a row: 1008", async () => {
     await withServer({ socket: { maxInvalidFrames: 3 } }, async ({ open }) => {
       const socket = await open()
