@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import { Context, Effect } from "effect"
+import type * as ClientKind from "./ClientKind.ts"
 import type { Source } from "./ConversationResolver.ts"
 
 /** What carries a streamed turn to its client. */
@@ -127,6 +128,18 @@ export interface SocketChanged {
   readonly code?: number | undefined
 }
 
+/**
+ * A `chat.send` on a WebSocket was answered: `200` when its stream started,
+ * else the status of its error frame — what `POST /api/v0.3/chat` answers
+ * over HTTP, for the same per-client request counts.
+ */
+export interface SocketChatAnswered {
+  readonly userId: string
+  readonly requestId: string | undefined
+  readonly client: ClientKind.ClientKind
+  readonly status: number
+}
+
 /** The hooks. */
 export interface Service {
   readonly conversationResolved: (event: ConversationResolved) => Effect.Effect<void>
@@ -139,6 +152,7 @@ export interface Service {
   readonly turnLogSize: (event: TurnLogSize) => Effect.Effect<void>
   readonly requestRefused: (event: RequestRefused) => Effect.Effect<void>
   readonly socketChanged: (event: SocketChanged) => Effect.Effect<void>
+  readonly socketChatAnswered: (event: SocketChatAnswered) => Effect.Effect<void>
 }
 
 const none = () => Effect.void
@@ -154,7 +168,8 @@ export const noop: Service = {
   stopRequested: none,
   turnLogSize: none,
   requestRefused: none,
-  socketChanged: none
+  socketChanged: none,
+  socketChatAnswered: none
 }
 
 /** The hooks in effect; nothing by default. */
@@ -191,6 +206,7 @@ export const combine = (...observers: ReadonlyArray<Partial<Service>>): Service 
     stopRequested: guarded("stopRequested", pick("stopRequested")),
     turnLogSize: guarded("turnLogSize", pick("turnLogSize")),
     requestRefused: guarded("requestRefused", pick("requestRefused")),
-    socketChanged: guarded("socketChanged", pick("socketChanged"))
+    socketChanged: guarded("socketChanged", pick("socketChanged")),
+    socketChatAnswered: guarded("socketChatAnswered", pick("socketChatAnswered"))
   }
 }

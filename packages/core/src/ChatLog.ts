@@ -100,6 +100,7 @@ export const observer: ChatHooks.Service = {
     })),
   turnLogSize: () => Effect.void,
   requestRefused: () => Effect.void,
+  socketChatAnswered: () => Effect.void,
   socketChanged: (event) =>
     event.code === undefined
       ? Effect.void

@@ -327,6 +327,8 @@ export const make = (options: Options = {}): ChatMetrics => {
         logEvents.updateUnsafe(event.events, context)
         logDropped.updateUnsafe(event.dropped, context)
       }),
+    // A turn asked for on a socket is a chat request like a POST: counted by client and status.
+    socketChatAnswered: (event) => Effect.sync(() => countRequest(event.client, event.status)),
     socketChanged: (event) =>
       Effect.sync(() => {
         if (event.code === undefined) socketsOpen.modifyUnsafe(1, context)

@@ -16,6 +16,7 @@
  * @since 0.3.0
  */
 import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Option, Queue, Schema, Scope } from "effect"
+import { HttpServerRequest } from "effect/http"
 import type * as ApiRouter from "./ApiRouter.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import { type ApiError, InvalidRequest, RateLimited } from "./ChatError.ts"
@@ -24,6 +25,7 @@ import { ChatHooks } from "./ChatHooks.ts"
 import * as ChatRequest from "./ChatRequest.ts"
 import { ChatService } from "./ChatService.ts"
 import type * as ChatStream from "./ChatStream.ts"
+import * as ClientKind from "./ClientKind.ts"
 import { makeOwnership } from "./ConversationHttp.ts"
 import * as HttpError from "./HttpError.ts"
 import type { Principal } from "./Identity.ts"
@@ -204,6 +206,7 @@ export const make = Effect.gen(function* () {
   const run = ({ connection, principal, budget }: SessionOptions) =>
     Effect.gen(function* () {
       const requestContext = yield* RequestContext
+      const client = ClientKind.detect((yield* HttpServerRequest.HttpServerRequest).headers)
       const socketRequestId = requestContext.requestId
       // Another user's conversation answers as a missing one, and the attempt is audited with this request.
       const owned = (conversationId: string) =>
@@ -267,6 +270,10 @@ export const make = Effect.gen(function* () {
       const failed = (requestId: string | undefined) => (error: ApiError) =>
         refuse(HttpError.fromError(error), requestId)
 
+      /** Counts a `chat.send` as the chat endpoint's requests are counted, by client kind and status. */
+      const chatAnswered = (requestId: string | undefined) => (status: number) =>
+        hooks.socketChatAnswered({ userId, requestId: labelOf(requestId), client, status })
+
       /** The request id of logs and hooks: the socket's, and the frame's. */
       const labelOf = (requestId: string | undefined) =>
         requestId === undefined ? socketRequestId : `${socketRequestId}/${requestId}`
@@ -279,31 +286,34 @@ export const make = Effect.gen(function* () {
        */
       const startTurn = (
         requestId: string,
-        open: Effect.Effect<Option.Option<StreamSink.Producer<string>>, ApiError>
+        open: Effect.Effect<Option.Option<StreamSink.Producer<string>>, ApiError>,
+        answered: (status: number) => Effect.Effect<void> = () => Effect.void
       ): Effect.Effect<void> => {
+        const refused = (error: HttpError.ErrorResponse) =>
+          Effect.andThen(refuse(error, requestId), answered(error.status))
         if (inFlight.has(requestId)) {
-          return refuse(invalid(`request_id ${JSON.stringify(requestId)} is already in flight`), requestId)
+          return refused(invalid(`request_id ${JSON.stringify(requestId)} is already in flight`))
         }
         if (inFlight.size >= settings.maxTurnsInFlight) {
-          return refuse(
+          return refused(
             HttpError.fromError(
               new RateLimited({
                 message: `At most ${settings.maxTurnsInFlight} turns in flight on one socket`,
                 scope: "concurrent",
                 retryAfterSeconds: 1
               })
-            ),
-            requestId
+            )
           )
         }
         const turn = Effect.gen(function* () {
           const admission = yield* budget({ inFlight: true })
           yield* Effect.addFinalizer(() => admission.release)
           const produce = yield* open
+          yield* answered(200)
           if (Option.isSome(produce)) yield* produce.value(sinkOf(connection))
         }).pipe(
           Effect.scoped,
-          Effect.catch(failed(requestId)),
+          Effect.catch((error) => refused(HttpError.fromError(error))),
           Effect.catchCause(unexpected),
           Effect.ensuring(Effect.sync(() => inFlight.delete(requestId)))
         )
@@ -327,7 +337,8 @@ export const make = Effect.gen(function* () {
               encodingFor(requestId)
             ),
             Option.some
-          )
+          ),
+          chatAnswered(requestId)
         )
 
       const chatResume = (
@@ -388,9 +399,11 @@ export const make = Effect.gen(function* () {
           const requestId = rawId === undefined ? undefined : yield* requestIdOf(rawId)
           switch (type) {
             case "chat.send": {
-              const id = yield* required(requestId, type)
-              // The chat endpoint's own body rules; the frame's other keys are not part of the body.
-              const request = yield* Effect.mapError(ChatRequest.parse(text, limits), tagged(id))
+              const [id, request] = yield* Effect.gen(function* () {
+                const id = yield* required(requestId, type)
+                // The chat endpoint's own body rules; the frame's other keys are not part of the body.
+                return [id, yield* Effect.mapError(ChatRequest.parse(text, limits), tagged(id))] as const
+              }).pipe(Effect.tapError(() => chatAnswered(requestId)(400)))
               return yield* chatSend(id, request)
             }
             case "chat.resume": {

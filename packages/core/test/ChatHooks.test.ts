@@ -19,7 +19,8 @@ const recorder = () => {
     stopRequested: (event) => Effect.sync(() => seen.push(`stop:${event.running}`)),
     turnLogSize: () => Effect.void,
     requestRefused: () => Effect.void,
-    socketChanged: () => Effect.void
+    socketChanged: () => Effect.void,
+    socketChatAnswered: () => Effect.void
   }
   return { seen, hooks }
 }

@@ -6,11 +6,12 @@
  */
 import { createServer, type Server } from "node:http"
 import { type AddressInfo, connect } from "node:net"
+import * as Prometheus from "@convoke/prometheus-text"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Layer } from "effect"
 import * as fc from "fast-check"
 import WebSocket from "ws"
-import { ChatConfig, ChatHttp, ChatRateLimit, ChatSocket, Identity } from "../src/index.ts"
+import { ChatConfig, ChatHttp, ChatMetrics, ChatRateLimit, ChatSocket, Identity } from "../src/index.ts"
 import { NodeHandler, NodeSocket } from "../src/node.ts"
 import * as SocketClient from "../src/testing/SocketClient.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
@@ -32,6 +33,7 @@ const withServer = async <A>(
     readonly socket?: Partial<ChatSocket.Settings>
     readonly chat?: Partial<ChatConfig.Settings>
     readonly rateLimit?: ChatRateLimit.Options
+    readonly metrics?: boolean
   },
   body: (served: Served) => Promise<A>
 ): Promise<A> => {
@@ -43,7 +45,8 @@ const withServer = async <A>(
       Identity.layerApiKeys([{ key: KEY, userId: "alice" }]).pipe(Layer.orDie),
       Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make(options.chat)),
       Layer.succeed(ChatSocket.ChatSocketSettings, { ...ChatSocket.defaults, ...options.socket }),
-      options.rateLimit === undefined ? Layer.empty : ChatRateLimit.layerMemory(options.rateLimit)
+      options.rateLimit === undefined ? Layer.empty : ChatRateLimit.layerMemory(options.rateLimit),
+      options.metrics === true ? ChatMetrics.layer() : Layer.empty
     )
   )
   const server: Server = createServer(NodeHandler.toNodeHandler(app))
@@ -75,6 +78,24 @@ describe("ChatSocket over the Node binding", () => {
     await withServer({ socket: { idleTimeout: Duration.millis(50) } }, async ({ open }) => {
       const socket = await open()
       assert.deepStrictEqual(await socket.closed, { code: 1000, reason: "idle" })
+    })
+  })
+
+  it("counts each chat.send as a chat request, by client kind and status, and its stream by transport", async () => {
+    await withServer({ metrics: true }, async ({ open, url }) => {
+      const socket = await open({ ...AUTH, "x-convoke-client": "unity/2.1.0" })
+      socket.send({ type: "chat.send", request_id: "ok", message: "hello" })
+      assert.strictEqual((await socket.turn("ok")).at(-1)!.type, "done")
+      socket.send({ type: "chat.send", request_id: "bad", message: "" })
+      assert.strictEqual((await socket.next((frame) => frame.request_id === "bad")).status, 400)
+      socket.close()
+      await socket.closed
+      const response = await fetch(`${url}/metrics`)
+      const metrics = Prometheus.parse(await response.text())
+      assert.strictEqual(metrics.value("chat_requests_total", { client: "unity", status: "200" }), 1)
+      assert.strictEqual(metrics.value("chat_requests_total", { client: "unity", status: "400" }), 1)
+      assert.strictEqual(metrics.value("streams_started_total", { transport: "websocket" }), 1)
+      assert.strictEqual(metrics.value("streams_started_total", { transport: "sse" }), 0)
     })
   })
 
