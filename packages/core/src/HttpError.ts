@@ -14,8 +14,11 @@ import { BodyTimedOut } from "./NodeBody.ts"
 
 /** The common error body. */
 export const ErrorBody = Schema.Struct({
-  error: Schema.Struct({ type: Schema.String, message: Schema.String })
-})
+  error: Schema.Struct({
+    type: Schema.String.annotate({ description: "What went wrong, for programs: one word per kind." }),
+    message: Schema.String.annotate({ description: "What went wrong, for people." })
+  })
+}).annotate({ description: "The body of every error answer." })
 export type ErrorBody = typeof ErrorBody.Type
 
 /** A failure, ready to be sent. */
