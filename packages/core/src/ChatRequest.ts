@@ -19,11 +19,13 @@ import * as RequestBody from "./RequestBody.ts"
  * stored, never passed on — so clients of later versions keep working.
  */
 export const ChatRequest = Schema.Struct({
-  message: Schema.String.check(
+  message: Schema.String.annotate({
+    description: "The user's message: not empty, no NUL characters, within the size limits."
+  }).check(
     Schema.isNonEmpty({ message: "must be a non-empty string" }),
     // PostgreSQL text cannot hold NUL; refusing it beats storing an altered message.
     Schema.makeFilter((message: string) => !message.includes("\u0000") || "must not contain NUL characters")
-  ).annotate({ description: "The user's message: not empty, no NUL characters, within the size limits." }),
+  ),
   model: Schema.optionalKey(
     Schema.String.annotate({ description: "The model asked for, mapped through the model's allow-list." })
   ),

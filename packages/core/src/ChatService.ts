@@ -75,11 +75,11 @@ export interface ResumeInput {
 
 /** The body of a non-streaming reply. */
 export const Completion = Schema.Struct({
-  conversation_id: Schema.String,
-  model: Schema.String,
+  conversation_id: Schema.String.annotate({ description: "The conversation the turn belongs to." }),
+  model: Schema.String.annotate({ description: "The model that answered." }),
   message: Schema.Struct({ role: Schema.Literal("assistant"), content: Schema.String }),
-  created_at: Schema.String
-})
+  created_at: Schema.String.annotate({ description: "When the reply was made (ISO 8601)." })
+}).annotate({ description: "The whole reply of a chat request without `stream: true`." })
 export type Completion = typeof Completion.Type
 
 /** The chat service. */

@@ -55,34 +55,45 @@ export const RenameRequest = Schema.Struct({
 
 /** A conversation as the API shows it (the list's items, the rename's answer). */
 export const ConversationSummary = Schema.Struct({
-  id: Schema.String,
-  title: Schema.String,
-  created_at: Schema.String,
-  updated_at: Schema.String
-})
+  id: Schema.String.annotate({ description: "A UUID." }),
+  title: Schema.String.annotate({ description: "The first message, cut short, until renamed." }),
+  created_at: Schema.String.annotate({ description: "ISO 8601." }),
+  updated_at: Schema.String.annotate({ description: "ISO 8601; the list is ordered by it, newest first." })
+}).annotate({ description: "A conversation of the caller." })
 
 /** A message as the API shows it; `streaming` is the reply of a turn that still runs. */
 export const MessageJson = Schema.Struct({
   id: Schema.String,
   role: Schema.Literals(["user", "assistant"]),
   content: Schema.String,
-  status: Schema.Literals(["complete", "partial", "cancelled", "interrupted", "error", "streaming"]),
-  created_at: Schema.String
-})
+  status: Schema.Literals(["complete", "partial", "cancelled", "interrupted", "error", "streaming"]).annotate(
+    {
+      description:
+        "`cancelled`: stopped, or its client left and did not come back; `interrupted`: the server running it " +
+        "went away; `partial`: either, written by an earlier version; `error`: the model failed; " +
+        "`streaming`: the reply of the running turn, so far."
+    }
+  ),
+  created_at: Schema.String.annotate({ description: "ISO 8601." })
+}).annotate({ description: "A message of a conversation." })
 
 /** The answer of `GET /api/v0.3/conversations`: a page, most recently updated first. */
 export const ConversationPage = Schema.Struct({
   data: Schema.Array(ConversationSummary),
   /** Pass it back as `cursor` for the next page; `null` on the last. */
-  next_cursor: Schema.NullOr(Schema.String)
-})
+  next_cursor: Schema.NullOr(Schema.String).annotate({
+    description: "Pass it back as `cursor` for the next page; `null` on the last."
+  })
+}).annotate({ description: "A page of the caller's conversations, most recently updated first." })
 
 /** The answer of `GET /api/v0.3/conversations/:id`: the conversation, its messages and its running turn. */
 export const ConversationDetail = Schema.Struct({
   ...ConversationSummary.fields,
   messages: Schema.Array(MessageJson),
-  running_turn: Schema.NullOr(Schema.Struct({ turn_id: Schema.String, started_at: Schema.String }))
-})
+  running_turn: Schema.NullOr(Schema.Struct({ turn_id: Schema.String, started_at: Schema.String })).annotate({
+    description: "The turn that runs now, which `GET …/stream` resumes and `POST …/stop` stops; else `null`."
+  })
+}).annotate({ description: "A conversation with its messages, oldest first." })
 
 const conversationJson = (conversation: Conversation): typeof ConversationSummary.Type => ({
   id: conversation.id,

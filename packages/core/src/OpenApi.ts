@@ -131,7 +131,11 @@ const R = {
   ),
   rateLimited: refusal(
     new RateLimited({ retryAfterSeconds: 30, message: "Too many requests", limit: 60, scope: "user" }),
-    "over a rate limit, or every in-flight turn slot of the caller taken"
+    "over a rate limit (requests, or failed logins from the address)"
+  ),
+  turnSlots: refusal(
+    new RateLimited({ retryAfterSeconds: 1, message: "Too many turns in flight", scope: "concurrent" }),
+    "every in-flight turn slot of the caller taken"
   ),
   notFound: refusal(
     new ConversationNotFound(),
@@ -316,6 +320,7 @@ const paths = (): Record<string, Json> => ({
         ...refusals([
           R.invalidBody,
           ...USER,
+          R.turnSlots,
           { ...R.notFound, when: "`stream: false` with an id no conversation of the caller has" },
           R.timeout,
           R.tooLarge,
@@ -440,6 +445,7 @@ const paths = (): Record<string, Json> => ({
             when: "an event id this server cannot have sent"
           },
           ...USER,
+          R.turnSlots,
           R.notFound,
           R.storeDown
         ])

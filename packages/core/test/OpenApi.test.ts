@@ -16,6 +16,7 @@ import * as SocketClient from "../src/testing/SocketClient.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
+import * as OpenApiMarkdown from "./OpenApiMarkdown.ts"
 
 const KEY = "openapi-test-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
 const AUTH = { authorization: `Bearer ${KEY}` }
@@ -128,6 +129,10 @@ describe("OpenApi", () => {
 
   it("is the copy in docs/openapi.json that the README links (update it with `vitest run -u`)", async () => {
     await expect(`${JSON.stringify(document, null, 2)}\n`).toMatchFileSnapshot("../../../docs/openapi.json")
+  })
+
+  it("is rendered in docs/api.md (update it with `vitest run -u`)", async () => {
+    await expect(OpenApiMarkdown.render(document)).toMatchFileSnapshot("../../../docs/api.md")
   })
 
   it("answers every route of the table and a request and answer of each match it, over loopback", async () => {
