@@ -2,7 +2,7 @@
  * The operational part of the wire contract and the edges of the route
  * table (the README's `GET /health`, "Operations" and error table):
  * `/health` with its documented fields, `/metrics` in the Prometheus text
- * format counting the binding's own chats, a path Convoke does not serve
+ * format counting the binding's own chats, the OpenAPI document to anyone, a path Convoke does not serve
  * (Convoke's 404, or the application's own fallback where the binding is
  * mounted beside the application's routes), wrong methods on known paths,
  * and a request body that stops arriving (408, connection closed).
@@ -10,7 +10,7 @@
  * @since 0.1.0
  */
 import { connect } from "node:net"
-import { ChatHttp } from "@convoke/core"
+import { ChatHttp, OpenApi } from "@convoke/core"
 import * as PrometheusText from "@convoke/prometheus-text"
 import { describe, expect, it } from "vitest"
 import * as Sse from "./Sse.ts"
@@ -157,6 +157,26 @@ export const define = (suite: Suite) =>
       expect(increase("chat_requests_total", { client: "unity", status: "200" })).toBe(2)
       expect(increase("chat_requests_total", { client: "unity", status: "400" })).toBe(1)
       expect(after.sample("streams_active")).toBeGreaterThanOrEqual(0)
+    })
+
+    it("serves the OpenAPI document to anyone, as the core builds it", async () => {
+      for (const [label, options] of [
+        ["no credentials", { user: null }],
+        ["a user's key", { user: "alice" }]
+      ] as const) {
+        const response = await suite.request(OpenApi.OPENAPI_PATH, options)
+        expect(response.status, label).toBe(200)
+        expect(response.headers.get("content-type"), label).toMatch(/^application\/json/)
+        expect(await response.json(), label).toEqual(JSON.parse(JSON.stringify(OpenApi.make())))
+      }
+      const head = await suite.request(OpenApi.OPENAPI_PATH, { user: null, method: "HEAD" })
+      expect(head.status, "HEAD").toBe(200)
+      await expectError(
+        await suite.request(OpenApi.OPENAPI_PATH, { user: null, method: "POST", body: {} }),
+        405,
+        "method_not_allowed",
+        "POST"
+      )
     })
 
     it("answers a path it does not serve with Convoke's 404, or hands it to the application's own fallback", async () => {

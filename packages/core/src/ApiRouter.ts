@@ -11,7 +11,8 @@
  * the application's `Guard` before it — authentication, then the rate
  * limits (`RouteGuard`) — and hands the route the caller as `Caller`. A route
  * added later, by the core or by an extension, is authenticated and counted
- * without doing anything; only `/health` and `/metrics` opt out, by name.
+ * without doing anything; only `/health`, `/metrics` and the OpenAPI document
+ * (`/api/v0.3/openapi.json`) opt out, by name.
  *
  * A path the table knows, asked with a method it does not serve, is a `405`
  * whose `Allow` lists the methods it does serve; `HEAD` is served by `GET`.
@@ -39,7 +40,7 @@ export type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
  * - `socket`: a `user` route that may also be opened with a single-use
  *   ticket (`?ticket=`) instead of credentials in headers — the WebSocket
  *   route, which browsers cannot give headers;
- * - `public`: nothing — for `/health` and `/metrics` alone.
+ * - `public`: nothing — for `/health`, `/metrics` and the OpenAPI document alone.
  */
 export type Access = "user" | "turn" | "socket" | "public"
 

@@ -13,30 +13,42 @@ import { Schema } from "effect"
 /** The first event of every stream: the conversation id, before any content. */
 export const MetadataEvent = Schema.Struct({
   type: Schema.Literal("metadata"),
-  conversation_id: Schema.String,
-  model: Schema.String,
-  timestamp: Schema.Int,
+  conversation_id: Schema.String.annotate({ description: "The conversation the turn belongs to." }),
+  model: Schema.String.annotate({ description: "The model that answers." }),
+  timestamp: Schema.Int.annotate({ description: "When the turn started, in Unix seconds." }),
   /** The turn this stream carries; later events' `id:` lines name it (`<turn_id>:<seq>`). */
-  turn_id: Schema.optionalKey(Schema.String),
+  turn_id: Schema.optionalKey(
+    Schema.String.annotate({ description: "The turn; later events' `id:` lines are `<turn_id>:<seq>`." })
+  ),
   /** Present and `true` when the id is not yet stored (store unavailable). */
-  temporary: Schema.optionalKey(Schema.Boolean),
+  temporary: Schema.optionalKey(
+    Schema.Boolean.annotate({ description: "`true` when the conversation is not stored yet (store down)." })
+  ),
   /** Present and `true` on a stream that resumes a turn (`GET …/stream`). */
-  resumed: Schema.optionalKey(Schema.Boolean)
-})
+  resumed: Schema.optionalKey(
+    Schema.Boolean.annotate({ description: "`true` on a stream that resumes a turn." })
+  )
+}).annotate({ description: "The first event of every stream, written alone." })
 export type MetadataEvent = typeof MetadataEvent.Type
 
 /** A piece of the assistant's reply. */
 export const ContentEvent = Schema.Struct({
   type: Schema.Literal("content"),
   delta: Schema.Struct({ content: Schema.String })
-})
+}).annotate({ description: "A piece of the reply." })
 export type ContentEvent = typeof ContentEvent.Type
 
 /** A failure after the stream has started; always followed by `[DONE]`. */
 export const ErrorEvent = Schema.Struct({
   type: Schema.Literal("error"),
-  error: Schema.Struct({ type: Schema.String, message: Schema.String })
-})
+  error: Schema.Struct({
+    type: Schema.String.annotate({
+      description:
+        "`cancelled`, `interrupted`, `shutdown`, `unavailable`, or the model's own type (`overloaded_error`…)."
+    }),
+    message: Schema.String
+  })
+}).annotate({ description: "A failure after the stream started; `[DONE]` follows." })
 export type ErrorEvent = typeof ErrorEvent.Type
 
 /** Any v0.3 event, discriminated on `type`. */

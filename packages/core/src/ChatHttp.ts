@@ -27,6 +27,7 @@ import * as HttpError from "./HttpError.ts"
 import * as HttpSecurity from "./HttpSecurity.ts"
 import { Identity } from "./Identity.ts"
 import type { LanguageModel } from "./LanguageModel.ts"
+import * as OpenApi from "./OpenApi.ts"
 import * as RequestContext from "./RequestContext.ts"
 import * as RouteGuard from "./RouteGuard.ts"
 import * as SocketHttp from "./SocketHttp.ts"
@@ -65,6 +66,7 @@ export const routes = Effect.gen(function* () {
     ...(yield* TurnHttp.routes),
     ...(yield* SocketHttp.routes),
     ...(yield* Health.routes),
+    ...(yield* OpenApi.routes),
     ...extensions.flatMap((extension) => extension.routes ?? [])
   ]
 })

@@ -19,15 +19,30 @@ import * as RequestBody from "./RequestBody.ts"
  * stored, never passed on — so clients of later versions keep working.
  */
 export const ChatRequest = Schema.Struct({
-  message: Schema.String.check(
+  message: Schema.String.annotate({
+    description: "The user's message: not empty, no NUL characters, within the size limits."
+  }).check(
     Schema.isNonEmpty({ message: "must be a non-empty string" }),
     // PostgreSQL text cannot hold NUL; refusing it beats storing an altered message.
     Schema.makeFilter((message: string) => !message.includes("\u0000") || "must not contain NUL characters")
   ),
-  model: Schema.optionalKey(Schema.String),
-  stream: Schema.optionalKey(Schema.Boolean),
-  conversation_id: Schema.optionalKey(Schema.NullOr(Schema.String))
-})
+  model: Schema.optionalKey(
+    Schema.String.annotate({ description: "The model asked for, mapped through the model's allow-list." })
+  ),
+  stream: Schema.optionalKey(
+    Schema.Boolean.annotate({
+      description:
+        "`true`: the reply as a Server-Sent Events stream; else the whole reply as one JSON object."
+    })
+  ),
+  conversation_id: Schema.optionalKey(
+    Schema.NullOr(Schema.String).annotate({
+      description:
+        'The conversation to continue; omitted, `null`, `""` or `"new"` starts one. With `stream: true` an ' +
+        "id that is not one of the caller's starts a new conversation; without it, a 404."
+    })
+  )
+}).annotate({ description: "The body of a chat request; unknown fields are ignored." })
 export type ChatRequest = typeof ChatRequest.Type
 
 /** Limits a body is checked against besides its size. */

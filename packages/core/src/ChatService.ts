@@ -16,7 +16,19 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Deferred, Effect, Exit, Fiber, Layer, Option, type Stream } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  Schema,
+  type Stream
+} from "effect"
 import { ChatConfig } from "./ChatConfig.ts"
 import { type ChatError, ServerShutdown } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
@@ -62,12 +74,13 @@ export interface ResumeInput {
 }
 
 /** The body of a non-streaming reply. */
-export interface Completion {
-  readonly conversation_id: string
-  readonly model: string
-  readonly message: { readonly role: "assistant"; readonly content: string }
-  readonly created_at: string
-}
+export const Completion = Schema.Struct({
+  conversation_id: Schema.String.annotate({ description: "The conversation the turn belongs to." }),
+  model: Schema.String.annotate({ description: "The model that answered." }),
+  message: Schema.Struct({ role: Schema.Literal("assistant"), content: Schema.String }),
+  created_at: Schema.String.annotate({ description: "When the reply was made (ISO 8601)." })
+}).annotate({ description: "The whole reply of a chat request without `stream: true`." })
+export type Completion = typeof Completion.Type
 
 /** The chat service. */
 export interface Service {

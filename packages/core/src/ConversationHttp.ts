@@ -53,14 +53,56 @@ export const RenameRequest = Schema.Struct({
   )
 })
 
-const conversationJson = (conversation: Conversation) => ({
+/** A conversation as the API shows it (the list's items, the rename's answer). */
+export const ConversationSummary = Schema.Struct({
+  id: Schema.String.annotate({ description: "A UUID." }),
+  title: Schema.String.annotate({ description: "The first message, cut short, until renamed." }),
+  created_at: Schema.String.annotate({ description: "ISO 8601." }),
+  updated_at: Schema.String.annotate({ description: "ISO 8601; the list is ordered by it, newest first." })
+}).annotate({ description: "A conversation of the caller." })
+
+/** A message as the API shows it; `streaming` is the reply of a turn that still runs. */
+export const MessageJson = Schema.Struct({
+  id: Schema.String,
+  role: Schema.Literals(["user", "assistant"]),
+  content: Schema.String,
+  status: Schema.Literals(["complete", "partial", "cancelled", "interrupted", "error", "streaming"]).annotate(
+    {
+      description:
+        "`cancelled`: stopped, or its client left and did not come back; `interrupted`: the server running it " +
+        "went away; `partial`: either, written by an earlier version; `error`: the model failed; " +
+        "`streaming`: the reply of the running turn, so far."
+    }
+  ),
+  created_at: Schema.String.annotate({ description: "ISO 8601." })
+}).annotate({ description: "A message of a conversation." })
+
+/** The answer of `GET /api/v0.3/conversations`: a page, most recently updated first. */
+export const ConversationPage = Schema.Struct({
+  data: Schema.Array(ConversationSummary),
+  /** Pass it back as `cursor` for the next page; `null` on the last. */
+  next_cursor: Schema.NullOr(Schema.String).annotate({
+    description: "Pass it back as `cursor` for the next page; `null` on the last."
+  })
+}).annotate({ description: "A page of the caller's conversations, most recently updated first." })
+
+/** The answer of `GET /api/v0.3/conversations/:id`: the conversation, its messages and its running turn. */
+export const ConversationDetail = Schema.Struct({
+  ...ConversationSummary.fields,
+  messages: Schema.Array(MessageJson),
+  running_turn: Schema.NullOr(Schema.Struct({ turn_id: Schema.String, started_at: Schema.String })).annotate({
+    description: "The turn that runs now, which `GET …/stream` resumes and `POST …/stop` stops; else `null`."
+  })
+}).annotate({ description: "A conversation with its messages, oldest first." })
+
+const conversationJson = (conversation: Conversation): typeof ConversationSummary.Type => ({
   id: conversation.id,
   title: conversation.title,
   created_at: conversation.createdAt.toISOString(),
   updated_at: conversation.updatedAt.toISOString()
 })
 
-const messageJson = (message: Message) => ({
+const messageJson = (message: Message): typeof MessageJson.Type => ({
   id: message.id,
   role: message.role,
   content: message.content,
@@ -69,7 +111,7 @@ const messageJson = (message: Message) => ({
 })
 
 /** The reply of a running turn, as far as it is logged. */
-const streamingMessageJson = ({ turn, content }: Snapshot) => ({
+const streamingMessageJson = ({ turn, content }: Snapshot): typeof MessageJson.Type => ({
   id: turn.replyId,
   role: "assistant",
   content,
@@ -188,10 +230,11 @@ export const routes = Effect.gen(function* () {
       })
     }
     const page = yield* store.list({ userId: principal.userId, limit, after })
-    return HttpServerResponse.jsonUnsafe({
+    const body: typeof ConversationPage.Type = {
       data: page.conversations.map(conversationJson),
       next_cursor: page.next === undefined ? null : encodeCursor(page.next)
-    })
+    }
+    return HttpServerResponse.jsonUnsafe(body)
   })
 
   const show = Effect.gen(function* () {
@@ -206,14 +249,15 @@ export const routes = Effect.gen(function* () {
       runningTurn,
       ({ turn }) => !messages.some((message) => message.id === turn.replyId)
     )
-    return HttpServerResponse.jsonUnsafe({
+    const body: typeof ConversationDetail.Type = {
       ...conversationJson(conversation),
       messages: [...messages.map(messageJson), ...Option.toArray(Option.map(running, streamingMessageJson))],
       running_turn: Option.match(running, {
         onNone: () => null,
         onSome: ({ turn }) => ({ turn_id: turn.turnId, started_at: new Date(turn.startedAt).toISOString() })
       })
-    })
+    }
+    return HttpServerResponse.jsonUnsafe(body)
   })
 
   const rename = Effect.gen(function* () {

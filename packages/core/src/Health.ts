@@ -10,7 +10,7 @@
  *
  * @since 0.3.0
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { HttpServerResponse } from "effect/http"
 import * as AdminAccess from "./AdminAccess.ts"
 import * as ApiRouter from "./ApiRouter.ts"
@@ -24,6 +24,32 @@ import { LanguageModel } from "./LanguageModel.ts"
 /** The path of the health route. */
 export const HEALTH_PATH = "/health"
 
+/** What anyone gets: `ok`, or `shutting_down` (with `503`) once the application shuts down. */
+export const Status = Schema.Struct({ status: Schema.Literals(["ok", "shutting_down"]) })
+
+/** What the admin token gets: the status and what the application runs on. */
+export const Details = Schema.Struct({
+  status: Schema.Literal("ok"),
+  model: Schema.String,
+  store: Schema.String,
+  identity: Schema.String,
+  outbox: Schema.Struct({
+    pending: Schema.Int,
+    drained: Schema.Int,
+    dropped: Schema.Int,
+    recovered: Schema.Int,
+    skipped: Schema.Int
+  }),
+  /** The latest cleanup report, where the cleanup job runs. */
+  cleanup: Schema.optionalKey(
+    Schema.Struct({
+      ran_at: Schema.String,
+      deleted: Schema.Int,
+      abandonment_ratio: Schema.Finite
+    })
+  )
+})
+
 /** The body of the details, built once from the services in context. */
 const details = Effect.gen(function* () {
   const model = yield* LanguageModel
@@ -32,7 +58,7 @@ const details = Effect.gen(function* () {
   const outbox = yield* ConversationOutbox
   // Present only when the application runs the cleanup job.
   const cleanup = yield* Effect.serviceOption(ConversationCleanup.ConversationCleanup)
-  return () => {
+  return (): typeof Details.Type => {
     const latest = cleanup._tag === "Some" ? cleanup.value.latest() : undefined
     return {
       status: "ok",
@@ -53,6 +79,8 @@ const details = Effect.gen(function* () {
   }
 })
 
+const status = (status: (typeof Status.Type)["status"]): typeof Status.Type => ({ status })
+
 /**
  * The health route of the API: its status to anyone — `200 {"status":"ok"}`,
  * or `503 {"status":"shutting_down"}` once the application shuts down, so a
@@ -64,8 +92,8 @@ export const routes = Effect.gen(function* () {
   const chat = yield* ChatService
   const health = Effect.map(AdminAccess.isAdmin, (admin) =>
     chat.isShuttingDown()
-      ? HttpServerResponse.jsonUnsafe({ status: "shutting_down" }, { status: 503 })
-      : HttpServerResponse.jsonUnsafe(admin ? body() : { status: "ok" })
+      ? HttpServerResponse.jsonUnsafe(status("shutting_down"), { status: 503 })
+      : HttpServerResponse.jsonUnsafe(admin ? body() : status("ok"))
   )
   // Public: load balancers probe it without credentials, and are not counted.
   return [ApiRouter.route("GET", HEALTH_PATH, health, "public")]

@@ -7,15 +7,19 @@
  *
  * @since 0.1.0
  */
-import { Cause, Effect } from "effect"
+import { Cause, Effect, Schema } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { type ApiError, RequestTimeout } from "./ChatError.ts"
 import { BodyTimedOut } from "./NodeBody.ts"
 
 /** The common error body. */
-export interface ErrorBody {
-  readonly error: { readonly type: string; readonly message: string }
-}
+export const ErrorBody = Schema.Struct({
+  error: Schema.Struct({
+    type: Schema.String.annotate({ description: "What went wrong, for programs: one word per kind." }),
+    message: Schema.String.annotate({ description: "What went wrong, for people." })
+  })
+}).annotate({ description: "The body of every error answer." })
+export type ErrorBody = typeof ErrorBody.Type
 
 /** A failure, ready to be sent. */
 export interface ErrorResponse {

@@ -16,7 +16,7 @@
  *
  * @since 0.3.0
  */
-import { Effect, Option } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as ApiRouter from "./ApiRouter.ts"
 import { InvalidRequest } from "./ChatError.ts"
@@ -25,6 +25,9 @@ import { ChatHooks } from "./ChatHooks.ts"
 import { ChatService } from "./ChatService.ts"
 import { CONVERSATIONS_PATH, makeOwnership } from "./ConversationHttp.ts"
 import { RequestContext } from "./RequestContext.ts"
+
+/** The answer of a stop that found a turn running (`202`): the turn it stops. */
+export const StopAccepted = Schema.Struct({ turn_id: Schema.String })
 
 /** Where a resume starts, from the header or the query parameter; `undefined` for the start. */
 const lastEventIdOf = (request: HttpServerRequest.HttpServerRequest) => {
@@ -96,7 +99,10 @@ export const routes = Effect.gen(function* () {
     })
     return Option.match(stopped, {
       onNone: () => HttpServerResponse.empty({ status: 204, headers }),
-      onSome: (turnId) => HttpServerResponse.jsonUnsafe({ turn_id: turnId }, { status: 202, headers })
+      onSome: (turnId) => {
+        const body: typeof StopAccepted.Type = { turn_id: turnId }
+        return HttpServerResponse.jsonUnsafe(body, { status: 202, headers })
+      }
     })
   })
 
