@@ -57,17 +57,6 @@ export const API_VERSION = "0.3"
 /** A JSON object of the document. */
 export type Json = { readonly [key: string]: unknown }
 
-/** The answer of `POST /api/v0.3/ws/ticket`: a single-use ticket for `GET /api/v0.3/ws?ticket=`. */
-const SocketTicket = {
-  type: "object",
-  properties: {
-    ticket: { type: "string" },
-    expires_in: { type: "integer", minimum: 1, description: "Seconds the ticket stays valid." }
-  },
-  required: ["ticket", "expires_in"],
-  additionalProperties: true
-} as const
-
 /** The schemas of the document, by component name. */
 const SCHEMAS: Readonly<Record<string, Schema.Top>> = {
   ChatRequest,
@@ -83,6 +72,7 @@ const SCHEMAS: Readonly<Record<string, Schema.Top>> = {
   Message: ConversationHttp.MessageJson,
   RenameRequest: ConversationHttp.RenameRequest,
   StopAccepted: TurnHttp.StopAccepted,
+  SocketTicket: SocketHttp.SocketTicket,
   HealthStatus: Health.Status,
   HealthDetails: Health.Details
 }
@@ -104,7 +94,7 @@ const components = (): Record<string, Json> => {
   const multi = JsonSchema.toMultiDocumentOpenApi3_1(
     SchemaRepresentation.toJsonSchemaMultiDocument(representations)
   )
-  return { ...multi.definitions, SocketTicket }
+  return multi.definitions
 }
 
 const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` })

@@ -15,7 +15,7 @@
  *
  * @since 0.3.0
  */
-import { Context, type Duration, Effect } from "effect"
+import { Context, type Duration, Effect, Schema } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as ApiRouter from "./ApiRouter.ts"
 import { ChatConfig } from "./ChatConfig.ts"
@@ -31,6 +31,14 @@ export const SOCKET_PATH = "/api/v0.3/ws"
 
 /** The path that issues tickets. */
 export const TICKET_PATH = "/api/v0.3/ws/ticket"
+
+/** The answer of `POST /api/v0.3/ws/ticket`. */
+export const SocketTicket = Schema.Struct({
+  ticket: Schema.String.annotate({ description: "Single use: open `GET /api/v0.3/ws?ticket=` with it." }),
+  expires_in: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)).annotate({
+    description: "Seconds the ticket stays valid."
+  })
+}).annotate({ description: "A single-use ticket that opens a WebSocket for the user it was issued to." })
 
 /** What the socket's binding needs to know from the application. */
 export interface AcceptOptions {
@@ -97,8 +105,9 @@ export const routes = Effect.gen(function* () {
   const issue = Effect.gen(function* () {
     const { requestId } = yield* RequestContext
     const ticket = yield* tickets.issue(yield* ApiRouter.Caller)
+    const body: typeof SocketTicket.Type = { ticket: ticket.ticket, expires_in: ticket.expiresInSeconds }
     return HttpServerResponse.jsonUnsafe(
-      { ticket: ticket.ticket, expires_in: ticket.expiresInSeconds },
+      body,
       // A ticket is a credential: never cached.
       { status: 201, headers: { "x-request-id": requestId, "cache-control": "no-store" } }
     )
