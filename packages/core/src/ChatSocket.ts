@@ -200,7 +200,14 @@ export const make = Effect.gen(function* () {
   const settings = yield* ChatSocketSettings
   const { ownedById } = yield* makeOwnership
   const limits = { maxJsonDepth: config.maxJsonDepth, maxMessageCharacters: config.maxMessageCharacters }
-  const decode = <A>(schema: Schema.Decoder<A>) => RequestBody.decodeJson(schema, limits)
+  // The body rules of HTTP, in the words of a frame.
+  const decode =
+    <A>(schema: Schema.Decoder<A>) =>
+    (text: string) =>
+      Effect.mapError(
+        RequestBody.decodeJson(schema, limits)(text),
+        (error) => new InvalidRequest({ message: error.message.replace(/^Request body/, "Frame") })
+      )
 
   /** Runs a session until its socket closes. */
   const run = ({ connection, principal, budget }: SessionOptions) =>
@@ -208,12 +215,12 @@ export const make = Effect.gen(function* () {
       const requestContext = yield* RequestContext
       const client = ClientKind.detect((yield* HttpServerRequest.HttpServerRequest).headers)
       const socketRequestId = requestContext.requestId
+      const userId = principal.userId
       // Another user's conversation answers as a missing one, and the attempt is audited with this request.
       const owned = (conversationId: string) =>
         Effect.provideService(ownedById(userId, conversationId), RequestContext, requestContext)
       const clock = yield* Clock.Clock
       const scope = yield* Scope.make()
-      const userId = principal.userId
       const incoming = yield* Queue.unbounded<string, Cause.Done>()
       const inFlight = new Map<string, Fiber.Fiber<void>>()
       const frameTimes: Array<number> = []
