@@ -299,6 +299,13 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Wait for the database before a stream starts on a temporary id"
   },
   {
+    flag: "store-timeout-ms",
+    env: "CONVOKE_STORE_TIMEOUT_MS",
+    type: "string",
+    fallback: "2000",
+    description: "Wait for the database before a request that does not stream gets a 503"
+  },
+  {
     flag: "disconnect-grace-ms",
     env: "CONVOKE_DISCONNECT_GRACE_MS",
     type: "string",

@@ -117,7 +117,10 @@ export const config: { readonly [K in keyof Settings]: Config.Config<Settings[K]
     Config.map(Duration.millis),
     Config.withDefault(defaults.creationBudget)
   ),
-  storeTimeout: Config.succeed(defaults.storeTimeout),
+  storeTimeout: wholeNumber("CONVOKE_STORE_TIMEOUT_MS", { min: 1, max: 60_000 }).pipe(
+    Config.map(Duration.millis),
+    Config.withDefault(defaults.storeTimeout)
+  ),
   outboxFlushTimeout: Config.succeed(defaults.outboxFlushTimeout),
   maxMessageCharacters: wholeNumber("CONVOKE_MAX_MESSAGE_CHARACTERS", { min: 1, max: 16 * 1024 * 1024 }).pipe(
     Config.withDefault(defaults.maxMessageCharacters)

@@ -22,6 +22,7 @@ describe("ChatConfig.layerConfig", () => {
         CONVOKE_MAX_BODY_BYTES: "4096",
         CONVOKE_HEARTBEAT_SECONDS: "5",
         CONVOKE_CREATION_BUDGET_MS: "200",
+        CONVOKE_STORE_TIMEOUT_MS: "750",
         CONVOKE_MAX_MESSAGE_CHARACTERS: "1000",
         CONVOKE_MAX_JSON_DEPTH: "8"
       })
@@ -31,6 +32,7 @@ describe("ChatConfig.layerConfig", () => {
         maxBodyBytes: 4096,
         heartbeatInterval: Duration.seconds(5),
         creationBudget: Duration.millis(200),
+        storeTimeout: Duration.millis(750),
         maxMessageCharacters: 1000,
         maxJsonDepth: 8
       })
