@@ -16,7 +16,7 @@
  * own (its keys are deleted afterwards); no model key, so they use the echo
  * model.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import {
   mkdirSync,
@@ -81,7 +81,13 @@ const redisReachable = requireService(
   `Redis at ${new URL(REDIS_URL).host} for the examples`,
   await isRedisReachable(REDIS_URL)
 )
-const reachable = postgresReachable && redisReachable
+// The shell examples call curl, as a reader would (CI installs it).
+const curlFound = requireService(
+  it,
+  "curl for the shell examples",
+  spawnSync("curl", ["--version"], { stdio: "ignore" }).status === 0
+)
+const reachable = postgresReachable && redisReachable && curlFound
 const redisPrefix = `convoke:test:docs:${randomBytes(8).toString("hex")}:`
 
 const key = `cvk_${randomBytes(32).toString("base64url")}`
