@@ -242,25 +242,35 @@ const app = makeProject("app", {
   dependencies: {
     express: "^5.0.0",
     fastify: "^5.0.0",
-    ai: readJson(join(byName.get(CLIENT).dir, "package.json")).devDependencies.ai
+    ai: readJson(join(byName.get(CLIENT).dir, "package.json")).devDependencies.ai,
+    ws: readJson(join(byName.get("@convoke/core").dir, "package.json")).dependencies.ws
   },
   // @types/json-schema: `ai`'s own declarations import it (seen with skipLibCheck off).
-  devDependencies: { "@types/express": "^5.0.0", "@types/json-schema": "^7.0.0" },
+  devDependencies: {
+    "@types/express": "^5.0.0",
+    "@types/json-schema": "^7.0.0",
+    "@types/ws": readJson(join(byName.get("@convoke/core").dir, "package.json")).dependencies["@types/ws"]
+  },
   programs: ["express5", "fastify", "lambda", "client"],
   checkLibs: true
 })
-writeFileSync(
-  join(app, "src", "entrypoints.ts"),
+// Every entry point of every published package, imported by name; the client's
+// again on its own, to load them on the client's lowest Node.
+const entryProgram = (list) =>
   [
-    "// Every entry point of every published package, imported by name.",
-    ...entries.map((entry, i) => `import * as entry${i} from "${entry}"`),
+    "// Entry points of the published packages, imported by name.",
+    ...list.map((entry, i) => `import * as entry${i} from "${entry}"`),
     "",
-    `const entries: Record<string, object> = { ${entries.map((entry, i) => `"${entry}": entry${i}`).join(", ")} }`,
+    `const entries: Record<string, object> = { ${list.map((entry, i) => `"${entry}": entry${i}`).join(", ")} }`,
     "for (const [name, entry] of Object.entries(entries))",
     '  if (Object.keys(entry).length === 0) throw new Error(name + " exports nothing")',
-    'console.log("ok " + process.version + ": " + Object.keys(entries).length + " entry points load")',
+    'console.log("ok " + process.version + ": " + Object.keys(entries).join(", ") + " load")',
     ""
   ].join("\n")
+writeFileSync(join(app, "src", "entrypoints.ts"), entryProgram(entries))
+writeFileSync(
+  join(app, "src", "client-entrypoints.ts"),
+  entryProgram(entries.filter((entry) => entry === CLIENT || entry.startsWith(`${CLIENT}/`)))
 )
 const express4 = makeProject("express4", {
   packages: ["@convoke/core", "@convoke/express"],
@@ -311,8 +321,9 @@ await compile(app, "tsconfig.json")
   .catch((error) => die(error.message))
 
 // ── 6. run: entry points, then each server with the client against it ──
-step(`entry points on Node ${serverNode}`)
+step(`entry points on Node ${serverNode}, the client's on Node ${clientNode}`)
 run(runtime(serverNode), ["dist/entrypoints.js"], { cwd: app })
+run(runtime(clientNode), ["dist/client-entrypoints.js"], { cwd: app })
 
 // A key as strong as the core demands, shared by the servers and the client.
 const key = randomBytes(32).toString("hex")
@@ -331,15 +342,16 @@ const startServer = (dir, program) =>
     })
   })
 
-for (const [dir, program] of [
-  [app, "express5"],
+// The WebSocket route where the adapter serves it (Lambda answers 426).
+for (const [dir, program, ...flags] of [
+  [app, "express5", "--websocket"],
   [express4, "express4"],
-  [app, "fastify"],
+  [app, "fastify", "--websocket"],
   [app, "lambda"]
 ]) {
   step(`${program} on Node ${serverNode}, the client on Node ${clientNode}`)
   const server = await startServer(dir, program).catch((error) => die(error.message))
-  const client = spawnSync(runtime(clientNode), ["dist/client.js", server.url, key], {
+  const client = spawnSync(runtime(clientNode), ["dist/client.js", server.url, ...flags, key], {
     cwd: app,
     stdio: "inherit"
   })

@@ -1,10 +1,13 @@
-// The published client against a running server: `node client.js <baseUrl> <key>`.
-// It runs on the lowest Node the client's `engines` claims.
+// The published client against a running server:
+// `node client.js <baseUrl> [--websocket] <key>`, on the lowest Node the
+// client's `engines` claims. With --websocket, a second reply goes over the
+// WebSocket transport, with `ws` (Node 20 has no global WebSocket).
 import { ConvokeClient, ConvokeHttpError } from "@convoke/client"
+import WebSocket from "ws"
 import { API_KEY } from "./lifecycle.js"
 
 const baseUrl = process.argv[2]
-if (baseUrl === undefined) throw new Error("usage: node client.js <baseUrl> <key>")
+if (baseUrl === undefined) throw new Error("usage: node client.js <baseUrl> [--websocket] <key>")
 
 const fail = (message: string): never => {
   throw new Error(`${baseUrl}: ${message}`)
@@ -34,7 +37,20 @@ try {
 
   const health = await fetch(`${baseUrl}/health`)
   if (health.status !== 200) fail(`/health answered ${health.status}`)
-  console.log(`ok ${process.version} ${baseUrl}: conversation ${conversationId}, ${text.length} characters`)
+
+  if (process.argv.includes("--websocket")) {
+    const socketClient = new ConvokeClient({ baseUrl, apiKey: API_KEY, transport: "websocket", WebSocket })
+    try {
+      const next = socketClient.chat({ message: "And over a WebSocket", conversationId })
+      if ((await next.conversationId) !== conversationId)
+        fail("the WebSocket reply is in another conversation")
+      if (!(await next.text).includes("And over a WebSocket")) fail("the WebSocket reply lacks the echo")
+    } finally {
+      socketClient.close()
+    }
+  }
+  const transports = process.argv.includes("--websocket") ? "SSE and WebSocket" : "SSE"
+  console.log(`ok ${process.version} ${baseUrl} over ${transports}: conversation ${conversationId}`)
 } finally {
   client.close()
 }
