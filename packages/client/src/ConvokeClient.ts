@@ -155,7 +155,8 @@ export interface ChatOptions {
 const DEFAULT_KEY = "default"
 
 /** Whether this runs in Node (or in Bun or Deno, which say so too), whose WebSocket takes headers. */
-const isNode = typeof process !== "undefined" && typeof process.versions?.node === "string"
+const isNode =
+  typeof (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions?.node === "string"
 
 /** The client kind and version sent as `X-Convoke-Client`: `web/…` in a page, `node/…` elsewhere. */
 const CLIENT_HEADER = `${typeof document === "undefined" ? "node" : "web"}/${VERSION}`
