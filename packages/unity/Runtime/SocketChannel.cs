@@ -211,7 +211,9 @@ namespace Convoke
                     }
                 }
                 ready.TrySetResult(true);
-                await ReadAsync(opened);
+                // Started on the thread pool: a receive begun on the caller's context would post
+                // the socket's own continuations back to it (Mono's ManagedWebSocket does).
+                await Task.Run(() => ReadAsync(opened)).ConfigureAwait(false);
             }
 
             private async Task ReadAsync(IWebSocketConnection opened)

@@ -337,7 +337,15 @@ namespace Convoke.Tests
 
             public override void Post(SendOrPostCallback callback, object state)
             {
-                queue.Add(new KeyValuePair<SendOrPostCallback, object>(callback, state));
+                // Like Unity's main thread, which outlives every test's work: what arrives after the
+                // test is over is dropped, not thrown on a thread-pool thread (which ends the process).
+                try
+                {
+                    queue.Add(new KeyValuePair<SendOrPostCallback, object>(callback, state));
+                }
+                catch (InvalidOperationException)
+                {
+                }
             }
 
             /// <summary>Runs <paramref name="body"/> on the context's thread and returns its result.</summary>
