@@ -73,7 +73,15 @@ try {
       env: { DATABASE_URL: store.url, CONVOKE_API_KEYS: `${KEY}:alice` }
     })
     try {
-      await api.polled(1)
+      const gone = client.exited.then((code) =>
+        Promise.reject(
+          new Error(
+            `the runtime client exited (${code}) before asking for an invocation:\n${client.stderr()}`
+          )
+        )
+      )
+      gone.catch(() => {}) // it matters only while racing the first poll
+      await Promise.race([api.polled(1), gone])
       samples.init.push(performance.now() - spawned)
       samples.cold.push(await ttfe(api))
       await api.polled(2)

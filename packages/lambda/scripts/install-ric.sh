@@ -6,8 +6,10 @@
 # Its install scripts build a native part from sources the package bundles
 # (curl and aws-lambda-cpp with cmake and make, then a Node-API addon with
 # node-gyp): it needs cmake, make, g++ and python3 (Debian: build-essential
-# cmake python3), and Node's headers on disk, since node-gyp cannot download
-# them without the Node.js website. About a minute on 2 cores.
+# cmake python3), and Node's headers on disk: node-gyp would otherwise
+# download them from the Node.js website. The machine's own Node package
+# keeps them in /usr/include/node; a Node-API addon built against them loads
+# in later Node versions too. About a minute on 2 idle cores.
 set -euo pipefail
 VERSION=4.0.2
 root="$(cd "$(dirname "$0")/../../.." && pwd)"

@@ -11,13 +11,18 @@
  * make, g++, python3 and about a minute), or `CONVOKE_LAMBDA_RIC` names an
  * installed copy. Without it this file is skipped, saying so.
  */
+import { randomUUID } from "node:crypto"
 import { StoreProbe } from "@convoke/conformance"
 import { ChatHttp } from "@convoke/core"
+import { deleteKeys, isRedisReachable, REDIS_URL, requireService } from "@convoke/core/testing"
+import { NodeRedis } from "@effect/platform-node"
+import { Effect } from "effect"
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { LambdaEvent } from "../src/index.ts"
 import * as RuntimeApi from "./RuntimeApi.ts"
 
 const clientDir = RuntimeApi.locateClient()
+const isRedisReachableNow = await isRedisReachable(REDIS_URL)
 const SKIPPED = clientDir
   ? ""
   : " — skipped: aws-lambda-ric is not installed (run packages/lambda/scripts/install-ric.sh, or set CONVOKE_LAMBDA_RIC)"
@@ -53,6 +58,22 @@ const readPrelude = async (invocation: RuntimeApi.Invocation) => {
       }
   }
 }
+
+/** A whole streamed response: its prelude and its body. */
+const readAll = async (invocation: RuntimeApi.Invocation) => {
+  const { prelude, rest } = await readPrelude(invocation)
+  let body = rest.toString("utf8")
+  for (let chunk = await invocation.nextChunk(); chunk !== undefined; chunk = await invocation.nextChunk())
+    body += chunk.toString("utf8")
+  return { prelude, body }
+}
+
+/** A Function URL event for `POST …/conversations/:id/stop`. */
+const stopEvent = (conversationId: string): LambdaEvent.EventV2 => ({
+  ...chatEvent({}),
+  rawPath: `/api/v0.3/conversations/${conversationId}/stop`,
+  body: ""
+})
 
 /** The next chunk with bytes in it. */
 const nextBody = async (invocation: RuntimeApi.Invocation, rest: Buffer) => {
@@ -214,5 +235,80 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
     } finally {
       await client.stop()
     }
+  })
+  // Lambda runs one invocation at a time per container: a stop for a running
+  // turn always reaches another container. Two client processes here, each
+  // with its own Runtime API, as two containers of one function.
+  describe("a stop sent to another container", () => {
+    const redisUp = requireService(it, `Redis at ${new URL(REDIS_URL).host}`, isRedisReachableNow)
+    // A reply of 150 words, one every 20 ms: the stop lands while the turn runs.
+    const long = Array.from({ length: 150 }, (_, index) => `w${index}`).join(" ")
+
+    const twoContainers = async (extra: Record<string, string>) => {
+      const other = await RuntimeApi.start()
+      const first = RuntimeApi.runClient({
+        clientDir: clientDir!,
+        api,
+        handler: "streaming.handler",
+        modules,
+        env: { ...env(), ...extra }
+      })
+      const second = RuntimeApi.runClient({
+        clientDir: clientDir!,
+        api: other,
+        handler: "streaming.handler",
+        modules,
+        env: { ...env(), ...extra }
+      })
+      await Promise.all([api.polled(1), other.polled(1)])
+      // The turn runs in the first container; once it streams, the stop goes to the second.
+      const turn = api.invoke(chatEvent({ message: long, stream: true }))
+      const { rest } = await readPrelude(turn)
+      const { conversation_id } = JSON.parse((await nextBody(turn, rest))!.slice("data: ".length))
+      let body = ""
+      for (let chunk = await turn.nextChunk(); chunk !== undefined; chunk = await turn.nextChunk()) {
+        body += chunk.toString("utf8")
+        if (body.includes('"type":"content"')) break
+      }
+      const stop = await readAll(other.invoke(stopEvent(conversation_id)))
+      for (let chunk = await turn.nextChunk(); chunk !== undefined; chunk = await turn.nextChunk())
+        body += chunk.toString("utf8")
+      const transcript = await store.probe.transcript(conversation_id)
+      await Promise.all([first.stop(), second.stop()])
+      await other.close()
+      return { stop, body, transcript }
+    }
+
+    it.skipIf(!redisUp)(
+      "with REDIS_URL, reaches the turn: it stops and its partial reply is stored",
+      async () => {
+        const prefix = `convoke:test:lambda:${randomUUID()}:`
+        try {
+          const { stop, body, transcript } = await twoContainers({
+            REDIS_URL,
+            CONVOKE_TURN_LOG_PREFIX: `${prefix}turns:`,
+            CONVOKE_OUTBOX_PREFIX: `${prefix}outbox:`,
+            CONVOKE_REDIS_PREFIX: `${prefix}ratelimit:`
+          })
+          expect(stop.prelude.statusCode).toBe(202)
+          expect(JSON.parse(stop.body)).toHaveProperty("turn_id")
+          expect(body).toContain('"type":"error"')
+          expect(body.endsWith("data: [DONE]\n\n")).toBe(true)
+          expect(transcript.at(-1)?.slice(0, 2)).toEqual(["assistant", "cancelled"])
+        } finally {
+          await Effect.runPromise(
+            deleteKeys(prefix).pipe(Effect.provide(NodeRedis.layer({ url: REDIS_URL })))
+          )
+        }
+      }
+    )
+
+    it("without Redis, finds no turn (204), and the turn runs to its end", async () => {
+      const { stop, body, transcript } = await twoContainers({})
+      expect(stop.prelude.statusCode).toBe(204)
+      expect(body).not.toContain('"type":"error"')
+      expect(body.endsWith("data: [DONE]\n\n")).toBe(true)
+      expect(transcript.at(-1)).toEqual(["assistant", "complete", `Echo #1: ${long}`])
+    })
   })
 })
