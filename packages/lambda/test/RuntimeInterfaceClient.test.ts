@@ -292,7 +292,7 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
           })
           expect(stop.prelude.statusCode).toBe(202)
           expect(JSON.parse(stop.body)).toHaveProperty("turn_id")
-          expect(body).toContain('"type":"error"')
+          expect(body).toContain('"error":{"type":"cancelled"')
           expect(body.endsWith("data: [DONE]\n\n")).toBe(true)
           expect(transcript.at(-1)?.slice(0, 2)).toEqual(["assistant", "cancelled"])
         } finally {
