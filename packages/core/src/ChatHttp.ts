@@ -155,9 +155,10 @@ export interface App {
   /** Ends open streams with an error event and `[DONE]`; new requests get 503. */
   readonly shutdown: () => Promise<void>
   /**
-   * Resolves once no streamed turn runs: a turn whose client left keeps going
-   * for the disconnect grace window. AWS Lambda's handlers wait for it, since
-   * the runtime freezes the process once an invocation returns.
+   * Resolves once no streamed turn runs (a turn whose client left keeps going
+   * for the disconnect grace window) and every ended turn's end is in the
+   * turn log. AWS Lambda's handlers wait for it, since the runtime freezes the
+   * process once an invocation returns.
    */
   readonly settled: () => Promise<void>
   /** Releases every resource of the layers (database connections, servers). */

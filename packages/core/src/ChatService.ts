@@ -133,8 +133,10 @@ export interface Service {
   }) => Effect.Effect<Option.Option<TurnLog.Snapshot>>
   /**
    * Resolves once no streamed turn runs on this instance — a turn whose
-   * client left keeps going for the disconnect grace window. A runtime that
-   * freezes the process between requests (AWS Lambda) waits for it.
+   * client left keeps going for the disconnect grace window — and every
+   * ended turn's end is in the turn log (a shared log's write is bounded by
+   * its lease). A runtime that freezes the process between requests (AWS
+   * Lambda) waits for it.
    */
   readonly idle: Effect.Effect<void>
   /** Runs a whole turn and returns the reply (the `stream: false` path). */

@@ -46,7 +46,7 @@ export interface TurnRunner {
     afterSeq: number,
     deliver: (entry: TurnLog.Entry) => Effect.Effect<void>
   ) => Effect.Effect<TurnLog.FollowEnd>
-  /** Resolves once no turn runs here (at once when none does). */
+  /** Resolves once no turn runs here and every ended turn's end is in the log (at once when none does). */
   readonly idle: Effect.Effect<void>
 }
 
@@ -109,8 +109,11 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
     const clock = yield* Clock.Clock
     const graceMillis = Duration.toMillis(options.disconnectGrace)
     const running = new Map<string, Running>()
-    // Resolved whenever the last running turn ends.
+    // Turns that left `running` and are still writing their end to the log.
+    let ending = 0
+    // Resolved whenever the last running turn ends and its end is in the log.
     let idle = Deferred.makeUnsafe<void>()
+    const isIdle = () => running.size === 0 && ending === 0
 
     /** What a turn that ended this way logs before `done`. */
     const lastEventOf = (
@@ -160,14 +163,22 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
             if (last !== undefined) writer.append(last)
             writer.append(TurnLog.done)
             running.delete(turn.turnId)
-            if (running.size === 0) {
-              const wasIdle = idle
-              idle = Deferred.makeUnsafe<void>()
-              Deferred.doneUnsafe(wasIdle, Effect.void)
-            }
+            ending++
             entry.grace?.interruptUnsafe()
+            // Idle only once the end is written (a shared log's `end` waits, bounded, for it): a
+            // runtime that freezes the process when idle (AWS Lambda) must not freeze a turn whose
+            // end is still on its way to Redis, or its lease lapses and the turn reads as interrupted.
             return Effect.andThen(
-              writer.end,
+              Effect.ensuring(
+                writer.end,
+                Effect.sync(() => {
+                  ending--
+                  if (!isIdle()) return
+                  const wasIdle = idle
+                  idle = Deferred.makeUnsafe<void>()
+                  Deferred.doneUnsafe(wasIdle, Effect.void)
+                })
+              ),
               Effect.suspend(() => hooks.turnLogSize(log.stats()))
             )
           })
@@ -274,6 +285,6 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
     return {
       start,
       follow,
-      idle: Effect.suspend(() => (running.size === 0 ? Effect.void : Deferred.await(idle)))
+      idle: Effect.suspend(() => (isIdle() ? Effect.void : Deferred.await(idle)))
     } satisfies TurnRunner
   })

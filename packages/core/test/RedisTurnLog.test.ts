@@ -11,7 +11,15 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Option, Schedule, Scope } from "effect"
 import { Redis } from "effect/persistence"
 import fc from "fast-check"
-import { ChatEvent, RedisTurnLog, TurnLog } from "../src/index.ts"
+import {
+  ChatEvent,
+  ChatHttp,
+  ConversationStore,
+  EchoLanguageModel,
+  Identity,
+  RedisTurnLog,
+  TurnLog
+} from "../src/index.ts"
 import { deleteKeys, isRedisReachable, REDIS_URL, requireService, silentRedis } from "../src/testing.ts"
 
 // Skipped on a machine without Redis; under CI its absence fails the run.
@@ -573,6 +581,50 @@ describe.skipIf(!reachable)("RedisTurnLog", () => {
         assert.deepStrictEqual(delivered, [])
         assert.strictEqual(yield* b.follow(turn.turnId, 7, keep), "done")
         assert.deepStrictEqual(delivered, [8, 9, 10, 11, 12])
+      })
+    )
+  )
+
+  // AWS Lambda freezes the process once an invocation returns, and its handlers return once the
+  // app is settled: a turn whose end were still on its way to Redis would read as running, then lapse.
+  it.live("an app is settled only once its turns' ends are in Redis", () =>
+    withRedis((prefix) =>
+      Effect.gen(function* () {
+        const redis = yield* Redis.Redis
+        const app = yield* Effect.acquireRelease(
+          Effect.promise(() =>
+            ChatHttp.makeApp(
+              Layer.mergeAll(
+                ConversationStore.layerMemory,
+                EchoLanguageModel.layer({ delay: 0 }),
+                Identity.layerAnonymous()
+              ),
+              {
+                turnLog: RedisTurnLog.layer({ prefix }).pipe(
+                  Layer.provide(NodeRedis.layer({ url: REDIS_URL })),
+                  Layer.orDie
+                )
+              }
+            )
+          ),
+          (app) => Effect.promise(() => app.dispose())
+        )
+        const text = yield* Effect.promise(async () => {
+          const response = await app.handler(
+            new Request(`http://127.0.0.1${ChatHttp.CHAT_PATH}`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ message: "hello there world", stream: true })
+            })
+          )
+          return response.text()
+        })
+        const turnId = /"turn_id":"([^"]+)"/.exec(text)![1]!
+        yield* Effect.promise(() => app.settled())
+        assert.strictEqual(
+          yield* redis.send<string | null>("HGET", `${prefix}${turnId}:info`, "state"),
+          "ended"
+        )
       })
     )
   )

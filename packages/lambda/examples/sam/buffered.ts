@@ -1,5 +1,5 @@
 /** The HTTP API's handler (buffered replies): `buffered.handler`. */
 import { LambdaHandler } from "@convoke/lambda"
-import { layer } from "./layer.ts"
+import { source } from "./layer.ts"
 
-export const handler = LambdaHandler.buffered(layer)
+export const handler = LambdaHandler.buffered(source)

@@ -6,10 +6,26 @@
  * `CONVOKE_CORS_ORIGINS`, … as in the README's configuration table), and the
  * echo model (swap in a provider's layer for a real model). An invalid or
  * missing variable fails the build of the app with a message naming it.
+ *
+ * With `REDIS_URL`, the turn log (resume, stop), the outbox and the rate
+ * limits live in Redis, shared by every container, as the reference server
+ * keeps them (key prefixes `CONVOKE_TURN_LOG_PREFIX`, `CONVOKE_OUTBOX_PREFIX`,
+ * `CONVOKE_REDIS_PREFIX`). Without it they stay in each container's memory:
+ * see docs/lambda.md for what that means when Lambda freezes the process.
  */
-import { ChatConfig, EchoLanguageModel, HttpSecurity, Identity } from "@convoke/core"
+import {
+  ChatConfig,
+  ChatHttp,
+  ChatRateLimit,
+  EchoLanguageModel,
+  HttpSecurity,
+  Identity,
+  OutboxRedis,
+  RedisTurnLog
+} from "@convoke/core"
 import type { LambdaHandler } from "@convoke/lambda"
 import { PgConversationStore } from "@convoke/store-pg"
+import { NodeRedis } from "@effect/platform-node"
 import { Config, Effect, Layer, Schema } from "effect"
 
 // `key:user-id`: the user id follows the last colon, so a key may hold colons.
@@ -31,7 +47,7 @@ const apiKeys = Config.schema(
   "CONVOKE_API_KEYS"
 ).pipe(Config.map(pairs))
 
-export const layer: LambdaHandler.Source = Layer.mergeAll(
+const services = Layer.mergeAll(
   // One connection per container: a container serves one invocation at a time.
   Layer.unwrap(
     Effect.map(Config.Redacted("DATABASE_URL"), (url) =>
@@ -43,3 +59,20 @@ export const layer: LambdaHandler.Source = Layer.mergeAll(
   ChatConfig.layerConfig(),
   HttpSecurity.layerConfig()
 )
+
+/** The app both handlers serve, built once per container. */
+export const source: LambdaHandler.Source = () => {
+  const url = process.env.REDIS_URL
+  if (url === undefined || url === "") return ChatHttp.makeApp(services)
+  // One connection per container, shared by the three.
+  const redis = NodeRedis.layer({ url }).pipe(Layer.orDie)
+  const prefix = (name: string) => process.env[name] || undefined
+  return ChatHttp.makeApp(
+    Layer.mergeAll(
+      services,
+      OutboxRedis.layer({ prefix: prefix("CONVOKE_OUTBOX_PREFIX") }).pipe(Layer.provide(redis)),
+      ChatRateLimit.layerRedisConfig().pipe(Layer.provide(redis))
+    ),
+    { turnLog: RedisTurnLog.layer({ prefix: prefix("CONVOKE_TURN_LOG_PREFIX") }).pipe(Layer.provide(redis)) }
+  )
+}

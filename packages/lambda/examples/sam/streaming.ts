@@ -1,5 +1,5 @@
 /** The Function URL's handler (`InvokeMode: RESPONSE_STREAM`): `streaming.handler`. */
 import { LambdaHandler } from "@convoke/lambda"
-import { layer } from "./layer.ts"
+import { source } from "./layer.ts"
 
-export const handler = LambdaHandler.streaming(layer)
+export const handler = LambdaHandler.streaming(source)
