@@ -63,16 +63,18 @@ const targets = (report: Report): Array<string> => {
       `| ${report.many.streams} open streams, zero errors | ${report.many.opened} open, ${report.many.errors} errors | ${verdict(all)} |`
     )
   }
+  // Express and Fastify run in the same process as the Node handler would; Lambda's goal is its own.
+  const adapterTargets: Readonly<Record<string, number>> = { express: 1.15, fastify: 1.15, lambda: 1.1 }
   const adapters = report.tables.find((table) => table.reference === "node")
-  for (const row of adapters?.rows.filter((candidate) => ["express", "fastify"].includes(candidate.server)) ??
-    []) {
+  for (const row of adapters?.rows.filter((candidate) => candidate.server in adapterTargets) ?? []) {
     const node = adapters!.rows.find(
       (candidate) => candidate.server === "node" && candidate.concurrency === row.concurrency
     )
     if (node === undefined) continue
     const p50 = row.p50 / node.p50
+    const target = adapterTargets[row.server]!
     lines.push(
-      `| ${row.server} TTFE p50 ≤ 1.15× the Node handler at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= 1.15)} |`
+      `| ${row.server} TTFE p50 ≤ ${target}× the Node handler at ${row.concurrency} | ${p50.toFixed(2)}× | ${verdict(p50 <= target)} |`
     )
   }
   const slowloris = report.tables.find((table) => table.reference === "Convoke (idle)")
