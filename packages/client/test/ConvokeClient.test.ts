@@ -11,6 +11,7 @@ import {
   ConvokeNetworkError,
   ConvokeStreamError
 } from "../src/index.ts"
+import { readInOrder } from "./replies.ts"
 import { startReferenceServer, startTestServer } from "./servers.ts"
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
@@ -30,14 +31,8 @@ describe("against the reference server", () => {
   })
 
   it("resolves the conversation id before the first delta, then streams the whole reply", async () => {
-    const order: Array<string> = []
     const reply = client.chat({ message: "hello there" })
-    reply.conversationId.then(() => order.push("id"))
-    const deltas: Array<string> = []
-    for await (const delta of reply) {
-      if (deltas.length === 0) order.push("first delta")
-      deltas.push(delta)
-    }
+    const { order, deltas } = await readInOrder(reply)
     expect(order).toEqual(["id", "first delta"])
     const id = await reply.conversationId
     expect(id).toMatch(UUID_V4)

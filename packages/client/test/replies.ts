@@ -25,6 +25,21 @@ export const watch = (reply: ChatReply, onState: (state: ChatReplyState) => void
   return { states, deltas, iterated }
 }
 
+/**
+ * Reads a reply to its end, noting whether its conversation id resolved
+ * before its first delta: `order` is `["id", "first delta"]` when it did.
+ */
+export const readInOrder = async (reply: ChatReply) => {
+  const order: Array<string> = []
+  reply.conversationId.then(() => order.push("id"))
+  const deltas: Array<string> = []
+  for await (const delta of reply) {
+    if (deltas.length === 0) order.push("first delta")
+    deltas.push(delta)
+  }
+  return { order, deltas }
+}
+
 /** The stored messages of a conversation once its reply is no longer streaming. */
 export const storedReply = async (client: ConvokeClient, conversationId: string) => {
   let messages = (await client.conversations.get(conversationId)).messages

@@ -29,7 +29,7 @@ import {
   ConvokeStreamError,
   VERSION
 } from "../src/index.ts"
-import { quick, storedReply, watch, words } from "./replies.ts"
+import { quick, readInOrder, storedReply, watch, words } from "./replies.ts"
 import { startForgetfulServer, startReferenceServer } from "./servers.ts"
 
 const ALICE = "alice-key-0123456789abcdef-ghijklmnopqrstuvwxyz"
@@ -120,14 +120,8 @@ describe("the WebSocket transport against the reference server", () => {
   it("resolves the conversation id before the first delta, and every reply shares one socket", async () => {
     const recording = recordingWebSocket()
     const client = socketClient({ WebSocket: recording.WebSocket })
-    const order: Array<string> = []
     const reply = client.chat({ message: "hello over a socket" })
-    reply.conversationId.then(() => order.push("id"))
-    const deltas: Array<string> = []
-    for await (const delta of reply) {
-      if (deltas.length === 0) order.push("first delta")
-      deltas.push(delta)
-    }
+    const { order, deltas } = await readInOrder(reply)
     expect(order).toEqual(["id", "first delta"])
     expect(deltas.length).toBeGreaterThan(1)
     expect(await reply.text).toBe("Echo #1: hello over a socket")

@@ -87,6 +87,18 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
   let api: RuntimeApi.RuntimeApi
   const env = () => ({ DATABASE_URL: store.url, CONVOKE_API_KEYS: `${KEY}:alice` })
   const modules = { streaming: example("streaming"), buffered: example("buffered") }
+  /** A runtime client of the SAM example's `handler`, polling `runtime` (the suite's Runtime API unless said). */
+  const client = (
+    handler: "streaming.handler" | "buffered.handler",
+    options: { readonly runtime?: RuntimeApi.RuntimeApi; readonly env?: Record<string, string> } = {}
+  ) =>
+    RuntimeApi.runClient({
+      clientDir: clientDir!,
+      api: options.runtime ?? api,
+      handler,
+      modules,
+      env: { ...env(), ...options.env }
+    })
 
   beforeAll(async () => {
     store = await StoreProbe.postgres()
@@ -103,13 +115,7 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
   })
 
   it("streams: the prelude, then the metadata event alone, then the reply, then the end", async () => {
-    const client = RuntimeApi.runClient({
-      clientDir: clientDir!,
-      api,
-      handler: "streaming.handler",
-      modules,
-      env: env()
-    })
+    const running = client("streaming.handler")
     try {
       for (const [turn, message] of [
         [1, "Hello there"],
@@ -145,20 +151,14 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
         // The client asks for the next invocation once this one returned.
         await api.polled(turn + 1)
       }
-      expect(client.process.exitCode).toBeNull()
+      expect(running.process.exitCode).toBeNull()
     } finally {
-      await client.stop()
+      await running.stop()
     }
   })
 
   it("answers an error before the stream in the prelude, with the common body", async () => {
-    const client = RuntimeApi.runClient({
-      clientDir: clientDir!,
-      api,
-      handler: "streaming.handler",
-      modules,
-      env: env()
-    })
+    const running = client("streaming.handler")
     try {
       const event = chatEvent({ message: "hi", stream: true })
       const invocation = api.invoke({ ...event, headers: { ...event.headers, "x-api-key": "wrong" } })
@@ -174,18 +174,12 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
       expect(JSON.parse(body)).toMatchObject({ error: { type: "unauthenticated" } })
       expect(await invocation.outcome).toMatchObject({ mode: "streaming", aborted: false })
     } finally {
-      await client.stop()
+      await running.stop()
     }
   })
 
   it("answers buffered, for an HTTP API: a JSON reply, and a whole SSE stream metadata first", async () => {
-    const client = RuntimeApi.runClient({
-      clientDir: clientDir!,
-      api,
-      handler: "buffered.handler",
-      modules,
-      env: env()
-    })
+    const running = client("buffered.handler")
     try {
       const json = await api.invoke(chatEvent({ message: "hello" })).outcome
       expect(json.mode).toBe("buffered")
@@ -198,7 +192,7 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
       expect(streamed.body.startsWith('data: {"type":"metadata","conversation_id":"')).toBe(true)
       expect(streamed.body.endsWith("data: [DONE]\n\n")).toBe(true)
     } finally {
-      await client.stop()
+      await running.stop()
     }
   })
 
@@ -208,13 +202,7 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
   // with it: the user message is stored, no reply. If a later client handles
   // this, this test fails and the documentation must change with it.
   it("loses the process when the response connection is cut mid-stream", async () => {
-    const client = RuntimeApi.runClient({
-      clientDir: clientDir!,
-      api,
-      handler: "streaming.handler",
-      modules,
-      env: env()
-    })
+    const running = client("streaming.handler")
     try {
       const invocation = api.invoke(chatEvent({ message: "Hello there", stream: true }))
       const { rest } = await readPrelude(invocation)
@@ -229,11 +217,11 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
         if (chunk.toString("utf8").includes('"type":"content"')) break
       invocation.disconnect()
       expect(await invocation.outcome).toMatchObject({ mode: "streaming", aborted: true })
-      expect(await client.exited).not.toBe(0)
-      expect(client.stderr()).toContain("socket hang up")
+      expect(await running.exited).not.toBe(0)
+      expect(running.stderr()).toContain("socket hang up")
       expect(await store.probe.transcript(conversation_id)).toEqual([["user", "complete", "Hello there"]])
     } finally {
-      await client.stop()
+      await running.stop()
     }
   })
   // Lambda runs one invocation at a time per container: a stop for a running
@@ -246,20 +234,8 @@ describe.skipIf(clientDir === undefined)(`the SAM example under aws-lambda-ric${
 
     const twoContainers = async (extra: Record<string, string>) => {
       const other = await RuntimeApi.start()
-      const first = RuntimeApi.runClient({
-        clientDir: clientDir!,
-        api,
-        handler: "streaming.handler",
-        modules,
-        env: { ...env(), ...extra }
-      })
-      const second = RuntimeApi.runClient({
-        clientDir: clientDir!,
-        api: other,
-        handler: "streaming.handler",
-        modules,
-        env: { ...env(), ...extra }
-      })
+      const first = client("streaming.handler", { env: extra })
+      const second = client("streaming.handler", { runtime: other, env: extra })
       await Promise.all([api.polled(1), other.polled(1)])
       // The turn runs in the first container; once it streams, the stop goes to the second.
       const turn = api.invoke(chatEvent({ message: long, stream: true }))

@@ -261,28 +261,38 @@ namespace Convoke.Tests
         {
             using (ConvokeClient client = Client(referenceUrl))
             {
-                List<string> order = new List<string>();
-                bool idTaskDoneAtFirstDelta = false;
-                ChatStream stream = client.Chat("hello from mono");
-                stream.ConversationIdReceived += id => { lock (order) order.Add("id " + id); };
-                stream.DeltaReceived += delta =>
-                {
-                    lock (order)
-                    {
-                        if (!order.Any(entry => entry.StartsWith("delta", StringComparison.Ordinal)))
-                            idTaskDoneAtFirstDelta = stream.ConversationId.IsCompleted;
-                        order.Add("delta " + delta);
-                    }
-                };
-                string text = Await(stream.Text, "text");
-                string conversationId = Await(stream.ConversationId, "id");
-                Equal("Echo #1: hello from mono", text, "reply");
-                Equal(36, conversationId.Length, "uuid length");
-                Equal("id " + conversationId, order[0], "first callback");
-                True(order.Count > 2, "several deltas");
-                True(idTaskDoneAtFirstDelta, "the id task had completed when the first delta arrived");
-                Equal(text, string.Concat(order.Skip(1).Select(entry => entry.Substring(6)).ToArray()), "deltas make the text");
+                ExpectIdFirst(client.Chat("hello from mono"), "Echo #1: hello from mono");
             }
+        }
+
+        /// <summary>
+        /// Reads a stream to its end and checks the id came first: its callback before any delta,
+        /// its task complete when the first delta arrived, then several deltas making the reply.
+        /// Subscribes at once, so call it on a stream just started. Returns the conversation id.
+        /// </summary>
+        private static string ExpectIdFirst(ChatStream stream, string reply)
+        {
+            List<string> order = new List<string>();
+            bool idTaskDoneAtFirstDelta = false;
+            stream.ConversationIdReceived += id => { lock (order) order.Add("id " + id); };
+            stream.DeltaReceived += delta =>
+            {
+                lock (order)
+                {
+                    if (!order.Any(entry => entry.StartsWith("delta", StringComparison.Ordinal)))
+                        idTaskDoneAtFirstDelta = stream.ConversationId.IsCompleted;
+                    order.Add("delta " + delta);
+                }
+            };
+            string text = Await(stream.Text, "text");
+            string conversationId = Await(stream.ConversationId, "id");
+            Equal(reply, text, "reply");
+            Equal(36, conversationId.Length, "uuid length");
+            Equal("id " + conversationId, order[0], "first callback");
+            True(order.Count > 2, "several deltas");
+            True(idTaskDoneAtFirstDelta, "the id task had completed when the first delta arrived");
+            Equal(text, string.Concat(order.Skip(1).Select(entry => entry.Substring(6)).ToArray()), "deltas make the text");
+            return conversationId;
         }
 
         private static void EndToEndLateSubscriber()

@@ -145,27 +145,8 @@ namespace Convoke.Tests
             SocketRecorder recorder = new SocketRecorder();
             using (ConvokeClient client = SocketClient(referenceUrl, recorder))
             {
-                List<string> order = new List<string>();
-                bool idTaskDoneAtFirstDelta = false;
                 ChatStream stream = client.Chat("hello over a socket");
-                stream.ConversationIdReceived += id => { lock (order) order.Add("id " + id); };
-                stream.DeltaReceived += delta =>
-                {
-                    lock (order)
-                    {
-                        if (!order.Any(entry => entry.StartsWith("delta", StringComparison.Ordinal)))
-                            idTaskDoneAtFirstDelta = stream.ConversationId.IsCompleted;
-                        order.Add("delta " + delta);
-                    }
-                };
-                string text = Await(stream.Text, "text");
-                string conversationId = Await(stream.ConversationId, "id");
-                Equal("Echo #1: hello over a socket", text, "reply");
-                Equal(36, conversationId.Length, "uuid length");
-                Equal("id " + conversationId, order[0], "first callback");
-                True(order.Count > 2, "several deltas");
-                True(idTaskDoneAtFirstDelta, "the id task had completed when the first delta arrived");
-                Equal(text, string.Concat(order.Skip(1).Select(entry => entry.Substring(6)).ToArray()), "deltas make the text");
+                string conversationId = ExpectIdFirst(stream, "Echo #1: hello over a socket");
                 Equal(ChatStreamState.Completed, stream.State, "state");
                 // The next turn continues the conversation on the same socket.
                 Equal("Echo #2: again", Await(client.Chat("again", conversationId).Text, "second text"), "history kept");
