@@ -77,12 +77,11 @@ const discard = () =>
 /** A `ws` socket as the session's connection: back-pressure by buffered bytes, a heartbeat by ping and pong. */
 const connectionOf = (ws: WebSocket, pingIntervalMillis: number): ChatSocket.Connection => {
   const waiting: Array<() => void> = []
+  const behind = () => ws.readyState === ws.OPEN && ws.bufferedAmount >= HIGH_WATER_BYTES
+  // Run by each frame's callback, once it is written to the kernel (or the socket failed).
   const wake = () => {
-    if (ws.bufferedAmount >= HIGH_WATER_BYTES && ws.readyState === ws.OPEN) return
-    for (const resume of waiting.splice(0)) resume()
+    if (!behind()) for (const resume of waiting.splice(0)) resume()
   }
-  // Every frame's callback runs once it is written to the kernel (or the socket failed).
-  const written = () => wake()
   let alive = true
   const heartbeat = setInterval(() => {
     if (!alive) {
@@ -98,14 +97,18 @@ const connectionOf = (ws: WebSocket, pingIntervalMillis: number): ChatSocket.Con
   })
   let receiver: ChatSocket.Receiver | undefined
   // Frames that arrive before the session listens (it starts a moment after the upgrade).
-  const early: Array<{ readonly data: string } | { readonly binary: true }> = []
+  type Frame = { readonly data: string } | { readonly binary: true }
+  const early: Array<Frame> = []
+  const deliver = (to: ChatSocket.Receiver, frame: Frame) => {
+    if ("binary" in frame) to.binary()
+    else to.text(frame.data)
+  }
   let closedWith: number | undefined
   ws.on("message", (data, isBinary) => {
     alive = true
-    const frame = isBinary ? ({ binary: true } as const) : { data: data.toString() }
+    const frame: Frame = isBinary ? { binary: true } : { data: data.toString() }
     if (receiver === undefined) early.push(frame)
-    else if ("binary" in frame) receiver.binary()
-    else receiver.text(frame.data)
+    else deliver(receiver, frame)
   })
   ws.on("close", (code) => {
     clearInterval(heartbeat)
@@ -117,11 +120,11 @@ const connectionOf = (ws: WebSocket, pingIntervalMillis: number): ChatSocket.Con
   ws.on("error", () => {})
   return {
     write: (text) => {
-      if (ws.readyState === ws.OPEN) ws.send(text, written)
+      if (ws.readyState === ws.OPEN) ws.send(text, wake)
     },
-    behind: () => ws.readyState === ws.OPEN && ws.bufferedAmount >= HIGH_WATER_BYTES,
+    behind,
     caughtUp: Effect.callback<void>((resume) => {
-      if (ws.readyState !== ws.OPEN || ws.bufferedAmount < HIGH_WATER_BYTES) return resume(Effect.void)
+      if (!behind()) return resume(Effect.void)
       const wakeUp = () => resume(Effect.void)
       waiting.push(wakeUp)
       return Effect.sync(() => {
@@ -136,10 +139,7 @@ const connectionOf = (ws: WebSocket, pingIntervalMillis: number): ChatSocket.Con
     },
     listen: (listener) => {
       receiver = listener
-      for (const frame of early.splice(0)) {
-        if ("binary" in frame) listener.binary()
-        else listener.text(frame.data)
-      }
+      for (const frame of early.splice(0)) deliver(listener, frame)
       if (closedWith !== undefined) listener.closed(closedWith)
     }
   }
