@@ -108,8 +108,19 @@ const send = (sent: Sent, retried = false): Promise<Received> =>
       else resolve({ status: 0, headers: {}, body: String(error) })
     }
     outgoing.on("error", reject)
+    // An answer that never comes fails its request, named, instead of stalling the whole batch.
+    outgoing.setTimeout(ANSWER_TIMEOUT_MILLIS, () => {
+      outgoing.destroy()
+      resolve({ status: 0, headers: {}, body: `no answer within ${ANSWER_TIMEOUT_MILLIS} ms` })
+    })
     outgoing.end(sent.body === undefined ? undefined : Buffer.from(sent.body))
   })
+
+/**
+ * Every answer here ends within seconds (whole bodies, a model with no delay):
+ * one still open after this is a hang, reported with its request.
+ */
+const ANSWER_TIMEOUT_MILLIS = 45_000
 
 const encoder = new TextEncoder()
 const text = (value: string) => encoder.encode(value)
