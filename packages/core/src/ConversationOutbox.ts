@@ -115,6 +115,10 @@ export interface Service {
    * one: the store is known to be down, so new streams need not wait for it.
    */
   readonly storeAvailable: () => boolean
+  /** Counts a call the store answered: a store that answers is slow at worst, not down. */
+  readonly storeAnswered: () => void
+  /** How many calls the store has answered so far: a count that grows while the store makes progress. */
+  readonly storeAnswers: () => number
 }
 
 /** The outbox service. */
@@ -161,6 +165,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   let recoveredCount = 0
   let skippedCount = 0
   let storeAvailable = true
+  let storeAnswers = 0
   let persistenceAvailable = true
   const work = Latch.makeUnsafe(false)
   const idle = Latch.makeUnsafe(true)
@@ -374,6 +379,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         yield* persistenceOutcome(yield* timed(persistence.complete(stored.sequence)), "recording a write")
         settle(stored.sequence)
         drainedCount++
+        storeAnswers++
         storeAvailable = true
         backoff = 50
       } else {
@@ -454,7 +460,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       skipped: skippedCount
     }),
     drained: idle.await,
-    storeAvailable: () => storeAvailable
+    storeAvailable: () => storeAvailable,
+    storeAnswered: () => {
+      storeAnswers++
+    },
+    storeAnswers: () => storeAnswers
   })
 })
 

@@ -9,10 +9,11 @@
  * | UUID of a conversation the user owns    | resume    | resume        |
  * | malformed, unknown or another user's id | create    | 404           |
  *
- * A stream never waits for a store that is down: past the creation budget
- * (`ChatConfig.creationBudget`), or while the outbox knows the store is down,
- * it starts on a temporary conversation that waits in the outbox under the id
- * the client gets at once. Creations and attempts at another user's
+ * A stream never waits for a store that is down: once the store has answered
+ * nothing for the creation budget (`ChatConfig.creationBudget`), or while the
+ * outbox knows the store is down, it starts on a temporary conversation that
+ * waits in the outbox under the id the client gets at once. A store that is
+ * slow but answering other calls is waited for, up to `ChatConfig.storeTimeout`. Creations and attempts at another user's
  * conversation are audited; the `ChatHooks` hear of every resolution.
  *
  * @since 0.1.0
@@ -221,7 +222,15 @@ export const make = Effect.gen(function* () {
     const newId = yield* ids.next
 
     const attempt = inStore(input, requested, newId).pipe(
-      Deadline.within(input.stream ? config.creationBudget : config.storeTimeout),
+      input.stream
+        ? // A busy store that keeps answering others is slow, not down: the creation
+          // waits its turn, up to the store's timeout, while the store makes progress.
+          Deadline.withinWhileProgressing({
+            slice: config.creationBudget,
+            ceiling: config.storeTimeout,
+            progress: outbox.storeAnswers
+          })
+        : Deadline.within(config.storeTimeout),
       Effect.catchTag("TimeoutError", () =>
         Effect.fail(new StoreUnavailable({ message: "The conversation store did not answer in time" }))
       ),

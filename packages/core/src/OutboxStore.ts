@@ -13,6 +13,10 @@
  *   still waiting to the stored ones.
  * - Everything else goes straight to the store.
  *
+ * Every call the store answers on the chat path is counted
+ * (`ConversationOutbox.storeAnswers`): while that count grows, the store is
+ * busy, not down, and a conversation's creation waits its turn.
+ *
  * @since 0.3.0
  */
 import { Effect, Layer, Option } from "effect"
@@ -32,22 +36,30 @@ export const make = Effect.fnUntraced(function* (store: Service) {
   const queue = (entry: Entry) =>
     Effect.flatMap(outbox.enqueue(entry), (queued) => (queued ? Effect.succeed(true) : Effect.fail(full)))
 
+  const answered = <A, E, R>(call: Effect.Effect<A, E, R>) =>
+    Effect.map(call, (value) => {
+      outbox.storeAnswered()
+      return value
+    })
+
   const decorated: Service = {
     ...store,
+    create: (input) => answered(store.create(input)),
+    exists: (id) => answered(store.exists(id)),
     append: (input) => {
       const entry = { _tag: "Append", ...input } as const
       if (outbox.holds(input.conversationId)) return queue(entry)
-      return store.append(input).pipe(
+      return answered(store.append(input)).pipe(
         Deadline.within(config.storeTimeout),
         Effect.catch(() => queue(entry))
       )
     },
     find: (input) => {
       const held = outbox.held(input.userId, input.id)
-      return held === undefined ? store.find(input) : Effect.succeed(Option.some(held))
+      return held === undefined ? answered(store.find(input)) : Effect.succeed(Option.some(held))
     },
     history: (input) => {
-      if (!outbox.holds(input.conversationId)) return store.history(input)
+      if (!outbox.holds(input.conversationId)) return answered(store.history(input))
       // What reached the store, if it answers in time, then what still waits.
       return store.history(input).pipe(
         Deadline.within(config.creationBudget),

@@ -72,3 +72,79 @@ describe("Deadline.within", () => {
     )
   })
 })
+
+describe("Deadline.withinWhileProgressing", () => {
+  /** Runs `work` under a 50 ms slice and a 200 ms ceiling, `progress` counting what else got done. */
+  const timed = <A>(work: Effect.Effect<A>, progress: () => number) =>
+    Effect.forkChild(
+      Effect.exit(
+        work.pipe(Deadline.withinWhileProgressing({ slice: "50 millis", ceiling: "200 millis", progress }))
+      ),
+      { startImmediately: true }
+    )
+
+  it.effect("keeps waiting while what the work waits on makes progress", () =>
+    Effect.gen(function* () {
+      let answered = 0
+      const done = yield* Deferred.make<number>()
+      const fiber = yield* timed(Deferred.await(done), () => answered)
+      for (let slice = 0; slice < 3; slice++) {
+        answered++
+        yield* TestClock.adjust("50 millis")
+      }
+      yield* Deferred.succeed(done, 7)
+      const exit = yield* Fiber.join(fiber)
+      assert.deepStrictEqual(exit, Exit.succeed(7))
+    })
+  )
+
+  it.effect("gives up after one slice without progress", () =>
+    Effect.gen(function* () {
+      let answered = 0
+      const fiber = yield* timed(Effect.never, () => answered)
+      answered++
+      yield* TestClock.adjust("50 millis")
+      assert.isUndefined(fiber.pollUnsafe())
+      // Nothing answered in the second slice: the store looks down.
+      yield* TestClock.adjust("50 millis")
+      const exit = yield* Fiber.join(fiber)
+      assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Cause.squash(exit.cause)))
+    })
+  )
+
+  it.effect("gives up at the ceiling however much progress there is", () =>
+    Effect.gen(function* () {
+      let answered = 0
+      const fiber = yield* timed(Effect.never, () => answered)
+      for (let slice = 0; slice < 3; slice++) {
+        answered++
+        yield* TestClock.adjust("50 millis")
+        assert.isUndefined(fiber.pollUnsafe())
+      }
+      answered++
+      yield* TestClock.adjust("50 millis")
+      const exit = yield* Fiber.join(fiber)
+      assert.isTrue(Exit.isFailure(exit) && Cause.isTimeoutError(Cause.squash(exit.cause)))
+    })
+  )
+
+  it.live("moves on the default clock too", () =>
+    Effect.gen(function* () {
+      let answered = 0
+      const ticking = setInterval(() => answered++, 5)
+      try {
+        const value = yield* Effect.sleep("120 millis").pipe(
+          Effect.as(3),
+          Deadline.withinWhileProgressing({
+            slice: "30 millis",
+            ceiling: "10 seconds",
+            progress: () => answered
+          })
+        )
+        assert.strictEqual(value, 3)
+      } finally {
+        clearInterval(ticking)
+      }
+    })
+  )
+})

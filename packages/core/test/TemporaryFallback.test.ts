@@ -4,7 +4,8 @@
  * and everything lands once the store is back.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Layer, Stream } from "effect"
+import { Deferred, Duration, Effect, Fiber, Layer, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import {
   AuditLog,
   ChatConfig,
@@ -36,6 +37,7 @@ const withChat = <A, E>(
     readonly capacity?: number
     readonly userCapacity?: number
     readonly model?: TestModel.TestModel
+    readonly config?: ChatConfig.Settings
   } = {}
 ) => {
   const audit = AuditLog.makeMemory()
@@ -56,7 +58,7 @@ const withChat = <A, E>(
           Layer.mergeAll(
             model.layer,
             store.layer,
-            Layer.succeed(ChatConfig.ChatConfig, settings),
+            Layer.succeed(ChatConfig.ChatConfig, options.config ?? settings),
             Layer.succeed(AuditLog.AuditLog, audit)
           )
         )
@@ -246,6 +248,58 @@ describe("temporary-id fallback", () => {
       )
     }
   )
+
+  it.effect("waits for a busy store that keeps answering others: no temporary id", () => {
+    // The first creation queues (behind a busy pool, say) for five budgets,
+    // while other turns' calls are answered all along: the store is slow, not
+    // down, so the first stream waits its turn and starts on a durable id.
+    const inner = TestStore.make()
+    const release = Deferred.makeUnsafe<void>()
+    let slowCreates = 1
+    const busy: ConversationStore.Service = {
+      ...inner.service,
+      create: (input) =>
+        slowCreates-- > 0
+          ? Effect.andThen(Deferred.await(release), inner.service.create(input))
+          : inner.service.create(input)
+    }
+    const store = TestStore.withService(inner, busy)
+    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
+    return withChat(
+      store,
+      (chat) =>
+        Effect.gen(function* () {
+          const first = yield* Effect.forkChild(collect(chat, request("queued")), { startImmediately: true })
+          for (let budget = 0; budget < 5; budget++) {
+            const other = metadataOf(yield* collect(chat, request(`other ${budget}`)))
+            assert.isUndefined(other.temporary)
+            yield* TestClock.adjust("20 millis")
+          }
+          yield* Deferred.succeed(release, undefined)
+          const items = yield* Fiber.join(first)
+          assert.isUndefined(metadataOf(items).temporary)
+          assert.include(inner.created, metadataOf(items).conversation_id)
+        }),
+      { config }
+    )
+  })
+
+  it.effect("gives up on a store that answers nothing within one budget, however long the ceiling", () => {
+    const store = TestStore.flaky()
+    store.mode = "hang"
+    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
+    return withChat(
+      store,
+      (chat) =>
+        Effect.gen(function* () {
+          const first = yield* Effect.forkChild(collect(chat, request("hello")), { startImmediately: true })
+          yield* TestClock.adjust("20 millis")
+          const items = yield* Fiber.join(first)
+          assert.isTrue(metadataOf(items).temporary)
+        }),
+      { config }
+    )
+  })
 
   it.live("a creation that commits after the budget is not duplicated", () => {
     // The insert is slow, not lost: it commits after the stream already
