@@ -131,12 +131,18 @@ export const stream = (options: StreamOptions): Promise<Outcome> =>
 export interface RunOptions {
   readonly url: string
   readonly concurrency: number
-  readonly requests: number
+  /** Requests to send; with `seconds`, the most to send. */
+  readonly requests?: number | undefined
+  /** Send requests for this long, then let the last ones finish. */
+  readonly seconds?: number | undefined
   readonly message: string
   readonly timeoutMs?: number | undefined
 }
 
-/** Runs `requests` streams over `concurrency` keep-alive connections, closed-loop. */
+/**
+ * Runs streams over `concurrency` keep-alive connections, closed-loop, until
+ * `requests` have been sent or `seconds` have passed.
+ */
 export const run = async (options: RunOptions): Promise<Result> => {
   const agent = new Agent({ keepAlive: true, maxSockets: options.concurrency, keepAliveMsecs: 30_000 })
   const body = JSON.stringify({ message: options.message, stream: true })
@@ -145,8 +151,10 @@ export const run = async (options: RunOptions): Promise<Result> => {
   let errors = 0
   let sent = 0
   const started = performance.now()
+  const limit = options.requests ?? Number.POSITIVE_INFINITY
+  const stopAt = options.seconds === undefined ? Number.POSITIVE_INFINITY : started + options.seconds * 1000
   const client = async () => {
-    while (sent < options.requests) {
+    while (sent < limit && performance.now() < stopAt) {
       const index = sent++
       const outcome = await stream({ url: options.url, agent, body, timeoutMs: options.timeoutMs ?? 30_000 })
       if (outcome.ok) samples.push({ ...outcome.sample, index })

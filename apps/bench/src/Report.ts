@@ -4,7 +4,7 @@
  * machine, Node version, command and date that produced them.
  */
 import { availableParallelism, cpus, totalmem } from "node:os"
-import type { MemoryRow, Report, Row } from "./Suite.ts"
+import type { MemoryRow, Report, Row, Table } from "./Suite.ts"
 
 const ms = (value: number) => (Number.isNaN(value) ? "–" : value.toFixed(2))
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MiB`
@@ -17,10 +17,10 @@ export const machine = () =>
   `${availableParallelism()} cores (\`nproc\`), ${cpus()[0]?.model ?? "unknown CPU"}, ${(totalmem() / 1024 ** 3).toFixed(0)} GiB memory, Node ${process.version}, ${process.platform} ${process.arch}`
 
 const rowLine = (row: Row, reference: Row | undefined) =>
-  `| ${row.server} | ${row.concurrency} | ${row.requests} | ${ms(row.p50)} | ${ms(row.p95)} | ${ms(row.p99)} | ${ms(row.p99AfterFirstWave)} | ${ms(row.max)} | ${ms(row.doneP50)} | ${row.perSecond.toFixed(0)} | ${row.errors} | ${row.temporary} | ${mib(row.peakRss)} | ${
+  `| ${row.server} | ${row.concurrency} | ${row.requests} | ${ms(row.p50)} | ${ms(row.p95)} | ${ms(row.p99)} | ${ms(row.p99AfterFirstWave)} | ${ms(row.max)} | ${ms(row.doneP50)} | ${row.perSecond.toFixed(0)} | ${row.errors} | ${row.temporary} | ${ms(row.cpuPerRequest)} | ${mib(row.peakRss)} | ${
     reference === undefined || reference === row
       ? "–"
-      : `p50 ${ratio(row.p50, reference.p50)}, p99 ${ratio(row.p99, reference.p99)}, req/s ${ratio(row.perSecond, reference.perSecond)}`
+      : `p50 ${ratio(row.p50, reference.p50)}, p99 ${ratio(row.p99, reference.p99)}, req/s ${ratio(row.perSecond, reference.perSecond)}, CPU/req ${ratio(row.cpuPerRequest, reference.cpuPerRequest)}`
   } |`
 
 const memoryLine = (row: MemoryRow) =>
@@ -112,6 +112,38 @@ const pooling = (report: Report): Array<string> => {
   ]
 }
 
+/** One scenario's table, its per-round ratios and its errors. */
+export const tableLines = (table: Table): Array<string> => {
+  const lines: Array<string> = []
+  const reference =
+    table.reference === undefined ? undefined : table.rows.filter((row) => row.server === table.reference)
+  lines.push(`## ${table.title}`, "", table.note, "")
+  lines.push(
+    "| server | concurrency | requests | TTFE p50 ms | p95 | p99 | p99 after 1st wave | max | done p50 ms | req/s | errors | temporary ids | CPU ms/req | peak RSS | vs reference |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  )
+  for (const row of table.rows) {
+    lines.push(
+      rowLine(
+        row,
+        reference?.find((candidate) => candidate.concurrency === row.concurrency)
+      )
+    )
+  }
+  if (table.roundRatios !== undefined && table.roundRatios.length > 0) {
+    lines.push(
+      "",
+      `TTFE p50 ratio to \`${table.reference}\` in each round (noise): ${table.roundRatios.join(" · ")}`
+    )
+  }
+  const failures = table.rows.flatMap((row) =>
+    row.errorMessages.map((message) => `${row.server}: ${message}`)
+  )
+  if (failures.length > 0) lines.push("", "Errors:", ...failures.map((failure) => `- ${failure}`))
+  lines.push("")
+  return lines
+}
+
 /** Renders the report. */
 export const markdown = (report: Report, command: string, seconds: number): string => {
   const lines: Array<string> = [
@@ -143,34 +175,7 @@ export const markdown = (report: Report, command: string, seconds: number): stri
     "  own cost; the ratios compare like with like.",
     ""
   ]
-  for (const table of report.tables) {
-    const reference =
-      table.reference === undefined ? undefined : table.rows.filter((row) => row.server === table.reference)
-    lines.push(`## ${table.title}`, "", table.note, "")
-    lines.push(
-      "| server | concurrency | requests | TTFE p50 ms | p95 | p99 | p99 after 1st wave | max | done p50 ms | req/s | errors | temporary ids | peak RSS | vs reference |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    )
-    for (const row of table.rows) {
-      lines.push(
-        rowLine(
-          row,
-          reference?.find((candidate) => candidate.concurrency === row.concurrency)
-        )
-      )
-    }
-    if (table.roundRatios !== undefined && table.roundRatios.length > 0) {
-      lines.push(
-        "",
-        `TTFE p50 ratio to \`${table.reference}\` in each round (noise): ${table.roundRatios.join(" · ")}`
-      )
-    }
-    const failures = table.rows.flatMap((row) =>
-      row.errorMessages.map((message) => `${row.server}: ${message}`)
-    )
-    if (failures.length > 0) lines.push("", "Errors:", ...failures.map((failure) => `- ${failure}`))
-    lines.push("")
-  }
+  for (const table of report.tables) lines.push(...tableLines(table))
   lines.push(
     "## Memory per open stream",
     "",

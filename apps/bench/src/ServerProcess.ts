@@ -13,6 +13,8 @@ export interface ServerProcess {
   readonly pid: number
   /** Resident memory now, in bytes (0 once the process is gone). */
   readonly rss: () => number
+  /** CPU time the process has used so far (user + system), in seconds. */
+  readonly cpuSeconds: () => number
   /** Samples the resident memory every `intervalMs` until the returned function is called, which gives the peak. */
   readonly sampleRss: (intervalMs?: number) => () => number
   readonly stop: () => Promise<void>
@@ -33,6 +35,21 @@ export const statusField = (pid: number, field: "VmRSS" | "VmHWM"): number => {
     const status = readFileSync(`/proc/${pid}/status`, "utf8")
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)
     return match === null ? 0 : Number(match[1]) * 1024
+  } catch {
+    return 0
+  }
+}
+
+/** Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`: 100 on Linux). */
+const CLOCK_TICKS = 100
+
+/** User + system CPU time of a process, in seconds, from `/proc/<pid>/stat` (0 once it is gone). */
+export const cpuSeconds = (pid: number): number => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // Fields after the command name (which may hold spaces) start at state, field 3; utime and stime are 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
   } catch {
     return 0
   }
@@ -78,6 +95,7 @@ export const start = (options: StartOptions): Promise<ServerProcess> =>
         url: match[1]!,
         pid,
         rss: () => statusField(pid, "VmRSS"),
+        cpuSeconds: () => cpuSeconds(pid),
         sampleRss: (intervalMs = 50) => {
           let peak = statusField(pid, "VmRSS")
           const interval = setInterval(() => {

@@ -22,22 +22,16 @@ const opened = (url: string) =>
     socket.once("error", reject)
   })
 
-/** Options of `run`. */
-export interface RunOptions {
-  readonly url: string
-  readonly concurrency: number
-  readonly requests: number
-  readonly message: string
-}
-
-/** Runs `requests` turns over `concurrency` sockets, closed-loop. */
-export const run = async (options: RunOptions): Promise<Load.Result> => {
+/** Runs turns over `concurrency` sockets, closed-loop, until `requests` have been sent or `seconds` have passed. */
+export const run = async (options: Load.RunOptions): Promise<Load.Result> => {
+  const limit = options.requests ?? Number.POSITIVE_INFINITY
   const sockets = await Promise.all(Array.from({ length: options.concurrency }, () => opened(options.url)))
   const samples: Array<Load.Sample> = []
   const errorMessages: Array<string> = []
   let errors = 0
   let sent = 0
   const started = performance.now()
+  const stopAt = options.seconds === undefined ? Number.POSITIVE_INFINITY : started + options.seconds * 1000
   const client = (socket: WebSocket) =>
     new Promise<void>((resolve) => {
       let turnStarted = 0
@@ -45,7 +39,7 @@ export const run = async (options: RunOptions): Promise<Load.Result> => {
       let temporary = false
       let index = 0
       const next = () => {
-        if (sent >= options.requests) return resolve()
+        if (sent >= limit || performance.now() >= stopAt) return resolve()
         index = sent++
         ttfe = -1
         turnStarted = performance.now()

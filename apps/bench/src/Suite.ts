@@ -10,7 +10,7 @@
  */
 
 import { randomUUID } from "node:crypto"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import pg from "pg"
 import * as Load from "./Load.ts"
+import * as Profile from "./Profile.ts"
 import * as ServerProcess from "./ServerProcess.ts"
 import * as SocketLoad from "./SocketLoad.ts"
 
@@ -30,31 +31,27 @@ const READY = /listening\s+(http:\/\/\S+)/
 /** Pause before each word of the echo model in short streams, and in held-open ones. */
 const SHORT_DELAY_MS = 5
 const SLOW_DELAY_MS = 5_000
-/** Four words with the echo prefix: a short stream of five events. */
-const SHORT_MESSAGE = "hello benchmark world"
+/** Five words with the echo prefix: a short stream of six content events, 5 ms apart. */
+const SHORT_MESSAGE = "hello benchmark world of streams"
 const SLOW_MESSAGE = Array.from({ length: 40 }, (_, index) => `word${index}`).join(" ")
+
+/** One level of load: `concurrency` clients for `requests` requests, or for `seconds`, `rounds` times per server. */
+export interface Step {
+  readonly concurrency: number
+  readonly requests?: number | undefined
+  readonly seconds?: number | undefined
+  readonly rounds: number
+}
 
 /** The size of a suite. */
 export interface Plan {
   readonly smoke: boolean
   /** Each load scenario: concurrency, requests per round, rounds per server. */
-  readonly load: ReadonlyArray<{
-    readonly concurrency: number
-    readonly requests: number
-    readonly rounds: number
-  }>
-  readonly adapters: ReadonlyArray<{
-    readonly concurrency: number
-    readonly requests: number
-    readonly rounds: number
-  }>
+  readonly load: ReadonlyArray<Step>
+  readonly adapters: ReadonlyArray<Step>
   readonly pglite: { readonly concurrency: ReadonlyArray<number>; readonly requests: number }
   /** The turn log in Redis against the in-memory one (skipped without Redis). */
-  readonly turnLog: ReadonlyArray<{
-    readonly concurrency: number
-    readonly requests: number
-    readonly rounds: number
-  }>
+  readonly turnLog: ReadonlyArray<Step>
   /** Streams held open to measure memory per stream, on both servers. */
   readonly memoryStreams: number
   /** Streams held open on one Convoke instance (0 skips the scenario). */
@@ -65,11 +62,7 @@ export interface Plan {
    */
   readonly slowloris: { readonly attackers: number; readonly requests: number; readonly rounds: number }
   /** The WebSocket transport against SSE on the same server, and the baseline. */
-  readonly websocket: ReadonlyArray<{
-    readonly concurrency: number
-    readonly requests: number
-    readonly rounds: number
-  }>
+  readonly websocket: ReadonlyArray<Step>
   /** Frames per second: `replies` long replies of `words` words at once, no delay between words. */
   readonly frames: { readonly replies: number; readonly words: number }
 }
@@ -77,10 +70,11 @@ export interface Plan {
 export const FULL: Plan = {
   smoke: false,
   load: [
-    // 1,200 requests at concurrency 1, so its p99 rests on the 12 slowest, not a handful.
-    { concurrency: 1, requests: 400, rounds: 3 },
-    { concurrency: 64, requests: 3_000, rounds: 3 },
-    { concurrency: 256, requests: 4_000, rounds: 3 }
+    // 10 s per level and server, twice, alternating: at concurrency 1 about 1,400 requests
+    // each, so the p99 rests on the 14 slowest, not a handful.
+    { concurrency: 1, seconds: 10, rounds: 2 },
+    { concurrency: 64, seconds: 10, rounds: 2 },
+    { concurrency: 256, seconds: 10, rounds: 2 }
   ],
   adapters: [
     { concurrency: 1, requests: 200, rounds: 2 },
@@ -105,7 +99,7 @@ export const SMOKE: Plan = {
   smoke: true,
   load: [
     { concurrency: 1, requests: 30, rounds: 1 },
-    { concurrency: 16, requests: 200, rounds: 1 }
+    { concurrency: 16, seconds: 1, rounds: 1 }
   ],
   adapters: [{ concurrency: 4, requests: 40, rounds: 1 }],
   pglite: { concurrency: [4], requests: 40 },
@@ -136,6 +130,8 @@ export interface Row {
   readonly errors: number
   readonly temporary: number
   readonly peakRss: number
+  /** Server CPU time (user + system) per completed request, in milliseconds. */
+  readonly cpuPerRequest: number
   readonly errorMessages: ReadonlyArray<string>
 }
 
@@ -185,9 +181,8 @@ const convokeEnv = (databaseUrl: string | undefined, delayMs: number): Record<st
   CONVOKE_RATE_LIMIT_AUTH_FAILURES: "0",
   CONVOKE_RATE_LIMIT_CONCURRENT: "0",
   CONVOKE_LOG_FORMAT: "off",
-  // Every id durable, as the baseline's: no stream may start on a temporary id
-  // because the machine is busy. (Temporary ids are counted in the tables.)
-  CONVOKE_CREATION_BUDGET_MS: "10000",
+  // The default creation budget: a stream on a temporary id while the database
+  // is healthy but busy is a failure the tables count.
   CONVOKE_CLEANUP_INTERVAL_MINUTES: "0"
 })
 
@@ -198,20 +193,25 @@ const startConvoke = (
   databaseUrl: string | undefined,
   delayMs: number,
   extra: Array<string> = [],
-  options: { readonly name?: string; readonly redisUrl?: string } = {}
+  options: {
+    readonly name?: string
+    readonly redisUrl?: string
+    /** Flags to `node` itself, before the script. */
+    readonly nodeFlags?: ReadonlyArray<string>
+  } = {}
 ) =>
   ServerProcess.start({
     name: options.name ?? "Convoke",
-    args: [SERVER_BIN, "--port", "0", ...extra],
+    args: [...(options.nodeFlags ?? []), SERVER_BIN, "--port", "0", ...extra],
     // Without Redis unless asked: every other scenario measures the in-memory turn log.
     env: { ...convokeEnv(databaseUrl, delayMs), REDIS_URL: options.redisUrl ?? "" },
     ready: READY
   })
 
-const startBaseline = (databaseUrl: string, delayMs: number) =>
+const startBaseline = (databaseUrl: string, delayMs: number, nodeFlags: ReadonlyArray<string> = []) =>
   ServerProcess.start({
     name: "baseline",
-    args: [BASELINE],
+    args: [...nodeFlags, BASELINE],
     env: { DATABASE_URL: databaseUrl, ECHO_DELAY_MS: String(delayMs) },
     ready: READY
   })
@@ -234,9 +234,10 @@ class Accumulator {
   requests = 0
   seconds = 0
   peakRss = 0
+  cpuSeconds = 0
   readonly errorMessages: Array<string> = []
   readonly roundP50: Array<number> = []
-  add(result: Load.Result, concurrency: number, peakRss: number) {
+  add(result: Load.Result, concurrency: number, peakRss: number, cpuSeconds: number) {
     for (const sample of result.samples) {
       this.ttfe.push(sample.ttfe)
       if ((sample.index ?? 0) >= concurrency) this.afterFirstWave.push(sample.ttfe)
@@ -254,6 +255,7 @@ class Accumulator {
     this.requests += result.samples.length + result.errors
     this.seconds += result.seconds
     this.peakRss = Math.max(this.peakRss, peakRss)
+    this.cpuSeconds += cpuSeconds
   }
   row(server: string, concurrency: number): Row {
     return {
@@ -270,6 +272,7 @@ class Accumulator {
       errors: this.errors,
       temporary: this.temporary,
       peakRss: this.peakRss,
+      cpuPerRequest: (this.cpuSeconds * 1000) / (this.requests - this.errors),
       errorMessages: this.errorMessages
     }
   }
@@ -280,25 +283,24 @@ const log = (line: string) => console.log(line)
 /** A server under load, and how to load it: over HTTP (`Load.run`) unless said. */
 type Target = ServerProcess.ServerProcess & { readonly load?: typeof SocketLoad.run | undefined }
 
-const measure = async (server: Target, concurrency: number, requests: number) => {
+const measure = async (server: Target, step: Pick<Step, "concurrency" | "requests" | "seconds">) => {
   const peak = server.sampleRss()
+  const cpuBefore = server.cpuSeconds()
   const result = await (server.load ?? Load.run)({
     url: server.url,
-    concurrency,
-    requests,
+    concurrency: step.concurrency,
+    requests: step.requests,
+    seconds: step.seconds,
     message: SHORT_MESSAGE
   })
-  return { result, peakRss: peak() }
+  return { result, peakRss: peak(), cpuSeconds: server.cpuSeconds() - cpuBefore }
 }
 
 const warm = (server: ServerProcess.ServerProcess, smoke: boolean) =>
   Load.run({ url: server.url, concurrency: 16, requests: smoke ? 32 : 600, message: SHORT_MESSAGE })
 
 /** Runs servers in alternating rounds at each concurrency; one table row per server and concurrency. */
-const alternate = async (
-  servers: ReadonlyArray<Target>,
-  steps: ReadonlyArray<{ readonly concurrency: number; readonly requests: number; readonly rounds: number }>
-) => {
+const alternate = async (servers: ReadonlyArray<Target>, steps: ReadonlyArray<Step>) => {
   const rows: Array<Row> = []
   const roundRatios: Array<string> = []
   for (const step of steps) {
@@ -308,8 +310,8 @@ const alternate = async (
       const order =
         round % 2 === 0 ? servers.map((_, index) => index) : servers.map((_, index) => index).reverse()
       for (const index of order) {
-        const { result, peakRss } = await measure(servers[index]!, step.concurrency, step.requests)
-        accumulators[index]!.add(result, step.concurrency, peakRss)
+        const { result, peakRss, cpuSeconds } = await measure(servers[index]!, step)
+        accumulators[index]!.add(result, step.concurrency, peakRss, cpuSeconds)
         log(
           `  ${servers[index]!.name} c=${step.concurrency} round ${round + 1}: TTFE p50 ${Load.percentile(
             result.samples.map((sample) => sample.ttfe),
@@ -442,12 +444,12 @@ const underSlowloris = async (
   const idle = new Accumulator()
   const attacked = new Accumulator()
   for (let round = 0; round < plan.rounds; round++) {
-    const first = await measure(server, 1, plan.requests)
-    idle.add(first.result, 1, first.peakRss)
+    const first = await measure(server, { concurrency: 1, requests: plan.requests })
+    idle.add(first.result, 1, first.peakRss, first.cpuSeconds)
     const attack = await slowlorisAttack(server.url, plan.attackers)
     try {
-      const second = await measure(server, 1, plan.requests)
-      attacked.add(second.result, 1, second.peakRss)
+      const second = await measure(server, { concurrency: 1, requests: plan.requests })
+      attacked.add(second.result, 1, second.peakRss, second.cpuSeconds)
     } finally {
       attack.stop()
     }
@@ -521,6 +523,80 @@ export const webSocketTable = async (
   }
 }
 
+/**
+ * The main scenario: a new conversation per request, six content events 5 ms
+ * apart, Convoke and the baseline in alternating rounds at each level. Convoke
+ * starts first: it runs the migrations the baseline relies on.
+ */
+export const postgresTable = async (
+  plan: Plan,
+  databaseUrl: string,
+  keep: <A extends ServerProcess.ServerProcess>(server: A) => A = (server) => server
+): Promise<Table> => {
+  const convoke = keep(await startConvoke(databaseUrl, SHORT_DELAY_MS))
+  const baseline = keep(await startBaseline(databaseUrl, SHORT_DELAY_MS))
+  log("PostgreSQL: Convoke vs baseline")
+  await warm(convoke, plan.smoke)
+  await warm(baseline, plan.smoke)
+  const postgres = await alternate([convoke, baseline], plan.load)
+  return {
+    title: "PostgreSQL: Convoke vs the baseline",
+    note: "Reference server CLI (`DATABASE_URL`, rate limits off, logs off, metrics on, the default creation budget) vs `node:http` + `pg`, same database, alternating rounds of 10 s per level: a new conversation per request, six content events 5 ms apart. CPU ms/req: the server process's user + system time over the round, per completed request.",
+    rows: postgres.rows,
+    reference: "baseline",
+    roundRatios: postgres.roundRatios
+  }
+}
+
+/** A CPU profile of one server under the main scenario's load. */
+export interface Profiled {
+  readonly server: string
+  /** The `.cpuprofile` file, for a flame graph (Chrome DevTools, speedscope). */
+  readonly file: string
+  readonly requests: number
+  readonly temporary: number
+  readonly cpuSeconds: number
+  readonly profile: Profile.Breakdown
+}
+
+/**
+ * Profiles Convoke and the baseline (`node --cpu-prof`) under `seconds` of
+ * the main scenario at `concurrency`, one after the other; the profiles stay
+ * in `directory`.
+ */
+export const profile = async (
+  databaseUrl: string,
+  concurrency: number,
+  seconds: number,
+  directory: string
+): Promise<ReadonlyArray<Profiled>> => {
+  const results: Array<Profiled> = []
+  for (const which of ["Convoke", "baseline"] as const) {
+    const dir = join(directory, which)
+    const flags = ["--cpu-prof", "--cpu-prof-dir", dir]
+    const server =
+      which === "Convoke"
+        ? await startConvoke(databaseUrl, SHORT_DELAY_MS, [], { nodeFlags: flags })
+        : await startBaseline(databaseUrl, SHORT_DELAY_MS, flags)
+    await warm(server, false)
+    const from = Profile.monotonicMicros()
+    const { result, cpuSeconds } = await measure(server, { concurrency, seconds })
+    const to = Profile.monotonicMicros()
+    await server.stop()
+    const file = readdirSync(dir).find((name) => name.endsWith(".cpuprofile"))
+    if (file === undefined) throw new Error(`${which} wrote no CPU profile (did it exit normally?)`)
+    results.push({
+      server: which,
+      file: join(dir, file),
+      requests: result.samples.length,
+      temporary: result.samples.filter((sample) => sample.temporary).length,
+      cpuSeconds,
+      profile: Profile.read(join(dir, file), { from, to })
+    })
+  }
+  return results
+}
+
 /** What to clean up if the run is stopped from outside (a signal): set while a run holds a database. */
 export let onAbort: (() => Promise<void>) | undefined
 
@@ -543,21 +619,8 @@ export const run = async (plan: Plan): Promise<Report> => {
   let many: MemoryRow | undefined
   let insert: Report["insert"]
   try {
-    // Convoke first: it runs the migrations the baseline relies on.
-    const convoke = keep(await startConvoke(database.url, SHORT_DELAY_MS))
-    const baseline = keep(await startBaseline(database.url, SHORT_DELAY_MS))
-    log("PostgreSQL: Convoke vs baseline")
-    await warm(convoke, plan.smoke)
-    await warm(baseline, plan.smoke)
-    const postgres = await alternate([convoke, baseline], plan.load)
+    tables.push(await postgresTable(plan, database.url, keep))
     insert = await timeInsert(database.url, plan.smoke ? 20 : 500)
-    tables.push({
-      title: "PostgreSQL: Convoke vs the baseline",
-      note: "Reference server CLI (`DATABASE_URL`, rate limits off, logs off, metrics on) vs `node:http` + `pg`, same database, alternating rounds.",
-      rows: postgres.rows,
-      reference: "baseline",
-      roundRatios: postgres.roundRatios
-    })
     await stopAll()
 
     if (await redisReachable(REDIS_URL)) {

@@ -4,13 +4,19 @@
  * `bench --smoke`: a few hundred requests in seconds, writing nothing; exits
  * non-zero only if a request failed or a server broke, never on timing.
  * `bench --websocket`: the WebSocket table alone, printed, writing nothing.
+ * `bench --postgres`: the main scenario (Convoke vs the baseline on
+ * PostgreSQL) alone, printed, writing nothing.
+ * `bench --profile [concurrency]`: CPU profiles of Convoke and the baseline
+ * under 10 s of the main scenario (default concurrency 64), summed by place.
  */
-import { mkdirSync, writeFileSync } from "node:fs"
-import { dirname } from "node:path"
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
-import { markdown } from "./Report.ts"
+import * as Profile from "./Profile.ts"
+import { markdown, tableLines } from "./Report.ts"
 import * as ServerProcess from "./ServerProcess.ts"
 import * as Suite from "./Suite.ts"
 
@@ -22,6 +28,36 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     const cleanup = Suite.onAbort?.() ?? Promise.resolve()
     cleanup.catch(() => {}).finally(() => process.exit(130))
   })
+}
+
+const profileAt = process.argv.indexOf("--profile")
+if (profileAt >= 0) {
+  const concurrency = Number(process.argv[profileAt + 1] ?? 64) || 64
+  const database = await makeTestDatabase()
+  try {
+    const directory = mkdtempSync(join(tmpdir(), "convoke-profile-"))
+    for (const result of await Suite.profile(database.url, concurrency, 10, directory)) {
+      console.log(
+        `\n## ${result.server}, concurrency ${concurrency}: ${((result.cpuSeconds * 1000) / result.requests).toFixed(3)} ms CPU per request (from /proc), ${result.temporary} temporary ids\n\n${result.file}\n`
+      )
+      console.log(Profile.markdown(result.profile, result.requests).join("\n"))
+    }
+  } finally {
+    ServerProcess.killAll()
+    await database.drop()
+  }
+  process.exit(0)
+}
+
+if (process.argv.includes("--postgres")) {
+  const database = await makeTestDatabase()
+  try {
+    console.log(tableLines(await Suite.postgresTable(Suite.FULL, database.url)).join("\n"))
+  } finally {
+    ServerProcess.killAll()
+    await database.drop()
+  }
+  process.exit(0)
 }
 
 if (process.argv.includes("--websocket")) {

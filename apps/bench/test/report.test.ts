@@ -20,6 +20,7 @@ const row = (server: string, concurrency: number, p50: number, p99: number, perS
   errors: 0,
   temporary: 0,
   peakRss: 100 * 1024 * 1024,
+  cpuPerRequest: 1,
   errorMessages: []
 })
 
