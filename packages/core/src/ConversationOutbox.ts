@@ -115,10 +115,15 @@ export interface Service {
    * one: the store is known to be down, so new streams need not wait for it.
    */
   readonly storeAvailable: () => boolean
-  /** Counts a call the store answered: a store that answers is slow at worst, not down. */
-  readonly storeAnswered: () => void
+  /**
+   * Counts a call the store answered, after `millis` when timed: a store that
+   * answers is slow at worst, not down.
+   */
+  readonly storeAnswered: (millis?: number) => void
   /** How many calls the store has answered so far: a count that grows while the store makes progress. */
   readonly storeAnswers: () => number
+  /** How long the store has lately taken to answer, in milliseconds (a moving average; 0 before any). */
+  readonly storeLatency: () => number
 }
 
 /** The outbox service. */
@@ -166,6 +171,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   let skippedCount = 0
   let storeAvailable = true
   let storeAnswers = 0
+  let storeLatency = 0
   let persistenceAvailable = true
   const work = Latch.makeUnsafe(false)
   const idle = Latch.makeUnsafe(true)
@@ -461,10 +467,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     }),
     drained: idle.await,
     storeAvailable: () => storeAvailable,
-    storeAnswered: () => {
+    storeAnswered: (millis) => {
       storeAnswers++
+      // An average over roughly the last 20 answers: it follows a store that
+      // slows down under load within a fraction of a second.
+      if (millis !== undefined) storeLatency += (millis - storeLatency) / 20
     },
-    storeAnswers: () => storeAnswers
+    storeAnswers: () => storeAnswers,
+    storeLatency: () => storeLatency
   })
 })
 

@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Option } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
 import * as AuditLog from "./AuditLog.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import { ConversationNotFound, StoreUnavailable } from "./ChatError.ts"
@@ -60,6 +60,9 @@ export interface Input {
    */
   readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
 }
+
+/** A store is taken for down after this many times its recent latency without an answer (and at least the budget). */
+const LATENCY_MULTIPLE = 4
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
@@ -208,6 +211,16 @@ export const make = Effect.gen(function* () {
       if (entries.length > 0) yield* audit.record(entries)
     })
 
+  const budgetMillis = Duration.toMillis(config.creationBudget)
+  const ceilingMillis = Math.max(budgetMillis, Duration.toMillis(config.storeTimeout))
+  /**
+   * How long a creation may go without the store answering anything: the
+   * budget, or a few times the store's recent latency when it is slower
+   * than that under load, so a loaded store is not taken for a down one.
+   */
+  const creationSlice = () =>
+    Duration.millis(Math.min(ceilingMillis, Math.max(budgetMillis, LATENCY_MULTIPLE * outbox.storeLatency())))
+
   const resolve = Effect.fnUntraced(function* (input: Input) {
     const startedAt = clock.currentTimeMillisUnsafe()
     const context: TurnContext = {
@@ -226,7 +239,7 @@ export const make = Effect.gen(function* () {
         ? // A busy store that keeps answering others is slow, not down: the creation
           // waits its turn, up to the store's timeout, while the store makes progress.
           Deadline.withinWhileProgressing({
-            slice: config.creationBudget,
+            slice: creationSlice(),
             ceiling: config.storeTimeout,
             progress: outbox.storeAnswers
           })

@@ -21,14 +21,20 @@ import { Cause, Clock, Context, Duration, Effect, type Exit, type Fiber } from "
 /** The clock of a context that provides none: its sleeps are plain timers. */
 const defaultClock = Effect.runSync(Clock.Clock)
 
-/** Runs `f` after the current turn of the event loop has polled for I/O; returns its cancel. */
+/**
+ * Runs `f` once the event loop has polled for I/O and run the fibers that I/O
+ * woke (Effect's scheduler runs them in a `setImmediate` of its own, queued
+ * after a first one of ours): two hops. Returns its cancel.
+ */
 const afterIo = (f: () => void): (() => void) => {
-  if (typeof setImmediate === "function") {
-    const handle = setImmediate(f)
-    return () => clearImmediate(handle)
+  if (typeof setImmediate !== "function") {
+    const handle = setTimeout(f, 0)
+    return () => clearTimeout(handle)
   }
-  const handle = setTimeout(f, 0)
-  return () => clearTimeout(handle)
+  let handle = setImmediate(() => {
+    handle = setImmediate(f)
+  })
+  return () => clearImmediate(handle)
 }
 
 /**
@@ -148,9 +154,8 @@ const firstOf = <A, E>(
     const arm = (after: number) => {
       if (clock === defaultClock) {
         // Timers run before I/O in each turn of the event loop: after a busy
-        // turn, the answer may be waiting behind the timer. `setImmediate`
-        // decides after this turn's I/O, so a late timer is not taken for a
-        // silent store.
+        // turn, the answer may be waiting behind the timer. Deciding after
+        // that I/O, a late timer is not taken for a silent store.
         let cancel = () => clearTimeout(handle)
         const handle = setTimeout(() => {
           cancel = afterIo(expired)

@@ -13,13 +13,14 @@
  *   still waiting to the stored ones.
  * - Everything else goes straight to the store.
  *
- * Every call the store answers on the chat path is counted
- * (`ConversationOutbox.storeAnswers`): while that count grows, the store is
- * busy, not down, and a conversation's creation waits its turn.
+ * Every call the store answers on the chat path is counted and timed
+ * (`ConversationOutbox.storeAnswers`, `storeLatency`): while that count
+ * grows, the store is busy, not down, and a conversation's creation waits its
+ * turn.
  *
  * @since 0.3.0
  */
-import { Effect, Layer, Option } from "effect"
+import { Clock, Effect, Layer, Option } from "effect"
 import { ChatConfig } from "./ChatConfig.ts"
 import { StoreUnavailable } from "./ChatError.ts"
 import { ConversationOutbox, type Entry } from "./ConversationOutbox.ts"
@@ -32,14 +33,18 @@ const full = new StoreUnavailable({ message: "The conversation store is unavaila
 export const make = Effect.fnUntraced(function* (store: Service) {
   const outbox = yield* ConversationOutbox
   const config = yield* ChatConfig
+  const clock = yield* Clock.Clock
 
   const queue = (entry: Entry) =>
     Effect.flatMap(outbox.enqueue(entry), (queued) => (queued ? Effect.succeed(true) : Effect.fail(full)))
 
   const answered = <A, E, R>(call: Effect.Effect<A, E, R>) =>
-    Effect.map(call, (value) => {
-      outbox.storeAnswered()
-      return value
+    Effect.suspend(() => {
+      const started = clock.currentTimeMillisUnsafe()
+      return Effect.map(call, (value) => {
+        outbox.storeAnswered(clock.currentTimeMillisUnsafe() - started)
+        return value
+      })
     })
 
   const decorated: Service = {

@@ -301,6 +301,34 @@ describe("temporary-id fallback", () => {
     )
   })
 
+  it.effect(
+    "gives a store that has been slow lately a few times its latency before taking it for down",
+    () => {
+      const store = TestStore.flaky()
+      const config = ChatConfig.make({
+        creationBudget: Duration.millis(20),
+        storeTimeout: Duration.seconds(2)
+      })
+      return withChat(
+        store,
+        (chat, outbox) =>
+          Effect.gen(function* () {
+            // The store has been answering in about 100 ms: a silence of 20 ms says nothing.
+            for (let answer = 0; answer < 200; answer++) outbox.storeAnswered(100)
+            assert.approximately(outbox.storeLatency(), 100, 1)
+            store.mode = "hang"
+            const first = yield* Effect.forkChild(collect(chat, request("hello")), { startImmediately: true })
+            yield* TestClock.adjust("20 millis")
+            assert.isUndefined(first.pollUnsafe())
+            yield* TestClock.adjust("380 millis")
+            const items = yield* Fiber.join(first)
+            assert.isTrue(metadataOf(items).temporary)
+          }),
+        { config }
+      )
+    }
+  )
+
   it.live("a creation that commits after the budget is not duplicated", () => {
     // The insert is slow, not lost: it commits after the stream already
     // started on the same id as a temporary conversation, and after the
