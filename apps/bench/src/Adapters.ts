@@ -32,9 +32,7 @@ const layerOf = (databaseUrl: string, echoDelayMs: number) =>
     EchoLanguageModel.layer({ delay: echoDelayMs }),
     Identity.layerAnonymous(),
     // As the reference server in the suite (`CONVOKE_RATE_LIMIT_*=0`): the load comes from one address.
-    ChatRateLimit.layerUnlimited,
-    // As the reference server in the suite: no id turns temporary because the machine is busy.
-    Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make({ creationBudget: Duration.seconds(10) }))
+    ChatRateLimit.layerUnlimited
   )
 
 const listening = (server: ReturnType<typeof createServer>): Promise<string> =>

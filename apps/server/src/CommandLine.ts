@@ -296,7 +296,8 @@ export const OPTIONS: ReadonlyArray<Option> = [
     env: "CONVOKE_CREATION_BUDGET_MS",
     type: "string",
     fallback: "50",
-    description: "Wait for the database before a stream starts on a temporary id"
+    description:
+      "Silence of the database before a stream starts on a temporary id (a busy database is waited for)"
   },
   {
     flag: "store-timeout-ms",

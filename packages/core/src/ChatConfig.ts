@@ -14,9 +14,11 @@ export interface Settings {
   /** A `: ping` comment goes out after about this long without an event (0.9–1.25×; default 15 s). */
   readonly heartbeatInterval: Duration.Duration
   /**
-   * Time budget for finding or creating the conversation of a stream (default
-   * 50 ms). Past it, or when the store fails, the stream starts on a temporary
-   * id that is stored later.
+   * How long the store may go without answering any call while a stream's
+   * conversation is found or created (default 50 ms; four times the store's
+   * recent latency when that is longer). Past it, or when the store fails,
+   * the stream starts on a temporary id that is stored later. While the store
+   * keeps answering other calls, the creation waits, up to `storeTimeout`.
    */
   readonly creationBudget: Duration.Duration
   /**
