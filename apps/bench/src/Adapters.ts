@@ -10,14 +10,14 @@
  */
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { ChatConfig, ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "@convoke/core"
+import { ChatHttp, ChatRateLimit, EchoLanguageModel, Identity } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { ExpressMiddleware } from "@convoke/express"
 import { FastifyPlugin } from "@convoke/fastify"
 import { LambdaHandler } from "@convoke/lambda"
 import { LambdaHarness } from "@convoke/lambda/testing"
 import { PgConversationStore } from "@convoke/store-pg"
-import { Duration, Layer } from "effect"
+import { Layer } from "effect"
 import express from "express"
 import Fastify from "fastify"
 
