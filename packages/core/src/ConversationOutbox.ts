@@ -111,8 +111,9 @@ export interface Service {
   /** Resolves once nothing is waiting (or at once when nothing is). */
   readonly drained: Effect.Effect<void>
   /**
-   * `false` from the outbox's first failed write until its next successful
-   * one: the store is known to be down, so new streams need not wait for it.
+   * `false` from the outbox's first failed write during which the store
+   * answered nothing else, until its next successful one: the store is known
+   * to be down, so new streams need not wait for it.
    */
   readonly storeAvailable: () => boolean
   /**
@@ -380,6 +381,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         yield* Effect.sleep(pollInterval)
         continue
       }
+      const answersBefore = storeAnswers
       if (yield* write(stored.entry)) {
         // Were the record of it lost, the entry would be written again: harmless, every write is idempotent.
         yield* persistenceOutcome(yield* timed(persistence.complete(stored.sequence)), "recording a write")
@@ -389,7 +391,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         storeAvailable = true
         backoff = 50
       } else {
-        storeAvailable = false
+        // A write that failed or timed out while the store answered other
+        // calls says the store is busy (or this entry is the problem), not
+        // that it is down: new streams keep trying it.
+        if (storeAnswers === answersBefore) storeAvailable = false
         yield* release
         yield* retryLater
       }

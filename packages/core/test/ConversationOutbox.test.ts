@@ -9,6 +9,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
+import { TestClock } from "effect/testing"
 import { afterAll } from "vitest"
 import { ConversationOutbox, ConversationStore, OutboxPersistence } from "../src/index.ts"
 import * as OutboxJournal from "../src/OutboxJournal.ts"
@@ -137,6 +138,36 @@ describe("ConversationOutbox on a journal", () => {
       assert.isFalse(outbox.holds("c1"))
       assert.deepStrictEqual(outbox.stats(), { pending: 0, drained: 0, dropped: 1, recovered: 0, skipped: 0 })
       yield* close
+    })
+  )
+})
+
+describe("ConversationOutbox: whether the store is down", () => {
+  /** Queues a conversation while `store` hangs, and gives the first write its whole attempt. */
+  const attempt = (answersMeanwhile: number) =>
+    Effect.gen(function* () {
+      const store = TestStore.flaky()
+      store.mode = "hang"
+      const { outbox, close } = yield* start(store.service, OutboxPersistence.layerMemory)
+      yield* outbox.enqueue({ _tag: "Create", conversation: conversation("c-1"), messages: [] })
+      // Halfway through the write's attempt, other calls are answered (or not).
+      yield* TestClock.adjust("500 millis")
+      for (let answer = 0; answer < answersMeanwhile; answer++) outbox.storeAnswered(5)
+      yield* TestClock.adjust("500 millis")
+      const available = outbox.storeAvailable()
+      yield* close
+      return available
+    })
+
+  it.effect("a write that times out while the store answers other calls leaves it available", () =>
+    Effect.gen(function* () {
+      assert.isTrue(yield* attempt(3))
+    })
+  )
+
+  it.effect("a write that times out while the store answers nothing marks it down", () =>
+    Effect.gen(function* () {
+      assert.isFalse(yield* attempt(0))
     })
   )
 })
