@@ -8,6 +8,7 @@
  * opens `count` slow streams, waits until every one has its metadata event,
  * calls back (to sample memory), then closes them all.
  */
+import { readFileSync } from "node:fs"
 import { Agent, request as httpRequest } from "node:http"
 import { performance } from "node:perf_hooks"
 
@@ -249,6 +250,23 @@ export const holdOpen = async (options: HoldOptions): Promise<HoldResult> => {
     }
   }
   return { opened, errors, errorMessages, temporary, ttfe }
+}
+
+/**
+ * Connections the kernel has dropped at a full listen queue, machine-wide
+ * (`ListenDrops` of `/proc/net/netstat`; 0 where there is no such file).
+ * The difference across a scenario is its SYN drops.
+ */
+export const listenDrops = (): number => {
+  try {
+    const lines = readFileSync("/proc/net/netstat", "utf8").split("\n")
+    const names = lines.find((line) => line.startsWith("TcpExt:"))?.split(" ") ?? []
+    const values = lines.filter((line) => line.startsWith("TcpExt:"))[1]?.split(" ") ?? []
+    const at = names.indexOf("ListenDrops")
+    return at < 0 ? 0 : Number(values[at] ?? 0)
+  } catch {
+    return 0
+  }
 }
 
 /** The `p`-th percentile (0–100) of `values`, by nearest rank. */

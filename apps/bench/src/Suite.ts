@@ -31,6 +31,8 @@ const READY = /listening\s+(http:\/\/\S+)/
 /** Pause before each word of the echo model in short streams, and in held-open ones. */
 const SHORT_DELAY_MS = 5
 const SLOW_DELAY_MS = 5_000
+/** Streams opened at once send a word a second, as the issue's scenario. */
+const BURST_DELAY_MS = 1_000
 /** Five words with the echo prefix: a short stream of six content events, 5 ms apart. */
 const SHORT_MESSAGE = "hello benchmark world of streams"
 const SLOW_MESSAGE = Array.from({ length: 40 }, (_, index) => `word${index}`).join(" ")
@@ -54,6 +56,8 @@ export interface Plan {
   readonly turnLog: ReadonlyArray<Step>
   /** Streams held open to measure memory per stream, on both servers. */
   readonly memoryStreams: number
+  /** Streams opened all at once on Convoke and the baseline, alternating rounds: TTFE and SYN drops. */
+  readonly burst: { readonly streams: number; readonly rounds: number }
   /** Streams held open on one Convoke instance (0 skips the scenario). */
   readonly manyStreams: number
   /**
@@ -86,6 +90,7 @@ export const FULL: Plan = {
     { concurrency: 64, requests: 3_000, rounds: 2 }
   ],
   memoryStreams: 1_000,
+  burst: { streams: 2_000, rounds: 2 },
   manyStreams: 10_000,
   slowloris: { attackers: 200, requests: 200, rounds: 3 },
   websocket: [
@@ -105,6 +110,7 @@ export const SMOKE: Plan = {
   pglite: { concurrency: [4], requests: 40 },
   turnLog: [{ concurrency: 4, requests: 40, rounds: 1 }],
   memoryStreams: 100,
+  burst: { streams: 100, rounds: 1 },
   manyStreams: 0,
   slowloris: { attackers: 50, requests: 20, rounds: 1 },
   websocket: [
@@ -378,6 +384,64 @@ const memoryOf = async (server: ServerProcess.ServerProcess, count: number): Pro
     ttfeP50: Load.percentile(held.ttfe, 50),
     ttfeP99: Load.percentile(held.ttfe, 99),
     errorMessages: held.errorMessages
+  }
+}
+
+/**
+ * `streams` slow streams opened at once on each server (no waves), in
+ * alternating rounds: TTFE while the others open, and the SYN drops the
+ * kernel counted meanwhile.
+ */
+export const burstTable = async (
+  plan: Plan,
+  databaseUrl: string,
+  keep: <A extends ServerProcess.ServerProcess>(server: A) => A = (server) => server
+): Promise<Table> => {
+  const { streams, rounds } = plan.burst
+  log(`${streams} streams opened at once`)
+  const servers = [
+    keep(await startConvoke(databaseUrl, BURST_DELAY_MS)),
+    keep(await startBaseline(databaseUrl, BURST_DELAY_MS))
+  ]
+  const accumulators = servers.map(() => new Accumulator())
+  const drops = servers.map(() => 0)
+  for (let round = 0; round < rounds; round++) {
+    for (const index of round % 2 === 0 ? [0, 1] : [1, 0]) {
+      const server = servers[index]!
+      await Load.run({ url: server.url, concurrency: 8, requests: 16, message: "warm up" })
+      const peak = server.sampleRss()
+      const dropsBefore = Load.listenDrops()
+      const started = performance.now()
+      const held = await Load.holdOpen({
+        url: server.url,
+        count: streams,
+        batch: streams,
+        message: SLOW_MESSAGE,
+        whileOpen: async () => {}
+      })
+      drops[index]! += Load.listenDrops() - dropsBefore
+      accumulators[index]!.add(
+        {
+          samples: held.ttfe.map((ttfe) => ({ ttfe, done: Number.NaN, temporary: false })),
+          errors: held.errors,
+          errorMessages: held.errorMessages,
+          seconds: (performance.now() - started) / 1000
+        },
+        0,
+        peak(),
+        0
+      )
+      accumulators[index]!.temporary += held.temporary
+      log(
+        `  ${server.name} round ${round + 1}: TTFE p50 ${Load.percentile(held.ttfe, 50).toFixed(0)} ms, p99 ${Load.percentile(held.ttfe, 99).toFixed(0)} ms, ${held.errors} errors`
+      )
+    }
+  }
+  return {
+    title: `${streams} streams opened at once`,
+    note: `${streams} streams (the model sends a word a second) opened at the same moment, each on a new connection, on each server in alternating rounds; TTFE while the others open. SYN drops (the kernel's \`ListenDrops\` over the rounds): ${servers.map((server, index) => `${server.name} ${drops[index]}`).join(", ")}.`,
+    rows: servers.map((server, index) => accumulators[index]!.row(server.name, streams)),
+    reference: "baseline"
   }
 }
 
@@ -709,6 +773,9 @@ export const run = async (plan: Plan): Promise<Report> => {
       log(`  ${which}: ${(memory.at(-1)!.perStream / 1024).toFixed(1)} KiB per stream`)
       await stopAll()
     }
+
+    tables.push(await burstTable(plan, database.url, keep))
+    await stopAll()
 
     if (plan.manyStreams > 0) {
       log(`${plan.manyStreams} open streams on one Convoke instance`)

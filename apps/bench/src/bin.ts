@@ -5,7 +5,8 @@
  * non-zero only if a request failed or a server broke, never on timing.
  * `bench --websocket`: the WebSocket table alone, printed, writing nothing.
  * `bench --postgres`: the main scenario (Convoke vs the baseline on
- * PostgreSQL) alone, printed, writing nothing.
+ * PostgreSQL) alone, printed, writing nothing; `bench --burst`: 2,000
+ * streams opened at once, likewise.
  * `bench --profile [concurrency]`: CPU profiles of Convoke and the baseline
  * under 10 s of the main scenario (default concurrency 64), summed by place.
  */
@@ -49,10 +50,11 @@ if (profileAt >= 0) {
   process.exit(0)
 }
 
-if (process.argv.includes("--postgres")) {
+if (process.argv.includes("--postgres") || process.argv.includes("--burst")) {
   const database = await makeTestDatabase()
   try {
-    console.log(tableLines(await Suite.postgresTable(Suite.FULL, database.url)).join("\n"))
+    const table = process.argv.includes("--burst") ? Suite.burstTable : Suite.postgresTable
+    console.log(tableLines(await table(Suite.FULL, database.url)).join("\n"))
   } finally {
     ServerProcess.killAll()
     await database.drop()
