@@ -37,6 +37,14 @@ import * as Observability from "./Observability.ts"
 import { checkAnonymous, type Settings } from "./Settings.ts"
 import * as StaticFiles from "./StaticFiles.ts"
 
+/**
+ * Connections the kernel may queue before the server accepts them (capped by
+ * `net.core.somaxconn`). Node's default, 511, overflows when thousands of
+ * clients connect at once (reconnecting after a deploy, say): the kernel
+ * drops their SYNs, and they retry only after a second or three.
+ */
+const LISTEN_BACKLOG = 4096
+
 /** A started server. */
 export interface RunningServer {
   /** Base URL, e.g. `http://127.0.0.1:3000`. */
@@ -354,7 +362,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
   try {
     await new Promise<void>((resolveListen, reject) => {
       http.once("error", reject)
-      http.listen(settings.port, settings.host, () => {
+      http.listen({ port: settings.port, host: settings.host, backlog: LISTEN_BACKLOG }, () => {
         http.off("error", reject)
         resolveListen()
       })

@@ -13,7 +13,7 @@
  * nothing for the creation budget (`ChatConfig.creationBudget`), or while the
  * outbox knows the store is down, it starts on a temporary conversation that
  * waits in the outbox under the id the client gets at once. A store that is
- * slow but answering other calls is waited for, up to `ChatConfig.storeTimeout`. Creations and attempts at another user's
+ * slow but answering other calls is waited for, up to 10 s. Creations and attempts at another user's
  * conversation are audited; the `ChatHooks` hear of every resolution.
  *
  * @since 0.1.0
@@ -63,6 +63,14 @@ export interface Input {
 
 /** A store is taken for down after this many times its recent latency without an answer (and at least the budget). */
 const LATENCY_MULTIPLE = 4
+
+/**
+ * How long a stream's creation may wait in all while the store keeps
+ * answering others (milliseconds; `storeTimeout` when that is longer). A
+ * burst of new streams queues behind the pool for seconds; giving those
+ * streams temporary ids would only add the outbox's writes to the queue.
+ */
+const QUEUED_CREATION_CEILING = 10_000
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
@@ -212,7 +220,7 @@ export const make = Effect.gen(function* () {
     })
 
   const budgetMillis = Duration.toMillis(config.creationBudget)
-  const ceilingMillis = Math.max(budgetMillis, Duration.toMillis(config.storeTimeout))
+  const ceilingMillis = Math.max(budgetMillis, Duration.toMillis(config.storeTimeout), QUEUED_CREATION_CEILING)
   /**
    * How long a creation may go without the store answering anything: the
    * budget, or a few times the store's recent latency when it is slower
@@ -240,7 +248,7 @@ export const make = Effect.gen(function* () {
           // waits its turn, up to the store's timeout, while the store makes progress.
           Deadline.withinWhileProgressing({
             slice: creationSlice(),
-            ceiling: config.storeTimeout,
+            ceiling: Duration.millis(ceilingMillis),
             progress: outbox.storeAnswers
           })
         : Deadline.within(config.storeTimeout),
