@@ -4,7 +4,7 @@
  * VmHWM the peak), stopped with SIGTERM (SIGKILL if it lingers).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 
 /** A running server process. */
 export interface ServerProcess {
@@ -33,6 +33,15 @@ export const statusField = (pid: number, field: "VmRSS" | "VmHWM"): number => {
     const status = readFileSync(`/proc/${pid}/status`, "utf8")
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)
     return match === null ? 0 : Number(match[1]) * 1024
+  } catch {
+    return 0
+  }
+}
+
+/** How many file descriptors the process has open (sockets included), from `/proc/<pid>/fd`; 0 once it is gone. */
+export const openFiles = (pid: number): number => {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length
   } catch {
     return 0
   }

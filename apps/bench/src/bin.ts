@@ -5,7 +5,7 @@
  * non-zero only if a request failed or a server broke, never on timing.
  * `bench --websocket`: the WebSocket table alone, printed, writing nothing.
  */
-import { mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { dirname } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
@@ -69,6 +69,8 @@ if (smoke) {
 } else {
   const path = fileURLToPath(new URL("../../../docs/performance.md", import.meta.url))
   mkdirSync(dirname(path), { recursive: true })
-  writeFileSync(path, markdown(report, "npm run bench", seconds))
+  // The soak's section, from a run of its own, stays as it is.
+  const previous = existsSync(path) ? readFileSync(path, "utf8") : ""
+  writeFileSync(path, markdown(report, "npm run bench", seconds, previous))
   console.log(`wrote ${path} (${seconds.toFixed(0)} s, ${report.errors} errors)`)
 }
