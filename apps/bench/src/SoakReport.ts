@@ -145,6 +145,9 @@ export const section = (result: Result): string => {
     `- Command: \`${result.command}\` (${(result.seconds / 60).toFixed(1)} min in all)`,
     `- Date: ${new Date().toISOString()}`,
     `- Load: ${result.concurrency} concurrent turns for ${result.minutes} min, the first ${result.warmupMinutes} min a warm-up; turn log ${result.redis ? "in Redis" : "in memory"}.`,
+    "- The in-memory turn log keeps every turn for 10 minutes after it ends (1,000,000 events at most),",
+    "  so it grows by design for the first 10 minutes of load, or until that cap: with a shorter",
+    "  warm-up, its filling counts as growth (compare the turn log columns below with the RSS).",
     ""
   ]
   if (figured !== undefined) {

@@ -108,8 +108,12 @@ try {
   const load = SoakLoad.run({ url: server.url, concurrency, until, tally })
   let loading = true
   void load.finally(() => (loading = false))
-  for (let next = started + SAMPLE_EVERY_MS; loading && next <= until; next += SAMPLE_EVERY_MS) {
-    await sleep(Math.max(0, next - performance.now()))
+  // Every 10 s, and once more just before the workers stop, so the last reading is still under load.
+  const readingTimes: Array<number> = []
+  for (let at = started + SAMPLE_EVERY_MS; at <= until - 5_000; at += SAMPLE_EVERY_MS) readingTimes.push(at)
+  readingTimes.push(until - 1_500)
+  for (const at of readingTimes) {
+    await sleep(Math.max(0, at - performance.now()))
     if (!loading) break
     const sample = await read()
     samples.push(sample)
