@@ -122,9 +122,12 @@ export const section = (result: Result): string => {
     "file descriptors and its answers? Run by hand (not in CI), on a quiet machine:",
     "",
     "```sh",
-    "npm run soak -w @convoke/bench                 # 30 min, 64 streams, 3 min warm-up",
-    "npm run soak -w @convoke/bench -- --minutes 3 --warmup-minutes 1 --concurrency 64 --redis",
+    "npm run soak                # 30 min, 64 concurrent turns, the first 3 min a warm-up",
+    "npm run soak -- --minutes 3 --warmup-minutes 1 --concurrency 64 --redis",
     "```",
+    "",
+    "(`npm run soak -- …` in `apps/bench` skips the install step; `--redis` puts the turn log in the",
+    "Redis of `REDIS_URL`, default `redis://127.0.0.1:6379`.) It exits non-zero when a verdict is not met.",
     "",
     "It starts the reference server CLI on a throwaway PostgreSQL database with the bench's",
     "settings (rate limits off, logs off, metrics on; `--redis`: the turn log in Redis), the echo",
@@ -145,9 +148,13 @@ export const section = (result: Result): string => {
     `- Command: \`${result.command}\` (${(result.seconds / 60).toFixed(1)} min in all)`,
     `- Date: ${new Date().toISOString()}`,
     `- Load: ${result.concurrency} concurrent turns for ${result.minutes} min, the first ${result.warmupMinutes} min a warm-up; turn log ${result.redis ? "in Redis" : "in memory"}.`,
-    "- The in-memory turn log keeps every turn for 10 minutes after it ends (1,000,000 events at most),",
-    "  so it grows by design for the first 10 minutes of load, or until that cap: with a shorter",
-    "  warm-up, its filling counts as growth (compare the turn log columns below with the RSS).",
+    ...(result.redis
+      ? []
+      : [
+          "- The in-memory turn log keeps every turn for 10 minutes after it ends (1,000,000 events at most),",
+          "  so it grows by design for the first 10 minutes of load, or until that cap: with a shorter",
+          "  warm-up, its filling counts as growth (compare the turn log columns below with the RSS)."
+        ]),
     ""
   ]
   if (figured !== undefined) {

@@ -127,7 +127,7 @@ try {
   const drained = await read()
   await server.stop()
   result = {
-    command: `npm run soak -w @convoke/bench -- --minutes ${minutes} --warmup-minutes ${warmupMinutes} --concurrency ${concurrency}${values.redis ? " --redis" : ""}`,
+    command: `npm run soak -- --minutes ${minutes} --warmup-minutes ${warmupMinutes} --concurrency ${concurrency}${values.redis ? " --redis" : ""}`,
     minutes,
     warmupMinutes,
     concurrency,
