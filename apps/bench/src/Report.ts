@@ -4,6 +4,7 @@
  * machine, Node version, command and date that produced them.
  */
 import { availableParallelism, cpus, totalmem } from "node:os"
+import { sectionOf } from "./SoakSection.ts"
 import type { MemoryRow, Report, Row, Table } from "./Suite.ts"
 
 const ms = (value: number) => (Number.isNaN(value) ? "–" : value.toFixed(2))
@@ -144,8 +145,11 @@ export const tableLines = (table: Table): Array<string> => {
   return lines
 }
 
-/** Renders the report. */
-export const markdown = (report: Report, command: string, seconds: number): string => {
+/**
+ * Renders the report. `previous` is the file it replaces: its soak section
+ * (written by `npm run soak`, a run of its own) is carried over verbatim.
+ */
+export const markdown = (report: Report, command: string, seconds: number, previous = ""): string => {
   const lines: Array<string> = [
     "# Performance",
     "",
@@ -207,5 +211,7 @@ export const markdown = (report: Report, command: string, seconds: number): stri
     )
   }
   lines.push(...targets(report), ...pooling(report))
+  const soak = sectionOf(previous)
+  if (soak !== undefined) lines.push(soak)
   return `${lines.join("\n")}\n`
 }

@@ -4,7 +4,7 @@
  * VmHWM the peak), stopped with SIGTERM (SIGKILL if it lingers).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 
 /** A running server process. */
 export interface ServerProcess {
@@ -50,6 +50,15 @@ export const cpuSeconds = (pid: number): number => {
     // Fields after the command name (which may hold spaces) start at state, field 3; utime and stime are 14 and 15.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  } catch {
+    return 0
+  }
+}
+
+/** How many file descriptors the process has open (sockets included), from `/proc/<pid>/fd`; 0 once it is gone. */
+export const openFiles = (pid: number): number => {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length
   } catch {
     return 0
   }

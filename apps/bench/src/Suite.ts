@@ -193,9 +193,10 @@ const convokeEnv = (databaseUrl: string | undefined, delayMs: number): Record<st
 })
 
 /** Redis for the turn-log scenario: the bench's own `REDIS_URL`, else the local default. */
-const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
+export const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
 
-const startConvoke = (
+/** Starts the reference server CLI with the bench's settings (rate limits and logs off, metrics on). */
+export const startConvoke = (
   databaseUrl: string | undefined,
   delayMs: number,
   extra: Array<string> = [],
@@ -530,7 +531,7 @@ const underSlowloris = async (
 }
 
 /** Whether Redis answers at `url`: one PING over a bare socket. */
-const redisReachable = (url: string): Promise<boolean> =>
+export const redisReachable = (url: string): Promise<boolean> =>
   new Promise((resolve) => {
     const { hostname, port } = new URL(url)
     const socket = connect({ host: hostname, port: Number(port || 6379) })

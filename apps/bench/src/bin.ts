@@ -10,7 +10,7 @@
  * `bench --profile [concurrency]`: CPU profiles of Convoke and the baseline
  * under 10 s of the main scenario (default concurrency 64), summed by place.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { performance } from "node:perf_hooks"
@@ -107,6 +107,8 @@ if (smoke) {
 } else {
   const path = fileURLToPath(new URL("../../../docs/performance.md", import.meta.url))
   mkdirSync(dirname(path), { recursive: true })
-  writeFileSync(path, markdown(report, "npm run bench", seconds))
+  // The soak's section, from a run of its own, stays as it is.
+  const previous = existsSync(path) ? readFileSync(path, "utf8") : ""
+  writeFileSync(path, markdown(report, "npm run bench", seconds, previous))
   console.log(`wrote ${path} (${seconds.toFixed(0)} s, ${report.errors} errors)`)
 }

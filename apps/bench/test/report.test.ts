@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "vitest"
 import { markdown } from "../src/Report.ts"
+import { END, replaceSection, START, sectionOf } from "../src/SoakSection.ts"
 import type { MemoryRow, Report, Row } from "../src/Suite.ts"
 
 const row = (server: string, concurrency: number, p50: number, p99: number, perSecond: number): Row => ({
@@ -115,5 +116,33 @@ describe("the performance report", () => {
     )
     expect(failing).toContain("- Convoke (10000 streams): status 503: unavailable")
     expect(text).not.toContain("Errors:")
+  })
+})
+
+describe("the soak section", () => {
+  const soak = [START, "## Soak", "", "| growth | 1.2% |", END].join("\n")
+
+  it("survives a bench run verbatim", () => {
+    const previous = `# Performance\n\nold tables\n\n${soak}\n`
+    const text = markdown(report, "npm run bench", 200, previous)
+    expect(sectionOf(text)).toBe(soak)
+    expect(text).not.toContain("old tables")
+    expect(text.endsWith(`\n\n${soak}\n`)).toBe(true)
+  })
+
+  it("is left out of a bench run when the file had none", () => {
+    expect(markdown(report, "npm run bench", 200, "# Performance\n")).not.toContain(START)
+  })
+
+  it("is replaced between its markers, the rest of the file untouched", () => {
+    const document = `# Performance\n\nbench tables\n\n${soak}\n\nafter\n`
+    const newer = [START, "## Soak", "", "| growth | 0.4% |", END].join("\n")
+    expect(replaceSection(document, newer)).toBe(`# Performance\n\nbench tables\n\n${newer}\n\nafter\n`)
+  })
+
+  it("is appended at the end when the file has no markers", () => {
+    expect(replaceSection("# Performance\n\nbench tables\n", soak)).toBe(
+      `# Performance\n\nbench tables\n\n${soak}\n`
+    )
   })
 })

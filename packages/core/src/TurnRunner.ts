@@ -144,16 +144,26 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
             fiber?.interruptUnsafe()
           }
         }
+        /** Logs a piece of the reply; waits while a reader here is too far behind. */
+        const append = (text: string) =>
+          Effect.suspend(() => {
+            entry.lastSeq = writer.append(ChatEvent.content(text))
+            if (entry.readers.size === 0) entry.unread += text.length
+            if (!isLagging(entry)) return Effect.void
+            entry.caughtUp ??= Deferred.makeUnsafe<void>()
+            return Deferred.await(entry.caughtUp)
+          })
+        let logging = false
         const body = turns.run(
           context,
           { ...prepared, replyId: turn.replyId },
           (text) =>
             Effect.suspend(() => {
-              entry.lastSeq = writer.append(ChatEvent.content(text))
-              if (entry.readers.size === 0) entry.unread += text.length
-              if (!isLagging(entry)) return Effect.void
-              entry.caughtUp ??= Deferred.makeUnsafe<void>()
-              return Deferred.await(entry.caughtUp)
+              // The turn runs from the moment it is forked (below): its first event waits a tick,
+              // so the stream that started it is its reader before it logs anything.
+              if (logging) return append(text)
+              logging = true
+              return Effect.andThen(Effect.yieldNow, append(text))
             }),
           () => reason ?? "client_closed"
         )
@@ -184,8 +194,11 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
           })
         running.set(turn.turnId, entry)
         // The turn's failure is in its log (the error event); the fiber itself just ends.
-        // Started on the next tick, so the stream that started it is its reader before it logs anything.
-        fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope)
+        // Started at once, so that its exit handlers are in place before a stop can interrupt it: a
+        // fiber interrupted before it first ran runs none of them, and its readers would wait forever.
+        fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope, {
+          startImmediately: true
+        })
         // A stop asked for anywhere ends the turn.
         writer.onStop(() => entry.cancel("cancelled"))
       })

@@ -627,8 +627,7 @@ describe("ChatService.stream", () => {
           const pull = yield* Stream.toPull(yield* chat.sse({ principal: alice, request: request("hi") }))
           yield* pull
           // The model fills the buffer and waits for the reader, which is not reading.
-          yield* Deferred.await(model.called)
-          yield* Effect.yieldNow
+          while (model.pulled() < 16) yield* Effect.yieldNow
           yield* chat.shutdown
           const frames: Array<string> = []
           for (;;) {

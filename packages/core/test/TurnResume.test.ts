@@ -9,7 +9,12 @@ const BASE = "http://localhost/api/v0.3"
 
 /** An app whose model replies are driven by the test, one `Controlled` per model call. */
 const setup = async (
-  options: { readonly config?: Partial<ChatConfig.Settings>; readonly turnLog?: TurnLog.Options } = {}
+  options: {
+    readonly config?: Partial<ChatConfig.Settings>
+    readonly turnLog?: TurnLog.Options
+    /** Another layer of the log in place of the plain in-memory one. */
+    readonly turnLogLayer?: Layer.Layer<TurnLog.TurnLog>
+  } = {}
 ) => {
   const store = TestStore.make()
   // Made up front, so the test can speak for the model before it is called.
@@ -29,7 +34,7 @@ const setup = async (
       ),
       Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make(options.config))
     ),
-    { turnLog: TurnLog.layerMemory(options.turnLog) }
+    { turnLog: options.turnLogLayer ?? TurnLog.layerMemory(options.turnLog) }
   )
   return { app, store, model, replies }
 }
@@ -269,6 +274,37 @@ describe("stopping a turn (POST /api/v0.3/conversations/:id/stop)", () => {
       const again = await stop(app, metadata.conversation_id)
       assert.strictEqual(again.status, 204)
       assert.strictEqual(await again.text(), "")
+    } finally {
+      await app.dispose()
+    }
+  })
+})
+
+describe("a stop that comes as the turn begins", () => {
+  /** The in-memory log, where a stop is asked for the moment each turn is logged: before its fiber has run. */
+  const stoppedAtOnce = Layer.effect(
+    TurnLog.TurnLog,
+    Effect.gen(function* () {
+      const log = yield* TurnLog.TurnLog
+      return {
+        ...log,
+        begin: (turn: TurnLog.TurnInfo) => Effect.tap(log.begin(turn), () => log.requestStop(turn.turnId))
+      }
+    })
+  ).pipe(Layer.provide(TurnLog.layerMemory()))
+
+  it("ends the turn all the same: cancelled then [DONE], the model stopped, the reply stored cancelled", async () => {
+    const { app, store, model } = await setup({ turnLogLayer: stoppedAtOnce })
+    try {
+      const { reader, metadata } = await startChat(app)
+      const frames = await rest(reader)
+      assert.deepStrictEqual(frames.map(Sse.id), [`${metadata.turn_id}:1`, `${metadata.turn_id}:2`])
+      assert.strictEqual(Sse.data(frames[0]!).error.type, "cancelled")
+      assert.strictEqual(Sse.withoutId(frames[1]!), "data: [DONE]")
+      await run(Deferred.await(model.interrupted))
+      assert.strictEqual((await run(Deferred.await(store.assistantStored))).status, "cancelled")
+      // Nothing runs any more.
+      assert.strictEqual((await stop(app, metadata.conversation_id)).status, 204)
     } finally {
       await app.dispose()
     }
