@@ -84,7 +84,7 @@ export const FULL: Plan = {
     { concurrency: 1, requests: 200, rounds: 2 },
     { concurrency: 64, requests: 1_500, rounds: 2 }
   ],
-  pglite: { concurrency: [1, 64], requests: 600 },
+  pglite: { concurrency: [1, 16], requests: 600 },
   turnLog: [
     { concurrency: 1, requests: 400, rounds: 2 },
     { concurrency: 64, requests: 3_000, rounds: 2 }
@@ -150,6 +150,8 @@ export interface Table {
   readonly reference?: string | undefined
   /** Per concurrency: the ratios of every round, to show the noise. */
   readonly roundRatios?: ReadonlyArray<string> | undefined
+  /** Per server: SYN drops the kernel counted during its rounds (the burst table). */
+  readonly synDrops?: Readonly<Record<string, number>> | undefined
 }
 
 /** Memory per open stream. */
@@ -175,6 +177,8 @@ export interface Report {
   readonly many: MemoryRow | undefined
   /** The conversation INSERT alone, one at a time on an idle pool: what pooling conversations could save at most. */
   readonly insert: { readonly p50: number; readonly p99: number } | undefined
+  /** CPU profiles of Convoke and the baseline at concurrency 64 (not in the smoke run). */
+  readonly profiles: ReadonlyArray<Profiled>
   /** Total errors of every scenario: the smoke run fails on any. */
   readonly errors: number
 }
@@ -195,6 +199,24 @@ const convokeEnv = (databaseUrl: string | undefined, delayMs: number): Record<st
 /** Redis for the turn-log scenario: the bench's own `REDIS_URL`, else the local default. */
 export const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"
 
+/** Data directories of the servers started here, removed when this process exits. */
+const dataDirs: Array<string> = []
+process.once("exit", () => {
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true })
+})
+
+/**
+ * A data directory of its own for each server (unless `--data-dir` is given):
+ * its outbox journal is locked by one process at a time, and the soak, a
+ * bench and several servers of one scenario may run at once.
+ */
+const ownDataDir = (extra: ReadonlyArray<string>): Array<string> => {
+  if (extra.includes("--data-dir")) return []
+  const dir = mkdtempSync(join(tmpdir(), "convoke-bench-data-"))
+  dataDirs.push(dir)
+  return ["--data-dir", dir]
+}
+
 /** Starts the reference server CLI with the bench's settings (rate limits and logs off, metrics on). */
 export const startConvoke = (
   databaseUrl: string | undefined,
@@ -209,7 +231,7 @@ export const startConvoke = (
 ) =>
   ServerProcess.start({
     name: options.name ?? "Convoke",
-    args: [...(options.nodeFlags ?? []), SERVER_BIN, "--port", "0", ...extra],
+    args: [...(options.nodeFlags ?? []), SERVER_BIN, "--port", "0", ...ownDataDir(extra), ...extra],
     // Without Redis unless asked: every other scenario measures the in-memory turn log.
     env: { ...convokeEnv(databaseUrl, delayMs), REDIS_URL: options.redisUrl ?? "" },
     ready: READY
@@ -442,7 +464,8 @@ export const burstTable = async (
     title: `${streams} streams opened at once`,
     note: `${streams} streams (the model sends a word a second) opened at the same moment, each on a new connection, on each server in alternating rounds; TTFE while the others open. SYN drops (the kernel's \`ListenDrops\` over the rounds): ${servers.map((server, index) => `${server.name} ${drops[index]}`).join(", ")}.`,
     rows: servers.map((server, index) => accumulators[index]!.row(server.name, streams)),
-    reference: "baseline"
+    reference: "baseline",
+    synDrops: Object.fromEntries(servers.map((server, index) => [server.name, drops[index]!]))
   }
 }
 
@@ -562,7 +585,7 @@ export const webSocketTable = async (
   const overSse: Target = { ...convoke, name: "Convoke (SSE)" }
   for (const server of [overSocket, overSse, baseline]) await warm(server, plan.smoke)
   const { rows, roundRatios } = await alternate([overSocket, overSse, baseline], plan.websocket)
-  // One Convoke at a time: they share the outbox journal's directory.
+  // The frame rates are measured on a machine with no other server running.
   await Promise.all([convoke.stop(), baseline.stop()])
   const fast = keep(await startConvoke(databaseUrl, 0, [], { name: "Convoke (no delay)" }))
   const long = Array.from({ length: plan.frames.words }, (_, index) => `w${index}`).join(" ")
@@ -683,10 +706,20 @@ export const run = async (plan: Plan): Promise<Report> => {
   const memory: Array<MemoryRow> = []
   let many: MemoryRow | undefined
   let insert: Report["insert"]
+  let profiles: ReadonlyArray<Profiled> = []
   try {
     tables.push(await postgresTable(plan, database.url, keep))
     insert = await timeInsert(database.url, plan.smoke ? 20 : 500)
     await stopAll()
+    if (!plan.smoke) {
+      log("CPU profiles at concurrency 64")
+      const profileDir = mkdtempSync(join(tmpdir(), "convoke-profile-"))
+      try {
+        profiles = await profile(database.url, 64, 10, profileDir)
+      } finally {
+        rmSync(profileDir, { recursive: true, force: true })
+      }
+    }
 
     if (await redisReachable(REDIS_URL)) {
       log("Turn log: Redis vs in memory")
@@ -795,5 +828,5 @@ export const run = async (plan: Plan): Promise<Report> => {
     tables.reduce((sum, table) => sum + table.rows.reduce((rows, row) => rows + row.errors, 0), 0) +
     memory.reduce((sum, row) => sum + row.errors, 0) +
     (many?.errors ?? 0)
-  return { tables, memory, many, insert, errors }
+  return { tables, memory, many, insert, profiles, errors }
 }

@@ -7,7 +7,14 @@ import { markdown } from "../src/Report.ts"
 import { END, replaceSection, START, sectionOf } from "../src/SoakSection.ts"
 import type { MemoryRow, Report, Row } from "../src/Suite.ts"
 
-const row = (server: string, concurrency: number, p50: number, p99: number, perSecond: number): Row => ({
+const row = (
+  server: string,
+  concurrency: number,
+  p50: number,
+  p99: number,
+  perSecond: number,
+  extra: Partial<Row> = {}
+): Row => ({
   server,
   concurrency,
   requests: 100,
@@ -22,7 +29,8 @@ const row = (server: string, concurrency: number, p50: number, p99: number, perS
   temporary: 0,
   peakRss: 100 * 1024 * 1024,
   cpuPerRequest: 1,
-  errorMessages: []
+  errorMessages: [],
+  ...extra
 })
 
 const memory = (server: string, perStream: number): MemoryRow => ({
@@ -49,9 +57,21 @@ const report: Report = {
       rows: [
         row("Convoke", 1, 2.2, 4, 40),
         row("baseline", 1, 2, 4, 40),
-        row("Convoke", 64, 40, 100, 300),
+        row("Convoke", 64, 40, 100, 300, { cpuPerRequest: 2, temporary: 3 }),
         row("baseline", 64, 20, 50, 900)
       ]
+    },
+    {
+      title: "2000 streams opened at once",
+      note: "",
+      reference: "baseline",
+      synDrops: { Convoke: 0, baseline: 12 },
+      rows: [row("Convoke", 2000, 600, 1200, 100), row("baseline", 2000, 500, 1000, 100)]
+    },
+    {
+      title: "Embedded PGlite (Convoke only)",
+      note: "",
+      rows: [row("Convoke (PGlite)", 16, 3, 9, 300, { peakRss: 280 * 1024 * 1024 })]
     },
     {
       title: "Adapters",
@@ -68,6 +88,7 @@ const report: Report = {
   memory: [memory("Convoke", 80 * 1024), memory("baseline", 40 * 1024)],
   many: { ...memory("Convoke", 100 * 1024), streams: 10_000, opened: 10_000 },
   insert: { p50: 0.3, p99: 1.5 },
+  profiles: [],
   errors: 0
 }
 
@@ -92,8 +113,16 @@ describe("the performance report", () => {
   it("states each target as met or not", () => {
     expect(text).toContain("| TTFE p50 ≤ 1.25× at 1 | 1.10× | met |")
     expect(text).toContain("| TTFE p50 ≤ 1.25× at 64 | 2.00× | **not met** |")
-    expect(text).toContain("| completed streams/s ≥ 0.8× at 64 | 0.33× | **not met** |")
-    expect(text).toContain("| memory per open stream ≤ 2× | 2.00× | met |")
+    expect(text).toContain("| requests/s ≥ 0.8× at 64 | 0.33× | **not met** |")
+    expect(text).toContain("| server CPU per request ≤ 1.25× at 1 | 1.00× | met |")
+    expect(text).toContain("| server CPU per request ≤ 1.25× at 64 | 2.00× | **not met** |")
+    expect(text).toContain("| no temporary id while the database is healthy, at 1 | 0 | met |")
+    expect(text).toContain("| no temporary id while the database is healthy, at 64 | 3 | **not met** |")
+    expect(text).toContain("| 2000 opened at once: TTFE p50 ≤ 1.25× | 1.20× | met |")
+    expect(text).toContain("| 2000 opened at once: SYN drops ≤ the baseline's | 0 vs 12 | met |")
+    expect(text).toContain("| memory per open stream ≤ 1.5× | 2.00× | **not met** |")
+    expect(text).toContain("| idle RSS ≤ 1.5× | 50 MiB vs 50 MiB: 1.00× | met |")
+    expect(text).toContain("| PGlite: peak RSS ≤ 300 MiB at 16 | 280 MiB | met |")
     expect(text).toContain("| 10000 open streams, zero errors | 10000 open, 0 errors | met |")
     expect(text).toContain("| express TTFE p50 ≤ 1.15× the Node handler at 1 | 1.10× | met |")
     expect(text).toContain("| fastify TTFE p50 ≤ 1.15× the Node handler at 1 | 1.50× | **not met** |")
