@@ -119,6 +119,94 @@ const targets = (report: Report): Array<string> => {
   return lines
 }
 
+/**
+ * The saturation goal, before and after: the ratios the previous release
+ * had in the same scenario on a machine of the same kind (2 cores; the
+ * figures of the issue that set the goal), beside this run's.
+ */
+const BEFORE: ReadonlyArray<readonly [metric: string, before: string]> = [
+  ["TTFE p50 at 1", "1.11×"],
+  ["requests/s at 64", "0.58×"],
+  ["server CPU per request at 64", "2.07×"],
+  ["TTFE p50 at 64", "1.76×"],
+  ["TTFE p99 at 64", "4.3×"],
+  ["requests/s at 256", "0.50×"],
+  ["server CPU per request at 256", "2.36×"],
+  ["temporary ids while the database is healthy", "yes: creations past 50 ms, then the outbox's cascade"],
+  ["2,000 opened at once: TTFE p50 / p99", "1.26× / 1.57×"],
+  ["memory per open stream", "1.79×"],
+  ["idle RSS", "223 MB vs 67 MB (3.3×)"],
+  ["PGlite RSS", "721 MiB"],
+  ["Lambda TTFE p50 at 64 (vs the Node handler)", "1.22×"]
+]
+
+const beforeAndAfter = (report: Report): Array<string> => {
+  const main = report.tables[0]
+  const pair = (concurrency: number) => {
+    const convoke = main?.rows.find((row) => row.server === "Convoke" && row.concurrency === concurrency)
+    const base = main?.rows.find((row) => row.server === "baseline" && row.concurrency === concurrency)
+    return convoke === undefined || base === undefined ? undefined : { convoke, base }
+  }
+  const x = (value: number) => `${value.toFixed(2)}×`
+  const at = (concurrency: number, measure: (row: Row) => number) => {
+    const found = pair(concurrency)
+    return found === undefined ? "–" : x(measure(found.convoke) / measure(found.base))
+  }
+  const temporary = main?.rows
+    .filter((row) => row.server === "Convoke")
+    .reduce((sum, row) => sum + row.temporary, 0)
+  const burst = report.tables.find((table) => table.synDrops !== undefined)
+  const burstConvoke = burst?.rows.find((row) => row.server === "Convoke")
+  const burstBase = burst?.rows.find((row) => row.server === "baseline")
+  const memoryConvoke = report.memory.find((row) => row.server === "Convoke")
+  const memoryBase = report.memory.find((row) => row.server === "baseline")
+  const pglite = report.tables.find((table) => table.title.startsWith("Embedded PGlite"))?.rows
+  const adapters = report.tables.find((table) => table.reference === "node")?.rows
+  const lambda = adapters?.find((row) => row.server === "lambda" && row.concurrency === 64)
+  const node = adapters?.find((row) => row.server === "node" && row.concurrency === 64)
+  const after: Record<string, string> = {
+    "TTFE p50 at 1": at(1, (row) => row.p50),
+    "requests/s at 64": at(64, (row) => row.perSecond),
+    "server CPU per request at 64": at(64, (row) => row.cpuPerRequest),
+    "TTFE p50 at 64": at(64, (row) => row.p50),
+    "TTFE p99 at 64": at(64, (row) => row.p99),
+    "requests/s at 256": at(256, (row) => row.perSecond),
+    "server CPU per request at 256": at(256, (row) => row.cpuPerRequest),
+    "temporary ids while the database is healthy":
+      temporary === undefined ? "–" : `${temporary} at 1, 64 and 256`,
+    "2,000 opened at once: TTFE p50 / p99":
+      burstConvoke === undefined || burstBase === undefined
+        ? "–"
+        : `${x(burstConvoke.p50 / burstBase.p50)} / ${x(burstConvoke.p99 / burstBase.p99)}`,
+    "memory per open stream":
+      memoryConvoke === undefined || memoryBase === undefined
+        ? "–"
+        : x(memoryConvoke.perStream / memoryBase.perStream),
+    "idle RSS":
+      memoryConvoke === undefined || memoryBase === undefined
+        ? "–"
+        : `${mib(memoryConvoke.idleRss)} vs ${mib(memoryBase.idleRss)} (${x(memoryConvoke.idleRss / memoryBase.idleRss)})`,
+    "PGlite RSS":
+      pglite === undefined
+        ? "–"
+        : pglite.map((row) => `${mib(row.peakRss)} at ${row.concurrency}`).join(", "),
+    "Lambda TTFE p50 at 64 (vs the Node handler)":
+      lambda === undefined || node === undefined ? "–" : x(lambda.p50 / node.p50)
+  }
+  return [
+    "## Saturation: before and after",
+    "",
+    "The same scenario (the main table's), ratios to the baseline of the same run. Before: the",
+    "previous release on a 2-core machine of the same kind, as measured when the goal was set.",
+    "After: this run.",
+    "",
+    "| metric | before | after |",
+    "|---|---|---|",
+    ...BEFORE.map(([metric, before]) => `| ${metric} | ${before} | ${after[metric] ?? "–"} |`),
+    ""
+  ]
+}
+
 /** The CPU profiles of the run, summed by place. */
 const whereTheCpuGoes = (report: Report): Array<string> => {
   if (report.profiles.length === 0) return []
@@ -264,7 +352,7 @@ export const markdown = (report: Report, command: string, seconds: number, previ
       ""
     )
   }
-  lines.push(...targets(report), ...pooling(report))
+  lines.push(...targets(report), ...beforeAndAfter(report), ...pooling(report))
   const soak = sectionOf(previous)
   if (soak !== undefined) lines.push(soak)
   return `${lines.join("\n")}\n`

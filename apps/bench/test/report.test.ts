@@ -123,6 +123,12 @@ describe("the performance report", () => {
     expect(text).toContain("| memory per open stream ≤ 1.5× | 2.00× | **not met** |")
     expect(text).toContain("| idle RSS ≤ 1.5× | 50 MiB vs 50 MiB: 1.00× | met |")
     expect(text).toContain("| PGlite: peak RSS ≤ 300 MiB at 16 | 280 MiB | met |")
+    // Before and after: the previous release's ratios beside this run's.
+    expect(text).toContain("| server CPU per request at 64 | 2.07× | 2.00× |")
+    expect(text).toContain(
+      "| temporary ids while the database is healthy | yes: creations past 50 ms, then the outbox's cascade | 3 at 1, 64 and 256 |"
+    )
+    expect(text).toContain("| 2,000 opened at once: TTFE p50 / p99 | 1.26× / 1.57× | 1.20× / 1.20× |")
     expect(text).toContain("| 10000 open streams, zero errors | 10000 open, 0 errors | met |")
     expect(text).toContain("| express TTFE p50 ≤ 1.15× the Node handler at 1 | 1.10× | met |")
     expect(text).toContain("| fastify TTFE p50 ≤ 1.15× the Node handler at 1 | 1.50× | **not met** |")
