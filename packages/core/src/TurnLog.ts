@@ -286,6 +286,8 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
           end: Effect.sync(() => {
             if (buffer.endedAt !== undefined) return
             buffer.endedAt = clock.currentTimeMillisUnsafe()
+            // An ended turn cannot be stopped; its listener holds the turn's whole runner.
+            buffer.onStop = undefined
             if (turns.get(turn.turnId) === buffer) ended.add(buffer)
             wake(buffer)
             sweep()
