@@ -13,8 +13,7 @@ import { mkdir } from "node:fs/promises"
 import type { ChatError } from "@convoke/core"
 import { ConversationStore } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
-import { PGlite } from "@electric-sql/pglite"
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
+import type { PGlite } from "@electric-sql/pglite"
 import { Duration, Effect, type Layer, type Scope } from "effect"
 import type { SqlClient } from "effect/sql"
 
@@ -49,6 +48,9 @@ const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUna
     Effect.tryPromise({
       try: async () => {
         if (!isMemory(dataDir)) await mkdir(dataDir, { recursive: true })
+        // Loaded here, not at the top: a server on PostgreSQL imports this package
+        // but never starts PGlite, and should not hold its code in memory.
+        const { PGlite } = await import("@electric-sql/pglite")
         const database = new PGlite(dataDir)
         try {
           await database.waitReady
@@ -69,6 +71,7 @@ const listen = (
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
+        const { PGLiteSocketServer } = await import("@electric-sql/pglite-socket")
         const server = new PGLiteSocketServer({ db: database, host: HOST, port: 0 })
         await server.start()
         return server
