@@ -31,11 +31,13 @@ const READY = /listening\s+(http:\/\/\S+)/
 /** Pause before each word of the echo model in short streams, and in held-open ones. */
 const SHORT_DELAY_MS = 5
 const SLOW_DELAY_MS = 5_000
-/** Streams opened at once send a word a second, as the issue's scenario. */
-const BURST_DELAY_MS = 1_000
+/** Memory per open stream, and streams opened at once: the model sends one delta a second, as the scenario of the performance goals says. */
+const HELD_DELAY_MS = 1_000
 /** Five words with the echo prefix: a short stream of six content events, 5 ms apart. */
 const SHORT_MESSAGE = "hello benchmark world of streams"
 const SLOW_MESSAGE = Array.from({ length: 40 }, (_, index) => `word${index}`).join(" ")
+/** 180 words at one a second: every stream stays open while 2,000 are opened and measured. */
+const HELD_MESSAGE = Array.from({ length: 180 }, (_, index) => `word${index}`).join(" ")
 
 /** One level of load: `concurrency` clients for `requests` requests, or for `seconds`, `rounds` times per server. */
 export interface Step {
@@ -89,7 +91,7 @@ export const FULL: Plan = {
     { concurrency: 1, requests: 400, rounds: 2 },
     { concurrency: 64, requests: 3_000, rounds: 2 }
   ],
-  memoryStreams: 1_000,
+  memoryStreams: 2_000,
   burst: { streams: 2_000, rounds: 2 },
   manyStreams: 10_000,
   slowloris: { attackers: 200, requests: 200, rounds: 3 },
@@ -383,14 +385,18 @@ const settledRss = async (server: ServerProcess.ServerProcess): Promise<number> 
 }
 
 /** Memory per open stream: idle RSS, then RSS with `count` slow streams open. */
-const memoryOf = async (server: ServerProcess.ServerProcess, count: number): Promise<MemoryRow> => {
+const memoryOf = async (
+  server: ServerProcess.ServerProcess,
+  count: number,
+  message: string = SLOW_MESSAGE
+): Promise<MemoryRow> => {
   await Load.run({ url: server.url, concurrency: 8, requests: 8, message: "warm up" }).catch(() => undefined)
   const idleRss = await settledRss(server)
   let openRss = 0
   const held = await Load.holdOpen({
     url: server.url,
     count,
-    message: SLOW_MESSAGE,
+    message,
     whileOpen: async () => {
       openRss = await settledRss(server)
     }
@@ -423,8 +429,8 @@ export const burstTable = async (
   const { streams, rounds } = plan.burst
   log(`${streams} streams opened at once`)
   const servers = [
-    keep(await startConvoke(databaseUrl, BURST_DELAY_MS)),
-    keep(await startBaseline(databaseUrl, BURST_DELAY_MS))
+    keep(await startConvoke(databaseUrl, HELD_DELAY_MS)),
+    keep(await startBaseline(databaseUrl, HELD_DELAY_MS))
   ]
   const accumulators = servers.map(() => new Accumulator())
   const drops = servers.map(() => 0)
@@ -800,10 +806,10 @@ export const run = async (plan: Plan): Promise<Report> => {
     for (const which of ["Convoke", "baseline"] as const) {
       const server = keep(
         which === "Convoke"
-          ? await startConvoke(database.url, SLOW_DELAY_MS)
-          : await startBaseline(database.url, SLOW_DELAY_MS)
+          ? await startConvoke(database.url, HELD_DELAY_MS)
+          : await startBaseline(database.url, HELD_DELAY_MS)
       )
-      memory.push(await memoryOf(server, plan.memoryStreams))
+      memory.push(await memoryOf(server, plan.memoryStreams, HELD_MESSAGE))
       log(`  ${which}: ${(memory.at(-1)!.perStream / 1024).toFixed(1)} KiB per stream`)
       await stopAll()
     }

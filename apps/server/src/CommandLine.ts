@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs"
 import { relative } from "node:path"
 import { parseArgs } from "node:util"
-import { AnthropicModels } from "@convoke/anthropic"
+import * as AnthropicModels from "@convoke/anthropic/models"
 import { ConfigProvider } from "effect"
 import type { Problem } from "./ConfigProblems.ts"
 import { WEB_DEMO_DIR } from "./StaticFiles.ts"

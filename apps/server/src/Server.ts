@@ -8,8 +8,7 @@ import { createServer, type Server as HttpServer, type IncomingMessage } from "n
 import type { AddressInfo, Socket } from "node:net"
 import { join, resolve } from "node:path"
 import type { Duplex } from "node:stream"
-import { AnthropicLanguageModel, AnthropicModels } from "@convoke/anthropic"
-import { JwtIdentity } from "@convoke/auth"
+import * as AnthropicModels from "@convoke/anthropic/models"
 import {
   AdminAccess,
   ChatConfig,
@@ -29,7 +28,6 @@ import {
 } from "@convoke/core"
 import { NodeHandler, NodeSocket, OutboxJournal } from "@convoke/core/node"
 import { PgApiKeyStore, PgConversationStore, PgEmbedded } from "@convoke/store-pg"
-import { NodeRedis } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
@@ -85,11 +83,13 @@ export const databaseLayer = (
 
 // Claude when an Anthropic key is configured, the echo model otherwise. The
 // public model name is accepted as a request alias too, since clients see it
-// in every metadata event.
-const modelLayer = (settings: Settings) => {
+// in every metadata event. The Anthropic SDK is imported only when it is
+// used: loaded for nothing, its modules cost several megabytes of memory.
+const modelLayer = async (settings: Settings) => {
   const anthropic = settings.anthropic
   if (anthropic === undefined)
     return EchoLanguageModel.layer({ delay: Duration.millis(settings.echoDelayMs) })
+  const { AnthropicLanguageModel } = await import("@convoke/anthropic")
   const model = anthropic.model ?? AnthropicModels.defaultModel
   return AnthropicLanguageModel.layer({
     apiKey: anthropic.apiKey,
@@ -136,6 +136,8 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
       const providers: Array<Identity.Service> = [yield* PgApiKeyStore.identity]
       if (settings.apiKeys.length > 0) providers.push(yield* Identity.makeApiKeys(settings.apiKeys))
       if (settings.jwt !== undefined) {
+        // Imported only when JWTs are configured, like the other optional parts.
+        const { JwtIdentity } = yield* Effect.promise(() => import("@convoke/auth"))
         const { secret, jwksUrl, issuer, audience, userClaim, userIds, jwksCooldownSeconds } = settings.jwt
         providers.push(
           yield* JwtIdentity.make({
@@ -167,11 +169,20 @@ const identityLayer = (settings: Settings, state: { anonymous: boolean; refusal?
     })
   )
 
-/** One Redis connection for everything the server keeps there; built once, however often it is provided. */
-const redisLayer = (settings: Settings) =>
-  settings.redisUrl === undefined ? undefined : NodeRedis.layer({ url: settings.redisUrl }).pipe(Layer.orDie)
+/**
+ * One Redis connection for everything the server keeps there; built once,
+ * however often it is provided. The Redis client is imported only when a URL
+ * is set.
+ */
+const redisLayer = async (settings: Settings) => {
+  if (settings.redisUrl === undefined) return undefined
+  const NodeRedis = await import("@effect/platform-node/NodeRedis")
+  return NodeRedis.layer({ url: settings.redisUrl }).pipe(Layer.orDie)
+}
 
-const rateLimitLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) => {
+type RedisLayer = Awaited<ReturnType<typeof redisLayer>>
+
+const rateLimitLayer = (settings: Settings, redis: RedisLayer) => {
   const { user, address, failures, concurrent } = settings.rateLimit
   // Every limit set to 0 is an explicit choice: without a layer the core's defaults would apply.
   if (user.limit === 0 && address.limit === 0 && failures.limit === 0 && concurrent === 0)
@@ -191,7 +202,7 @@ export const outboxDirectory = (settings: Pick<Settings, "dataDir">): string =>
  * directory (replayed at the next start), in memory only when the data
  * directory itself is (`memory://`).
  */
-const outboxLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) => {
+const outboxLayer = (settings: Settings, redis: RedisLayer) => {
   if (redis !== undefined)
     return OutboxRedis.layer({ prefix: settings.outboxPrefix }).pipe(Layer.provide(redis))
   if (settings.dataDir.startsWith("memory://")) return Layer.empty
@@ -218,7 +229,7 @@ const outboxSummary = (settings: Settings, stats: ConversationOutbox.Stats): str
 }
 
 /** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
-const turnLogLayer = (settings: Settings, redis: ReturnType<typeof redisLayer>) =>
+const turnLogLayer = (settings: Settings, redis: RedisLayer) =>
   redis === undefined
     ? TurnLog.layerMemory()
     : RedisTurnLog.layer({ prefix: settings.turnLogPrefix }).pipe(Layer.provide(redis))
@@ -297,13 +308,13 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
           abandonedAfter: Duration.hours(settings.abandonedAfterHours)
         }).pipe(Layer.provide(store))
   const observability = Observability.fromSettings(settings)
-  const redis = redisLayer(settings)
+  const redis = await redisLayer(settings)
   const app = await ChatHttp.makeApp(
     Layer.mergeAll(
       observability.layer,
       identityLayer(settings, state).pipe(Layer.provideMerge(store)),
       cleanup,
-      modelLayer(settings),
+      await modelLayer(settings),
       Layer.succeed(ChatConfig.ChatConfig, settings.chat),
       rateLimitLayer(settings, redis),
       outboxLayer(settings, redis),

@@ -9,7 +9,7 @@
  */
 import { isIP } from "node:net"
 import { resolve } from "node:path"
-import { AnthropicModels } from "@convoke/anthropic"
+import * as AnthropicModels from "@convoke/anthropic/models"
 import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity, Identity } from "@convoke/core"
 import { Config, Effect, Redacted, Result, Schema } from "effect"
 import * as CommandLine from "./CommandLine.ts"

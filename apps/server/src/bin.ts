@@ -4,9 +4,13 @@
  * embedded database, the echo model and anonymous access on 127.0.0.1:3000.
  * `convoke keys …` manages the stored API keys (see `Keys.ts`).
  */
-import { help, secretWarnings } from "./CommandLine.ts"
-import { start } from "./Server.ts"
-import { load, SettingsError } from "./Settings.ts"
+import * as StartupHeap from "./StartupHeap.ts"
+
+// Loaded after StartupHeap has set how V8 grows its heap: static imports would
+// all be read and compiled before any module runs.
+const { help, secretWarnings } = await import("./CommandLine.ts")
+const { start } = await import("./Server.ts")
+const { load, SettingsError } = await import("./Settings.ts")
 
 const argv = process.argv.slice(2)
 if (argv[0] === "keys") {
@@ -48,6 +52,8 @@ const server = await start(settings).catch((error: unknown) => {
   console.error(`Convoke could not start: ${reason(error)}`)
   process.exit(1)
 })
+
+StartupHeap.release()
 
 const width = Math.max(...server.summary.map(([label]) => label.length))
 console.log(

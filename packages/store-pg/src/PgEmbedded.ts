@@ -10,11 +10,11 @@
  * @since 0.1.0
  */
 import { mkdir } from "node:fs/promises"
+import { setFlagsFromString } from "node:v8"
 import type { ChatError } from "@convoke/core"
 import { ConversationStore } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
-import { PGlite } from "@electric-sql/pglite"
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
+import type { PGlite } from "@electric-sql/pglite"
 import { Duration, Effect, type Layer, type Scope } from "effect"
 import type { SqlClient } from "effect/sql"
 
@@ -44,19 +44,64 @@ const HOST = "127.0.0.1"
 
 const isMemory = (dataDir: string): boolean => dataDir.startsWith("memory://")
 
+/**
+ * PostgreSQL's shared buffer cache inside PGlite. PostgreSQL's default
+ * (128 MB) lives in PGlite's WebAssembly memory, which never shrinks; 16 MB
+ * keeps a small database's pages cached and lets a larger one read through
+ * the operating system's file cache instead, a little slower.
+ */
+export const SHARED_BUFFERS = "16MB"
+
+/** PGlite's default start parameters (see its `defaultStartParams`) plus the memory settings above. */
+const startParams = (defaults: ReadonlyArray<string>): Array<string> => [
+  ...defaults,
+  "-c",
+  `shared_buffers=${SHARED_BUFFERS}`
+]
+
+/** Whether the process was started with its own WebAssembly flags: then they are left alone. */
+const wasmFlagsGiven = (): boolean =>
+  [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((argument) => argument.includes("wasm"))
+
+/**
+ * Compiles PGlite's WebAssembly with V8's baseline compiler only (Liftoff),
+ * then restores V8's defaults for any module compiled later. With the
+ * default tiering V8 recompiles PostgreSQL's hot functions with its
+ * optimising compiler in the background, which held 300-400 MB more resident
+ * memory after a few thousand queries and took CPU from the requests on a
+ * small machine; Liftoff's code runs CPU-heavy queries slower, which the
+ * small queries of a chat store do not notice.
+ */
+const withBaselineWasm = async <A>(compile: () => Promise<A>): Promise<A> => {
+  if (wasmFlagsGiven()) return compile()
+  setFlagsFromString("--no-wasm-dynamic-tiering")
+  setFlagsFromString("--no-wasm-tier-up")
+  try {
+    return await compile()
+  } finally {
+    setFlagsFromString("--wasm-dynamic-tiering")
+    setFlagsFromString("--wasm-tier-up")
+  }
+}
+
 const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUnavailable, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
         if (!isMemory(dataDir)) await mkdir(dataDir, { recursive: true })
-        const database = new PGlite(dataDir)
-        try {
-          await database.waitReady
-        } catch (error) {
-          await database.close().catch(() => undefined)
-          throw error
-        }
-        return database
+        // Loaded here, not at the top: a server on PostgreSQL imports this package
+        // but never starts PGlite, and should not hold its code in memory.
+        const { PGlite } = await import("@electric-sql/pglite")
+        return withBaselineWasm(async () => {
+          const database = new PGlite(dataDir, { startParams: startParams(PGlite.defaultStartParams) })
+          try {
+            await database.waitReady
+          } catch (error) {
+            await database.close().catch(() => undefined)
+            throw error
+          }
+          return database
+        })
       },
       catch: ConversationStore.unavailable
     }),
@@ -69,6 +114,7 @@ const listen = (
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
+        const { PGLiteSocketServer } = await import("@electric-sql/pglite-socket")
         const server = new PGLiteSocketServer({ db: database, host: HOST, port: 0 })
         await server.start()
         return server
