@@ -38,7 +38,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Latch, Layer, Result } from "effect"
+import { type Cause, Clock, Context, Duration, Effect, Latch, Layer, Result } from "effect"
 import { AuditLog } from "./AuditLog.ts"
 import { ChatHooks } from "./ChatHooks.ts"
 import { type Conversation, ConversationStore, type Message, type NewMessage } from "./ConversationStore.ts"
@@ -125,6 +125,35 @@ export interface Service {
   readonly storeAnswers: () => number
   /** How long the store has lately taken to answer, in milliseconds (a moving average; 0 before any). */
   readonly storeLatency: () => number
+}
+
+/** A store is taken for down after this many times its recent latency without an answer (and at least the budget). */
+const LATENCY_MULTIPLE = 4
+
+/**
+ * A deadline for a call on the store that tells a busy store from a down
+ * one: the call is given up once the store has answered nothing else for
+ * `budget` (or four times its recent latency, when that is longer), or after
+ * `ceiling` in all. While other calls keep completing, it waits its turn.
+ */
+export const whileStoreAnswers = (
+  outbox: Service,
+  options: { readonly budget: Duration.Duration; readonly ceiling: Duration.Duration }
+) => {
+  const budgetMillis = Duration.toMillis(options.budget)
+  const ceilingMillis = Math.max(budgetMillis, Duration.toMillis(options.ceiling))
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Cause.TimeoutError, R> =>
+    Effect.suspend(() =>
+      effect.pipe(
+        Deadline.withinWhileProgressing({
+          slice: Duration.millis(
+            Math.min(ceilingMillis, Math.max(budgetMillis, LATENCY_MULTIPLE * outbox.storeLatency()))
+          ),
+          ceiling: Duration.millis(ceilingMillis),
+          progress: outbox.storeAnswers
+        })
+      )
+    )
 }
 
 /** The outbox service. */

@@ -23,7 +23,7 @@ import * as AuditLog from "./AuditLog.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import { ConversationNotFound, StoreUnavailable } from "./ChatError.ts"
 import { ChatHooks, type TurnContext } from "./ChatHooks.ts"
-import { ConversationOutbox } from "./ConversationOutbox.ts"
+import { ConversationOutbox, whileStoreAnswers } from "./ConversationOutbox.ts"
 import * as ConversationStore from "./ConversationStore.ts"
 import * as Deadline from "./Deadline.ts"
 import type { Principal } from "./Identity.ts"
@@ -60,9 +60,6 @@ export interface Input {
    */
   readonly messages?: ReadonlyArray<ConversationStore.NewMessage> | undefined
 }
-
-/** A store is taken for down after this many times its recent latency without an answer (and at least the budget). */
-const LATENCY_MULTIPLE = 4
 
 /**
  * How long a stream's creation may wait in all while the store keeps
@@ -219,16 +216,10 @@ export const make = Effect.gen(function* () {
       if (entries.length > 0) yield* audit.record(entries)
     })
 
-  const budgetMillis = Duration.toMillis(config.creationBudget)
-  const ceilingMillis = Math.max(budgetMillis, Duration.toMillis(config.storeTimeout), QUEUED_CREATION_CEILING)
-  /**
-   * How long a creation may go without the store answering anything: the
-   * budget, or a few times the store's recent latency when it is slower
-   * than that under load, so a loaded store is not taken for a down one.
-   */
-  const creationSlice = () =>
-    Duration.millis(Math.min(ceilingMillis, Math.max(budgetMillis, LATENCY_MULTIPLE * outbox.storeLatency())))
-
+  const creationDeadline = whileStoreAnswers(outbox, {
+    budget: config.creationBudget,
+    ceiling: Duration.millis(Math.max(Duration.toMillis(config.storeTimeout), QUEUED_CREATION_CEILING))
+  })
   const resolve = Effect.fnUntraced(function* (input: Input) {
     const startedAt = clock.currentTimeMillisUnsafe()
     const context: TurnContext = {
@@ -245,12 +236,8 @@ export const make = Effect.gen(function* () {
     const attempt = inStore(input, requested, newId).pipe(
       input.stream
         ? // A busy store that keeps answering others is slow, not down: the creation
-          // waits its turn, up to the store's timeout, while the store makes progress.
-          Deadline.withinWhileProgressing({
-            slice: creationSlice(),
-            ceiling: Duration.millis(ceilingMillis),
-            progress: outbox.storeAnswers
-          })
+          // waits its turn (up to 10 s) while the store makes progress.
+          creationDeadline
         : Deadline.within(config.storeTimeout),
       Effect.catchTag("TimeoutError", () =>
         Effect.fail(new StoreUnavailable({ message: "The conversation store did not answer in time" }))

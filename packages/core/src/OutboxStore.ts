@@ -23,7 +23,7 @@
 import { Clock, Effect, Layer, Option } from "effect"
 import { ChatConfig } from "./ChatConfig.ts"
 import { StoreUnavailable } from "./ChatError.ts"
-import { ConversationOutbox, type Entry } from "./ConversationOutbox.ts"
+import { ConversationOutbox, type Entry, whileStoreAnswers } from "./ConversationOutbox.ts"
 import { ConversationStore, type Message, type Service } from "./ConversationStore.ts"
 import * as Deadline from "./Deadline.ts"
 
@@ -38,6 +38,10 @@ export const make = Effect.fnUntraced(function* (store: Service) {
   const queue = (entry: Entry) =>
     Effect.flatMap(outbox.enqueue(entry), (queued) => (queued ? Effect.succeed(true) : Effect.fail(full)))
 
+  const historyDeadline = whileStoreAnswers(outbox, {
+    budget: config.creationBudget,
+    ceiling: config.storeTimeout
+  })
   const answered = <A, E, R>(call: Effect.Effect<A, E, R>) =>
     Effect.suspend(() => {
       const started = clock.currentTimeMillisUnsafe()
@@ -67,7 +71,8 @@ export const make = Effect.fnUntraced(function* (store: Service) {
       if (!outbox.holds(input.conversationId)) return answered(store.history(input))
       // What reached the store, if it answers in time, then what still waits.
       return store.history(input).pipe(
-        Deadline.within(config.creationBudget),
+        // A busy store is waited for: what reached it is this conversation's history.
+        historyDeadline,
         Effect.orElseSucceed((): ReadonlyArray<Message> => []),
         Effect.map((stored) => [...stored, ...outbox.pendingMessages(input.userId, input.conversationId)])
       )
