@@ -79,6 +79,13 @@ interface Received {
 /** Sends a request; a connection the server closed before answering is status 0, with the error. */
 const send = (sent: Sent, retried = false): Promise<Received> =>
   new Promise((resolve) => {
+    let settled = false
+    const settle = (received: Received | Promise<Received>) => {
+      if (settled) return
+      settled = true
+      clearTimeout(deadline)
+      resolve(received)
+    }
     const outgoing = httpRequest(
       {
         host: "127.0.0.1",
@@ -92,7 +99,7 @@ const send = (sent: Sent, retried = false): Promise<Received> =>
         const chunks: Array<Buffer> = []
         incoming.on("data", (chunk: Buffer) => chunks.push(chunk))
         incoming.on("end", () =>
-          resolve({
+          settle({
             status: incoming.statusCode ?? 0,
             headers: incoming.headers,
             body: Buffer.concat(chunks).toString("utf8")
@@ -104,21 +111,24 @@ const send = (sent: Sent, retried = false): Promise<Received> =>
     // A kept-alive socket the server closed just as it was reused fails before
     // the request reaches the server; Node's documented remedy is one retry.
     function reject(error: Error) {
-      if (outgoing.reusedSocket && !retried) resolve(send(sent, true))
-      else resolve({ status: 0, headers: {}, body: String(error) })
+      if (settled) return
+      if (outgoing.reusedSocket && !retried) settle(send(sent, true))
+      else settle({ status: 0, headers: {}, body: String(error) })
     }
     outgoing.on("error", reject)
-    // An answer that never comes fails its request, named, instead of stalling the whole batch.
-    outgoing.setTimeout(ANSWER_TIMEOUT_MILLIS, () => {
+    // An answer that does not end in time fails its request, named, instead of stalling the whole
+    // batch. A deadline, not the socket's idle timeout: a stream's heartbeats keep that from firing.
+    const deadline = setTimeout(() => {
+      settle({ status: 0, headers: {}, body: `no whole answer within ${ANSWER_TIMEOUT_MILLIS} ms` })
       outgoing.destroy()
-      resolve({ status: 0, headers: {}, body: `no answer within ${ANSWER_TIMEOUT_MILLIS} ms` })
-    })
+    }, ANSWER_TIMEOUT_MILLIS)
     outgoing.end(sent.body === undefined ? undefined : Buffer.from(sent.body))
   })
 
 /**
  * Every answer here ends within seconds (whole bodies, a model with no delay):
- * one still open after this is a hang, reported with its request.
+ * one not over by then is a hang, reported with its request. Streams send a
+ * heartbeat every 15 s, so a hung one is never idle for this long.
  */
 const ANSWER_TIMEOUT_MILLIS = 45_000
 
@@ -461,19 +471,25 @@ describe("fuzzing the reference server", () => {
   }, 120_000)
 
   it(`answers ${CONVERSATION_REQUESTS} random conversation, resume and stop requests without a 5xx or a stray row`, async () => {
+    /** One streamed turn read to its end; one that does not end in time fails the setup, named. */
+    const streamedTurn = async (key: string, body: Record<string, unknown>) => {
+      const init = {
+        headers: { authorization: `Bearer ${key}` },
+        signal: AbortSignal.timeout(ANSWER_TIMEOUT_MILLIS)
+      }
+      try {
+        return events(await readAll(await chat(server, { ...body, stream: true }, init)))[0]!
+      } catch (error) {
+        throw new Error(`setting up the fuzz: the turn ${JSON.stringify(body)} had no whole answer: ${error}`)
+      }
+    }
     /** Starts a conversation for a user (two turns, so resume has events to name) and returns its ids. */
     const converse = async (key: string, message: string) => {
-      const headers = { authorization: `Bearer ${key}` }
-      const first = events(await readAll(await chat(server, { message, stream: true }, { headers })))[0]!
-      const second = events(
-        await readAll(
-          await chat(
-            server,
-            { message: `${message} again`, stream: true, conversation_id: first.conversation_id },
-            { headers }
-          )
-        )
-      )[0]!
+      const first = await streamedTurn(key, { message })
+      const second = await streamedTurn(key, {
+        message: `${message} again`,
+        conversation_id: first.conversation_id
+      })
       return {
         id: first.conversation_id as string,
         turns: [first.turn_id as string, second.turn_id as string]
