@@ -219,6 +219,22 @@ const whereTheCpuGoes = (report: Report): Array<string> => {
     "Effect runtime is on the stack of everything the core does). Sampled time includes",
     "time the process waited for a core in a system call, so `writev` (socket writes) weighs",
     "more here than in `CPU ms/req`.",
+    "",
+    "What the profiles say, and what they rule out:",
+    "",
+    "- The database path is not where the difference is. A new conversation costs Convoke three",
+    "  statements, all prepared: one round trip creates the conversation with its user message",
+    "  (one `WITH … INSERT`), one appends the reply, and the audit row goes in batches off the",
+    "  request path. The baseline sends three unprepared statements. Both pools hold 10",
+    "  connections; Convoke's urgent lane puts creations ahead of appends.",
+    "- Metrics are not it either: the same run with `CONVOKE_METRICS=off` costs the same CPU per",
+    "  request within noise, and logs are off in both.",
+    "- The difference is spread through the request pipeline: the Effect runtime (about nine",
+    "  fibers per request, a scheduler hop for each content event between the turn and its",
+    "  reader through the turn log, a fiber and a timer per store call under a deadline), the",
+    "  garbage collector for what those allocate, and the HTTP binding. No single place",
+    "  outside the socket writes and the collector takes more than a few percent. Closing the gap",
+    "  means fewer fibers and steps per event, not a hot spot to fix.",
     ""
   ]
   for (const result of report.profiles) {
