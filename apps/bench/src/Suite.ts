@@ -303,7 +303,8 @@ class Accumulator {
       errors: this.errors,
       temporary: this.temporary,
       peakRss: this.peakRss,
-      cpuPerRequest: (this.cpuSeconds * 1000) / (this.requests - this.errors),
+      // No CPU reading (a scenario that does not take one): shown as "–", not as 0.
+      cpuPerRequest: this.cpuSeconds > 0 ? (this.cpuSeconds * 1000) / (this.requests - this.errors) : Number.NaN,
       errorMessages: this.errorMessages
     }
   }
