@@ -122,7 +122,7 @@ export const section = (result: Result): string => {
     "file descriptors and its answers? Run by hand (not in CI), on a quiet machine:",
     "",
     "```sh",
-    "npm run soak                # 30 min, 64 concurrent turns, the first 3 min a warm-up",
+    "npm run soak                # 30 min, 64 concurrent turns, the first 12 min a warm-up",
     "npm run soak -- --minutes 3 --warmup-minutes 1 --concurrency 64 --redis",
     "```",
     "",
