@@ -13,8 +13,9 @@
  * nothing for the creation budget (`ChatConfig.creationBudget`), or while the
  * outbox knows the store is down, it starts on a temporary conversation that
  * waits in the outbox under the id the client gets at once. A store that is
- * slow but answering other calls is waited for, up to 10 s. Creations and attempts at another user's
- * conversation are audited; the `ChatHooks` hear of every resolution.
+ * slow but answering other calls is waited for, up to 10 s. Creations and
+ * attempts at another user's conversation are audited; the `ChatHooks` hear
+ * of every resolution.
  *
  * @since 0.1.0
  */
