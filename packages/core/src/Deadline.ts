@@ -147,6 +147,7 @@ const firstOf = <A, E>(
     // The work may have ended by now (the caller can yield on its way here).
     if (settled) return
     const expired = () => {
+      if (settled) return
       const more = next()
       if (more === undefined) settle(undefined)
       else arm(more)
