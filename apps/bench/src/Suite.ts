@@ -304,7 +304,8 @@ class Accumulator {
       temporary: this.temporary,
       peakRss: this.peakRss,
       // No CPU reading (a scenario that does not take one): shown as "–", not as 0.
-      cpuPerRequest: this.cpuSeconds > 0 ? (this.cpuSeconds * 1000) / (this.requests - this.errors) : Number.NaN,
+      cpuPerRequest:
+        this.cpuSeconds > 0 ? (this.cpuSeconds * 1000) / (this.requests - this.errors) : Number.NaN,
       errorMessages: this.errorMessages
     }
   }
