@@ -9,20 +9,27 @@
  * snippet verbatim in the page.
  *
  * The README snippet calls `http://127.0.0.1:3000`; Chromium's host resolver
- * maps that address to the test server (which listens on a free port), so the
+ * maps that address to a second server (which listens on a free port), so the
  * page, the snippet and the server share one origin, as they do for a user who
- * ran `npm start`.
+ * ran `npm start`. That server's model takes as long as a real model's first
+ * token before the reply starts: a read returns all the bytes that have
+ * arrived, so a page whose renderer runs late (a loaded machine) would get the
+ * metadata event together with the reply's first words if they came 10 ms
+ * apart, as they do on the demo's server.
  */
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { ConvokeClient } from "@convoke/client"
 import { CutProxy } from "@convoke/core/testing"
-import type { RunningServer } from "@convoke/server/src/Server.ts"
+import { type RunningServer, start } from "@convoke/server/src/Server.ts"
+import { load } from "@convoke/server/src/Settings.ts"
 import type { Page, WebSocket } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type Demo, root, runnable, screenshot, startDemo, UUID_V4 } from "./support.ts"
 
-const ORIGIN = "http://127.0.0.1:3000"
+/** The demo server's address in the page (Chromium maps it to the server's port). */
+const ORIGIN = "http://127.0.0.1:3001"
 
 const TRANSPORTS = ["sse", "websocket"] as const
 type Transport = (typeof TRANSPORTS)[number]
@@ -41,16 +48,32 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
   let demo: Demo
   let server: RunningServer
   let page: Page
+  // The README's server: `npm start` on embedded defaults, its model as slow to start as a real one.
+  const readmeFolder = mkdtempSync(join(tmpdir(), "convoke-web-readme-"))
+  let readmeServer: RunningServer | undefined
 
   beforeAll(async () => {
+    // Any page of the server will do for the snippet: one blank page.
+    writeFileSync(join(readmeFolder, "index.html"), "<!doctype html><title>Convoke</title>\n")
+    readmeServer = await start(
+      load([], {
+        PORT: "0",
+        CONVOKE_ECHO_DELAY_MS: "500",
+        CONVOKE_DATA_DIR: join(readmeFolder, "data"),
+        CONVOKE_WEB_DIR: readmeFolder
+      })
+    )
+    const readmePort = readmeServer.port
     demo = await startDemo({
       name: "web",
       echoDelayMs: 10,
       // Each test runs on both transports, and every ticket, socket and frame asking for a turn
       // counts: the default budget (60 requests a minute) would run out.
       settings: { CONVOKE_RATE_LIMIT_REQUESTS: "100000", CONVOKE_RATE_LIMIT_ADDRESS_REQUESTS: "100000" },
-      // The README snippet's address, on the test server's port.
-      chromiumArgs: (server) => [`--host-resolver-rules=MAP 127.0.0.1:3000 127.0.0.1:${server.port}`]
+      // The demo's address and the README snippet's, on each server's port.
+      chromiumArgs: (server) => [
+        `--host-resolver-rules=MAP 127.0.0.1:3001 127.0.0.1:${server.port},MAP 127.0.0.1:3000 127.0.0.1:${readmePort}`
+      ]
     })
     server = demo.server
     page = await demo.browser.newPage({ viewport: { width: 1100, height: 720 } })
@@ -78,6 +101,8 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
 
   afterAll(async () => {
     await demo?.close()
+    await readmeServer?.close()
+    rmSync(readmeFolder, { recursive: true, force: true })
   })
 
   /**
@@ -256,7 +281,7 @@ describe.skipIf(!runnable)("web demo in Chromium", () => {
   })
 
   it("runs the README's browser snippet verbatim: the id comes from the first reader.read()", async () => {
-    await page.goto(`${ORIGIN}/`)
+    await page.goto("http://127.0.0.1:3000/")
     // The snippet logs the id; the console event may reach the test after `evaluate` has returned.
     const idLogged = page.waitForEvent("console", { predicate: (message) => UUID_V4.test(message.text()) })
     const snippet = readmeSnippet()
