@@ -17,7 +17,7 @@ import { FastifyPlugin } from "@convoke/fastify"
 import { LambdaHandler } from "@convoke/lambda"
 import { LambdaHarness } from "@convoke/lambda/testing"
 import { PgConversationStore } from "@convoke/store-pg"
-import { Layer } from "effect"
+import * as Layer from "effect/Layer"
 import express from "express"
 import Fastify from "fastify"
 

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs"
 import { relative } from "node:path"
 import { parseArgs } from "node:util"
 import * as AnthropicModels from "@convoke/anthropic/models"
-import { ConfigProvider } from "effect"
+import * as ConfigProvider from "effect/ConfigProvider"
 import type { Problem } from "./ConfigProblems.ts"
 import { WEB_DEMO_DIR } from "./StaticFiles.ts"
 

@@ -4,7 +4,11 @@
  * invalid value, which would make an operator fix a configuration one
  * restart at a time.
  */
-import { Config, Effect, Result, Schema, SchemaIssue } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 
 /** One problem: the variable it concerns (when known) and what is wrong with it. */
 export interface Problem {

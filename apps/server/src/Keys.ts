@@ -14,7 +14,7 @@
  */
 import { parseArgs } from "node:util"
 import { PgApiKeyStore } from "@convoke/store-pg"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { readSecret } from "./CommandLine.ts"
 import { databaseLayer } from "./Server.ts"
 

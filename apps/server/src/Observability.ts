@@ -10,9 +10,10 @@ import type { AddressInfo } from "node:net"
 import { type ChatError, ChatHttp, ChatLog, ChatMetrics, Health } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
 import { PgConversationStatistics } from "@convoke/store-pg"
-import { Effect, Layer, Logger, References } from "effect"
-import { FetchHttpClient } from "effect/http"
-import { OtlpSerialization, OtlpTracer } from "effect/observability"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as References from "effect/References"
 import type { Settings } from "./Settings.ts"
 
 /** What the server adds to its application for observability. */
@@ -36,14 +37,24 @@ const loggerLayer = (format: Settings["logFormat"]): Layer.Layer<never> => {
   }
 }
 
+/** Loaded only when an endpoint is configured: the exporter and its HTTP client stay out of a server without one. */
 const tracerLayer = (otlpUrl: string): Layer.Layer<never> =>
-  OtlpTracer.layer({
-    url: `${otlpUrl}/v1/traces`,
-    resource: { serviceName: "convoke" }
-  }).pipe(
-    Layer.provide(OtlpSerialization.layerJson),
-    Layer.provide(FetchHttpClient.layer)
-  ) as Layer.Layer<never>
+  Layer.unwrap(
+    Effect.promise(async () => {
+      const [OtlpTracer, OtlpSerialization, FetchHttpClient] = await Promise.all([
+        import("effect/observability/OtlpTracer"),
+        import("effect/observability/OtlpSerialization"),
+        import("effect/http/FetchHttpClient")
+      ])
+      return OtlpTracer.layer({
+        url: `${otlpUrl}/v1/traces`,
+        resource: { serviceName: "convoke" }
+      }).pipe(
+        Layer.provide(OtlpSerialization.layerJson),
+        Layer.provide(FetchHttpClient.layer)
+      ) as Layer.Layer<never>
+    })
+  )
 
 /** The layers and metrics the settings ask for. */
 export const fromSettings = (settings: Settings): Observability => {

@@ -13,7 +13,7 @@
  */
 
 import { ChatError } from "@convoke/core"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 /**
  * The provider model used when a request names none, and the target of the

@@ -18,7 +18,10 @@
  * @since 0.1.0
  */
 import { ChatError, Identity } from "@convoke/core"
-import { Data, Effect, Layer, Redacted } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import * as jose from "jose"
 
 /** Options of `make` and `layer`. At least one of `secret` and `jwksUrl` is required. */

@@ -22,7 +22,8 @@
  * @since 0.1.0
  */
 import { AdminAccess, ChatConfig, ChatMetrics, Identity } from "@convoke/core"
-import { Duration, Layer } from "effect"
+import * as Duration from "effect/Duration"
+import * as Layer from "effect/Layer"
 import { afterAll, beforeAll, describe } from "vitest"
 import * as ChatContract from "./ChatContract.ts"
 import * as ConformanceModel from "./ConformanceModel.ts"

@@ -19,7 +19,10 @@
  * @since 0.1.0
  */
 import { ChatError, EchoLanguageModel, LanguageModel } from "@convoke/core"
-import { Effect, Exit, Layer, Stream } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 
 /** A recording model and its controls. */
 export interface ConformanceModel {

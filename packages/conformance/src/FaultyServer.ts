@@ -27,7 +27,10 @@ import {
   LanguageModel
 } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
-import { Duration, Effect, Layer, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 
 /** How a queued chat request is answered instead of by the handler. */
 export type Fault = "503" | "429" | "drop"

@@ -15,7 +15,8 @@
  * @since 0.3.0
  */
 import { ChatError, ChatRateLimit } from "@convoke/core"
-import { Effect, Layer } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { describe, expect, it } from "vitest"
 import { expectError, SPENT_CREDENTIAL_PREFIX, type Suite } from "./Suite.ts"
 

@@ -10,7 +10,9 @@ import type { ChatError, ConversationStore } from "@convoke/core"
 import { PgConversationStore } from "@convoke/store-pg"
 import { makeTestDatabase } from "@convoke/store-pg/testing"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, type Layer, Redacted } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 
 /** One stored message: `[role, status, content]`. */
 export type Row = readonly [role: string, status: string, content: string]

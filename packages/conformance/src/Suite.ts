@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { ChatHttp, type Identity, type LanguageModel } from "@convoke/core"
-import type { Layer } from "effect"
+import type * as Layer from "effect/Layer"
 import { expect } from "vitest"
 import type * as ConformanceModel from "./ConformanceModel.ts"
 import * as Sse from "./Sse.ts"

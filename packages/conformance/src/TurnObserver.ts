@@ -8,7 +8,8 @@
  * @since 0.1.0
  */
 import { ChatExtension, type ChatHooks } from "@convoke/core"
-import { Effect, type Layer } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
 
 /** A turn observer and its layer. */
 export interface TurnObserver {

@@ -17,8 +17,13 @@
  *
  * @since 0.3.0
  */
-import { Config, Context, Effect, Layer, Redacted, Schema } from "effect"
-import { HttpServerRequest } from "effect/http"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import type * as ApiRouter from "./ApiRouter.ts"
 import { Unauthenticated } from "./ChatError.ts"
 

@@ -21,8 +21,12 @@
  *
  * @since 0.3.0
  */
-import { Context, Effect, type Scope } from "effect"
-import { FindMyWay, HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as FindMyWay from "effect/http/FindMyWay"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import type * as Scope from "effect/Scope"
 import { MethodNotAllowed, type RateLimited, RouteNotFound } from "./ChatError.ts"
 import type { Admission, AdmitOptions } from "./ChatRateLimit.ts"
 import type { Principal } from "./Identity.ts"

@@ -8,7 +8,9 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, LogLevel } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as LogLevel from "effect/LogLevel"
 
 /**
  * Why a conversation was created: `absent` (no id given), `new` (explicit

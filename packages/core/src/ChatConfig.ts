@@ -3,7 +3,11 @@
  *
  * @since 0.1.0
  */
-import { Config, Context, Duration, Layer, Schema } from "effect"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 
 /** The settings. */
 export interface Settings {

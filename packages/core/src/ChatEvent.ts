@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** The first event of every stream: the conversation id, before any content. */
 export const MetadataEvent = Schema.Struct({

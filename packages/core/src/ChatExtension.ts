@@ -16,8 +16,12 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, type Scope } from "effect"
-import type { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import type * as ApiRouter from "./ApiRouter.ts"
 import * as ChatHooks from "./ChatHooks.ts"
 import type { RequestContext } from "./RequestContext.ts"

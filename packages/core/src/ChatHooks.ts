@@ -7,7 +7,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import type * as ClientKind from "./ClientKind.ts"
 import type { Source } from "./ConversationResolver.ts"
 

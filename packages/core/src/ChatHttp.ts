@@ -11,8 +11,15 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
-import { HttpEffect, type HttpServerRequest, type HttpServerResponse } from "effect/http"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HttpEffect from "effect/http/HttpEffect"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as ApiRouter from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
 import * as ChatHooks from "./ChatHooks.ts"

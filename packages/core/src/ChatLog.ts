@@ -21,8 +21,12 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, type Layer, LogLevel, References } from "effect"
-import { HttpServerRequest } from "effect/http"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import type * as Layer from "effect/Layer"
+import * as LogLevel from "effect/LogLevel"
+import * as References from "effect/References"
 import { pathOf } from "./ApiRouter.ts"
 import * as ChatExtension from "./ChatExtension.ts"
 import type * as ChatHooks from "./ChatHooks.ts"

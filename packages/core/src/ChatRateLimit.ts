@@ -27,8 +27,14 @@
  *
  * @since 0.1.0
  */
-import { Config, Context, Duration, Effect, Fiber, Layer, Schedule } from "effect"
-import { RateLimiter } from "effect/persistence"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as RateLimiter from "effect/persistence/RateLimiter"
+import * as Schedule from "effect/Schedule"
 import { wholeNumber } from "./ChatConfig.ts"
 import { RateLimited } from "./ChatError.ts"
 import * as ConcurrencyStore from "./ConcurrencyStore.ts"

@@ -3,8 +3,9 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema } from "effect"
-import type { HttpServerRequest } from "effect/http"
+import * as Effect from "effect/Effect"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Schema from "effect/Schema"
 import type * as ChatConfig from "./ChatConfig.ts"
 import {
   InvalidRequest,

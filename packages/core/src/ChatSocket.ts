@@ -15,8 +15,18 @@
  *
  * @since 0.3.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Option, Queue, Schema, Scope } from "effect"
-import { HttpServerRequest } from "effect/http"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import type * as ApiRouter from "./ApiRouter.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import { type ApiError, InvalidRequest, RateLimited } from "./ChatError.ts"

@@ -11,7 +11,11 @@
  *
  * @since 0.3.0
  */
-import { Clock, Effect, Exit, type Scope, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { ServerShutdown } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import type { TurnError } from "./ChatTurn.ts"

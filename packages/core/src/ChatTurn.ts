@@ -14,7 +14,13 @@
  *
  * @since 0.3.0
  */
-import { Cause, Clock, Effect, Exit, Fiber, Result, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
 import { type ModelError, ServerShutdown, type StoreUnavailable } from "./ChatError.ts"
 import { ChatHooks, type Outcome, type TurnContext } from "./ChatHooks.ts"
 import type { Resolution } from "./ConversationResolver.ts"

@@ -6,8 +6,9 @@
  *
  * @since 0.3.0
  */
-import { Duration, Effect } from "effect"
-import { Redis } from "effect/persistence"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Redis from "effect/persistence/Redis"
 
 /** Counts in-flight turns; `acquire` answers whether a slot was free. */
 export interface ConcurrencyStore {

@@ -17,9 +17,13 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Option, Schema } from "effect"
-import { Base64Url } from "effect/encoding"
-import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Base64Url from "effect/encoding/Base64Url"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import * as ApiRouter from "./ApiRouter.ts"
 import { AuditLog } from "./AuditLog.ts"
 import { ConversationNotFound, InvalidRequest } from "./ChatError.ts"

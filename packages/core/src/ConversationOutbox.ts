@@ -38,7 +38,14 @@
  *
  * @since 0.1.0
  */
-import { type Cause, Clock, Context, Duration, Effect, Latch, Layer, Result } from "effect"
+import type * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Latch from "effect/Latch"
+import * as Layer from "effect/Layer"
+import * as Result from "effect/Result"
 import { AuditLog } from "./AuditLog.ts"
 import { ChatHooks } from "./ChatHooks.ts"
 import { type Conversation, ConversationStore, type Message, type NewMessage } from "./ConversationStore.ts"

@@ -10,7 +10,8 @@
  *
  * @since 0.1.0
  */
-import { Context, type Effect } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
 import type { StoreUnavailable } from "./ChatError.ts"
 
 /** Conversations created in a window, and how many of them were never continued. */

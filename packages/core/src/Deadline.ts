@@ -16,7 +16,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, type Exit, type Fiber } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 
 /** The clock of a context that provides none: its sleeps are plain timers. */
 const defaultClock = Effect.runSync(Clock.Clock)

@@ -6,7 +6,10 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer, Stream } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import { InvalidRequest } from "./ChatError.ts"
 import { LanguageModel, type ModelPart, type Service } from "./LanguageModel.ts"
 

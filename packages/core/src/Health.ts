@@ -10,8 +10,9 @@
  *
  * @since 0.3.0
  */
-import { Effect, Schema } from "effect"
-import { HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Schema from "effect/Schema"
 import * as AdminAccess from "./AdminAccess.ts"
 import * as ApiRouter from "./ApiRouter.ts"
 import { ChatService } from "./ChatService.ts"

@@ -10,7 +10,10 @@
  *
  * @since 0.3.0
  */
-import { Clock, Duration, Effect, type Scope } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 
 /** An open stream, as the heartbeat sees it. */
 export interface Listener {

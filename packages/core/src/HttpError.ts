@@ -7,8 +7,10 @@
  *
  * @since 0.1.0
  */
-import { Cause, Effect, Schema } from "effect"
-import { HttpServerResponse } from "effect/http"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Schema from "effect/Schema"
 import { type ApiError, RequestTimeout } from "./ChatError.ts"
 import { BodyTimedOut } from "./NodeBody.ts"
 

@@ -15,8 +15,13 @@
  *
  * @since 0.1.0
  */
-import { Config, Context, Effect, Layer, Schema } from "effect"
-import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import { Forbidden } from "./ChatError.ts"
 import * as HttpError from "./HttpError.ts"
 

@@ -6,8 +6,12 @@
  *
  * @since 0.1.0
  */
-import { Context, Data, Effect, Layer, Redacted } from "effect"
-import type { Headers } from "effect/http"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Headers from "effect/http/Headers"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import { Forbidden, type StoreUnavailable, Unauthenticated } from "./ChatError.ts"
 import { HttpSecurity } from "./HttpSecurity.ts"
 

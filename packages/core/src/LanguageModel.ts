@@ -6,7 +6,9 @@
  *
  * @since 0.1.0
  */
-import { Context, type Effect, type Stream } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
 import type { InvalidRequest, ModelError } from "./ChatError.ts"
 
 /** One turn of history as the model sees it. */

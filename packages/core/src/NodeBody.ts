@@ -7,8 +7,9 @@
  * @since 0.3.0
  */
 import type { Readable } from "node:stream"
-import { Effect, type Exit } from "effect"
-import type { HttpServerError } from "effect/http"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import type * as HttpServerError from "effect/http/HttpServerError"
 
 /**
  * Why a body could not be read: the stream failed or closed early, it is past

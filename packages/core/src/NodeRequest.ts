@@ -11,16 +11,20 @@
  */
 import type { IncomingMessage } from "node:http"
 import type { Readable } from "node:stream"
-import { Duration, Effect, Exit, Inspectable, Option, type Schema, Stream } from "effect"
-import {
-  Cookies,
-  Headers,
-  HttpIncomingMessage,
-  HttpServerError,
-  HttpServerRequest,
-  Multipart,
-  UrlParams
-} from "effect/http"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Cookies from "effect/http/Cookies"
+import * as Headers from "effect/http/Headers"
+import * as HttpIncomingMessage from "effect/http/HttpIncomingMessage"
+import * as HttpServerError from "effect/http/HttpServerError"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Multipart from "effect/http/Multipart"
+import * as UrlParams from "effect/http/UrlParams"
+import * as Inspectable from "effect/Inspectable"
+import * as Option from "effect/Option"
+import type * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import { ChatConfig } from "./ChatConfig.ts"
 import { BodyRead, BodyTimedOut, readAll } from "./NodeBody.ts"
 

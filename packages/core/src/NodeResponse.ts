@@ -14,8 +14,11 @@
  */
 import type { OutgoingHttpHeaders } from "node:http"
 import { Readable, type Writable } from "node:stream"
-import { Effect, Fiber, Stream } from "effect"
-import { Cookies, type HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Cookies from "effect/http/Cookies"
+import type * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Stream from "effect/Stream"
 import * as StreamSink from "./StreamSink.ts"
 
 /**

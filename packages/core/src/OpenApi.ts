@@ -17,8 +17,11 @@
  *
  * @since 0.3.0
  */
-import { Effect, JsonSchema, type Schema, SchemaRepresentation } from "effect"
-import { HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as JsonSchema from "effect/JsonSchema"
+import type * as Schema from "effect/Schema"
+import * as SchemaRepresentation from "effect/SchemaRepresentation"
 import * as ApiRouter from "./ApiRouter.ts"
 import {
   type ApiError,

@@ -34,7 +34,12 @@ import type { FileHandle } from "node:fs/promises"
 import { mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { crc32 } from "node:zlib"
-import { Deferred, Effect, Exit, Latch, Layer, type Scope } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Latch from "effect/Latch"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import type { Entry } from "./ConversationOutbox.ts"
 import {
   type Changes,

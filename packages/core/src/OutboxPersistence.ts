@@ -19,7 +19,11 @@
  *
  * @since 0.3.0
  */
-import { Context, type Duration, Effect, Layer, Schema } from "effect"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import type { Entry } from "./ConversationOutbox.ts"
 
 /** An entry as persisted: its place in the order, and the write. */

@@ -28,8 +28,10 @@
  *
  * @since 0.3.0
  */
-import { Duration, Effect, Layer } from "effect"
-import { Redis } from "effect/persistence"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redis from "effect/persistence/Redis"
 import type { Entry } from "./ConversationOutbox.ts"
 import * as Deadline from "./Deadline.ts"
 import {

@@ -20,7 +20,10 @@
  *
  * @since 0.3.0
  */
-import { Clock, Effect, Layer, Option } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import { ChatConfig } from "./ChatConfig.ts"
 import { StoreUnavailable } from "./ChatError.ts"
 import { ConversationOutbox, type Entry, whileStoreAnswers } from "./ConversationOutbox.ts"

@@ -34,20 +34,18 @@
  *
  * @since 0.3.0
  */
-import {
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  Latch,
-  Layer,
-  Option,
-  Queue,
-  Schedule,
-  type Scope
-} from "effect"
-import { Redis } from "effect/persistence"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Latch from "effect/Latch"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redis from "effect/persistence/Redis"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Scripts from "./RedisTurnLogScripts.ts"
 import * as TurnLog from "./TurnLog.ts"
 

@@ -6,8 +6,8 @@
  *
  * @since 0.3.0
  */
-import { Effect } from "effect"
-import { Redis } from "effect/persistence"
+import * as Effect from "effect/Effect"
+import * as Redis from "effect/persistence/Redis"
 import type * as TurnLog from "./TurnLog.ts"
 
 // Every script starts with the key prefix (ARGV[1]) and these helpers.

@@ -6,9 +6,13 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema, SchemaIssue } from "effect"
+
 import * as ByteSize from "effect/ByteSize"
-import { HttpIncomingMessage, type HttpServerRequest } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as HttpIncomingMessage from "effect/http/HttpIncomingMessage"
+import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 import { InvalidRequest, RequestTimeout, RequestTooLarge, UnsupportedMediaType } from "./ChatError.ts"
 import { BodyTimedOut } from "./NodeBody.ts"
 

@@ -8,9 +8,12 @@
  *
  * @since 0.3.0
  */
-import { Clock, Context, Effect, Option } from "effect"
-import type { Headers } from "effect/http"
-import { HttpServerRequest } from "effect/http"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import type * as Headers from "effect/http/Headers"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Option from "effect/Option"
 
 /** The request's shared facts. */
 export interface Shape {

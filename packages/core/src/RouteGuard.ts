@@ -19,8 +19,8 @@
  *
  * @since 0.3.0
  */
-import { Effect } from "effect"
-import { HttpServerRequest } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as ApiRouter from "./ApiRouter.ts"
 import type { RateLimited } from "./ChatError.ts"
 import type * as ChatHooks from "./ChatHooks.ts"

@@ -15,8 +15,12 @@
  *
  * @since 0.3.0
  */
-import { Context, type Duration, Effect, Schema } from "effect"
-import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Schema from "effect/Schema"
 import * as ApiRouter from "./ApiRouter.ts"
 import { ChatConfig } from "./ChatConfig.ts"
 import { Forbidden, InvalidRequest, ServerShutdown, UpgradeRequired } from "./ChatError.ts"

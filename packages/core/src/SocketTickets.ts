@@ -12,8 +12,12 @@
  * @since 0.3.0
  */
 import { createHash, randomBytes } from "node:crypto"
-import { Clock, Context, Duration, Effect, Layer } from "effect"
-import { Redis } from "effect/persistence"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redis from "effect/persistence/Redis"
 import { StoreUnavailable, Unauthenticated } from "./ChatError.ts"
 import type { Principal } from "./Identity.ts"
 

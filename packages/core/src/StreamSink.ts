@@ -11,7 +11,11 @@
  *
  * @since 0.2.0
  */
-import { type Cause, Effect, Queue, type Scope, type Stream } from "effect"
+import type * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 
 /** A destination for frames. */
 export interface Sink<A> {

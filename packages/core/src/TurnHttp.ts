@@ -16,8 +16,11 @@
  *
  * @since 0.3.0
  */
-import { Effect, Option, Schema } from "effect"
-import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import * as Effect from "effect/Effect"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import * as ApiRouter from "./ApiRouter.ts"
 import { InvalidRequest } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"

@@ -18,7 +18,13 @@
  *
  * @since 0.3.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Layer, Option } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as ChatEvent from "./ChatEvent.ts"
 
 /** What a log keeps of a turn besides its events. */

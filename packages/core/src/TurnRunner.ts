@@ -17,7 +17,14 @@
  *
  * @since 0.3.0
  */
-import { Cause, Clock, Deferred, Duration, Effect, Exit, type Fiber, Schedule } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
 import { ServerShutdown } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import { ChatHooks, type TurnContext } from "./ChatHooks.ts"

@@ -29,7 +29,9 @@
 import type { Readable } from "node:stream"
 import { ChatHttp } from "@convoke/core"
 import { NodeHandler, NodeSocket } from "@convoke/core/node"
-import { Cause, Layer, Logger } from "effect"
+import * as Cause from "effect/Cause"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify"
 
 /** Options: a running app you manage, or the layers to build one the plugin manages. */

@@ -7,8 +7,11 @@
  * @since 0.1.0
  */
 import type { OutgoingHttpHeaders } from "node:http"
-import { Option } from "effect"
-import { HttpBody, HttpClientRequest, type HttpMethod, HttpServerRequest } from "effect/http"
+import * as HttpBody from "effect/http/HttpBody"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpMethod from "effect/http/HttpMethod"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Option from "effect/Option"
 
 type Headers = Readonly<Record<string, string | undefined>>
 type MultiValue = Readonly<Record<string, ReadonlyArray<string> | undefined>>

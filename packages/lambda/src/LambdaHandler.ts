@@ -25,7 +25,7 @@ import { PassThrough } from "node:stream"
 import { buffer } from "node:stream/consumers"
 import { ChatHttp } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
-import type { Layer } from "effect"
+import type * as Layer from "effect/Layer"
 import * as LambdaEvent from "./LambdaEvent.ts"
 import * as LambdaRuntime from "./LambdaRuntime.ts"
 

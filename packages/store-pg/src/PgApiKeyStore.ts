@@ -16,8 +16,11 @@
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
 import { ChatError, Identity } from "@convoke/core"
-import { Context, Effect, Layer, Option } from "effect"
-import { SqlClient } from "effect/sql"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as SqlClient from "effect/sql/SqlClient"
 import { CurrentLanes } from "./internal/lanes.ts"
 import { failingAs } from "./internal/unavailable.ts"
 import * as PgMigrations from "./PgMigrations.ts"

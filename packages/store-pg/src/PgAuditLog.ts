@@ -21,8 +21,14 @@
  * @since 0.1.0
  */
 import { AuditLog, type ChatError, ConversationStore } from "@convoke/core"
-import { Deferred, Duration, Effect, Exit, Fiber, Latch, Layer } from "effect"
-import { SqlClient } from "effect/sql"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
+import * as Layer from "effect/Layer"
+import * as SqlClient from "effect/sql/SqlClient"
 import { CurrentLanes } from "./internal/lanes.ts"
 import { isUuid, storable } from "./internal/text.ts"
 import * as PgMigrations from "./PgMigrations.ts"

@@ -11,8 +11,10 @@
  */
 import { type ChatError, ConversationStatistics } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
-import { SqlClient } from "effect/sql"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as SqlClient from "effect/sql/SqlClient"
 import { CurrentLanes } from "./internal/lanes.ts"
 import { orUnavailable } from "./internal/unavailable.ts"
 import type { PoolOptions } from "./PgConversationStore.ts"

@@ -15,8 +15,11 @@ import type { ChatError } from "@convoke/core"
 import { ConversationStore } from "@convoke/core"
 import { PgClient } from "@effect/sql-pg"
 import type { PGlite } from "@electric-sql/pglite"
-import { Duration, Effect, type Layer, type Scope } from "effect"
-import type { SqlClient } from "effect/sql"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import type * as SqlClient from "effect/sql/SqlClient"
 
 /** Where the embedded database lives when no `dataDir` is given. */
 export const defaultDataDir = "./.convoke/data"

@@ -10,8 +10,10 @@
  * @since 0.1.0
  */
 import { PgMigrator } from "@effect/sql-pg"
-import { Effect, Layer } from "effect"
-import { SqlClient, type SqlError } from "effect/sql"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlError from "effect/sql/SqlError"
 
 /** The table that records which migrations have run. */
 export const table = "convoke_migrations"

@@ -13,7 +13,12 @@
  */
 import { randomBytes } from "node:crypto"
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Effect, Exit, Fiber, Queue, Redacted } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
 
 /** One announced row: the watched columns, as JSON values (timestamps are strings). */
 export type Row = Readonly<Record<string, unknown>>

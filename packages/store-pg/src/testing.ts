@@ -23,8 +23,10 @@
 import { randomBytes } from "node:crypto"
 import { type RegisterTest, type RequiredServiceOptions, requireService } from "@convoke/core/testing"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted, type Scope } from "effect"
-import type { SqlError } from "effect/sql"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type * as SqlError from "effect/sql/SqlError"
 
 export {
   type Mode as TcpProxyMode,

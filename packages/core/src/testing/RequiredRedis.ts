@@ -6,8 +6,9 @@
  * @since 0.3.0
  */
 import { connect } from "node:net"
-import { Effect, Layer } from "effect"
-import { Redis } from "effect/persistence"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redis from "effect/persistence/Redis"
 
 /** The Redis tests use: `REDIS_URL`, else the local default. */
 export const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379"

@@ -9,7 +9,8 @@
  *
  * @since 0.2.0
  */
-import { Effect, type Layer } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
 import { ChatExtension, type ChatHooks } from "../index.ts"
 
 /** The events seen so far, oldest first. */

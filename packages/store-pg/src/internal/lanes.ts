@@ -12,7 +12,8 @@
  * connection idle for a turn of a busy event loop; here the freed place
  * passes to the next statement at once.
  */
-import { Context, Effect } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 
 /** Runs a statement in a lane. */
 export type Lane = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>

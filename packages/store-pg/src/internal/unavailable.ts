@@ -1,5 +1,5 @@
 import { type ChatError, ConversationStore } from "@convoke/core"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 /** Turns every failure of an effect, expected or not (a defect), into the error `toError` makes. */
 export const failingAs =
