@@ -116,15 +116,28 @@ const modelSummary = (settings: Settings): string => {
   return `anthropic ${anthropic.model ?? AnthropicModels.defaultModel}${where} (ANTHROPIC_API_KEY set)`
 }
 
-/** The conversation store and the API key store, sharing one client; migrations run once. */
+/**
+ * The conversation store and the API key store, sharing one client; migrations
+ * run once. On PostgreSQL, one more connection answers the store's liveness
+ * check; PGlite runs in this process and cannot be out of reach.
+ */
 const storeLayer = (settings: Settings) =>
   PgApiKeyStore.layer.pipe(
     Layer.provideMerge(
-      PgConversationStore.layerWithAuditLog({
-        name: settings.databaseUrl === undefined ? "pglite" : "postgres",
-        // The pool's size, so statements a response waits on go first.
-        connections: connectionsOf(settings)
-      }).pipe(Layer.provideMerge(databaseLayer(settings)))
+      Layer.unwrap(
+        Effect.map(
+          settings.databaseUrl === undefined
+            ? Effect.succeed(undefined)
+            : PgConversationStore.liveness(settings.databaseUrl, { applicationName: "convoke" }),
+          (alive) =>
+            PgConversationStore.layerWithAuditLog({
+              name: settings.databaseUrl === undefined ? "pglite" : "postgres",
+              // The pool's size, so statements a response waits on go first.
+              connections: connectionsOf(settings),
+              alive
+            }).pipe(Layer.provideMerge(databaseLayer(settings)))
+        )
+      )
     )
   )
 

@@ -4,7 +4,8 @@
  * proxy the test cuts, blackholes and restores.
  */
 import { makeTcpProxy, makeTestDatabase, type WriteWatch, watchWrites } from "@convoke/store-pg/testing"
-import { Duration, Redacted } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Duration, Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { RunningServer } from "../src/Server.ts"
 import {
@@ -30,6 +31,46 @@ let auditWrites: WriteWatch
 
 const direct = <A extends object>(text: string, params: ReadonlyArray<unknown> = []) =>
   query<A>(database.url, text, params)
+
+/**
+ * Holds `LOCK TABLE convoke_conversations IN EXCLUSIVE MODE` in a transaction
+ * of its own until `release`: every new conversation waits, while reads and
+ * `SELECT 1` go on (a migration, or a disk stalling on fsync, look the same
+ * to the server).
+ */
+const lockConversations = () => {
+  let release!: () => void
+  const released = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  let locked!: () => void
+  const isLocked = new Promise<void>((resolve) => {
+    locked = resolve
+  })
+  const done = Effect.runPromise(
+    Effect.gen(function* () {
+      const sql = yield* PgClient.PgClient
+      yield* sql.withTransaction(
+        Effect.gen(function* () {
+          yield* sql.unsafe("LOCK TABLE convoke_conversations IN EXCLUSIVE MODE")
+          locked()
+          yield* Effect.promise(() => released)
+        })
+      )
+    }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(database.url), maxConnections: 1 })))
+  )
+  return { isLocked, release, done }
+}
+
+/** The times the server's liveness connection last answered `SELECT 1`, as PostgreSQL records them. */
+const livenessAnswers = async (seen: Set<string>) => {
+  const rows = await direct<{ at: string }>(
+    "SELECT state_change::text AS at FROM pg_stat_activity WHERE datname = $1 AND query = 'SELECT 1' AND state = 'idle'",
+    [database.name]
+  )
+  for (const { at } of rows) seen.add(at)
+  return seen.size
+}
 
 /** The outbox's counters, from `/health`. */
 const outbox = async () => (await healthDetails(server)).outbox
@@ -85,6 +126,32 @@ afterAll(async () => {
 })
 
 describe("reference server during a database outage", () => {
+  it("waits for a database whose writes wait on a lock while it still answers: no temporary id", async () => {
+    const lock = lockConversations()
+    await lock.isLocked
+    const pending = streamed({ message: "behind a lock" })
+    try {
+      // The creation waits on the lock; the server's liveness check answers meanwhile,
+      // ten times (five creation budgets), and the stream keeps waiting for its conversation.
+      const seen = new Set<string>()
+      await expect
+        .poll(() => livenessAnswers(seen), { timeout: 10_000, interval: 5 })
+        .toBeGreaterThanOrEqual(10)
+    } finally {
+      // Released whatever happened: the tests after this one write to the table.
+      lock.release()
+      await lock.done
+    }
+    const { metadata, firstEventMillis, payloads } = await pending
+    console.info(`time to first event behind a lock: ${firstEventMillis.toFixed(1)} ms`)
+    expect(metadata.temporary).toBeUndefined()
+    expect(payloads.at(-1)).toBe("data: [DONE]")
+    const [row] = await direct<{ id: string }>("SELECT id FROM convoke_conversations WHERE id = $1", [
+      metadata.conversation_id
+    ])
+    expect(row?.id).toBe(metadata.conversation_id)
+  })
+
   for (const fault of ["cut", "blackhole"] as const) {
     it(`streams on a temporary id when the database is ${fault === "cut" ? "cut off" : "blackholed"}, and stores it all once it is back`, async () => {
       proxy[fault]()

@@ -22,8 +22,9 @@ export interface Settings {
    * conversation is found or created (default 50 ms; four times the store's
    * recent latency when that is longer). Past it, or when the store fails,
    * the stream starts on a temporary id that is stored later. While the store
-   * keeps answering other calls, the creation waits, up to 10 s (or
-   * `storeTimeout` when longer).
+   * keeps answering other calls, or its liveness check (`ConversationStore`'s
+   * `alive`, asked every half budget while calls wait), the creation waits,
+   * up to 10 s (or `storeTimeout` when longer).
    */
   readonly creationBudget: Duration.Duration
   /**

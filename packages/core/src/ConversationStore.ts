@@ -131,6 +131,16 @@ export interface Service {
     readonly createdBefore: Date
     readonly limit: number
   }) => Effect.Effect<ReadonlyArray<{ readonly id: string; readonly userId: string }>, StoreUnavailable>
+  /**
+   * Succeeds as soon as the database answers at all, whatever its writes wait
+   * on (a lock, a disk stalling on fsync): a trivial query on a connection of
+   * its own, outside the pool the writes queue in. While calls of a chat turn
+   * wait on a store that answers nothing else, this tells a database that is
+   * there but held up (the stream waits for its conversation) from one that
+   * cannot be reached (the stream starts on a temporary id). Optional: a store
+   * without it is judged by its other answers alone.
+   */
+  readonly alive?: Effect.Effect<void, StoreUnavailable> | undefined
   /** How many conversations created in the window exist, and how many of them are abandoned. */
   readonly abandonment: (input: {
     readonly createdFrom: Date

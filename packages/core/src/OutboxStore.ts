@@ -16,14 +16,19 @@
  * Every call the store answers on the chat path is counted and timed
  * (`ConversationOutbox.storeAnswers`, `storeLatency`): while that count
  * grows, the store is busy, not down, and a conversation's creation waits its
- * turn.
+ * turn. While calls wait, the store's liveness check (`alive`), when it has
+ * one, is asked every half budget and counts too: a database whose writes are
+ * all held up (a lock, a disk stalling) still answers it, one that cannot be
+ * reached does not.
  *
  * @since 0.3.0
  */
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import { ChatConfig } from "./ChatConfig.ts"
 import { StoreUnavailable } from "./ChatError.ts"
 import { ConversationOutbox, type Entry, whileStoreAnswers } from "./ConversationOutbox.ts"
@@ -32,11 +37,75 @@ import * as Deadline from "./Deadline.ts"
 
 const full = new StoreUnavailable({ message: "The conversation store is unavailable" })
 
+/**
+ * Asks `alive` every `intervalMillis` while any call watched with `watch`
+ * waits, on one fiber in `scope` however many calls wait, and counts each
+ * answer as the store's. Calls that end within an interval cost no query.
+ */
+const livenessProbe = (
+  alive: Effect.Effect<void, unknown> | undefined,
+  options: {
+    readonly intervalMillis: number
+    readonly answered: () => void
+    readonly scope: Scope.Scope
+  }
+) => {
+  if (alive === undefined) return <A, E, R>(call: Effect.Effect<A, E, R>) => call
+  let waiting = 0
+  let probing = false
+  const probe: Effect.Effect<void> = Effect.suspend(() => {
+    // Decided and cleared in one step, so a call that starts waiting now starts a new probe.
+    if (waiting === 0) {
+      probing = false
+      return Effect.void
+    }
+    return Effect.sleep(Duration.millis(options.intervalMillis)).pipe(
+      Effect.andThen(Effect.suspend(() => (waiting === 0 ? Effect.void : alive))),
+      Effect.map(() => {
+        if (waiting > 0) options.answered()
+      }),
+      Effect.ignore,
+      Effect.andThen(probe)
+    )
+  })
+  const start = Effect.suspend(() => {
+    waiting++
+    if (probing) return Effect.void
+    probing = true
+    return Effect.asVoid(
+      Effect.forkIn(
+        Effect.ensuring(
+          probe,
+          Effect.sync(() => {
+            probing = false
+          })
+        ),
+        options.scope
+      )
+    )
+  })
+  const stop = Effect.sync(() => {
+    waiting--
+  })
+  return <A, E, R>(call: Effect.Effect<A, E, R>) =>
+    Effect.acquireUseRelease(
+      start,
+      () => call,
+      () => stop
+    )
+}
+
 /** Decorates `store` with `outbox`. */
 export const make = Effect.fnUntraced(function* (store: Service) {
   const outbox = yield* ConversationOutbox
   const config = yield* ChatConfig
   const clock = yield* Clock.Clock
+  const watched = livenessProbe(store.alive, {
+    // Two checks per budget: one answers within any silence the creation deadline allows.
+    intervalMillis: Math.max(1, Duration.toMillis(config.creationBudget) / 2),
+    answered: () => outbox.storeAnswered(),
+    scope: yield* Effect.scope
+  })
 
   const queue = (entry: Entry) =>
     Effect.flatMap(outbox.enqueue(entry), (queued) => (queued ? Effect.succeed(true) : Effect.fail(full)))
@@ -46,13 +115,15 @@ export const make = Effect.fnUntraced(function* (store: Service) {
     ceiling: config.storeTimeout
   })
   const answered = <A, E, R>(call: Effect.Effect<A, E, R>) =>
-    Effect.suspend(() => {
-      const started = clock.currentTimeMillisUnsafe()
-      return Effect.map(call, (value) => {
-        outbox.storeAnswered(clock.currentTimeMillisUnsafe() - started)
-        return value
+    watched(
+      Effect.suspend(() => {
+        const started = clock.currentTimeMillisUnsafe()
+        return Effect.map(call, (value) => {
+          outbox.storeAnswered(clock.currentTimeMillisUnsafe() - started)
+          return value
+        })
       })
-    })
+    )
 
   const decorated: Service = {
     ...store,
@@ -73,7 +144,7 @@ export const make = Effect.fnUntraced(function* (store: Service) {
     history: (input) => {
       if (!outbox.holds(input.conversationId)) return answered(store.history(input))
       // What reached the store, if it answers in time, then what still waits.
-      return store.history(input).pipe(
+      return watched(store.history(input)).pipe(
         // A busy store is waited for: what reached it is this conversation's history.
         historyDeadline,
         Effect.orElseSucceed((): ReadonlyArray<Message> => []),

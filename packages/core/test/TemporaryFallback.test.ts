@@ -284,6 +284,57 @@ describe("temporary-id fallback", () => {
     )
   })
 
+  it.effect("waits for a store whose writes are held up while it still answers: no temporary id", () => {
+    // Every write waits (a lock, a disk that stalls on fsync) and nothing else
+    // is asked of the store, but it answers its liveness check at once: the
+    // database is there, and the stream waits for its conversation.
+    const inner = TestStore.make()
+    const release = Deferred.makeUnsafe<void>()
+    let pings = 0
+    const held: ConversationStore.Service = {
+      ...inner.service,
+      create: (input) => Effect.andThen(Deferred.await(release), inner.service.create(input)),
+      alive: Effect.sync(() => {
+        pings++
+      })
+    }
+    const store = TestStore.withService(inner, held)
+    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
+    return withChat(
+      store,
+      (chat) =>
+        Effect.gen(function* () {
+          const first = yield* Effect.forkChild(collect(chat, request("held up")), { startImmediately: true })
+          for (let step = 0; step < 20; step++) yield* TestClock.adjust("10 millis")
+          assert.isUndefined(first.pollUnsafe())
+          assert.isAbove(pings, 10)
+          yield* Deferred.succeed(release, undefined)
+          const items = yield* Fiber.join(first)
+          assert.isUndefined(metadataOf(items).temporary)
+          assert.include(inner.created, metadataOf(items).conversation_id)
+        }),
+      { config }
+    )
+  })
+
+  it.effect("gives up within one budget when the liveness check goes unanswered too", () => {
+    const store = TestStore.flaky()
+    const hanging: ConversationStore.Service = { ...store.service, alive: Effect.never }
+    store.mode = "hang"
+    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
+    return withChat(
+      TestStore.withService(store, hanging),
+      (chat) =>
+        Effect.gen(function* () {
+          const first = yield* Effect.forkChild(collect(chat, request("hello")), { startImmediately: true })
+          yield* TestClock.adjust("20 millis")
+          const items = yield* Fiber.join(first)
+          assert.isTrue(metadataOf(items).temporary)
+        }),
+      { config }
+    )
+  })
+
   it.effect("gives up on a store that answers nothing within one budget, however long the ceiling", () => {
     const store = TestStore.flaky()
     store.mode = "hang"

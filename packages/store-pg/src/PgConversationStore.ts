@@ -21,6 +21,8 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Reactivity from "effect/reactivity/Reactivity"
+import type * as Scope from "effect/Scope"
 import * as SqlClient from "effect/sql/SqlClient"
 import * as Lanes from "./internal/lanes.ts"
 import * as MessageStatements from "./internal/messageStatements.ts"
@@ -45,6 +47,12 @@ export interface Options {
    * `layerEmbedded` set it.
    */
   readonly connections?: number | undefined
+  /**
+   * The store's liveness check (`ConversationStore.Service.alive`): a query
+   * that does not queue behind the pool's statements. `layerUrl` sets one on
+   * a connection of its own; unset, the store has none.
+   */
+  readonly alive?: Effect.Effect<void, ChatError.StoreUnavailable> | undefined
 }
 
 /** The pool size of `layerUrl` unless `maxConnections` is given. */
@@ -354,7 +362,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     remove,
     exists,
     deleteAbandoned,
-    abandonment
+    abandonment,
+    alive: options.alive
   })
 })
 
@@ -384,7 +393,9 @@ export const layerWithAuditLog = (
       // One set of lanes for every statement on the pool; other store-pg
       // services built with this layer's output (`PgApiKeyStore.layer`) join them.
       const lanes = yield* Lanes.forPool(options.connections)
-      const store = yield* make({ name: options.name }).pipe(Effect.provideService(Lanes.CurrentLanes, lanes))
+      const store = yield* make({ name: options.name, alive: options.alive }).pipe(
+        Effect.provideService(Lanes.CurrentLanes, lanes)
+      )
       const auditLog = yield* PgAuditLog.make(options.auditLog).pipe(
         Effect.provideService(Lanes.CurrentLanes, lanes)
       )
@@ -400,26 +411,50 @@ export const layerWithAuditLog = (
  * (`postgres://user:password@host:5432/database`), with its own connection
  * pool, and the audit log (`PgAuditLog`) on the same pool. Use it in
  * production, e.g. with `DATABASE_URL`.
+ *
+ * One more connection, outside the pool, serves the liveness check
+ * (`SELECT 1`): while every pooled connection waits on a lock or a stalling
+ * disk, it still answers, so new streams wait for their conversations
+ * instead of starting on temporary ids.
  */
 export const layerUrl = (
   url: string | Redacted.Redacted<string>,
   options: PoolOptions = {}
-): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> =>
-  layerWithAuditLog({ name: "postgres", connections: options.maxConnections ?? DEFAULT_CONNECTIONS }).pipe(
-    Layer.provide(
-      PgClient.layerFrom(
-        orUnavailable(
-          Effect.suspend(() =>
-            PgClient.make({
-              maxConnections: DEFAULT_CONNECTIONS,
-              ...options,
-              url: typeof url === "string" ? Redacted.make(url) : url
-            })
-          )
-        )
+): Layer.Layer<ConversationStore.ConversationStore, ChatError.StoreUnavailable> => {
+  const config = {
+    maxConnections: DEFAULT_CONNECTIONS,
+    ...options,
+    url: typeof url === "string" ? Redacted.make(url) : url
+  }
+  return Layer.unwrap(
+    Effect.map(liveness(config.url, options), (alive) =>
+      layerWithAuditLog({ name: "postgres", connections: config.maxConnections, alive }).pipe(
+        Layer.provide(PgClient.layerFrom(orUnavailable(Effect.suspend(() => PgClient.make(config)))))
       )
     )
   )
+}
+
+/**
+ * A liveness check for `Options.alive`: `SELECT 1` on a client of its own,
+ * with one connection, so it never queues behind the statements of the
+ * store's pool. The client lives as long as the scope. `layerUrl` makes one;
+ * make one yourself when you build the store on your own client
+ * (`layerWithAuditLog({ alive })`).
+ */
+export const liveness = (
+  url: string | Redacted.Redacted<string>,
+  options: PoolOptions = {}
+): Effect.Effect<Effect.Effect<void, ChatError.StoreUnavailable>, ChatError.StoreUnavailable, Scope.Scope> =>
+  orUnavailable(
+    Effect.suspend(() =>
+      PgClient.make({
+        ...options,
+        url: typeof url === "string" ? Redacted.make(url) : url,
+        maxConnections: 1
+      })
+    ).pipe(Effect.provide(Reactivity.layer))
+  ).pipe(Effect.map((client) => orUnavailable(Effect.asVoid(client`SELECT 1`))))
 
 /**
  * The store on an embedded PGlite database kept in `dataDir` (default
