@@ -61,9 +61,11 @@ const livenessProbe = (
     }
     return Effect.sleep(Duration.millis(options.intervalMillis)).pipe(
       Effect.andThen(Effect.suspend(() => (waiting === 0 ? Effect.void : alive))),
-      Effect.map(() => {
-        if (waiting > 0) options.answered()
-      }),
+      Effect.andThen(
+        Effect.sync(() => {
+          if (waiting > 0) options.answered()
+        })
+      ),
       Effect.ignore,
       Effect.andThen(probe)
     )
