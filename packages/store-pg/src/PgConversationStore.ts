@@ -451,7 +451,8 @@ export const liveness = (
       PgClient.make({
         ...options,
         url: typeof url === "string" ? Redacted.make(url) : url,
-        maxConnections: 1
+        maxConnections: 1,
+        minConnections: undefined
       })
     ).pipe(Effect.provide(Reactivity.layer))
   ).pipe(Effect.map((client) => orUnavailable(Effect.asVoid(client`SELECT 1`))))
