@@ -38,9 +38,9 @@ import * as Deadline from "./Deadline.ts"
 const full = new StoreUnavailable({ message: "The conversation store is unavailable" })
 
 /**
- * Asks `alive` every `intervalMillis` while any call watched with `watch`
- * waits, on one fiber in `scope` however many calls wait, and counts each
- * answer as the store's. Calls that end within an interval cost no query.
+ * Wraps store calls so that `alive` is asked every `intervalMillis` while any
+ * of them waits, on one fiber in `scope` however many wait, and each answer
+ * counts as the store's. Calls that end within an interval cost no query.
  */
 const livenessProbe = (
   alive: Effect.Effect<void, unknown> | undefined,

@@ -26,6 +26,15 @@ const settings = ChatConfig.make({
   storeTimeout: Duration.millis(50)
 })
 
+/** The budget of `settings`, with a ceiling long enough that only silence ends a wait. */
+const patient = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
+
+/** The stream started on a durable id: the store holds its conversation. */
+const assertDurable = (items: ReadonlyArray<ChatService.StreamItem>, store: TestStore.TestStore) => {
+  assert.isUndefined(metadataOf(items).temporary)
+  assert.include(store.created, metadataOf(items).conversation_id)
+}
+
 const withChat = <A, E>(
   store: TestStore.TestStore,
   body: (
@@ -264,7 +273,6 @@ describe("temporary-id fallback", () => {
           : inner.service.create(input)
     }
     const store = TestStore.withService(inner, busy)
-    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
     return withChat(
       store,
       (chat) =>
@@ -276,11 +284,9 @@ describe("temporary-id fallback", () => {
             yield* TestClock.adjust("20 millis")
           }
           yield* Deferred.succeed(release, undefined)
-          const items = yield* Fiber.join(first)
-          assert.isUndefined(metadataOf(items).temporary)
-          assert.include(inner.created, metadataOf(items).conversation_id)
+          assertDurable(yield* Fiber.join(first), inner)
         }),
-      { config }
+      { config: patient }
     )
   })
 
@@ -299,7 +305,6 @@ describe("temporary-id fallback", () => {
       })
     }
     const store = TestStore.withService(inner, held)
-    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
     return withChat(
       store,
       (chat) =>
@@ -309,11 +314,9 @@ describe("temporary-id fallback", () => {
           assert.isUndefined(first.pollUnsafe())
           assert.isAbove(pings, 10)
           yield* Deferred.succeed(release, undefined)
-          const items = yield* Fiber.join(first)
-          assert.isUndefined(metadataOf(items).temporary)
-          assert.include(inner.created, metadataOf(items).conversation_id)
+          assertDurable(yield* Fiber.join(first), inner)
         }),
-      { config }
+      { config: patient }
     )
   })
 
@@ -321,7 +324,6 @@ describe("temporary-id fallback", () => {
     const store = TestStore.flaky()
     const hanging: ConversationStore.Service = { ...store.service, alive: Effect.never }
     store.mode = "hang"
-    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
     return withChat(
       TestStore.withService(store, hanging),
       (chat) =>
@@ -331,14 +333,13 @@ describe("temporary-id fallback", () => {
           const items = yield* Fiber.join(first)
           assert.isTrue(metadataOf(items).temporary)
         }),
-      { config }
+      { config: patient }
     )
   })
 
   it.effect("gives up on a store that answers nothing within one budget, however long the ceiling", () => {
     const store = TestStore.flaky()
     store.mode = "hang"
-    const config = ChatConfig.make({ creationBudget: Duration.millis(20), storeTimeout: Duration.seconds(2) })
     return withChat(
       store,
       (chat) =>
@@ -348,7 +349,7 @@ describe("temporary-id fallback", () => {
           const items = yield* Fiber.join(first)
           assert.isTrue(metadataOf(items).temporary)
         }),
-      { config }
+      { config: patient }
     )
   })
 
@@ -356,10 +357,6 @@ describe("temporary-id fallback", () => {
     "gives a store that has been slow lately a few times its latency before taking it for down",
     () => {
       const store = TestStore.flaky()
-      const config = ChatConfig.make({
-        creationBudget: Duration.millis(20),
-        storeTimeout: Duration.seconds(2)
-      })
       return withChat(
         store,
         (chat, outbox) =>
@@ -375,7 +372,7 @@ describe("temporary-id fallback", () => {
             const items = yield* Fiber.join(first)
             assert.isTrue(metadataOf(items).temporary)
           }),
-        { config }
+        { config: patient }
       )
     }
   )
