@@ -71,7 +71,10 @@ const report: Report = {
     {
       title: "Embedded PGlite (Convoke only)",
       note: "",
-      rows: [row("Convoke (PGlite)", 16, 3, 9, 300, { peakRss: 280 * 1024 * 1024 })]
+      rows: [
+        row("Convoke (PGlite)", 16, 3, 9, 300, { peakRss: 280 * 1024 * 1024 }),
+        row("Convoke (PGlite, --max-semi-space-size=8)", 16, 3, 9, 290, { peakRss: 250 * 1024 * 1024 })
+      ]
     },
     {
       title: "Adapters",
@@ -122,7 +125,11 @@ describe("the performance report", () => {
     expect(text).toContain("| 2000 opened at once: SYN drops ≤ the baseline's | 0 vs 12 | met |")
     expect(text).toContain("| memory per open stream ≤ 1.5× | 2.00× | **not met** |")
     expect(text).toContain("| idle RSS ≤ 1.5× | 50 MiB vs 50 MiB: 1.00× | met |")
-    expect(text).toContain("| PGlite: peak RSS ≤ 300 MiB at 16 | 280 MiB | met |")
+    // The goal is the default's; the capped server is shown beside it as the trade-off.
+    expect(text).toContain(
+      "| PGlite: peak RSS ≤ 300 MiB at 16 | 280 MiB (250 MiB with `--max-semi-space-size=8`) | met |"
+    )
+    expect(text.match(/\| PGlite: peak RSS/g)).toHaveLength(1)
     // Before and after: the previous release's ratios beside this run's.
     expect(text).toContain("| server CPU per request at 64 | 2.07× | 2.00× |")
     expect(text).toContain(
