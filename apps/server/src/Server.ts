@@ -83,7 +83,8 @@ export const databaseLayer = (
     : PgClient.layer({
         url: Redacted.make(settings.databaseUrl),
         applicationName: "convoke",
-        maxConnections: connectionsOf(settings)
+        maxConnections: connectionsOf(settings),
+        multiplex: PgConversationStore.MULTIPLEX
       })
 
 // Claude when an Anthropic key is configured, the echo model otherwise. The
