@@ -17,11 +17,17 @@ import { Writable } from "node:stream"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { type WebSocket, WebSocketServer } from "ws"
+import type { WebSocket } from "ws"
 import type * as ChatSocket from "./ChatSocket.ts"
 import * as NodeHandler from "./NodeHandler.ts"
 import * as NodeRequest from "./NodeRequest.ts"
 import { SocketUpgrade } from "./SocketHttp.ts"
+
+/**
+ * `ws`, loaded at the first upgrade: a server whose clients never open a
+ * WebSocket does not hold its code (about 1.5 MB resident).
+ */
+const webSocketServer = Effect.promise(() => import("ws").then((ws) => ws.WebSocketServer))
 
 /** A `node:http` `upgrade` listener; resolves once the socket is closed (or the refusal written). */
 export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Buffer) => Promise<void>
@@ -179,23 +185,29 @@ export const toUpgradeHandler = (
     }
     const upgrade = SocketUpgrade.of({
       accept: ({ maxFrameBytes, pingInterval }) =>
-        Effect.callback<ChatSocket.Connection>((resume) => {
+        Effect.suspend(() => {
           upgraded = true
-          if (socket.destroyed) return resume(Effect.interrupt)
-          const gone = () => resume(Effect.interrupt)
-          socket.once("close", gone)
-          const server = new WebSocketServer({
-            noServer: true,
-            maxPayload: maxFrameBytes,
-            clientTracking: false,
-            perMessageDeflate: false
-          })
-          // A handshake `ws` refuses (checked by the route first) destroys the socket, which ends the request.
-          server.handleUpgrade(request, socket, head, (ws) => {
-            socket.off("close", gone)
-            resume(Effect.succeed(connectionOf(ws, Duration.toMillis(pingInterval))))
-          })
-        })
+          return webSocketServer
+        }).pipe(
+          Effect.flatMap((WebSocketServer) =>
+            Effect.callback<ChatSocket.Connection>((resume) => {
+              if (socket.destroyed) return resume(Effect.interrupt)
+              const gone = () => resume(Effect.interrupt)
+              socket.once("close", gone)
+              const server = new WebSocketServer({
+                noServer: true,
+                maxPayload: maxFrameBytes,
+                clientTracking: false,
+                perMessageDeflate: false
+              })
+              // A handshake `ws` refuses (checked by the route first) destroys the socket, which ends the request.
+              server.handleUpgrade(request, socket, head, (ws) => {
+                socket.off("close", gone)
+                resume(Effect.succeed(connectionOf(ws, Duration.toMillis(pingInterval))))
+              })
+            })
+          )
+        )
     })
     return serve(serverRequest, destination, Context.make(SocketUpgrade, upgrade))
   }
