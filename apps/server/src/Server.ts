@@ -84,7 +84,7 @@ export const databaseLayer = (
         url: Redacted.make(settings.databaseUrl),
         applicationName: "convoke",
         maxConnections: connectionsOf(settings),
-        multiplex: PgConversationStore.MULTIPLEX
+        ...PgConversationStore.MULTIPLEX
       })
 
 // Claude when an Anthropic key is configured, the echo model otherwise. The
