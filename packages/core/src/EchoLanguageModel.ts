@@ -24,7 +24,28 @@ export interface Options {
   readonly models?: ReadonlyArray<string> | undefined
 }
 
-const words = (text: string): Array<string> => text.match(/\s*\S+/g) ?? [text]
+/**
+ * The parts of a reply, made one at a time as the stream pulls them: a long
+ * message held open for minutes keeps only itself, not a part per word.
+ * Iterable more than once, so the stream can be run again.
+ */
+const partsOf = (turn: number, message: string): Iterable<ModelPart> => ({
+  *[Symbol.iterator]() {
+    yield { _tag: "TextDelta", text: `Echo #${turn}:` }
+    let count = 1
+    const text = ` ${message}`
+    for (const [word] of text.matchAll(/\s*\S+/g)) {
+      count++
+      yield { _tag: "TextDelta", text: word }
+    }
+    // A message of blanks alone is echoed as it is.
+    if (count === 1) {
+      count++
+      yield { _tag: "TextDelta", text }
+    }
+    yield { _tag: "Finish", stopReason: "end_turn", usage: { inputTokens: 0, outputTokens: count } }
+  }
+})
 
 /** Builds the echo model service. */
 export const make = (options: Options = {}): Service => {
@@ -39,15 +60,13 @@ export const make = (options: Options = {}): Service => {
     streamText: ({ messages }) => {
       const last = messages.at(-1)?.content ?? ""
       const turn = messages.filter((message) => message.role === "user").length
-      const tokens = [`Echo #${turn}:`, ...words(` ${last}`)]
-      // One stage at most: the parts are built up front, Finish included.
-      const parts = Stream.fromIterable<ModelPart>([
-        ...tokens.map((text): ModelPart => ({ _tag: "TextDelta", text })),
-        { _tag: "Finish", stopReason: "end_turn", usage: { inputTokens: 0, outputTokens: tokens.length } }
-      ])
+      const parts = partsOf(turn, last)
+      // One stage at most. With a delay, one part is pulled at a time (a chunk would be an array of them).
       return Duration.isZero(delay)
-        ? parts
-        : parts.pipe(Stream.tap((part) => (part._tag === "TextDelta" ? Effect.sleep(delay) : Effect.void)))
+        ? Stream.fromIterable(parts)
+        : Stream.fromIterable(parts, { chunkSize: 1 }).pipe(
+            Stream.tap((part) => (part._tag === "TextDelta" ? Effect.sleep(delay) : Effect.void))
+          )
     }
   }
 }

@@ -29,6 +29,38 @@ describe("EchoLanguageModel", () => {
     })
   )
 
+  it.live("gives the same parts each time its stream is run, with a delay or without", () =>
+    Effect.gen(function* () {
+      for (const delay of [0, "1 millis"] as const) {
+        const stream = EchoLanguageModel.make({ delay }).streamText({
+          model: "echo",
+          messages: [{ role: "user", content: "once more" }]
+        })
+        const first = yield* Stream.runCollect(stream)
+        const second = yield* Stream.runCollect(stream)
+        assert.deepStrictEqual(texts(first), ["Echo #1:", " once", " more"])
+        assert.deepStrictEqual(second, first)
+      }
+    })
+  )
+
+  it.effect("echoes a message of blanks as it is", () =>
+    Effect.gen(function* () {
+      const parts = yield* Stream.runCollect(
+        EchoLanguageModel.make({ delay: 0 }).streamText({
+          model: "echo",
+          messages: [{ role: "user", content: "  " }]
+        })
+      )
+      assert.deepStrictEqual(texts(parts), ["Echo #1:", "   "])
+      assert.deepStrictEqual(parts.at(-1), {
+        _tag: "Finish",
+        stopReason: "end_turn",
+        usage: { inputTokens: 0, outputTokens: 2 }
+      })
+    })
+  )
+
   it.effect("waits the configured delay before each word (virtual time)", () =>
     Effect.gen(function* () {
       const model = EchoLanguageModel.make({ delay: "1 second" })
