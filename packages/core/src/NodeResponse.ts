@@ -15,7 +15,6 @@
 import type { OutgoingHttpHeaders } from "node:http"
 import { Readable, type Writable } from "node:stream"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as Cookies from "effect/http/Cookies"
 import type * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as Stream from "effect/Stream"
@@ -119,31 +118,22 @@ const responseSink = (response: Flushable, options: WriteOptions): StreamSink.Si
 
 /**
  * Runs a stream's producer straight into the response: no buffer, no hand-over
- * between fibers per frame. It runs on a fiber of its own, as it would behind
- * a buffer, so `shutdown` ends the turn, not this request; a client that
- * leaves interrupts this request, which interrupts the producer.
+ * between fibers per frame, and no fiber of its own: it runs on the request's,
+ * interruptibly, so a client that leaves (which interrupts the request) ends
+ * it. The turn it reads runs apart and is not ended by it.
  */
 const writeProduced = (
   response: Flushable,
   produce: StreamSink.Producer<Uint8Array>,
   options: WriteOptions
 ): Effect.Effect<void> =>
-  Effect.flatMap(
-    Effect.forkDetach(produce(responseSink(response, options)), {
-      startImmediately: true,
-      uninterruptible: false
-    }),
-    (producer) =>
-      Fiber.await(producer).pipe(
-        Effect.interruptible,
-        Effect.onInterrupt(() => Effect.sync(() => producer.interruptUnsafe())),
-        Effect.ensuring(
-          Effect.sync(() => {
-            if (!response.destroyed && !response.writableEnded) response.end()
-          })
-        ),
-        Effect.asVoid
-      )
+  produce(responseSink(response, options)).pipe(
+    Effect.interruptible,
+    Effect.ensuring(
+      Effect.sync(() => {
+        if (!response.destroyed && !response.writableEnded) response.end()
+      })
+    )
   )
 
 const webBody = (body: ReadableStream<Uint8Array> | null): Stream.Stream<Uint8Array, unknown> =>
