@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import type * as Headers from "effect/http/Headers"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as Option from "effect/Option"
+import { uuid } from "./IdGenerator.ts"
 
 /** The request's shared facts. */
 export interface Shape {
@@ -44,7 +45,7 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/
 /** The caller's `X-Request-Id` when it is a sane token, else a fresh UUID. */
 export const requestIdOf = (headers: Headers.Headers): string => {
   const given = headers["x-request-id"]
-  return given !== undefined && REQUEST_ID.test(given) ? given : crypto.randomUUID()
+  return given !== undefined && REQUEST_ID.test(given) ? given : uuid()
 }
 
 /** Runs `effect` with the context of the request in hand. */

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { IdGenerator } from "../src/index.ts"
@@ -13,6 +15,25 @@ describe("IdGenerator", () => {
       assert.strictEqual(new Set(values).size, 100)
     })
   )
+
+  it("keeps each id in one piece, not as the tree of joins it was built from", () => {
+    setFlagsFromString("--expose-gc")
+    const gc = runInNewContext("gc") as () => void
+    setFlagsFromString("--no-expose-gc")
+    const used = () => {
+      gc()
+      gc()
+      return process.memoryUsage().heapUsed
+    }
+    const count = 20_000
+    const held: Array<string> = new Array(count)
+    const before = used()
+    for (let index = 0; index < count; index++) held[index] = IdGenerator.uuid()
+    const perId = (used() - before) / count
+    assert.strictEqual(new Set(held).size, count)
+    // As `crypto.randomUUID()` returns it, an id holds about 490 bytes.
+    assert.isBelow(perId, 200)
+  })
 
   it.effect("sequential ids are predictable and can replace the default", () =>
     Effect.gen(function* () {
