@@ -5,7 +5,7 @@
  * request and turn logs, human-readable or one JSON object per line; OTLP
  * trace export when an endpoint is configured.
  */
-import { createServer, type Server as HttpServer } from "node:http"
+import type { Server as HttpServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { type ChatError, ChatHttp, ChatLog, ChatMetrics, Health } from "@convoke/core"
 import { NodeHandler } from "@convoke/core/node"
@@ -15,6 +15,9 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as References from "effect/References"
 import type { Settings } from "./Settings.ts"
+
+// Not imported: an ES import of `node:http` loads undici (see `NodeHandler.STATUS_CODES`).
+const { createServer } = process.getBuiltinModule("node:http")
 
 /** What the server adds to its application for observability. */
 export interface Observability {

@@ -4,7 +4,7 @@
  * the tests start in-process.
  */
 import { existsSync } from "node:fs"
-import { createServer, type Server as HttpServer, type IncomingMessage } from "node:http"
+import type { Server as HttpServer, IncomingMessage } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
 import { join, resolve } from "node:path"
 import type { Duplex } from "node:stream"
@@ -39,6 +39,9 @@ import type * as SqlError from "effect/sql/SqlError"
 import * as Observability from "./Observability.ts"
 import { checkAnonymous, type Settings } from "./Settings.ts"
 import * as StaticFiles from "./StaticFiles.ts"
+
+// Not imported: an ES import of `node:http` loads undici (see `NodeHandler.STATUS_CODES`).
+const { createServer } = process.getBuiltinModule("node:http")
 
 /**
  * Connections the kernel may queue before the server accepts them (capped by

@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from "node:http"
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import type { Duplex, Readable, Writable } from "node:stream"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -23,6 +23,15 @@ import type { App, HttpApp } from "./ChatHttp.ts"
 import * as HttpError from "./HttpError.ts"
 import * as NodeRequest from "./NodeRequest.ts"
 import * as NodeResponse from "./NodeResponse.ts"
+
+/**
+ * The reason phrase of each status. Taken with `process.getBuiltinModule`, not
+ * imported: Node builds an ES module's view of `node:http` by reading every
+ * export, and its lazy `WebSocket`, `CloseEvent` and `MessageEvent` then load
+ * undici, some 17 MB of resident memory an application may never use.
+ */
+export const STATUS_CODES: Readonly<Record<number, string | undefined>> =
+  process.getBuiltinModule("node:http").STATUS_CODES
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"])
 

@@ -11,7 +11,7 @@
  *
  * @since 0.3.0
  */
-import { type IncomingMessage, type OutgoingHttpHeaders, type Server, STATUS_CODES } from "node:http"
+import type { IncomingMessage, OutgoingHttpHeaders, Server } from "node:http"
 import type { Duplex } from "node:stream"
 import { Writable } from "node:stream"
 import * as Context from "effect/Context"
@@ -59,7 +59,7 @@ const rawResponse = (socket: Duplex, status: number, headers: OutgoingHttpHeader
     },
     final(callback) {
       const body = Buffer.concat(chunks)
-      let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`
+      let head = `HTTP/1.1 ${status} ${NodeHandler.STATUS_CODES[status] ?? ""}\r\n`
       for (const [name, value] of Object.entries(headers)) {
         const lower = name.toLowerCase()
         if (value === undefined || lower === "content-length" || lower === "connection") continue
