@@ -25,7 +25,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type * as ChatEvent from "./ChatEvent.ts"
+import * as ChatEvent from "./ChatEvent.ts"
 
 /** What a log keeps of a turn besides its events. */
 export interface TurnInfo {
@@ -187,9 +187,19 @@ export const contentOf = (entries: Iterable<Entry>): string => {
   return text
 }
 
+/**
+ * An event as the in-memory log keeps it: a content event as its text alone.
+ * Most of a turn is content, and an ended turn is kept for the retention
+ * window: one string a piece, not an entry, an event and a delta object.
+ */
+type Kept = Exclude<TurnEvent, ChatEvent.ContentEvent> | string
+
+const eventOf = (kept: Kept): TurnEvent => (typeof kept === "string" ? ChatEvent.content(kept) : kept)
+
 interface Buffer {
   readonly turn: TurnInfo
-  readonly entries: Array<Entry>
+  /** The events kept, oldest first; `entries[i]` is the event `firstSeq + i`. */
+  readonly entries: Array<Kept>
   /** Sequence number of `entries[0]` (or of the next event while empty). */
   firstSeq: number
   nextSeq: number
@@ -255,7 +265,9 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
       lastSeq: buffer.nextSeq - 1,
       // Joined only when read (as far as logged then): resume and stop never need the text.
       get content() {
-        return contentOf(buffer.entries)
+        let text = ""
+        for (const kept of buffer.entries) if (typeof kept === "string") text += kept
+        return text
       }
     })
 
@@ -278,7 +290,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
         return {
           append: (event) => {
             const seq = buffer.nextSeq++
-            buffer.entries.push({ seq, event })
+            buffer.entries.push(event.type === "content" ? event.delta.content : event)
             events++
             if (buffer.entries.length > maxPerTurn) {
               buffer.entries.shift()
@@ -314,7 +326,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
         const loop: Effect.Effect<FollowEnd> = Effect.suspend(() => {
           if (turns.get(turnId) !== buffer || next < buffer.firstSeq) return Effect.succeed("gone" as const)
           if (next < buffer.nextSeq) {
-            const entry = buffer.entries[next - buffer.firstSeq]!
+            const entry: Entry = { seq: next, event: eventOf(buffer.entries[next - buffer.firstSeq]!) }
             next++
             if (entry.event.type === "done") return Effect.as(deliver(entry), "done" as const)
             return Effect.andThen(deliver(entry), loop)

@@ -1,8 +1,7 @@
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { IdGenerator } from "../src/index.ts"
+import { liveHeap } from "./liveHeap.ts"
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
@@ -17,19 +16,11 @@ describe("IdGenerator", () => {
   )
 
   it("keeps each id in one piece, not as the tree of joins it was built from", () => {
-    setFlagsFromString("--expose-gc")
-    const gc = runInNewContext("gc") as () => void
-    setFlagsFromString("--no-expose-gc")
-    const used = () => {
-      gc()
-      gc()
-      return process.memoryUsage().heapUsed
-    }
     const count = 20_000
     const held: Array<string> = new Array(count)
-    const before = used()
+    const before = liveHeap()
     for (let index = 0; index < count; index++) held[index] = IdGenerator.uuid()
-    const perId = (used() - before) / count
+    const perId = (liveHeap() - before) / count
     assert.strictEqual(new Set(held).size, count)
     // As `crypto.randomUUID()` returns it, an id holds about 490 bytes.
     assert.isBelow(perId, 200)
