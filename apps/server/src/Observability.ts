@@ -16,7 +16,7 @@ import * as Logger from "effect/Logger"
 import * as References from "effect/References"
 import type { Settings } from "./Settings.ts"
 
-// Not imported: an ES import of `node:http` loads undici (see `NodeHandler.STATUS_CODES`).
+// Not imported: an ES import of `node:http` loads undici (see `NodeHandler` in `@convoke/core`).
 const { createServer } = process.getBuiltinModule("node:http")
 
 /** What the server adds to its application for observability. */

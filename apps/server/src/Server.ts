@@ -40,7 +40,7 @@ import * as Observability from "./Observability.ts"
 import { checkAnonymous, type Settings } from "./Settings.ts"
 import * as StaticFiles from "./StaticFiles.ts"
 
-// Not imported: an ES import of `node:http` loads undici (see `NodeHandler.STATUS_CODES`).
+// Not imported: an ES import of `node:http` loads undici (see `NodeHandler` in `@convoke/core`).
 const { createServer } = process.getBuiltinModule("node:http")
 
 /**

@@ -23,6 +23,9 @@ import * as NodeHandler from "./NodeHandler.ts"
 import * as NodeRequest from "./NodeRequest.ts"
 import { SocketUpgrade } from "./SocketHttp.ts"
 
+// Not imported: an ES import of `node:http` loads undici (see `NodeHandler`).
+const { STATUS_CODES } = process.getBuiltinModule("node:http")
+
 /**
  * `ws`, loaded at the first upgrade: a server whose clients never open a
  * WebSocket does not hold its code (about 1.5 MB resident).
@@ -59,7 +62,7 @@ const rawResponse = (socket: Duplex, status: number, headers: OutgoingHttpHeader
     },
     final(callback) {
       const body = Buffer.concat(chunks)
-      let head = `HTTP/1.1 ${status} ${NodeHandler.STATUS_CODES[status] ?? ""}\r\n`
+      let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`
       for (const [name, value] of Object.entries(headers)) {
         const lower = name.toLowerCase()
         if (value === undefined || lower === "content-length" || lower === "connection") continue
