@@ -9,6 +9,7 @@
  *
  * @since 0.1.0
  */
+import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { mkdir } from "node:fs/promises"
 import { join } from "node:path"
@@ -58,16 +59,18 @@ const isMemory = (dataDir: string): boolean => dataDir.startsWith("memory://")
  */
 export const SHARED_BUFFERS = "16MB"
 
+/** The memory settings above, as PostgreSQL start parameters. */
+const MEMORY_PARAMS = ["-c", `shared_buffers=${SHARED_BUFFERS}`]
+
 /** PGlite's default start parameters (see its `defaultStartParams`) plus the memory settings above. */
-const startParams = (defaults: ReadonlyArray<string>): Array<string> => [
-  ...defaults,
-  "-c",
-  `shared_buffers=${SHARED_BUFFERS}`
-]
+const startParams = (defaults: ReadonlyArray<string>): Array<string> => [...defaults, ...MEMORY_PARAMS]
 
 /** Whether the process was started with its own WebAssembly flags: then they are left alone. */
 const wasmFlagsGiven = (): boolean =>
   [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((argument) => argument.includes("wasm"))
+
+/** V8's flags for the baseline WebAssembly compiler only (see `withBaselineWasm`). */
+const BASELINE_WASM_FLAGS = ["--no-wasm-dynamic-tiering", "--no-wasm-tier-up"]
 
 /**
  * Compiles PGlite's WebAssembly with V8's baseline compiler only (Liftoff),
@@ -80,8 +83,7 @@ const wasmFlagsGiven = (): boolean =>
  */
 const withBaselineWasm = async <A>(compile: () => Promise<A>): Promise<A> => {
   if (wasmFlagsGiven()) return compile()
-  setFlagsFromString("--no-wasm-dynamic-tiering")
-  setFlagsFromString("--no-wasm-tier-up")
+  for (const flag of BASELINE_WASM_FLAGS) setFlagsFromString(flag)
   try {
     return await compile()
   } finally {
@@ -91,7 +93,8 @@ const withBaselineWasm = async <A>(compile: () => Promise<A>): Promise<A> => {
 }
 
 /**
- * Collects the garbage PGlite leaves when it creates a new database: its
+ * Collects the garbage PGlite leaves when it creates a new database in
+ * memory (one in a directory is created in a child process): its
  * initdb runs in a WebAssembly instance of its own, some 350 MB that V8 would
  * free only at its next full collection, which an idle or lightly loaded
  * server may not reach for a long time. A first start would stay at twice
@@ -117,13 +120,64 @@ const collectGarbage = async (): Promise<void> => {
   }
 }
 
+/** Run by the child process of `createInChildProcess`, with its arguments as JSON. */
+const CREATE_DATABASE = `
+const [pglite, dataDir, params] = JSON.parse(process.argv[1])
+const { PGlite } = await import(pglite)
+const database = new PGlite(dataDir, { startParams: [...PGlite.defaultStartParams, ...params] })
+await database.waitReady
+await database.close()
+`
+
+/** How much of a failed child's standard error to keep for the error message. */
+const STDERR_KEPT = 4096
+
+/**
+ * Creates a new database in `dataDir` in a child process, which exits once
+ * the database is written. Run in the server's own process, PGlite's initdb
+ * left about 120 MB of native heap resident for good: freed, but kept by the
+ * C allocator, so a server's first start held some 100 MB more than any
+ * restart. The cost is a second or so more on a first start.
+ */
+const createInChildProcess = (dataDir: string): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const pglite = import.meta.resolve("@electric-sql/pglite")
+    const child = spawn(
+      process.execPath,
+      [
+        ...BASELINE_WASM_FLAGS,
+        "--input-type=module",
+        "--eval",
+        CREATE_DATABASE,
+        JSON.stringify([pglite, dataDir, MEMORY_PARAMS])
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] }
+    )
+    let stderr = ""
+    child.stderr.setEncoding("utf8")
+    child.stderr.on("data", (chunk: string) => {
+      stderr = (stderr + chunk).slice(-STDERR_KEPT)
+    })
+    child.once("error", reject)
+    child.once("close", (code, signal) => {
+      if (code === 0) return resolve()
+      const exit = signal === null ? `exit code ${code}` : `signal ${signal}`
+      reject(
+        new Error(
+          `Creating the embedded database in ${dataDir} failed (${exit}): ${stderr.trim() || "no output"}`
+        )
+      )
+    })
+  })
+
 const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUnavailable, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
         if (!isMemory(dataDir)) await mkdir(dataDir, { recursive: true })
-        // Whether PGlite will create the database (an empty directory, or memory).
-        const created = isMemory(dataDir) || !existsSync(join(dataDir, "PG_VERSION"))
+        // A new database in a directory is created apart; one in memory here.
+        const created = isMemory(dataDir)
+        if (!created && !existsSync(join(dataDir, "PG_VERSION"))) await createInChildProcess(dataDir)
         // Loaded here, not at the top: a server on PostgreSQL imports this package
         // but never starts PGlite, and should not hold its code in memory.
         const { PGlite } = await import("@electric-sql/pglite")

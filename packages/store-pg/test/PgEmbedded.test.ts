@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto"
-import { mkdtemp, readdir, rm } from "node:fs/promises"
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises"
 import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -107,6 +107,26 @@ describe("PgEmbedded", () => {
           .withoutTransform
         expect(connections!.count).toBeLessThanOrEqual(1)
       }).pipe(Effect.provide(PgEmbedded.layer({ dataDir: "memory://" }))),
+    60_000
+  )
+
+  it.live(
+    "fails with StoreUnavailable, saying why, when it cannot create the database",
+    () =>
+      Effect.gen(function* () {
+        // Files where PostgreSQL's initdb needs directories.
+        const dataDir = join(root, "blocked")
+        yield* Effect.promise(async () => {
+          await mkdir(dataDir)
+          await writeFile(join(dataDir, "global"), "")
+          await writeFile(join(dataDir, "base"), "")
+        })
+        const error = yield* Effect.flip(Effect.scoped(PgEmbedded.start({ dataDir })))
+        expect(error._tag).toBe("StoreUnavailable")
+        expect(String(error.cause)).toContain(`Creating the embedded database in ${dataDir} failed`)
+        // Nothing half-made passes for a database at the next start.
+        expect(yield* Effect.promise(() => readdir(dataDir))).not.toContain("PG_VERSION")
+      }),
     60_000
   )
 
