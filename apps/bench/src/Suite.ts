@@ -802,7 +802,7 @@ export const run = async (plan: Plan): Promise<Report> => {
     )
     tables.push({
       title: "Embedded PGlite (Convoke only)",
-      note: "The reference server with no `DATABASE_URL`: PGlite in-process, reached through pglite-socket, each on a new data directory (its first start). PGlite serves one query at a time. The second server runs with `node --max-semi-space-size=8`.",
+      note: "The reference server with no `DATABASE_URL`: PGlite in-process, reached through pglite-socket, each on a new data directory (its first start: the database is created by a short-lived child process, then opened). PGlite serves one query at a time. The second server runs with `node --max-semi-space-size=8`.",
       rows: pglite.rows
     })
     await stopAll()
