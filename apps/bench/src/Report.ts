@@ -264,7 +264,9 @@ const whereTheCpuGoes = (report: Report): Array<string> => {
     "  from the database's answer to the metadata event's write about 230 µs against 105 µs.",
     "  A CPU profile of those two windows alone shows the same spread as above: Effect's",
     "  operations and exits, context building, header handling and the binding, no single",
-    "  function above 5%.",
+    "  function above 5%. Counted with an instrumented run loop over the same trace: 157",
+    "  Effect operations before the INSERT leaves, 96 between its answer and the metadata",
+    "  write, 28–36 per content event, some 730 per request in all, in about 70 fiber runs.",
     ""
   ]
   for (const result of report.profiles) {
