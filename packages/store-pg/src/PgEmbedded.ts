@@ -13,6 +13,7 @@ import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { mkdir } from "node:fs/promises"
 import { join } from "node:path"
+import { isSea } from "node:sea"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import type { ChatError } from "@convoke/core"
@@ -93,8 +94,8 @@ const withBaselineWasm = async <A>(compile: () => Promise<A>): Promise<A> => {
 }
 
 /**
- * Collects the garbage PGlite leaves when it creates a new database in
- * memory (one in a directory is created in a child process): its
+ * Collects the garbage PGlite leaves when it creates a new database in this
+ * process (in memory, or where no child can run: `canCreateInChild`): its
  * initdb runs in a WebAssembly instance of its own, some 350 MB that V8 would
  * free only at its next full collection, which an idle or lightly loaded
  * server may not reach for a long time. A first start would stay at twice
@@ -160,7 +161,11 @@ const createInChildProcess = (dataDir: string): Promise<void> =>
     child.stderr.on("data", (chunk: string) => {
       stderr = (stderr + chunk).slice(-STDERR_KEPT)
     })
-    child.once("error", reject)
+    child.once("error", (error) =>
+      reject(
+        new Error(`Creating the embedded database in ${dataDir} failed: ${error.message}`, { cause: error })
+      )
+    )
     child.once("close", (code, signal) => {
       if (code === 0) return resolve()
       const exit = signal === null ? `exit code ${code}` : `signal ${signal}`
@@ -172,14 +177,28 @@ const createInChildProcess = (dataDir: string): Promise<void> =>
     })
   })
 
+/**
+ * Whether this process may run `process.execPath` as Node with a script of
+ * its own. The binary of a single-executable application or of Electron runs
+ * its own application instead, and the permission model (`node --permission`)
+ * forbids child processes unless allowed: there the database is created in
+ * process.
+ */
+const canCreateInChild = (): boolean =>
+  !isSea() &&
+  process.versions.electron === undefined &&
+  (process.permission === undefined || process.permission.has("child"))
+
 const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUnavailable, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
       try: async () => {
         if (!isMemory(dataDir)) await mkdir(dataDir, { recursive: true })
-        // A new database in a directory is created apart; one in memory here.
-        const created = isMemory(dataDir)
-        if (!created && !existsSync(join(dataDir, "PG_VERSION"))) await createInChildProcess(dataDir)
+        // Whether PGlite would create the database (an empty directory, or memory).
+        const isNew = isMemory(dataDir) || !existsSync(join(dataDir, "PG_VERSION"))
+        // In a directory, where Node can run a child, it is created apart.
+        const createdApart = isNew && !isMemory(dataDir) && canCreateInChild()
+        if (createdApart) await createInChildProcess(dataDir)
         // Loaded here, not at the top: a server on PostgreSQL imports this package
         // but never starts PGlite, and should not hold its code in memory.
         const { PGlite } = await import("@electric-sql/pglite")
@@ -192,7 +211,7 @@ const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUna
             throw error
           }
           // Once PGlite's start has settled: until then its initdb instance is still referenced.
-          if (created) await collectGarbage()
+          if (isNew && !createdApart) await collectGarbage()
           return database
         })
       },

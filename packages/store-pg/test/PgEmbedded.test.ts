@@ -1,13 +1,18 @@
+import { execFile } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises"
 import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
 import { ConversationStore } from "@convoke/core"
 import { PgConversationStore, PgEmbedded } from "@convoke/store-pg"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { SqlClient } from "effect/sql"
+
+const run = promisify(execFile)
 
 const canConnect = (host: string, port: number): Promise<boolean> =>
   new Promise((resolve) => {
@@ -126,6 +131,28 @@ describe("PgEmbedded", () => {
         expect(String(error.cause)).toContain(`Creating the embedded database in ${dataDir} failed`)
         // Nothing half-made passes for a database at the next start.
         expect(yield* Effect.promise(() => readdir(dataDir))).not.toContain("PG_VERSION")
+      }),
+    60_000
+  )
+
+  it.live(
+    "creates the database in process where no child process may run",
+    () =>
+      Effect.gen(function* () {
+        // Node's permission model without `--allow-child-process`: the child
+        // that creates a new database elsewhere is refused.
+        const dataDir = join(root, "permission-model")
+        const { stdout } = yield* Effect.promise(() =>
+          run(process.execPath, [
+            "--permission",
+            "--allow-fs-read=*",
+            "--allow-fs-write=*",
+            fileURLToPath(new URL("./startEmbedded.ts", import.meta.url)),
+            dataDir
+          ])
+        )
+        expect(JSON.parse(stdout).port).toBeGreaterThan(0)
+        expect(yield* Effect.promise(() => readdir(dataDir))).toContain("PG_VERSION")
       }),
     60_000
   )
