@@ -60,11 +60,12 @@ const isMemory = (dataDir: string): boolean => dataDir.startsWith("memory://")
  */
 export const SHARED_BUFFERS = "16MB"
 
-/** The memory settings above, as PostgreSQL start parameters. */
-const MEMORY_PARAMS = ["-c", `shared_buffers=${SHARED_BUFFERS}`]
-
 /** PGlite's default start parameters (see its `defaultStartParams`) plus the memory settings above. */
-const startParams = (defaults: ReadonlyArray<string>): Array<string> => [...defaults, ...MEMORY_PARAMS]
+const startParams = (defaults: ReadonlyArray<string>): Array<string> => [
+  ...defaults,
+  "-c",
+  `shared_buffers=${SHARED_BUFFERS}`
+]
 
 /** Whether the process was started with its own WebAssembly flags: then they are left alone. */
 const wasmFlagsGiven = (): boolean =>
@@ -123,9 +124,9 @@ const collectGarbage = async (): Promise<void> => {
 
 /** Run by the child process of `createInChildProcess`, with its arguments as JSON. */
 const CREATE_DATABASE = `
-const [pglite, dataDir, params] = JSON.parse(process.argv[1])
+const [pglite, dataDir, startParams] = JSON.parse(process.argv[1])
 const { PGlite } = await import(pglite)
-const database = new PGlite(dataDir, { startParams: [...PGlite.defaultStartParams, ...params] })
+const database = new PGlite(dataDir, { startParams })
 await database.waitReady
 await database.close()
 `
@@ -142,7 +143,7 @@ const STDERR_KEPT = 4096
  * a small machine, either way): the child's work replaces the in-process
  * creation.
  */
-const createInChildProcess = (dataDir: string): Promise<void> =>
+const createInChildProcess = (dataDir: string, params: ReadonlyArray<string>): Promise<void> =>
   new Promise((resolve, reject) => {
     const pglite = import.meta.resolve("@electric-sql/pglite")
     const child = spawn(
@@ -152,7 +153,7 @@ const createInChildProcess = (dataDir: string): Promise<void> =>
         "--input-type=module",
         "--eval",
         CREATE_DATABASE,
-        JSON.stringify([pglite, dataDir, MEMORY_PARAMS])
+        JSON.stringify([pglite, dataDir, params])
       ],
       { stdio: ["ignore", "ignore", "pipe"] }
     )
@@ -196,14 +197,15 @@ const openDatabase = (dataDir: string): Effect.Effect<PGlite, ChatError.StoreUna
         if (!isMemory(dataDir)) await mkdir(dataDir, { recursive: true })
         // Whether PGlite would create the database (an empty directory, or memory).
         const isNew = isMemory(dataDir) || !existsSync(join(dataDir, "PG_VERSION"))
-        // In a directory, where Node can run a child, it is created apart.
-        const createdApart = isNew && !isMemory(dataDir) && canCreateInChild()
-        if (createdApart) await createInChildProcess(dataDir)
         // Loaded here, not at the top: a server on PostgreSQL imports this package
         // but never starts PGlite, and should not hold its code in memory.
         const { PGlite } = await import("@electric-sql/pglite")
+        const params = startParams(PGlite.defaultStartParams)
+        // In a directory, where Node can run a child, it is created apart.
+        const createdApart = isNew && !isMemory(dataDir) && canCreateInChild()
+        if (createdApart) await createInChildProcess(dataDir, params)
         return withBaselineWasm(async () => {
-          const database = new PGlite(dataDir, { startParams: startParams(PGlite.defaultStartParams) })
+          const database = new PGlite(dataDir, { startParams: params })
           try {
             await database.waitReady
           } catch (error) {
