@@ -44,6 +44,7 @@ const DOCUMENTED_SERIES: ReadonlyArray<readonly [string, Record<string, string>?
   ["turn_log_turns"],
   ["turn_log_events"],
   ["turn_log_dropped_events"],
+  ["turn_log_bytes"],
   ["authentication_failures_total"],
   ...["user", "address", "failures", "concurrent"].map(
     (limit) => ["rate_limited_requests_total", { limit }] as const

@@ -105,6 +105,8 @@ export interface TurnLogSize {
   readonly events: number
   /** Events dropped since start to stay within the log's bounds. */
   readonly dropped: number
+  /** The memory the kept turns take, estimated (`TurnLog.Options.maxBytes`). */
+  readonly bytes: number
 }
 
 /**

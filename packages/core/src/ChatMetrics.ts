@@ -245,6 +245,10 @@ export const make = (options: Options = {}): ChatMetrics => {
     description:
       "Events the turn log dropped since start to stay within its bounds (a resume past them gets 204)"
   })
+  const logBytes = Metric.gauge("turn_log_bytes", {
+    description:
+      "The memory the turns this instance's turn log keeps take, estimated (bounded by its maxBytes)"
+  })
   const authenticationFailures = Metric.counter("authentication_failures_total", {
     description: "Requests whose credentials were missing or invalid (401), on every route",
     incremental: true
@@ -278,6 +282,7 @@ export const make = (options: Options = {}): ChatMetrics => {
   register(logTurns)
   register(logEvents)
   register(logDropped)
+  register(logBytes)
   register(authenticationFailures)
   for (const limit of LIMITS) register(rateLimited(limit))
   // Requests are counted only once their status is known; the 200s are
@@ -333,6 +338,7 @@ export const make = (options: Options = {}): ChatMetrics => {
         logTurns.updateUnsafe(event.turns, context)
         logEvents.updateUnsafe(event.events, context)
         logDropped.updateUnsafe(event.dropped, context)
+        logBytes.updateUnsafe(event.bytes, context)
       }),
     // A turn asked for on a socket is a chat request like a POST: counted by client and status.
     socketChatAnswered: (event) => Effect.sync(() => countRequest(event.client, event.status)),

@@ -126,6 +126,8 @@ export interface Stats {
   readonly events: number
   /** Events dropped since start to stay within the bounds. */
   readonly dropped: number
+  /** The memory the kept turns take, estimated (see `Options.maxBytes`). */
+  readonly bytes: number
 }
 
 /** The turn log's operations. */
@@ -171,13 +173,24 @@ export interface Options {
   readonly maxEventsPerTurn?: number | undefined
   /** Most events kept in all (default 1,000,000): beyond it ended turns are dropped, oldest first. */
   readonly maxEvents?: number | undefined
+  /**
+   * Most memory the kept turns may take, estimated, in bytes (default 64 MiB):
+   * beyond it ended turns are dropped, oldest first. A turn is counted at
+   * about 1 KiB, plus 32 bytes and its text's length for each event (text
+   * outside Latin-1 takes twice that, which the estimate does not see). The
+   * default holds some 9,000 replies of 150 events of 10 characters: the
+   * retention window at fifteen turns a second. The process holds more than
+   * this: the garbage collector keeps room to grow.
+   */
+  readonly maxBytes?: number | undefined
 }
 
 /** The defaults of `Options`. */
 export const defaults = {
   retention: Duration.minutes(10),
   maxEventsPerTurn: 10_000,
-  maxEvents: 1_000_000
+  maxEvents: 1_000_000,
+  maxBytes: 64 * 1024 * 1024
 } as const
 
 /** The reply's text in a run of entries. */
@@ -196,12 +209,24 @@ type Kept = Exclude<TurnEvent, ChatEvent.ContentEvent> | string
 
 const eventOf = (kept: Kept): TurnEvent => (typeof kept === "string" ? ChatEvent.content(kept) : kept)
 
+/**
+ * What a kept turn takes in the heap besides its events: the buffer, the
+ * turn's ids and metadata, its places in the maps. Measured at about 900
+ * bytes with UUID ids; rounded up.
+ */
+const TURN_BYTES = 1024
+
+/** What a kept event takes: a string's header and its slot (measured 24 + 8), plus its text. */
+const bytesOf = (kept: Kept): number => (typeof kept === "string" ? 32 + kept.length : 8)
+
 interface Buffer {
   readonly turn: TurnInfo
   /** The events kept, oldest first; `entries[i]` is the event `firstSeq + i`. */
   readonly entries: Array<Kept>
   /** Sequence number of `entries[0]` (or of the next event while empty). */
   firstSeq: number
+  /** The estimated memory the turn takes (`TURN_BYTES` and its entries). */
+  bytes: number
   nextSeq: number
   endedAt: number | undefined
   readers: number
@@ -221,32 +246,32 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
     )
     const maxPerTurn = Math.max(1, options.maxEventsPerTurn ?? defaults.maxEventsPerTurn)
     const maxEvents = Math.max(1, options.maxEvents ?? defaults.maxEvents)
+    const maxBytes = Math.max(1, options.maxBytes ?? defaults.maxBytes)
     const turns = new Map<string, Buffer>()
     const latest = new Map<string, string>()
     // Ended turns in the order they ended: the retention sweep and the total bound drop from the front.
     const ended = new Set<Buffer>()
     let events = 0
+    let bytes = 0
     let dropped = 0
 
     const forget = (buffer: Buffer) => {
       turns.delete(buffer.turn.turnId)
       ended.delete(buffer)
       events -= buffer.entries.length
+      bytes -= buffer.bytes
       if (latest.get(buffer.turn.conversationId) === buffer.turn.turnId)
         latest.delete(buffer.turn.conversationId)
     }
 
-    /** Drops turns past the retention window, then ended turns while over the total bound. */
+    /** Drops turns past the retention window, then ended turns while over a total bound. */
     const sweep = () => {
       const now = clock.currentTimeMillisUnsafe()
       for (const buffer of ended) {
-        if (now - buffer.endedAt! < retentionMillis && events <= maxEvents) break
-        if (now - buffer.endedAt! >= retentionMillis) {
-          forget(buffer)
-        } else {
-          dropped += buffer.entries.length
-          forget(buffer)
-        }
+        const expired = now - buffer.endedAt! >= retentionMillis
+        if (!expired && events <= maxEvents && bytes <= maxBytes) break
+        if (!expired) dropped += buffer.entries.length
+        forget(buffer)
       }
     }
 
@@ -278,6 +303,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
           turn,
           entries: [],
           firstSeq: 1,
+          bytes: TURN_BYTES,
           nextSeq: 1,
           endedAt: undefined,
           readers: 0,
@@ -285,15 +311,24 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
           onStop: undefined,
           appended: undefined
         }
+        // A turn id is new each time; were one begun twice, the first is forgotten, not counted twice.
+        const previous = turns.get(turn.turnId)
+        if (previous !== undefined) forget(previous)
         turns.set(turn.turnId, buffer)
         latest.set(turn.conversationId, turn.turnId)
+        bytes += TURN_BYTES
         return {
           append: (event) => {
             const seq = buffer.nextSeq++
-            buffer.entries.push(event.type === "content" ? event.delta.content : event)
+            const kept = event.type === "content" ? event.delta.content : event
+            buffer.entries.push(kept)
+            buffer.bytes += bytesOf(kept)
+            bytes += bytesOf(kept)
             events++
             if (buffer.entries.length > maxPerTurn) {
-              buffer.entries.shift()
+              const gone = buffer.entries.shift()!
+              buffer.bytes -= bytesOf(gone)
+              bytes -= bytesOf(gone)
               buffer.firstSeq++
               events--
               dropped++
@@ -370,7 +405,7 @@ export const makeMemory = (options: Options = {}): Effect.Effect<Service> =>
           return true
         }),
       claimLapsed: Effect.succeed([]),
-      stats: () => ({ turns: turns.size, events, dropped })
+      stats: () => ({ turns: turns.size, events, dropped, bytes })
     } satisfies Service
   })
 

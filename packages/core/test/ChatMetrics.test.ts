@@ -36,6 +36,7 @@ const METRIC_NAMES = [
   "turn_log_turns",
   "turn_log_events",
   "turn_log_dropped_events",
+  "turn_log_bytes",
   "authentication_failures_total",
   "rate_limited_requests_total",
   "chat_requests_total"
