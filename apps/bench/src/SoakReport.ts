@@ -22,6 +22,7 @@ export interface Sample {
   readonly streamsActive: number | undefined
   readonly turnLogTurns: number | undefined
   readonly turnLogEvents: number | undefined
+  readonly turnLogBytes: number | undefined
   /** Turns done so far, and failed so far. */
   readonly turns: number
   readonly errors: number
@@ -142,7 +143,7 @@ export const section = (result: Result): string => {
     "the turn already over, must come with a complete stream; it is counted apart). Every 10 s it",
     "reads the server's VmRSS (the least of 5 readings over 1 s: one reading swings with the",
     "garbage collector), its open file descriptors (`/proc/<pid>/fd`) and, from `/metrics`,",
-    "`streams_active`, `turn_log_turns` and `turn_log_events`.",
+    "`streams_active`, `turn_log_turns`, `turn_log_events` and `turn_log_bytes`.",
     "",
     `- Machine: ${machine()}`,
     `- Command: \`${result.command}\` (${(result.seconds / 60).toFixed(1)} min in all)`,
@@ -151,9 +152,9 @@ export const section = (result: Result): string => {
     ...(result.redis
       ? []
       : [
-          "- The in-memory turn log keeps every turn for 10 minutes after it ends (1,000,000 events at most),",
-          "  so it grows by design for the first 10 minutes of load, or until that cap: with a shorter",
-          "  warm-up, its filling counts as growth (compare the turn log columns below with the RSS)."
+          "- The in-memory turn log keeps every turn for 10 minutes after it ends (64 MiB of turns at most,",
+          "  estimated), so it grows by design until that cap or for the first 10 minutes of load: with a",
+          "  shorter warm-up, its filling counts as growth (compare the turn log columns below with the RSS)."
         ]),
     ""
   ]
@@ -199,11 +200,11 @@ export const section = (result: Result): string => {
       Math.round(sample.seconds) % 60 < 10
   )
   lines.push(
-    "| minute | RSS | file descriptors | streams active | turn log turns | turn log events | turns done | errors |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| minute | RSS | file descriptors | streams active | turn log turns | turn log events | turn log size | turns done | errors |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...shown.map(
       (sample) =>
-        `| ${(sample.seconds / 60).toFixed(1)} | ${mib(sample.rss)} | ${sample.openFiles} | ${optional(sample.streamsActive)} | ${optional(sample.turnLogTurns)} | ${optional(sample.turnLogEvents)} | ${sample.turns} | ${sample.errors} |`
+        `| ${(sample.seconds / 60).toFixed(1)} | ${mib(sample.rss)} | ${sample.openFiles} | ${optional(sample.streamsActive)} | ${optional(sample.turnLogTurns)} | ${optional(sample.turnLogEvents)} | ${sample.turnLogBytes === undefined ? "–" : mib(sample.turnLogBytes)} | ${sample.turns} | ${sample.errors} |`
     ),
     "",
     END

@@ -100,6 +100,7 @@ try {
       streamsActive: gauge(metrics, "streams_active"),
       turnLogTurns: gauge(metrics, "turn_log_turns"),
       turnLogEvents: gauge(metrics, "turn_log_events"),
+      turnLogBytes: gauge(metrics, "turn_log_bytes"),
       turns: tally.total,
       errors: tally.failed
     }
