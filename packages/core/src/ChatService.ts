@@ -235,7 +235,7 @@ export const make = Effect.gen(function* () {
           temporary: prepared.resolution.temporary,
           latencyMillis: sentAt - receivedAt
         }),
-      abandoned: hooks.turnEnded({ ...context, conversationId, outcome: "client_closed", durationMillis: 0 }),
+      startUnread: runner.startUnread(context, prepared, turn),
       isShuttingDown: turns.isShuttingDown
     })
   })
@@ -271,7 +271,7 @@ export const make = Effect.gen(function* () {
           follow: (deliver) => runner.follow(turn.turnId, afterSeq, deliver),
           heartbeat,
           metadataSent: () => Effect.void,
-          abandoned: Effect.void,
+          startUnread: Effect.void,
           isShuttingDown: turns.isShuttingDown
         })
       )

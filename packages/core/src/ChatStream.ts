@@ -104,6 +104,12 @@ export interface Options<A> {
    * event went out; delivers the turn's events through `follow` after it.
    */
   readonly start: Effect.Effect<void>
+  /**
+   * Starts the turn with no reader (a new one) or does nothing (a resume):
+   * the reader left after the metadata event, before the turn started. The
+   * client holds the turn's ids and may come back for the reply.
+   */
+  readonly startUnread: Effect.Effect<void>
   /** Delivers the turn's events to the reader, in order, to `done`. */
   readonly follow: (
     deliver: (entry: TurnLog.Entry) => Effect.Effect<void>
@@ -111,8 +117,6 @@ export interface Options<A> {
   readonly heartbeat: Heartbeat.Heartbeat
   /** Told when the metadata event went out (epoch millis). */
   readonly metadataSent: (sentAtMillis: number) => Effect.Effect<void>
-  /** Told when the reader left before the turn started: the turn never reports its own end then. */
-  readonly abandoned: Effect.Effect<void>
   /** Whether the server is shutting down: an interrupted stream then ends with the shutdown error event. */
   readonly isShuttingDown: () => boolean
 }
@@ -166,7 +170,7 @@ export const producer =
         if (Exit.isSuccess(exit)) return sink.close([])
         // Ended by shutdown: the reader learns why, if it still reads.
         if (options.isShuttingDown()) return sink.close(encoding.cutShort(errorEventOf(new ServerShutdown())))
-        return Effect.andThen(sink.close([]), started ? Effect.void : options.abandoned)
+        return Effect.andThen(sink.close([]), started ? Effect.void : options.startUnread)
       })
     )
   }

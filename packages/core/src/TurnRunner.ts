@@ -47,6 +47,15 @@ export interface TurnRunner {
     prepared: ChatTurn.Prepared,
     turn: TurnLog.TurnInfo
   ) => Effect.Effect<void>
+  /**
+   * Starts a turn whose reader left before it started (the client has its
+   * ids): it runs as one whose last reader just left, for the grace window.
+   */
+  readonly startUnread: (
+    context: TurnContext,
+    prepared: ChatTurn.Prepared,
+    turn: TurnLog.TurnInfo
+  ) => Effect.Effect<void>
   /** Delivers a turn's events after `afterSeq`, counting as its reader while it runs. */
   readonly follow: (
     turnId: string,
@@ -221,6 +230,25 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
         }
       })
 
+    /** Nobody reads a running turn here: it goes on for the grace window, cancelled then unless a reader is back. */
+    const unread = (turnId: string, entry: Running): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (entry.readers.size > 0 || !running.has(turnId)) return Effect.void
+        return Effect.map(Effect.forkIn(awaitReaders(entry), scope, { startImmediately: true }), (grace) => {
+          if (entry.readers.size === 0 && running.has(turnId)) entry.grace = grace
+          else grace.interruptUnsafe()
+        })
+      })
+
+    const startUnread: TurnRunner["startUnread"] = (context, prepared, turn) =>
+      Effect.andThen(
+        start(context, prepared, turn),
+        Effect.suspend(() => {
+          const entry = running.get(turn.turnId)
+          return entry === undefined ? Effect.void : unread(turn.turnId, entry)
+        })
+      )
+
     const follow: TurnRunner["follow"] = (turnId, afterSeq, deliver) => {
       const entry = running.get(turnId)
       if (entry === undefined) return log.follow(turnId, afterSeq, deliver)
@@ -243,14 +271,7 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
           Effect.suspend(() => {
             entry.readers.delete(reader)
             release(entry)
-            if (entry.readers.size > 0 || !running.has(turnId)) return Effect.void
-            return Effect.map(
-              Effect.forkIn(awaitReaders(entry), scope, { startImmediately: true }),
-              (grace) => {
-                if (entry.readers.size === 0 && running.has(turnId)) entry.grace = grace
-                else grace.interruptUnsafe()
-              }
-            )
+            return unread(turnId, entry)
           })
       )
     }
@@ -304,6 +325,7 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
 
     return {
       start,
+      startUnread,
       follow,
       idle: Effect.suspend(() => (isIdle() ? Effect.void : Deferred.await(idle)))
     } satisfies TurnRunner

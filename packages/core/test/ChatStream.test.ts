@@ -56,7 +56,7 @@ describe("ChatStream", () => {
               }),
             heartbeat,
             metadataSent: () => Effect.void,
-            abandoned: Effect.void,
+            startUnread: Effect.void,
             isShuttingDown: () => false
           })
           const fiber = yield* Effect.forkChild(produce(sink))

@@ -330,6 +330,42 @@ describe("the disconnect grace window", () => {
     }
   })
 
+  it("a reader that leaves right after the metadata event still has a reply to come back to", async () => {
+    const { app, store, model, replies } = await setup({ config: { disconnectGrace: Duration.minutes(5) } })
+    try {
+      // Gone before the turn started: the client holds the conversation and turn ids all the same.
+      const { reader, metadata } = await startChat(app)
+      await reader.cancel()
+      replies[0]!.say("still ")
+      replies[0]!.say("here")
+      replies[0]!.finish()
+      const response = await resume(app, metadata.conversation_id)
+      assert.strictEqual(response.status, 200)
+      const frames = await rest(Sse.reader(response.body!))
+      assert.strictEqual(frames[0], `data: ${JSON.stringify({ ...metadata, resumed: true })}`)
+      assert.strictEqual(contentOf(frames.slice(1)), "still here")
+      const stored = await run(Deferred.await(store.assistantStored))
+      assert.deepStrictEqual([stored.status, stored.content], ["complete", "still here"])
+      assert.isFalse(await run(Deferred.isDone(model.interrupted)))
+    } finally {
+      await app.dispose()
+    }
+  })
+
+  it("a turn whose reader left before it started is cancelled too when no reader comes back", async () => {
+    const { app, store, model, replies } = await setup({ config: { disconnectGrace: Duration.millis(50) } })
+    try {
+      const { reader } = await startChat(app)
+      await reader.cancel()
+      replies[0]!.say("unread")
+      await run(Deferred.await(model.interrupted))
+      const stored = await run(Deferred.await(store.assistantStored))
+      assert.strictEqual(stored.status, "cancelled")
+    } finally {
+      await app.dispose()
+    }
+  })
+
   it("with no reader back in time the turn is cancelled: the model is stopped and the reply stored cancelled", async () => {
     const { app, store, model, replies } = await setup({ config: { disconnectGrace: Duration.millis(50) } })
     try {
