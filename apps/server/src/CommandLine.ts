@@ -137,6 +137,14 @@ export const OPTIONS: ReadonlyArray<Option> = [
     description: "Key prefix of the turn log in Redis"
   },
   {
+    flag: "turn-log-max-mb",
+    env: "CONVOKE_TURN_LOG_MAX_MB",
+    type: "string",
+    fallback: "64",
+    description:
+      "Memory the turns kept in this process's turn log may take, estimated, in MiB; ended turns go first"
+  },
+  {
     flag: "redis-prefix",
     env: "CONVOKE_REDIS_PREFIX",
     type: "string",

@@ -251,10 +251,12 @@ const outboxSummary = (settings: Settings, stats: ConversationOutbox.Stats): str
 }
 
 /** The turn log: in memory, or in Redis so every instance can resume and stop every turn. */
-const turnLogLayer = (settings: Settings, redis: RedisLayer) =>
-  redis === undefined
-    ? TurnLog.layerMemory()
-    : RedisTurnLog.layer({ prefix: settings.turnLogPrefix }).pipe(Layer.provide(redis))
+const turnLogLayer = (settings: Settings, redis: RedisLayer) => {
+  const maxBytes = settings.turnLogMaxMb * 1024 * 1024
+  return redis === undefined
+    ? TurnLog.layerMemory({ maxBytes })
+    : RedisTurnLog.layer({ prefix: settings.turnLogPrefix, maxBytes }).pipe(Layer.provide(redis))
+}
 
 /**
  * The listener's limits on slow and idle clients. A request head must arrive
@@ -466,7 +468,7 @@ export const start = async (settings: Settings, options: StartOptions = {}): Pro
     ],
     [
       "turns",
-      `resumable for ${Duration.toMinutes(TurnLog.defaults.retention)} min, ${Duration.toMillis(settings.chat.disconnectGrace)} ms grace after a disconnect; ${redis === undefined ? "in memory (this instance only)" : `Redis ${redactUrl(settings.redisUrl!)} (shared by every instance)`}`
+      `resumable for ${Duration.toMinutes(TurnLog.defaults.retention)} min, ${Duration.toMillis(settings.chat.disconnectGrace)} ms grace after a disconnect; ${redis === undefined ? `in memory (this instance only, ${settings.turnLogMaxMb} MiB at most)` : `Redis ${redactUrl(settings.redisUrl!)} (shared by every instance)`}`
     ],
     [
       "outbox",

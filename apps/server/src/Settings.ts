@@ -10,7 +10,7 @@
 import { isIP } from "node:net"
 import { resolve } from "node:path"
 import * as AnthropicModels from "@convoke/anthropic/models"
-import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity, Identity } from "@convoke/core"
+import { AdminAccess, ChatConfig, ChatRateLimit, HttpSecurity, Identity, TurnLog } from "@convoke/core"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
@@ -78,6 +78,8 @@ export interface Settings {
   readonly redisUrl: string | undefined
   /** Key prefix of the turn log in Redis: deployments sharing one Redis need their own. */
   readonly turnLogPrefix: string
+  /** Memory, in MiB, the turns the turn log keeps in this process may take (estimated); ended turns go first. */
+  readonly turnLogMaxMb: number
   /** Largest accepted request head (request line and headers); larger is a 431. */
   readonly maxHeaderBytes: number
   /** Longest time a request head (request line and headers) may take to arrive; past it a 408. */
@@ -327,6 +329,9 @@ export const config: Config.Config<Settings> = ConfigProblems.unwrapAll<Settings
     text("REDIS_URL", (raw) => /^rediss?:\/\//.test(raw) || "must be a redis:// or rediss:// URL")
   ),
   turnLogPrefix: Config.String("CONVOKE_TURN_LOG_PREFIX").pipe(Config.withDefault("convoke:turns:")),
+  turnLogMaxMb: wholeNumber("CONVOKE_TURN_LOG_MAX_MB", { min: 1, max: 1_048_576 }).pipe(
+    Config.withDefault(TurnLog.defaults.maxBytes / 1024 / 1024)
+  ),
   rateLimit: ChatRateLimit.config,
   chat: ChatConfig.config,
   maxHeaderBytes: wholeNumber("CONVOKE_MAX_HEADER_BYTES", { min: 1024, max: 1024 * 1024 }).pipe(

@@ -565,7 +565,9 @@ describe.skipIf(!postgres)("turns on one instance with the in-memory log", () =>
   })
 
   it("a dropped stream resumes with the rest and follows it live; a stop ends it, aborts the model request and stores it cancelled", async () => {
-    expect(server.summary.find(([label]) => label === "turns")?.[1]).toContain("in memory")
+    expect(server.summary.find(([label]) => label === "turns")?.[1]).toContain(
+      "in memory (this instance only, 64 MiB at most)"
+    )
     fake.enqueue(stallAfterHello())
     const arrived = fake.requestArrived(fake.requests.length + 1)
     const proxy = await CutProxy.make(server.url)
