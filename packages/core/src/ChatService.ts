@@ -225,7 +225,7 @@ export const make = Effect.gen(function* () {
     return ChatStream.producer({
       metadata,
       encoding,
-      start: runner.start(context, prepared, turn),
+      begin: runner.begin(context, prepared, turn),
       follow: (deliver) => runner.follow(turnId, 0, deliver),
       heartbeat,
       metadataSent: (sentAt) =>
@@ -235,7 +235,6 @@ export const make = Effect.gen(function* () {
           temporary: prepared.resolution.temporary,
           latencyMillis: sentAt - receivedAt
         }),
-      startUnread: runner.startUnread(context, prepared, turn),
       isShuttingDown: turns.isShuttingDown
     })
   })
@@ -267,11 +266,10 @@ export const make = Effect.gen(function* () {
         ChatStream.producer({
           metadata: ChatEvent.resumed(turn.metadata),
           encoding,
-          start: Effect.void,
+          begin: Effect.succeed(ChatStream.alreadyBegun),
           follow: (deliver) => runner.follow(turn.turnId, afterSeq, deliver),
           heartbeat,
           metadataSent: () => Effect.void,
-          startUnread: Effect.void,
           isShuttingDown: turns.isShuttingDown
         })
       )

@@ -95,21 +95,28 @@ export const errorEventOf = (error: TurnError): ChatEvent.ErrorEvent => {
  */
 const afterNextPoll = Effect.andThen(Effect.yieldNow, Effect.yieldNow)
 
+/** A turn in the log, not running yet: what a stream begins before its metadata event goes out. */
+export interface Begun {
+  /** Runs the turn (once, whichever of the two comes first). */
+  readonly run: Effect.Effect<void>
+  /** Runs the turn with no reader: the stream's reader left before it started, and may come back. */
+  readonly runUnread: Effect.Effect<void>
+}
+
+/** What a resume begins: nothing, its turn runs or ran already. */
+export const alreadyBegun: Begun = { run: Effect.void, runUnread: Effect.void }
+
 /** What a stream of a turn is made from. */
 export interface Options<A> {
   readonly metadata: ChatEvent.MetadataEvent
   readonly encoding: Encoding<A>
   /**
-   * Starts the turn (a new one) or does nothing (a resume), once the metadata
-   * event went out; delivers the turn's events through `follow` after it.
+   * Logs the turn (a new one) before the metadata event goes out, so a client
+   * holding its ids can resume or stop it at once; the stream runs it once the
+   * metadata event went out, or without a reader if the reader left first. A
+   * resume begins nothing (`alreadyBegun`).
    */
-  readonly start: Effect.Effect<void>
-  /**
-   * Starts the turn with no reader (a new one) or does nothing (a resume):
-   * the reader left after the metadata event, before the turn started. The
-   * client holds the turn's ids and may come back for the reply.
-   */
-  readonly startUnread: Effect.Effect<void>
+  readonly begin: Effect.Effect<Begun>
   /** Delivers the turn's events to the reader, in order, to `done`. */
   readonly follow: (
     deliver: (entry: TurnLog.Entry) => Effect.Effect<void>
@@ -132,9 +139,11 @@ export const producer =
   (sink) => {
     const { encoding, heartbeat: beat, metadata } = options
     const turnId = metadata.turn_id ?? ""
+    let begun: Begun | undefined
     let started = false
     return Effect.gen(function* () {
       const clock = yield* Clock.Clock
+      begun = yield* options.begin
       // First, into an empty sink; `afterNextPoll` below lets the reader take
       // it alone before the turn starts, however fast the model is.
       sink.trySend(encoding.metadata(metadata))
@@ -149,7 +158,7 @@ export const producer =
       }
       yield* options.metadataSent(listener.lastSent)
       yield* afterNextPoll
-      yield* options.start
+      yield* begun.run
       started = true
       yield* beat.watch(listener)
       yield* options
@@ -168,9 +177,12 @@ export const producer =
     }).pipe(
       Effect.onExit((exit) => {
         if (Exit.isSuccess(exit)) return sink.close([])
+        // The client may hold the turn's ids: a turn begun is run, the reader gone (shutdown ends it at once).
+        const unstarted = begun === undefined || started ? Effect.void : begun.runUnread
         // Ended by shutdown: the reader learns why, if it still reads.
-        if (options.isShuttingDown()) return sink.close(encoding.cutShort(errorEventOf(new ServerShutdown())))
-        return Effect.andThen(sink.close([]), started ? Effect.void : options.startUnread)
+        if (options.isShuttingDown())
+          return Effect.andThen(sink.close(encoding.cutShort(errorEventOf(new ServerShutdown()))), unstarted)
+        return Effect.andThen(sink.close([]), unstarted)
       })
     )
   }

@@ -28,7 +28,7 @@ import * as Schedule from "effect/Schedule"
 import { ServerShutdown } from "./ChatError.ts"
 import * as ChatEvent from "./ChatEvent.ts"
 import { ChatHooks, type TurnContext } from "./ChatHooks.ts"
-import { errorEventOf } from "./ChatStream.ts"
+import { type Begun, errorEventOf } from "./ChatStream.ts"
 import type * as ChatTurn from "./ChatTurn.ts"
 import { ConversationStore } from "./ConversationStore.ts"
 import * as TurnLog from "./TurnLog.ts"
@@ -41,17 +41,18 @@ const LAPSE_CHECK_INTERVAL = Duration.millis(500)
 
 /** The turns of a chat service, as streams read them. */
 export interface TurnRunner {
-  /** Starts a turn on a fiber of its own; its events go to the log under `turn.turnId`. */
-  readonly start: (
+  /**
+   * Logs a turn without starting it: from now on it is its conversation's
+   * current turn, which a client holding its ids can follow or stop. It runs,
+   * on a fiber of its own, once `run` (or `runUnread`) is.
+   */
+  readonly begin: (
     context: TurnContext,
     prepared: ChatTurn.Prepared,
     turn: TurnLog.TurnInfo
-  ) => Effect.Effect<void>
-  /**
-   * Starts a turn whose reader left before it started (the client has its
-   * ids): it runs as one whose last reader just left, for the grace window.
-   */
-  readonly startUnread: (
+  ) => Effect.Effect<Begun>
+  /** Logs a turn and runs it at once. */
+  readonly start: (
     context: TurnContext,
     prepared: ChatTurn.Prepared,
     turn: TurnLog.TurnInfo
@@ -143,7 +144,7 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
       return cancelledEvent
     }
 
-    const start: TurnRunner["start"] = (context, prepared, turn) =>
+    const begin: TurnRunner["begin"] = (context, prepared, turn) =>
       Effect.gen(function* () {
         const writer = yield* log.begin(turn)
         let reason: ChatTurn.Interruption | undefined
@@ -209,15 +210,33 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
             )
           })
         running.set(turn.turnId, entry)
-        // The turn's failure is in its log (the error event); the fiber itself just ends.
-        // Started at once, so that its exit handlers are in place before a stop can interrupt it: a
-        // fiber interrupted before it first ran runs none of them, and its readers would wait forever.
-        fiber = yield* Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope, {
-          startImmediately: true
-        })
-        // A stop asked for anywhere ends the turn.
-        writer.onStop(() => entry.cancel("cancelled"))
+        let ran = false
+        // Uninterruptible: a begun turn that never runs would read as running forever.
+        const run = (withoutReader: boolean) =>
+          Effect.uninterruptible(
+            Effect.suspend(() => {
+              if (ran) return Effect.void
+              ran = true
+              // The turn's failure is in its log (the error event); the fiber itself just ends.
+              // Started at once, so that its exit handlers are in place before a stop can interrupt it: a
+              // fiber interrupted before it first ran runs none of them, and its readers would wait forever.
+              return Effect.map(
+                Effect.forkIn(Effect.ignore(Effect.onExit(body, finish)), scope, { startImmediately: true }),
+                (forked) => {
+                  fiber = forked
+                  // Cancelled before it ran (a reader came and went, and nobody came back): it ends now.
+                  if (reason !== undefined) forked.interruptUnsafe()
+                  // A stop asked for anywhere ends the turn, at once if one already was.
+                  writer.onStop(() => entry.cancel("cancelled"))
+                }
+              ).pipe(Effect.andThen(withoutReader ? unread(turn.turnId, entry) : Effect.void))
+            })
+          )
+        return { run: run(false), runUnread: run(true) } satisfies Begun
       })
+
+    const start: TurnRunner["start"] = (context, prepared, turn) =>
+      Effect.flatMap(begin(context, prepared, turn), (begun) => begun.run)
 
     /** The last reader of a running turn left: cancel it unless one is back within the window. */
     const awaitReaders = (entry: Running): Effect.Effect<void> =>
@@ -239,15 +258,6 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
           else grace.interruptUnsafe()
         })
       })
-
-    const startUnread: TurnRunner["startUnread"] = (context, prepared, turn) =>
-      Effect.andThen(
-        start(context, prepared, turn),
-        Effect.suspend(() => {
-          const entry = running.get(turn.turnId)
-          return entry === undefined ? Effect.void : unread(turn.turnId, entry)
-        })
-      )
 
     const follow: TurnRunner["follow"] = (turnId, afterSeq, deliver) => {
       const entry = running.get(turnId)
@@ -324,8 +334,8 @@ export const make = (turns: ChatTurn.Turns, options: { readonly disconnectGrace:
     }
 
     return {
+      begin,
       start,
-      startUnread,
       follow,
       idle: Effect.suspend(() => (isIdle() ? Effect.void : Deferred.await(idle)))
     } satisfies TurnRunner

@@ -47,7 +47,7 @@ describe("ChatStream", () => {
               turnId: TURN_ID
             }),
             encoding: ChatStream.asSse,
-            start: Effect.void,
+            begin: Effect.succeed(ChatStream.alreadyBegun),
             follow: (deliver) =>
               Effect.gen(function* () {
                 yield* deliver({ seq: 1, event: ChatEvent.content("hi") })
@@ -56,7 +56,6 @@ describe("ChatStream", () => {
               }),
             heartbeat,
             metadataSent: () => Effect.void,
-            startUnread: Effect.void,
             isShuttingDown: () => false
           })
           const fiber = yield* Effect.forkChild(produce(sink))

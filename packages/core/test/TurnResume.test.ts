@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Layer } from "effect"
-import { ChatConfig, ChatHttp, Identity, TurnLog } from "../src/index.ts"
+import { ChatConfig, ChatExtension, ChatHttp, Identity, TurnLog } from "../src/index.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
@@ -14,6 +14,8 @@ const setup = async (
     readonly turnLog?: TurnLog.Options
     /** Another layer of the log in place of the plain in-memory one. */
     readonly turnLogLayer?: Layer.Layer<TurnLog.TurnLog>
+    /** An extension merged into the app (hooks that hold a turn back, say). */
+    readonly extension?: Layer.Layer<never>
   } = {}
 ) => {
   const store = TestStore.make()
@@ -32,7 +34,8 @@ const setup = async (
         ],
         { minKeyLength: 0 }
       ),
-      Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make(options.config))
+      Layer.succeed(ChatConfig.ChatConfig, ChatConfig.make(options.config)),
+      options.extension ?? Layer.empty
     ),
     { turnLog: options.turnLogLayer ?? TurnLog.layerMemory(options.turnLog) }
   )
@@ -325,6 +328,51 @@ describe("the disconnect grace window", () => {
       assert.strictEqual(contentOf(frames.slice(1)), "kept going")
       assert.strictEqual((await run(Deferred.await(store.assistantStored))).status, "complete")
       assert.isFalse(await run(Deferred.isDone(model.interrupted)))
+    } finally {
+      await app.dispose()
+    }
+  })
+
+  /** Holds every new turn after its metadata event went out, before it starts, until `release`. */
+  const heldAfterMetadata = () => {
+    const release = Deferred.makeUnsafe<void>()
+    const extension = ChatExtension.layer({ hooks: { metadataSent: () => Deferred.await(release) } })
+    return { extension, release: () => run(Deferred.succeed(release, undefined)) }
+  }
+
+  it("a client holding the metadata event finds the turn before it started: resume follows it", async () => {
+    const held = heldAfterMetadata()
+    const { app, replies } = await setup({ extension: held.extension })
+    try {
+      const { reader, metadata } = await startChat(app)
+      const response = await resume(app, metadata.conversation_id)
+      assert.strictEqual(response.status, 200)
+      const again = Sse.reader(response.body!)
+      assert.strictEqual(await again.next(), `data: ${JSON.stringify({ ...metadata, resumed: true })}`)
+      await held.release()
+      replies[0]!.say("both ")
+      replies[0]!.say("read")
+      replies[0]!.finish()
+      assert.strictEqual(contentOf(await rest(again)), "both read")
+      assert.strictEqual(contentOf(await rest(reader)), "both read")
+    } finally {
+      await app.dispose()
+    }
+  })
+
+  it("a stop before the turn started ends it: 202 with its id, then cancelled and [DONE], stored cancelled", async () => {
+    const held = heldAfterMetadata()
+    const { app, store } = await setup({ extension: held.extension })
+    try {
+      const { reader, metadata } = await startChat(app)
+      const stopped = await stop(app, metadata.conversation_id)
+      assert.strictEqual(stopped.status, 202)
+      assert.deepStrictEqual(await stopped.json(), { turn_id: metadata.turn_id })
+      await held.release()
+      const frames = await rest(reader)
+      assert.strictEqual(Sse.data(frames.at(-2)!).error.type, "cancelled")
+      assert.strictEqual(Sse.withoutId(frames.at(-1)!), "data: [DONE]")
+      assert.strictEqual((await run(Deferred.await(store.assistantStored))).status, "cancelled")
     } finally {
       await app.dispose()
     }
