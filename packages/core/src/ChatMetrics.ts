@@ -246,8 +246,7 @@ export const make = (options: Options = {}): ChatMetrics => {
       "Events the turn log dropped since start to stay within its bounds (a resume past them gets 204)"
   })
   const logBytes = Metric.gauge("turn_log_bytes", {
-    description:
-      "The memory the turns this instance's turn log keeps take, estimated (bounded by its maxBytes)"
+    description: "Estimated memory of the turns this instance's turn log keeps (bounded by its maxBytes)"
   })
   const authenticationFailures = Metric.counter("authentication_failures_total", {
     description: "Requests whose credentials were missing or invalid (401), on every route",
