@@ -140,7 +140,6 @@ export const producer =
     const { encoding, heartbeat: beat, metadata } = options
     const turnId = metadata.turn_id ?? ""
     let begun: Begun | undefined
-    let started = false
     return Effect.gen(function* () {
       const clock = yield* Clock.Clock
       begun = yield* options.begin
@@ -159,7 +158,6 @@ export const producer =
       yield* options.metadataSent(listener.lastSent)
       yield* afterNextPoll
       yield* begun.run
-      started = true
       yield* beat.watch(listener)
       yield* options
         .follow((entry) => {
@@ -177,8 +175,9 @@ export const producer =
     }).pipe(
       Effect.onExit((exit) => {
         if (Exit.isSuccess(exit)) return sink.close([])
-        // The client may hold the turn's ids: a turn begun is run, the reader gone (shutdown ends it at once).
-        const unstarted = begun === undefined || started ? Effect.void : begun.runUnread
+        // The client may hold the turn's ids: a turn begun and not run yet runs, the reader gone
+        // (shutdown ends it at once). A turn runs once: after `run`, this does nothing.
+        const unstarted = begun === undefined ? Effect.void : begun.runUnread
         // Ended by shutdown: the reader learns why, if it still reads.
         if (options.isShuttingDown())
           return Effect.andThen(sink.close(encoding.cutShort(errorEventOf(new ServerShutdown()))), unstarted)
