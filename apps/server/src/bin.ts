@@ -4,9 +4,9 @@
  * embedded database, the echo model and anonymous access on 127.0.0.1:3000.
  * `convoke keys …` manages the stored API keys (see `Keys.ts`).
  */
-import * as StartupHeap from "./StartupHeap.ts"
+import * as YoungGeneration from "./YoungGeneration.ts"
 
-// Loaded after StartupHeap has set how V8 grows its heap: static imports would
+// Loaded after YoungGeneration has set how V8 grows its heap: static imports would
 // all be read and compiled before any module runs.
 const { help, secretWarnings } = await import("./CommandLine.ts")
 const { start } = await import("./Server.ts")
@@ -53,7 +53,7 @@ const server = await start(settings).catch((error: unknown) => {
   process.exit(1)
 })
 
-StartupHeap.release()
+YoungGeneration.release()
 
 const width = Math.max(...server.summary.map(([label]) => label.length))
 console.log(
