@@ -426,6 +426,33 @@ const memoryOf = async (
 }
 
 /**
+ * Memory per open stream of Convoke and the baseline, one after the other
+ * (`convokeFlags`: flags to `node` for Convoke, to see what a V8 setting does).
+ */
+export const memoryRows = async (
+  plan: Pick<Plan, "memoryStreams">,
+  databaseUrl: string,
+  keep: (server: ServerProcess.ServerProcess) => ServerProcess.ServerProcess = (server) => server,
+  convokeFlags: ReadonlyArray<string> = []
+): Promise<Array<MemoryRow>> => {
+  const rows: Array<MemoryRow> = []
+  for (const which of ["Convoke", "baseline"] as const) {
+    const server = keep(
+      which === "Convoke"
+        ? await startConvoke(databaseUrl, HELD_DELAY_MS, [], { nodeFlags: convokeFlags })
+        : await startBaseline(databaseUrl, HELD_DELAY_MS)
+    )
+    try {
+      rows.push(await memoryOf(server, plan.memoryStreams, HELD_MESSAGE))
+      log(`  ${which}: ${(rows.at(-1)!.perStream / 1024).toFixed(1)} KiB per stream`)
+    } finally {
+      await server.stop()
+    }
+  }
+  return rows
+}
+
+/**
  * `streams` slow streams opened at once on each server (no waves), in
  * alternating rounds: TTFE while the others open, and the SYN drops the
  * kernel counted meanwhile.
@@ -821,16 +848,8 @@ export const run = async (plan: Plan): Promise<Report> => {
     await stopAll()
 
     log(`Memory per open stream (${plan.memoryStreams} streams)`)
-    for (const which of ["Convoke", "baseline"] as const) {
-      const server = keep(
-        which === "Convoke"
-          ? await startConvoke(database.url, HELD_DELAY_MS)
-          : await startBaseline(database.url, HELD_DELAY_MS)
-      )
-      memory.push(await memoryOf(server, plan.memoryStreams, HELD_MESSAGE))
-      log(`  ${which}: ${(memory.at(-1)!.perStream / 1024).toFixed(1)} KiB per stream`)
-      await stopAll()
-    }
+    memory.push(...(await memoryRows(plan, database.url, keep)))
+    await stopAll()
 
     tables.push(await burstTable(plan, database.url, keep))
     await stopAll()

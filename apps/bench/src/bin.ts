@@ -6,7 +6,8 @@
  * `bench --websocket`: the WebSocket table alone, printed, writing nothing.
  * `bench --postgres`: the main scenario (Convoke vs the baseline on
  * PostgreSQL) alone, printed, writing nothing; `bench --burst`: 2,000
- * streams opened at once, likewise.
+ * streams opened at once, likewise; `bench --memory [--node <flag>]`: memory per
+ * open stream alone (the flag goes to Convoke's `node`).
  * `bench --profile [concurrency]`: CPU profiles of Convoke and the baseline
  * under 10 s of the main scenario (default concurrency 64), summed by place.
  */
@@ -55,6 +56,23 @@ if (process.argv.includes("--postgres") || process.argv.includes("--burst")) {
   try {
     const table = process.argv.includes("--burst") ? Suite.burstTable : Suite.postgresTable
     console.log(tableLines(await table(Suite.FULL, database.url)).join("\n"))
+  } finally {
+    ServerProcess.killAll()
+    await database.drop()
+  }
+  process.exit(0)
+}
+
+if (process.argv.includes("--memory")) {
+  // `--node <flag>`: a flag to Convoke's `node`, to see what a V8 setting does.
+  const at = process.argv.indexOf("--node")
+  const flags = at < 0 ? [] : [process.argv[at + 1]!]
+  const database = await makeTestDatabase()
+  try {
+    const [convoke, baseline] = await Suite.memoryRows(Suite.FULL, database.url, undefined, flags)
+    console.log(
+      `Memory per open stream, Convoke / baseline: ${(convoke!.perStream / baseline!.perStream).toFixed(2)}×`
+    )
   } finally {
     ServerProcess.killAll()
     await database.drop()
