@@ -254,7 +254,12 @@ export const make = Effect.gen(function* () {
 
     // Registered before it starts, so a shutdown from here on interrupts it.
     return Effect.withFiber((fiber) => {
-      if (down) return Effect.fail(new ServerShutdown())
+      // Its metadata event went out before the shutdown: it ends as one the
+      // shutdown interrupted, reported and stored as such.
+      if (down) {
+        const shutdown = new ServerShutdown()
+        return Effect.andThen(onEnd(Exit.fail(shutdown)), Effect.fail(shutdown))
+      }
       running.add(fiber)
       return body.pipe(Effect.onExit(onEnd), Effect.ensuring(Effect.sync(() => running.delete(fiber))))
     })

@@ -378,6 +378,34 @@ describe("the disconnect grace window", () => {
     }
   })
 
+  it("a shutdown before the turn started ends it as one: shutdown error and [DONE], reported ended", async () => {
+    const release = Deferred.makeUnsafe<void>()
+    const ended = Deferred.makeUnsafe<string>()
+    const extension = ChatExtension.layer({
+      hooks: {
+        metadataSent: () => Deferred.await(release),
+        turnEnded: (event) => Deferred.succeed(ended, event.outcome).pipe(Effect.asVoid)
+      }
+    })
+    const { app, model, store } = await setup({ extension })
+    try {
+      const { reader } = await startChat(app)
+      await app.shutdown()
+      await run(Deferred.succeed(release, undefined))
+      const frames = await rest(reader)
+      assert.strictEqual(Sse.data(frames.at(-2)!).error.type, "shutdown")
+      assert.strictEqual(Sse.withoutId(frames.at(-1)!), "data: [DONE]")
+      // Every stream that sent its metadata event reports its end (`streams_active` counts on it).
+      assert.strictEqual(await run(Deferred.await(ended)), "shutdown")
+      assert.strictEqual(model.calls.length, 0)
+      // The conversation says what became of the turn, as for one the shutdown cut short.
+      const stored = await run(Deferred.await(store.assistantStored))
+      assert.deepStrictEqual([stored.status, stored.content], ["interrupted", ""])
+    } finally {
+      await app.dispose()
+    }
+  })
+
   it("a reader that leaves right after the metadata event still has a reply to come back to", async () => {
     const { app, store, model, replies } = await setup({ config: { disconnectGrace: Duration.minutes(5) } })
     try {
