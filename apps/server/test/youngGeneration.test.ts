@@ -46,8 +46,9 @@ const largestYoungGeneration = async (nodeFlags: ReadonlyArray<string>): Promise
 
 describe("the young generation of the reference server", () => {
   it("grows to 16 MB per semi-space under surviving state, and no further", async () => {
+    // `new_space` counts both semi-spaces; V8 doubles it, so past 16 MiB is the cap reached.
     const largest = await largestYoungGeneration([])
-    expect(largest).toBeGreaterThanOrEqual(16 * MiB)
+    expect(largest).toBeGreaterThan(16 * MiB)
     expect(largest).toBeLessThanOrEqual(32 * MiB)
   }, 60_000)
 
