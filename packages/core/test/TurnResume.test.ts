@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Layer } from "effect"
-import { ChatConfig, ChatExtension, ChatHttp, Identity, TurnLog } from "../src/index.ts"
+import { ChatConfig, ChatExtension, type ChatHooks, ChatHttp, Identity, TurnLog } from "../src/index.ts"
 import * as Sse from "../src/testing/Sse.ts"
 import * as TestModel from "../src/testing/TestModel.ts"
 import * as TestStore from "../src/testing/TestStore.ts"
@@ -333,10 +333,15 @@ describe("the disconnect grace window", () => {
     }
   })
 
-  /** Holds every new turn after its metadata event went out, before it starts, until `release`. */
-  const heldAfterMetadata = () => {
+  /**
+   * Holds every new turn after its metadata event went out, before it starts,
+   * until `release`; `hooks`: the extension's other hooks.
+   */
+  const heldAfterMetadata = (hooks: Partial<ChatHooks.Service> = {}) => {
     const release = Deferred.makeUnsafe<void>()
-    const extension = ChatExtension.layer({ hooks: { metadataSent: () => Deferred.await(release) } })
+    const extension = ChatExtension.layer({
+      hooks: { ...hooks, metadataSent: () => Deferred.await(release) }
+    })
     return { extension, release: () => run(Deferred.succeed(release, undefined)) }
   }
 
@@ -379,19 +384,15 @@ describe("the disconnect grace window", () => {
   })
 
   it("a shutdown before the turn started ends it as one: shutdown error and [DONE], reported ended", async () => {
-    const release = Deferred.makeUnsafe<void>()
     const ended = Deferred.makeUnsafe<string>()
-    const extension = ChatExtension.layer({
-      hooks: {
-        metadataSent: () => Deferred.await(release),
-        turnEnded: (event) => Deferred.succeed(ended, event.outcome).pipe(Effect.asVoid)
-      }
+    const held = heldAfterMetadata({
+      turnEnded: (event) => Deferred.succeed(ended, event.outcome).pipe(Effect.asVoid)
     })
-    const { app, model, store } = await setup({ extension })
+    const { app, model, store } = await setup({ extension: held.extension })
     try {
       const { reader } = await startChat(app)
       await app.shutdown()
-      await run(Deferred.succeed(release, undefined))
+      await held.release()
       const frames = await rest(reader)
       assert.strictEqual(Sse.data(frames.at(-2)!).error.type, "shutdown")
       assert.strictEqual(Sse.withoutId(frames.at(-1)!), "data: [DONE]")
