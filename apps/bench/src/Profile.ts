@@ -134,3 +134,58 @@ export const markdown = (result: Breakdown, requests: number, top = 25): Array<s
     })
   ]
 }
+
+/** The family of a place: the Effect runtime, Convoke's own code, the SQL client, Node, socket writes, the collector. */
+export const familyOf = (place: string): string => {
+  if (place.startsWith("effect: ")) return "Effect (runtime, Stream, HTTP, SQL statements)"
+  if (place.startsWith("convoke ")) return "Convoke's own code"
+  if (place === "native: writev" || place === "native: writeBuffer" || place === "native: writeUtf8String")
+    return "socket writes (system calls)"
+  if (place === "garbage collector") return place
+  if (place === "@effect/sql-pg" || place === "pg" || place === "pg-protocol" || place === "pg-pool")
+    return "PostgreSQL driver"
+  if (place.startsWith("node: ")) return "Node (HTTP, streams, timers, async context)"
+  return "other (V8, native, other packages)"
+}
+
+/** A breakdown's self time summed by family (`familyOf`). */
+export const byFamily = (breakdown: Breakdown): Breakdown => {
+  const self = new Map<string, number>()
+  for (const [place, ms] of breakdown.self) self.set(familyOf(place), (self.get(familyOf(place)) ?? 0) + ms)
+  return { ...breakdown, self: [...self].sort((a, b) => b[1] - a[1]), inclusive: [] }
+}
+
+/** One server's profile, for `sideBySide`. */
+export interface Column {
+  readonly server: string
+  readonly profile: Breakdown
+  readonly requests: number
+}
+
+/**
+ * Self time per request by place, the servers side by side: the places that
+ * take the most in the first server, then a row of everything else, and the
+ * busy time per request in all. What one server spends over another, place by place.
+ */
+export const sideBySide = (columns: ReadonlyArray<Column>, top = 20): Array<string> => {
+  const perRequest = columns.map(({ profile, requests }) => {
+    const places = new Map(profile.self.map(([place, ms]) => [place, (ms * 1000) / requests]))
+    return { places, busy: ((profile.totalMs - profile.idleMs) * 1000) / requests }
+  })
+  const first = columns[0]?.profile.self.slice(0, top).map(([place]) => place) ?? []
+  const shown = new Set(first)
+  const cell = (micros: number) => `${micros.toFixed(1)} µs`
+  const rest = perRequest.map(
+    ({ places, busy }) =>
+      busy - [...places].reduce((sum, [place, micros]) => (shown.has(place) ? sum + micros : sum), 0)
+  )
+  return [
+    `| place | ${columns.map(({ server }) => server).join(" | ")} |`,
+    `|---|${columns.map(() => "---:").join("|")}|`,
+    ...first.map(
+      (place) => `| ${place} | ${perRequest.map(({ places }) => cell(places.get(place) ?? 0)).join(" | ")} |`
+    ),
+    `| everything else | ${rest.map(cell).join(" | ")} |`,
+    `| **busy, per request** | ${perRequest.map(({ busy }) => `**${cell(busy)}**`).join(" | ")} |`
+  ]
+}

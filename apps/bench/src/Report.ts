@@ -6,7 +6,15 @@
 import { availableParallelism, cpus, totalmem } from "node:os"
 import * as Profile from "./Profile.ts"
 import { sectionOf } from "./SoakSection.ts"
-import { type MemoryRow, PGLITE, PGLITE_CAPPED, type Report, type Row, type Table } from "./Suite.ts"
+import {
+  EFFECT_FLOOR,
+  type MemoryRow,
+  PGLITE,
+  PGLITE_CAPPED,
+  type Report,
+  type Row,
+  type Table
+} from "./Suite.ts"
 
 const ms = (value: number) => (Number.isNaN(value) ? "–" : value.toFixed(2))
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MiB`
@@ -214,48 +222,94 @@ const beforeAndAfter = (report: Report): Array<string> => {
   ]
 }
 
+/** CPU per request of Convoke over the Effect floor, and of the floor over the baseline, at each level of the main table. */
+const floorRatios = (report: Report): Array<string> => {
+  const rows = report.tables[0]?.rows ?? []
+  return [...new Set(rows.map((row) => row.concurrency))].flatMap((concurrency) => {
+    const at = (server: string) =>
+      rows.find((row) => row.server === server && row.concurrency === concurrency)
+    const convoke = at("Convoke")
+    const floor = at(EFFECT_FLOOR)
+    const baseline = at("baseline")
+    if (convoke === undefined || floor === undefined || baseline === undefined) return []
+    return [
+      `| ${concurrency} | ${ms(convoke.cpuPerRequest)} | ${ms(floor.cpuPerRequest)} | ${ms(baseline.cpuPerRequest)} | ${ratio(floor.cpuPerRequest, baseline.cpuPerRequest)} | ${ratio(convoke.cpuPerRequest, floor.cpuPerRequest)} |`
+    ]
+  })
+}
+
 /** The CPU profiles of the run, summed by place. */
 const whereTheCpuGoes = (report: Report): Array<string> => {
   if (report.profiles.length === 0) return []
+  const ratios = floorRatios(report)
   const lines = [
     "## Where the CPU goes",
     "",
-    "Each server under 10 s of the main scenario at concurrency 64 with `node --cpu-prof`",
-    "(`npm run bench -- --profile` alone), samples of the measured window only. `self`: time in",
-    "code of that place; `in call tree`: time with that place anywhere on the stack (the",
-    "Effect runtime is on the stack of everything the core does). Sampled time includes",
-    "time the process waited for a core in a system call, so `writev` (socket writes) weighs",
-    "more here than in `CPU ms/req`.",
+    `The ${EFFECT_FLOOR} (\`apps/bench/src/EffectBaseline.ts\`) is the baseline's server written as`,
+    "the leanest Effect program: the same statements and echo timing, a fiber per request, the",
+    "database through `@effect/sql-pg` on a pool multiplexed as Convoke's is, Effect sleeps; no",
+    "routing, schema, layers per request, turn log or metrics. It runs in the main table beside",
+    "the other two. Its CPU over the baseline's is what running this job on Effect costs; Convoke's",
+    "over it is what Convoke's pipeline costs on top.",
+    "",
+    ...(ratios.length === 0
+      ? []
+      : [
+          `| concurrency | Convoke CPU ms/req | ${EFFECT_FLOOR} | baseline | ${EFFECT_FLOOR} / baseline | Convoke / ${EFFECT_FLOOR} |`,
+          "|---:|---:|---:|---:|---:|---:|",
+          ...ratios,
+          ""
+        ]),
+    "The profiles: each server under 10 s of the main scenario at concurrency 64 with",
+    "`node --cpu-prof` (`npm run bench -- --profile` alone), samples of the measured window only.",
+    "Sampled time includes time the process waited for a core in a system call, so socket",
+    "writes weigh more here than in `CPU ms/req`.",
+    "",
+    "Self time per request, by family:",
+    "",
+    ...Profile.sideBySide(
+      report.profiles.map((result) => ({ ...result, profile: Profile.byFamily(result.profile) })),
+      7
+    ),
+    "",
+    "And by place (the 20 where Convoke spends most):",
+    "",
+    ...Profile.sideBySide(report.profiles, 20),
     "",
     "What the profiles say, and what they rule out:",
     "",
-    "- The database path is not where most of the difference is. A new conversation costs Convoke",
+    "- Effect is not the gap by itself. The floor runs the same job on Effect and",
+    "  `@effect/sql-pg` for little more CPU than the hand-written server (the table above), and",
+    "  even serves more requests per second at 64. What Convoke adds is its own pipeline: more",
+    "  of the Effect runtime's work per request (operations, fibers, contexts), the collector",
+    "  for what that allocates, Effect's `Stream` for the model's reply, and Convoke's own",
+    "  modules, none above about 30 µs per request.",
+    "- The database path is not where the difference is. A new conversation costs Convoke",
     "  three statements, all prepared: one round trip creates the conversation with its user",
     "  message (one `WITH … INSERT`), one appends the reply, and the audit row goes in batches off",
-    "  the request path. The baseline sends three unprepared statements. Both pools hold 10",
-    "  connections. Convoke multiplexes its statements on them (`@effect/sql-pg`'s `multiplex`: no",
-    "  pool hand-over per statement, one socket write for the statements of a turn of the event",
-    "  loop), which took about 15% off its CPU per request at 64 in an A/B on this machine; its",
-    "  urgent lane puts creations ahead of appends.",
+    "  the request path. The baseline sends three unprepared statements. All three pools hold 10",
+    "  connections. Convoke and the floor multiplex their statements on them (`@effect/sql-pg`'s",
+    "  `multiplex`: no pool hand-over per statement, one socket write for the statements of a turn",
+    "  of the event loop), which took about 15% off Convoke's CPU per request at 64 in an A/B;",
+    "  Convoke's urgent lane puts creations ahead of appends. Traced with `strace -c` over 3,000",
+    "  requests at 64, Convoke makes fewer system calls per request than the baseline (8 `writev`,",
+    "  0.8 `write` and 1.8 `read` against 11 `writev` and 4 `read`).",
     "- Metrics are not it either: the same run with `CONVOKE_METRICS=off` costs the same CPU per",
     "  request within noise, and logs are off in both.",
-    "- The difference is spread through the request pipeline: the Effect runtime (about 740",
-    "  Effect operations per request, some 550 of them whatever the reply's length and 29 per",
-    "  content event; about seven fibers and 33 fiber wake-ups; a scheduler hop for each",
-    "  content event between the turn and its reader through the turn log, a fiber and a",
-    "  timer per store call under a deadline), the",
-    "  garbage collector for what those allocate, and the HTTP binding. No single place",
-    "  outside the socket writes and the collector takes more than a few percent. Closing the gap",
-    "  means fewer fibers and steps per event, not a hot spot to fix.",
-    "- Leaving the socket writes out (system calls whose cost is the kernel's), Convoke spends",
-    "  about 0.9 ms of JavaScript per request against the baseline's 0.26 ms. For ×1.25 in all,",
-    "  the Effect pipeline would have to cost about a third of what it does.",
+    "- Convoke's extra is spread through the request pipeline: about 740 Effect operations per",
+    "  request (some 550 of them whatever the reply's length and 29 per content event), about",
+    "  seven fibers and 33 fiber wake-ups, a scheduler hop for each content event between the",
+    "  turn and its reader through the turn log, a fiber and a timer per store call under a",
+    "  deadline, the HTTP binding's request and response objects. No single place outside the",
+    "  socket writes and the collector takes more than a few percent. Closing the gap means",
+    "  fewer fibers and steps per request and per event, not a hot spot to fix: the floor shows",
+    "  that an Effect program doing the same job can cost about what the hand-written one does.",
     "- A fiber that waits and wakes costs the Effect runtime a scheduler hop and a fresh",
     "  `AsyncResource` (Effect 4 carries Node's async context across every suspension: the",
-    "  `async_hooks` on the stack above). Effect with that capture taken out measured 2–4% less",
+    "  `async_hooks` row above). Effect with that capture taken out measured 2–4% less",
     "  CPU per request at 64 in an A/B: not where the time goes. A Deferred hand-over between",
     "  two fibers measures about 2.5 µs in a microbenchmark; the hop per content event between",
-    "  the turn and its reader is therefore some 20 µs of the 1.2 ms. Removing it alone would",
+    "  the turn and its reader is therefore some 20 µs per request. Removing it alone would",
     "  not close the gap.",
     "- TTFE at concurrency 1, traced (socket writes and the `request` event timestamped in each",
     "  server, 300 requests): from the `request` event to the conversation's INSERT on the wire",
@@ -345,8 +399,10 @@ export const markdown = (report: Report, command: string, seconds: number, previ
     "Convoke side by side with the leanest hand-written server of the same contract",
     "(`apps/bench/src/Baseline.ts`: `node:http` + `pg`, the same tables, the same",
     "conversation INSERT before the metadata event, the same echo timing, the user and",
-    "assistant message INSERTs). Both run as child processes against the same",
-    "throwaway PostgreSQL database, in alternating rounds, on loopback.",
+    "assistant message INSERTs). The main table adds the same server written as the leanest",
+    "Effect program (`EffectBaseline.ts`, the Effect floor: see \"Where the CPU goes\"). They run",
+    "as child processes against the same throwaway PostgreSQL database, in alternating rounds,",
+    "on loopback.",
     "",
     `- Machine: ${machine()}`,
     `- Command: \`${command}\` (${seconds.toFixed(0)} s)`,

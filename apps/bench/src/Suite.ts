@@ -30,6 +30,9 @@ export const PGLITE = "Convoke (PGlite)"
 /** The same with the young generation capped: the trade-off the store-pg README offers. */
 export const PGLITE_CAPPED = "Convoke (PGlite, --max-semi-space-size=8)"
 const BASELINE = here("./Baseline.ts")
+const EFFECT_BASELINE = here("./EffectBaseline.ts")
+/** The baseline's server written as the leanest Effect program (`EffectBaseline.ts`). */
+export const EFFECT_FLOOR = "Effect floor"
 const ADAPTERS = here("./Adapters.ts")
 const READY = /listening\s+(http:\/\/\S+)/
 
@@ -186,7 +189,7 @@ export interface Report {
   readonly many: MemoryRow | undefined
   /** The conversation INSERT alone, one at a time on an idle pool: what pooling conversations could save at most. */
   readonly insert: { readonly p50: number; readonly p99: number } | undefined
-  /** CPU profiles of Convoke and the baseline at concurrency 64 (not in the smoke run). */
+  /** CPU profiles of Convoke, the Effect floor and the baseline at concurrency 64 (not in the smoke run). */
   readonly profiles: ReadonlyArray<Profiled>
   /** Total errors of every scenario: the smoke run fails on any. */
   readonly errors: number
@@ -250,6 +253,14 @@ const startBaseline = (databaseUrl: string, delayMs: number, nodeFlags: Readonly
   ServerProcess.start({
     name: "baseline",
     args: [...nodeFlags, BASELINE],
+    env: { DATABASE_URL: databaseUrl, ECHO_DELAY_MS: String(delayMs) },
+    ready: READY
+  })
+
+const startEffectFloor = (databaseUrl: string, delayMs: number, nodeFlags: ReadonlyArray<string> = []) =>
+  ServerProcess.start({
+    name: EFFECT_FLOOR,
+    args: [...nodeFlags, EFFECT_BASELINE],
     env: { DATABASE_URL: databaseUrl, ECHO_DELAY_MS: String(delayMs) },
     ready: READY
   })
@@ -655,8 +666,8 @@ export const webSocketTable = async (
 
 /**
  * The main scenario: a new conversation per request, six content events 5 ms
- * apart, Convoke and the baseline in alternating rounds at each level. Convoke
- * starts first: it runs the migrations the baseline relies on.
+ * apart, Convoke, the Effect floor and the baseline in alternating rounds at
+ * each level. Convoke starts first: it runs the migrations the others rely on.
  */
 export const postgresTable = async (
   plan: Plan,
@@ -664,14 +675,14 @@ export const postgresTable = async (
   keep: <A extends ServerProcess.ServerProcess>(server: A) => A = (server) => server
 ): Promise<Table> => {
   const convoke = keep(await startConvoke(databaseUrl, SHORT_DELAY_MS))
+  const floor = keep(await startEffectFloor(databaseUrl, SHORT_DELAY_MS))
   const baseline = keep(await startBaseline(databaseUrl, SHORT_DELAY_MS))
-  log("PostgreSQL: Convoke vs baseline")
-  await warm(convoke, plan.smoke)
-  await warm(baseline, plan.smoke)
-  const postgres = await alternate([convoke, baseline], plan.load)
+  log("PostgreSQL: Convoke vs the Effect floor vs the baseline")
+  for (const server of [convoke, floor, baseline]) await warm(server, plan.smoke)
+  const postgres = await alternate([convoke, floor, baseline], plan.load)
   return {
     title: "PostgreSQL: Convoke vs the baseline",
-    note: "Reference server CLI (`DATABASE_URL`, rate limits off, logs off, metrics on, the default creation budget) vs `node:http` + `pg`, same database, alternating rounds of 10 s per level: a new conversation per request, six content events 5 ms apart. CPU ms/req: the server process's user + system time over the round, per completed request.",
+    note: `Reference server CLI (\`DATABASE_URL\`, rate limits off, logs off, metrics on, the default creation budget) vs \`node:http\` + \`pg\`, same database, alternating rounds of 10 s per level: a new conversation per request, six content events 5 ms apart. The ${EFFECT_FLOOR} is the baseline's server written as the leanest Effect program (\`EffectBaseline.ts\`: a fiber per request, \`@effect/sql-pg\` multiplexed as Convoke's pool is, Effect sleeps). CPU ms/req: the server process's user + system time over the round, per completed request.`,
     rows: postgres.rows,
     reference: "baseline",
     roundRatios: postgres.roundRatios
@@ -690,9 +701,9 @@ export interface Profiled {
 }
 
 /**
- * Profiles Convoke and the baseline (`node --cpu-prof`) under `seconds` of
- * the main scenario at `concurrency`, one after the other; the profiles stay
- * in `directory`.
+ * Profiles Convoke, the Effect floor and the baseline (`node --cpu-prof`)
+ * under `seconds` of the main scenario at `concurrency`, one after the
+ * other; the profiles stay in `directory`.
  */
 export const profile = async (
   databaseUrl: string,
@@ -701,13 +712,15 @@ export const profile = async (
   directory: string
 ): Promise<ReadonlyArray<Profiled>> => {
   const results: Array<Profiled> = []
-  for (const which of ["Convoke", "baseline"] as const) {
-    const dir = join(directory, which)
+  for (const which of ["Convoke", EFFECT_FLOOR, "baseline"] as const) {
+    const dir = join(directory, which.replaceAll(" ", "-"))
     const flags = ["--cpu-prof", "--cpu-prof-dir", dir]
     const server =
       which === "Convoke"
         ? await startConvoke(databaseUrl, SHORT_DELAY_MS, [], { nodeFlags: flags })
-        : await startBaseline(databaseUrl, SHORT_DELAY_MS, flags)
+        : which === EFFECT_FLOOR
+          ? await startEffectFloor(databaseUrl, SHORT_DELAY_MS, flags)
+          : await startBaseline(databaseUrl, SHORT_DELAY_MS, flags)
     await warm(server, false)
     const from = Profile.monotonicMicros()
     const { result, cpuSeconds } = await measure(server, { concurrency, seconds })

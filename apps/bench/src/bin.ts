@@ -4,11 +4,11 @@
  * `bench --smoke`: a few hundred requests in seconds, writing nothing; exits
  * non-zero only if a request failed or a server broke, never on timing.
  * `bench --websocket`: the WebSocket table alone, printed, writing nothing.
- * `bench --postgres`: the main scenario (Convoke vs the baseline on
+ * `bench --postgres`: the main scenario (Convoke, the Effect floor and the baseline on
  * PostgreSQL) alone, printed, writing nothing; `bench --burst`: 2,000
  * streams opened at once, likewise; `bench --memory [--node <flag>]`: memory per
  * open stream alone (the flag goes to Convoke's `node`).
- * `bench --profile [concurrency]`: CPU profiles of Convoke and the baseline
+ * `bench --profile [concurrency]`: CPU profiles of Convoke, the Effect floor and the baseline
  * under 10 s of the main scenario (default concurrency 64), summed by place.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
@@ -38,12 +38,14 @@ if (profileAt >= 0) {
   const database = await makeTestDatabase()
   try {
     const directory = mkdtempSync(join(tmpdir(), "convoke-profile-"))
-    for (const result of await Suite.profile(database.url, concurrency, 10, directory)) {
+    const results = await Suite.profile(database.url, concurrency, 10, directory)
+    for (const result of results) {
       console.log(
         `\n## ${result.server}, concurrency ${concurrency}: ${((result.cpuSeconds * 1000) / result.requests).toFixed(3)} ms CPU per request (from /proc), ${result.temporary} temporary ids\n\n${result.file}\n`
       )
       console.log(Profile.markdown(result.profile, result.requests).join("\n"))
     }
+    console.log(`\n## Self time per request, side by side\n\n${Profile.sideBySide(results).join("\n")}`)
   } finally {
     ServerProcess.killAll()
     await database.drop()

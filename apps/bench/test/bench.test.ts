@@ -10,6 +10,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Baseline from "../src/Baseline.ts"
+import * as EffectBaseline from "../src/EffectBaseline.ts"
 import * as Load from "../src/Load.ts"
 
 const query = <A extends object>(url: string, text: string, params: ReadonlyArray<unknown> = []) =>
@@ -21,7 +22,9 @@ const query = <A extends object>(url: string, text: string, params: ReadonlyArra
   )
 
 let database: TestDatabase
-let baseline: Awaited<ReturnType<typeof Baseline.serve>>
+type Served = Awaited<ReturnType<typeof Baseline.serve>>
+let baseline: Served
+let effectFloor: Served
 
 beforeAll(async () => {
   database = await makeTestDatabase()
@@ -31,16 +34,22 @@ beforeAll(async () => {
     )
   )
   baseline = await Baseline.serve({ databaseUrl: database.url, echoDelayMs: 1 })
+  effectFloor = await EffectBaseline.serve({ databaseUrl: database.url, echoDelayMs: 1 })
 })
 
 afterAll(async () => {
   await baseline?.close()
+  await effectFloor?.close()
   await database?.drop()
 })
 
-describe("the baseline server", () => {
+// The Effect floor is the baseline's server on Effect: it must do the same job to be a fair floor.
+describe.each([
+  ["the baseline server", () => baseline],
+  ["the Effect floor", () => effectFloor]
+])("%s", (_, server) => {
   it("streams the metadata event first and stores the conversation before it, then both messages", async () => {
-    const response = await fetch(`${baseline.url}${Load.CHAT_PATH}`, {
+    const response = await fetch(`${server().url}${Load.CHAT_PATH}`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ message: "hello there", stream: true })
@@ -78,7 +87,7 @@ describe("the baseline server", () => {
   })
 
   it("answers bad input with the common error body", async () => {
-    const response = await fetch(`${baseline.url}${Load.CHAT_PATH}`, {
+    const response = await fetch(`${server().url}${Load.CHAT_PATH}`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ message: "", stream: true })

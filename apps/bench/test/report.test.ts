@@ -3,9 +3,10 @@
  * as met or not from the numbers it is given.
  */
 import { describe, expect, it } from "vitest"
+import type { Breakdown } from "../src/Profile.ts"
 import { markdown } from "../src/Report.ts"
 import { END, replaceSection, START, sectionOf } from "../src/SoakSection.ts"
-import type { MemoryRow, Report, Row } from "../src/Suite.ts"
+import type { MemoryRow, Profiled, Report, Row } from "../src/Suite.ts"
 
 const row = (
   server: string,
@@ -158,6 +159,60 @@ describe("the performance report", () => {
     )
     expect(failing).toContain("- Convoke (10000 streams): status 503: unavailable")
     expect(text).not.toContain("Errors:")
+  })
+
+  it("sets Convoke's CPU beside the Effect floor's, in the table and in the profiles", () => {
+    const [main, ...rest] = report.tables
+    const profiled = (server: string, self: Breakdown["self"], requests: number): Profiled => ({
+      server,
+      file: `${server}.cpuprofile`,
+      requests,
+      temporary: 0,
+      cpuSeconds: 1,
+      profile: { totalMs: 1200, idleMs: 200, self, inclusive: self }
+    })
+    const withFloor = markdown(
+      {
+        ...report,
+        tables: [
+          { ...main!, rows: [...main!.rows, row("Effect floor", 64, 20, 50, 900, { cpuPerRequest: 1.25 })] },
+          ...rest
+        ],
+        profiles: [
+          profiled(
+            "Convoke",
+            [
+              ["effect: effect", 400],
+              ["garbage collector", 300],
+              ["convoke core: TurnLog.ts", 200],
+              ["effect: Channel", 100]
+            ],
+            1000
+          ),
+          profiled(
+            "Effect floor",
+            [
+              ["effect: effect", 200],
+              ["garbage collector", 100]
+            ],
+            2000
+          ),
+          profiled("baseline", [["node: http", 500]], 1000)
+        ]
+      },
+      "npm run bench",
+      200
+    )
+    // At 64 the baseline's CPU per request is 1 ms, the floor's 1.25 ms and Convoke's 2 ms.
+    expect(withFloor).toContain("| 64 | 2.00 | 1.25 | 1.00 | 1.25× | 1.60× |")
+    // Per request: Convoke's effect runtime is 400 ms over 1000 requests, the floor's 200 ms over 2000.
+    expect(withFloor).toContain(
+      "| Effect (runtime, Stream, HTTP, SQL statements) | 500.0 µs | 100.0 µs | 0.0 µs |"
+    )
+    expect(withFloor).toContain("| convoke core: TurnLog.ts | 200.0 µs | 0.0 µs | 0.0 µs |")
+    // Busy time is the sampled total less idle, per request; the places Convoke spends little in are summed apart.
+    expect(withFloor).toContain("| **busy, per request** | **1000.0 µs** | **500.0 µs** | **1000.0 µs** |")
+    expect(withFloor).toContain("| everything else | 0.0 µs | 350.0 µs | 1000.0 µs |")
   })
 })
 
