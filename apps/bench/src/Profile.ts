@@ -164,8 +164,8 @@ export interface Column {
 
 /**
  * Self time per request by place, the servers side by side: the places that
- * take the most in the first server, then a row of everything else, and the
- * busy time per request in all. What one server spends over another, place by place.
+ * take the most in the first server, then a row of everything else (when
+ * anything is left), and the busy time per request in all. What one server spends over another, place by place.
  */
 export const sideBySide = (columns: ReadonlyArray<Column>, top = 20): Array<string> => {
   const perRequest = columns.map(({ profile, requests }) => {
@@ -185,7 +185,10 @@ export const sideBySide = (columns: ReadonlyArray<Column>, top = 20): Array<stri
     ...first.map(
       (place) => `| ${place} | ${perRequest.map(({ places }) => cell(places.get(place) ?? 0)).join(" | ")} |`
     ),
-    `| everything else | ${rest.map(cell).join(" | ")} |`,
+    // Left out when the rows above hold every place (what remains is rounding).
+    ...(rest.every((micros) => Math.abs(micros) < 0.05)
+      ? []
+      : [`| everything else | ${rest.map(cell).join(" | ")} |`]),
     `| **busy, per request** | ${perRequest.map(({ busy }) => `**${cell(busy)}**`).join(" | ")} |`
   ]
 }

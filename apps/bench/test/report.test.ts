@@ -3,7 +3,7 @@
  * as met or not from the numbers it is given.
  */
 import { describe, expect, it } from "vitest"
-import type { Breakdown } from "../src/Profile.ts"
+import * as Profile from "../src/Profile.ts"
 import { markdown } from "../src/Report.ts"
 import { END, replaceSection, START, sectionOf } from "../src/SoakSection.ts"
 import type { MemoryRow, Profiled, Report, Row } from "../src/Suite.ts"
@@ -96,6 +96,23 @@ const report: Report = {
   errors: 0
 }
 
+/** A profile whose busy time is the sum of its places' self time, with 200 ms idle. */
+const profile = (self: Profile.Breakdown["self"]): Profile.Breakdown => ({
+  totalMs: self.reduce((sum, [, ms]) => sum + ms, 0) + 200,
+  idleMs: 200,
+  self,
+  inclusive: self
+})
+
+const profiled = (server: string, self: Profile.Breakdown["self"], requests: number): Profiled => ({
+  server,
+  file: `${server}.cpuprofile`,
+  requests,
+  temporary: 0,
+  cpuSeconds: 1,
+  profile: profile(self)
+})
+
 describe("the performance report", () => {
   const text = markdown(report, "npm run bench", 200)
 
@@ -163,14 +180,6 @@ describe("the performance report", () => {
 
   it("sets Convoke's CPU beside the Effect floor's, in the table and in the profiles", () => {
     const [main, ...rest] = report.tables
-    const profiled = (server: string, self: Breakdown["self"], requests: number): Profiled => ({
-      server,
-      file: `${server}.cpuprofile`,
-      requests,
-      temporary: 0,
-      cpuSeconds: 1,
-      profile: { totalMs: 1200, idleMs: 200, self, inclusive: self }
-    })
     const withFloor = markdown(
       {
         ...report,
@@ -197,7 +206,7 @@ describe("the performance report", () => {
             ],
             2000
           ),
-          profiled("baseline", [["node: http", 500]], 1000)
+          profiled("baseline", [["garbage collector", 500]], 1000)
         ]
       },
       "npm run bench",
@@ -205,14 +214,47 @@ describe("the performance report", () => {
     )
     // At 64 the baseline's CPU per request is 1 ms, the floor's 1.25 ms and Convoke's 2 ms.
     expect(withFloor).toContain("| 64 | 2.00 | 1.25 | 1.00 | 1.25× | 1.60× |")
-    // Per request: Convoke's effect runtime is 400 ms over 1000 requests, the floor's 200 ms over 2000.
+    // Per request: Convoke's Effect code is 500 ms over 1000 requests, the floor's 200 ms over 2000.
     expect(withFloor).toContain(
       "| Effect (runtime, Stream, HTTP, SQL statements) | 500.0 µs | 100.0 µs | 0.0 µs |"
     )
     expect(withFloor).toContain("| convoke core: TurnLog.ts | 200.0 µs | 0.0 µs | 0.0 µs |")
-    // Busy time is the sampled total less idle, per request; the places Convoke spends little in are summed apart.
-    expect(withFloor).toContain("| **busy, per request** | **1000.0 µs** | **500.0 µs** | **1000.0 µs** |")
-    expect(withFloor).toContain("| everything else | 0.0 µs | 350.0 µs | 1000.0 µs |")
+    expect(withFloor).toContain("| **busy, per request** | **1000.0 µs** | **150.0 µs** | **500.0 µs** |")
+    // Every place has a row: nothing is left over to show.
+    expect(withFloor).not.toContain("everything else")
+  })
+})
+
+describe("profiles side by side", () => {
+  it("sums what the first server's top places leave out, for every server", () => {
+    const lines = Profile.sideBySide(
+      [
+        {
+          server: "a",
+          profile: profile([
+            ["effect: effect", 300],
+            ["node: http", 100]
+          ]),
+          requests: 100
+        },
+        {
+          server: "b",
+          profile: profile([
+            ["node: http", 50],
+            ["pg", 150]
+          ]),
+          requests: 100
+        }
+      ],
+      1
+    )
+    expect(lines).toEqual([
+      "| place | a | b |",
+      "|---|---:|---:|",
+      "| effect: effect | 3000.0 µs | 0.0 µs |",
+      "| everything else | 1000.0 µs | 2000.0 µs |",
+      "| **busy, per request** | **4000.0 µs** | **2000.0 µs** |"
+    ])
   })
 })
 
