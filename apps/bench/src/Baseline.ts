@@ -16,43 +16,30 @@
  * tables must exist (run Convoke's migrations first).
  */
 import { randomUUID } from "node:crypto"
-import { createServer, type ServerResponse } from "node:http"
+import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import pg from "pg"
+import {
+  contentFrame,
+  DONE_FRAME,
+  FIND_CONVERSATION,
+  fail,
+  INSERT_CONVERSATION,
+  INSERT_MESSAGE,
+  MAX_BODY_BYTES,
+  messageParameters,
+  metadataFrame,
+  type Options,
+  runAsProcess,
+  SSE_HEADERS,
+  titleOf,
+  UNAVAILABLE_FRAMES,
+  USER,
+  UUID,
+  wordsOf
+} from "./BaselineContract.ts"
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-const USER = "anonymous"
-const PUBLIC_MODEL = "unified-chat"
-const MAX_BODY_BYTES = 64 * 1024
-
-/** Options of `serve`. */
-export interface Options {
-  readonly databaseUrl: string
-  readonly port?: number | undefined
-  readonly echoDelayMs: number
-}
-
-const fail = (response: ServerResponse, status: number, type: string, message: string) => {
-  const body = JSON.stringify({ error: { type, message } })
-  response.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(body)
-  })
-  response.end(body)
-}
-
-const titleOf = (message: string): string => {
-  const characters = Array.from(message)
-  return characters.length > 50 ? `${characters.slice(0, 50).join("")}...` : message
-}
-
-const INSERT_MESSAGE = `
-  WITH owner AS (
-    UPDATE convoke_conversations SET updated_at = GREATEST(updated_at, $3)
-    WHERE id = $1::uuid AND user_id = $2 RETURNING id
-  )
-  INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
-  SELECT $4::uuid, owner.id, $5, $6, $7, $8::jsonb, $3 FROM owner`
+export type { Options } from "./BaselineContract.ts"
 
 /** Starts the baseline server; resolves with its URL and a `close` function. */
 export const serve = async (options: Options) => {
@@ -60,19 +47,12 @@ export const serve = async (options: Options) => {
   // An idle client the server drops (its database dropped at the end of a run)
   // is reported on the pool; without a listener that error would crash the process.
   pool.on("error", () => {})
-  const storeMessage = (conversationId: string, role: string, content: string, status: string) => {
-    const now = new Date()
-    return pool.query(INSERT_MESSAGE, [
-      conversationId,
-      USER,
-      now,
-      randomUUID(),
-      role,
-      content,
-      status,
-      role === "assistant" ? JSON.stringify({ model: "echo" }) : null
-    ])
-  }
+  const storeMessage = (
+    conversationId: string,
+    role: "user" | "assistant",
+    content: string,
+    status: string
+  ) => pool.query(INSERT_MESSAGE, messageParameters(conversationId, role, content, status, randomUUID()))
 
   const server = createServer(async (request, response) => {
     if (request.method !== "POST" || request.url !== "/api/v0.3/chat") {
@@ -106,38 +86,20 @@ export const serve = async (options: Options) => {
     let conversationId: string | undefined
     try {
       if (typeof requested === "string" && UUID.test(requested)) {
-        const found = await pool.query(
-          "SELECT id FROM convoke_conversations WHERE id = $1::uuid AND user_id = $2",
-          [requested, USER]
-        )
+        const found = await pool.query(FIND_CONVERSATION, [requested, USER])
         if (found.rowCount === 1) conversationId = requested.toLowerCase()
       }
       if (conversationId === undefined) {
         conversationId = randomUUID()
         const now = new Date()
-        await pool.query(
-          "INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-          [conversationId, USER, titleOf(message), now]
-        )
+        await pool.query(INSERT_CONVERSATION, [conversationId, USER, titleOf(message), now])
       }
     } catch {
       return fail(response, 503, "unavailable", "The database is unavailable")
     }
 
-    response.writeHead(200, {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      "x-accel-buffering": "no",
-      connection: "keep-alive"
-    })
-    response.write(
-      `data: ${JSON.stringify({
-        type: "metadata",
-        conversation_id: conversationId,
-        model: PUBLIC_MODEL,
-        timestamp: Math.floor(Date.now() / 1000)
-      })}\n\n`
-    )
+    response.writeHead(200, SSE_HEADERS)
+    response.write(metadataFrame(conversationId))
 
     const id = conversationId
     let reply = ""
@@ -152,8 +114,7 @@ export const serve = async (options: Options) => {
     })
     try {
       await storeMessage(id, "user", message, "complete")
-      const words = [`Echo #1:`, ...(` ${message}`.match(/\s*\S+/g) ?? [])]
-      for (const word of words) {
+      for (const word of wordsOf(message)) {
         if (closed) break
         await new Promise<void>((resolve) => {
           finish = resolve
@@ -161,17 +122,12 @@ export const serve = async (options: Options) => {
         })
         if (closed) break
         reply += word
-        response.write(`data: ${JSON.stringify({ type: "content", delta: { content: word } })}\n\n`)
+        response.write(contentFrame(word))
       }
       await storeMessage(id, "assistant", reply, closed ? "partial" : "complete")
-      if (!closed) response.end("data: [DONE]\n\n")
+      if (!closed) response.end(DONE_FRAME)
     } catch {
-      if (!closed) {
-        response.write(
-          `data: ${JSON.stringify({ type: "error", error: { type: "unavailable", message: "The database is unavailable" } })}\n\ndata: [DONE]\n\n`
-        )
-        response.end()
-      }
+      if (!closed) response.end(UNAVAILABLE_FRAMES)
     }
   })
   server.keepAliveTimeout = 60_000
@@ -186,13 +142,4 @@ export const serve = async (options: Options) => {
   }
 }
 
-if (import.meta.main) {
-  const { url, close } = await serve({
-    databaseUrl: process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
-    port: Number(process.env.PORT ?? 0),
-    echoDelayMs: Number(process.env.ECHO_DELAY_MS ?? 20)
-  })
-  console.log(`listening ${url}`)
-  // A normal exit, so `--cpu-prof` can write its profile.
-  process.once("SIGTERM", () => close().then(() => process.exit(0)))
-}
+if (import.meta.main) await runAsProcess(serve)

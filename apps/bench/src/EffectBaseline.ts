@@ -24,18 +24,27 @@ import * as Redacted from "effect/Redacted"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Scope from "effect/Scope"
 import * as SqlClient from "effect/sql/SqlClient"
+import {
+  contentFrame,
+  DONE_FRAME,
+  FIND_CONVERSATION,
+  fail,
+  INSERT_CONVERSATION,
+  INSERT_MESSAGE,
+  MAX_BODY_BYTES,
+  messageParameters,
+  metadataFrame,
+  type Options,
+  runAsProcess,
+  SSE_HEADERS,
+  titleOf,
+  UNAVAILABLE_FRAMES,
+  USER,
+  UUID,
+  wordsOf
+} from "./BaselineContract.ts"
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-const USER = "anonymous"
-const PUBLIC_MODEL = "unified-chat"
-const MAX_BODY_BYTES = 64 * 1024
-
-/** Options of `serve`. */
-export interface Options {
-  readonly databaseUrl: string
-  readonly port?: number | undefined
-  readonly echoDelayMs: number
-}
+export type { Options } from "./BaselineContract.ts"
 
 /** A request the server answers with an error body. */
 class Refused {
@@ -47,20 +56,6 @@ class Refused {
     this.type = type
     this.message = message
   }
-}
-
-const fail = (response: ServerResponse, { status, type, message }: Refused) => {
-  const body = JSON.stringify({ error: { type, message } })
-  response.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(body)
-  })
-  response.end(body)
-}
-
-const titleOf = (message: string): string => {
-  const characters = Array.from(message)
-  return characters.length > 50 ? `${characters.slice(0, 50).join("")}...` : message
 }
 
 const readBody = (request: IncomingMessage): Effect.Effect<Buffer, Refused> =>
@@ -114,27 +109,22 @@ export const serve = async (options: Options) => {
   const sql: SqlClient.SqlClient = client
   const services = Context.make(SqlClient.SqlClient, sql)
 
-  const storeMessage = (conversationId: string, role: string, content: string, status: string) =>
-    sql`
-      WITH owner AS (
-        UPDATE convoke_conversations SET updated_at = GREATEST(updated_at, ${new Date()})
-        WHERE id = ${conversationId}::uuid AND user_id = ${USER} RETURNING id
-      )
-      INSERT INTO convoke_messages (id, conversation_id, role, content, status, metadata, created_at)
-      SELECT ${randomUUID()}::uuid, owner.id, ${role}, ${content}, ${status},
-        ${role === "assistant" ? JSON.stringify({ model: "echo" }) : null}::jsonb, ${new Date()} FROM owner`
+  // The baseline's statement texts, sent as they are, as the baseline sends them.
+  const storeMessage = (
+    conversationId: string,
+    role: "user" | "assistant",
+    content: string,
+    status: string
+  ) => sql.unsafe(INSERT_MESSAGE, messageParameters(conversationId, role, content, status, randomUUID()))
 
   const conversationOf = (message: string, requested: unknown): Effect.Effect<string, Refused> =>
     Effect.gen(function* () {
       if (typeof requested === "string" && UUID.test(requested)) {
-        const found =
-          yield* sql`SELECT id FROM convoke_conversations WHERE id = ${requested}::uuid AND user_id = ${USER}`
+        const found = yield* sql.unsafe(FIND_CONVERSATION, [requested, USER])
         if (found.length === 1) return requested.toLowerCase()
       }
       const id = randomUUID()
-      const now = new Date()
-      yield* sql`INSERT INTO convoke_conversations (id, user_id, title, created_at, updated_at)
-        VALUES (${id}, ${USER}, ${titleOf(message)}, ${now}, ${now})`
+      yield* sql.unsafe(INSERT_CONVERSATION, [id, USER, titleOf(message), new Date()])
       return id
     }).pipe(Effect.mapError(() => new Refused(503, "unavailable", "The database is unavailable")))
 
@@ -144,22 +134,9 @@ export const serve = async (options: Options) => {
         return yield* Effect.fail(new Refused(404, "not_found", "Not found"))
       const { message, requested } = yield* Effect.flatMap(readBody(request), parse)
       const conversationId = yield* conversationOf(message, requested)
-      response.writeHead(200, {
-        "content-type": "text/event-stream; charset=utf-8",
-        "cache-control": "no-cache, no-transform",
-        "x-accel-buffering": "no",
-        connection: "keep-alive"
-      })
-      response.write(
-        `data: ${JSON.stringify({
-          type: "metadata",
-          conversation_id: conversationId,
-          model: PUBLIC_MODEL,
-          timestamp: Math.floor(Date.now() / 1000)
-        })}\n\n`
-      )
+      response.writeHead(200, SSE_HEADERS)
+      response.write(metadataFrame(conversationId))
       let reply = ""
-      const words = [`Echo #1:`, ...(` ${message}`.match(/\s*\S+/g) ?? [])]
       // The reply is stored however the stream ends (an exit handler runs when the client left, too),
       // partial if it was cut short, as the baseline's is.
       const end = (streamed: Exit.Exit<unknown, unknown>) =>
@@ -175,22 +152,24 @@ export const serve = async (options: Options) => {
           (stored) =>
             Effect.sync(() => {
               if (response.destroyed) return
-              if (Exit.isSuccess(streamed) && Exit.isSuccess(stored)) response.end("data: [DONE]\n\n")
-              else
-                response.end(
-                  `data: ${JSON.stringify({ type: "error", error: { type: "unavailable", message: "The database is unavailable" } })}\n\ndata: [DONE]\n\n`
-                )
+              response.end(
+                Exit.isSuccess(streamed) && Exit.isSuccess(stored) ? DONE_FRAME : UNAVAILABLE_FRAMES
+              )
             })
         )
       yield* Effect.gen(function* () {
         yield* storeMessage(conversationId, "user", message, "complete")
-        for (const word of words) {
+        for (const word of wordsOf(message)) {
           yield* Effect.sleep(options.echoDelayMs)
           reply += word
-          response.write(`data: ${JSON.stringify({ type: "content", delta: { content: word } })}\n\n`)
+          response.write(contentFrame(word))
         }
       }).pipe(Effect.onExit(end), Effect.ignore)
-    }).pipe(Effect.catch((refused) => Effect.sync(() => fail(response, refused))))
+    }).pipe(
+      Effect.catch((refused) =>
+        Effect.sync(() => fail(response, refused.status, refused.type, refused.message))
+      )
+    )
 
   const server = createServer((request, response) => {
     const fiber = Effect.runForkWith(services)(handle(request, response))
@@ -210,13 +189,4 @@ export const serve = async (options: Options) => {
   }
 }
 
-if (import.meta.main) {
-  const { url, close } = await serve({
-    databaseUrl: process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
-    port: Number(process.env.PORT ?? 0),
-    echoDelayMs: Number(process.env.ECHO_DELAY_MS ?? 20)
-  })
-  console.log(`listening ${url}`)
-  // A normal exit, so `--cpu-prof` can write its profile.
-  process.once("SIGTERM", () => close().then(() => process.exit(0)))
-}
+if (import.meta.main) await runAsProcess(serve)
